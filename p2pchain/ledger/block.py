@@ -1,0 +1,59 @@
+"""Blocks: a signed header over a body of transactions and validator votes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Self
+
+from p2pchain.ledger.crypto import sha256
+from p2pchain.ledger.encoding import RLPItem, encode_item, read_fixed, read_list
+from p2pchain.ledger.header import BlockHeader, SignedHeader
+from p2pchain.ledger.tx import Transaction
+from p2pchain.ledger.types import BlockId, Hash32
+from p2pchain.ledger.vote import Vote
+
+EMPTY_BLOCK_SIGNATURE = bytes(64)
+
+
+def compute_body_root(transactions: tuple[Transaction, ...], votes: tuple[Vote, ...]) -> Hash32:
+    """SHA-256 of ``rlp([transactions, votes])``, witnesses included (commits to the whole body)."""
+    return sha256(encode_item(body_rlp(transactions, votes)))
+
+
+def body_rlp(transactions: tuple[Transaction, ...], votes: tuple[Vote, ...]) -> RLPItem:
+    return [[tx.to_rlp() for tx in transactions], [vote.to_rlp() for vote in votes]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Block:
+    """``[header, signature, transactions, votes]``; its id is its header's id."""
+
+    header: BlockHeader
+    signature: bytes
+    transactions: tuple[Transaction, ...] = ()
+    votes: tuple[Vote, ...] = ()
+
+    def to_rlp(self) -> RLPItem:
+        return [self.header.to_rlp(), self.signature, *body_rlp(self.transactions, self.votes)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        fields = read_list(item, "block", length=4)
+        return cls(
+            header=BlockHeader.from_rlp(fields[0]),
+            signature=read_fixed(fields[1], "block.signature", 64),
+            transactions=tuple(Transaction.from_rlp(x) for x in read_list(fields[2], "block.txs")),
+            votes=tuple(Vote.from_rlp(x) for x in read_list(fields[3], "block.votes")),
+        )
+
+    @property
+    def block_id(self) -> BlockId:
+        return self.header.block_id
+
+    @property
+    def signed_header(self) -> SignedHeader:
+        return SignedHeader(header=self.header, signature=self.signature)
+
+    def has_valid_body_root(self) -> bool:
+        """True when the header commits to exactly this body."""
+        return self.header.body_root == compute_body_root(self.transactions, self.votes)

@@ -1,0 +1,310 @@
+"""Transactions: outpoints, inputs with witnesses, multi-asset outputs with locks, and kinds.
+
+Layout of every object is in docs/protocol.md. A transaction's id hashes it *without* witnesses,
+so a signature can commit to the id and the id cannot be changed by re-signing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import IntEnum
+from typing import Self
+
+from p2pchain.errors import DecodeError
+from p2pchain.ledger.crypto import sha256, tagged_hash
+from p2pchain.ledger.encoding import (
+    RLPItem,
+    encode,
+    encode_item,
+    read_bytes,
+    read_fixed,
+    read_list,
+    read_uint,
+    uint_bytes,
+)
+from p2pchain.ledger.evidence import Evidence, evidence_from_rlp
+from p2pchain.ledger.types import Address, AssetId, Hash32, PublicKey, TxId
+
+_TX_SIG_TAG = b"p2pchain/tx"
+_ASSET_ID_TAG = b"p2pchain/asset"
+MAX_ASSET_NAME_BYTES = 32
+MAX_OUTPUT_INDEX = 2**32 - 1
+EMPTY_KEY = PublicKey(bytes(32))
+EMPTY_SIGNATURE = bytes(64)
+
+
+class LockKind(IntEnum):
+    """When and how an output may be spent."""
+
+    NONE = 0
+    """Spendable at once."""
+    HEIGHT = 1
+    """Spendable in a block whose height is >= `value` (reward maturity)."""
+    EPOCH = 2
+    """Spendable in a block whose epoch is >= `value`."""
+    STAKE = 3
+    """Bonded stake of validator `key`; spendable only by an UNBOND transaction."""
+    UNBONDING = 4
+    """Stake leaving validator `key`; spendable from epoch `value`, slashable until spent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lock:
+    """A spending condition on top of the owner's signature."""
+
+    kind: LockKind = LockKind.NONE
+    value: int = 0
+    key: bytes = b""
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.kind), uint_bytes(self.value), self.key]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        fields = read_list(item, "lock", length=3)
+        kind = LockKind(read_uint(fields[0], "lock.kind", max_value=max(LockKind)))
+        value = read_uint(fields[1], "lock.value")
+        key = read_bytes(fields[2], "lock.key", 32)
+        lock = cls(kind=kind, value=value, key=key)
+        if not lock.is_well_formed():
+            raise DecodeError(f"lock: fields do not fit kind {kind.name}")
+        return lock
+
+    def is_well_formed(self) -> bool:
+        """Each kind uses exactly the fields it needs; the rest stay empty."""
+        has_key = len(self.key) == 32
+        match self.kind:
+            case LockKind.NONE:
+                return self.value == 0 and not self.key
+            case LockKind.HEIGHT | LockKind.EPOCH:
+                return not self.key
+            case LockKind.STAKE:
+                return self.value == 0 and has_key
+            case LockKind.UNBONDING:
+                return has_key
+
+
+NO_LOCK = Lock()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, order=True)
+class OutPoint:
+    """Output number `index` of transaction `txid`."""
+
+    txid: TxId
+    index: int
+
+    def to_rlp(self) -> RLPItem:
+        return [self.txid, uint_bytes(self.index)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        fields = read_list(item, "outpoint", length=2)
+        return cls(
+            txid=TxId(read_fixed(fields[0], "outpoint.txid", 32)),
+            index=read_uint(fields[1], "outpoint.index", max_value=MAX_OUTPUT_INDEX),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxInput:
+    """Spends `outpoint`; the witness is the owner's x-only key and BIP-340 signature."""
+
+    outpoint: OutPoint
+    public_key: PublicKey = EMPTY_KEY
+    signature: bytes = EMPTY_SIGNATURE
+
+    def to_rlp(self) -> RLPItem:
+        return [self.outpoint.to_rlp(), self.public_key, self.signature]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        fields = read_list(item, "input", length=3)
+        return cls(
+            outpoint=OutPoint.from_rlp(fields[0]),
+            public_key=PublicKey(read_fixed(fields[1], "input.public_key", 32)),
+            signature=read_fixed(fields[2], "input.signature", 64),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxOutput:
+    """`amount` base units of `asset`, spendable by `address` once `lock` allows it."""
+
+    asset: AssetId
+    amount: int
+    address: Address
+    lock: Lock = NO_LOCK
+
+    def to_rlp(self) -> RLPItem:
+        return [self.asset, uint_bytes(self.amount), self.address, self.lock.to_rlp()]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        fields = read_list(item, "output", length=4)
+        return cls(
+            asset=AssetId(read_fixed(fields[0], "output.asset", 32)),
+            amount=read_uint(fields[1], "output.amount"),
+            address=Address(read_fixed(fields[2], "output.address", 20)),
+            lock=Lock.from_rlp(fields[3]),
+        )
+
+
+class TxKind(IntEnum):
+    """What a transaction does; each kind has its own payload and rules."""
+
+    TRANSFER = 0
+    REWARD = 1
+    ISSUE = 2
+    MINT = 3
+    BOND = 4
+    UNBOND = 5
+    SLASH = 6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewardPayload:
+    """The height of the block whose reward this is (makes every reward txid unique)."""
+
+    height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuePayload:
+    """A new asset: its display name and optional supply cap (0 = uncapped)."""
+
+    name: bytes
+    cap: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MintPayload:
+    """The asset that this transaction mints more of."""
+
+    asset: AssetId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlashPayload:
+    """Proof that a validator signed two conflicting messages."""
+
+    evidence: Evidence
+
+
+Payload = RewardPayload | IssuePayload | MintPayload | SlashPayload | None
+
+_PAYLOAD_TYPE: dict[
+    TxKind, type[RewardPayload | IssuePayload | MintPayload | SlashPayload] | None
+] = {
+    TxKind.TRANSFER: None,
+    TxKind.REWARD: RewardPayload,
+    TxKind.ISSUE: IssuePayload,
+    TxKind.MINT: MintPayload,
+    TxKind.BOND: None,
+    TxKind.UNBOND: None,
+    TxKind.SLASH: SlashPayload,
+}
+
+
+def _payload_to_rlp(payload: Payload) -> RLPItem:
+    match payload:
+        case None:
+            return []
+        case RewardPayload(height=height):
+            return [uint_bytes(height)]
+        case IssuePayload(name=name, cap=cap):
+            return [name, uint_bytes(cap)]
+        case MintPayload(asset=asset):
+            return [asset]
+        case SlashPayload(evidence=evidence):
+            return [evidence.to_rlp()]
+    raise TypeError(f"unknown payload {payload!r}")  # pragma: no cover
+
+
+def _payload_from_rlp(kind: TxKind, item: RLPItem) -> Payload:
+    expected = _PAYLOAD_TYPE[kind]
+    if expected is None:
+        read_list(item, "payload", length=0)
+        return None
+    if expected is RewardPayload:
+        (height,) = read_list(item, "payload", length=1)
+        return RewardPayload(height=read_uint(height, "payload.height"))
+    if expected is IssuePayload:
+        name, cap = read_list(item, "payload", length=2)
+        return IssuePayload(
+            name=read_bytes(name, "payload.name", MAX_ASSET_NAME_BYTES),
+            cap=read_uint(cap, "payload.cap"),
+        )
+    if expected is MintPayload:
+        (asset,) = read_list(item, "payload", length=1)
+        return MintPayload(asset=AssetId(read_fixed(asset, "payload.asset", 32)))
+    (evidence,) = read_list(item, "payload", length=1)
+    return SlashPayload(evidence=evidence_from_rlp(evidence))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transaction:
+    """A ledger transaction: ``[kind, inputs, outputs, payload]``."""
+
+    kind: TxKind
+    inputs: tuple[TxInput, ...] = ()
+    outputs: tuple[TxOutput, ...] = ()
+    payload: Payload = None
+
+    def __post_init__(self) -> None:
+        expected = _PAYLOAD_TYPE[self.kind]
+        if (expected is None) != (self.payload is None) or (
+            expected is not None and not isinstance(self.payload, expected)
+        ):
+            raise TypeError(f"{self.kind.name} takes payload {expected}, got {self.payload!r}")
+
+    def to_rlp(self) -> RLPItem:
+        return [
+            uint_bytes(self.kind),
+            [tx_input.to_rlp() for tx_input in self.inputs],
+            [output.to_rlp() for output in self.outputs],
+            _payload_to_rlp(self.payload),
+        ]
+
+    def body_rlp(self) -> RLPItem:
+        """The transaction without witnesses: inputs are bare outpoints."""
+        return [
+            uint_bytes(self.kind),
+            [tx_input.outpoint.to_rlp() for tx_input in self.inputs],
+            [output.to_rlp() for output in self.outputs],
+            _payload_to_rlp(self.payload),
+        ]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        fields = read_list(item, "tx", length=4)
+        kind = TxKind(read_uint(fields[0], "tx.kind", max_value=max(TxKind)))
+        inputs = tuple(TxInput.from_rlp(x) for x in read_list(fields[1], "tx.inputs"))
+        outputs = tuple(TxOutput.from_rlp(x) for x in read_list(fields[2], "tx.outputs"))
+        return cls(
+            kind=kind, inputs=inputs, outputs=outputs, payload=_payload_from_rlp(kind, fields[3])
+        )
+
+    @property
+    def txid(self) -> TxId:
+        """SHA-256 of the encoding without witnesses."""
+        return TxId(sha256(encode_item(self.body_rlp())))
+
+    @property
+    def size(self) -> int:
+        """Encoded size in bytes (with witnesses): what fee rates and limits count."""
+        return len(encode(self))
+
+    def with_inputs(self, inputs: tuple[TxInput, ...]) -> Transaction:
+        """The same transaction with other inputs (used to attach witnesses)."""
+        return replace(self, inputs=inputs)
+
+
+def tx_signing_message(chain_id: int, txid: bytes) -> Hash32:
+    """What every input's key signs: tag, chain id (8 bytes big-endian), txid."""
+    return tagged_hash(_TX_SIG_TAG, chain_id.to_bytes(8, "big") + txid)
+
+
+def compute_asset_id(first_input: OutPoint) -> AssetId:
+    """An issued asset's id: derived from the issue transaction's first outpoint (spent once)."""
+    return AssetId(tagged_hash(_ASSET_ID_TAG, encode(first_input)))

@@ -1,0 +1,275 @@
+"""The UTXO set, the asset registry and the stake index, with exact apply/undo.
+
+`UtxoView.apply` trusts its input: `validation.connect_block` is the checked entry point.
+Undo data records what a block consumed (spent outputs, prior asset records) so that `undo`
+restores the view exactly; it is a wire object because storage persists it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Self
+
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.encoding import (
+    RLPItem,
+    read_bytes,
+    read_fixed,
+    read_list,
+    read_uint,
+    uint_bytes,
+)
+from p2pchain.ledger.tx import (
+    IssuePayload,
+    LockKind,
+    MintPayload,
+    OutPoint,
+    SlashPayload,
+    Transaction,
+    TxOutput,
+    compute_asset_id,
+)
+from p2pchain.ledger.types import Address, AssetId, BlockId, PublicKey, TxId
+
+GENESIS_PARENT_HEIGHT = -1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetInfo:
+    """An issued asset: who may mint it, its cap (0 = none) and how much was ever issued."""
+
+    asset: AssetId
+    name: bytes
+    issuer: Address
+    cap: int
+    issued: int
+
+    def to_rlp(self) -> RLPItem:
+        return [self.asset, self.name, self.issuer, uint_bytes(self.cap), uint_bytes(self.issued)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        fields = read_list(item, "asset_info", length=5)
+        return cls(
+            asset=AssetId(read_fixed(fields[0], "asset_info.asset", 32)),
+            name=read_bytes(fields[1], "asset_info.name", 32),
+            issuer=Address(read_fixed(fields[2], "asset_info.issuer", 20)),
+            cap=read_uint(fields[3], "asset_info.cap"),
+            issued=read_uint(fields[4], "asset_info.issued"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxUndo:
+    """What one transaction consumed: the outputs it spent and the asset records it replaced."""
+
+    spent: tuple[tuple[OutPoint, TxOutput], ...] = ()
+    assets: tuple[tuple[AssetId, AssetInfo | None], ...] = ()
+
+    def to_rlp(self) -> RLPItem:
+        return [
+            [[outpoint.to_rlp(), output.to_rlp()] for outpoint, output in self.spent],
+            [[asset, [] if info is None else info.to_rlp()] for asset, info in self.assets],
+        ]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        spent_items, asset_items = read_list(item, "undo", length=2)
+        spent = []
+        for entry in read_list(spent_items, "undo.spent"):
+            outpoint, output = read_list(entry, "undo.spent[]", length=2)
+            spent.append((OutPoint.from_rlp(outpoint), TxOutput.from_rlp(output)))
+        assets: list[tuple[AssetId, AssetInfo | None]] = []
+        for entry in read_list(asset_items, "undo.assets"):
+            asset, info = read_list(entry, "undo.assets[]", length=2)
+            previous = None if info == [] else AssetInfo.from_rlp(info)
+            assets.append((AssetId(read_fixed(asset, "undo.asset", 32)), previous))
+        return cls(spent=tuple(spent), assets=tuple(assets))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UndoData:
+    """How to reverse one block: a `TxUndo` per transaction, in block order."""
+
+    txs: tuple[TxUndo, ...] = ()
+
+    def to_rlp(self) -> RLPItem:
+        return [tx_undo.to_rlp() for tx_undo in self.txs]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        return cls(txs=tuple(TxUndo.from_rlp(x) for x in read_list(item, "undo")))
+
+
+def _is_slashable(output: TxOutput) -> bool:
+    return output.lock.kind in (LockKind.STAKE, LockKind.UNBONDING)
+
+
+class UtxoView:
+    """Unspent outputs plus indexes by address and by validator key, at one tip."""
+
+    def __init__(self) -> None:
+        self._utxos: dict[OutPoint, TxOutput] = {}
+        self._assets: dict[AssetId, AssetInfo] = {}
+        self._by_address: defaultdict[Address, set[OutPoint]] = defaultdict(set)
+        self._by_validator: defaultdict[PublicKey, set[OutPoint]] = defaultdict(set)
+        self.tip: BlockId = BlockId(bytes(32))
+        self.height: int = GENESIS_PARENT_HEIGHT
+
+    # -- queries ---------------------------------------------------------------------------
+    def get(self, outpoint: OutPoint) -> TxOutput | None:
+        return self._utxos.get(outpoint)
+
+    def __contains__(self, outpoint: object) -> bool:
+        return outpoint in self._utxos
+
+    def __len__(self) -> int:
+        return len(self._utxos)
+
+    def __iter__(self) -> Iterator[tuple[OutPoint, TxOutput]]:
+        return iter(self._utxos.items())
+
+    def asset(self, asset: AssetId) -> AssetInfo | None:
+        return self._assets.get(asset)
+
+    def assets(self) -> dict[AssetId, AssetInfo]:
+        return dict(self._assets)
+
+    def utxos_of(self, address: Address) -> list[tuple[OutPoint, TxOutput]]:
+        """Every unspent output owned by `address`, in outpoint order."""
+        return sorted((op, self._utxos[op]) for op in self._by_address.get(address, ()))
+
+    def balance(self, address: Address, asset: AssetId) -> int:
+        """Total of `asset` owned by `address`, locked outputs included."""
+        return sum(output.amount for _, output in self.utxos_of(address) if output.asset == asset)
+
+    def balances(self, address: Address) -> dict[AssetId, int]:
+        """Every asset `address` holds, with totals."""
+        totals: defaultdict[AssetId, int] = defaultdict(int)
+        for _, output in self.utxos_of(address):
+            totals[output.asset] += output.amount
+        return dict(totals)
+
+    def bonded_stake(self) -> dict[PublicKey, int]:
+        """Bonded (STAKE-locked) native amount per validator key; unbonding stake excluded."""
+        stakes: dict[PublicKey, int] = {}
+        for key, outpoints in self._by_validator.items():
+            total = sum(
+                self._utxos[op].amount
+                for op in outpoints
+                if self._utxos[op].lock.kind is LockKind.STAKE
+            )
+            if total:
+                stakes[key] = total
+        return stakes
+
+    def slashable_outpoints(self, key: PublicKey) -> list[OutPoint]:
+        """The stake and unbonding outputs that evidence against `key` would burn."""
+        return sorted(self._by_validator.get(key, ()))
+
+    def snapshot(self) -> tuple[dict[OutPoint, TxOutput], dict[AssetId, AssetInfo]]:
+        """A copy of the contents, for comparing two views."""
+        return dict(self._utxos), dict(self._assets)
+
+    def copy(self) -> UtxoView:
+        other = UtxoView()
+        for outpoint, output in self._utxos.items():
+            other._add(outpoint, output)
+        other._assets = dict(self._assets)
+        other.tip, other.height = self.tip, self.height
+        return other
+
+    # -- changes ---------------------------------------------------------------------------
+    def _add(self, outpoint: OutPoint, output: TxOutput) -> None:
+        self._utxos[outpoint] = output
+        self._by_address[output.address].add(outpoint)
+        if _is_slashable(output):
+            self._by_validator[PublicKey(output.lock.key)].add(outpoint)
+
+    def _remove(self, outpoint: OutPoint) -> TxOutput:
+        output = self._utxos.pop(outpoint)
+        owned = self._by_address[output.address]
+        owned.discard(outpoint)
+        if not owned:
+            del self._by_address[output.address]
+        if _is_slashable(output):
+            key = PublicKey(output.lock.key)
+            staked = self._by_validator[key]
+            staked.discard(outpoint)
+            if not staked:
+                del self._by_validator[key]
+        return output
+
+    def _set_asset(self, asset: AssetId, info: AssetInfo | None) -> None:
+        if info is None:
+            self._assets.pop(asset, None)
+        else:
+            self._assets[asset] = info
+
+    def apply_transaction(self, tx: Transaction, txid: TxId | None = None) -> TxUndo:
+        """Spend the inputs, create the outputs, update assets; return how to reverse it."""
+        txid = tx.txid if txid is None else txid
+        spent: list[tuple[OutPoint, TxOutput]] = []
+        for tx_input in tx.inputs:
+            spent.append((tx_input.outpoint, self._remove(tx_input.outpoint)))
+        assets: list[tuple[AssetId, AssetInfo | None]] = []
+        payload = tx.payload
+        if isinstance(payload, SlashPayload):
+            for outpoint in self.slashable_outpoints(payload.evidence.offender):
+                spent.append((outpoint, self._remove(outpoint)))
+        elif isinstance(payload, IssuePayload):
+            asset = compute_asset_id(tx.inputs[0].outpoint)
+            issued = sum(o.amount for o in tx.outputs if o.asset == asset)
+            assets.append((asset, self._assets.get(asset)))
+            self._assets[asset] = AssetInfo(
+                asset=asset,
+                name=payload.name,
+                issuer=spent[0][1].address,
+                cap=payload.cap,
+                issued=issued,
+            )
+        elif isinstance(payload, MintPayload):
+            asset = payload.asset
+            previous = self._assets[asset]
+            minted = sum(o.amount for o in tx.outputs if o.asset == asset) - sum(
+                o.amount for _, o in spent if o.asset == asset
+            )
+            assets.append((asset, previous))
+            self._assets[asset] = AssetInfo(
+                asset=asset,
+                name=previous.name,
+                issuer=previous.issuer,
+                cap=previous.cap,
+                issued=previous.issued + max(minted, 0),
+            )
+        for index, output in enumerate(tx.outputs):
+            self._add(OutPoint(txid=txid, index=index), output)
+        return TxUndo(spent=tuple(spent), assets=tuple(assets))
+
+    def undo_transaction(self, tx: Transaction, undo: TxUndo, txid: TxId | None = None) -> None:
+        """Exactly reverse `apply_transaction(tx)`."""
+        txid = tx.txid if txid is None else txid
+        for index in range(len(tx.outputs)):
+            self._remove(OutPoint(txid=txid, index=index))
+        for asset, previous in reversed(undo.assets):
+            self._set_asset(asset, previous)
+        for outpoint, output in undo.spent:
+            self._add(outpoint, output)
+
+    def apply(self, block: Block) -> UndoData:
+        """Apply a block known to be valid on top of this view; return its undo data."""
+        if block.header.parent != self.tip and self.height != GENESIS_PARENT_HEIGHT:
+            raise ValueError("block does not extend this view's tip")
+        undo = UndoData(txs=tuple(self.apply_transaction(tx) for tx in block.transactions))
+        self.tip, self.height = block.block_id, block.header.height
+        return undo
+
+    def undo(self, block: Block, undo: UndoData) -> None:
+        """Reverse `apply(block)` using the undo data it returned."""
+        if block.block_id != self.tip:
+            raise ValueError("can only undo the tip block")
+        for tx, tx_undo in zip(reversed(block.transactions), reversed(undo.txs), strict=True):
+            self.undo_transaction(tx, tx_undo)
+        self.tip, self.height = block.header.parent, block.header.height - 1

@@ -1,0 +1,310 @@
+"""Ledger rules: when a transaction or a block's transactions may change the UTXO set.
+
+Three steps, cheapest first, each raising `InvalidTransaction` / `InvalidBlock` with a `Reason`:
+`check_transaction` (context-free shape), `validate_transaction` (against a `UtxoView`, signatures
+last) and `connect_block` (the whole body, applied atomically: on failure the view is unchanged).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from p2pchain.errors import InvalidBlock, InvalidTransaction, Reason
+from p2pchain.ledger.address import address_of
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.crypto import is_valid_public_key, verify
+from p2pchain.ledger.tx import (
+    IssuePayload,
+    Lock,
+    LockKind,
+    MintPayload,
+    RewardPayload,
+    SlashPayload,
+    Transaction,
+    TxKind,
+    TxOutput,
+    compute_asset_id,
+    tx_signing_message,
+)
+from p2pchain.ledger.types import AssetId, TxId
+from p2pchain.ledger.utxo import TxUndo, UndoData, UtxoView
+from p2pchain.params import ChainParams
+
+SignatureCheck = Callable[[Transaction, TxId], bool]
+"""Returns True when every input signature of the transaction is valid (may be cached)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockContext:
+    """Where a transaction would be included: the block's height and slot."""
+
+    height: int
+    slot: int
+
+    def epoch(self, params: ChainParams) -> int:
+        return self.slot // params.slots_per_epoch
+
+
+def _fail(reason: Reason, detail: str = "") -> InvalidTransaction:
+    return InvalidTransaction(reason, detail)
+
+
+def reward_lock(height: int, params: ChainParams) -> Lock:
+    """The lock every output of the reward at `height` must carry (maturity)."""
+    return Lock(kind=LockKind.HEIGHT, value=height + params.reward_maturity)
+
+
+def unbonding_lock(key: bytes, epoch: int, params: ChainParams) -> Lock:
+    """The lock every output of an UNBOND included in `epoch` must carry."""
+    return Lock(kind=LockKind.UNBONDING, value=epoch + params.unbonding_epochs, key=key)
+
+
+def _sum_by_asset(outputs: Iterable[TxOutput]) -> defaultdict[AssetId, int]:
+    totals: defaultdict[AssetId, int] = defaultdict(int)
+    for output in outputs:
+        totals[output.asset] += output.amount
+    return totals
+
+
+def check_transaction(tx: Transaction, params: ChainParams) -> None:
+    """Context-free rules: sizes, counts, amounts, duplicate inputs, locks, the kind's shape."""
+    if len(tx.inputs) > params.max_tx_inputs:
+        raise _fail(Reason.TOO_MANY_INPUTS, f"{len(tx.inputs)} > {params.max_tx_inputs}")
+    if len(tx.outputs) > params.max_tx_outputs:
+        raise _fail(Reason.TOO_MANY_OUTPUTS, f"{len(tx.outputs)} > {params.max_tx_outputs}")
+    if tx.size > params.max_tx_bytes:
+        raise _fail(Reason.TX_TOO_LARGE, f"{tx.size} > {params.max_tx_bytes}")
+    for index, output in enumerate(tx.outputs):
+        if not 0 < output.amount <= params.max_money:
+            raise _fail(Reason.AMOUNT_OUT_OF_RANGE, f"output {index}: {output.amount}")
+        if not output.lock.is_well_formed():
+            raise _fail(Reason.BAD_LOCK, f"output {index}")
+    for asset, total in _sum_by_asset(tx.outputs).items():
+        if total > params.max_money:
+            raise _fail(Reason.VALUE_OVERFLOW, f"asset {asset.hex()[:16]}: {total}")
+    if len({tx_input.outpoint for tx_input in tx.inputs}) != len(tx.inputs):
+        raise _fail(Reason.DUPLICATE_INPUT)
+    _check_shape(tx, params)
+
+
+def _check_shape(tx: Transaction, params: ChainParams) -> None:
+    kinds = {output.lock.kind for output in tx.outputs}
+    if tx.kind is TxKind.REWARD:
+        assert isinstance(tx.payload, RewardPayload)
+        expected = reward_lock(tx.payload.height, params)
+        if tx.inputs or not tx.outputs:
+            raise _fail(Reason.BAD_REWARD, "a reward has no inputs and some outputs")
+        if any(o.asset != params.native_asset or o.lock != expected for o in tx.outputs):
+            raise _fail(Reason.BAD_REWARD, "reward outputs are native and locked to maturity")
+        return
+    if tx.kind is TxKind.SLASH:
+        if tx.inputs or tx.outputs:
+            raise _fail(Reason.BAD_TX_KIND, "a slash transaction has no inputs or outputs")
+        return
+    if not tx.inputs:
+        raise _fail(Reason.NO_INPUTS)
+    if not tx.outputs:
+        raise _fail(Reason.NO_OUTPUTS)
+    if LockKind.STAKE in kinds and tx.kind is not TxKind.BOND:
+        raise _fail(Reason.BAD_STAKE_OUTPUT, "only BOND creates stake outputs")
+    if LockKind.UNBONDING in kinds and tx.kind is not TxKind.UNBOND:
+        raise _fail(Reason.BAD_UNBOND, "only UNBOND creates unbonding outputs")
+    if tx.kind is TxKind.BOND:
+        stakes = [o for o in tx.outputs if o.lock.kind is LockKind.STAKE]
+        if not stakes:
+            raise _fail(Reason.BAD_STAKE_OUTPUT, "BOND needs a stake output")
+        for stake in stakes:
+            if stake.asset != params.native_asset or not is_valid_public_key(stake.lock.key):
+                raise _fail(Reason.BAD_STAKE_OUTPUT, "stake is native, bonded to a valid key")
+            if stake.amount < params.min_stake:
+                raise _fail(Reason.STAKE_TOO_SMALL, f"{stake.amount} < {params.min_stake}")
+    if tx.kind is TxKind.UNBOND and (
+        kinds != {LockKind.UNBONDING} or any(o.asset != params.native_asset for o in tx.outputs)
+    ):
+        raise _fail(Reason.BAD_UNBOND, "UNBOND outputs are native and unbonding")
+    if isinstance(tx.payload, IssuePayload):
+        if not 0 < len(tx.payload.name) <= params.max_asset_name_bytes:
+            raise _fail(Reason.BAD_ASSET_NAME, "name must be 1..32 bytes")
+        if tx.payload.cap > params.max_money:
+            raise _fail(Reason.AMOUNT_OUT_OF_RANGE, f"cap {tx.payload.cap}")
+
+
+def verify_input_signatures(tx: Transaction, txid: TxId, chain_id: int) -> bool:
+    """Every input's witness signs the tx message; identical witnesses are checked once."""
+    message = tx_signing_message(chain_id, txid)
+    witnesses = {(tx_input.public_key, tx_input.signature) for tx_input in tx.inputs}
+    return all(verify(key, message, signature) for key, signature in witnesses)
+
+
+def validate_transaction(
+    tx: Transaction,
+    view: UtxoView,
+    params: ChainParams,
+    context: BlockContext,
+    *,
+    signatures_valid: SignatureCheck | None = None,
+) -> int:
+    """Check `tx` against `view` for inclusion at `context`; return its native fee.
+
+    Raises:
+        InvalidTransaction: with the reason of the first rule broken. The view is not changed.
+    """
+    check_transaction(tx, params)
+    if tx.kind is TxKind.REWARD:
+        raise _fail(Reason.MISPLACED_REWARD, "a reward is only valid as a block's first tx")
+    txid = tx.txid
+    if isinstance(tx.payload, SlashPayload):
+        tx.payload.evidence.validate(params.chain_id)
+        if not view.slashable_outpoints(tx.payload.evidence.offender):
+            raise _fail(Reason.NOTHING_TO_SLASH)
+        return 0
+    epoch = context.epoch(params)
+    spent: list[TxOutput] = []
+    for index, tx_input in enumerate(tx.inputs):
+        output = view.get(tx_input.outpoint)
+        if output is None:
+            raise _fail(Reason.MISSING_INPUT, f"input {index}")
+        if address_of(tx_input.public_key) != output.address:
+            raise _fail(Reason.WITNESS_KEY_MISMATCH, f"input {index}")
+        _check_spendable(tx, output, context.height, epoch, index)
+        spent.append(output)
+    fee = _check_value(tx, spent, view, params)
+    if tx.kind is TxKind.UNBOND:
+        _check_unbond(tx, spent, epoch, params)
+    check = signatures_valid or (lambda t, i: verify_input_signatures(t, i, params.chain_id))
+    if not check(tx, txid):
+        raise _fail(Reason.BAD_SIGNATURE)
+    return fee
+
+
+def _check_spendable(tx: Transaction, output: TxOutput, height: int, epoch: int, i: int) -> None:
+    lock = output.lock
+    if lock.kind is LockKind.HEIGHT and height < lock.value:
+        raise _fail(Reason.IMMATURE, f"input {i}: spendable at height {lock.value}")
+    if lock.kind in (LockKind.EPOCH, LockKind.UNBONDING) and epoch < lock.value:
+        raise _fail(Reason.LOCKED, f"input {i}: spendable at epoch {lock.value}")
+    if lock.kind is LockKind.STAKE and tx.kind is not TxKind.UNBOND:
+        raise _fail(Reason.STAKE_LOCKED, f"input {i}: bonded stake needs UNBOND")
+
+
+def _check_value(
+    tx: Transaction, spent: list[TxOutput], view: UtxoView, params: ChainParams
+) -> int:
+    """Per-asset conservation with issue/mint exceptions; return the native fee."""
+    ins, outs = _sum_by_asset(spent), _sum_by_asset(tx.outputs)
+    created: AssetId | None = None
+    if isinstance(tx.payload, IssuePayload):
+        created = compute_asset_id(tx.inputs[0].outpoint)
+        if view.asset(created) is not None:  # pragma: no cover - outpoints are spent once
+            raise _fail(Reason.UNKNOWN_ASSET, "asset already exists")
+        cap = tx.payload.cap
+        if cap and outs[created] > cap:
+            raise _fail(Reason.CAP_EXCEEDED, f"{outs[created]} > cap {cap}")
+    elif isinstance(tx.payload, MintPayload):
+        created = tx.payload.asset
+        info = view.asset(created)
+        if info is None:
+            raise _fail(Reason.UNKNOWN_ASSET, created.hex())
+        if spent[0].address != info.issuer:
+            raise _fail(Reason.NOT_ISSUER, "the first input must belong to the issuer")
+        minted = outs[created] - ins[created]
+        if minted <= 0:
+            raise _fail(Reason.VALUE_NOT_CONSERVED, "a mint must create new units")
+        if info.issued + minted > params.max_money:
+            raise _fail(Reason.VALUE_OVERFLOW, f"issued would be {info.issued + minted}")
+        if info.cap and info.issued + minted > info.cap:
+            raise _fail(Reason.CAP_EXCEEDED, f"{info.issued + minted} > cap {info.cap}")
+    for asset, total_out in outs.items():
+        if asset == created or asset == params.native_asset:
+            continue
+        if ins[asset] < total_out:
+            reason = Reason.VALUE_NOT_CONSERVED if ins[asset] else Reason.UNKNOWN_ASSET
+            raise _fail(reason, f"asset {asset.hex()[:16]}: in {ins[asset]} < out {total_out}")
+    native = AssetId(params.native_asset)
+    fee = ins[native] - outs[native]
+    if fee < 0:
+        raise _fail(Reason.NEGATIVE_FEE, f"native in {ins[native]} < out {outs[native]}")
+    return fee
+
+
+def _check_unbond(tx: Transaction, spent: list[TxOutput], epoch: int, params: ChainParams) -> None:
+    keys = {output.lock.key for output in spent}
+    if any(o.lock.kind is not LockKind.STAKE for o in spent) or len(keys) != 1:
+        raise _fail(Reason.BAD_UNBOND, "UNBOND spends stake of exactly one validator")
+    expected = unbonding_lock(keys.pop(), epoch, params)
+    if any(output.lock != expected for output in tx.outputs):
+        raise _fail(Reason.BAD_UNBOND, f"outputs must be locked as {expected}")
+
+
+def connect_block(
+    view: UtxoView,
+    block: Block,
+    params: ChainParams,
+    *,
+    signatures_valid: SignatureCheck | None = None,
+) -> UndoData:
+    """Validate the block's transactions in order and apply them; all or nothing.
+
+    Transactions may spend outputs of earlier transactions in the same block. The first
+    transaction must be the reward, paying at most the block reward plus the fees.
+
+    Raises:
+        InvalidBlock: with the failing rule's reason; the view is left exactly as it was.
+    """
+    header = block.header
+    if view.height != header.height - 1 or view.tip != header.parent:
+        raise InvalidBlock(Reason.BAD_PARENT, "block does not extend the view's tip")
+    if len(block.transactions) > params.max_block_txs:
+        raise InvalidBlock(Reason.BLOCK_TOO_LARGE, f"{len(block.transactions)} transactions")
+    if not block.transactions or block.transactions[0].kind is not TxKind.REWARD:
+        raise InvalidBlock(Reason.BAD_REWARD, "the first transaction must be the reward")
+    reward = block.transactions[0]
+    assert isinstance(reward.payload, RewardPayload)
+    if reward.payload.height != header.height:
+        raise InvalidBlock(Reason.BAD_REWARD, "reward height differs from block height")
+    context = BlockContext(height=header.height, slot=header.slot)
+    applied: list[tuple[Transaction, TxUndo]] = []
+    txids: set[TxId] = set()
+    fees = 0
+    try:
+        check_transaction(reward, params)
+        for index, tx in enumerate(block.transactions[1:], start=1):
+            txid = tx.txid
+            if txid in txids:
+                raise InvalidBlock(Reason.DUPLICATE_TX, f"tx {index}")
+            txids.add(txid)
+            try:
+                fees += validate_transaction(
+                    tx, view, params, context, signatures_valid=signatures_valid
+                )
+            except InvalidTransaction as exc:
+                reason = Reason.CONFLICTING_SPEND if _spends_spent(tx, applied) else exc.reason
+                raise InvalidBlock(reason, f"tx {index}: {exc}") from exc
+            applied.append((tx, view.apply_transaction(tx, txid)))
+        paid = sum(output.amount for output in reward.outputs)
+        if paid > params.block_reward + fees:
+            raise InvalidBlock(
+                Reason.BAD_REWARD, f"{paid} > reward + fees {params.block_reward + fees}"
+            )
+        applied.insert(0, (reward, view.apply_transaction(reward)))
+    except InvalidTransaction as exc:
+        _roll_back(view, applied)
+        raise InvalidBlock(exc.reason, f"reward: {exc}") from exc
+    except InvalidBlock:
+        _roll_back(view, applied)
+        raise
+    view.tip, view.height = block.block_id, header.height
+    return UndoData(txs=tuple(undo for _, undo in applied))
+
+
+def _spends_spent(tx: Transaction, applied: list[tuple[Transaction, TxUndo]]) -> bool:
+    """True when `tx` spends an outpoint an earlier transaction of the block already spent."""
+    spent = {outpoint for _, undo in applied for outpoint, _ in undo.spent}
+    return any(tx_input.outpoint in spent for tx_input in tx.inputs)
+
+
+def _roll_back(view: UtxoView, applied: list[tuple[Transaction, TxUndo]]) -> None:
+    for tx, undo in reversed(applied):
+        view.undo_transaction(tx, undo)

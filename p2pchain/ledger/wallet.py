@@ -1,0 +1,220 @@
+"""A pure wallet: coin selection and signed transactions, with change and an explicit fee.
+
+The wallet never reads the network or the clock: the caller passes the outputs it owns (for
+example `UtxoView.utxos_of(wallet.address)`) and the block context the transaction targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from p2pchain.errors import InsufficientFunds
+from p2pchain.ledger.address import address_of, encode_address
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.tx import (
+    IssuePayload,
+    Lock,
+    LockKind,
+    MintPayload,
+    OutPoint,
+    Payload,
+    Transaction,
+    TxInput,
+    TxKind,
+    TxOutput,
+    compute_asset_id,
+    tx_signing_message,
+)
+from p2pchain.ledger.types import Address, AssetId, PublicKey
+from p2pchain.ledger.validation import BlockContext, unbonding_lock
+from p2pchain.params import ChainParams
+
+Coin = tuple[OutPoint, TxOutput]
+
+
+def is_spendable(output: TxOutput, context: BlockContext, params: ChainParams) -> bool:
+    """True when a plain spend of `output` may be included at `context`."""
+    lock = output.lock
+    match lock.kind:
+        case LockKind.NONE:
+            return True
+        case LockKind.HEIGHT:
+            return context.height >= lock.value
+        case LockKind.EPOCH | LockKind.UNBONDING:
+            return context.epoch(params) >= lock.value
+        case LockKind.STAKE:
+            return False
+
+
+def select_coins(coins: Iterable[Coin], asset: AssetId, target: int) -> list[Coin]:
+    """Largest-first selection of `asset` coins covering `target` (fewest inputs, no dust walk).
+
+    Raises:
+        InsufficientFunds: when all the coins together are not enough.
+    """
+    candidates = sorted(
+        (coin for coin in coins if coin[1].asset == asset),
+        key=lambda coin: (-coin[1].amount, coin[0]),
+    )
+    chosen: list[Coin] = []
+    total = 0
+    for coin in candidates:
+        if total >= target:
+            break
+        chosen.append(coin)
+        total += coin[1].amount
+    if total < target:
+        raise InsufficientFunds(f"need {target} of {asset.hex()[:16]}, have {total}")
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Wallet:
+    """One key and the chain it signs for."""
+
+    key: SecretKey
+    params: ChainParams
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self.key.public_key
+
+    @property
+    def address(self) -> Address:
+        return address_of(self.key.public_key)
+
+    @property
+    def address_text(self) -> str:
+        return encode_address(self.address, self.params.address_prefix)
+
+    def sign(self, tx: Transaction) -> Transaction:
+        """Attach this key's witness to every input."""
+        signature = self.key.sign(tx_signing_message(self.params.chain_id, tx.txid))
+        inputs = tuple(
+            TxInput(outpoint=i.outpoint, public_key=self.public_key, signature=signature)
+            for i in tx.inputs
+        )
+        return tx.with_inputs(inputs)
+
+    def _fund(
+        self,
+        coins: Sequence[Coin],
+        context: BlockContext,
+        needs: dict[AssetId, int],
+        fee: int,
+        first: Coin | None = None,
+    ) -> tuple[list[Coin], list[TxOutput]]:
+        """Choose inputs for every asset in `needs` plus the fee; return them and the change."""
+        native = AssetId(self.params.native_asset)
+        spendable = [c for c in coins if is_spendable(c[1], context, self.params)]
+        needs = dict(needs)
+        needs[native] = needs.get(native, 0) + fee
+        chosen: list[Coin] = [first] if first else []
+        for asset, amount in sorted(needs.items()):
+            have = sum(c[1].amount for c in chosen if c[1].asset == asset)
+            rest = [c for c in spendable if c not in chosen]
+            if amount > have:
+                chosen += select_coins(rest, asset, amount - have)
+        change = []
+        for asset in sorted({c[1].asset for c in chosen}):
+            excess = sum(c[1].amount for c in chosen if c[1].asset == asset) - needs.get(asset, 0)
+            if excess > 0:
+                change.append(TxOutput(asset=asset, amount=excess, address=self.address))
+        return chosen, change
+
+    def _build(
+        self,
+        kind: TxKind,
+        chosen: list[Coin],
+        outputs: list[TxOutput],
+        payload: Payload = None,
+    ) -> Transaction:
+        inputs = tuple(TxInput(outpoint=outpoint) for outpoint, _ in chosen)
+        tx = Transaction(kind=kind, inputs=inputs, outputs=tuple(outputs), payload=payload)
+        return self.sign(tx)
+
+    def build_transfer(
+        self,
+        coins: Sequence[Coin],
+        payments: Sequence[TxOutput],
+        *,
+        fee: int,
+        context: BlockContext,
+    ) -> Transaction:
+        """Pay each of `payments` from `coins`, returning change to this wallet."""
+        needs: dict[AssetId, int] = {}
+        for payment in payments:
+            needs[payment.asset] = needs.get(payment.asset, 0) + payment.amount
+        chosen, change = self._fund(coins, context, needs, fee)
+        return self._build(TxKind.TRANSFER, chosen, [*payments, *change])
+
+    def build_issue(
+        self,
+        coins: Sequence[Coin],
+        *,
+        name: bytes,
+        amount: int,
+        cap: int = 0,
+        fee: int,
+        context: BlockContext,
+    ) -> tuple[Transaction, AssetId]:
+        """Create a new asset with `amount` units owned by this wallet; return the tx and id."""
+        chosen, change = self._fund(coins, context, {}, fee)
+        asset = compute_asset_id(chosen[0][0])
+        minted = TxOutput(asset=asset, amount=amount, address=self.address)
+        tx = self._build(TxKind.ISSUE, chosen, [minted, *change], IssuePayload(name=name, cap=cap))
+        return tx, asset
+
+    def build_mint(
+        self,
+        coins: Sequence[Coin],
+        *,
+        asset: AssetId,
+        amount: int,
+        fee: int,
+        context: BlockContext,
+    ) -> Transaction:
+        """Mint `amount` more of an asset this wallet issued."""
+        chosen, change = self._fund(coins, context, {}, fee)
+        minted = TxOutput(asset=asset, amount=amount, address=self.address)
+        return self._build(TxKind.MINT, chosen, [minted, *change], MintPayload(asset=asset))
+
+    def build_bond(
+        self,
+        coins: Sequence[Coin],
+        *,
+        validator: PublicKey,
+        amount: int,
+        fee: int,
+        context: BlockContext,
+    ) -> Transaction:
+        """Bond `amount` as stake of `validator`; this wallet stays the owner who may unbond."""
+        native = AssetId(self.params.native_asset)
+        chosen, change = self._fund(coins, context, {native: amount}, fee)
+        stake = TxOutput(
+            asset=native,
+            amount=amount,
+            address=self.address,
+            lock=Lock(kind=LockKind.STAKE, key=validator),
+        )
+        return self._build(TxKind.BOND, chosen, [stake, *change])
+
+    def build_unbond(
+        self, stakes: Sequence[Coin], *, fee: int, context: BlockContext
+    ) -> Transaction:
+        """Unbond stake outputs of one validator; the value unlocks after the unbonding period."""
+        keys = {output.lock.key for _, output in stakes}
+        if len(keys) != 1 or any(o.lock.kind is not LockKind.STAKE for _, o in stakes):
+            raise ValueError("unbond stake outputs of exactly one validator")
+        total = sum(output.amount for _, output in stakes)
+        if total <= fee:
+            raise InsufficientFunds(f"stake {total} does not cover fee {fee}")
+        lock = unbonding_lock(keys.pop(), context.epoch(self.params), self.params)
+        released = TxOutput(
+            asset=AssetId(self.params.native_asset),
+            amount=total - fee,
+            address=self.address,
+            lock=lock,
+        )
+        return self._build(TxKind.UNBOND, list(stakes), [released])
