@@ -1,0 +1,487 @@
+"""Every peer-to-peer message: frozen wire objects, their type ids and per-type size limits.
+
+A frame carries one message: ``type (1 byte) || RLP payload``. The registry `MESSAGE_TYPES` maps
+type ids to classes; `MAX_PAYLOAD_BYTES` gives the hard limit of each type, which the frame
+decoder checks before it buffers a body (docs/protocol.md, Network section).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar, Final, Self
+
+from p2pchain.errors import DecodeError
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.crypto import sha256
+from p2pchain.ledger.encoding import (
+    RLPItem,
+    decode_item,
+    encode_item,
+    read_bytes,
+    read_fixed,
+    read_list,
+    read_uint,
+    uint_bytes,
+)
+from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.vote import Checkpoint
+
+PROTOCOL_VERSION: Final = 1
+MESSAGE_ID_BYTES: Final = 20
+MAX_ADDRESS_BYTES: Final = 128
+MAX_LISTEN_ADDRESSES: Final = 8
+MAX_IHAVE_IDS: Final = 5_000
+MAX_IWANT_IDS: Final = 5_000
+MAX_PX_PEERS: Final = 16
+MAX_PEERS_IN_RESPONSE: Final = 64
+MAX_BLOCKS_PER_REQUEST: Final = 128
+MAX_BLOCK_IDS_PER_REQUEST: Final = 64
+MAX_DETAIL_BYTES: Final = 256
+MAX_GOSSIP_DATA_BYTES: Final = 2_100_000
+MAX_BLOCKS_RESPONSE_BYTES: Final = 16 * 1024 * 1024
+
+
+class Topic(IntEnum):
+    """Gossip topics; the payload is the canonical encoding of one object of that kind."""
+
+    TRANSACTION = 0
+    BLOCK = 1
+    VOTE = 2
+    EVIDENCE = 3
+
+
+class DisconnectReason(IntEnum):
+    """Why a connection was closed; sent to the peer in `Disconnect` and logged."""
+
+    REQUESTED = 0
+    PROTOCOL_ERROR = 1
+    WRONG_CHAIN = 2
+    WRONG_GENESIS = 3
+    BAD_IDENTITY = 4
+    SELF_CONNECTION = 5
+    DUPLICATE_CONNECTION = 6
+    HANDSHAKE_TIMEOUT = 7
+    PING_TIMEOUT = 8
+    BANNED = 9
+    TOO_MANY_PEERS = 10
+    INCOMPATIBLE_VERSION = 11
+    SLOW_PEER = 12
+    LOW_SCORE = 13
+    SHUTDOWN = 14
+
+
+def _read_address(item: RLPItem, name: str) -> bytes:
+    return read_bytes(item, name, MAX_ADDRESS_BYTES)
+
+
+def _read_ids(item: RLPItem, name: str, max_length: int) -> tuple[bytes, ...]:
+    return tuple(
+        read_fixed(x, f"{name}[]", MESSAGE_ID_BYTES)
+        for x in read_list(item, name, max_length=max_length)
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    """First message inside the secure channel, both ways: who we are and where our chain is."""
+
+    TYPE: ClassVar[int] = 1
+    protocol_version: int
+    chain_id: int
+    genesis: BlockId
+    node_key: bytes
+    listen_addresses: tuple[bytes, ...]
+    head: BlockId
+    head_height: int
+    finalized: Checkpoint
+
+    def to_rlp(self) -> RLPItem:
+        return [
+            uint_bytes(self.protocol_version),
+            uint_bytes(self.chain_id),
+            self.genesis,
+            self.node_key,
+            list(self.listen_addresses),
+            self.head,
+            uint_bytes(self.head_height),
+            self.finalized.to_rlp(),
+        ]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "hello", length=8)
+        return cls(
+            protocol_version=read_uint(f[0], "hello.protocol_version"),
+            chain_id=read_uint(f[1], "hello.chain_id"),
+            genesis=BlockId(read_fixed(f[2], "hello.genesis", 32)),
+            node_key=read_fixed(f[3], "hello.node_key", 32),
+            listen_addresses=tuple(
+                _read_address(x, "hello.listen_addresses[]")
+                for x in read_list(f[4], "hello.listen_addresses", max_length=MAX_LISTEN_ADDRESSES)
+            ),
+            head=BlockId(read_fixed(f[5], "hello.head", 32)),
+            head_height=read_uint(f[6], "hello.head_height"),
+            finalized=Checkpoint.from_rlp(f[7]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Disconnect:
+    """Last message before closing: a reason code and a short human-readable detail."""
+
+    TYPE: ClassVar[int] = 2
+    reason: DisconnectReason
+    detail: bytes = b""
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.reason), self.detail]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "disconnect", length=2)
+        code = read_uint(f[0], "disconnect.reason", max_value=max(DisconnectReason))
+        return cls(
+            reason=DisconnectReason(code),
+            detail=read_bytes(f[1], "disconnect.detail", MAX_DETAIL_BYTES),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping:
+    """Liveness probe; the peer must answer with a `Pong` carrying the same nonce."""
+
+    TYPE: ClassVar[int] = 3
+    nonce: int
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.nonce)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        (nonce,) = read_list(item, "ping", length=1)
+        return cls(nonce=read_uint(nonce, "ping.nonce"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pong:
+    """Answer to `Ping`."""
+
+    TYPE: ClassVar[int] = 4
+    nonce: int
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.nonce)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        (nonce,) = read_list(item, "pong", length=1)
+        return cls(nonce=read_uint(nonce, "pong.nonce"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """The sender's current head and finalized checkpoint (sent after Hello and on change)."""
+
+    TYPE: ClassVar[int] = 5
+    head: BlockId
+    head_height: int
+    head_slot: int
+    finalized: Checkpoint
+
+    def to_rlp(self) -> RLPItem:
+        return [
+            self.head,
+            uint_bytes(self.head_height),
+            uint_bytes(self.head_slot),
+            self.finalized.to_rlp(),
+        ]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "status", length=4)
+        return cls(
+            head=BlockId(read_fixed(f[0], "status.head", 32)),
+            head_height=read_uint(f[1], "status.head_height"),
+            head_slot=read_uint(f[2], "status.head_slot"),
+            finalized=Checkpoint.from_rlp(f[3]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publish:
+    """A full gossip message: the canonical encoding of one object of `topic`."""
+
+    TYPE: ClassVar[int] = 10
+    topic: Topic
+    data: bytes
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.topic), self.data]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "publish", length=2)
+        return cls(
+            topic=Topic(read_uint(f[0], "publish.topic", max_value=max(Topic))),
+            data=read_bytes(f[1], "publish.data", MAX_GOSSIP_DATA_BYTES),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IHave:
+    """Lazy gossip: ids of messages of `topic` the sender has (20-byte message ids)."""
+
+    TYPE: ClassVar[int] = 11
+    topic: Topic
+    message_ids: tuple[bytes, ...]
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.topic), list(self.message_ids)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "ihave", length=2)
+        return cls(
+            topic=Topic(read_uint(f[0], "ihave.topic", max_value=max(Topic))),
+            message_ids=_read_ids(f[1], "ihave.message_ids", MAX_IHAVE_IDS),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IWant:
+    """Request for full messages announced by `IHave`."""
+
+    TYPE: ClassVar[int] = 12
+    message_ids: tuple[bytes, ...]
+
+    def to_rlp(self) -> RLPItem:
+        return [list(self.message_ids)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        (ids,) = read_list(item, "iwant", length=1)
+        return cls(message_ids=_read_ids(ids, "iwant.message_ids", MAX_IWANT_IDS))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Graft:
+    """Ask the receiver to add the sender to its mesh for `topic`."""
+
+    TYPE: ClassVar[int] = 13
+    topic: Topic
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.topic)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        (topic,) = read_list(item, "graft", length=1)
+        return cls(topic=Topic(read_uint(topic, "graft.topic", max_value=max(Topic))))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prune:
+    """Leave the receiver's mesh for `topic`; don't re-graft for `backoff_s`; other peers (PX)."""
+
+    TYPE: ClassVar[int] = 14
+    topic: Topic
+    backoff_s: int
+    peers: tuple[bytes, ...] = ()
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.topic), uint_bytes(self.backoff_s), list(self.peers)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "prune", length=3)
+        return cls(
+            topic=Topic(read_uint(f[0], "prune.topic", max_value=max(Topic))),
+            backoff_s=read_uint(f[1], "prune.backoff_s", max_value=86_400),
+            peers=tuple(
+                _read_address(x, "prune.peers[]")
+                for x in read_list(f[2], "prune.peers", max_length=MAX_PX_PEERS)
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetBlocksByRange:
+    """Request up to `count` canonical blocks from `start_height` upward."""
+
+    TYPE: ClassVar[int] = 20
+    request_id: int
+    start_height: int
+    count: int
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.request_id), uint_bytes(self.start_height), uint_bytes(self.count)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "get_blocks_by_range", length=3)
+        return cls(
+            request_id=read_uint(f[0], "get_blocks_by_range.request_id"),
+            start_height=read_uint(f[1], "get_blocks_by_range.start_height"),
+            count=read_uint(f[2], "get_blocks_by_range.count", max_value=MAX_BLOCKS_PER_REQUEST),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetBlocksById:
+    """Request specific blocks (used to fetch unknown parents)."""
+
+    TYPE: ClassVar[int] = 21
+    request_id: int
+    block_ids: tuple[BlockId, ...]
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.request_id), list(self.block_ids)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "get_blocks_by_id", length=2)
+        ids = read_list(f[1], "get_blocks_by_id.block_ids", max_length=MAX_BLOCK_IDS_PER_REQUEST)
+        return cls(
+            request_id=read_uint(f[0], "get_blocks_by_id.request_id"),
+            block_ids=tuple(
+                BlockId(read_fixed(x, "get_blocks_by_id.block_ids[]", 32)) for x in ids
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Blocks:
+    """Response to a block request: blocks in ascending height order (maybe fewer than asked)."""
+
+    TYPE: ClassVar[int] = 22
+    request_id: int
+    blocks: tuple[Block, ...]
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.request_id), [block.to_rlp() for block in self.blocks]]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "blocks", length=2)
+        items = read_list(f[1], "blocks.blocks", max_length=MAX_BLOCKS_PER_REQUEST)
+        return cls(
+            request_id=read_uint(f[0], "blocks.request_id"),
+            blocks=tuple(Block.from_rlp(x) for x in items),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetPeers:
+    """Peer exchange request."""
+
+    TYPE: ClassVar[int] = 30
+
+    def to_rlp(self) -> RLPItem:
+        return []
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        read_list(item, "get_peers", length=0)
+        return cls()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Peers:
+    """Peer exchange response: dialable addresses such as ``tcp://127.0.0.1:9000``."""
+
+    TYPE: ClassVar[int] = 31
+    addresses: tuple[bytes, ...]
+
+    def to_rlp(self) -> RLPItem:
+        return [list(self.addresses)]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        (addresses,) = read_list(item, "peers", length=1)
+        return cls(
+            addresses=tuple(
+                _read_address(x, "peers.addresses[]")
+                for x in read_list(addresses, "peers.addresses", max_length=MAX_PEERS_IN_RESPONSE)
+            )
+        )
+
+
+Message = (
+    Hello
+    | Disconnect
+    | Ping
+    | Pong
+    | Status
+    | Publish
+    | IHave
+    | IWant
+    | Graft
+    | Prune
+    | GetBlocksByRange
+    | GetBlocksById
+    | Blocks
+    | GetPeers
+    | Peers
+)
+
+MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        Disconnect,
+        Ping,
+        Pong,
+        Status,
+        Publish,
+        IHave,
+        IWant,
+        Graft,
+        Prune,
+        GetBlocksByRange,
+        GetBlocksById,
+        Blocks,
+        GetPeers,
+        Peers,
+    )
+}
+
+MAX_PAYLOAD_BYTES: Final[dict[int, int]] = {
+    Hello.TYPE: 4_096,
+    Disconnect.TYPE: 512,
+    Ping.TYPE: 16,
+    Pong.TYPE: 16,
+    Status.TYPE: 256,
+    Publish.TYPE: MAX_GOSSIP_DATA_BYTES + 16,
+    IHave.TYPE: 8 + MAX_IHAVE_IDS * (MESSAGE_ID_BYTES + 1) + 8,
+    IWant.TYPE: MAX_IWANT_IDS * (MESSAGE_ID_BYTES + 1) + 8,
+    Graft.TYPE: 16,
+    Prune.TYPE: 32 + MAX_PX_PEERS * (MAX_ADDRESS_BYTES + 2),
+    GetBlocksByRange.TYPE: 64,
+    GetBlocksById.TYPE: 16 + MAX_BLOCK_IDS_PER_REQUEST * 33 + 8,
+    Blocks.TYPE: MAX_BLOCKS_RESPONSE_BYTES,
+    GetPeers.TYPE: 8,
+    Peers.TYPE: 8 + MAX_PEERS_IN_RESPONSE * (MAX_ADDRESS_BYTES + 2),
+}
+
+
+def encode_message(message: Message) -> bytes:
+    """``type byte || RLP payload``: the body of one frame."""
+    return bytes([message.TYPE]) + encode_item(message.to_rlp())
+
+
+def decode_message(body: bytes) -> Message:
+    """Parse one frame body, or raise `DecodeError` (unknown type, oversize, malformed RLP)."""
+    if not body:
+        raise DecodeError("empty frame")
+    cls = MESSAGE_TYPES.get(body[0])
+    if cls is None:
+        raise DecodeError(f"unknown message type {body[0]}")
+    if len(body) - 1 > MAX_PAYLOAD_BYTES[body[0]]:
+        raise DecodeError(f"{cls.__name__} payload of {len(body) - 1} bytes exceeds its limit")
+    return cls.from_rlp(decode_item(body[1:]))
+
+
+def compute_message_id(topic: Topic, data: bytes) -> bytes:
+    """20-byte gossip message id: the first bytes of SHA-256(topic byte || data)."""
+    return sha256(bytes([topic]) + data)[:MESSAGE_ID_BYTES]
