@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Self
 
 from p2pchain.ledger.crypto import sha256, tagged_hash, verify
@@ -19,9 +20,12 @@ from p2pchain.ledger.types import BlockId, Hash32, PublicKey
 _HEADER_SIG_TAG = b"p2pchain/header"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class BlockHeader:
-    """What the proposer signs: the parent, position in time, and a commitment to the body."""
+    """What the proposer signs: the parent, position in time, and a commitment to the body.
+
+    Not slotted, so that `block_id` is hashed once per object (`cached_property`).
+    """
 
     parent: BlockId
     height: int
@@ -49,7 +53,7 @@ class BlockHeader:
             body_root=Hash32(read_fixed(fields[4], "header.body_root", 32)),
         )
 
-    @property
+    @cached_property
     def block_id(self) -> BlockId:
         """SHA-256 of the encoded header (the signature is not part of it)."""
         return BlockId(sha256(encode(self)))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import IntEnum
+from functools import cached_property
 from typing import Self
 
 from p2pchain.errors import DecodeError
 from p2pchain.ledger.crypto import sha256, tagged_hash
 from p2pchain.ledger.encoding import (
     RLPItem,
+    decode_list_with_spans,
     encode,
     encode_item,
     read_bytes,
@@ -21,6 +23,7 @@ from p2pchain.ledger.encoding import (
     read_list,
     read_uint,
     uint_bytes,
+    wrap_list,
 )
 from p2pchain.ledger.evidence import Evidence, evidence_from_rlp
 from p2pchain.ledger.types import Address, AssetId, Hash32, PublicKey, TxId
@@ -85,6 +88,7 @@ class Lock:
 
 
 NO_LOCK = Lock()
+_NO_LOCK_RLP = NO_LOCK.to_rlp()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, order=True)
@@ -146,7 +150,7 @@ class TxOutput:
             asset=AssetId(read_fixed(fields[0], "output.asset", 32)),
             amount=read_uint(fields[1], "output.amount"),
             address=Address(read_fixed(fields[2], "output.address", 20)),
-            lock=Lock.from_rlp(fields[3]),
+            lock=NO_LOCK if fields[3] == _NO_LOCK_RLP else Lock.from_rlp(fields[3]),
         )
 
 
@@ -242,9 +246,13 @@ def _payload_from_rlp(kind: TxKind, item: RLPItem) -> Payload:
     return SlashPayload(evidence=evidence_from_rlp(evidence))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Transaction:
-    """A ledger transaction: ``[kind, inputs, outputs, payload]``."""
+    """A ledger transaction: ``[kind, inputs, outputs, payload]``.
+
+    Not slotted, so that `txid` and `size` are computed once per object (`cached_property`):
+    validation, the mempool and block building each ask for them.
+    """
 
     kind: TxKind
     inputs: tuple[TxInput, ...] = ()
@@ -266,14 +274,18 @@ class Transaction:
             _payload_to_rlp(self.payload),
         ]
 
-    def body_rlp(self) -> RLPItem:
-        """The transaction without witnesses: inputs are bare outpoints."""
-        return [
-            uint_bytes(self.kind),
-            [tx_input.outpoint.to_rlp() for tx_input in self.inputs],
-            [output.to_rlp() for output in self.outputs],
-            _payload_to_rlp(self.payload),
-        ]
+    @cached_property
+    def _encodings(self) -> tuple[bytes, bytes]:
+        """(full encoding, encoding without witnesses), sharing the common parts."""
+        kind = encode_item(uint_bytes(self.kind))
+        outputs = encode_item([output.to_rlp() for output in self.outputs])
+        payload = encode_item(_payload_to_rlp(self.payload))
+        inputs = encode_item([tx_input.to_rlp() for tx_input in self.inputs])
+        outpoints = encode_item([tx_input.outpoint.to_rlp() for tx_input in self.inputs])
+        return (
+            wrap_list(kind + inputs + outputs + payload),
+            wrap_list(kind + outpoints + outputs + payload),
+        )
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
@@ -285,15 +297,29 @@ class Transaction:
             kind=kind, inputs=inputs, outputs=outputs, payload=_payload_from_rlp(kind, fields[3])
         )
 
-    @property
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Transaction:
+        """Decode untrusted bytes, reusing them for `size` and `txid` instead of re-encoding.
+
+        Raises:
+            DecodeError: when `data` is not a canonical transaction.
+        """
+        item, spans = decode_list_with_spans(data)
+        tx = cls.from_rlp(item)
+        outpoints = encode_item([tx_input.outpoint.to_rlp() for tx_input in tx.inputs])
+        body = wrap_list(spans[0] + outpoints + spans[2] + spans[3])
+        tx.__dict__["_encodings"] = (bytes(data), body)  # prime the cached_property
+        return tx
+
+    @cached_property
     def txid(self) -> TxId:
         """SHA-256 of the encoding without witnesses."""
-        return TxId(sha256(encode_item(self.body_rlp())))
+        return TxId(sha256(self._encodings[1]))
 
-    @property
+    @cached_property
     def size(self) -> int:
         """Encoded size in bytes (with witnesses): what fee rates and limits count."""
-        return len(encode(self))
+        return len(self._encodings[0])
 
     def with_inputs(self, inputs: tuple[TxInput, ...]) -> Transaction:
         """The same transaction with other inputs (used to attach witnesses)."""

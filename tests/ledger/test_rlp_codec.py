@@ -1,0 +1,80 @@
+"""The lean RLP codec agrees with the `rlp` package's strict raw codec, byte for byte."""
+
+import pytest
+import rlp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pchain.errors import DecodeError
+from p2pchain.ledger.encoding import (
+    MAX_DEPTH,
+    RLPItem,
+    decode_item,
+    decode_list_with_spans,
+    encode_item,
+    wrap_list,
+)
+
+items: st.SearchStrategy[RLPItem] = st.recursive(
+    st.binary(max_size=80), lambda children: st.lists(children, max_size=6), max_leaves=30
+)
+
+
+def _depth(item: RLPItem) -> int:
+    return 0 if isinstance(item, bytes) else 1 + max(map(_depth, item), default=0)
+
+
+def _reference_decode(data: bytes) -> RLPItem | None:
+    """The `rlp` package's verdict, plus our documented nesting limit."""
+    try:
+        item: RLPItem = rlp.decode(data, strict=True)
+    except rlp.exceptions.RLPException:
+        return None
+    return item if _depth(item) <= MAX_DEPTH else None
+
+
+@given(items)
+def test_encoding_matches_reference(item: RLPItem) -> None:
+    assert encode_item(item) == rlp.encode(item)
+    assert _reference_decode(encode_item(item)) in (item, None)
+    if _depth(item) <= MAX_DEPTH:
+        assert decode_item(encode_item(item)) == item
+
+
+def _assert_agrees_with_reference(data: bytes) -> None:
+    expected = _reference_decode(data)
+    try:
+        decoded = decode_item(data)
+    except DecodeError:
+        assert expected is None
+    else:
+        assert decoded == expected
+        assert encode_item(decoded) == data
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_accepted_exactly_when_reference_accepts(data: bytes) -> None:
+    _assert_agrees_with_reference(data)
+
+
+@given(items, st.data())
+def test_mutated_encodings_agree_with_reference(item: RLPItem, data: st.DataObject) -> None:
+    encoded = bytearray(encode_item(item))
+    position = data.draw(st.integers(0, len(encoded) - 1))
+    encoded[position] = data.draw(st.integers(0, 255))
+    _assert_agrees_with_reference(bytes(encoded))
+
+
+def test_deep_nesting_is_a_decode_error_not_a_recursion_error() -> None:
+    data = b"\xc0"
+    for _ in range(5_000):
+        data = wrap_list(data)
+    with pytest.raises(DecodeError, match="nested too deeply"):
+        decode_item(data)
+
+
+@given(st.lists(items, max_size=6))
+def test_spans_are_the_element_encodings(elements: list[RLPItem]) -> None:
+    decoded, spans = decode_list_with_spans(encode_item(elements))
+    assert decoded == elements
+    assert spans == [encode_item(element) for element in elements]
