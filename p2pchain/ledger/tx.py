@@ -316,6 +316,11 @@ class Transaction:
         """SHA-256 of the encoding without witnesses."""
         return TxId(sha256(self._encodings[1]))
 
+    @property
+    def encoded(self) -> bytes:
+        """The canonical encoding with witnesses (computed once)."""
+        return self._encodings[0]
+
     @cached_property
     def size(self) -> int:
         """Encoded size in bytes (with witnesses): what fee rates and limits count."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from p2pchain.errors import InvalidBlock, InvalidTransaction, Reason
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.crypto import is_valid_public_key, verify
+from p2pchain.ledger.crypto import is_valid_public_key, sha256, verify
 from p2pchain.ledger.tx import (
     IssuePayload,
     Lock,
@@ -138,6 +138,38 @@ def verify_input_signatures(tx: Transaction, txid: TxId, chain_id: int) -> bool:
     return all(verify(key, message, signature) for key, signature in witnesses)
 
 
+class SignatureCache:
+    """Remembers transactions whose witnesses verified, so a block's txs already checked in the
+    mempool are not verified again on import. Keyed by the full encoding's hash (witnesses
+    included), so a re-signed or tampered copy is never taken for a checked one. Bounded: the
+    oldest entries go first.
+    """
+
+    def __init__(self, chain_id: int, max_entries: int = 100_000) -> None:
+        self._chain_id = chain_id
+        self._max_entries = max_entries
+        self._verified: dict[bytes, None] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._verified)
+
+    def __call__(self, tx: Transaction, txid: TxId) -> bool:
+        """A `SignatureCheck`: True from the cache, else verify and remember a success."""
+        key = sha256(tx.encoded)
+        if key in self._verified:
+            self.hits += 1
+            return True
+        self.misses += 1
+        if not verify_input_signatures(tx, txid, self._chain_id):
+            return False
+        self._verified[key] = None
+        if len(self._verified) > self._max_entries:
+            del self._verified[next(iter(self._verified))]
+        return True
+
+
 def validate_transaction(
     tx: Transaction,
     view: UtxoView,
@@ -173,8 +205,11 @@ def validate_transaction(
     fee = _check_value(tx, spent, view, params)
     if tx.kind is TxKind.UNBOND:
         _check_unbond(tx, spent, epoch, params)
-    check = signatures_valid or (lambda t, i: verify_input_signatures(t, i, params.chain_id))
-    if not check(tx, txid):
+    if signatures_valid is None:
+        valid = verify_input_signatures(tx, txid, params.chain_id)
+    else:
+        valid = signatures_valid(tx, txid)
+    if not valid:
         raise _fail(Reason.BAD_SIGNATURE)
     return fee
 
