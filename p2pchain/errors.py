@@ -69,6 +69,7 @@ class Reason(StrEnum):
     BAD_VOTE_SIGNATURE = "bad-vote-signature"
     UNKNOWN_VALIDATOR = "unknown-validator"
     UNKNOWN_VOTE_TARGET = "unknown-vote-target"
+    UNKNOWN_VOTE_HEAD = "unknown-vote-head"
     BAD_VOTE_TARGET = "bad-vote-target"
     BAD_VOTE_SOURCE = "bad-vote-source"
     FUTURE_VOTE = "future-vote"
@@ -79,6 +80,7 @@ class Reason(StrEnum):
     MEMPOOL_FULL = "mempool-full"
     FEE_TOO_LOW = "fee-too-low"
     ALREADY_KNOWN = "already-known"
+    PEER_LIMIT = "peer-limit"
 
 
 class P2PChainError(Exception):
@@ -150,6 +152,10 @@ class GossipReject(P2PChainError):
 
 class StorageError(P2PChainError):
     """The data directory is unusable (corrupt, from another chain, or locked)."""
+
+
+class SlashingProtectionError(P2PChainError):
+    """Signing this would make the validator slashable (or the record cannot vouch it is not)."""
 
 
 class ConfigError(P2PChainError, ValueError):

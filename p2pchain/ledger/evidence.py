@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from p2pchain.errors import InvalidTransaction, Reason
-from p2pchain.ledger.encoding import RLPItem, encode, read_list, read_uint, uint_bytes
+from p2pchain.ledger.encoding import (
+    RLPItem,
+    decode_item,
+    encode,
+    read_list,
+    read_uint,
+    uint_bytes,
+)
 from p2pchain.ledger.header import SignedHeader
 from p2pchain.ledger.types import PublicKey
 from p2pchain.ledger.vote import Vote
@@ -110,6 +117,11 @@ def evidence_from_rlp(item: RLPItem) -> Evidence:
             first=SignedHeader.from_rlp(fields[1]), second=SignedHeader.from_rlp(fields[2])
         )
     return VoteEquivocation(first=Vote.from_rlp(fields[1]), second=Vote.from_rlp(fields[2]))
+
+
+def decode_evidence(data: bytes) -> Evidence:
+    """Decode evidence of either kind from untrusted bytes, or raise `DecodeError`."""
+    return evidence_from_rlp(decode_item(data))
 
 
 def evidence_key(evidence: Evidence) -> bytes:

@@ -103,19 +103,24 @@ class Wallet:
         context: BlockContext,
         needs: dict[AssetId, int],
         fee: int,
-        first: Coin | None = None,
     ) -> tuple[list[Coin], list[TxOutput]]:
-        """Choose inputs for every asset in `needs` plus the fee; return them and the change."""
+        """Choose inputs for every asset in `needs` plus the fee; return them and the change.
+
+        At least one native coin is chosen even when nothing is needed, because every
+        non-reward transaction has inputs (and an issue derives its asset id from the first).
+        """
         native = AssetId(self.params.native_asset)
         spendable = [c for c in coins if is_spendable(c[1], context, self.params)]
         needs = dict(needs)
         needs[native] = needs.get(native, 0) + fee
-        chosen: list[Coin] = [first] if first else []
+        chosen: list[Coin] = []
         for asset, amount in sorted(needs.items()):
             have = sum(c[1].amount for c in chosen if c[1].asset == asset)
             rest = [c for c in spendable if c not in chosen]
             if amount > have:
                 chosen += select_coins(rest, asset, amount - have)
+        if not chosen:
+            chosen = select_coins(spendable, native, 1)
         change = []
         for asset in sorted({c[1].asset for c in chosen}):
             excess = sum(c[1].amount for c in chosen if c[1].asset == asset) - needs.get(asset, 0)

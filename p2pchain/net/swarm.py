@@ -1,0 +1,595 @@
+"""`Swarm`: every peer link of a node — listeners, dialing, limits, scores, bans, peer exchange.
+
+``async with open_swarm(config, get_status) as swarm:`` listens on TCP and WebSocket, dials the
+bootnodes and keeps `target_outbound` outbound peers, learning addresses by peer exchange
+(GetPeers/Peers) and re-dialing with exponential backoff. Connection-level messages stay here;
+everything else reaches the layer above through `swarm.events`, together with
+`PeerConnected` / `PeerDisconnected`. Leaving the context says goodbye (SHUTDOWN) to every peer
+and then cancels every task and closes every socket.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+from trio_websocket import HandshakeError
+
+from p2pchain.errors import ConfigError
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.types import BlockId
+from p2pchain.net.peer import (
+    PeerEvent,
+    PeerHandle,
+    PeerLimits,
+    PeerMisbehaved,
+    PeerStatistics,
+)
+from p2pchain.net.transports import (
+    PeerAddress,
+    open_peer_stream,
+    parse_address,
+    remote_host,
+    serve_peer_streams,
+)
+from p2pchain.protocol.connection import (
+    ConnectionClosed,
+    ConnectionConfig,
+    ConnectionKeys,
+    HandshakeComplete,
+    MessageReceived,
+    PeerConnection,
+    PeerId,
+)
+from p2pchain.protocol.messages import (
+    MAX_PEERS_IN_RESPONSE,
+    PROTOCOL_VERSION,
+    DisconnectReason,
+    GetPeers,
+    Hello,
+    Message,
+    Peers,
+    Status,
+)
+from p2pchain.protocol.scoring import BanList, Offence, PeerScores, ScoringParams
+
+DEFAULT_LISTEN: Final = ("tcp://127.0.0.1:0", "ws://127.0.0.1:0")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwarmConfig:
+    """Identity, addresses and limits of one node's peer set."""
+
+    identity: SecretKey
+    chain_id: int
+    genesis: BlockId
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    bootnodes: tuple[str, ...] = ()
+    target_outbound: int = 8
+    max_inbound: int = 32
+    max_handshaking: int = 32
+    """Inbound links still in the handshake; more are closed at once (slowloris guard)."""
+    connect_timeout: float = 10.0
+    maintenance_interval: float = 1.0
+    peer_exchange_interval: float = 30.0
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+    max_known_addresses: int = 1_000
+    inbox_size: int = 1_024
+    shutdown_timeout: float = 2.0
+    connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+    limits: PeerLimits = field(default_factory=PeerLimits)
+    scoring: ScoringParams = field(default_factory=ScoringParams)
+
+    def __post_init__(self) -> None:
+        for text in self.listen + self.bootnodes:
+            parse_address(text)
+        if self.target_outbound < 0 or self.max_inbound < 0 or self.max_handshaking < 1:
+            raise ConfigError("peer limits must be non-negative (max_handshaking positive)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConnected:
+    """A peer finished the handshake and was accepted."""
+
+    peer_id: PeerId
+    hello: Hello
+    outbound: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerDisconnected:
+    """An accepted peer is gone."""
+
+    peer_id: PeerId
+    reason: DisconnectReason | None
+    by_peer: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundMessage:
+    """A message for the layer above (gossip, status, sync)."""
+
+    peer_id: PeerId
+    message: Message
+
+
+SwarmEvent = PeerConnected | PeerDisconnected | InboundMessage
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerInfo:
+    """One accepted peer."""
+
+    peer_id: PeerId
+    address: str
+    outbound: bool
+    hello: Hello
+    score: float
+    traffic: PeerStatistics
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SwarmStatistics:
+    """Counts for monitoring."""
+
+    peers: int
+    outbound: int
+    inbound: int
+    handshaking: int
+    dialing: int
+    known_addresses: int
+    bans: int
+    refused: int
+    protocol_errors: int
+
+
+class PeerRefused(trio.BrokenResourceError):
+    """`Swarm.connect` failed: `reason` is the Disconnect reason, or None if none was given."""
+
+    def __init__(self, address: str, reason: DisconnectReason | None) -> None:
+        name = "connection failed" if reason is None else reason.name
+        super().__init__(f"{address}: {name}")
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Known:
+    failures: int = 0
+    next_attempt: float = 0.0
+    is_self: bool = False
+
+
+@dataclass(slots=True)
+class _Dial:
+    done: trio.Event = field(default_factory=trio.Event)
+    handle: PeerHandle | None = None
+    peer_id: PeerId | None = None
+    reason: DisconnectReason | None = None
+
+
+class Swarm:
+    """The peer set of one node. Create with `open_swarm`."""
+
+    def __init__(
+        self, config: SwarmConfig, get_status: Callable[[], Status], nursery: trio.Nursery
+    ) -> None:
+        self.config = config
+        self.peer_id = PeerId(config.identity.public_key)
+        self.listen_addresses: tuple[str, ...] = ()
+        self._get_status = get_status
+        self._nursery = nursery
+        self._noise_static = os.urandom(32)
+        self._peers: dict[PeerId, PeerHandle] = {}
+        self._handshaking: set[PeerHandle] = set()
+        self._dialing: set[str] = set()
+        self._dials: dict[PeerHandle, _Dial] = {}
+        self._known: dict[str, _Known] = {}
+        self._scores = PeerScores(config.scoring)
+        self._bans = BanList()
+        self._changed = trio.Event()
+        self._wake = trio.Event()
+        self._refused = 0
+        self._protocol_errors = 0
+        self._last_exchange = -float("inf")
+        self._inbox_send, self.events = trio.open_memory_channel[SwarmEvent](config.inbox_size)
+        for text in config.bootnodes:
+            self._learn(text)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def peers(self) -> tuple[PeerInfo, ...]:
+        """Every accepted peer."""
+        now = trio.current_time()
+        return tuple(
+            PeerInfo(
+                peer_id=peer_id,
+                address=handle.address,
+                outbound=handle.outbound,
+                hello=_hello_of(handle),
+                score=self._scores.score(peer_id, now),
+                traffic=handle.statistics(),
+            )
+            for peer_id, handle in self._peers.items()
+        )
+
+    def send(self, peer_id: PeerId, message: Message) -> bool:
+        """Queue `message` for one peer without blocking; False if unknown, closed or full."""
+        handle = self._peers.get(peer_id)
+        return handle is not None and handle.send_nowait(message)
+
+    def broadcast(self, message: Message, *, exclude: Iterable[PeerId] = ()) -> int:
+        """Queue `message` for every peer not in `exclude`; return how many accepted it."""
+        skip = set(exclude)
+        return sum(
+            self.send(peer_id, message) for peer_id in list(self._peers) if peer_id not in skip
+        )
+
+    def penalize(self, peer_id: PeerId, amount: float, reason: Offence) -> None:
+        """Lower a peer's score; below the threshold it is disconnected and banned."""
+        now = trio.current_time()
+        self._scores.penalize(peer_id, amount, now)
+        if self._scores.should_disconnect(peer_id, now):
+            self._bans.ban_peer(peer_id, now + self.config.scoring.ban_duration_s)
+            self.disconnect(peer_id, DisconnectReason.LOW_SCORE, reason.value.encode())
+
+    def score(self, peer_id: PeerId) -> float:
+        """A peer's current score (0 if never penalised)."""
+        return self._scores.score(peer_id, trio.current_time())
+
+    def disconnect(
+        self,
+        peer_id: PeerId,
+        reason: DisconnectReason = DisconnectReason.REQUESTED,
+        detail: bytes = b"",
+    ) -> None:
+        """Close the link to `peer_id` (if any), telling the peer `reason`."""
+        handle = self._peers.get(peer_id)
+        if handle is not None:
+            handle.close(reason, detail)
+
+    def ban_peer(self, peer_id: PeerId, duration: float) -> None:
+        """Refuse `peer_id` for `duration` seconds (and drop it now)."""
+        self._bans.ban_peer(peer_id, trio.current_time() + duration)
+        self.disconnect(peer_id, DisconnectReason.BANNED)
+
+    def ban_address(self, address: str, duration: float) -> None:
+        """Refuse the host of `address` for `duration` seconds, inbound and outbound."""
+        host = parse_address(address).host
+        self._bans.ban_address(host.encode(), trio.current_time() + duration)
+
+    def is_banned(self, peer_id: PeerId) -> bool:
+        """True if `peer_id` is under a ban."""
+        return self._bans.is_banned(trio.current_time(), peer_id=peer_id)
+
+    async def connect(self, address: str) -> PeerId:
+        """Dial `address` now and wait until the peer is accepted.
+
+        Raises:
+            PeerRefused: the dial failed or either side closed the link during the handshake.
+        """
+        parsed = parse_address(address)
+        self._learn(str(parsed))
+        dial = _Dial()
+        self._nursery.start_soon(self._dial, parsed, dial)
+        await dial.done.wait()
+        if dial.peer_id is None or dial.handle is None:
+            raise PeerRefused(str(parsed), dial.reason)
+        try:
+            # Both Hellos cross on the wire, so our HandshakeComplete does not prove the peer
+            # accepted us; a round trip does (a refusal arrives before the Pong would).
+            await dial.handle.ping()
+        except trio.BrokenResourceError:
+            await dial.handle.wait_closed()
+            raise PeerRefused(str(parsed), dial.handle.close_reason) from None
+        return dial.peer_id
+
+    async def ping(self, peer_id: PeerId) -> None:
+        """Round trip to `peer_id`: everything sent before has been processed by it.
+
+        Raises:
+            trio.BrokenResourceError: the peer is unknown or the link closed first.
+        """
+        handle = self._peers.get(peer_id)
+        if handle is None:
+            raise trio.BrokenResourceError("unknown peer")
+        await handle.ping()
+
+    async def wait_peer_count(self, count: int, *, outbound: bool | None = None) -> None:
+        """Wait until at least `count` peers (of the given direction, if any) are accepted."""
+        while self._count(outbound) < count:
+            await self._changed.wait()
+
+    def statistics(self) -> SwarmStatistics:
+        """Current counts."""
+        outbound = self._count(True)
+        return SwarmStatistics(
+            peers=len(self._peers),
+            outbound=outbound,
+            inbound=len(self._peers) - outbound,
+            handshaking=len(self._handshaking),
+            dialing=len(self._dialing),
+            known_addresses=len(self._known),
+            bans=len(self._bans),
+            refused=self._refused,
+            protocol_errors=self._protocol_errors,
+        )
+
+    # -- links ----------------------------------------------------------------------------------
+
+    def _count(self, outbound: bool | None) -> int:
+        if outbound is None:
+            return len(self._peers)
+        return sum(handle.outbound == outbound for handle in self._peers.values())
+
+    def _new_connection(self, *, initiator: bool) -> PeerConnection:
+        status = self._get_status()
+        hello = Hello(
+            protocol_version=PROTOCOL_VERSION,
+            chain_id=self.config.chain_id,
+            genesis=self.config.genesis,
+            node_key=self.peer_id,
+            listen_addresses=tuple(a.encode() for a in self.listen_addresses),
+            head=status.head,
+            head_height=status.head_height,
+            finalized=status.finalized,
+        )
+        keys = ConnectionKeys(
+            identity=self.config.identity,
+            noise_static=self._noise_static,
+            noise_ephemeral=os.urandom(32),
+        )
+        return PeerConnection(
+            initiator=initiator,
+            keys=keys,
+            hello=hello,
+            now=trio.current_time(),
+            config=self.config.connection,
+        )
+
+    async def _serve(
+        self, address: PeerAddress, *, task_status: trio.TaskStatus[PeerAddress]
+    ) -> None:
+        await serve_peer_streams(address, self._accept, task_status=task_status)
+
+    async def _accept(self, stream: trio.abc.Stream) -> None:
+        host = remote_host(stream)
+        now = trio.current_time()
+        if (
+            host is None
+            or len(self._handshaking) >= self.config.max_handshaking
+            or self._bans.is_banned(now, address=host.encode())
+        ):
+            self._refused += 1
+            await trio.aclose_forcefully(stream)
+            return
+        await self._run(stream, self._new_connection(initiator=False), host, outbound=False)
+
+    async def _dial(self, address: PeerAddress, dial: _Dial | None = None) -> None:
+        text = str(address)
+        self._dialing.add(text)
+        try:
+            if self._bans.is_banned(trio.current_time(), address=address.host.encode()):
+                raise OSError("address is banned")
+            with trio.fail_after(self.config.connect_timeout):
+                stream = await open_peer_stream(self._nursery, address)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, HandshakeError):
+            self._dialing.discard(text)
+            self._record_failure(text)
+            if dial is not None:
+                dial.done.set()
+            return
+        self._dialing.discard(text)
+        await self._run(
+            stream, self._new_connection(initiator=True), text, outbound=True, dial=dial
+        )
+
+    async def _run(
+        self,
+        stream: trio.abc.Stream,
+        conn: PeerConnection,
+        address: str,
+        *,
+        outbound: bool,
+        dial: _Dial | None = None,
+    ) -> None:
+        handle = PeerHandle(stream, conn, self.config.limits, address=address, outbound=outbound)
+        self._handshaking.add(handle)
+        if dial is not None:
+            dial.handle = handle
+            self._dials[handle] = dial
+        try:
+            await handle.run(self._on_peer_event)
+        finally:
+            self._handshaking.discard(handle)
+            pending = self._dials.pop(handle, None)
+            if pending is not None:
+                pending.reason = handle.close_reason
+                pending.done.set()
+
+    async def _on_peer_event(self, handle: PeerHandle, event: PeerEvent) -> None:
+        if isinstance(event, HandshakeComplete):
+            await self._on_handshake(handle, event.hello)
+        elif isinstance(event, MessageReceived):
+            peer_id = handle.peer_id
+            if peer_id is None or self._peers.get(peer_id) is not handle:
+                return
+            message = event.message
+            if isinstance(message, GetPeers):
+                handle.send_nowait(Peers(addresses=self._addresses_for(peer_id)))
+            elif isinstance(message, Peers):
+                for address in message.addresses:
+                    self._learn(address)
+                self._wake.set()
+            else:
+                await self._inbox_send.send(InboundMessage(peer_id=peer_id, message=message))
+        elif isinstance(event, PeerMisbehaved):
+            self._protocol_errors += event.offence is Offence.PROTOCOL_ERROR
+            peer_id = handle.peer_id
+            if peer_id is not None:
+                amount = {
+                    Offence.PROTOCOL_ERROR: self.config.scoring.protocol_error_penalty,
+                    Offence.SPAM: self.config.scoring.spam_penalty,
+                }.get(event.offence, self.config.scoring.timeout_penalty)
+                self.penalize(peer_id, amount, event.offence)
+        elif isinstance(event, ConnectionClosed):
+            await self._on_closed(handle, event)
+
+    async def _on_handshake(self, handle: PeerHandle, hello: Hello) -> None:
+        peer_id = handle.peer_id
+        assert peer_id is not None  # HandshakeComplete implies a proved key
+        self._handshaking.discard(handle)
+        now = trio.current_time()
+        if self._bans.is_banned(now, peer_id=peer_id):
+            self._refused += 1
+            handle.close(DisconnectReason.BANNED)
+            return
+        existing = self._peers.get(peer_id)
+        if existing is not None:
+            if not self._prefer(handle, existing, peer_id):
+                handle.close(DisconnectReason.DUPLICATE_CONNECTION)
+                return
+            del self._peers[peer_id]
+            existing.close(DisconnectReason.DUPLICATE_CONNECTION)
+        elif not handle.outbound and self._count(False) >= self.config.max_inbound:
+            self._refused += 1
+            handle.close(DisconnectReason.TOO_MANY_PEERS)
+            return
+        self._peers[peer_id] = handle
+        if handle.outbound:
+            self._known.setdefault(handle.address, _Known()).failures = 0
+        for address in hello.listen_addresses:
+            self._learn(address)
+        dial = self._dials.pop(handle, None)
+        if dial is not None:
+            dial.peer_id = peer_id
+            dial.done.set()
+        if handle.outbound and self._count(True) < self.config.target_outbound:
+            handle.send_nowait(GetPeers())
+        self._notify()
+        if existing is None:
+            await self._inbox_send.send(
+                PeerConnected(peer_id=peer_id, hello=hello, outbound=handle.outbound)
+            )
+
+    def _prefer(self, new: PeerHandle, existing: PeerHandle, peer_id: PeerId) -> bool:
+        """Of two links to one peer, both ends keep the one dialed by the lower node key."""
+        new_dialer = self.peer_id if new.outbound else peer_id
+        old_dialer = self.peer_id if existing.outbound else peer_id
+        return new_dialer < old_dialer
+
+    async def _on_closed(self, handle: PeerHandle, event: ConnectionClosed) -> None:
+        peer_id = handle.peer_id
+        if handle.outbound:
+            if event.reason is DisconnectReason.SELF_CONNECTION:
+                self._known.setdefault(handle.address, _Known()).is_self = True
+            elif peer_id is None or self._peers.get(peer_id) is not handle:
+                self._record_failure(handle.address)
+            else:
+                known = self._known.setdefault(handle.address, _Known())
+                known.next_attempt = trio.current_time() + self.config.backoff_initial
+        if peer_id is not None and self._peers.get(peer_id) is handle:
+            del self._peers[peer_id]
+            self._notify()
+            await self._inbox_send.send(
+                PeerDisconnected(peer_id=peer_id, reason=event.reason, by_peer=event.by_peer)
+            )
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+        self._wake.set()
+
+    # -- addresses, dialing, peer exchange ------------------------------------------------------
+
+    def _learn(self, address: str | bytes) -> None:
+        try:
+            text = str(parse_address(address))
+        except ConfigError:
+            return
+        if text in self._known or text in self.listen_addresses:
+            return
+        if len(self._known) >= self.config.max_known_addresses:
+            worst = max(self._known, key=lambda a: self._known[a].failures)
+            del self._known[worst]
+        self._known[text] = _Known()
+
+    def _record_failure(self, address: str) -> None:
+        known = self._known.setdefault(address, _Known())
+        known.failures += 1
+        delay = self.config.backoff_initial * 2 ** (known.failures - 1)
+        known.next_attempt = trio.current_time() + min(self.config.backoff_max, delay)
+
+    def _addresses_for(self, requester: PeerId) -> tuple[bytes, ...]:
+        addresses: list[bytes] = []
+        for peer_id, handle in self._peers.items():
+            if peer_id != requester:
+                addresses.extend(_hello_of(handle).listen_addresses)
+        return tuple(addresses[:MAX_PEERS_IN_RESPONSE])
+
+    def _connected_addresses(self) -> set[str]:
+        connected = {handle.address for handle in self._peers.values()}
+        for handle in self._peers.values():
+            connected.update(
+                a.decode("ascii", "replace") for a in _hello_of(handle).listen_addresses
+            )
+        return connected
+
+    async def _maintain(self) -> None:
+        """Keep dialing toward `target_outbound`; ask peers for addresses while short."""
+        while True:
+            now = trio.current_time()
+            missing = self.config.target_outbound - self._count(True) - len(self._dialing)
+            if missing > 0:
+                busy = self._connected_addresses() | self._dialing | set(self.listen_addresses)
+                candidates = sorted(
+                    (known.failures, address)
+                    for address, known in self._known.items()
+                    if address not in busy and not known.is_self and known.next_attempt <= now
+                )
+                for _, address in candidates[:missing]:
+                    self._dialing.add(address)
+                    self._nursery.start_soon(self._dial, parse_address(address))
+                if now - self._last_exchange >= self.config.peer_exchange_interval:
+                    self._last_exchange = now
+                    self.broadcast(GetPeers())
+            with trio.move_on_after(self.config.maintenance_interval):
+                await self._wake.wait()
+            self._wake = trio.Event()
+
+    async def _shutdown(self) -> None:
+        for handle in list(self._peers.values()) + list(self._handshaking):
+            handle.close(DisconnectReason.SHUTDOWN)
+        for handle in list(self._peers.values()) + list(self._handshaking):
+            await handle.wait_closed()
+
+
+def _hello_of(handle: PeerHandle) -> Hello:
+    hello = handle.conn.peer_hello
+    assert hello is not None  # only accepted peers are listed
+    return hello
+
+
+@asynccontextmanager
+async def open_swarm(config: SwarmConfig, get_status: Callable[[], Status]) -> AsyncIterator[Swarm]:
+    """Start listeners and the dialer; on exit say SHUTDOWN to every peer and close everything.
+
+    `get_status` gives the head and finalized checkpoint put in each new Hello.
+    """
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(config, get_status, nursery)
+        bound = [await nursery.start(swarm._serve, parse_address(text)) for text in config.listen]
+        swarm.listen_addresses = tuple(str(address) for address in bound)
+        nursery.start_soon(swarm._maintain)
+        try:
+            yield swarm
+        finally:
+            with trio.move_on_after(config.shutdown_timeout) as scope:
+                scope.shield = True
+                await swarm._shutdown()
+            nursery.cancel_scope.cancel()
+            swarm._inbox_send.close()

@@ -1,0 +1,795 @@
+"""Persistence of the chain: blocks, undo data, the canonical UTXO set, fork-choice state, bans.
+
+A node loses nothing it acknowledged because every change of the canonical chain is *one*
+transaction: the block, its undo data, its UTXO and asset deltas, the new head and any new
+checkpoints and votes are committed together or not at all. `SqliteChainStore` is the durable
+default (WAL, ``synchronous=FULL``); `MemoryChainStore` has the same behaviour without a disk, for
+tests. Both are synchronous: the node calls them from one worker thread at a time. The schema and
+the crash semantics are written down in docs/storage.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Final, Protocol, Self
+
+from p2pchain.errors import DecodeError, StorageError
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.encoding import W, decode, encode
+from p2pchain.ledger.tx import OutPoint, Transaction, TxKind, TxOutput
+from p2pchain.ledger.types import AssetId, BlockId, PublicKey, TxId
+from p2pchain.ledger.utxo import AssetInfo, TxUndo, UndoData, UtxoView
+from p2pchain.ledger.vote import Checkpoint, Vote
+
+SCHEMA_VERSION: Final = 1
+"""Bumped whenever the on-disk layout changes; a store refuses to open another version."""
+
+BUSY_TIMEOUT_S: Final = 10.0
+"""How long a connection waits for another connection's write lock before failing."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxLocation:
+    """Where a transaction sits on the canonical chain."""
+
+    block_id: BlockId
+    height: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockCommit:
+    """Everything that changes when `block` becomes the new head, committed as one unit.
+
+    `assets` holds the records of the assets the block touched *after* the block (the undo data
+    holds the ones before); `BlockCommit.after_apply` reads them from the view that applied it.
+    `justified` / `finalized` of None leave the stored checkpoints unchanged; `votes` replace the
+    stored latest vote of their validators.
+    """
+
+    block: Block
+    undo: UndoData
+    assets: tuple[AssetInfo, ...] = ()
+    justified: Checkpoint | None = None
+    finalized: Checkpoint | None = None
+    votes: tuple[Vote, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.undo.txs) != len(self.block.transactions):
+            raise ValueError("undo data does not match the block's transactions")
+        touched = {asset for tx_undo in self.undo.txs for asset, _ in tx_undo.assets}
+        if {info.asset for info in self.assets} != touched:
+            raise ValueError("asset records do not match the assets the block touched")
+
+    @classmethod
+    def after_apply(
+        cls,
+        block: Block,
+        undo: UndoData,
+        view: UtxoView,
+        *,
+        justified: Checkpoint | None = None,
+        finalized: Checkpoint | None = None,
+        votes: tuple[Vote, ...] = (),
+    ) -> Self:
+        """The commit for `block`, given the view it was just applied to and the undo it gave."""
+        if view.tip != block.block_id:
+            raise ValueError("the view's tip is not this block")
+        touched = sorted({asset for tx_undo in undo.txs for asset, _ in tx_undo.assets})
+        assets = []
+        for asset in touched:
+            info = view.asset(asset)
+            if info is None:
+                raise ValueError("the view lost an asset the block touched")
+            assets.append(info)
+        return cls(
+            block=block,
+            undo=undo,
+            assets=tuple(assets),
+            justified=justified,
+            finalized=finalized,
+            votes=votes,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredChain:
+    """What a restarting node needs: the head and its UTXO view, blocks and fork-choice state.
+
+    `blocks` are every stored block (canonical or not) from the finalized block's height up, by
+    height then id; `view` is the UTXO set and asset registry at `head`.
+    """
+
+    genesis: BlockId
+    head: BlockId
+    blocks: tuple[Block, ...]
+    view: UtxoView
+    justified: Checkpoint | None
+    finalized: Checkpoint | None
+    votes: dict[PublicKey, Vote] = field(default_factory=dict)
+
+
+class ChainStore(Protocol):
+    """The persistence interface of a node; implementations differ only in durability."""
+
+    @property
+    def genesis(self) -> BlockId: ...
+
+    @property
+    def head(self) -> BlockId: ...
+
+    def commit_block(self, commit: BlockCommit) -> None:
+        """Connect `commit.block` on top of the head, atomically; it becomes the head.
+
+        Raises:
+            ValueError: the block's parent is not the head.
+            StorageError: the database failed; nothing was written.
+        """
+        ...
+
+    def revert_block(self, block_id: BlockId) -> None:
+        """Disconnect the head block atomically (its parent becomes the head); keep the block.
+
+        Raises:
+            ValueError: `block_id` is not the head, or is genesis or the finalized block.
+            StorageError: the database failed; nothing was written.
+        """
+        ...
+
+    def store_block(self, block: Block) -> None:
+        """Keep a block that is not (yet) canonical, so fork choice still knows it on restart."""
+        ...
+
+    def record_forkchoice(
+        self,
+        *,
+        justified: Checkpoint | None = None,
+        finalized: Checkpoint | None = None,
+        votes: tuple[Vote, ...] = (),
+    ) -> None:
+        """Persist new checkpoints (None = unchanged) and latest votes without a new block."""
+        ...
+
+    def get_block(self, block_id: BlockId) -> Block | None: ...
+
+    def get_undo(self, block_id: BlockId) -> UndoData | None:
+        """The undo data of a canonical block (None once it was reverted)."""
+        ...
+
+    def canonical_block_id(self, height: int) -> BlockId | None: ...
+
+    def transaction_location(self, txid: TxId) -> TxLocation | None:
+        """Where `txid` is on the canonical chain, if it is."""
+        ...
+
+    def get_utxo(self, outpoint: OutPoint) -> TxOutput | None: ...
+
+    def load(self) -> StoredChain:
+        """Everything a restarting node rebuilds its state from."""
+        ...
+
+    def ban_peer(self, peer: str, until: float) -> None:
+        """Ban `peer` (an id or address) until the wall-clock time `until` (Unix seconds)."""
+        ...
+
+    def unban_peer(self, peer: str) -> None: ...
+
+    def bans(self, now: float) -> dict[str, float]:
+        """Bans still in force at `now`, and drop the expired ones."""
+        ...
+
+    def put_metadata(self, key: str, value: bytes) -> None: ...
+
+    def get_metadata(self, key: str) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Delta:
+    """How a block changes the stored UTXO set; outputs both made and spent in it cancel out."""
+
+    spent: tuple[tuple[OutPoint, TxOutput], ...]
+    created: tuple[tuple[OutPoint, TxOutput], ...]
+    assets_before: tuple[tuple[AssetId, AssetInfo | None], ...]
+
+
+def _block_delta(block: Block, undo: UndoData) -> _Delta:
+    created: dict[OutPoint, TxOutput] = {}
+    spent: list[tuple[OutPoint, TxOutput]] = []
+    assets_before: dict[AssetId, AssetInfo | None] = {}
+    for tx, tx_undo in zip(block.transactions, undo.txs, strict=True):
+        for outpoint, output in tx_undo.spent:
+            if created.pop(outpoint, None) is None:
+                spent.append((outpoint, output))
+        for asset, previous in tx_undo.assets:
+            assets_before.setdefault(asset, previous)
+        txid = tx.txid
+        for index, output in enumerate(tx.outputs):
+            created[OutPoint(txid=txid, index=index)] = output
+    return _Delta(
+        spent=tuple(spent),
+        created=tuple(created.items()),
+        assets_before=tuple(assets_before.items()),
+    )
+
+
+def _genesis_commit(genesis: Block) -> BlockCommit:
+    view = UtxoView()
+    undo = view.apply(genesis)
+    return BlockCommit.after_apply(genesis, undo, view)
+
+
+def restore_view(
+    utxos: list[tuple[OutPoint, TxOutput]],
+    assets: list[AssetInfo],
+    tip: BlockId,
+    height: int,
+) -> UtxoView:
+    """A `UtxoView` holding exactly `utxos` and `assets` at `tip`.
+
+    Restoring outputs is undoing a spend of them, so this goes through the view's public undo
+    path (with a transaction that created nothing) and keeps every index of the view right.
+    """
+    view = UtxoView()
+    view.undo_transaction(
+        Transaction(kind=TxKind.TRANSFER),
+        TxUndo(spent=tuple(utxos), assets=tuple((info.asset, info) for info in assets)),
+        TxId(bytes(32)),
+    )
+    view.tip, view.height = tip, height
+    return view
+
+
+def outpoint_key(outpoint: OutPoint) -> bytes:
+    """36-byte key: txid then big-endian index, so keys sort like outpoints."""
+    return outpoint.txid + outpoint.index.to_bytes(4, "big")
+
+
+def _outpoint_from_key(key: bytes) -> OutPoint:
+    return OutPoint(txid=TxId(key[:32]), index=int.from_bytes(key[32:], "big"))
+
+
+def _check_extends(head: BlockId, block: Block) -> None:
+    if block.header.parent != head:
+        raise ValueError("block does not extend the stored head")
+
+
+# -- in memory -------------------------------------------------------------------------------
+
+
+class MemoryChainStore:
+    """A `ChainStore` in dicts: same rules and results as `SqliteChainStore`, no durability."""
+
+    def __init__(self, *, chain_id: int, genesis: Block) -> None:
+        self.chain_id = chain_id
+        self._genesis = genesis.block_id
+        self._blocks: dict[BlockId, Block] = {}
+        self._undo: dict[BlockId, UndoData] = {}
+        self._canonical: dict[int, BlockId] = {}
+        self._txs: dict[TxId, TxLocation] = {}
+        self._utxos: dict[OutPoint, TxOutput] = {}
+        self._assets: dict[AssetId, AssetInfo] = {}
+        self._votes: dict[PublicKey, Vote] = {}
+        self._bans: dict[str, float] = {}
+        self._metadata: dict[str, bytes] = {}
+        self._justified: Checkpoint | None = None
+        self._finalized: Checkpoint | None = None
+        self._head = BlockId(genesis.header.parent)
+        self._connect(_genesis_commit(genesis))
+
+    @property
+    def genesis(self) -> BlockId:
+        return self._genesis
+
+    @property
+    def head(self) -> BlockId:
+        return self._head
+
+    def commit_block(self, commit: BlockCommit) -> None:
+        _check_extends(self._head, commit.block)
+        self._connect(commit)
+
+    def _connect(self, commit: BlockCommit) -> None:
+        block, block_id = commit.block, commit.block.block_id
+        delta = _block_delta(block, commit.undo)
+        self._blocks[block_id] = block
+        self._undo[block_id] = commit.undo
+        self._canonical[block.header.height] = block_id
+        for position, tx in enumerate(block.transactions):
+            self._txs[tx.txid] = TxLocation(
+                block_id=block_id, height=block.header.height, position=position
+            )
+        for outpoint, _ in delta.spent:
+            self._utxos.pop(outpoint, None)
+        self._utxos.update(delta.created)
+        for info in commit.assets:
+            self._assets[info.asset] = info
+        self._head = block_id
+        self.record_forkchoice(
+            justified=commit.justified, finalized=commit.finalized, votes=commit.votes
+        )
+
+    def revert_block(self, block_id: BlockId) -> None:
+        block = self._revertible(block_id)
+        delta = _block_delta(block, self._undo.pop(block_id))
+        for outpoint, _ in delta.created:
+            self._utxos.pop(outpoint, None)
+        self._utxos.update(delta.spent)
+        for asset, previous in delta.assets_before:
+            if previous is None:
+                self._assets.pop(asset, None)
+            else:
+                self._assets[asset] = previous
+        for tx in block.transactions:
+            location = self._txs.get(tx.txid)
+            if location is not None and location.block_id == block_id:
+                del self._txs[tx.txid]
+        del self._canonical[block.header.height]
+        self._head = block.header.parent
+
+    def _revertible(self, block_id: BlockId) -> Block:
+        if block_id != self._head:
+            raise ValueError("only the head block can be reverted")
+        if block_id == self._genesis:
+            raise ValueError("genesis cannot be reverted")
+        if self._finalized is not None and self._finalized.block_id == block_id:
+            raise ValueError("the finalized block cannot be reverted")
+        return self._blocks[block_id]
+
+    def store_block(self, block: Block) -> None:
+        self._blocks.setdefault(block.block_id, block)
+
+    def record_forkchoice(
+        self,
+        *,
+        justified: Checkpoint | None = None,
+        finalized: Checkpoint | None = None,
+        votes: tuple[Vote, ...] = (),
+    ) -> None:
+        if justified is not None:
+            self._justified = justified
+        if finalized is not None:
+            self._finalized = finalized
+        for vote in votes:
+            self._votes[vote.validator] = vote
+
+    def get_block(self, block_id: BlockId) -> Block | None:
+        return self._blocks.get(block_id)
+
+    def get_undo(self, block_id: BlockId) -> UndoData | None:
+        return self._undo.get(block_id)
+
+    def canonical_block_id(self, height: int) -> BlockId | None:
+        return self._canonical.get(height)
+
+    def transaction_location(self, txid: TxId) -> TxLocation | None:
+        return self._txs.get(txid)
+
+    def get_utxo(self, outpoint: OutPoint) -> TxOutput | None:
+        return self._utxos.get(outpoint)
+
+    def load(self) -> StoredChain:
+        floor = 0
+        if self._finalized is not None and self._finalized.block_id in self._blocks:
+            floor = self._blocks[self._finalized.block_id].header.height
+        blocks = sorted(
+            (b for b in self._blocks.values() if b.header.height >= floor),
+            key=lambda b: (b.header.height, b.block_id),
+        )
+        head = self._blocks[self._head]
+        view = restore_view(
+            sorted(self._utxos.items()),
+            sorted(self._assets.values(), key=lambda info: info.asset),
+            self._head,
+            head.header.height,
+        )
+        return StoredChain(
+            genesis=self._genesis,
+            head=self._head,
+            blocks=tuple(blocks),
+            view=view,
+            justified=self._justified,
+            finalized=self._finalized,
+            votes=dict(self._votes),
+        )
+
+    def ban_peer(self, peer: str, until: float) -> None:
+        self._bans[peer] = until
+
+    def unban_peer(self, peer: str) -> None:
+        self._bans.pop(peer, None)
+
+    def bans(self, now: float) -> dict[str, float]:
+        self._bans = {peer: until for peer, until in self._bans.items() if until > now}
+        return dict(self._bans)
+
+    def put_metadata(self, key: str, value: bytes) -> None:
+        self._metadata[key] = bytes(value)
+
+    def get_metadata(self, key: str) -> bytes | None:
+        return self._metadata.get(key)
+
+    def close(self) -> None:
+        """Nothing to release; present so both stores are used the same way."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+
+_SCHEMA = (
+    "CREATE TABLE chain (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE blocks (id BLOB PRIMARY KEY, parent BLOB NOT NULL, height INTEGER NOT NULL,"
+    " slot INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX blocks_by_height ON blocks (height)",
+    "CREATE INDEX blocks_by_parent ON blocks (parent)",
+    "CREATE INDEX blocks_by_slot ON blocks (slot)",
+    "CREATE TABLE undo (id BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE canonical (height INTEGER PRIMARY KEY, id BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE txs (txid BLOB PRIMARY KEY, block BLOB NOT NULL, height INTEGER NOT NULL,"
+    " position INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE utxos (outpoint BLOB PRIMARY KEY, output BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE assets (id BLOB PRIMARY KEY, info BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE votes (validator BLOB PRIMARY KEY, vote BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE bans (peer TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE metadata (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+)
+
+Row = tuple[object, ...]
+
+
+def _blob(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise StorageError(f"corrupt record: expected a blob, got {type(value).__name__}")
+    return value
+
+
+def _real(value: object) -> float:
+    if not isinstance(value, float | int):
+        raise StorageError(f"corrupt record: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int):
+        raise StorageError(f"corrupt record: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def connect_sqlite(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A connection with the durability settings every p2pchain table relies on.
+
+    WAL lets readers run beside the writer; ``synchronous=FULL`` makes a returned COMMIT
+    survive power loss, not only a process kill. Autocommit mode (``isolation_level=None``)
+    leaves transaction boundaries to explicit BEGIN/COMMIT.
+    """
+    try:
+        connection = sqlite3.connect(
+            os.fspath(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA foreign_keys=OFF")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database {os.fspath(path)!r}: {exc}") from exc
+    return connection
+
+
+@contextmanager
+def write_transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One atomic write: BEGIN IMMEDIATE, COMMIT on success, ROLLBACK on any exception."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot start a write: {exc}") from exc
+    try:
+        yield connection
+        connection.execute("COMMIT")
+    except BaseException as exc:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StorageError(f"write failed: {exc}") from exc
+        raise
+
+
+def _decoded(cls: type[W], data: object) -> W:
+    if not isinstance(data, bytes):
+        raise StorageError(f"corrupt {cls.__name__} record: not a blob")
+    try:
+        return decode(cls, data)
+    except DecodeError as exc:
+        raise StorageError(f"corrupt {cls.__name__} record: {exc}") from exc
+
+
+class SqliteChainStore:
+    """A `ChainStore` in one SQLite file; every commit is durable when it returns.
+
+    Opening a new file creates the schema and commits the genesis block in one transaction;
+    opening an existing one checks its schema version, chain id and genesis block.
+
+    Raises:
+        StorageError: the file is not a p2pchain database of this schema, chain and genesis.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, chain_id: int, genesis: Block) -> None:
+        self.path = os.fspath(path)
+        self.chain_id = chain_id
+        self._genesis = genesis.block_id
+        self._db = connect_sqlite(path)
+        try:
+            self._open_or_create(genesis)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open_or_create(self, genesis: Block) -> None:
+        with write_transaction(self._db) as db:
+            exists = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chain'"
+            ).fetchone()
+            if exists:
+                self._check_identity()
+            else:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                self._set("schema_version", str(SCHEMA_VERSION).encode())
+                self._set("chain_id", str(self.chain_id).encode())
+                self._set("genesis", self._genesis)
+                self._set("head", genesis.header.parent)
+                self._connect(_genesis_commit(genesis))
+        self._head = BlockId(self._require("head"))
+
+    def _check_identity(self) -> None:
+        expected = {
+            "schema_version": str(SCHEMA_VERSION).encode(),
+            "chain_id": str(self.chain_id).encode(),
+            "genesis": self._genesis,
+        }
+        for key, value in expected.items():
+            stored = self._get(key)
+            if stored != value:
+                found = "nothing" if stored is None else repr(stored)
+                raise StorageError(f"database {key} is {found}, expected {value!r}")
+
+    # -- small helpers -----------------------------------------------------------------------
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[Row]:
+        try:
+            rows: list[Row] = self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"read failed: {exc}") from exc
+        return rows
+
+    def _one(self, sql: str, args: tuple[object, ...] = ()) -> Row | None:
+        rows = self._query(sql, args)
+        return rows[0] if rows else None
+
+    def _get(self, key: str) -> bytes | None:
+        row = self._one("SELECT value FROM chain WHERE key = ?", (key,))
+        return None if row is None else _blob(row[0])
+
+    def _require(self, key: str) -> bytes:
+        value = self._get(key)
+        if value is None:
+            raise StorageError(f"database has no {key}")
+        return value
+
+    def _set(self, key: str, value: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO chain (key, value) VALUES (?, ?)", (key, value))
+
+    def _checkpoint(self, key: str) -> Checkpoint | None:
+        value = self._get(key)
+        return None if value is None else _decoded(Checkpoint, value)
+
+    # -- chain -------------------------------------------------------------------------------
+    @property
+    def genesis(self) -> BlockId:
+        return self._genesis
+
+    @property
+    def head(self) -> BlockId:
+        return self._head
+
+    def commit_block(self, commit: BlockCommit) -> None:
+        _check_extends(self._head, commit.block)
+        with write_transaction(self._db):
+            self._connect(commit)
+        self._head = commit.block.block_id
+
+    def _insert_block(self, block: Block) -> None:
+        header = block.header
+        self._db.execute(
+            "INSERT OR IGNORE INTO blocks (id, parent, height, slot, data) VALUES (?, ?, ?, ?, ?)",
+            (block.block_id, header.parent, header.height, header.slot, encode(block)),
+        )
+
+    def _connect(self, commit: BlockCommit) -> None:
+        db, block, block_id = self._db, commit.block, commit.block.block_id
+        height = block.header.height
+        delta = _block_delta(block, commit.undo)
+        self._insert_block(block)
+        db.execute(
+            "INSERT OR REPLACE INTO undo (id, data) VALUES (?, ?)", (block_id, encode(commit.undo))
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO canonical (height, id) VALUES (?, ?)", (height, block_id)
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO txs (txid, block, height, position) VALUES (?, ?, ?, ?)",
+            [(tx.txid, block_id, height, i) for i, tx in enumerate(block.transactions)],
+        )
+        db.executemany(
+            "DELETE FROM utxos WHERE outpoint = ?", [(outpoint_key(op),) for op, _ in delta.spent]
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO utxos (outpoint, output) VALUES (?, ?)",
+            [(outpoint_key(op), encode(output)) for op, output in delta.created],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO assets (id, info) VALUES (?, ?)",
+            [(info.asset, encode(info)) for info in commit.assets],
+        )
+        self._set("head", block_id)
+        self._write_forkchoice(commit.justified, commit.finalized, commit.votes)
+
+    def _write_forkchoice(
+        self, justified: Checkpoint | None, finalized: Checkpoint | None, votes: tuple[Vote, ...]
+    ) -> None:
+        if justified is not None:
+            self._set("justified", encode(justified))
+        if finalized is not None:
+            self._set("finalized", encode(finalized))
+        self._db.executemany(
+            "INSERT OR REPLACE INTO votes (validator, vote) VALUES (?, ?)",
+            [(vote.validator, encode(vote)) for vote in votes],
+        )
+
+    def revert_block(self, block_id: BlockId) -> None:
+        if block_id != self._head:
+            raise ValueError("only the head block can be reverted")
+        if block_id == self._genesis:
+            raise ValueError("genesis cannot be reverted")
+        finalized = self._checkpoint("finalized")
+        if finalized is not None and finalized.block_id == block_id:
+            raise ValueError("the finalized block cannot be reverted")
+        block, undo = self.get_block(block_id), self.get_undo(block_id)
+        if block is None or undo is None:
+            raise StorageError("the head block or its undo data is missing")
+        delta = _block_delta(block, undo)
+        with write_transaction(self._db) as db:
+            db.executemany(
+                "DELETE FROM utxos WHERE outpoint = ?",
+                [(outpoint_key(op),) for op, _ in delta.created],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO utxos (outpoint, output) VALUES (?, ?)",
+                [(outpoint_key(op), encode(output)) for op, output in delta.spent],
+            )
+            for asset, previous in delta.assets_before:
+                if previous is None:
+                    db.execute("DELETE FROM assets WHERE id = ?", (asset,))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO assets (id, info) VALUES (?, ?)",
+                        (asset, encode(previous)),
+                    )
+            db.execute("DELETE FROM txs WHERE block = ?", (block_id,))
+            db.execute("DELETE FROM canonical WHERE height = ?", (block.header.height,))
+            db.execute("DELETE FROM undo WHERE id = ?", (block_id,))
+            self._set("head", block.header.parent)
+        self._head = block.header.parent
+
+    def store_block(self, block: Block) -> None:
+        with write_transaction(self._db):
+            self._insert_block(block)
+
+    def record_forkchoice(
+        self,
+        *,
+        justified: Checkpoint | None = None,
+        finalized: Checkpoint | None = None,
+        votes: tuple[Vote, ...] = (),
+    ) -> None:
+        with write_transaction(self._db):
+            self._write_forkchoice(justified, finalized, votes)
+
+    # -- queries -----------------------------------------------------------------------------
+    def get_block(self, block_id: BlockId) -> Block | None:
+        row = self._one("SELECT data FROM blocks WHERE id = ?", (block_id,))
+        return None if row is None else _decoded(Block, row[0])
+
+    def get_undo(self, block_id: BlockId) -> UndoData | None:
+        row = self._one("SELECT data FROM undo WHERE id = ?", (block_id,))
+        return None if row is None else _decoded(UndoData, row[0])
+
+    def canonical_block_id(self, height: int) -> BlockId | None:
+        row = self._one("SELECT id FROM canonical WHERE height = ?", (height,))
+        return None if row is None else BlockId(_blob(row[0]))
+
+    def transaction_location(self, txid: TxId) -> TxLocation | None:
+        row = self._one("SELECT block, height, position FROM txs WHERE txid = ?", (txid,))
+        if row is None:
+            return None
+        block, height, position = row
+        return TxLocation(
+            block_id=BlockId(_blob(block)), height=_int(height), position=_int(position)
+        )
+
+    def get_utxo(self, outpoint: OutPoint) -> TxOutput | None:
+        row = self._one("SELECT output FROM utxos WHERE outpoint = ?", (outpoint_key(outpoint),))
+        return None if row is None else _decoded(TxOutput, row[0])
+
+    def load(self) -> StoredChain:
+        finalized = self._checkpoint("finalized")
+        floor = 0
+        if finalized is not None:
+            row = self._one("SELECT height FROM blocks WHERE id = ?", (finalized.block_id,))
+            floor = 0 if row is None else _int(row[0])
+        blocks = tuple(
+            _decoded(Block, data)
+            for (data,) in self._query(
+                "SELECT data FROM blocks WHERE height >= ? ORDER BY height, id", (floor,)
+            )
+        )
+        head = self.get_block(self._head)
+        if head is None:
+            raise StorageError("the head block is missing")
+        utxos = [
+            (_outpoint_from_key(_blob(key)), _decoded(TxOutput, output))
+            for key, output in self._query("SELECT outpoint, output FROM utxos ORDER BY outpoint")
+        ]
+        assets = [_decoded(AssetInfo, info) for (info,) in self._query("SELECT info FROM assets")]
+        votes = [_decoded(Vote, vote) for (vote,) in self._query("SELECT vote FROM votes")]
+        return StoredChain(
+            genesis=self._genesis,
+            head=self._head,
+            blocks=blocks,
+            view=restore_view(utxos, assets, self._head, head.header.height),
+            justified=self._checkpoint("justified"),
+            finalized=finalized,
+            votes={vote.validator: vote for vote in votes},
+        )
+
+    # -- peers and metadata ------------------------------------------------------------------
+    def ban_peer(self, peer: str, until: float) -> None:
+        with write_transaction(self._db) as db:
+            db.execute("INSERT OR REPLACE INTO bans (peer, until) VALUES (?, ?)", (peer, until))
+
+    def unban_peer(self, peer: str) -> None:
+        with write_transaction(self._db) as db:
+            db.execute("DELETE FROM bans WHERE peer = ?", (peer,))
+
+    def bans(self, now: float) -> dict[str, float]:
+        with write_transaction(self._db) as db:
+            db.execute("DELETE FROM bans WHERE until <= ?", (now,))
+        rows = self._query("SELECT peer, until FROM bans")
+        return {str(peer): _real(until) for peer, until in rows}
+
+    def put_metadata(self, key: str, value: bytes) -> None:
+        with write_transaction(self._db) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO metadata (key, value) VALUES (?, ?)", (key, bytes(value))
+            )
+
+    def get_metadata(self, key: str) -> bytes | None:
+        row = self._one("SELECT value FROM metadata WHERE key = ?", (key,))
+        return None if row is None else _blob(row[0])
+
+    def close(self) -> None:
+        """Close the connection; committed data is already on disk."""
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

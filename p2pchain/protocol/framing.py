@@ -1,0 +1,76 @@
+"""Frames: ``length (4 bytes, big-endian) || type (1 byte) || RLP payload``.
+
+`length` counts the body (type byte and payload). The decoder reads the type byte as soon as it
+arrives and checks the declared length against that type's limit *before* it buffers the body, so
+a peer cannot make us allocate more than one maximum-size frame of a type it may send.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from p2pchain.errors import DecodeError
+from p2pchain.protocol.messages import MAX_PAYLOAD_BYTES, MESSAGE_TYPES, Message, encode_message
+
+LENGTH_BYTES: Final = 4
+HEADER_BYTES: Final = LENGTH_BYTES + 1
+"""Length prefix plus type byte: what the decoder needs before it accepts a body."""
+
+
+def encode_frame(message: Message) -> bytes:
+    """The frame that carries `message`."""
+    body = encode_message(message)
+    return len(body).to_bytes(LENGTH_BYTES, "big") + body
+
+
+def check_frame_header(length: int, message_type: int) -> None:
+    """Raise `DecodeError` unless a body of `length` bytes may carry a message of this type."""
+    if length == 0:
+        raise DecodeError("zero-length frame")
+    cls = MESSAGE_TYPES.get(message_type)
+    if cls is None:
+        raise DecodeError(f"unknown message type {message_type}")
+    limit = MAX_PAYLOAD_BYTES[message_type]
+    if length - 1 > limit:
+        raise DecodeError(f"{cls.__name__} payload of {length - 1} bytes exceeds the limit {limit}")
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame bodies, rejecting bad headers before buffering bodies."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._body_length: int | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a frame."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes) -> None:
+        """Append bytes from the stream."""
+        self._buffer += data
+
+    def next_frame(self) -> bytes | None:
+        """The next complete body (type byte + payload), or None if more bytes are needed.
+
+        Raises:
+            DecodeError: zero length, unknown type, or a length over the type's limit.
+        """
+        if self._body_length is None:
+            if len(self._buffer) < LENGTH_BYTES:
+                return None
+            length = int.from_bytes(self._buffer[:LENGTH_BYTES], "big")
+            if length == 0:
+                raise DecodeError("zero-length frame")
+            if len(self._buffer) < HEADER_BYTES:
+                return None
+            check_frame_header(length, self._buffer[LENGTH_BYTES])
+            self._body_length = length
+        end = LENGTH_BYTES + self._body_length
+        if len(self._buffer) < end:
+            return None
+        body = bytes(self._buffer[LENGTH_BYTES:end])
+        del self._buffer[:end]
+        self._body_length = None
+        return body

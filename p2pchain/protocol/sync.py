@@ -1,0 +1,587 @@
+"""Sans-IO block sync: range requests to peers that are ahead, an orphan pool, and serving.
+
+`SyncManager` compares each peer's `Status` with what it has fetched, asks peers that are ahead
+for consecutive height ranges (`GetBlocksByRange`), checks the *shape* of every `Blocks` answer
+(solicited, not too many, contiguous heights, each block's parent the previous one, bounded
+bytes) and hands complete runs of blocks to the caller in height order. Whether a block is valid
+is for consensus to say; the caller imports what `Import` actions carry and calls `reset` if an
+import fails. A peer cannot make us buffer unbounded data (bounded in-flight requests, bounded
+pending blocks and bytes) or loop (a peer that returns nothing is no longer asked for that range;
+bad answers cost score and go to another peer). Time is the `now` argument; nothing here reads a
+clock.
+
+`OrphanPool` holds gossiped blocks whose parent is unknown until the parent arrives, bounded in
+count globally and per peer and expiring by `now`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.encoding import encode_item
+from p2pchain.ledger.types import BlockId
+from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.gossip import Send
+from p2pchain.protocol.messages import (
+    MAX_BLOCK_IDS_PER_REQUEST,
+    MAX_BLOCKS_PER_REQUEST,
+    MAX_BLOCKS_RESPONSE_BYTES,
+    Blocks,
+    GetBlocksById,
+    GetBlocksByRange,
+    Status,
+)
+from p2pchain.protocol.scoring import Offence, Penalize
+
+
+def block_size(block: Block) -> int:
+    """Bytes of the block's canonical encoding, the unit of every byte bound here."""
+    return len(encode_item(block.to_rlp()))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncParams:
+    """Batch sizes, concurrency, deadlines, memory bounds and penalties of block sync."""
+
+    batch_size: int = 64
+    """Blocks asked for in one range request (at most `MAX_BLOCKS_PER_REQUEST`)."""
+    max_requests_per_peer: int = 2
+    max_requests: int = 8
+    """Range requests in flight over all peers."""
+    request_timeout: float = 10.0
+    """Seconds a peer has to answer a request."""
+    max_pending_blocks: int = 1_024
+    """Blocks requested or received but not yet handed over; no request beyond this."""
+    max_pending_bytes: int = 64 * 1024 * 1024
+    """Bytes of received blocks held back until the run before them is complete."""
+    max_response_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
+    bad_response_penalty: float = 25.0
+    timeout_penalty: float = 10.0
+    max_orphans: int = 256
+    max_orphans_per_peer: int = 32
+    orphan_ttl: float = 600.0
+    """Seconds an orphan waits for its parent before it is dropped."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.batch_size <= MAX_BLOCKS_PER_REQUEST:
+            raise ValueError("batch_size must be in 1..MAX_BLOCKS_PER_REQUEST")
+        if self.max_requests_per_peer < 1 or self.max_requests < 1:
+            raise ValueError("request limits must be positive")
+        if self.max_pending_blocks < self.batch_size:
+            raise ValueError("max_pending_blocks must hold at least one batch")
+        if not 0 < self.max_orphans_per_peer <= self.max_orphans:
+            raise ValueError("max_orphans_per_peer must be in 1..max_orphans")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Import:
+    """Action: import `blocks` in this order; each is the parent of the next."""
+
+    blocks: tuple[Block, ...]
+    from_peer: PeerId
+
+
+SyncAction = Send | Penalize | Import
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncStatistics:
+    """Counters since creation and current sizes."""
+
+    requests_sent: int
+    blocks_imported: int
+    bad_responses: int
+    timeouts: int
+    in_flight: int
+    pending_blocks: int
+    orphans: int
+    target_height: int
+    next_height: int
+
+
+@dataclass(slots=True)
+class _Request:
+    peer_id: PeerId
+    deadline: float
+    start: int = 0
+    count: int = 0
+    block_ids: tuple[BlockId, ...] = ()
+    excluded: frozenset[PeerId] = frozenset()
+    stale: bool = False
+    """Issued before a `reset`; the answer is dropped without judging the peer."""
+
+    @property
+    def by_id(self) -> bool:
+        return bool(self.block_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    start: int
+    count: int
+    excluded: frozenset[PeerId]
+
+
+@dataclass(slots=True)
+class _Counters:
+    requests_sent: int = 0
+    blocks_imported: int = 0
+    bad_responses: int = 0
+    timeouts: int = 0
+
+
+class SyncManager:
+    """Range sync on top of an anchor block (the finalized block, or the head if trusted).
+
+    Args:
+        anchor_height: height of the block to sync on top of.
+        anchor_id: its id; the first fetched block must name it as parent.
+        params: limits and penalties.
+    """
+
+    def __init__(
+        self, *, anchor_height: int, anchor_id: BlockId, params: SyncParams | None = None
+    ) -> None:
+        self.params = params if params is not None else SyncParams()
+        self.orphans = OrphanPool(self.params)
+        self._peer_heads: dict[PeerId, int] = {}
+        self._requests: dict[int, _Request] = {}
+        self._next_request_id = 1
+        self._retry: list[_Range] = []
+        self._buffered: dict[int, tuple[tuple[Block, ...], PeerId]] = {}
+        self._buffered_bytes = 0
+        self._counters = _Counters()
+        self._set_anchor(anchor_height, anchor_id)
+
+    def _set_anchor(self, height: int, block_id: BlockId) -> None:
+        self._anchor_height = height
+        self._anchor_id = block_id
+        self._expected_height = height + 1
+        self._expected_parent = block_id
+        self._next_height = height + 1
+        self._retry.clear()
+        self._buffered.clear()
+        self._buffered_bytes = 0
+
+    # -- queries -----------------------------------------------------------------------------
+
+    @property
+    def target_height(self) -> int:
+        """The highest head any peer has claimed (and not contradicted by an empty answer)."""
+        return max(self._peer_heads.values(), default=self._expected_height - 1)
+
+    @property
+    def is_syncing(self) -> bool:
+        """True while some peer is ahead of the blocks handed over so far."""
+        return self.target_height >= self._expected_height
+
+    def next_deadline(self) -> float | None:
+        """When `handle_timeouts` must next be called, or None if nothing is in flight."""
+        return min((request.deadline for request in self._requests.values()), default=None)
+
+    def statistics(self) -> SyncStatistics:
+        c = self._counters
+        return SyncStatistics(
+            requests_sent=c.requests_sent,
+            blocks_imported=c.blocks_imported,
+            bad_responses=c.bad_responses,
+            timeouts=c.timeouts,
+            in_flight=len(self._requests),
+            pending_blocks=self._pending_blocks(),
+            orphans=len(self.orphans),
+            target_height=self.target_height,
+            next_height=self._expected_height,
+        )
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def on_status(self, peer_id: PeerId, status: Status, now: float) -> list[SyncAction]:
+        """Record a peer's head; request ranges if it is ahead of us."""
+        self._peer_heads[peer_id] = status.head_height
+        return self._schedule(now)
+
+    def remove_peer(self, peer_id: PeerId, now: float) -> list[SyncAction]:
+        """Forget a disconnected peer and hand its open requests to others."""
+        self._peer_heads.pop(peer_id, None)
+        for request_id, request in list(self._requests.items()):
+            if request.peer_id == peer_id:
+                del self._requests[request_id]
+                self._requeue(request, exclude=False)
+        return self._schedule(now)
+
+    def reset(self, anchor_height: int, anchor_id: BlockId, now: float) -> list[SyncAction]:
+        """Start over on a new anchor (after a failed import, or to skip blocks gossip brought).
+
+        Answers to requests already in flight are dropped without blame when they arrive.
+        """
+        for request in self._requests.values():
+            if not request.by_id:
+                request.stale = True
+        self._set_anchor(anchor_height, anchor_id)
+        return self._schedule(now)
+
+    def on_blocks(self, peer_id: PeerId, response: Blocks, now: float) -> list[SyncAction]:
+        """Check an answer's shape; return blocks to import in order, or a penalty and retry."""
+        request = self._requests.get(response.request_id)
+        if request is None or request.peer_id != peer_id:
+            return [self._bad_response(peer_id)]
+        del self._requests[response.request_id]
+        if request.stale:
+            return self._schedule(now)
+        problem = self._shape_problem(request, response.blocks)
+        if problem:
+            self._requeue(request, exclude=True)
+            return [self._bad_response(peer_id), *self._schedule(now)]
+        if request.by_id:
+            actions: list[SyncAction] = []
+            if response.blocks:
+                actions.append(Import(blocks=response.blocks, from_peer=peer_id))
+            return actions
+        received = len(response.blocks)
+        if received < request.count:
+            if received == 0:
+                # The peer has nothing from here on: stop asking it, so it cannot make us loop.
+                self._peer_heads[peer_id] = min(self._peer_heads[peer_id], request.start - 1)
+            self._retry.append(
+                _Range(request.start + received, request.count - received, request.excluded)
+            )
+        if received:
+            self._buffered[request.start] = (response.blocks, peer_id)
+            self._buffered_bytes += sum(block_size(block) for block in response.blocks)
+        return [*self._release(), *self._schedule(now)]
+
+    def handle_timeouts(self, now: float) -> list[SyncAction]:
+        """Penalise peers whose requests passed their deadline and ask someone else."""
+        actions: list[SyncAction] = []
+        for request_id, request in list(self._requests.items()):
+            if request.deadline > now:
+                continue
+            del self._requests[request_id]
+            if request.stale:
+                continue
+            self._counters.timeouts += 1
+            self._requeue(request, exclude=True)
+            actions.append(
+                Penalize(
+                    peer_id=request.peer_id,
+                    amount=self.params.timeout_penalty,
+                    reason=Offence.TIMEOUT,
+                )
+            )
+        return [*actions, *self._schedule(now)]
+
+    def add_orphan(self, block: Block, from_peer: PeerId, now: float) -> list[SyncAction]:
+        """Hold a gossiped block with an unknown parent; ask its sender for the missing one."""
+        self.orphans.expire(now)
+        request = self.orphans.add(block, from_peer, now, request_id=self._next_request_id)
+        if request is None:
+            return []
+        self._next_request_id += 1
+        self._requests[request.request_id] = _Request(
+            peer_id=from_peer,
+            deadline=now + self.params.request_timeout,
+            block_ids=request.block_ids,
+        )
+        self._counters.requests_sent += 1
+        return [Send(peer_id=from_peer, message=request)]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _shape_problem(self, request: _Request, blocks: tuple[Block, ...]) -> bool:
+        if sum(block_size(block) for block in blocks) > self.params.max_response_bytes:
+            return True
+        if request.by_id:
+            asked = set(request.block_ids)
+            ids = [block.block_id for block in blocks]
+            heights = [block.header.height for block in blocks]
+            return (
+                len(ids) > len(asked)
+                or len(set(ids)) != len(ids)
+                or not asked.issuperset(ids)
+                or heights != sorted(heights)
+            )
+        if len(blocks) > request.count:
+            return True
+        for offset, block in enumerate(blocks):
+            if block.header.height != request.start + offset:
+                return True
+            if offset and block.header.parent != blocks[offset - 1].block_id:
+                return True
+        # Every honest peer builds on our anchor (the finalized block); a block from another
+        # peer is no such proof, so attaching to it is checked later, in `_release`, unblamed.
+        return bool(
+            blocks
+            and request.start == self._anchor_height + 1
+            and blocks[0].header.parent != self._anchor_id
+        )
+
+    def _release(self) -> list[SyncAction]:
+        actions: list[SyncAction] = []
+        while self._expected_height in self._buffered:
+            blocks, peer_id = self._buffered.pop(self._expected_height)
+            self._buffered_bytes -= sum(block_size(block) for block in blocks)
+            if blocks[0].header.parent != self._expected_parent:
+                # Another branch than the run before it: not provably malice, so no penalty,
+                # but this peer is not asked again above it until its next Status.
+                start = blocks[0].header.height
+                if peer_id in self._peer_heads:
+                    self._peer_heads[peer_id] = min(self._peer_heads[peer_id], start - 1)
+                self._retry.append(_Range(start, len(blocks), frozenset({peer_id})))
+                continue
+            actions.append(Import(blocks=blocks, from_peer=peer_id))
+            self._counters.blocks_imported += len(blocks)
+            self._expected_height += len(blocks)
+            self._expected_parent = blocks[-1].block_id
+        return actions
+
+    def _pending_blocks(self) -> int:
+        in_flight = sum(request.count for request in self._requests.values() if not request.stale)
+        buffered = sum(len(blocks) for blocks, _ in self._buffered.values())
+        return in_flight + buffered
+
+    def _requeue(self, request: _Request, *, exclude: bool) -> None:
+        if request.by_id or request.stale:
+            return
+        excluded = request.excluded | {request.peer_id} if exclude else request.excluded
+        self._retry.append(_Range(request.start, request.count, excluded))
+
+    def _schedule(self, now: float) -> list[SyncAction]:
+        params = self.params
+        actions: list[SyncAction] = []
+        self._retry = [r for r in self._retry if r.start + r.count > self._expected_height]
+        self._retry.sort(key=lambda r: r.start)
+        while (
+            sum(1 for r in self._requests.values() if not r.by_id) < params.max_requests
+            and self._pending_blocks() < params.max_pending_blocks
+            and self._buffered_bytes < params.max_pending_bytes
+        ):
+            taken = self._take_work()
+            if taken is None:
+                break
+            work, from_retry = taken
+            peer_id = self._pick_peer(work)
+            if peer_id is None:
+                self._put_back(work, from_retry)
+                break
+            count = min(
+                work.count,
+                self._peer_heads[peer_id] - work.start + 1,
+                params.max_pending_blocks - self._pending_blocks(),
+            )
+            if count < work.count:
+                self._put_back(
+                    _Range(work.start + count, work.count - count, work.excluded), from_retry
+                )
+            request_id = self._next_request_id
+            self._next_request_id += 1
+            self._requests[request_id] = _Request(
+                peer_id=peer_id,
+                deadline=now + params.request_timeout,
+                start=work.start,
+                count=count,
+                excluded=work.excluded,
+            )
+            self._counters.requests_sent += 1
+            message = GetBlocksByRange(request_id=request_id, start_height=work.start, count=count)
+            actions.append(Send(peer_id=peer_id, message=message))
+        return actions
+
+    def _take_work(self) -> tuple[_Range, bool] | None:
+        """The next range to ask for: a retry first, else the next fresh batch."""
+        if self._retry:
+            return self._retry.pop(0), True
+        start = max(self._next_height, self._expected_height)
+        if start > self.target_height:
+            return None
+        count = min(self.params.batch_size, self.target_height - start + 1)
+        self._next_height = start + count
+        return _Range(start, count, frozenset()), False
+
+    def _put_back(self, work: _Range, from_retry: bool) -> None:
+        if from_retry:
+            self._retry.insert(0, work)
+        else:
+            self._next_height = work.start
+
+    def _pick_peer(self, work: _Range) -> PeerId | None:
+        busy: dict[PeerId, int] = {}
+        for request in self._requests.values():
+            busy[request.peer_id] = busy.get(request.peer_id, 0) + 1
+        able = [peer_id for peer_id, head in self._peer_heads.items() if head >= work.start]
+        # Prefer peers that have not failed this range; fall back to them only if nobody else
+        # has the blocks (a bad peer keeps losing score and is disconnected by the shell).
+        fresh = [peer_id for peer_id in able if peer_id not in work.excluded]
+        candidates = [
+            peer_id
+            for peer_id in (fresh or able)
+            if busy.get(peer_id, 0) < self.params.max_requests_per_peer
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda peer_id: (busy.get(peer_id, 0), peer_id))
+
+    def _bad_response(self, peer_id: PeerId) -> Penalize:
+        self._counters.bad_responses += 1
+        return Penalize(
+            peer_id=peer_id, amount=self.params.bad_response_penalty, reason=Offence.BAD_RESPONSE
+        )
+
+
+@dataclass(slots=True)
+class _Orphan:
+    block: Block
+    from_peer: PeerId
+    expires: float
+
+
+class OrphanPool:
+    """Blocks waiting for an unknown parent, bounded globally and per peer, expiring by `now`."""
+
+    def __init__(self, params: SyncParams | None = None) -> None:
+        self.params = params if params is not None else SyncParams()
+        self._orphans: dict[BlockId, _Orphan] = {}
+        self._children: dict[BlockId, list[BlockId]] = {}
+        self._per_peer: dict[PeerId, int] = {}
+        self._requested: set[BlockId] = set()
+        """Missing ancestors already asked for; always parents of held orphans."""
+
+    def __len__(self) -> int:
+        return len(self._orphans)
+
+    def __contains__(self, block_id: object) -> bool:
+        return block_id in self._orphans
+
+    def count_from(self, peer_id: PeerId) -> int:
+        """Orphans held on behalf of `peer_id`."""
+        return self._per_peer.get(peer_id, 0)
+
+    def add(
+        self, block: Block, from_peer: PeerId, now: float, *, request_id: int
+    ) -> GetBlocksById | None:
+        """Hold `block`; return a request for the oldest missing ancestor, unless one is out.
+
+        A block already held, or one over `from_peer`'s quota, is not stored (returns None).
+        When the pool is full, the orphan closest to expiry makes room.
+        """
+        block_id = block.block_id
+        if (
+            block_id in self._orphans
+            or self.count_from(from_peer) >= self.params.max_orphans_per_peer
+        ):
+            return None
+        if len(self._orphans) >= self.params.max_orphans:
+            oldest = min(self._orphans, key=lambda key: self._orphans[key].expires)
+            self._remove(oldest)
+        self._orphans[block_id] = _Orphan(block, from_peer, now + self.params.orphan_ttl)
+        self._children.setdefault(block.header.parent, []).append(block_id)
+        self._per_peer[from_peer] = self.count_from(from_peer) + 1
+        missing = block.header.parent
+        while missing in self._orphans:
+            missing = self._orphans[missing].block.header.parent
+        if missing in self._requested:
+            return None
+        self._requested.add(missing)
+        return GetBlocksById(request_id=request_id, block_ids=(missing,))
+
+    def release(self, parent_id: BlockId) -> list[Block]:
+        """Remove and return every held descendant of a block that just became known.
+
+        Parents come before their children, so the list can be imported in order.
+        """
+        self._requested.discard(parent_id)
+        released: list[Block] = []
+        frontier = [parent_id]
+        while frontier:
+            parent = frontier.pop(0)
+            for child_id in sorted(self._children.pop(parent, [])):
+                orphan = self._orphans.get(child_id)
+                if orphan is None:
+                    continue
+                self._remove(child_id)
+                released.append(orphan.block)
+                frontier.append(child_id)
+        return released
+
+    def expire(self, now: float) -> int:
+        """Drop orphans whose time ran out; return how many."""
+        expired = [key for key, orphan in self._orphans.items() if orphan.expires <= now]
+        for key in expired:
+            self._remove(key)
+        return len(expired)
+
+    def _remove(self, block_id: BlockId) -> None:
+        orphan = self._orphans.pop(block_id)
+        parent = orphan.block.header.parent
+        siblings = self._children.get(parent)
+        if siblings is not None and block_id in siblings:
+            siblings.remove(block_id)
+            if not siblings:
+                del self._children[parent]
+        remaining = self._per_peer[orphan.from_peer] - 1
+        if remaining:
+            self._per_peer[orphan.from_peer] = remaining
+        else:
+            del self._per_peer[orphan.from_peer]
+        if parent not in self._children:
+            self._requested.discard(parent)
+
+
+class ChainReader(Protocol):
+    """Read access to the local canonical chain, for serving peers."""
+
+    def block_at_height(self, height: int) -> Block | None: ...
+
+    def get_block(self, block_id: BlockId) -> Block | None: ...
+
+
+def serve_blocks_by_range(
+    request: GetBlocksByRange, chain_reader: ChainReader, max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
+) -> Blocks:
+    """Answer a range request from the canonical chain, stopping at a gap or the byte bound."""
+    count = min(request.count, MAX_BLOCKS_PER_REQUEST)
+    return Blocks(
+        request_id=request.request_id,
+        blocks=_bounded(
+            (chain_reader.block_at_height(request.start_height + i) for i in range(count)),
+            max_bytes,
+            stop_at_missing=True,
+        ),
+    )
+
+
+def serve_blocks_by_id(
+    request: GetBlocksById, chain_reader: ChainReader, max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
+) -> Blocks:
+    """Answer a by-id request with the known blocks, ascending by height, within `max_bytes`."""
+    found = [
+        block
+        for block in (
+            chain_reader.get_block(block_id)
+            for block_id in dict.fromkeys(request.block_ids[:MAX_BLOCK_IDS_PER_REQUEST])
+        )
+        if block is not None
+    ]
+    found.sort(key=lambda block: block.header.height)
+    return Blocks(
+        request_id=request.request_id, blocks=_bounded(found, max_bytes, stop_at_missing=False)
+    )
+
+
+def _bounded(
+    blocks: Iterable[Block | None], max_bytes: int, *, stop_at_missing: bool
+) -> tuple[Block, ...]:
+    chosen: list[Block] = []
+    total = 0
+    for block in blocks:
+        if block is None:
+            if stop_at_missing:
+                break
+            continue
+        total += block_size(block)
+        if total > max_bytes:
+            break
+        chosen.append(block)
+    return tuple(chosen)

@@ -1,0 +1,93 @@
+"""Genesis: a deterministic block from a config, and the config checks."""
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pchain.errors import ConfigError
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator, genesis_state
+from p2pchain.ledger.tx import Lock, LockKind
+from p2pchain.ledger.types import Address, AssetId, PublicKey
+from p2pchain.params import COIN, ChainParams
+from p2pchain.testing import addresses
+
+PARAMS = ChainParams()
+VALIDATOR = SecretKey.from_entropy(b"genesis-test-validator-entropy-32")
+OWNER = Address(b"\x11" * 20)
+GENESIS_ID = "b807c9f325760a9fb23da192f5852cf8c42ccb7635cdb9ebce7cf093ccdaaec2"
+
+
+def config(**changes: object) -> GenesisConfig:
+    base = GenesisConfig(
+        chain_id=PARAMS.chain_id,
+        genesis_time_ms=1_700_000_000_000,
+        allocations=(Allocation(address=Address(b"\x22" * 20), amount=50 * COIN),),
+        validators=(GenesisValidator(key=VALIDATOR.public_key, owner=OWNER, stake=10 * COIN),),
+    )
+    return replace(base, **changes)
+
+
+def test_genesis_hash_is_pinned() -> None:
+    """A fixed vector: any change to the encoding or the genesis layout changes this hash."""
+    block, _ = genesis_state(config(), PARAMS)
+    assert block.block_id.hex() == GENESIS_ID
+
+
+def test_genesis_view_holds_allocations_and_bonded_stake() -> None:
+    block, view = genesis_state(config(), PARAMS)
+    native = AssetId(PARAMS.native_asset)
+    assert view.tip == block.block_id
+    assert view.height == 0
+    assert view.balance(Address(b"\x22" * 20), native) == 50 * COIN
+    assert view.bonded_stake() == {VALIDATOR.public_key: 10 * COIN}
+    ((_, stake),) = view.utxos_of(OWNER)
+    assert stake.lock == Lock(kind=LockKind.STAKE, key=VALIDATOR.public_key)
+    assert block.has_valid_body_root()
+
+
+@given(time_ms=st.integers(min_value=0, max_value=2**64 - 1), address=addresses())
+def test_genesis_hash_commits_to_the_config(time_ms: int, address: Address) -> None:
+    reference, _ = genesis_state(config(), PARAMS)
+    changed = config(
+        genesis_time_ms=time_ms,
+        allocations=(Allocation(address=address, amount=50 * COIN),),
+    )
+    block, _ = genesis_state(changed, PARAMS)
+    assert (block.block_id == reference.block_id) == (changed == config())
+    again, _ = genesis_state(changed, PARAMS)
+    assert again == block
+
+
+def test_genesis_hash_commits_to_the_chain_id() -> None:
+    other = ChainParams(chain_id=PARAMS.chain_id + 1)
+    first, _ = genesis_state(config(), PARAMS)
+    second, _ = genesis_state(config(chain_id=other.chain_id), other)
+    assert first.block_id != second.block_id
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"chain_id": 1}, "chain id"),
+        ({"validators": ()}, "at least one validator"),
+        ({"allocations": (Allocation(address=OWNER, amount=0),)}, "allocation amount"),
+        (
+            {"validators": (GenesisValidator(key=VALIDATOR.public_key, owner=OWNER, stake=1),)},
+            "stake",
+        ),
+        (
+            {"validators": (GenesisValidator(key=PublicKey(bytes(32)), owner=OWNER, stake=COIN),)},
+            "not on the curve",
+        ),
+        (
+            {"allocations": (Allocation(address=OWNER, amount=PARAMS.max_money),)},
+            "exceeds max_money",
+        ),
+    ],
+)
+def test_bad_configs_are_refused(changes: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        genesis_state(config(**changes), PARAMS)

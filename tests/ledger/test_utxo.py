@@ -1,0 +1,149 @@
+"""UtxoView: exact apply/undo, all-or-nothing `connect_block`, and value conservation."""
+
+from collections import defaultdict
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from p2pchain.errors import InvalidBlock, Reason
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.encoding import decode, encode
+from p2pchain.ledger.tx import Transaction, TxInput
+from p2pchain.ledger.types import AssetId
+from p2pchain.ledger.utxo import UndoData, UtxoView
+from p2pchain.ledger.validation import connect_block
+from p2pchain.testing import (
+    FAST_PARAMS,
+    FundedChain,
+    build_block,
+    funded_chain,
+    native_fee,
+    valid_blocks,
+    view_state,
+)
+
+
+def _advance(chain: FundedChain, data: st.DataObject, max_blocks: int) -> None:
+    """Connect a few random valid blocks, so that the view holds assets, stake and rewards."""
+    for _ in range(data.draw(st.integers(min_value=0, max_value=max_blocks))):
+        block = data.draw(valid_blocks(chain.view, chain.wallets, proposer=chain.validator))
+        connect_block(chain.view, block, chain.params)
+
+
+def _totals(view: UtxoView) -> defaultdict[AssetId, int]:
+    totals: defaultdict[AssetId, int] = defaultdict(int)
+    for _, output in view:
+        totals[output.asset] += output.amount
+    return totals
+
+
+@given(data=st.data())
+def test_connect_then_undo_restores_the_view_exactly(data: st.DataObject) -> None:
+    chain = funded_chain(3, params=FAST_PARAMS)
+    _advance(chain, data, 2)
+    before = view_state(chain.view)
+    block = data.draw(valid_blocks(chain.view, chain.wallets, proposer=chain.validator))
+    undo = connect_block(chain.view, block, chain.params)
+    assert chain.view.tip == block.block_id
+    assert decode(UndoData, encode(undo)) == undo
+    chain.view.undo(block, undo)
+    assert view_state(chain.view) == before
+
+
+@given(data=st.data())
+def test_apply_of_a_connected_block_gives_the_same_view(data: st.DataObject) -> None:
+    chain = funded_chain(3, params=FAST_PARAMS)
+    _advance(chain, data, 1)
+    trusted = chain.view.copy()
+    block = data.draw(valid_blocks(chain.view, chain.wallets, proposer=chain.validator))
+    checked_undo = connect_block(chain.view, block, chain.params)
+    trusted_undo = trusted.apply(block)
+    assert view_state(trusted) == view_state(chain.view)
+    assert trusted_undo == checked_undo
+
+
+@given(data=st.data())
+def test_value_is_conserved_per_asset(data: st.DataObject) -> None:
+    chain = funded_chain(3, params=FAST_PARAMS)
+    _advance(chain, data, 2)
+    view = chain.view
+    before, issued_before = _totals(view), view.assets()
+    block = data.draw(valid_blocks(view, chain.wallets, proposer=chain.validator))
+    fees = native_fee(view, block.transactions[1:], chain.params)
+    paid = sum(output.amount for output in block.transactions[0].outputs)
+    connect_block(view, block, chain.params)
+    after, issued_after = _totals(view), view.assets()
+    native = AssetId(chain.params.native_asset)
+    assert after[native] == before[native] - fees + paid
+    assert after[native] - before[native] <= paid
+    for asset, info in issued_after.items():
+        previous = issued_before.get(asset)
+        minted = info.issued - (previous.issued if previous else 0)
+        assert after[asset] - before[asset] == minted
+        assert after[asset] <= info.issued
+
+
+def _tampered_body(block: Block, index: int) -> list[Transaction]:
+    """The body after the reward, with the first signature of transaction `index` corrupted."""
+    tx = block.transactions[index]
+    first = tx.inputs[0]
+    bad = TxInput(
+        outpoint=first.outpoint,
+        public_key=first.public_key,
+        signature=bytes([first.signature[0] ^ 1]) + first.signature[1:],
+    )
+    body = list(block.transactions)
+    body[index] = tx.with_inputs((bad, *tx.inputs[1:]))
+    return body[1:]
+
+
+@given(data=st.data())
+def test_a_bad_transaction_anywhere_leaves_the_view_unchanged(data: st.DataObject) -> None:
+    chain = funded_chain(3, params=FAST_PARAMS)
+    _advance(chain, data, 1)
+    valid = data.draw(
+        valid_blocks(chain.view, chain.wallets, proposer=chain.validator, min_txs=1, max_txs=5)
+    )
+    assume(len(valid.transactions) >= 2)
+    index = data.draw(st.integers(min_value=1, max_value=len(valid.transactions) - 1))
+    body = _tampered_body(valid, index)
+    block = build_block(chain.view, chain.params, body, proposer=chain.validator)
+    before = view_state(chain.view)
+    with pytest.raises(InvalidBlock) as info:
+        connect_block(chain.view, block, chain.params)
+    assert info.value.reason is Reason.BAD_SIGNATURE
+    assert view_state(chain.view) == before
+
+
+@given(data=st.data(), extra=st.integers(min_value=1, max_value=10**6))
+def test_an_overpaid_reward_leaves_the_view_unchanged(data: st.DataObject, extra: int) -> None:
+    chain = funded_chain(3, params=FAST_PARAMS)
+    valid = data.draw(valid_blocks(chain.view, chain.wallets, proposer=chain.validator))
+    body = valid.transactions[1:]
+    allowed = chain.params.block_reward + native_fee(chain.view, body, chain.params)
+    block = build_block(
+        chain.view, chain.params, body, proposer=chain.validator, reward=allowed + extra
+    )
+    before = view_state(chain.view)
+    with pytest.raises(InvalidBlock) as info:
+        connect_block(chain.view, block, chain.params)
+    assert info.value.reason is Reason.BAD_REWARD
+    assert view_state(chain.view) == before
+
+
+def test_undo_of_a_block_that_is_not_the_tip_is_refused(chain: FundedChain) -> None:
+    first = build_block(chain.view, chain.params, proposer=chain.validator)
+    undo = connect_block(chain.view, first, chain.params)
+    second = build_block(chain.view, chain.params, proposer=chain.validator)
+    connect_block(chain.view, second, chain.params)
+    with pytest.raises(ValueError, match="tip"):
+        chain.view.undo(first, undo)
+
+
+def test_balances_follow_the_outputs(chain: FundedChain) -> None:
+    wallet = chain.wallets[1]
+    native = AssetId(chain.params.native_asset)
+    assert chain.view.balances(wallet.address) == {native: 20 * 10**8}
+    assert chain.view.balance(wallet.address, native) == 20 * 10**8
+    assert chain.view.bonded_stake() == {chain.validator.public_key: 2 * chain.params.min_stake}

@@ -1,0 +1,183 @@
+"""run_peer over in-memory streams with a virtual clock: timers, back-pressure, rate limits."""
+
+import trio
+import trio.testing
+
+from p2pchain.net.peer import PeerLimits, PeerMisbehaved, run_peer
+from p2pchain.protocol.connection import (
+    ConnectionClosed,
+    ConnectionConfig,
+    HandshakeComplete,
+    MessageReceived,
+    PeerConnection,
+)
+from p2pchain.protocol.messages import DisconnectReason, GetPeers, Publish, Topic
+from p2pchain.protocol.scoring import Offence
+from p2pchain.testing.link import connection_keys, honest_connection, make_hello
+
+CONFIG = ConnectionConfig()
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+        self.active = trio.Event()
+
+    async def __call__(self, handle, event):
+        self.events.append(event)
+        if isinstance(event, HandshakeComplete):
+            self.active.set()
+
+    def closed(self):
+        return [e for e in self.events if isinstance(e, ConnectionClosed)]
+
+
+class NoPong(PeerConnection):
+    def _on_ping(self, ping):
+        del ping
+
+
+def _no_pong(seed):
+    keys = connection_keys(seed)
+    return NoPong(
+        initiator=False, keys=keys, hello=make_hello(keys.identity), now=trio.current_time()
+    )
+
+
+DEFAULT_LIMITS = PeerLimits()
+
+
+async def _start(nursery, stream, conn, recorder, limits=DEFAULT_LIMITS, outbound=True):
+    return await nursery.start(
+        lambda task_status: run_peer(
+            stream,
+            conn,
+            recorder,
+            address="memory",
+            outbound=outbound,
+            limits=limits,
+            task_status=task_status,
+        )
+    )
+
+
+async def test_silent_peer_dropped_after_ping_timeout(autojump_clock):
+    ours, theirs = trio.testing.memory_stream_pair()
+    mine, silent = Recorder(), Recorder()
+    async with trio.open_nursery() as nursery:
+        await _start(nursery, theirs, _no_pong(2), silent, outbound=False)
+        peer = await _start(
+            nursery, ours, honest_connection(1, initiator=True, now=trio.current_time()), mine
+        )
+        await peer.wait_closed()
+        start = trio.current_time()
+    assert peer.close_reason is DisconnectReason.PING_TIMEOUT
+    assert mine.closed() == [ConnectionClosed(reason=DisconnectReason.PING_TIMEOUT, by_peer=False)]
+    assert silent.closed() == [ConnectionClosed(reason=DisconnectReason.PING_TIMEOUT, by_peer=True)]
+    assert start >= CONFIG.ping_interval + CONFIG.pong_timeout
+
+
+async def test_slowloris_dropped_at_handshake_deadline(autojump_clock):
+    ours, theirs = trio.testing.memory_stream_pair()
+    recorder = Recorder()
+    async with trio.open_nursery() as nursery:
+        peer = await _start(
+            nursery,
+            ours,
+            honest_connection(2, initiator=False, now=trio.current_time()),
+            recorder,
+            outbound=False,
+        )
+        await peer.wait_closed()
+    assert recorder.closed() == [
+        ConnectionClosed(reason=DisconnectReason.HANDSHAKE_TIMEOUT, by_peer=False)
+    ]
+    await theirs.aclose()
+
+
+async def test_ping_is_a_barrier_and_messages_arrive_in_order(autojump_clock):
+    ours, theirs = trio.testing.memory_stream_pair()
+    mine, other = Recorder(), Recorder()
+    async with trio.open_nursery() as nursery:
+        remote = await _start(
+            nursery, theirs, honest_connection(2, initiator=False), other, outbound=False
+        )
+        peer = await _start(nursery, ours, honest_connection(1, initiator=True), mine)
+        await mine.active.wait()
+        sent = [Publish(topic=Topic.BLOCK, data=bytes([i]) * 100) for i in range(50)]
+        for message in sent:
+            assert peer.send_nowait(message)
+        await peer.ping()
+        received = [e.message for e in other.events if isinstance(e, MessageReceived)]
+        assert received == sent
+        remote.close(DisconnectReason.SHUTDOWN)
+        await peer.wait_closed()
+    assert mine.closed() == [ConnectionClosed(reason=DisconnectReason.SHUTDOWN, by_peer=True)]
+    assert peer.statistics().messages_dropped == 0
+
+
+async def test_slow_peer_is_dropped_not_waited_on(autojump_clock):
+    ours, theirs = trio.testing.lockstep_stream_pair()
+    mine, other = Recorder(), Recorder()
+    limits = PeerLimits(max_send_queue_bytes=30_000, slow_peer_timeout=5.0)
+    reader_paused = trio.Event()
+
+    class Stalls(trio.abc.Stream):
+        """Passes bytes through until told to stop reading."""
+
+        async def send_all(self, data):
+            await theirs.send_all(data)
+
+        async def wait_send_all_might_not_block(self):
+            await theirs.wait_send_all_might_not_block()
+
+        async def receive_some(self, max_bytes=None):
+            if reader_paused.is_set():
+                await trio.sleep_forever()
+            return await theirs.receive_some(max_bytes)
+
+        async def aclose(self):
+            await theirs.aclose()
+
+    async with trio.open_nursery() as nursery:
+        await _start(
+            nursery, Stalls(), honest_connection(2, initiator=False), other, outbound=False
+        )
+        peer = await _start(
+            nursery, ours, honest_connection(1, initiator=True), mine, limits=limits
+        )
+        await mine.active.wait()
+        reader_paused.set()
+        accepted = 0
+        while peer.is_active:
+            accepted += peer.send_nowait(Publish(topic=Topic.BLOCK, data=bytes(10_000)))
+            await trio.sleep(0.5)
+        await peer.wait_closed()
+        nursery.cancel_scope.cancel()
+    assert peer.close_reason is DisconnectReason.SLOW_PEER
+    assert 0 < accepted < 10
+    assert peer.statistics().messages_dropped > 0
+
+
+async def test_flooding_peer_is_reported_and_throttled(autojump_clock):
+    ours, theirs = trio.testing.memory_stream_pair()
+    mine, other = Recorder(), Recorder()
+    limits = PeerLimits(messages_per_second=10, message_burst=20)
+    async with trio.open_nursery() as nursery:
+        flooder = await _start(
+            nursery, theirs, honest_connection(2, initiator=False), other, outbound=False
+        )
+        await _start(nursery, ours, honest_connection(1, initiator=True), mine, limits=limits)
+        await mine.active.wait()
+        start = trio.current_time()
+        for _ in range(60):
+            flooder.send_nowait(GetPeers())
+        await flooder.ping()
+        elapsed = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    spam = [e for e in mine.events if isinstance(e, PeerMisbehaved)]
+    assert spam
+    assert all(e.offence is Offence.SPAM for e in spam)
+    received = [e for e in mine.events if isinstance(e, MessageReceived)]
+    assert len(received) == 60
+    assert elapsed >= (60 - 20) / 10 - 1

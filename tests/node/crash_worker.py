@@ -1,0 +1,190 @@
+"""A deterministic chain for storage tests, and a worker process that the crash test kills.
+
+`ChainBuilder` makes real blocks (signed transfers, an asset issue and mints, a reward) on top of
+a `UtxoView`; block `h` depends only on the seed and the view it extends, so a restarted worker
+continues exactly the sequence a never-killed one would have made. Headers are unsigned: the
+store does not check consensus.
+
+Run as ``python crash_worker.py DB SEED TARGET [KILL_AT]``: open (or create) the store, finish
+any interrupted side-branch round trip, then commit blocks up to height TARGET, printing
+``ACK <height>`` after each commit returns. With KILL_AT the worker SIGKILLs itself as SQLite
+starts its KILL_AT-th statement, which lands inside a transaction far more often than a kill
+from outside does.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from p2pchain.errors import InsufficientFunds
+from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator, genesis_state
+from p2pchain.ledger.header import BlockHeader
+from p2pchain.ledger.tx import RewardPayload, Transaction, TxKind, TxOutput
+from p2pchain.ledger.types import AssetId
+from p2pchain.ledger.utxo import UndoData, UtxoView
+from p2pchain.ledger.validation import BlockContext, connect_block, reward_lock
+from p2pchain.ledger.wallet import Wallet
+from p2pchain.node.storage import BlockCommit, SqliteChainStore
+from p2pchain.params import COIN, ChainParams
+
+PARAMS = ChainParams(reward_maturity=3)
+WALLETS = tuple(
+    Wallet(SecretKey.from_entropy(bytes([index + 1]) * 32), PARAMS) for index in range(4)
+)
+VALIDATOR = SecretKey.from_entropy(b"validator" * 4)
+SIDE_PROPOSER = SecretKey.from_entropy(b"side-branch" * 3)
+"""Proposer of the side blocks the worker commits and reverts; marks them on restart."""
+GENESIS_CONFIG = GenesisConfig(
+    chain_id=PARAMS.chain_id,
+    genesis_time_ms=0,
+    allocations=tuple(Allocation(address=w.address, amount=1_000 * COIN) for w in WALLETS),
+    validators=(
+        GenesisValidator(key=VALIDATOR.public_key, owner=WALLETS[0].address, stake=10 * COIN),
+    ),
+)
+NATIVE = AssetId(PARAMS.native_asset)
+
+
+def genesis() -> tuple[Block, UtxoView]:
+    return genesis_state(GENESIS_CONFIG, PARAMS)
+
+
+@dataclass
+class ChainBuilder:
+    """Builds block after block on `view`; `seed` picks senders, receivers, amounts and fees."""
+
+    seed: int
+    view: UtxoView
+
+    def build(self, *, side: bool = False) -> Block:
+        """The next block on the view's tip (not applied); `side` makes a distinct sibling."""
+        height = self.view.height + 1
+        rng = random.Random(f"{self.seed}:{height}:{side}")
+        context = BlockContext(height=height, slot=height)
+        scratch = self.view.copy()
+        txs: list[Transaction] = []
+        fees = 0
+        for _ in range(rng.randint(0, 3)):
+            fee = rng.randint(1, 2_000)
+            try:
+                tx = self._random_tx(rng, scratch, context, fee)
+            except InsufficientFunds:
+                continue
+            scratch.apply_transaction(tx)
+            txs.append(tx)
+            fees += fee
+        proposer = SIDE_PROPOSER if side else VALIDATOR
+        reward = Transaction(
+            kind=TxKind.REWARD,
+            outputs=(
+                TxOutput(
+                    asset=NATIVE,
+                    amount=PARAMS.block_reward + fees,
+                    address=rng.choice(WALLETS).address,
+                    lock=reward_lock(height, PARAMS),
+                ),
+            ),
+            payload=RewardPayload(height=height),
+        )
+        body = (reward, *txs)
+        header = BlockHeader(
+            parent=self.view.tip,
+            height=height,
+            slot=height,
+            proposer=proposer.public_key,
+            body_root=compute_body_root(body, ()),
+        )
+        return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=body)
+
+    def _random_tx(
+        self, rng: random.Random, view: UtxoView, context: BlockContext, fee: int
+    ) -> Transaction:
+        sender, receiver = rng.choice(WALLETS), rng.choice(WALLETS)
+        coins = view.utxos_of(sender.address)
+        issued = [a for a, info in view.assets().items() if info.issuer == sender.address]
+        choice = rng.random()
+        if choice < 0.08 and not issued:
+            tx, _ = sender.build_issue(
+                coins, name=b"carbon", amount=1_000, cap=10**9, fee=fee, context=context
+            )
+            return tx
+        if choice < 0.16 and issued:
+            return sender.build_mint(
+                coins, asset=issued[0], amount=rng.randint(1, 500), fee=fee, context=context
+            )
+        assets = sorted({output.asset for _, output in coins if output.asset != NATIVE})
+        asset = rng.choice(assets) if assets and choice < 0.4 else NATIVE
+        amount = rng.randint(1, 50) if asset != NATIVE else rng.randint(1, 20 * COIN)
+        payment = TxOutput(asset=asset, amount=amount, address=receiver.address)
+        return sender.build_transfer(coins, [payment], fee=fee, context=context)
+
+    def extend(self, *, side: bool = False) -> tuple[Block, UndoData]:
+        """Build the next block and connect it to the view (validating it); return its undo."""
+        block = self.build(side=side)
+        return block, connect_block(self.view, block, PARAMS)
+
+
+def reference_chain(seed: int, height: int) -> list[Block]:
+    """The blocks from genesis to `height` that an uninterrupted worker commits."""
+    block, view = genesis()
+    builder = ChainBuilder(seed, view)
+    blocks = [block]
+    while view.height < height:
+        blocks.append(builder.extend()[0])
+    return blocks
+
+
+def is_side_block(block: Block) -> bool:
+    return block.header.proposer == SIDE_PROPOSER.public_key
+
+
+def kill_at_statement(count: int) -> None:
+    """SIGKILL this process when SQLite (any connection opened later) runs statement `count`."""
+    original_connect = sqlite3.connect
+    seen = 0
+
+    def trace(_statement: str) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= count:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        connection = original_connect(*args, **kwargs)
+        connection.set_trace_callback(trace)
+        return connection
+
+    sqlite3.connect = connect
+
+
+def run(path: str, seed: int, target: int) -> None:
+    """Commit blocks up to `target`; every fifth height first commits and reverts a side block."""
+    genesis_block, _ = genesis()
+    with SqliteChainStore(path, chain_id=PARAMS.chain_id, genesis=genesis_block) as store:
+        head = store.get_block(store.head)
+        if head is not None and is_side_block(head):
+            store.revert_block(head.block_id)
+        builder = ChainBuilder(seed, store.load().view)
+        while builder.view.height < target:
+            if (builder.view.height + 1) % 5 == 0:
+                side, undo = builder.extend(side=True)
+                store.commit_block(BlockCommit.after_apply(side, undo, builder.view))
+                builder.view.undo(side, undo)
+                store.revert_block(side.block_id)
+            block, undo = builder.extend()
+            store.commit_block(BlockCommit.after_apply(block, undo, builder.view))
+            print(f"ACK {block.header.height}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 4:
+        kill_at_statement(int(sys.argv[4]))
+    run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

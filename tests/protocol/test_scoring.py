@@ -1,0 +1,144 @@
+"""Peer scores (penalties, decay, threshold) and timed bans."""
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pchain.errors import GossipIgnore, GossipReject, Reason
+from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.scoring import (
+    BanEntry,
+    BanKind,
+    BanList,
+    Offence,
+    PeerScores,
+    Penalize,
+    ScoringParams,
+)
+
+ALICE = PeerId(b"a" * 32)
+BOB = PeerId(b"b" * 32)
+
+
+def test_unknown_peer_scores_zero_and_stays_connected():
+    scores = PeerScores()
+    assert scores.score(ALICE, 100.0) == 0.0
+    assert not scores.should_disconnect(ALICE, 100.0)
+
+
+def test_penalty_by_verdict_class_not_message_text():
+    scores = PeerScores()
+    scores.penalize_error(ALICE, GossipReject(Reason.BAD_SIGNATURE, "some text"), 0.0)
+    scores.penalize_error(BOB, GossipIgnore(Reason.DUPLICATE_BLOCK), 0.0)
+    assert scores.score(ALICE, 0.0) == -GossipReject.penalty
+    assert scores.score(BOB, 0.0) == -GossipIgnore.penalty == 0
+
+
+def test_subclass_penalty_is_used():
+    class Forgery(GossipReject):
+        penalty = 70
+
+    scores = PeerScores()
+    scores.penalize_error(ALICE, Forgery(Reason.BAD_SIGNATURE), 0.0)
+    assert scores.score(ALICE, 0.0) == -70
+
+
+def test_score_halves_every_half_life():
+    scores = PeerScores(ScoringParams(half_life_s=10.0))
+    scores.penalize(ALICE, 80.0, 0.0)
+    assert scores.score(ALICE, 10.0) == pytest.approx(-40.0)
+    assert scores.score(ALICE, 30.0) == pytest.approx(-10.0)
+
+
+def test_repeated_offences_cross_threshold_then_recover():
+    params = ScoringParams(disconnect_threshold=-100.0, half_life_s=60.0)
+    scores = PeerScores(params)
+    for second in range(4):
+        scores.apply(Penalize(peer_id=ALICE, amount=30.0, reason=Offence.SPAM), float(second))
+    assert scores.should_disconnect(ALICE, 4.0)
+    assert not scores.should_disconnect(BOB, 4.0)
+    assert not scores.should_disconnect(ALICE, 4.0 + 5 * 60.0)
+
+
+@given(
+    amounts=st.lists(st.floats(min_value=0, max_value=1e6), max_size=20),
+    gaps=st.lists(st.floats(min_value=0, max_value=1e4), min_size=20, max_size=20),
+)
+def test_score_never_positive_and_decays_monotonically_to_zero(amounts, gaps):
+    scores = PeerScores()
+    now = 0.0
+    for amount, gap in zip(amounts, gaps, strict=False):
+        now += gap
+        scores.penalize(ALICE, amount, now)
+    before = scores.score(ALICE, now)
+    later = scores.score(ALICE, now + 100.0)
+    assert before <= later <= 0.0
+    assert math.isclose(scores.score(ALICE, now + 1e9), 0.0, abs_tol=1e-9)
+
+
+def test_negative_penalty_is_refused():
+    with pytest.raises(ValueError, match="non-negative"):
+        PeerScores().penalize(ALICE, -1.0, 0.0)
+
+
+def test_tracked_scores_are_bounded():
+    scores = PeerScores(ScoringParams(max_tracked_peers=3))
+    for i in range(10):
+        scores.penalize(PeerId(bytes([i]) * 32), float(i + 1), 0.0)
+    assert len(scores) == 3
+    # The worst offenders are the ones remembered.
+    assert scores.score(PeerId(bytes([9]) * 32), 0.0) == -10.0
+
+
+def test_forget_recovered_drops_only_decayed_entries():
+    scores = PeerScores(ScoringParams(half_life_s=1.0))
+    scores.penalize(ALICE, 1.0, 0.0)
+    scores.penalize(BOB, 1.0, 100.0)
+    assert scores.forget_recovered(100.0) == 1
+    assert len(scores) == 1
+    assert scores.score(BOB, 100.0) == -1.0
+
+
+def test_ban_by_peer_and_by_address_expires():
+    bans = BanList()
+    bans.ban_peer(ALICE, until=50.0)
+    bans.ban_address(b"tcp://10.0.0.1:9000", until=80.0)
+    assert bans.is_banned(10.0, peer_id=ALICE)
+    assert not bans.is_banned(10.0, peer_id=BOB)
+    assert bans.is_banned(10.0, peer_id=BOB, address=b"tcp://10.0.0.1:9000")
+    assert not bans.is_banned(50.0, peer_id=ALICE)
+    assert bans.is_banned(79.9, address=b"tcp://10.0.0.1:9000")
+    assert not bans.is_banned(80.0, address=b"tcp://10.0.0.1:9000")
+    assert bans.expire(60.0) == 1
+    assert len(bans) == 1
+
+
+def test_a_shorter_ban_does_not_shorten_a_longer_one():
+    bans = BanList()
+    bans.ban_peer(ALICE, until=100.0)
+    bans.ban_peer(ALICE, until=10.0)
+    assert bans.is_banned(50.0, peer_id=ALICE)
+
+
+def test_bans_survive_export_and_load():
+    bans = BanList()
+    bans.ban_peer(ALICE, until=100.0)
+    bans.ban_address(b"ws://example:1", until=200.0)
+    restored = BanList(bans.entries())
+    assert set(restored.entries()) == {
+        BanEntry(kind=BanKind.PEER, value=ALICE, until=100.0),
+        BanEntry(kind=BanKind.ADDRESS, value=b"ws://example:1", until=200.0),
+    }
+    assert restored.is_banned(150.0, address=b"ws://example:1")
+    assert not restored.is_banned(150.0, peer_id=ALICE)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"disconnect_threshold": 0.0}, {"half_life_s": 0.0}, {"max_tracked_peers": 0}],
+)
+def test_bad_parameters_are_refused(kwargs):
+    with pytest.raises(ValueError, match="must be"):
+        ScoringParams(**kwargs)

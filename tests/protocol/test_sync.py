@@ -1,0 +1,474 @@
+"""Range sync, response shape checks, timeouts, the orphan pool and serving blocks."""
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
+from p2pchain.ledger.crypto import sha256
+from p2pchain.ledger.header import BlockHeader
+from p2pchain.ledger.types import BlockId, PublicKey
+from p2pchain.ledger.vote import Checkpoint
+from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.gossip import Send
+from p2pchain.protocol.messages import (
+    Blocks,
+    GetBlocksById,
+    GetBlocksByRange,
+    Status,
+)
+from p2pchain.protocol.scoring import Offence, Penalize
+from p2pchain.protocol.sync import (
+    Import,
+    OrphanPool,
+    SyncManager,
+    SyncParams,
+    block_size,
+    serve_blocks_by_id,
+    serve_blocks_by_range,
+)
+
+BODY_ROOT = compute_body_root((), ())
+
+
+def make_chain(
+    length: int, *, tag: bytes = b"main", base: list[Block] | None = None
+) -> list[Block]:
+    """Blocks 0..length-1 with empty bodies; `base` (a prefix) is extended when given."""
+    chain = list(base or [])
+    while len(chain) < length:
+        height = len(chain)
+        parent = chain[-1].block_id if chain else BlockId(bytes(32))
+        header = BlockHeader(
+            parent=parent,
+            height=height,
+            slot=height,
+            proposer=PublicKey(sha256(tag)),
+            body_root=BODY_ROOT,
+        )
+        chain.append(Block(header=header, signature=EMPTY_BLOCK_SIGNATURE))
+    return chain
+
+
+MAIN = make_chain(400)
+FORK = make_chain(400, tag=b"fork", base=MAIN[:100])
+
+
+class MemoryChain:
+    """A canonical chain held in a list: the `ChainReader` peers serve from."""
+
+    def __init__(self, blocks: list[Block]) -> None:
+        self.blocks = list(blocks)
+        self.by_id = {block.block_id: block for block in blocks}
+
+    def block_at_height(self, height: int) -> Block | None:
+        return self.blocks[height] if 0 <= height < len(self.blocks) else None
+
+    def get_block(self, block_id: BlockId) -> Block | None:
+        return self.by_id.get(block_id)
+
+    def status(self) -> Status:
+        head = self.blocks[-1]
+        return Status(
+            head=head.block_id,
+            head_height=head.header.height,
+            head_slot=head.header.slot,
+            finalized=Checkpoint(epoch=0, block_id=self.blocks[0].block_id),
+        )
+
+
+def peer(i: int) -> PeerId:
+    return PeerId(sha256(b"sync-peer" + bytes([i])))
+
+
+def new_manager(**kwargs) -> SyncManager:
+    return SyncManager(anchor_height=0, anchor_id=MAIN[0].block_id, params=SyncParams(**kwargs))
+
+
+def range_requests(actions: list) -> list[tuple[PeerId, GetBlocksByRange]]:
+    return [
+        (a.peer_id, a.message)
+        for a in actions
+        if isinstance(a, Send) and isinstance(a.message, GetBlocksByRange)
+    ]
+
+
+def imported(actions: list) -> list[Block]:
+    return [block for a in actions if isinstance(a, Import) for block in a.blocks]
+
+
+def penalties(actions: list) -> list[Penalize]:
+    return [a for a in actions if isinstance(a, Penalize)]
+
+
+def run_sync(manager: SyncManager, servers: dict[PeerId, MemoryChain], local: list[Block]) -> int:
+    """Serve every request in order until quiet; return how many messages went around."""
+    now = 0.0
+    queue = []
+    for peer_id, chain in servers.items():
+        queue.extend(manager.on_status(peer_id, chain.status(), now))
+    exchanged = 0
+    while queue:
+        action = queue.pop(0)
+        now += 0.01
+        if isinstance(action, Import):
+            for block in action.blocks:
+                assert block.header.parent == local[-1].block_id
+                local.append(block)
+        elif isinstance(action, Send):
+            exchanged += 1
+            assert isinstance(action.message, GetBlocksByRange)
+            response = serve_blocks_by_range(action.message, servers[action.peer_id])
+            queue.extend(manager.on_blocks(action.peer_id, response, now))
+        else:
+            pytest.fail(f"unexpected {action}")
+    return exchanged
+
+
+# -- range sync ----------------------------------------------------------------------------
+
+
+def test_late_joiner_reaches_the_same_head():
+    servers = {
+        peer(1): MemoryChain(MAIN),
+        peer(2): MemoryChain(MAIN),
+        peer(3): MemoryChain(MAIN[:150]),
+    }
+    manager = new_manager()
+    local = [MAIN[0]]
+    exchanged = run_sync(manager, servers, local)
+    assert local == MAIN
+    assert not manager.is_syncing
+    stats = manager.statistics()
+    assert stats.blocks_imported == len(MAIN) - 1
+    assert stats.in_flight == 0
+    assert stats.pending_blocks == 0
+    assert exchanged <= (len(MAIN) // SyncParams().batch_size) + 3
+
+
+def test_not_behind_means_no_requests():
+    manager = SyncManager(anchor_height=399, anchor_id=MAIN[399].block_id)
+    assert manager.on_status(peer(1), MemoryChain(MAIN).status(), 0.0) == []
+    assert not manager.is_syncing
+
+
+def test_requests_are_bounded_per_peer_and_in_total():
+    manager = new_manager(batch_size=16, max_requests_per_peer=2, max_requests=3)
+    liar = replace(MemoryChain(MAIN).status(), head_height=10**9)
+    requests = range_requests(manager.on_status(peer(1), liar, 0.0))
+    assert len(requests) == 2
+    assert [r.start_height for _, r in requests] == [1, 17]
+    requests = range_requests(manager.on_status(peer(2), liar, 0.0))
+    assert len(requests) == 1
+    assert manager.statistics().in_flight == 3
+
+
+def test_pending_blocks_are_bounded():
+    manager = new_manager(
+        batch_size=16, max_requests=100, max_requests_per_peer=100, max_pending_blocks=40
+    )
+    liar = replace(MemoryChain(MAIN).status(), head_height=10**9)
+    requests = range_requests(manager.on_status(peer(1), liar, 0.0))
+    assert sum(r.count for _, r in requests) == 40
+    # Answers far ahead of the missing first batch are held, and still count against the bound.
+    for peer_id, request in requests[1:]:
+        response = serve_blocks_by_range(request, MemoryChain(MAIN))
+        actions = manager.on_blocks(peer_id, response, 1.0)
+        assert imported(actions) == []
+        assert range_requests(actions) == []
+    assert manager.statistics().pending_blocks == 40
+
+
+def test_empty_answer_stops_asking_that_peer():
+    manager = new_manager()
+    boaster = replace(MemoryChain(MAIN).status(), head_height=300)
+    ((_, request),) = range_requests(manager.on_status(peer(1), boaster, 0.0))[:1]
+    actions = manager.on_blocks(peer(1), Blocks(request_id=request.request_id, blocks=()), 0.1)
+    assert penalties(actions) == []
+    assert range_requests(actions) == []
+    assert manager.target_height < request.start_height + request.count
+
+
+def test_short_answer_requests_the_rest():
+    manager = new_manager(batch_size=10, max_requests_per_peer=1)
+    actions = manager.on_status(peer(1), MemoryChain(MAIN[:30]).status(), 0.0)
+    ((_, request),) = range_requests(actions)
+    response = Blocks(request_id=request.request_id, blocks=tuple(MAIN[1:4]))
+    actions = manager.on_blocks(peer(1), response, 0.1)
+    assert imported(actions) == MAIN[1:4]
+    ((_, follow_up),) = range_requests(actions)
+    assert (follow_up.start_height, follow_up.count) == (4, 7)
+
+
+def first_request(manager: SyncManager) -> GetBlocksByRange:
+    actions = manager.on_status(peer(1), MemoryChain(MAIN[:20]).status(), 0.0)
+    manager.on_status(peer(2), MemoryChain(MAIN[:20]).status(), 0.0)
+    return range_requests(actions)[0][1]
+
+
+def malformed(request: GetBlocksByRange) -> dict[str, tuple[Block, ...]]:
+    good = MAIN[request.start_height : request.start_height + request.count]
+    other = make_chain(10, tag=b"x")
+    return {
+        "gap": (good[0], *good[2:]),
+        "wrong order": tuple(reversed(good)),
+        "not chaining": (good[0], other[request.start_height + 1], *good[2:]),
+        "too many": tuple(MAIN[request.start_height : request.start_height + request.count + 1]),
+        "wrong start": tuple(MAIN[request.start_height + 1 : request.start_height + request.count]),
+        "other branch": tuple(other[request.start_height : request.start_height + request.count]),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind", ["gap", "wrong order", "not chaining", "too many", "wrong start", "other branch"]
+)
+def test_malformed_answer_is_penalized_and_asked_elsewhere(kind):
+    manager = new_manager(batch_size=5, max_requests_per_peer=3)
+    request = first_request(manager)
+    response = Blocks(request_id=request.request_id, blocks=malformed(request)[kind])
+    actions = manager.on_blocks(peer(1), response, 0.1)
+    assert penalties(actions) == [
+        Penalize(
+            peer_id=peer(1), amount=SyncParams().bad_response_penalty, reason=Offence.BAD_RESPONSE
+        )
+    ]
+    assert imported(actions) == []
+    retries = [(p, r) for p, r in range_requests(actions) if r.start_height == request.start_height]
+    assert [p for p, _ in retries] == [peer(2)]
+    assert manager.statistics().bad_responses == 1
+
+
+@pytest.mark.parametrize("wrong", ["unknown id", "other peer's id"])
+def test_unsolicited_answer_is_penalized(wrong):
+    manager = new_manager(batch_size=5)
+    request = first_request(manager)
+    request_id = request.request_id + 1000 if wrong == "unknown id" else request.request_id
+    sender = peer(3)
+    actions = manager.on_blocks(sender, Blocks(request_id=request_id, blocks=tuple(MAIN[1:3])), 0.1)
+    assert penalties(actions) == [
+        Penalize(
+            peer_id=sender, amount=SyncParams().bad_response_penalty, reason=Offence.BAD_RESPONSE
+        )
+    ]
+    assert imported(actions) == []
+
+
+def test_oversized_answer_is_penalized():
+    small = block_size(MAIN[1]) * 3
+    manager = new_manager(batch_size=5, max_response_bytes=small)
+    request = first_request(manager)
+    response = serve_blocks_by_range(request, MemoryChain(MAIN))
+    assert len(response.blocks) == 5
+    assert penalties(manager.on_blocks(peer(1), response, 0.1))
+
+
+def test_timeout_is_penalized_and_retried_elsewhere():
+    manager = new_manager(batch_size=5, max_requests_per_peer=1, request_timeout=10.0)
+    request = first_request(manager)
+    assert manager.next_deadline() == 10.0
+    assert manager.handle_timeouts(9.9) == []
+    actions = manager.handle_timeouts(10.0)
+    timed_out = [p for p in penalties(actions) if p.reason is Offence.TIMEOUT]
+    assert {p.peer_id for p in timed_out} == {peer(1), peer(2)}
+    retried = [r for _, r in range_requests(actions) if r.start_height == request.start_height]
+    assert len(retried) == 1
+    # The late answer to the expired request is unsolicited now.
+    late = serve_blocks_by_range(request, MemoryChain(MAIN))
+    assert penalties(manager.on_blocks(peer(1), late, 10.5))
+    assert manager.statistics().timeouts == 2
+
+
+def test_disconnected_peer_requests_go_to_others_without_penalty():
+    manager = new_manager(batch_size=5, max_requests_per_peer=3)
+    request = first_request(manager)
+    actions = manager.remove_peer(peer(1), 1.0)
+    assert penalties(actions) == []
+    retried = range_requests(actions)
+    assert {p for p, _ in retried} == {peer(2)}
+    assert [r.start_height for _, r in retried] == [request.start_height, request.start_height + 5]
+
+
+def test_reset_drops_answers_to_old_requests_without_blame():
+    manager = new_manager(batch_size=5, max_requests_per_peer=3)
+    request = first_request(manager)
+    manager.reset(10, MAIN[10].block_id, 1.0)
+    late = serve_blocks_by_range(request, MemoryChain(MAIN))
+    actions = manager.on_blocks(peer(1), late, 1.1)
+    assert penalties(actions) == []
+    assert imported(actions) == []
+
+
+def test_peers_on_two_branches_cannot_make_us_import_a_broken_chain_or_loop():
+    servers = {peer(1): MemoryChain(MAIN[:300]), peer(2): MemoryChain(FORK[:300])}
+    manager = new_manager(batch_size=30)
+    local = [MAIN[0]]
+    exchanged = run_sync(manager, servers, local)  # asserts each import extends `local`
+    assert len(local) > 100
+    assert local in (MAIN[: len(local)], FORK[: len(local)])
+    assert exchanged < 50
+
+
+ADVERSARIAL_BLOCKS = st.lists(st.sampled_from(MAIN[:40] + FORK[95:110]), max_size=12).map(tuple)
+
+
+@settings(max_examples=60)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("answer"), st.integers(0, 20), ADVERSARIAL_BLOCKS),
+            st.tuples(st.just("status"), st.integers(0, 10**6)),
+            st.tuples(st.just("tick"), st.floats(0, 20)),
+            st.tuples(st.just("honest"), st.just(0)),
+        ),
+        max_size=40,
+    )
+)
+def test_adversarial_answers_never_break_bounds_or_order(steps):
+    params = SyncParams(
+        batch_size=8, max_requests=4, max_requests_per_peer=2, max_pending_blocks=24
+    )
+    manager = SyncManager(anchor_height=0, anchor_id=MAIN[0].block_id, params=params)
+    honest, liar = peer(1), peer(2)
+    now = 0.0
+    local = [MAIN[0]]
+    open_requests: list[tuple[PeerId, GetBlocksByRange]] = []
+    actions = manager.on_status(honest, MemoryChain(MAIN[:40]).status(), now)
+    for step in steps:
+        if step[0] == "answer":
+            actions = manager.on_blocks(liar, Blocks(request_id=step[1], blocks=step[2]), now)
+        elif step[0] == "status":
+            status = replace(MemoryChain(MAIN).status(), head_height=step[1])
+            actions = manager.on_status(liar, status, now)
+        elif step[0] == "tick":
+            now += step[1]
+            actions = manager.handle_timeouts(now)
+        elif open_requests:
+            peer_id, request = open_requests.pop(0)
+            response = serve_blocks_by_range(request, MemoryChain(MAIN[:40]))
+            actions = manager.on_blocks(peer_id, response, now)
+        else:
+            actions = []
+        open_requests.extend((p, r) for p, r in range_requests(actions) if p == honest)
+        for block in imported(actions):
+            assert block == MAIN[len(local)]
+            local.append(block)
+        stats = manager.statistics()
+        assert stats.in_flight <= params.max_requests
+        assert stats.pending_blocks <= params.max_pending_blocks
+
+
+# -- orphan pool ---------------------------------------------------------------------------
+
+
+def test_orphans_are_released_parents_first():
+    pool = OrphanPool()
+    request = pool.add(MAIN[5], peer(1), 0.0, request_id=1)
+    assert request == GetBlocksById(request_id=1, block_ids=(MAIN[4].block_id,))
+    assert pool.add(MAIN[5], peer(1), 0.0, request_id=2) is None
+    request = pool.add(MAIN[4], peer(1), 0.0, request_id=3)
+    assert request == GetBlocksById(request_id=3, block_ids=(MAIN[3].block_id,))
+    assert pool.add(FORK[101], peer(2), 0.0, request_id=4) is not None
+    pool.add(MAIN[3], peer(2), 0.0, request_id=5)
+    assert pool.release(MAIN[2].block_id) == [MAIN[3], MAIN[4], MAIN[5]]
+    assert len(pool) == 1
+    assert pool.release(MAIN[2].block_id) == []
+
+
+def test_orphans_waiting_on_a_requested_ancestor_do_not_request_again():
+    pool = OrphanPool()
+    assert pool.add(MAIN[10], peer(1), 0.0, request_id=1) is not None
+    assert pool.add(MAIN[11], peer(1), 0.0, request_id=2) is None
+
+
+def test_siblings_are_both_released():
+    pool = OrphanPool()
+    pool.add(MAIN[100], peer(1), 0.0, request_id=1)
+    pool.add(FORK[100], peer(2), 0.0, request_id=2)
+    pool.add(FORK[101], peer(2), 0.0, request_id=3)
+    released = pool.release(MAIN[99].block_id)
+    assert set(released[:2]) == {MAIN[100], FORK[100]}
+    assert released[2:] == [FORK[101]]
+
+
+def test_orphan_pool_bounds():
+    params = SyncParams(max_orphans=10, max_orphans_per_peer=4)
+    pool = OrphanPool(params)
+    for height in range(1, 10):
+        pool.add(MAIN[height * 2], peer(1), float(height), request_id=height)
+    assert pool.count_from(peer(1)) == 4
+    assert len(pool) == 4
+    for i in range(2, 6):
+        for height in range(3):
+            pool.add(make_chain(4, tag=bytes([i]))[height + 1], peer(i), float(i), request_id=0)
+    assert len(pool) == params.max_orphans
+    # The oldest orphans made room.
+    assert MAIN[2].block_id not in pool
+
+
+def test_orphans_expire():
+    pool = OrphanPool(SyncParams(orphan_ttl=60.0))
+    pool.add(MAIN[5], peer(1), 0.0, request_id=1)
+    pool.add(MAIN[9], peer(1), 30.0, request_id=2)
+    assert pool.expire(59.0) == 0
+    assert pool.expire(60.0) == 1
+    assert MAIN[9].block_id in pool
+    # The expired orphan's parent may be requested again.
+    assert pool.add(MAIN[5], peer(1), 61.0, request_id=3) is not None
+
+
+@given(order=st.permutations(list(range(1, 30))))
+def test_release_returns_a_connectable_sequence_for_any_arrival_order(order):
+    pool = OrphanPool(SyncParams(max_orphans=64, max_orphans_per_peer=64))
+    for height in order:
+        pool.add(MAIN[height], peer(1), 0.0, request_id=height)
+    assert pool.release(MAIN[0].block_id) == MAIN[1:30]
+    assert len(pool) == 0
+
+
+def test_sync_manager_asks_the_announcer_for_a_missing_parent():
+    manager = new_manager()
+    actions = manager.add_orphan(MAIN[50], peer(4), 0.0)
+    ((sent),) = actions
+    assert sent.peer_id == peer(4)
+    assert isinstance(sent.message, GetBlocksById)
+    assert sent.message.block_ids == (MAIN[49].block_id,)
+    reply = serve_blocks_by_id(sent.message, MemoryChain(MAIN))
+    assert imported(manager.on_blocks(peer(4), reply, 0.1)) == [MAIN[49]]
+    # Blocks that were not asked for are a bad answer.
+    again = manager.add_orphan(MAIN[70], peer(4), 0.2)[0].message
+    wrong = Blocks(request_id=again.request_id, blocks=(MAIN[3],))
+    assert penalties(manager.on_blocks(peer(4), wrong, 0.3))
+
+
+# -- serving -------------------------------------------------------------------------------
+
+
+def test_serve_by_range_stops_at_the_head_and_at_the_byte_bound():
+    chain = MemoryChain(MAIN[:10])
+    response = serve_blocks_by_range(
+        GetBlocksByRange(request_id=7, start_height=5, count=20), chain
+    )
+    assert response == Blocks(request_id=7, blocks=tuple(MAIN[5:10]))
+    budget = block_size(MAIN[1]) * 2
+    bounded = serve_blocks_by_range(
+        GetBlocksByRange(request_id=8, start_height=1, count=9), chain, budget
+    )
+    assert bounded.blocks == tuple(MAIN[1:3])
+
+
+def test_serve_by_id_skips_unknown_and_sorts_by_height():
+    chain = MemoryChain(MAIN[:10])
+    request = GetBlocksById(
+        request_id=3, block_ids=(MAIN[7].block_id, FORK[150].block_id, MAIN[2].block_id)
+    )
+    assert serve_blocks_by_id(request, chain).blocks == (MAIN[2], MAIN[7])
+    assert serve_blocks_by_id(request, chain, max_bytes=block_size(MAIN[1])).blocks == (MAIN[2],)
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match="batch_size"):
+        SyncParams(batch_size=1000)
+    with pytest.raises(ValueError, match="max_pending_blocks"):
+        SyncParams(batch_size=64, max_pending_blocks=10)
