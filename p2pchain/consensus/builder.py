@@ -1,0 +1,180 @@
+"""Block and vote production for validators: what a proposer and a voter sign.
+
+Both take the store and the validator's key, and return objects that the store's own handlers
+accept: `build_block` output passes `on_block`, `make_vote` output passes `on_vote`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from p2pchain.consensus.forkchoice import get_head
+from p2pchain.consensus.store import (
+    Store,
+    get_checkpoint,
+    get_proposer,
+    move_view,
+)
+from p2pchain.consensus.types import compute_epoch_at_slot
+from p2pchain.consensus.votes import validate_included_vote
+from p2pchain.errors import InvalidBlock, InvalidTransaction, InvalidVote, Reason
+from p2pchain.ledger.address import address_of
+from p2pchain.ledger.block import Block, compute_body_root
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.encoding import encode
+from p2pchain.ledger.evidence import Evidence
+from p2pchain.ledger.header import BlockHeader, header_signing_message
+from p2pchain.ledger.tx import RewardPayload, SlashPayload, Transaction, TxKind, TxOutput
+from p2pchain.ledger.types import AssetId, BlockId
+from p2pchain.ledger.utxo import TxUndo
+from p2pchain.ledger.validation import BlockContext, reward_lock, validate_transaction
+from p2pchain.ledger.vote import Checkpoint, Vote
+
+BLOCK_OVERHEAD_BYTES = 1_024
+"""Room kept for the header, signature, reward transaction and list prefixes."""
+
+
+def build_block(
+    store: Store,
+    parent_id: BlockId,
+    slot: int,
+    proposer_key: SecretKey,
+    *,
+    transactions: Iterable[Transaction] = (),
+    votes: Iterable[Vote] = (),
+    evidence: Iterable[Evidence] = (),
+) -> Block:
+    """A signed block on `parent_id` at `slot` that `on_block` accepts.
+
+    Evidence becomes SLASH transactions, placed first; then candidate transactions are taken in
+    the given order (dependants after what they spend), skipping any that do not validate on
+    the state built so far or would break the size limits. Votes that are not valid inside this
+    block are skipped too. The reward pays ``block_reward + fees`` to the proposer's address,
+    locked until ``height + reward_maturity``.
+
+    Raises:
+        InvalidBlock: `UNKNOWN_PARENT`, `SLOT_NOT_AFTER_PARENT` or `WRONG_PROPOSER` when this
+            key may not build here.
+    """
+    params = store.params
+    parent = store.nodes.get(parent_id)
+    if parent is None or parent_id not in store.tree:
+        raise InvalidBlock(Reason.UNKNOWN_PARENT, parent_id.hex())
+    if slot <= parent.slot:
+        raise InvalidBlock(Reason.SLOT_NOT_AFTER_PARENT, f"{slot} <= {parent.slot}")
+    proposer = proposer_key.public_key
+    if get_proposer(store, parent_id, slot) != proposer:
+        raise InvalidBlock(Reason.WRONG_PROPOSER, f"slot {slot} is not {proposer.hex()}'s")
+    height = parent.height + 1
+    budget = params.max_block_bytes - BLOCK_OVERHEAD_BYTES
+    slashes = [Transaction(kind=TxKind.SLASH, payload=SlashPayload(evidence=e)) for e in evidence]
+    chosen, fees, used = _select_transactions(
+        store, parent_id, height, slot, [*slashes, *transactions], budget
+    )
+    included: list[Vote] = []
+    seen_votes: set[bytes] = set()
+    for vote in votes:
+        if len(included) >= params.max_block_votes:
+            break
+        encoded = encode(vote)
+        if encoded in seen_votes or used + len(encoded) > budget:
+            continue
+        try:
+            validate_included_vote(store, vote, parent, slot)
+        except InvalidVote:
+            continue
+        seen_votes.add(encoded)
+        included.append(vote)
+        used += len(encoded)
+    reward = Transaction(
+        kind=TxKind.REWARD,
+        outputs=(
+            TxOutput(
+                asset=AssetId(params.native_asset),
+                amount=params.block_reward + fees,
+                address=address_of(proposer),
+                lock=reward_lock(height, params),
+            ),
+        ),
+        payload=RewardPayload(height=height),
+    )
+    body = (reward, *chosen)
+    header = BlockHeader(
+        parent=parent_id,
+        height=height,
+        slot=slot,
+        proposer=proposer,
+        body_root=compute_body_root(body, tuple(included)),
+    )
+    signature = proposer_key.sign(header_signing_message(params.chain_id, header.block_id))
+    return Block(header=header, signature=signature, transactions=body, votes=tuple(included))
+
+
+def _select_transactions(
+    store: Store,
+    parent_id: BlockId,
+    height: int,
+    slot: int,
+    candidates: list[Transaction],
+    budget: int,
+) -> tuple[list[Transaction], int, int]:
+    """Greedy in-order selection on the parent's state; the state is restored afterwards."""
+    params = store.params
+    context = BlockContext(height=height, slot=slot)
+    view = move_view(store, parent_id)
+    applied: list[tuple[Transaction, TxUndo]] = []
+    txids: set[bytes] = set()
+    fees = used = 0
+    try:
+        for tx in candidates:
+            if len(applied) + 1 >= params.max_block_txs:
+                break
+            txid = tx.txid
+            if txid in txids or used + tx.size > budget:
+                continue
+            try:
+                fee = validate_transaction(tx, view, params, context)
+            except InvalidTransaction:
+                continue
+            if params.block_reward + fees + fee > params.max_money:
+                continue
+            applied.append((tx, view.apply_transaction(tx, txid)))
+            txids.add(txid)
+            fees += fee
+            used += tx.size
+    finally:
+        for tx, undo in reversed(applied):
+            view.undo_transaction(tx, undo)
+        move_view(store, store.head)
+    return [tx for tx, _ in applied], fees, used
+
+
+def get_vote_source(store: Store, head: BlockId, target_epoch: int) -> Checkpoint:
+    """The source an honest vote uses: the latest justified checkpoint before `target_epoch`
+    on `head`'s chain (the genesis checkpoint for epoch-0 votes)."""
+    if target_epoch == 0:
+        return get_checkpoint(store, head, 0)
+    floor = store.finalized_checkpoint.epoch
+    justified = [cp for cp in store.finality.justified if cp.epoch < target_epoch]
+    recent = [cp for cp in justified if cp.epoch >= floor]
+    for candidates in (recent, justified):
+        for checkpoint in sorted(candidates, key=lambda cp: (-cp.epoch, cp.block_id)):
+            if get_checkpoint(store, head, checkpoint.epoch) == checkpoint:
+                return checkpoint
+    return get_checkpoint(store, head, 0)
+
+
+def make_vote(store: Store, key: SecretKey, slot: int, *, head: BlockId | None = None) -> Vote:
+    """A signed vote for `slot`: the fork-choice head (or `head`), with honest source/target."""
+    head_id = get_head(store) if head is None else head
+    epoch = compute_epoch_at_slot(store.params, slot)
+    vote = Vote(
+        slot=slot,
+        head=head_id,
+        source=get_vote_source(store, head_id, epoch),
+        target=get_checkpoint(store, head_id, epoch),
+        validator=key.public_key,
+        signature=bytes(64),
+    )
+    return replace(vote, signature=key.sign(vote.signing_message(store.params.chain_id)))

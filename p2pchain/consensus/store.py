@@ -1,0 +1,239 @@
+"""The fork-choice store: every known block since the finalized checkpoint, votes, finality.
+
+Besides the block tree, the store keeps one `UtxoView` (the *cursor*) that always sits at the
+current head, plus the undo data of every block above the finalized checkpoint. Any other
+block's state is reached by undoing back to the common ancestor and applying forward, which is
+also how a reorg is reported (`pop_head_change`). The cursor never undoes the finalized block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pchain.consensus.finality import FinalityState
+from p2pchain.consensus.protoarray import ProtoArray
+from p2pchain.consensus.types import compute_epoch_at_slot, compute_start_slot_at_epoch
+from p2pchain.consensus.validators import ValidatorSet, compute_proposer, compute_seed
+from p2pchain.errors import InvalidBlock, Reason
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.genesis import GenesisConfig, genesis_state
+from p2pchain.ledger.types import BlockId, Hash32, PublicKey
+from p2pchain.ledger.utxo import UndoData, UtxoView
+from p2pchain.ledger.vote import Checkpoint
+from p2pchain.params import ChainParams
+
+
+@dataclass(slots=True, eq=False)
+class BlockNode:
+    """A known block, its parent, the bonded stake after it and how to undo it."""
+
+    block: Block
+    parent: BlockNode | None
+    validator_set: ValidatorSet
+    undo: UndoData | None
+
+    @property
+    def block_id(self) -> BlockId:
+        return self.block.block_id
+
+    @property
+    def slot(self) -> int:
+        return self.block.header.slot
+
+    @property
+    def height(self) -> int:
+        return self.block.header.height
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LatestVote:
+    """A validator's latest vote as the fork choice counts it."""
+
+    slot: int
+    data: bytes
+    """Encoded vote data: among votes of one slot, the lowest wins (order-independent)."""
+    head: BlockId
+    weight: int
+    """Weight this vote currently adds to `head`'s branch (0 once the validator is slashed)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeadChange:
+    """How the head moved since the last report: blocks to roll back, then to roll forward."""
+
+    old_head: BlockId
+    new_head: BlockId
+    undone: tuple[Block, ...]
+    """Blocks taken off the chain, newest first."""
+    applied: tuple[Block, ...]
+    """Blocks put on the chain, oldest first."""
+
+
+@dataclass(slots=True, eq=False, kw_only=True)
+class Store:
+    """Fork-choice state. Mutate it only through the `on_*` handlers of `forkchoice`."""
+
+    params: ChainParams
+    genesis_time_ms: int
+    genesis_id: BlockId
+    current_slot: int
+    nodes: dict[BlockId, BlockNode]
+    """The finalized chain back to genesis plus every block descending from the finalized one."""
+    tree: ProtoArray
+    finality: FinalityState
+    finalized_checkpoint: Checkpoint
+    justified_checkpoint: Checkpoint
+    conflicting_finalized: list[Checkpoint] = field(default_factory=list)
+    """Checkpoints that met the finality rule on a branch conflicting with the finalized one.
+
+    Non-empty only if validators holding 1/3 of the stake are slashable; never adopted.
+    """
+    latest_votes: dict[PublicKey, LatestVote] = field(default_factory=dict)
+    slashed: set[PublicKey] = field(default_factory=set)
+    view: UtxoView
+    head: BlockId
+    reported_head: BlockId
+    undone: list[Block] = field(default_factory=list)
+    applied: list[Block] = field(default_factory=list)
+    checkpoint_cache: dict[tuple[BlockId, int], BlockNode] = field(default_factory=dict)
+
+
+def get_forkchoice_store(
+    params: ChainParams, genesis_config: GenesisConfig, *, current_slot: int = 0
+) -> Store:
+    """A store holding only the genesis block, which is justified and finalized."""
+    genesis, view = genesis_state(genesis_config, params)
+    genesis_id = genesis.block_id
+    validators = ValidatorSet.from_stakes(view.bonded_stake())
+    checkpoint = Checkpoint(epoch=0, block_id=genesis_id)
+    return Store(
+        params=params,
+        genesis_time_ms=genesis_config.genesis_time_ms,
+        genesis_id=genesis_id,
+        current_slot=current_slot,
+        nodes={genesis_id: BlockNode(genesis, None, validators, None)},
+        tree=ProtoArray(genesis_id),
+        finality=FinalityState.at_genesis(checkpoint),
+        finalized_checkpoint=checkpoint,
+        justified_checkpoint=checkpoint,
+        view=view,
+        head=genesis_id,
+        reported_head=genesis_id,
+    )
+
+
+# -- chain queries ---------------------------------------------------------------------------
+
+
+def get_ancestor_at_height(node: BlockNode, height: int) -> BlockNode | None:
+    """The ancestor (or `node` itself) at `height`, None above `node`."""
+    if height > node.height:
+        return None
+    current: BlockNode | None = node
+    while current is not None and current.height > height:
+        current = current.parent
+    return current
+
+
+def is_ancestor(store: Store, ancestor: BlockId, block_id: BlockId) -> bool:
+    """True when `ancestor` is `block_id` or one of its ancestors (both must be known)."""
+    high = store.nodes[block_id]
+    low = store.nodes[ancestor]
+    found = get_ancestor_at_height(high, low.height)
+    return found is low
+
+
+def get_checkpoint_node(store: Store, block_id: BlockId, epoch: int) -> BlockNode:
+    """The block at, or last before, the first slot of `epoch` on `block_id`'s chain."""
+    key = (block_id, epoch)
+    cached = store.checkpoint_cache.get(key)
+    if cached is not None:
+        return cached
+    start = compute_start_slot_at_epoch(store.params, epoch)
+    node = store.nodes[block_id]
+    while node.slot > start and node.parent is not None:
+        node = node.parent
+    store.checkpoint_cache[key] = node
+    return node
+
+
+def get_checkpoint(store: Store, block_id: BlockId, epoch: int) -> Checkpoint:
+    """The checkpoint of `epoch` on `block_id`'s chain."""
+    return Checkpoint(epoch=epoch, block_id=get_checkpoint_node(store, block_id, epoch).block_id)
+
+
+def _lag_epoch(store: Store, epoch: int) -> int:
+    return max(epoch - store.params.validator_set_lag_epochs, 0)
+
+
+def get_validator_set(store: Store, block_id: BlockId, epoch: int) -> ValidatorSet:
+    """Validators of `epoch` on `block_id`'s chain: stake after the epoch-2 checkpoint block."""
+    return get_checkpoint_node(store, block_id, _lag_epoch(store, epoch)).validator_set
+
+
+def get_seed(store: Store, block_id: BlockId, epoch: int) -> Hash32:
+    """The proposer seed of `epoch` on `block_id`'s chain (from the epoch-2 checkpoint)."""
+    anchor = get_checkpoint_node(store, block_id, _lag_epoch(store, epoch))
+    return compute_seed(epoch, anchor.block_id)
+
+
+def get_proposer(store: Store, parent_id: BlockId, slot: int) -> PublicKey | None:
+    """Who may propose at `slot` on top of `parent_id`; None if the set has no stake."""
+    epoch = compute_epoch_at_slot(store.params, slot)
+    validators = get_validator_set(store, parent_id, epoch)
+    if not validators.total:
+        return None
+    return compute_proposer(validators, get_seed(store, parent_id, epoch), slot)
+
+
+# -- the state cursor ------------------------------------------------------------------------
+
+
+def _reorg_path(store: Store, source: BlockId, target: BlockId) -> tuple[list[BlockNode], ...]:
+    a, b = store.nodes[source], store.nodes[target]
+    undo: list[BlockNode] = []
+    apply: list[BlockNode] = []
+    while a.height > b.height:
+        undo.append(a)
+        a = a.parent  # type: ignore[assignment]
+    while b.height > a.height:
+        apply.append(b)
+        b = b.parent  # type: ignore[assignment]
+    while a is not b:
+        undo.append(a)
+        apply.append(b)
+        a, b = a.parent, b.parent  # type: ignore[assignment]
+    apply.reverse()
+    return undo, apply
+
+
+def move_view(store: Store, target: BlockId) -> UtxoView:
+    """Move the cursor to `target` by undo/apply and return it (the store's own view).
+
+    Raises:
+        InvalidBlock: `CONFLICTS_WITH_FINALIZED` when the move would undo the finalized block;
+            the cursor is not moved.
+    """
+    undo, apply = _reorg_path(store, store.view.tip, target)
+    finalized_height = store.nodes[store.finalized_checkpoint.block_id].height
+    if any(node.height <= finalized_height or node.undo is None for node in undo):
+        raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED, "move would undo the finalized block")
+    for node in undo:
+        assert node.undo is not None
+        store.view.undo(node.block, node.undo)
+        if store.applied:
+            store.applied.pop()
+        else:
+            store.undone.append(node.block)
+    for node in apply:
+        store.view.apply(node.block)
+        record_applied(store, node.block)
+    return store.view
+
+
+def record_applied(store: Store, block: Block) -> None:
+    """Note in the head-change journal that the cursor applied `block`."""
+    if not store.applied and store.undone and store.undone[-1].block_id == block.block_id:
+        store.undone.pop()
+    else:
+        store.applied.append(block)

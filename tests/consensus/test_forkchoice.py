@@ -1,0 +1,296 @@
+"""Fork choice: order independence, block rejection reasons, atomicity and chain state."""
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pchain.consensus import (
+    build_block,
+    get_block_view,
+    get_head,
+    get_head_view,
+    get_proposer,
+    get_weight,
+    make_vote,
+    on_block,
+    pop_head_change,
+)
+from p2pchain.errors import InvalidBlock, Reason
+from p2pchain.ledger.block import Block, compute_body_root
+from p2pchain.ledger.encoding import encode
+from p2pchain.ledger.genesis import genesis_state
+from p2pchain.ledger.header import header_signing_message
+from p2pchain.ledger.tx import OutPoint
+from p2pchain.ledger.types import BlockId, Hash32
+from p2pchain.params import COIN
+from p2pchain.testing.consensus import (
+    CONSENSUS_PARAMS,
+    Simulation,
+    feed_in_order,
+    scenarios,
+    store_state,
+)
+
+STAKES = [COIN, 2 * COIN, 3 * COIN, 4 * COIN]
+
+
+def outcome(store):
+    return get_head(store), store.justified_checkpoint, store.finalized_checkpoint
+
+
+@given(scenarios(), st.randoms(use_true_random=False))
+def test_any_order_gives_the_same_head_and_checkpoints(scenario, random):
+    messages = [*scenario.blocks, *scenario.votes]
+    in_order = feed_in_order(scenario.params, scenario.genesis, messages, scenario.last_slot)
+    random.shuffle(messages)
+    shuffled = feed_in_order(scenario.params, scenario.genesis, messages, scenario.last_slot)
+    assert outcome(shuffled) == outcome(in_order)
+    assert shuffled.view.snapshot() == in_order.view.snapshot()
+
+
+@given(scenarios())
+def test_head_view_equals_replaying_the_head_chain(scenario):
+    store = feed_in_order(
+        scenario.params, scenario.genesis, [*scenario.blocks, *scenario.votes], scenario.last_slot
+    )
+    chain = []
+    node = store.nodes[get_head(store)]
+    while node is not None:
+        chain.append(node.block)
+        node = node.parent
+    _, view = genesis_state(scenario.genesis, scenario.params)
+    for block in reversed(chain[:-1]):
+        view.apply(block)
+    assert get_head_view(store).snapshot() == view.snapshot()
+
+
+def resign(sim: Simulation, block: Block, *, key=None, **changes) -> Block:
+    """`block` with header fields changed and a fresh signature by `key` (its proposer's)."""
+    header = replace(block.header, **changes)
+    key = key or sim.keys[block.header.proposer]
+    signature = key.sign(header_signing_message(sim.params.chain_id, header.block_id))
+    return replace(block, header=header, signature=signature)
+
+
+def with_body(sim: Simulation, block: Block, transactions=None, votes=None) -> Block:
+    transactions = block.transactions if transactions is None else transactions
+    votes = block.votes if votes is None else votes
+    body_root = compute_body_root(transactions, votes)
+    rebuilt = replace(block, transactions=transactions, votes=votes)
+    return resign(sim, rebuilt, body_root=body_root)
+
+
+def next_block(sim: Simulation, slot=None, votes=()) -> Block:
+    slot = sim.slot + 1 if slot is None else slot
+    head = get_head(sim.store)
+    proposer = get_proposer(sim.store, head, slot)
+    return build_block(sim.store, head, slot, sim.keys[proposer], votes=votes)
+
+
+@pytest.fixture
+def sim() -> Simulation:
+    sim = Simulation.create(STAKES)
+    for _ in range(3):
+        sim.run_slot()
+    return sim
+
+
+def reject(sim, block, reason, current_slot=None):
+    before = store_state(sim.store)
+    with pytest.raises(InvalidBlock) as info:
+        on_block(sim.store, block, sim.slot + 1 if current_slot is None else current_slot)
+    assert info.value.reason is reason
+    assert store_state(sim.store) == before
+
+
+def test_valid_block_is_accepted_and_becomes_head(sim):
+    block = next_block(sim)
+    on_block(sim.store, block, sim.slot + 1)
+    assert get_head(sim.store) == block.block_id
+
+
+def test_duplicate_block(sim):
+    block = next_block(sim)
+    on_block(sim.store, block, sim.slot + 1)
+    reject(sim, block, Reason.DUPLICATE_BLOCK)
+
+
+def test_unknown_parent(sim):
+    block = next_block(sim)
+    reject(sim, resign(sim, block, parent=BlockId(bytes(32))), Reason.UNKNOWN_PARENT)
+
+
+def test_future_slot_can_be_queued_and_retried(sim):
+    block = next_block(sim, slot=sim.slot + 2)
+    reject(sim, block, Reason.FUTURE_SLOT, current_slot=sim.slot + 1)
+    on_block(sim.store, block, sim.slot + 2)
+    assert get_head(sim.store) == block.block_id
+
+
+def test_slot_not_after_parent(sim):
+    block = next_block(sim)
+    reject(sim, resign(sim, block, slot=sim.slot), Reason.SLOT_NOT_AFTER_PARENT)
+
+
+def test_bad_height(sim):
+    block = next_block(sim)
+    reject(sim, resign(sim, block, height=block.header.height + 1), Reason.BAD_HEIGHT)
+
+
+def test_wrong_proposer(sim):
+    block = next_block(sim)
+    other = next(key for pk, key in sim.keys.items() if pk != block.header.proposer)
+    forged = resign(sim, block, key=other, proposer=other.public_key)
+    reject(sim, forged, Reason.WRONG_PROPOSER)
+
+
+def test_bad_proposer_signature(sim):
+    block = next_block(sim)
+    reject(sim, replace(block, signature=bytes(64)), Reason.BAD_PROPOSER_SIGNATURE)
+
+
+def test_bad_body_root(sim):
+    block = next_block(sim)
+    reject(sim, resign(sim, block, body_root=Hash32(bytes(32))), Reason.BAD_BODY_ROOT)
+
+
+def test_too_many_votes():
+    sim = Simulation.create(STAKES, params=replace(CONSENSUS_PARAMS, max_block_votes=1))
+    while len(sim.pending_votes) < 2:
+        sim.run_slot()
+    block = next_block(sim, votes=sim.pending_votes)
+    assert len(block.votes) == 1
+    reject(sim, with_body(sim, block, votes=tuple(sim.pending_votes)), Reason.BLOCK_TOO_LARGE)
+
+
+def test_too_many_bytes():
+    sim = Simulation.create(STAKES, params=replace(CONSENSUS_PARAMS, max_block_bytes=1_000))
+    while len(sim.pending_votes) < 1:
+        sim.run_slot()
+    block = next_block(sim)
+    assert len(encode(block)) <= 1_000
+    padded = with_body(sim, block, votes=tuple(sim.pending_votes) * 4)
+    reject(sim, padded, Reason.BLOCK_TOO_LARGE)
+
+
+def test_invalid_carried_vote(sim):
+    vote = make_vote(sim.store, sim.keys[sorted(sim.keys)[0]], sim.slot)
+    block = next_block(sim)
+    forged = replace(vote, signature=bytes(64))
+    reject(sim, with_body(sim, block, votes=(forged,)), Reason.BAD_VOTE_SIGNATURE)
+    ahead = make_vote(sim.store, sim.keys[sorted(sim.keys)[0]], sim.slot + 1)
+    reject(sim, with_body(sim, block, votes=(ahead,)), Reason.FUTURE_VOTE)
+
+
+def test_ledger_rule_violation(sim):
+    block = next_block(sim)
+    reward = block.transactions[0]
+    output = reward.outputs[0]
+    richer = replace(reward, outputs=(replace(output, amount=output.amount + 1),))
+    reject(sim, with_body(sim, block, transactions=(richer,)), Reason.BAD_REWARD)
+
+
+def test_block_conflicting_with_finality():
+    sim = Simulation.create(STAKES)
+    sim.run_epochs(4)
+    store = sim.store
+    finalized = store.nodes[store.finalized_checkpoint.block_id]
+    assert store.finalized_checkpoint.epoch >= 2
+    old = finalized.parent
+    slot = sim.slot + 1
+    proposer = get_proposer(store, old.block_id, slot)
+    template = next_block(sim)
+    block = resign(
+        sim,
+        template,
+        key=sim.keys[proposer],
+        parent=old.block_id,
+        height=old.height + 1,
+        proposer=proposer,
+    )
+    reject(sim, block, Reason.CONFLICTS_WITH_FINALIZED)
+    with pytest.raises(InvalidBlock) as info:
+        get_block_view(store, old.block_id)
+    assert info.value.reason is Reason.CONFLICTS_WITH_FINALIZED
+
+
+@given(
+    st.sampled_from(
+        ["parent", "slot", "height", "proposer", "signature", "body_root", "reward", "vote"]
+    ),
+    st.integers(min_value=1, max_value=6),
+)
+def test_rejected_block_leaves_store_unchanged(field, slots):
+    sim = Simulation.create(STAKES)
+    for _ in range(slots):
+        sim.run_slot()
+    block = next_block(sim)
+    match field:
+        case "parent":
+            bad = resign(sim, block, parent=BlockId(bytes(32)))
+        case "slot" | "height":
+            bad = resign(sim, block, **{field: getattr(block.header, field) + 7})
+        case "proposer":
+            bad = resign(sim, block, proposer=sorted(sim.keys)[0])
+        case "signature":
+            bad = replace(block, signature=bytes(64))
+        case "body_root":
+            bad = resign(sim, block, body_root=Hash32(bytes(32)))
+        case "reward":
+            reward = block.transactions[0]
+            output = reward.outputs[0]
+            bigger = (replace(reward, outputs=(output, replace(output, amount=1))),)
+            bad = with_body(sim, block, transactions=bigger)
+        case _:
+            vote = make_vote(sim.store, sim.keys[sorted(sim.keys)[0]], sim.slot)
+            bad = with_body(sim, block, votes=(replace(vote, signature=bytes(64)),))
+    before = store_state(sim.store)
+    with pytest.raises(InvalidBlock):
+        on_block(sim.store, bad, sim.slot + 1)
+    assert store_state(sim.store) == before
+
+
+def test_reorg_is_reported_and_the_view_follows():
+    sim = Simulation.create(STAKES)
+    sim.run_slot()
+    store = sim.store
+    pop_head_change(store)
+    base = get_head(store)
+    # Two competing children of `base`; votes decide between them.
+    first = build_block(store, base, 2, sim.keys[get_proposer(store, base, 2)])
+    on_block(store, first, 2)
+    second = build_block(store, base, 3, sim.keys[get_proposer(store, base, 3)])
+    on_block(store, second, 3)
+    heavier, lighter = (first, second) if get_head(store) == first.block_id else (second, first)
+    change = pop_head_change(store)
+    assert (change.old_head, change.new_head) == (base, heavier.block_id)
+    assert (change.undone, change.applied) == ((), (heavier,))
+    stakes = store.nodes[store.genesis_id].validator_set
+    for key in sorted(sim.keys, key=stakes.stake_of)[-2:]:
+        sim.deliver(make_vote(store, sim.keys[key], 3, head=lighter.block_id))
+    assert get_head(store) == lighter.block_id
+    assert get_weight(store, lighter.block_id) > get_weight(store, heavier.block_id)
+    change = pop_head_change(store)
+    assert (change.undone, change.applied) == ((heavier,), (lighter,))
+    expected = get_block_view(store, lighter.block_id)
+    assert get_head_view(store).snapshot() == expected.snapshot()
+    reward = lighter.transactions[0]
+    assert get_head_view(store).get(_outpoint(reward)) == reward.outputs[0]
+    assert get_head_view(store).get(_outpoint(heavier.transactions[0])) is None
+
+
+def _outpoint(tx):
+    return OutPoint(txid=tx.txid, index=0)
+
+
+def test_votes_carried_by_blocks_are_counted():
+    sim = Simulation.create(STAKES)
+    sim.run_epochs(5)
+    blocks = [m for m in sim.messages if isinstance(m, Block)]
+    assert sum(len(block.votes) for block in blocks) > 0
+    only_blocks = feed_in_order(sim.params, sim.genesis, blocks, sim.slot)
+    assert only_blocks.finalized_checkpoint.epoch >= 2
+    assert only_blocks.finalized_checkpoint in sim.finalized_history
+    assert get_head(only_blocks) == get_head(sim.store)
