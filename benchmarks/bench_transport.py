@@ -44,13 +44,14 @@ async def tcp_frames_per_second(frames: int, per_send: int) -> float:
     """300-byte frames/s through one loopback TCP connection, `per_send` frames per send_all."""
     client, server, listener = await _tcp_pair()
     batch = FRAME * per_send
+    sends = max(1, frames // per_send)
     async with client, server, listener:
         start = time.perf_counter()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drain, server, frames * len(FRAME))
-            for _ in range(frames // per_send):
+            nursery.start_soon(_drain, server, sends * len(batch))
+            for _ in range(sends):
                 await client.send_all(batch)
-        return frames / (time.perf_counter() - start)
+        return sends * per_send / (time.perf_counter() - start)
 
 
 async def tcp_round_trip_seconds(rounds: int) -> float:
