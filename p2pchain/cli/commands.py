@@ -1,0 +1,82 @@
+"""Click commands. Each turns p2pchain's typed errors into a one-line message and exit code 1."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from p2pchain import __version__
+from p2pchain.cli.network import init_network
+from p2pchain.errors import P2PChainError
+from p2pchain.params import ChainParams
+
+
+class _Group(click.Group):
+    """A group whose commands report library errors as one clear line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (P2PChainError, OSError) as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    help="Logging threshold for the p2pchain loggers.",
+)
+def cli(log_level: str) -> None:
+    """p2pchain: a proof-of-stake UTXO chain. Start with `p2pchain testnet`."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"p2pchain {__version__}")
+
+
+@cli.command()
+@click.option("--dir", "root", type=click.Path(path_type=Path), required=True, help="Output dir.")
+@click.option("--nodes", default=4, show_default=True, help="Number of validator nodes.")
+@click.option("--chain-id", default=1337, show_default=True)
+@click.option("--slot-ms", default=1000, show_default=True, help="Slot length in ms.")
+@click.option("--slots-per-epoch", default=8, show_default=True)
+@click.option("--base-port", default=30300, show_default=True, help="First P2P port (TCP, WS).")
+@click.option("--rpc-port", default=8645, show_default=True, help="First JSON-RPC port.")
+@click.option("--wallets", default=4, show_default=True, help="Funded demo wallets.")
+def init(
+    root: Path,
+    nodes: int,
+    chain_id: int,
+    slot_ms: int,
+    slots_per_epoch: int,
+    base_port: int,
+    rpc_port: int,
+    wallets: int,
+) -> None:
+    """Write a genesis, node configs and keys for a new local network."""
+    params = ChainParams(chain_id=chain_id, slot_ms=slot_ms, slots_per_epoch=slots_per_epoch)
+    layout = init_network(
+        root,
+        nodes=nodes,
+        params=params,
+        base_port=base_port,
+        rpc_port=rpc_port,
+        wallets=wallets,
+    )
+    click.echo(f"network: {layout.network}")
+    for path in layout.nodes:
+        click.echo(f"node:    {path}")
+    click.echo("demo wallet keys (publicly known, for local testnets only):")
+    for path in layout.wallets:
+        click.echo(f"  {path}")

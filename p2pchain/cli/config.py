@@ -1,0 +1,236 @@
+"""Network and node configuration files (TOML), and the key files next to them.
+
+Layout written by ``p2pchain init`` (one directory per network)::
+
+    network.toml          chain parameters and genesis (shared by every node)
+    node0/node.toml       one node: data dir, keys, listen addresses, bootnodes, RPC
+    node0/node.key        hex secret key files, mode 0600
+    node0/validator.key
+    wallets/demo0.key     funded demo wallets (publicly known: for local testnets only)
+
+Values are read with stdlib `tomllib`; every mistake is reported as a one-line `ConfigError`
+naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import tomli_w
+
+from p2pchain.errors import ConfigError
+from p2pchain.ledger.address import decode_address, encode_address
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
+from p2pchain.ledger.types import Address, PublicKey
+from p2pchain.params import ChainParams
+
+KEY_FILE_MODE: Final = 0o600
+_PARAM_FIELDS: Final = {f.name for f in dataclasses.fields(ChainParams)}
+_DEFAULT_PARAMS: Final = ChainParams()
+
+
+def write_key(path: Path, key: SecretKey) -> None:
+    """Write a secret key as hex, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_FILE_MODE)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key.secret.hex() + "\n")
+
+
+def read_key(path: Path) -> SecretKey:
+    """Read a hex secret key file."""
+    try:
+        return SecretKey(bytes.fromhex(path.read_text().strip()))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: key file not found") from exc
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a hex secp256k1 secret key") from exc
+
+
+def _load_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+
+
+def _table(data: dict[str, object], name: str, path: Path) -> dict[str, object]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    return value
+
+
+def _int(table: dict[str, object], name: str, path: Path) -> int:
+    value = table.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{path}: {name} must be an integer, got {value!r}")
+    return value
+
+
+def _str(table: dict[str, object], name: str, path: Path) -> str:
+    value = table.get(name)
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {name} must be a string, got {value!r}")
+    return value
+
+
+def _str_list(table: dict[str, object], name: str, path: Path) -> tuple[str, ...]:
+    value = table.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+        raise ConfigError(f"{path}: {name} must be a list of strings")
+    return tuple(str(x) for x in value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkFile:
+    """The contents of network.toml."""
+
+    params: ChainParams
+    genesis: GenesisConfig
+
+
+def load_network(path: Path) -> NetworkFile:
+    """Parse network.toml into chain parameters and a genesis config."""
+    data = _load_toml(path)
+    chain = _table(data, "chain", path)
+    overrides: dict[str, object] = {}
+    for name, value in chain.items():
+        if name not in _PARAM_FIELDS or name == "native_asset":
+            raise ConfigError(f"{path}: unknown chain parameter {name!r}")
+        expected = type(getattr(_DEFAULT_PARAMS, name))
+        if type(value) is not expected:
+            raise ConfigError(f"{path}: chain.{name} must be {expected.__name__}, got {value!r}")
+        overrides[name] = value
+    try:
+        params = ChainParams(**overrides)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    genesis_table = _table(data, "genesis", path)
+    allocations = []
+    for entry in _records(genesis_table, "allocations", path):
+        address = decode_address(_str(entry, "address", path), params.address_prefix)
+        allocations.append(Allocation(address=address, amount=_int(entry, "amount", path)))
+    validators = []
+    for entry in _records(genesis_table, "validators", path):
+        try:
+            key = PublicKey(bytes.fromhex(_str(entry, "key", path)))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: validator key must be hex") from exc
+        owner = decode_address(_str(entry, "owner", path), params.address_prefix)
+        validators.append(GenesisValidator(key=key, owner=owner, stake=_int(entry, "stake", path)))
+    genesis = GenesisConfig(
+        chain_id=params.chain_id,
+        genesis_time_ms=_int(genesis_table, "genesis_time_ms", path),
+        allocations=tuple(allocations),
+        validators=tuple(validators),
+    )
+    return NetworkFile(params=params, genesis=genesis)
+
+
+def _records(table: dict[str, object], name: str, path: Path) -> list[dict[str, object]]:
+    value = table.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
+        raise ConfigError(f"{path}: genesis.{name} must be an array of tables")
+    return value
+
+
+def dump_network(network: NetworkFile, path: Path) -> None:
+    """Write network.toml (chain parameters that differ from the defaults, and genesis)."""
+    defaults = ChainParams()
+    chain = {
+        f.name: getattr(network.params, f.name)
+        for f in dataclasses.fields(ChainParams)
+        if f.name != "native_asset" and getattr(network.params, f.name) != getattr(defaults, f.name)
+    }
+    chain["chain_id"] = network.params.chain_id
+    prefix = network.params.address_prefix
+    genesis = {
+        "genesis_time_ms": network.genesis.genesis_time_ms,
+        "allocations": [
+            {"address": encode_address(a.address, prefix), "amount": a.amount}
+            for a in network.genesis.allocations
+        ],
+        "validators": [
+            {"key": v.key.hex(), "owner": encode_address(v.owner, prefix), "stake": v.stake}
+            for v in network.genesis.validators
+        ],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps({"chain": chain, "genesis": genesis}))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeFile:
+    """The contents of a node.toml, with relative paths resolved against its directory."""
+
+    network: Path
+    data_dir: Path | None
+    node_key: Path
+    validator_key: Path | None
+    listen: tuple[str, ...]
+    bootnodes: tuple[str, ...]
+    rpc: str | None
+    metrics: str | None
+    log_level: str
+
+
+def load_node(path: Path) -> NodeFile:
+    """Parse a node.toml."""
+    data = _load_toml(path)
+    base = path.parent
+
+    def optional_path(name: str) -> Path | None:
+        return base / _str(data, name, path) if name in data else None
+
+    return NodeFile(
+        network=base / _str(data, "network", path),
+        data_dir=optional_path("data_dir"),
+        node_key=base / _str(data, "node_key_file", path),
+        validator_key=optional_path("validator_key_file"),
+        listen=_str_list(data, "listen", path),
+        bootnodes=_str_list(data, "bootnodes", path),
+        rpc=_str(data, "rpc", path) if "rpc" in data else None,
+        metrics=_str(data, "metrics", path) if "metrics" in data else None,
+        log_level=_str(data, "log_level", path) if "log_level" in data else "info",
+    )
+
+
+def dump_node(node: NodeFile, path: Path) -> None:
+    """Write a node.toml with paths relative to its directory."""
+    base = path.parent.resolve()
+
+    def relative(target: Path) -> str:
+        return os.path.relpath(target.resolve(), base)
+
+    data: dict[str, object] = {
+        "network": relative(node.network),
+        "node_key_file": relative(node.node_key),
+        "listen": list(node.listen),
+        "bootnodes": list(node.bootnodes),
+        "log_level": node.log_level,
+    }
+    if node.data_dir is not None:
+        data["data_dir"] = relative(node.data_dir)
+    if node.validator_key is not None:
+        data["validator_key_file"] = relative(node.validator_key)
+    if node.rpc is not None:
+        data["rpc"] = node.rpc
+    if node.metrics is not None:
+        data["metrics"] = node.metrics
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(data))
+
+
+def address_text(address: Address, params: ChainParams) -> str:
+    """The bech32m form of an address on this chain."""
+    return encode_address(address, params.address_prefix)

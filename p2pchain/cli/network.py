@@ -1,0 +1,106 @@
+"""``p2pchain init``: generate a local network — genesis, node configs, keys, demo wallets."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pchain.cli.config import NetworkFile, NodeFile, dump_network, dump_node, write_key
+from p2pchain.errors import ConfigError
+from p2pchain.ledger.address import address_of
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
+from p2pchain.params import COIN, ChainParams
+
+DEMO_WALLET_COINS = 1_000
+VALIDATOR_STAKE_COINS = 100
+
+
+def demo_wallet_key(index: int) -> SecretKey:
+    """Deterministic, publicly known demo keys (like Anvil's accounts): local testnets only."""
+    return SecretKey.from_entropy(f"p2pchain demo wallet {index}".encode().ljust(32, b"."))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkLayout:
+    """Where `init` put things."""
+
+    root: Path
+    network: Path
+    nodes: tuple[Path, ...]
+    wallets: tuple[Path, ...]
+
+
+def node_config_path(root: Path, index: int) -> Path:
+    return root / f"node{index}" / "node.toml"
+
+
+def init_network(
+    root: Path,
+    *,
+    nodes: int,
+    params: ChainParams,
+    base_port: int,
+    rpc_port: int,
+    wallets: int,
+    genesis_delay_s: float = 3.0,
+) -> NetworkLayout:
+    """Write a fresh network with `nodes` validators into `root` (which must not hold one)."""
+    if nodes < 1:
+        raise ConfigError("--nodes must be at least 1")
+    network_path = root / "network.toml"
+    if network_path.exists():
+        raise ConfigError(f"{network_path} exists already: choose another --dir")
+    validator_keys = [SecretKey.from_entropy(os.urandom(32)) for _ in range(nodes)]
+    node_keys = [SecretKey.from_entropy(os.urandom(32)) for _ in range(nodes)]
+    demo_keys = [demo_wallet_key(i) for i in range(wallets)]
+    genesis = GenesisConfig(
+        chain_id=params.chain_id,
+        genesis_time_ms=int((time.time() + genesis_delay_s) * 1000),
+        allocations=tuple(
+            Allocation(address=address_of(key.public_key), amount=DEMO_WALLET_COINS * COIN)
+            for key in demo_keys
+        ),
+        validators=tuple(
+            GenesisValidator(
+                key=key.public_key,
+                owner=address_of(key.public_key),
+                stake=VALIDATOR_STAKE_COINS * COIN,
+            )
+            for key in validator_keys
+        ),
+    )
+    dump_network(NetworkFile(params=params, genesis=genesis), network_path)
+    wallet_paths = []
+    for index, key in enumerate(demo_keys):
+        path = root / "wallets" / f"demo{index}.key"
+        write_key(path, key)
+        wallet_paths.append(path)
+    node_paths = []
+    bootnode = f"tcp://127.0.0.1:{base_port}"
+    for index in range(nodes):
+        directory = root / f"node{index}"
+        write_key(directory / "node.key", node_keys[index])
+        write_key(directory / "validator.key", validator_keys[index])
+        node = NodeFile(
+            network=network_path,
+            data_dir=directory / "data",
+            node_key=directory / "node.key",
+            validator_key=directory / "validator.key",
+            listen=(
+                f"tcp://127.0.0.1:{base_port + 2 * index}",
+                f"ws://127.0.0.1:{base_port + 2 * index + 1}",
+            ),
+            bootnodes=() if index == 0 else (bootnode,),
+            rpc=f"127.0.0.1:{rpc_port + index}",
+            metrics=None,
+            log_level="info",
+        )
+        path = node_config_path(root, index)
+        dump_node(node, path)
+        node_paths.append(path)
+    return NetworkLayout(
+        root=root, network=network_path, nodes=tuple(node_paths), wallets=tuple(wallet_paths)
+    )

@@ -1,0 +1,74 @@
+"""`p2pchain init` writes a network that loads back identically; config mistakes are one line."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from p2pchain.cli.commands import cli
+from p2pchain.cli.config import load_network, load_node, read_key
+from p2pchain.errors import ConfigError, InvalidAddress
+from p2pchain.ledger.address import address_of
+from p2pchain.ledger.genesis import genesis_block
+
+
+def test_init_writes_a_loadable_network(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["init", "--dir", str(tmp_path), "--nodes", "3", "--slot-ms", "500"]
+    )
+    assert result.exit_code == 0, result.output
+    network = load_network(tmp_path / "network.toml")
+    assert network.params.slot_ms == 500
+    assert len(network.genesis.validators) == 3
+    genesis_block(network.genesis, network.params)  # a valid genesis
+    nodes = [load_node(tmp_path / f"node{i}" / "node.toml") for i in range(3)]
+    assert nodes[0].bootnodes == ()
+    assert all(node.bootnodes == (nodes[0].listen[0],) for node in nodes[1:])
+    assert len({node.rpc for node in nodes}) == 3
+    validator_keys = {
+        read_key(node.validator_key).public_key for node in nodes if node.validator_key
+    }
+    assert validator_keys == {v.key for v in network.genesis.validators}
+    for node in nodes:
+        assert (node.node_key.stat().st_mode & 0o777) == 0o600
+    wallets = sorted((tmp_path / "wallets").glob("*.key"))
+    funded = {a.address for a in network.genesis.allocations}
+    assert {address_of(read_key(w).public_key) for w in wallets} == funded
+
+
+def test_init_refuses_an_existing_network(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init", "--dir", str(tmp_path)]).exit_code == 0
+    result = runner.invoke(cli, ["init", "--dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "exists already" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        ("[chain\n", ConfigError, "invalid TOML"),
+        ("[chain]\nbogus = 1\n[genesis]\ngenesis_time_ms = 0\n", ConfigError, "unknown chain"),
+        ("[chain]\nslot_ms = 'x'\n", ConfigError, "slot_ms"),
+        ("[genesis]\ngenesis_time_ms = 'soon'\n", ConfigError, "genesis_time_ms"),
+        (
+            "[genesis]\ngenesis_time_ms = 0\n[[genesis.allocations]]\naddress = 'dp2p1xyz'\n"
+            "amount = 5\n",
+            InvalidAddress,
+            "bech32m",
+        ),
+    ],
+)
+def test_bad_network_files_raise_typed_errors(
+    tmp_path: Path, text: str, error: type[Exception], message: str
+) -> None:
+    path = tmp_path / "network.toml"
+    path.write_text(text)
+    with pytest.raises(error, match=message):
+        load_network(path)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_network(tmp_path / "nope.toml")
