@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import trio
-from trio_websocket import HandshakeError
 
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.crypto import SecretKey
@@ -31,10 +30,9 @@ from p2pchain.net.peer import (
 )
 from p2pchain.net.transports import (
     PeerAddress,
-    open_peer_stream,
+    SocketTransport,
+    Transport,
     parse_address,
-    remote_host,
-    serve_peer_streams,
 )
 from p2pchain.protocol.connection import (
     ConnectionClosed,
@@ -84,10 +82,13 @@ class SwarmConfig:
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
     limits: PeerLimits = field(default_factory=PeerLimits)
     scoring: ScoringParams = field(default_factory=ScoringParams)
+    transport: Transport = field(default_factory=SocketTransport, repr=False, compare=False)
+    """How peers are reached: TCP + WebSocket, or a simulated network's in-memory links."""
 
     def __post_init__(self) -> None:
         for text in self.listen + self.bootnodes:
-            parse_address(text)
+            if parse_address(text).scheme not in self.transport.schemes:
+                raise ConfigError(f"address {text!r}: the transport cannot reach it")
         if self.target_outbound < 0 or self.max_inbound < 0 or self.max_handshaking < 1:
             raise ConfigError("peer limits must be non-negative (max_handshaking positive)")
 
@@ -273,6 +274,8 @@ class Swarm:
             PeerRefused: the dial failed or either side closed the link during the handshake.
         """
         parsed = parse_address(address)
+        if parsed.scheme not in self.config.transport.schemes:
+            raise PeerRefused(str(parsed), None)
         self._learn(str(parsed))
         dial = _Dial()
         self._nursery.start_soon(self._dial, parsed, dial)
@@ -354,10 +357,10 @@ class Swarm:
     async def _serve(
         self, address: PeerAddress, *, task_status: trio.TaskStatus[PeerAddress]
     ) -> None:
-        await serve_peer_streams(address, self._accept, task_status=task_status)
+        await self.config.transport.serve(address, self._accept, task_status=task_status)
 
     async def _accept(self, stream: trio.abc.Stream) -> None:
-        host = remote_host(stream)
+        host = self.config.transport.remote_host(stream)
         now = trio.current_time()
         if (
             host is None
@@ -376,8 +379,8 @@ class Swarm:
             if self._bans.is_banned(trio.current_time(), address=address.host.encode()):
                 raise OSError("address is banned")
             with trio.fail_after(self.config.connect_timeout):
-                stream = await open_peer_stream(self._nursery, address)
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError, HandshakeError):
+                stream = await self.config.transport.open_stream(self._nursery, address)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError):
             self._dialing.discard(text)
             self._record_failure(text)
             if dial is not None:
@@ -508,9 +511,12 @@ class Swarm:
 
     def _learn(self, address: str | bytes) -> None:
         try:
-            text = str(parse_address(address))
+            parsed = parse_address(address)
         except ConfigError:
             return
+        if parsed.scheme not in self.config.transport.schemes:
+            return
+        text = str(parsed)
         if text in self._known or text in self.listen_addresses:
             return
         if len(self._known) >= self.config.max_known_addresses:

@@ -1,8 +1,12 @@
-"""TCP and WebSocket transports behind one stream type, and their text addresses.
+"""Transports behind one stream type, and their text addresses.
 
 Peer logic only ever sees a `trio.abc.Stream`: TCP streams as trio makes them, WebSocket
 connections wrapped in `WebSocketStream` (binary messages carry the byte stream; message
-boundaries mean nothing). Addresses are text: ``tcp://host:port`` or ``ws://host:port``.
+boundaries mean nothing). Addresses are text: ``tcp://host:port``, ``ws://host:port``, or
+``sim://name`` for the in-memory links of a simulated network.
+
+The swarm reaches peers through a `Transport`: `SocketTransport` (TCP + WebSocket) in production,
+`p2pchain.testing.simnet` in simulations. Everything above the transport is the same code.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import partial
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 import trio_websocket
@@ -31,6 +35,8 @@ class Scheme(StrEnum):
 
     TCP = "tcp"
     WS = "ws"
+    SIM = "sim"
+    """In-memory links of a simulated network; the address has a name and no port."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +48,8 @@ class PeerAddress:
     port: int
 
     def __str__(self) -> str:
+        if self.scheme is Scheme.SIM:
+            return f"sim://{self.host}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme.value}://{host}:{self.port}"
 
@@ -51,7 +59,7 @@ class PeerAddress:
 
 
 def parse_address(text: str | bytes) -> PeerAddress:
-    """Parse ``tcp://host:port`` or ``ws://host:port`` (IPv6 hosts in brackets).
+    """Parse ``tcp://host:port``, ``ws://host:port`` (IPv6 hosts in brackets) or ``sim://name``.
 
     Raises:
         ConfigError: anything else, with the reason.
@@ -68,6 +76,10 @@ def parse_address(text: str | bytes) -> PeerAddress:
         scheme = Scheme(scheme_text)
     except ValueError as exc:
         raise ConfigError(f"address {text!r}: unknown scheme {scheme_text!r}") from exc
+    if scheme is Scheme.SIM:
+        if not rest or not all(c.isalnum() or c in "-_." for c in rest):
+            raise ConfigError(f"address {text!r}: a sim name is letters, digits, '-', '_', '.'")
+        return PeerAddress(scheme=scheme, host=rest, port=0)
     host, sep, port_text = rest.rpartition(":")
     if not sep or not host:
         raise ConfigError(f"address {text!r} lacks host:port")
@@ -215,3 +227,58 @@ async def serve_peer_streams(
         task_status.started(
             PeerAddress(scheme=address.scheme, host=address.host, port=int(server.port))
         )
+
+
+class Transport(Protocol):
+    """How a swarm dials and listens: the one seam between peer logic and the outside world.
+
+    Implementations raise `OSError` (or `trio.BrokenResourceError`) when a dial fails.
+    """
+
+    schemes: frozenset[Scheme]
+    """Address schemes this transport can dial and serve; other addresses are never tried."""
+
+    async def open_stream(self, nursery: trio.Nursery, address: PeerAddress) -> trio.abc.Stream:
+        """Connect to `address`; helper tasks of the stream (if any) run in `nursery`."""
+        ...
+
+    async def serve(
+        self,
+        address: PeerAddress,
+        handler: StreamHandler,
+        *,
+        task_status: trio.TaskStatus[PeerAddress] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept connections on `address` forever; `task_status` gets the bound address."""
+        ...
+
+    def remote_host(self, stream: trio.abc.Stream) -> str | None:
+        """The host of the other end of an accepted stream (for address bans), None if gone."""
+        ...
+
+
+class SocketTransport:
+    """The production transport: TCP and WebSocket on real sockets."""
+
+    schemes: frozenset[Scheme] = frozenset({Scheme.TCP, Scheme.WS})
+
+    async def open_stream(self, nursery: trio.Nursery, address: PeerAddress) -> trio.abc.Stream:
+        """See `open_peer_stream`; a failed WebSocket upgrade is reported as `OSError`."""
+        try:
+            return await open_peer_stream(nursery, address)
+        except trio_websocket.HandshakeError as exc:
+            raise OSError(f"websocket upgrade to {address} failed") from exc
+
+    async def serve(
+        self,
+        address: PeerAddress,
+        handler: StreamHandler,
+        *,
+        task_status: trio.TaskStatus[PeerAddress] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """See `serve_peer_streams`."""
+        await serve_peer_streams(address, handler, task_status=task_status)
+
+    def remote_host(self, stream: trio.abc.Stream) -> str | None:
+        """See the module-level `remote_host`."""
+        return remote_host(stream)

@@ -1,0 +1,151 @@
+"""Gossip over real loopback TCP: 10 `NetworkService` nodes, validation stubbed to ACCEPT.
+
+- Propagation latency: publish one message, time until every other node delivered it (median
+  over messages), as a ratio to the raw trio TCP round trip measured in the same run.
+- Delivered-to-all throughput: a burst of 300-byte messages from one node, messages/s until
+  every node has all of them, as a ratio to raw single-send TCP frames/s.
+- Duplicates per message and node, and every drop counter (expected 0).
+
+Run alone: ``python -m benchmarks.bench_gossip [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import trio
+
+from benchmarks.bench_transport import tcp_frames_per_second, tcp_round_trip_seconds
+from benchmarks.harness import Report
+from p2pchain.ledger.crypto import SecretKey, sha256
+from p2pchain.net import NetworkConfig, NetworkService, SwarmConfig, open_network
+from p2pchain.protocol.messages import Topic
+from p2pchain.testing.link import TEST_CHAIN_ID, TEST_GENESIS
+from p2pchain.testing.simnet import GossipHost, random_topology
+
+NODES = 10
+TOPIC = Topic.TRANSACTION
+
+
+@dataclass(frozen=True, slots=True)
+class GossipRun:
+    latency_s: float
+    throughput: float
+    duplicates_per_delivery: float
+    drops: int
+
+
+async def _open(stack: AsyncExitStack) -> list[tuple[NetworkService, GossipHost]]:
+    nodes = []
+    for index in range(NODES):
+        host = GossipHost(TEST_GENESIS)
+        swarm = SwarmConfig(
+            identity=SecretKey.from_entropy(sha256(b"bench-gossip" + bytes([index]))),
+            chain_id=TEST_CHAIN_ID,
+            genesis=TEST_GENESIS,
+            listen=("tcp://127.0.0.1:0",),
+            target_outbound=0,
+        )
+        service = await stack.enter_async_context(
+            open_network(NetworkConfig(swarm=swarm, seed=index), host)
+        )
+        nodes.append((service, host))
+    for a, b in random_topology(NODES, 4, seed=1):
+        await nodes[a][0].swarm.connect(nodes[b][0].swarm.listen_addresses[0])
+    return nodes
+
+
+async def _wait_all(
+    nodes: list[tuple[NetworkService, GossipHost]], publisher: int, data: bytes
+) -> None:
+    for index, (_, host) in enumerate(nodes):
+        if index != publisher:
+            await host.wait_delivered(TOPIC, data)
+
+
+async def gossip_run(messages: int, burst: int) -> GossipRun:
+    """Latency over `messages` single messages, then throughput of a `burst`."""
+    async with AsyncExitStack() as stack:
+        nodes = await _open(stack)
+        await trio.sleep(1.5)  # two heartbeats: meshes form (benchmark warm-up, not a test)
+        latencies = []
+        for k in range(messages):
+            data = b"latency %d" % k
+            start = time.perf_counter()
+            nodes[k % NODES][0].publish(TOPIC, data)
+            await _wait_all(nodes, k % NODES, data)
+            latencies.append(time.perf_counter() - start)
+        payloads = [b"%-300d" % k for k in range(burst)]
+        start = time.perf_counter()
+        for data in payloads:
+            nodes[0][0].publish(TOPIC, data)
+        for data in payloads:
+            await _wait_all(nodes, 0, data)
+        elapsed = time.perf_counter() - start
+        stats = [service.statistics() for service, _ in nodes]
+        deliveries = sum(s.gossip.delivered for s in stats)
+        drops = sum(
+            s.validations_dropped
+            + s.validations_over_quota
+            + s.deliveries_dropped
+            + s.sends_dropped
+            + s.gossip.dropped
+            for s in stats
+        )
+        duplicates = sum(s.gossip.duplicates for s in stats)
+        return GossipRun(
+            latency_s=statistics.median(latencies),
+            throughput=burst / elapsed,
+            duplicates_per_delivery=duplicates / max(deliveries, 1),
+            drops=drops,
+        )
+
+
+def run(quick: bool = False) -> Report:
+    report = Report()
+    print("gossip", flush=True)
+    rtt = trio.run(tcp_round_trip_seconds, 200 if quick else 2_000)
+    frames = trio.run(tcp_frames_per_second, 2_000 if quick else 16_000, 1)
+    report.baseline("trio TCP ping-pong round trip (us)", f"{rtt * 1e6:.1f}")
+    report.baseline("trio TCP 300 B frames/s, 1 per send_all", f"{frames:.0f}")
+    result = trio.run(gossip_run, 10 if quick else 50, 200 if quick else 2_000)
+    report.baseline(
+        f"gossip {NODES} nodes: median propagation (ms)", f"{result.latency_s * 1e3:.2f}"
+    )
+    report.baseline(f"gossip {NODES} nodes: delivered-to-all msgs/s", f"{result.throughput:.0f}")
+    report.figure(
+        "gossip propagation / TCP round trip",
+        result.latency_s / rtt,
+        "report",
+        True,
+        f"({NODES} nodes, degree 4, validation stubbed)",
+    )
+    report.figure(
+        "gossip delivered-to-all rate / TCP frame rate",
+        result.throughput / frames,
+        "report",
+        True,
+        "(every node validates, delivers and relays each message)",
+    )
+    report.figure(
+        "duplicate copies per delivery",
+        result.duplicates_per_delivery,
+        "< d_high (12), no drops",
+        result.duplicates_per_delivery < 12 and result.drops == 0,
+        f"(drops counted: {result.drops})",
+    )
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    run(quick=parser.parse_args().quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,520 @@
+"""`NetworkService`: gossip and block sync running on a `Swarm`, for the node to sit on.
+
+``async with open_network(config, host) as network:`` opens the swarm and starts the tasks that
+drive the sans-IO `GossipRouter` and `SyncManager` on trio time. The node is the `host`: it reads
+its chain (`get_status`, `block_at_height`, `get_block`) and answers three hooks:
+
+- ``await host.validate(topic, data, from_peer)`` before a gossip message is delivered or
+  forwarded. It returns a `Verdict`, or raises `GossipIgnore` / `GossipReject`; a REJECT costs
+  every sender the raised class's `penalty`. ``GossipIgnore(Reason.UNKNOWN_PARENT)`` for a block
+  parks it in the orphan pool and asks the sender for the parent.
+- ``await host.deliver(topic, data)`` for every accepted message from the network, in order.
+- ``await host.import_blocks(blocks, from_peer)`` for blocks fetched by sync (each the parent of
+  the next) and for orphans whose parent arrived; it returns an `ImportResult`.
+
+Nothing waits on the node inside the swarm's event loop: validations run in a pool of worker
+tasks fed by a bounded channel, deliveries in one worker, imports in the sync task. Every queue
+is bounded, and every message dropped at a full queue is counted in `statistics()`; drops that a
+peer caused (over its share of the validation queue, unasked-for block answers) also cost it
+score. Leaving the context cancels these tasks, then closes the swarm.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from random import Random
+from typing import Protocol
+
+import trio
+
+from p2pchain.errors import DecodeError, GossipIgnore, GossipReject, Reason
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.encoding import decode_item
+from p2pchain.ledger.types import BlockId
+from p2pchain.net.swarm import (
+    InboundMessage,
+    PeerConnected,
+    PeerDisconnected,
+    Swarm,
+    SwarmConfig,
+    SwarmEvent,
+    SwarmStatistics,
+    open_swarm,
+)
+from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.gossip import (
+    Deliver,
+    GossipAction,
+    GossipParams,
+    GossipRouter,
+    GossipStatistics,
+    Send,
+    Validate,
+    Verdict,
+)
+from p2pchain.protocol.messages import (
+    MAX_BLOCKS_RESPONSE_BYTES,
+    Blocks,
+    GetBlocksById,
+    GetBlocksByRange,
+    Graft,
+    IHave,
+    IWant,
+    Message,
+    Prune,
+    Publish,
+    Status,
+    Topic,
+)
+from p2pchain.protocol.scoring import Offence, Penalize
+from p2pchain.protocol.sync import (
+    Import,
+    SyncAction,
+    SyncManager,
+    SyncParams,
+    SyncStatistics,
+    serve_blocks_by_id,
+    serve_blocks_by_range,
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportResult:
+    """What `NetworkHost.import_blocks` did with the blocks it was given.
+
+    A block in neither set has a parent the host does not know: it waits in the orphan pool.
+    """
+
+    accepted: frozenset[BlockId]
+    """Blocks now in the host's block tree: imported by this call or known before."""
+    invalid: frozenset[BlockId] = frozenset()
+    """Blocks that break a rule; the peer that sent them loses `GossipReject.penalty`."""
+
+
+class NetworkHost(Protocol):
+    """The node as the network service sees it: its chain and its three hooks."""
+
+    def get_status(self) -> Status:
+        """Our head and finalized checkpoint, as announced to peers."""
+        ...
+
+    def block_at_height(self, height: int) -> Block | None:
+        """The canonical block at `height`, for serving range requests."""
+        ...
+
+    def get_block(self, block_id: BlockId) -> Block | None:
+        """Any block we hold (canonical or not), for serving and for status comparison."""
+        ...
+
+    async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict:
+        """Gossip validation; may raise `GossipIgnore` / `GossipReject` instead of returning."""
+        ...
+
+    async def deliver(self, topic: Topic, data: bytes) -> None:
+        """An accepted gossip message from the network (never our own `publish`)."""
+        ...
+
+    async def import_blocks(self, blocks: tuple[Block, ...], from_peer: PeerId) -> ImportResult:
+        """Import `blocks` in order; known blocks count as accepted."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkConfig:
+    """The swarm's configuration plus gossip, sync and queue limits."""
+
+    swarm: SwarmConfig
+    gossip: GossipParams = field(default_factory=GossipParams)
+    sync: SyncParams = field(default_factory=SyncParams)
+    seed: int | None = None
+    """Seed of the router's peer selection; None draws one from the OS (simulations fix it)."""
+    validation_workers: int = 4
+    """Validation hooks running at once."""
+    validation_queue: int = 1_024
+    """Messages waiting for a validation worker; more are dropped (counted)."""
+    max_validations_per_peer: int = 256
+    """Queued or running validations of messages first sent by one peer; more cost score."""
+    delivery_queue: int = 1_024
+    """Accepted messages waiting for `deliver`; more are dropped (counted)."""
+    max_sync_responses: int = 64
+    """`Blocks` answers waiting for the sync task; more are dropped and cost score."""
+    serve_max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
+    """Byte bound of one `Blocks` answer we serve."""
+    overflow_penalty: float = 1.0
+    """Score a peer loses for each message dropped because it sent more than its share."""
+
+    def __post_init__(self) -> None:
+        if min(self.validation_workers, self.validation_queue, self.delivery_queue) < 1:
+            raise ValueError("worker and queue sizes must be positive")
+        if self.max_validations_per_peer < 1 or self.max_sync_responses < 1:
+            raise ValueError("per-peer and sync queue limits must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NetworkStatistics:
+    """The swarm's, router's and sync manager's counters, plus this service's queues and drops."""
+
+    swarm: SwarmStatistics
+    gossip: GossipStatistics
+    sync: SyncStatistics
+    validations_waiting: int
+    """Messages queued or being validated now."""
+    validations_dropped: int
+    """Messages dropped because the validation queue was full (our overload, nobody blamed)."""
+    validations_over_quota: int
+    """Messages dropped because their sender had its share queued (scored)."""
+    deliveries_dropped: int
+    """Accepted messages dropped because `deliver` fell behind."""
+    sync_responses_dropped: int
+    """`Blocks` answers dropped because the sync task fell behind (scored)."""
+    sends_dropped: int
+    """Messages the swarm refused to queue (peer gone or its send queue full)."""
+    blocks_served: int
+    blocks_accepted: int
+    blocks_invalid: int
+    orphans_released: int
+
+
+@dataclass(slots=True)
+class _Counters:
+    validations_dropped: int = 0
+    validations_over_quota: int = 0
+    deliveries_dropped: int = 0
+    sync_responses_dropped: int = 0
+    sends_dropped: int = 0
+    blocks_served: int = 0
+    blocks_accepted: int = 0
+    blocks_invalid: int = 0
+    orphans_released: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    peer_id: PeerId
+    generation: int
+    blocks: Blocks
+
+
+class NetworkService:
+    """Gossip and sync for one node over its swarm. Create with `open_network`."""
+
+    def __init__(self, config: NetworkConfig, host: NetworkHost, swarm: Swarm) -> None:
+        self.config = config
+        self.swarm = swarm
+        self._host = host
+        seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "big")
+        self._rng = Random(seed)
+        self._router = GossipRouter(Random(self._rng.getrandbits(64)), config.gossip)
+        anchor_height, anchor_id = self._anchor()
+        self._sync = SyncManager(
+            anchor_height=anchor_height, anchor_id=anchor_id, params=config.sync
+        )
+        self._counters = _Counters()
+        self._generation: dict[PeerId, int] = {}
+        self._next_generation = 0
+        self._validating: dict[PeerId, int] = {}
+        self._validation_send, self._validation_receive = trio.open_memory_channel[Validate](
+            config.validation_queue
+        )
+        self._delivery_send, self._delivery_receive = trio.open_memory_channel[Deliver](
+            config.delivery_queue
+        )
+        self._statuses: dict[PeerId, Status] = {}
+        self._departed: list[PeerId] = []
+        self._responses: deque[_Response] = deque()
+        self._imports: deque[Import] = deque()
+        self._sync_wake = trio.Event()
+        self._announced = host.get_status()
+        """The status last sent to every peer (new peers get the current one on connect)."""
+
+    # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> PeerId:
+        """Our node key."""
+        return self.swarm.peer_id
+
+    @property
+    def is_syncing(self) -> bool:
+        """True while some peer claims a head above what sync has handed over."""
+        return self._sync.is_syncing
+
+    def publish(self, topic: Topic, data: bytes) -> int:
+        """Gossip an object of our own to every peer; return how many peers it was queued for.
+
+        Returns 0 for a message already seen (ours or from the network): it is not sent again.
+        """
+        actions = self._router.publish(topic, data, trio.current_time())
+        before = self._counters.sends_dropped
+        self._execute(actions)
+        return len(actions) - (self._counters.sends_dropped - before)
+
+    def announce_status(self) -> None:
+        """Send `host.get_status()` to every peer if it changed since the last announcement.
+
+        Call after the head or the finalized checkpoint changed; the service calls it itself
+        after every block import.
+        """
+        status = self._host.get_status()
+        if status == self._announced:
+            return
+        self._announced = status
+        for peer_id in self._generation:
+            self._send(peer_id, status)
+        anchor_height, anchor_id = self._anchor()
+        if anchor_height >= self._sync.statistics().next_height:
+            # Finality passed everything sync handed over: restart above it, skipping the
+            # blocks gossip brought (safe, since every honest peer builds on finalized blocks).
+            self._execute(self._sync.reset(anchor_height, anchor_id, trio.current_time()))
+
+    def mesh_peers(self, topic: Topic) -> frozenset[PeerId]:
+        """The peers we push full messages of `topic` to."""
+        return self._router.mesh_peers(topic)
+
+    def statistics(self) -> NetworkStatistics:
+        """Counters of every layer and of this service's queues."""
+        c = self._counters
+        return NetworkStatistics(
+            swarm=self.swarm.statistics(),
+            gossip=self._router.statistics(),
+            sync=self._sync.statistics(),
+            validations_waiting=sum(self._validating.values()),
+            validations_dropped=c.validations_dropped,
+            validations_over_quota=c.validations_over_quota,
+            deliveries_dropped=c.deliveries_dropped,
+            sync_responses_dropped=c.sync_responses_dropped,
+            sends_dropped=c.sends_dropped,
+            blocks_served=c.blocks_served,
+            blocks_accepted=c.blocks_accepted,
+            blocks_invalid=c.blocks_invalid,
+            orphans_released=c.orphans_released,
+        )
+
+    # -- swarm events -------------------------------------------------------------------------
+
+    async def _run_events(self) -> None:
+        async for event in self.swarm.events:
+            self._on_event(event)
+
+    def _on_event(self, event: SwarmEvent) -> None:
+        now = trio.current_time()
+        if isinstance(event, PeerConnected):
+            self._next_generation += 1
+            self._generation[event.peer_id] = self._next_generation
+            self._router.add_peer(event.peer_id, outbound=event.outbound)
+            self._send(event.peer_id, self._host.get_status())
+        elif isinstance(event, PeerDisconnected):
+            del self._generation[event.peer_id]
+            self._router.remove_peer(event.peer_id)
+            self._statuses.pop(event.peer_id, None)
+            self._departed.append(event.peer_id)
+            self._sync_wake.set()
+        else:
+            self._on_message(event, now)
+
+    def _on_message(self, event: InboundMessage, now: float) -> None:
+        peer_id, message = event.peer_id, event.message
+        if isinstance(message, Publish | IHave | IWant | Graft | Prune):
+            self._execute(self._router.handle_message(peer_id, message, now))
+        elif isinstance(message, Status):
+            self._statuses[peer_id] = message
+            self._sync_wake.set()
+        elif isinstance(message, GetBlocksByRange | GetBlocksById):
+            self._serve(peer_id, message)
+        elif isinstance(message, Blocks):
+            if len(self._responses) >= self.config.max_sync_responses:
+                self._counters.sync_responses_dropped += 1
+                self.swarm.penalize(peer_id, self.config.overflow_penalty, Offence.SPAM)
+                return
+            self._responses.append(_Response(peer_id, self._generation[peer_id], message))
+            self._sync_wake.set()
+
+    def _serve(self, peer_id: PeerId, request: GetBlocksByRange | GetBlocksById) -> None:
+        max_bytes = self.config.serve_max_bytes
+        if isinstance(request, GetBlocksByRange):
+            response = serve_blocks_by_range(request, self._host, max_bytes)
+        else:
+            response = serve_blocks_by_id(request, self._host, max_bytes)
+        if self._send(peer_id, response):
+            self._counters.blocks_served += len(response.blocks)
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def _send(self, peer_id: PeerId, message: Message) -> bool:
+        if self.swarm.send(peer_id, message):
+            return True
+        self._counters.sends_dropped += 1
+        return False
+
+    def _execute(self, actions: Iterable[GossipAction | SyncAction]) -> None:
+        """Carry out router and sync actions without waiting; imports go to the sync task."""
+        for action in actions:
+            if isinstance(action, Send):
+                if not self.swarm.send(action.peer_id, action.message):
+                    self._counters.sends_dropped += 1
+            elif isinstance(action, Penalize):
+                self.swarm.penalize(action.peer_id, action.amount, action.reason)
+            elif isinstance(action, Validate):
+                self._queue_validation(action)
+            elif isinstance(action, Deliver):
+                try:
+                    self._delivery_send.send_nowait(action)
+                except trio.WouldBlock:
+                    self._counters.deliveries_dropped += 1
+            else:
+                self._imports.append(action)
+                self._sync_wake.set()
+
+    def _queue_validation(self, action: Validate) -> None:
+        sender = action.from_peer
+        queued = self._validating.get(sender, 0)
+        now = trio.current_time()
+        if queued >= self.config.max_validations_per_peer:
+            self._counters.validations_over_quota += 1
+            self.swarm.penalize(sender, self.config.overflow_penalty, Offence.SPAM)
+        else:
+            try:
+                self._validation_send.send_nowait(action)
+            except trio.WouldBlock:
+                self._counters.validations_dropped += 1
+            else:
+                self._validating[sender] = queued + 1
+                return
+        # The router holds the message as pending: clear it, blaming nobody.
+        self._execute(self._router.report_validation(action.message_id, Verdict.IGNORE, now))
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def _run_validator(self) -> None:
+        async for action in self._validation_receive:
+            penalty: float = GossipReject.penalty
+            orphan = False
+            try:
+                verdict = await self._host.validate(action.topic, action.data, action.from_peer)
+            except GossipReject as exc:
+                verdict, penalty = Verdict.REJECT, type(exc).penalty
+            except GossipIgnore as exc:
+                verdict = Verdict.IGNORE
+                orphan = action.topic is Topic.BLOCK and exc.reason is Reason.UNKNOWN_PARENT
+            finally:
+                remaining = self._validating[action.from_peer] - 1
+                if remaining:
+                    self._validating[action.from_peer] = remaining
+                else:
+                    del self._validating[action.from_peer]
+            now = trio.current_time()
+            self._execute(
+                self._router.report_validation(action.message_id, verdict, now, penalty=penalty)
+            )
+            if orphan:
+                self._add_orphan(action.data, action.from_peer, now)
+
+    def _add_orphan(self, data: bytes, from_peer: PeerId, now: float) -> None:
+        try:
+            block = Block.from_rlp(decode_item(data))
+        except DecodeError:
+            return  # the host judged the bytes a block; nothing to fetch if they are not
+        if from_peer in self._generation:
+            self._execute(self._sync.add_orphan(block, from_peer, now))
+            self._sync_wake.set()  # a new request deadline
+
+    async def _run_deliveries(self) -> None:
+        async for action in self._delivery_receive:
+            await self._host.deliver(action.topic, action.data)
+
+    async def _run_heartbeat(self) -> None:
+        interval = self.config.gossip.heartbeat_interval
+        await trio.sleep(self._rng.uniform(0, interval))  # spread peers' heartbeats apart
+        while True:
+            self._execute(self._router.heartbeat(trio.current_time()))
+            await trio.sleep(interval)
+
+    # -- sync ---------------------------------------------------------------------------------
+
+    def _anchor(self) -> tuple[int, BlockId]:
+        """The finalized block as the sync anchor (every honest peer builds on it)."""
+        status = self._host.get_status()
+        finalized = self._host.get_block(status.finalized.block_id)
+        if finalized is None:
+            return status.head_height, status.head
+        return finalized.header.height, finalized.block_id
+
+    async def _run_sync(self) -> None:
+        """Feed the sync manager and import what it releases, one batch at a time.
+
+        While an import runs, statuses are coalesced per peer, departures listed and answers
+        held in a bounded queue; answers are handled before timeouts, so waiting on our own
+        import never makes a peer look late.
+        """
+        while True:
+            deadline = self._sync.next_deadline()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._sync_wake.wait()
+            self._sync_wake = trio.Event()
+            now = trio.current_time()
+            departed, self._departed = self._departed, []
+            for peer_id in departed:
+                self._execute(self._sync.remove_peer(peer_id, now))
+            statuses, self._statuses = self._statuses, {}
+            for peer_id, status in statuses.items():
+                if self._host.get_block(status.head) is None:
+                    self._execute(self._sync.on_status(peer_id, status, now))
+            while self._responses:
+                response = self._responses.popleft()
+                if self._generation.get(response.peer_id) == response.generation:
+                    self._execute(self._sync.on_blocks(response.peer_id, response.blocks, now))
+            self._execute(self._sync.handle_timeouts(now))
+            while self._imports:
+                await self._import(self._imports.popleft())
+
+    async def _import(self, action: Import) -> None:
+        blocks, from_peer = action.blocks, action.from_peer
+        while blocks:
+            result = await self._host.import_blocks(blocks, from_peer)
+            now = trio.current_time()
+            c = self._counters
+            c.blocks_accepted += sum(block.block_id in result.accepted for block in blocks)
+            c.blocks_invalid += sum(block.block_id in result.invalid for block in blocks)
+            if result.invalid and from_peer in self._generation:
+                self.swarm.penalize(from_peer, GossipReject.penalty, Offence.INVALID_MESSAGE)
+            missing = [
+                block
+                for block in blocks
+                if block.block_id not in result.accepted and block.block_id not in result.invalid
+            ]
+            if result.invalid or missing:
+                self._execute(self._sync.reset(*self._anchor(), now))
+            if from_peer in self._generation:
+                for block in missing:
+                    self._execute(self._sync.add_orphan(block, from_peer, now))
+            released = [
+                child
+                for block in blocks
+                if block.block_id in result.accepted
+                for child in self._sync.orphans.release(block.block_id)
+            ]
+            c.orphans_released += len(released)
+            self.announce_status()
+            blocks = tuple(released)
+
+
+@asynccontextmanager
+async def open_network(config: NetworkConfig, host: NetworkHost) -> AsyncIterator[NetworkService]:
+    """Open the swarm and run gossip and sync on it; on exit stop them, then close the swarm."""
+    async with open_swarm(config.swarm, host.get_status) as swarm, trio.open_nursery() as nursery:
+        service = NetworkService(config, host, swarm)
+        nursery.start_soon(service._run_events)
+        nursery.start_soon(service._run_heartbeat)
+        nursery.start_soon(service._run_sync)
+        nursery.start_soon(service._run_deliveries)
+        for _ in range(config.validation_workers):
+            nursery.start_soon(service._run_validator)
+        try:
+            yield service
+        finally:
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,178 @@
+"""`NetworkService` on loopback: hooks, verdict penalties, bounded queues, status, shutdown."""
+
+import gc
+
+import pytest
+import trio
+import trio.testing
+
+from p2pchain.errors import GossipReject, Reason
+from p2pchain.ledger.crypto import SecretKey, sha256
+from p2pchain.ledger.vote import Checkpoint
+from p2pchain.net import (
+    InboundMessage,
+    NetworkConfig,
+    PeerDisconnected,
+    SwarmConfig,
+    open_network,
+    open_swarm,
+)
+from p2pchain.net.transports import parse_address
+from p2pchain.protocol.gossip import Verdict
+from p2pchain.protocol.messages import DisconnectReason, Publish, Status, Topic
+from p2pchain.testing.link import TEST_CHAIN_ID, TEST_GENESIS
+from p2pchain.testing.simnet import GossipHost
+
+WAIT = 20
+
+
+def _swarm_config(seed, **overrides):
+    fields = {
+        "identity": SecretKey.from_entropy(sha256(b"service-test" + bytes([seed]))),
+        "chain_id": TEST_CHAIN_ID,
+        "genesis": TEST_GENESIS,
+        "target_outbound": 0,
+    }
+    fields.update(overrides)
+    return SwarmConfig(**fields)
+
+
+def _config(seed, **overrides):
+    return NetworkConfig(swarm=_swarm_config(seed), seed=seed, **overrides)
+
+
+def _tcp(service):
+    return next(a for a in service.swarm.listen_addresses if a.startswith("tcp://"))
+
+
+class SevereReject(GossipReject):
+    penalty = 45
+
+
+class GatedHost(GossipHost):
+    """Validation waits for `gate`; raises `SevereReject` for data starting with b"evil"."""
+
+    def __init__(self):
+        super().__init__(TEST_GENESIS)
+        self.gate = trio.Event()
+        self.started = 0
+
+    async def validate(self, topic, data, from_peer):
+        self.started += 1
+        await self.gate.wait()
+        await super().validate(topic, data, from_peer)
+        if data.startswith(b"evil"):
+            raise SevereReject(Reason.BAD_SIGNATURE)
+        return Verdict.ACCEPT
+
+
+async def test_raised_reject_costs_its_class_penalty_and_delivers_nothing():
+    host = GatedHost()
+    host.gate.set()
+    with trio.fail_after(WAIT):
+        async with (
+            open_network(_config(1), host) as node,
+            open_network(_config(2), GossipHost(TEST_GENESIS)) as sender,
+        ):
+            await sender.swarm.connect(_tcp(node))
+            await trio.testing.wait_all_tasks_blocked()
+            assert sender.publish(Topic.VOTE, b"evil vote") == 1
+            assert sender.publish(Topic.VOTE, b"fine vote") == 1
+            await host.wait_delivered(Topic.VOTE, b"fine vote")
+            await trio.testing.wait_all_tasks_blocked()
+            assert node.swarm.score(sender.peer_id) == pytest.approx(-45, abs=0.01)
+            assert [d.message_id for d in host.delivered] == [
+                d.message_id for d in host.delivered if d.topic is Topic.VOTE
+            ]
+            assert not host.has(Topic.VOTE, b"evil vote")
+            stats = node.statistics().gossip
+            assert (stats.rejected, stats.delivered) == (1, 1)
+            # Publishing a message again is a no-op.
+            assert sender.publish(Topic.VOTE, b"fine vote") == 0
+
+
+async def test_a_flooding_peer_is_capped_at_its_share_of_the_validation_queue():
+    host = GatedHost()
+    config = _config(3, validation_workers=1, max_validations_per_peer=2)
+    with trio.fail_after(WAIT):
+        async with (
+            open_network(config, host) as node,
+            open_swarm(_swarm_config(4), GossipHost(TEST_GENESIS).get_status) as flooder,
+        ):
+            node_id = await flooder.connect(_tcp(node))
+            for n in range(5):
+                flooder.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx %d" % n))
+            await flooder.ping(node_id)
+            await trio.testing.wait_all_tasks_blocked()
+            stats = node.statistics()
+            assert (host.started, stats.validations_waiting) == (1, 2)
+            assert stats.validations_over_quota == 3
+            assert node.swarm.score(flooder.peer_id) == pytest.approx(-3, abs=0.01)
+
+            host.gate.set()
+            await host.wait_delivered(Topic.TRANSACTION, b"tx 1")
+            await trio.testing.wait_all_tasks_blocked()
+            assert [data for _, data, _ in host.validated] == [b"tx 0", b"tx 1"]
+            assert node.statistics().validations_waiting == 0
+            # Dropped messages are forgotten as ignored: nothing is blamed twice.
+            assert node.statistics().gossip.ignored == 3
+
+
+async def test_status_goes_to_new_peers_and_again_when_the_head_changes():
+    host = GossipHost(TEST_GENESIS)
+    with trio.fail_after(WAIT):
+        async with (
+            open_network(_config(5), host) as node,
+            open_swarm(_swarm_config(6), host.get_status) as peer,
+        ):
+            node_id = await peer.connect(_tcp(node))
+            statuses = []
+            async for event in peer.events:
+                if isinstance(event, InboundMessage) and isinstance(event.message, Status):
+                    statuses.append(event.message)
+                    if len(statuses) == 1:
+                        node.announce_status()  # unchanged: nothing is sent
+                        host.status = Status(
+                            head=sha256(b"new head"),
+                            head_height=1,
+                            head_slot=1,
+                            finalized=Checkpoint(epoch=0, block_id=TEST_GENESIS),
+                        )
+                        node.announce_status()
+                        node.announce_status()
+                        await peer.ping(node_id)
+                        await node.swarm.ping(peer.peer_id)
+                    else:
+                        break
+            assert [s.head_height for s in statuses] == [0, 1]
+            assert node.statistics().sends_dropped == 0
+
+
+@pytest.mark.filterwarnings("error::ResourceWarning")
+async def test_leaving_the_context_stops_every_task_and_socket():
+    before = _all_tasks()
+    with trio.fail_after(WAIT):
+        async with open_swarm(_swarm_config(7), GossipHost(TEST_GENESIS).get_status) as watcher:
+            async with open_network(_config(8), GossipHost(TEST_GENESIS)) as node:
+                await watcher.connect(_tcp(node))
+                node.publish(Topic.BLOCK, b"a block")
+                addresses = node.swarm.listen_addresses
+            event = None
+            async for event in watcher.events:
+                if isinstance(event, PeerDisconnected):
+                    break
+            assert event.reason is DisconnectReason.SHUTDOWN
+            for address in addresses:
+                with pytest.raises(OSError, match="connect"):
+                    await trio.open_tcp_stream("127.0.0.1", parse_address(address).port)
+            gc.collect()
+    assert _all_tasks() == before
+
+
+def _all_tasks():
+    tasks, stack = [], [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        tasks.append(task)
+        stack.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return len(tasks)
