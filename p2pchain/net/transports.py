@@ -15,7 +15,6 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import partial
 from typing import Final, Protocol
 
 import trio
@@ -26,6 +25,8 @@ from p2pchain.errors import ConfigError
 WS_MESSAGE_BYTES: Final = 65_536
 """Largest WebSocket message we send; coalesced writes are cut to this size."""
 WS_MAX_MESSAGE_BYTES: Final = 2 * WS_MESSAGE_BYTES
+WS_HANDSHAKE_TIMEOUT_S: Final = 10.0
+"""An inbound client must finish the HTTP upgrade within this time."""
 """Largest WebSocket message we accept (trio-websocket enforces it)."""
 RECEIVE_BYTES: Final = 65_536
 
@@ -207,26 +208,28 @@ async def serve_peer_streams(
         task_status.started(PeerAddress(scheme=address.scheme, host=address.host, port=port))
         await trio.serve_listeners(handler, listeners)
 
-    async def accept(request: trio_websocket.WebSocketRequest) -> None:
-        try:
-            connection = await request.accept()
-        except trio_websocket.ConnectionClosed:
-            return  # the client left during the upgrade
-        await handler(WebSocketStream(connection))
+    listeners = await trio.open_tcp_listeners(address.port, host=address.host)
+    port = listeners[0].socket.getsockname()[1]
+    task_status.started(PeerAddress(scheme=address.scheme, host=address.host, port=port))
 
-    serve = partial(
-        trio_websocket.serve_websocket,
-        accept,
-        address.host,
-        address.port,
-        None,
-        max_message_size=WS_MAX_MESSAGE_BYTES,
-    )
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve)
-        task_status.started(
-            PeerAddress(scheme=address.scheme, host=address.host, port=int(server.port))
-        )
+    async def serve_connection(stream: trio.SocketStream) -> None:
+        """One WebSocket client; whatever it sends, only this connection fails."""
+        try:
+            async with trio.open_nursery() as nursery:
+                request = None
+                with trio.move_on_after(WS_HANDSHAKE_TIMEOUT_S):
+                    request = await trio_websocket.wrap_server_stream(
+                        nursery, stream, max_message_size=WS_MAX_MESSAGE_BYTES
+                    )
+                if request is not None:
+                    await handler(WebSocketStream(await request.accept()))
+                nursery.cancel_scope.cancel()  # stops trio-websocket's reader task
+        except* (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
+            pass  # the client broke the connection or never spoke WebSocket
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    await trio.serve_listeners(serve_connection, listeners)
 
 
 class Transport(Protocol):

@@ -1,5 +1,8 @@
 """Text addresses and the WebSocket stream adapter."""
 
+import socket
+import struct
+
 import pytest
 import trio
 import trio_websocket
@@ -86,5 +89,29 @@ async def test_text_messages_break_a_binary_link():
         )
         with pytest.raises(trio.BrokenResourceError):
             await stream.receive_some()
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "junk", [b"not http at all\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n", b"\x00" * 64]
+)
+async def test_websocket_listener_survives_junk_and_resets(junk):
+    """A client that sends garbage and resets must cost only its own connection."""
+
+    async def echo(stream):
+        while data := await stream.receive_some():
+            await stream.send_all(data)
+
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(serve_peer_streams, parse_address("ws://127.0.0.1:0"), echo)
+        for _ in range(3):
+            raw = await trio.open_tcp_stream(bound.host, bound.port)
+            await raw.send_all(junk)
+            raw.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await raw.aclose()  # RST instead of FIN
+        stream = await open_peer_stream(nursery, bound)
+        await stream.send_all(b"still serving")
+        assert await stream.receive_some() == b"still serving"
         await stream.aclose()
         nursery.cancel_scope.cancel()
