@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.harness import Report
 
-BENCHMARKS = ("bench_ledger", "bench_transport", "bench_forkchoice")
+BENCHMARKS = ("bench_ledger", "bench_transport", "bench_forkchoice", "bench_node")
 
 
 def main() -> None:

@@ -164,3 +164,18 @@ class ConfigError(P2PChainError, ValueError):
 
 class InsufficientFunds(P2PChainError, ValueError):
     """The wallet's spendable outputs cannot cover the amount plus the fee."""
+
+
+class SubscriptionOverflow(P2PChainError):
+    """An event subscriber fell behind its buffer; events after `last_seq` were not delivered.
+
+    Resubscribe with ``since=last_seq`` to replay them from the node's bounded event history.
+    """
+
+    def __init__(self, last_seq: int, detail: str = "") -> None:
+        super().__init__(detail or f"subscriber fell behind after event {last_seq}")
+        self.last_seq = last_seq
+
+
+class EventHistoryExpired(SubscriptionOverflow):
+    """The events after `last_seq` are older than the node's event history: they are gone."""

@@ -31,7 +31,7 @@ from p2pchain.ledger.evidence import Evidence
 from p2pchain.ledger.tx import SlashPayload
 from p2pchain.ledger.types import BlockId, PublicKey
 from p2pchain.ledger.utxo import UtxoView
-from p2pchain.ledger.validation import connect_block
+from p2pchain.ledger.validation import SignatureCheck, connect_block
 from p2pchain.ledger.vote import Checkpoint, Vote
 
 __all__ = [
@@ -99,8 +99,17 @@ def pop_head_change(store: Store) -> HeadChange:
     return change
 
 
-def on_block(store: Store, block: Block, current_slot: int) -> None:
+def on_block(
+    store: Store,
+    block: Block,
+    current_slot: int,
+    *,
+    signatures_valid: SignatureCheck | None = None,
+) -> None:
     """Add a block, count the votes it carries and apply any slashing evidence in it.
+
+    `signatures_valid` checks the transactions' witnesses (default: verify each one); a node
+    passes a `SignatureCache` so that transactions it verified before are not verified again.
 
     Raises:
         InvalidBlock: `DUPLICATE_BLOCK`, `UNKNOWN_PARENT` and `FUTURE_SLOT` (the caller may
@@ -144,7 +153,7 @@ def on_block(store: Store, block: Block, current_slot: int) -> None:
             raise InvalidBlock(exc.reason, f"vote {index}: {exc.detail}") from exc
     move_view(store, parent.block_id)
     try:
-        undo = connect_block(store.view, block, params)
+        undo = connect_block(store.view, block, params, signatures_valid=signatures_valid)
     except InvalidBlock:
         move_view(store, store.head)
         raise

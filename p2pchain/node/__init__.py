@@ -1,1 +1,37 @@
-"""node."""
+"""The embeddable node: ``async with open_node(config) as node:`` (see docs/api.md)."""
+
+from p2pchain.node.config import NodeConfig as NodeConfig
+from p2pchain.node.config import NodeLimits as NodeLimits
+from p2pchain.node.events import Event as Event
+from p2pchain.node.events import EventKind as EventKind
+from p2pchain.node.events import HeadInfo as HeadInfo
+from p2pchain.node.events import PeerEvent as PeerEvent
+from p2pchain.node.events import ReorgInfo as ReorgInfo
+from p2pchain.node.events import Subscription as Subscription
+from p2pchain.node.events import TxInfo as TxInfo
+from p2pchain.node.events import TxStatus as TxStatus
+from p2pchain.node.mempool import MempoolLimits as MempoolLimits
+from p2pchain.node.node import Node as Node
+from p2pchain.node.node import NodeInfo as NodeInfo
+from p2pchain.node.node import NodeStatistics as NodeStatistics
+from p2pchain.node.node import SyncState as SyncState
+from p2pchain.node.node import open_node as open_node
+
+__all__ = [
+    "Event",
+    "EventKind",
+    "HeadInfo",
+    "MempoolLimits",
+    "Node",
+    "NodeConfig",
+    "NodeInfo",
+    "NodeLimits",
+    "NodeStatistics",
+    "PeerEvent",
+    "ReorgInfo",
+    "Subscription",
+    "SyncState",
+    "TxInfo",
+    "TxStatus",
+    "open_node",
+]

@@ -30,7 +30,12 @@ from p2pchain.ledger.tx import (
 )
 from p2pchain.ledger.types import AssetId, TxId
 from p2pchain.ledger.utxo import AssetInfo, UtxoView
-from p2pchain.ledger.validation import BlockContext, check_transaction, validate_transaction
+from p2pchain.ledger.validation import (
+    BlockContext,
+    SignatureCheck,
+    check_transaction,
+    validate_transaction,
+)
 from p2pchain.params import ChainParams
 
 
@@ -176,9 +181,18 @@ class Mempool:
     depends on, for the next block's context; `select_for_block` relies on that.
     """
 
-    def __init__(self, params: ChainParams, limits: MempoolLimits | None = None) -> None:
+    def __init__(
+        self,
+        params: ChainParams,
+        limits: MempoolLimits | None = None,
+        *,
+        signatures: SignatureCheck | None = None,
+    ) -> None:
+        """`signatures` verifies new transactions' witnesses (default: verify each time); a node
+        passes the `SignatureCache` it shares with block import."""
         self.params = params
         self.limits = limits or MempoolLimits()
+        self._signatures = signatures
         self._entries: dict[TxId, MempoolEntry] = {}
         self._links: dict[TxId, _Links] = {}
         self._spent_by: dict[OutPoint, TxId] = {}
@@ -316,7 +330,9 @@ class Mempool:
             pool_view,
             self.params,
             context,
-            signatures_valid=_signatures_already_checked if signatures_checked else None,
+            signatures_valid=_signatures_already_checked
+            if signatures_checked
+            else self._signatures,
         )
         minted = 0
         if isinstance(tx.payload, MintPayload):

@@ -36,10 +36,15 @@ from p2pchain.testing.strategies import valid_blocks as valid_blocks
 from p2pchain.testing.strategies import valid_transaction as valid_transaction
 from p2pchain.testing.strategies import view_state as view_state
 from p2pchain.testing.strategies import votes as votes
+from p2pchain.testing.testnet import TESTNET_PARAMS as TESTNET_PARAMS
+from p2pchain.testing.testnet import Testnet as Testnet
+from p2pchain.testing.testnet import testnet as testnet
 
 __all__ = [
     "FAST_PARAMS",
+    "TESTNET_PARAMS",
     "FundedChain",
+    "Testnet",
     "addresses",
     "asset_ids",
     "asset_infos",
@@ -61,6 +66,7 @@ __all__ = [
     "sign_vote",
     "signed_headers",
     "slashable_evidence",
+    "testnet",
     "transactions",
     "tx_inputs",
     "tx_outputs",

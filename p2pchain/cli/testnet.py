@@ -1,0 +1,179 @@
+"""``p2pchain testnet``: N validator nodes as separate OS processes on loopback, a live status
+table, optional demo payments; Ctrl-C stops every node cleanly; the same --dir resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from p2pchain.cli.config import NetworkFile, load_network, load_node, read_key
+from p2pchain.cli.network import init_network
+from p2pchain.cli.payments import send_demo_payments
+from p2pchain.cli.rpc_client import RpcError, connect_rpc
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.params import ChainParams
+
+STATUS_INTERVAL_S = 0.5
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class NodeStatus:
+    """What the table shows for one node; `error` when its RPC is not answering yet."""
+
+    rpc_url: str
+    height: int | None = None
+    finalized_epoch: int | None = None
+    peers: int | None = None
+    mempool: int | None = None
+    exit_code: int | None = None
+    error: str = "starting"
+
+
+@dataclass(frozen=True, slots=True)
+class TestnetResult:
+    """The last status of every node and how many demo payments the nodes accepted."""
+
+    statuses: list[NodeStatus]
+    payments: int
+
+
+def _table(statuses: list[NodeStatus], payments: int) -> Table:
+    table = Table(title=f"p2pchain testnet ({payments} demo payments sent; Ctrl-C stops)")
+    for column in ("node", "head height", "finalized epoch", "peers", "mempool"):
+        table.add_column(column, justify="right")
+    table.add_column("rpc", no_wrap=True)
+    table.add_column("state")
+    for index, status in enumerate(statuses):
+        state = f"exited {status.exit_code}" if status.exit_code is not None else status.error
+        table.add_row(
+            str(index),
+            _show(status.height),
+            _show(status.finalized_epoch),
+            _show(status.peers),
+            _show(status.mempool),
+            status.rpc_url,
+            state or "running",
+        )
+    return table
+
+
+def _show(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+async def _poll(status: NodeStatus) -> None:
+    while status.exit_code is None:
+        try:
+            async with connect_rpc(status.rpc_url) as rpc:
+                while status.exit_code is None:
+                    head = await rpc.call("chain_head")
+                    finalized = await rpc.call("chain_finalized")
+                    peers = await rpc.call("net_peers")
+                    mempool = await rpc.call("mempool_status")
+                    status.height = _field(head, "height")
+                    status.finalized_epoch = _field(finalized, "epoch")
+                    status.peers = len(peers) if isinstance(peers, list) else None
+                    status.mempool = _field(mempool, "size")
+                    status.error = ""
+                    await trio.sleep(STATUS_INTERVAL_S)
+        except (OSError, RpcError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            status.error = f"rpc: {type(exc).__name__}"
+        except Exception as exc:  # trio-websocket raises its own handshake/closed errors
+            status.error = f"rpc: {type(exc).__name__}"
+        await trio.sleep(STATUS_INTERVAL_S)
+
+
+def _field(value: object, name: str) -> int | None:
+    if isinstance(value, dict):
+        item = value.get(name)
+        return item if isinstance(item, int) else None
+    return None
+
+
+async def _run_process(
+    config: Path, log_level: str, status: NodeStatus, *, task_status: trio.TaskStatus[None]
+) -> None:
+    log = (config.parent / "node.log").open("ab")
+    command = [sys.executable, "-m", "p2pchain", "--log-level", log_level, "node"]
+    command += ["--config", str(config)]
+    with log:
+        process = await trio.lowlevel.open_process(command, stdout=log, stderr=subprocess.STDOUT)
+        task_status.started()
+        try:
+            status.exit_code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+                with trio.move_on_after(STOP_GRACE_S) as scope:
+                    scope.shield = True
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    with trio.CancelScope(shield=True):
+                        await process.wait()
+
+
+async def run_testnet(
+    root: Path,
+    *,
+    nodes: int,
+    params: ChainParams,
+    tx_rate: float,
+    duration: float | None,
+    log_level: str,
+    base_port: int,
+    rpc_port: int,
+    console: Console,
+) -> TestnetResult:
+    """Start (or resume) the network in `root`; return the last statuses when it stops."""
+    network, configs, statuses, wallets = _prepare(
+        root, nodes=nodes, params=params, base_port=base_port, rpc_port=rpc_port
+    )
+    sent = [0]
+    with Live(_table(statuses, 0), console=console, refresh_per_second=4) as live:
+        async with trio.open_nursery() as nursery:
+            for config, status in zip(configs, statuses, strict=True):
+                await nursery.start(_run_process, config, log_level, status)
+                nursery.start_soon(_poll, status)
+            if tx_rate > 0 and wallets:
+                nursery.start_soon(
+                    send_demo_payments,
+                    [s.rpc_url for s in statuses],
+                    wallets,
+                    network,
+                    tx_rate,
+                    sent,
+                )
+            with trio.move_on_after(math.inf if duration is None else duration):
+                while any(status.exit_code is None for status in statuses):
+                    live.update(_table(statuses, sent[0]))
+                    await trio.sleep(STATUS_INTERVAL_S)
+            live.update(_table(statuses, sent[0]))
+            nursery.cancel_scope.cancel()
+    return TestnetResult(statuses=statuses, payments=sent[0])
+
+
+def _prepare(
+    root: Path, *, nodes: int, params: ChainParams, base_port: int, rpc_port: int
+) -> tuple[NetworkFile, list[Path], list[NodeStatus], list[SecretKey]]:
+    """Create the network unless `root` holds one; read its configs and demo wallet keys."""
+    if not (root / "network.toml").exists():
+        init_network(
+            root, nodes=nodes, params=params, base_port=base_port, rpc_port=rpc_port, wallets=4
+        )
+    network = load_network(root / "network.toml")
+    configs = sorted(root.glob("node*/node.toml"))
+    statuses = [NodeStatus(rpc_url=f"ws://{load_node(config).rpc}") for config in configs]
+    wallets = [read_key(path) for path in sorted((root / "wallets").glob("*.key"))]
+    return network, configs, statuses, wallets

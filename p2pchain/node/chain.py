@@ -1,0 +1,754 @@
+"""The chain service: the pure fork-choice store, the chain database and the mempool in step.
+
+Every block, vote and piece of evidence enters through one of the `import_*` methods, which
+hold one lock while they run the pure handler and then write the outcome to the `ChainStore`:
+the canonical UTXO set follows the head (``revert_block`` / ``commit_block`` along
+`pop_head_change`), side blocks are stored with ``store_block``, checkpoints and latest votes
+with ``record_forkchoice``. Events and status changes are published only after the write
+returned, so nothing the node announced can be lost by a crash.
+
+Messages that arrive too early wait in bounded queues: blocks with an unknown parent or from a
+future slot, votes for an unknown head or from a future slot. They are retried when their parent
+arrives and at every slot tick.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import partial
+from typing import TypeVar
+
+import trio
+
+from p2pchain.consensus import (
+    SlashingDetector,
+    Store,
+    compute_slot_at_time,
+    get_forkchoice_store,
+    on_block,
+    on_evidence,
+    on_tick,
+    on_vote,
+    pop_head_change,
+)
+from p2pchain.consensus.store import BlockNode, is_ancestor
+from p2pchain.errors import InvalidBlock, InvalidTransaction, InvalidVote, Reason, StorageError
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.encoding import encode, encode_item
+from p2pchain.ledger.evidence import Evidence, evidence_key
+from p2pchain.ledger.genesis import GenesisConfig
+from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
+from p2pchain.ledger.types import AssetId, BlockId, TxId
+from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
+from p2pchain.ledger.validation import BlockContext, SignatureCache, validate_transaction
+from p2pchain.ledger.vote import Vote
+from p2pchain.node.config import NodeLimits
+from p2pchain.node.events import EventHub, EventKind, HeadInfo, ReorgInfo, TxInfo, TxStatus
+from p2pchain.node.mempool import Mempool, PoolChange
+from p2pchain.node.storage import BlockCommit, ChainStore
+from p2pchain.params import ChainParams
+
+_R = TypeVar("_R")
+_RETRY_VOTE = frozenset({Reason.UNKNOWN_VOTE_HEAD, Reason.FUTURE_VOTE})
+
+
+class Outcome(Enum):
+    """What an import did with a message that broke no rule."""
+
+    IMPORTED = "imported"
+    KNOWN = "known"
+    UNKNOWN_PARENT = "unknown-parent"
+    """A block waiting for its parent (bounded queue; retried when the parent arrives)."""
+    FUTURE_SLOT = "future-slot"
+    """A block waiting for its slot to start (bounded queue; retried at every tick)."""
+    QUEUED = "queued"
+    """A vote waiting for its head block or its slot."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainStatistics:
+    blocks_imported: int
+    blocks_invalid: int
+    votes_imported: int
+    blocks_waiting: int
+    votes_waiting: int
+    reorgs: int
+    signatures_offloaded: int
+    """Transaction signatures verified in a worker thread instead of on the event loop."""
+    signature_cache_hits: int
+
+
+def _trust_stored(tx: Transaction, txid: TxId) -> bool:
+    """Signature check for blocks replayed from our own database (verified before storing)."""
+    return True
+
+
+class ChainService:
+    """Fork choice, persistence, mempool, transaction index and chain events of one node."""
+
+    def __init__(
+        self,
+        *,
+        params: ChainParams,
+        genesis: GenesisConfig,
+        storage: ChainStore,
+        durable: bool,
+        offload: bool,
+        limits: NodeLimits,
+        events: EventHub,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self.params = params
+        self.genesis = genesis
+        self.storage = storage
+        self.limits = limits
+        self.events = events
+        self.now_ms = now_ms
+        self._offload = offload
+        self._write_in_thread = durable and offload
+        self._writer = trio.CapacityLimiter(1)
+        self.store: Store = get_forkchoice_store(params, genesis)
+        self.signatures = SignatureCache(params.chain_id)
+        self.mempool = Mempool(params, limits.mempool, signatures=self.signatures)
+        self.detector = SlashingDetector(params.chain_id)
+        self.lock = trio.Lock()
+        self._undo: dict[BlockId, UndoData] = {}
+        self._canonical: list[BlockId] = [self.store.genesis_id]
+        self._tx_index: dict[TxId, tuple[BlockId, int, int]] = {}
+        self._rejected: OrderedDict[TxId, Reason] = OrderedDict()
+        self._orphans: OrderedDict[BlockId, Block] = OrderedDict()
+        self._future: OrderedDict[BlockId, Block] = OrderedDict()
+        self._waiting_votes: deque[Vote] = deque(maxlen=limits.pending_votes)
+        self.vote_pool: OrderedDict[bytes, Vote] = OrderedDict()
+        self.evidence_pool: dict[bytes, Evidence] = {}
+        self.new_evidence: list[Evidence] = []
+        """Evidence found since the caller last took it (to gossip)."""
+        self._saved_justified = self.store.justified_checkpoint
+        self._saved_finalized = self.store.finalized_checkpoint
+        self._changed = trio.Event()
+        self._blocks_imported = 0
+        self._blocks_invalid = 0
+        self._votes_imported = 0
+        self._reorgs = 0
+        self._offloaded = 0
+        self._index_block(self.store.nodes[self.store.genesis_id].block)
+
+    # -- time ----------------------------------------------------------------------------------
+    def current_slot(self) -> int:
+        return compute_slot_at_time(self.params, self.genesis.genesis_time_ms, self.now_ms())
+
+    def next_context(self) -> BlockContext:
+        """Where a transaction submitted now would be included: the next block on the head."""
+        head = self.head_node()
+        return BlockContext(height=head.height + 1, slot=max(self.current_slot(), head.slot + 1))
+
+    # -- queries -------------------------------------------------------------------------------
+    def head_node(self) -> BlockNode:
+        return self.store.nodes[self.store.head]
+
+    def head_info(self) -> HeadInfo:
+        node = self.head_node()
+        return HeadInfo(block_id=node.block_id, height=node.height, slot=node.slot)
+
+    def head_view(self) -> UtxoView:
+        """The UTXO state at the head (the store's own view: read, never change)."""
+        return self.store.view
+
+    def finalized_height(self) -> int:
+        return self.store.nodes[self.store.finalized_checkpoint.block_id].height
+
+    def get_block(self, block_id: BlockId) -> Block | None:
+        """A block of the fork-choice tree or of the finalized chain (memory only: the database
+        connection belongs to the writer thread while the node runs)."""
+        node = self.store.nodes.get(block_id)
+        return None if node is None else node.block
+
+    def canonical_block(self, height: int) -> Block | None:
+        if not 0 <= height < len(self._canonical):
+            return None
+        return self.store.nodes[self._canonical[height]].block
+
+    def transaction(self, txid: TxId) -> TxInfo:
+        """The status of `txid`: on the canonical chain, in the pool, rejected, or unknown."""
+        location = self._tx_index.get(txid)
+        if location is not None:
+            block_id, height, position = location
+            block = self.store.nodes[block_id].block
+            final = height <= self.finalized_height()
+            return TxInfo(
+                txid=txid,
+                status=TxStatus.FINALIZED if final else TxStatus.INCLUDED,
+                tx=block.transactions[position],
+                block_id=block_id,
+                height=height,
+            )
+        entry = self.mempool.get(txid)
+        if entry is not None:
+            return TxInfo(txid=txid, status=TxStatus.PENDING, tx=entry.tx)
+        if self.mempool.is_orphan(txid):
+            return TxInfo(txid=txid, status=TxStatus.PENDING)
+        reason = self._rejected.get(txid)
+        if reason is not None:
+            return TxInfo(txid=txid, status=TxStatus.REJECTED, reason=reason)
+        return TxInfo(txid=txid, status=TxStatus.UNKNOWN)
+
+    async def wait_changed(self) -> None:
+        """Wait for the next change of the head, finality, the pool or a transaction status."""
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def statistics(self) -> ChainStatistics:
+        return ChainStatistics(
+            blocks_imported=self._blocks_imported,
+            blocks_invalid=self._blocks_invalid,
+            votes_imported=self._votes_imported,
+            blocks_waiting=len(self._orphans) + len(self._future),
+            votes_waiting=len(self._waiting_votes),
+            reorgs=self._reorgs,
+            signatures_offloaded=self._offloaded,
+            signature_cache_hits=self.signatures.hits,
+        )
+
+    # -- storage -------------------------------------------------------------------------------
+    async def _write(self, operations: Sequence[Callable[[], None]]) -> None:
+        """Run storage writes in order: in a worker thread for a durable store (its fsyncs must
+        not stall the loop), else inline (memory store, or simulations on a MockClock)."""
+        if not operations:
+            return
+
+        def run() -> None:
+            for operation in operations:
+                operation()
+
+        if self._write_in_thread:
+            await trio.to_thread.run_sync(run, limiter=self._writer)
+        else:
+            run()
+
+    async def run_storage(self, function: Callable[[], _R]) -> _R:
+        """Run one blocking storage call (slashing protection) the way `_write` does."""
+        if self._write_in_thread:
+            return await trio.to_thread.run_sync(function, limiter=self._writer)
+        return function()
+
+    def _commits(self, applied: Sequence[Block]) -> list[BlockCommit]:
+        """Commits for `applied` (oldest first) ending at the head view.
+
+        The asset records after a block are the records before the next block that touched
+        the asset (from its undo data), or the head's records for the last one.
+        """
+        view = self.store.view
+        after: dict[AssetId, AssetInfo | None] = {}
+        commits: list[BlockCommit] = []
+        for block in reversed(applied):
+            undo = self._undo[block.block_id]
+            touched = sorted({asset for tx_undo in undo.txs for asset, _ in tx_undo.assets})
+            records: list[AssetInfo] = []
+            for asset in touched:
+                info = after[asset] if asset in after else view.asset(asset)
+                if info is None:
+                    raise StorageError(f"asset {asset.hex()} vanished after its block")
+                records.append(info)
+            commits.append(BlockCommit(block=block, undo=undo, assets=tuple(records)))
+            before: dict[AssetId, AssetInfo | None] = {}
+            for tx_undo in undo.txs:
+                for asset, previous in tx_undo.assets:
+                    before.setdefault(asset, previous)
+            after.update(before)
+        commits.reverse()
+        return commits
+
+    def _storage_path(self) -> tuple[list[BlockId], list[Block]]:
+        """Blocks to revert (newest first) and to commit (oldest first) so that the stored
+        canonical chain ends at the store's head."""
+        store, storage = self.store, self.storage
+        target = store.head
+        reverts: list[BlockId] = []
+        current = storage.head
+        while current != storage.genesis and not (
+            current in store.nodes and is_ancestor(store, current, target)
+        ):
+            block = storage.get_block(current)
+            if block is None:
+                raise StorageError(f"stored head block {current.hex()} is missing")
+            reverts.append(current)
+            current = block.header.parent
+        path: list[Block] = []
+        node: BlockNode | None = store.nodes[target]
+        while node is not None and node.block_id != current:
+            path.append(node.block)
+            node = node.parent
+        path.reverse()
+        return reverts, path
+
+    async def _persist(self, side_blocks: Iterable[Block], votes: Iterable[Vote]) -> None:
+        reverts, path = self._storage_path()
+        storage = self.storage
+        operations: list[Callable[[], None]] = [partial(storage.revert_block, b) for b in reverts]
+        operations += [partial(storage.commit_block, commit) for commit in self._commits(path)]
+        on_chain = {block.block_id for block in path}
+        operations += [
+            partial(storage.store_block, block)
+            for block in side_blocks
+            if block.block_id not in on_chain
+        ]
+        justified = self.store.justified_checkpoint
+        finalized = self.store.finalized_checkpoint
+        latest = self._latest_of(votes)
+        if latest or justified != self._saved_justified or finalized != self._saved_finalized:
+            operations.append(
+                partial(
+                    storage.record_forkchoice,
+                    justified=justified if justified != self._saved_justified else None,
+                    finalized=finalized if finalized != self._saved_finalized else None,
+                    votes=latest,
+                )
+            )
+        await self._write(operations)
+        self._saved_justified, self._saved_finalized = justified, finalized
+
+    def _latest_of(self, votes: Iterable[Vote]) -> tuple[Vote, ...]:
+        """The votes that are now their validator's latest in the fork choice."""
+        latest: dict[bytes, Vote] = {}
+        for vote in votes:
+            counted = self.store.latest_votes.get(vote.validator)
+            if counted is not None and counted.data == encode_item(vote.data_rlp()):
+                latest[vote.validator] = vote
+        return tuple(latest.values())
+
+    # -- restart -------------------------------------------------------------------------------
+    def restore(self, slot: int) -> None:
+        """Rebuild the fork-choice store from the database (blocking; call before serving).
+
+        Blocks are replayed through `on_block` (witnesses trusted: they were verified before
+        they were stored), the finalized chain first, then every stored block above it, then
+        the latest votes, at the current `slot` (an argument: this may run in a worker thread,
+        where trio's clock cannot be read). The stored canonical chain is then moved to the
+        resulting head (a crash in the middle of a reorg leaves it on either branch).
+        """
+        stored = self.storage.load()
+        if stored.head == stored.genesis and len(stored.blocks) <= 1 and not stored.votes:
+            return
+        floor = stored.blocks[0].header.height if stored.blocks else 1
+        history: list[Block] = []
+        for height in range(1, floor):
+            block_id = self.storage.canonical_block_id(height)
+            block = None if block_id is None else self.storage.get_block(block_id)
+            if block is None:
+                raise StorageError(f"canonical block at height {height} is missing")
+            history.append(block)
+        for block in [*history, *stored.blocks]:
+            if block.block_id in self.store.nodes:
+                continue
+            on_tick(self.store, max(slot, block.header.slot))
+            try:
+                on_block(self.store, block, self.store.current_slot, signatures_valid=_trust_stored)
+            except InvalidBlock:
+                continue  # a side block that finality has ruled out meanwhile
+            self._undo[block.block_id] = self._undo_of(block.block_id)
+        for vote in stored.votes.values():
+            try:
+                on_vote(self.store, vote, self.store.current_slot)
+            except InvalidVote:
+                continue
+        pop_head_change(self.store)
+        reverts, path = self._storage_path()
+        for block_id in reverts:
+            self.storage.revert_block(block_id)
+        for commit in self._commits(path):
+            self.storage.commit_block(commit)
+        self._saved_justified = self.store.justified_checkpoint
+        self._saved_finalized = self.store.finalized_checkpoint
+        self.storage.record_forkchoice(
+            justified=self._saved_justified, finalized=self._saved_finalized
+        )
+        self._rebuild_indexes()
+        self._prune_undo()
+
+    def _undo_of(self, block_id: BlockId) -> UndoData:
+        undo = self.store.nodes[block_id].undo
+        if undo is None:
+            raise StorageError("the store dropped the undo data of a block it just imported")
+        return undo
+
+    def _rebuild_indexes(self) -> None:
+        node: BlockNode | None = self.head_node()
+        chain: list[Block] = []
+        while node is not None:
+            chain.append(node.block)
+            node = node.parent
+        chain.reverse()
+        self._canonical = []
+        self._tx_index = {}
+        for block in chain:
+            self._index_block(block)
+
+    def _index_block(self, block: Block) -> None:
+        height = block.header.height
+        del self._canonical[height:]
+        self._canonical.append(block.block_id)
+        for position, tx in enumerate(block.transactions):
+            self._tx_index[tx.txid] = (block.block_id, height, position)
+
+    def _unindex_block(self, block: Block) -> None:
+        del self._canonical[block.header.height :]
+        for tx in block.transactions:
+            location = self._tx_index.get(tx.txid)
+            if location is not None and location[0] == block.block_id:
+                del self._tx_index[tx.txid]
+
+    def _prune_undo(self) -> None:
+        for block_id in [b for b in self._undo if b not in self.store.tree]:
+            del self._undo[block_id]
+
+    # -- imports -------------------------------------------------------------------------------
+    def tick(self) -> int:
+        """Advance the store to the current slot; return it."""
+        slot = self.current_slot()
+        on_tick(self.store, slot)
+        return slot
+
+    async def import_block(self, block: Block) -> Outcome:
+        """Validate and import `block` (and the waiting blocks and votes it unlocks).
+
+        Raises:
+            InvalidBlock: the block breaks a rule (the store and database are unchanged).
+        """
+        if block.block_id in self.store.nodes:
+            return Outcome.KNOWN
+        async with self.lock:
+            return await self._import_block_locked(block)
+
+    async def _import_block_locked(self, block: Block) -> Outcome:
+        store = self.store
+        block_id = block.block_id
+        if block_id in store.nodes:
+            return Outcome.KNOWN
+        slot = self.tick()
+        if block.header.parent not in store.nodes:
+            self._hold(self._orphans, block, self.limits.pending_blocks)
+            return Outcome.UNKNOWN_PARENT
+        if block.header.slot > slot:
+            self._hold(self._future, block, self.limits.pending_blocks)
+            return Outcome.FUTURE_SLOT
+        if not await self._import_one(block, slot):
+            return Outcome.KNOWN
+        imported = [block, *await self._release_orphans(block_id, slot)]
+        votes = [vote for b in imported for vote in b.votes] + self._retry_votes(slot)
+        await self._after_change(imported, votes)
+        return Outcome.IMPORTED
+
+    async def _import_one(self, block: Block, slot: int) -> bool:
+        """`on_block` plus slashing detection; False for a duplicate.
+
+        Raises:
+            InvalidBlock: the block breaks a rule.
+        """
+        await self._verify_off_loop(block)
+        found = self.detector.observe_block(block)
+        try:
+            on_block(self.store, block, slot, signatures_valid=self.signatures)
+        except InvalidBlock as exc:
+            await self._take_evidence(found)
+            if exc.reason is Reason.DUPLICATE_BLOCK:
+                return False
+            self._blocks_invalid += 1
+            raise
+        self._blocks_imported += 1
+        self._undo[block.block_id] = self._undo_of(block.block_id)
+        await self._take_evidence(found)
+        return True
+
+    def _hold(self, queue: OrderedDict[BlockId, Block], block: Block, bound: int) -> None:
+        queue[block.block_id] = block
+        while len(queue) > bound:
+            queue.popitem(last=False)
+
+    async def _verify_off_loop(self, block: Block) -> None:
+        """Verify the witnesses of a block's new transactions in a worker thread, filling the
+        signature cache, when there are enough of them to be worth the hand-over."""
+        fresh = [
+            tx
+            for tx in block.transactions
+            if tx.inputs and tx.kind is not TxKind.REWARD and tx.txid not in self.mempool
+        ]
+        if not self._offload or len(fresh) < self.limits.offload_signatures:
+            return
+        cache = self.signatures
+
+        def verify_all() -> None:
+            for tx in fresh:
+                cache(tx, tx.txid)
+
+        await trio.to_thread.run_sync(verify_all)
+        self._offloaded += len(fresh)
+
+    async def _release_orphans(self, parent: BlockId, slot: int) -> list[Block]:
+        """Import the waiting blocks that `parent` (transitively) unlocks; return them."""
+        imported: list[Block] = []
+        ready = [parent]
+        while ready:
+            current = ready.pop()
+            children = [b for b in self._orphans.values() if b.header.parent == current]
+            for child in children:
+                del self._orphans[child.block_id]
+                if child.header.slot > slot:
+                    self._hold(self._future, child, self.limits.pending_blocks)
+                    continue
+                try:
+                    if not await self._import_one(child, slot):
+                        continue
+                except InvalidBlock:
+                    continue
+                imported.append(child)
+                ready.append(child.block_id)
+        return imported
+
+    async def on_slot(self) -> None:
+        """Slot tick: import the blocks whose slot has come, retry the waiting votes."""
+        async with self.lock:
+            slot = self.tick()
+            due = sorted(
+                (b for b in self._future.values() if b.header.slot <= slot),
+                key=lambda b: b.header.height,
+            )
+            imported: list[Block] = []
+            for block in due:
+                del self._future[block.block_id]
+                if block.header.parent not in self.store.nodes:
+                    self._hold(self._orphans, block, self.limits.pending_blocks)
+                    continue
+                try:
+                    if not await self._import_one(block, slot):
+                        continue
+                except InvalidBlock:
+                    continue
+                imported += [block, *await self._release_orphans(block.block_id, slot)]
+            votes = [vote for b in imported for vote in b.votes] + self._retry_votes(slot)
+            if imported or votes:
+                await self._after_change(imported, votes)
+
+    async def import_vote(self, vote: Vote) -> Outcome:
+        """Count a vote (or queue it when its head or slot is ahead of us).
+
+        Raises:
+            InvalidVote: the vote breaks a rule.
+        """
+        async with self.lock:
+            slot = self.tick()
+            found = self.detector.observe_vote(vote)
+            await self._take_evidence(found)
+            try:
+                on_vote(self.store, vote, slot)
+            except InvalidVote as exc:
+                if exc.reason in _RETRY_VOTE:
+                    self._waiting_votes.append(vote)
+                    return Outcome.QUEUED
+                raise
+            self._votes_imported += 1
+            self._pool_vote(vote)
+            await self._after_change([], [vote])
+            return Outcome.IMPORTED
+
+    def _pool_vote(self, vote: Vote) -> None:
+        self.vote_pool[encode(vote)] = vote
+        while len(self.vote_pool) > self.limits.vote_pool:
+            self.vote_pool.popitem(last=False)
+
+    def _retry_votes(self, slot: int) -> list[Vote]:
+        counted: list[Vote] = []
+        for _ in range(len(self._waiting_votes)):
+            vote = self._waiting_votes.popleft()
+            try:
+                on_vote(self.store, vote, slot)
+            except InvalidVote as exc:
+                if exc.reason in _RETRY_VOTE:
+                    self._waiting_votes.append(vote)
+                continue
+            self._votes_imported += 1
+            self._pool_vote(vote)
+            counted.append(vote)
+        return counted
+
+    async def import_evidence(self, evidence: Evidence) -> Outcome:
+        """Stop counting an equivocator's weight and keep the evidence for our next block.
+
+        Raises:
+            InvalidTransaction: `BAD_EVIDENCE`.
+        """
+        key = evidence_key(evidence)
+        if key in self.evidence_pool:
+            return Outcome.KNOWN
+        async with self.lock:
+            on_evidence(self.store, evidence)
+            self.evidence_pool[key] = evidence
+            await self._after_change([], [])
+            return Outcome.IMPORTED
+
+    async def _take_evidence(self, found: list[Evidence]) -> None:
+        for evidence in found:
+            key = evidence_key(evidence)
+            if key in self.evidence_pool:
+                continue
+            try:
+                on_evidence(self.store, evidence)
+            except InvalidTransaction:
+                continue
+            self.evidence_pool[key] = evidence
+            self.new_evidence.append(evidence)
+
+    # -- transactions --------------------------------------------------------------------------
+    def add_transaction(self, tx: Transaction, *, peer: str | None) -> PoolChange:
+        """Validate `tx` against the head plus the pool and keep it.
+
+        Raises:
+            InvalidTransaction: with the ledger's or the pool's reason (recorded as REJECTED
+                for a local submission).
+        """
+        try:
+            self._check_not_on_chain(tx)
+            change = self.mempool.add(
+                tx, self.head_view(), self.next_context(), now=trio.current_time(), peer=peer
+            )
+        except InvalidTransaction as exc:
+            if peer is None and exc.reason is not Reason.ALREADY_KNOWN:
+                self.reject(tx.txid, exc.reason)
+                self.publish_tx(tx.txid)
+                self._notify()
+            raise
+        self._rejected.pop(tx.txid, None)
+        self._publish_pool_change(change)
+        self._notify()
+        return change
+
+    def _check_not_on_chain(self, tx: Transaction) -> None:
+        """Refuse a transaction that is on the chain, or that spends an output the chain has
+        spent (its parent is on the chain): the pool would otherwise keep it as an orphan.
+
+        Raises:
+            InvalidTransaction: `ALREADY_KNOWN` or `CONFLICTING_SPEND`.
+        """
+        if tx.txid in self._tx_index:
+            raise InvalidTransaction(Reason.ALREADY_KNOWN, "on the chain")
+        view = self.head_view()
+        for index, tx_input in enumerate(tx.inputs):
+            outpoint = tx_input.outpoint
+            if (
+                view.get(outpoint) is None
+                and outpoint.txid in self._tx_index
+                and outpoint.txid not in self.mempool
+            ):
+                raise InvalidTransaction(Reason.CONFLICTING_SPEND, f"input {index} is spent")
+
+    def _reason_off_chain(self, tx: Transaction) -> Reason | None:
+        """Why a transaction of a dropped block is neither back in the pool nor on the chain."""
+        try:
+            self._check_not_on_chain(tx)
+            validate_transaction(
+                tx,
+                self.head_view(),
+                self.params,
+                self.next_context(),
+                signatures_valid=_trust_stored,
+            )
+        except InvalidTransaction as exc:
+            return exc.reason
+        return None
+
+    def reject(self, txid: TxId, reason: Reason) -> None:
+        self._rejected[txid] = reason
+        self._rejected.move_to_end(txid)
+        while len(self._rejected) > self.limits.rejected_history:
+            self._rejected.popitem(last=False)
+
+    def publish_tx(self, txid: TxId) -> None:
+        self.events.publish(EventKind.TX_STATUS, self.transaction(txid))
+
+    def _publish_pool_change(self, change: PoolChange) -> None:
+        for removal in change.removed:
+            self.reject(removal.txid, removal.reason)
+        for txid in (*change.accepted, *change.orphaned, *(r.txid for r in change.removed)):
+            self.publish_tx(txid)
+
+    # -- after every change of the store ------------------------------------------------------
+    async def _after_change(self, imported: list[Block], votes: list[Vote]) -> None:
+        """Persist, then update the pool and indexes, then publish events."""
+        old_finalized_height = self._finalized_height_indexed()
+        old_finalized = self._saved_finalized
+        change = pop_head_change(self.store)
+        await self._persist(imported, votes)
+        for block in change.undone:
+            self._unindex_block(block)
+        for block in change.applied:
+            self._index_block(block)
+        touched: dict[TxId, None] = {}
+        view, context = self.head_view(), self.next_context()
+        pool_changes: list[PoolChange] = []
+        for block in change.applied:
+            pool_changes.append(self.mempool.remove_included(block, view, context))
+            for tx in block.transactions:
+                if tx.kind is not TxKind.REWARD:
+                    touched[tx.txid] = None
+                if isinstance(tx.payload, SlashPayload):
+                    self.evidence_pool.pop(evidence_key(tx.payload.evidence), None)
+            for vote in block.votes:
+                self.vote_pool.pop(encode(vote), None)
+        if change.undone:
+            self._reorgs += 1
+            pool_changes.append(self.mempool.readd_after_reorg(change.undone, view, context))
+            for block in change.undone:
+                for tx in block.transactions:
+                    if tx.kind is TxKind.REWARD:
+                        continue
+                    touched[tx.txid] = None
+                    if tx.txid not in self._tx_index and tx.txid not in self.mempool:
+                        reason = self._reason_off_chain(tx)
+                        if reason is not None:
+                            self.reject(tx.txid, reason)
+        for pool_change in pool_changes:
+            for removal in pool_change.removed:
+                self.reject(removal.txid, removal.reason)
+                touched[removal.txid] = None
+            for txid in pool_change.accepted:
+                touched[txid] = None
+        if change.old_head != change.new_head:
+            if change.undone:
+                self.events.publish(
+                    EventKind.REORG,
+                    ReorgInfo(
+                        old_head=change.old_head,
+                        new_head=change.new_head,
+                        undone=tuple(b.block_id for b in change.undone),
+                        applied=tuple(b.block_id for b in change.applied),
+                    ),
+                )
+            self.events.publish(EventKind.NEW_HEAD, self.head_info())
+        finalized = self.store.finalized_checkpoint
+        if finalized != old_finalized:
+            self.events.publish(EventKind.FINALIZED, finalized)
+            for height in range(old_finalized_height + 1, self.finalized_height() + 1):
+                final_block = self.canonical_block(height)
+                if final_block is not None:
+                    for tx in final_block.transactions:
+                        if tx.kind is not TxKind.REWARD:
+                            touched[tx.txid] = None
+            self._prune_undo()
+            self._prune_votes()
+        for txid in touched:
+            self.publish_tx(txid)
+        self._notify()
+
+    def _finalized_height_indexed(self) -> int:
+        node = self.store.nodes.get(self._saved_finalized.block_id)
+        return 0 if node is None else node.height
+
+    def _prune_votes(self) -> None:
+        floor = self.store.finalized_checkpoint.epoch
+        for key in [k for k, vote in self.vote_pool.items() if vote.target.epoch < floor]:
+            del self.vote_pool[key]

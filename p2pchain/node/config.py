@@ -1,0 +1,92 @@
+"""Configuration of an embedded node: what it stores, where it listens, whom it signs for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from p2pchain.errors import ConfigError
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.genesis import GenesisConfig
+from p2pchain.net.swarm import DEFAULT_LISTEN
+from p2pchain.net.transports import Transport
+from p2pchain.node.mempool import MempoolLimits
+from p2pchain.params import ChainParams
+
+DATABASE_FILE: Final = "chain.sqlite"
+"""The chain database (blocks, UTXO set, fork choice, slashing protection) inside `data_dir`."""
+NODE_KEY_FILE: Final = "node.key"
+"""The node's network identity inside `data_dir` (32 secret bytes, created on first start)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeLimits:
+    """Node-local bounds on everything that peers or subscribers can make the node hold."""
+
+    mempool: MempoolLimits = field(default_factory=MempoolLimits)
+    target_outbound: int = 8
+    max_inbound: int = 32
+    subscriber_buffer: int = 256
+    """Default buffer of one subscription (events not yet read); overflow ends it."""
+    event_history: int = 4_096
+    """Events kept for resuming subscriptions with ``since=``."""
+    pending_blocks: int = 256
+    """Blocks from a future slot held until their slot starts; the oldest go first."""
+    pending_votes: int = 4_096
+    """Votes for an unknown head or a future slot held for a retry; the oldest go first."""
+    vote_pool: int = 4_096
+    """Valid votes kept for inclusion in our next block."""
+    rejected_history: int = 10_000
+    """Rejected transactions whose reason `get_transaction` still reports."""
+    offload_signatures: int = 8
+    """A block with at least this many unverified transaction signatures has them checked in
+    a worker thread (fewer are cheaper to check inline than to hand over)."""
+
+    def __post_init__(self) -> None:
+        values = (
+            self.subscriber_buffer,
+            self.event_history,
+            self.pending_blocks,
+            self.pending_votes,
+            self.vote_pool,
+            self.rejected_history,
+            self.offload_signatures,
+        )
+        if min(values) < 1 or self.target_outbound < 0 or self.max_inbound < 0:
+            raise ConfigError("node limits must be positive")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """Everything `open_node` needs. Only `genesis` is required."""
+
+    genesis: GenesisConfig
+    params: ChainParams = field(default_factory=ChainParams)
+    data_dir: Path | None = None
+    """Where the chain database and node key live; None keeps everything in memory."""
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    bootnodes: tuple[str, ...] = ()
+    node_key: SecretKey | None = None
+    """Network identity; None = the one saved in `data_dir`, or a fresh one."""
+    validator_key: SecretKey | None = None
+    """Proposes and votes with this key when set."""
+    rpc_listen: str | None = None
+    metrics_listen: str | None = None
+    limits: NodeLimits = field(default_factory=NodeLimits)
+    transport: Transport | None = None
+    """How peers are reached; None = TCP and WebSocket (tests pass a simulated network's)."""
+    clock_offset_ms: int | None = None
+    """Unix time in ms = ``trio.current_time() * 1000 + clock_offset_ms``. None = read the
+    wall clock once at startup. Simulations fix it so that slots follow trio's MockClock."""
+    network_seed: int | None = None
+    """Seed of the gossip router's peer choices; None draws one (simulations fix it)."""
+    offload_blocking: bool = True
+    """Run database writes and large signature batches in worker threads. Simulations under
+    trio's MockClock turn it off: its autojump advances virtual time while a thread works."""
+
+    def __post_init__(self) -> None:
+        if self.genesis.chain_id != self.params.chain_id:
+            raise ConfigError(
+                f"genesis chain id {self.genesis.chain_id} != params {self.params.chain_id}"
+            )

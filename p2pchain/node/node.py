@@ -1,0 +1,605 @@
+"""`open_node`: a running node — chain, storage, mempool, network, validator duties, events.
+
+``async with open_node(config) as node:`` restores the chain from `config.data_dir` (or starts
+in memory), opens the network service, and runs the slot clock and the validator duties until
+the block exits. All queries are synchronous reads of in-memory state; the actions that wait
+are `submit_transaction`, `wait_for_status` and reading a subscription.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from p2pchain._version import __version__
+from p2pchain.errors import (
+    DecodeError,
+    GossipIgnore,
+    GossipReject,
+    InvalidBlock,
+    InvalidTransaction,
+    InvalidVote,
+    Reason,
+    SlashingProtectionError,
+    StorageError,
+)
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.encoding import decode, encode, encode_item
+from p2pchain.ledger.evidence import decode_evidence
+from p2pchain.ledger.genesis import genesis_block
+from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
+from p2pchain.ledger.types import Address, AssetId, BlockId, PublicKey, TxId
+from p2pchain.ledger.utxo import AssetInfo
+from p2pchain.ledger.vote import Checkpoint, Vote
+from p2pchain.net.service import (
+    ImportResult,
+    NetworkConfig,
+    NetworkService,
+    NetworkStatistics,
+    open_network,
+)
+from p2pchain.net.swarm import PeerInfo, SwarmConfig
+from p2pchain.net.transports import SocketTransport
+from p2pchain.node.chain import ChainService, ChainStatistics, Outcome
+from p2pchain.node.config import DATABASE_FILE, NODE_KEY_FILE, NodeConfig
+from p2pchain.node.duties import ValidatorDuties
+from p2pchain.node.events import (
+    EventHub,
+    EventKind,
+    HeadInfo,
+    PeerEvent,
+    Subscription,
+    TxInfo,
+    TxStatus,
+)
+from p2pchain.node.mempool import MempoolStatistics
+from p2pchain.node.protection import (
+    MemorySlashingProtection,
+    SlashingProtection,
+    SqliteSlashingProtection,
+)
+from p2pchain.node.storage import ChainStore, MemoryChainStore, SqliteChainStore
+from p2pchain.params import ChainParams
+from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.gossip import Verdict
+from p2pchain.protocol.messages import Status, Topic
+
+PEER_POLL_INTERVAL: Final = 1.0
+"""Seconds between two looks at the peer set for PEER events."""
+
+_IGNORED_TX = frozenset(
+    {
+        Reason.ALREADY_KNOWN,
+        Reason.MEMPOOL_CONFLICT,
+        Reason.MEMPOOL_FULL,
+        Reason.FEE_TOO_LOW,
+        Reason.PEER_LIMIT,
+        Reason.MISSING_INPUT,
+        Reason.IMMATURE,
+        Reason.LOCKED,
+        Reason.CONFLICTING_SPEND,
+        Reason.CAP_EXCEEDED,
+        Reason.VALUE_OVERFLOW,
+        Reason.UNKNOWN_ASSET,
+        Reason.BAD_UNBOND,
+    }
+)
+"""Transaction failures that depend on our view (a reorg or a race), so nobody is blamed."""
+_IGNORED_BLOCK = frozenset({Reason.CONFLICTS_WITH_FINALIZED, Reason.DUPLICATE_BLOCK})
+_IGNORED_VOTE = frozenset(
+    {
+        Reason.STALE_VOTE,
+        Reason.CONFLICTS_WITH_FINALIZED,
+        Reason.UNKNOWN_VOTE_HEAD,
+        Reason.FUTURE_VOTE,
+        Reason.SLASHED_VALIDATOR,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeInfo:
+    node_id: bytes
+    chain_id: int
+    genesis: BlockId
+    listen_addresses: tuple[str, ...]
+    rpc_url: str | None
+    validator: PublicKey | None
+    version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncState:
+    syncing: bool
+    head_height: int
+    target_height: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeStatistics:
+    chain: ChainStatistics
+    mempool: MempoolStatistics
+    network: NetworkStatistics
+    blocks_proposed: int
+    votes_cast: int
+    signatures_refused: int
+    """Blocks or votes the slashing-protection record refused to let us sign."""
+    events_published: int
+    subscribers: int
+    subscription_overflows: int
+
+
+_NodePredicate = Callable[["Node"], bool]
+
+
+class Node:
+    """A running node. Create with `open_node`; every query reads in-memory state."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        chain: ChainService,
+        events: EventHub,
+        node_key: SecretKey,
+        clock_offset_ms: int,
+    ) -> None:
+        self.config = config
+        self._clock_offset_ms = clock_offset_ms
+        self.params: ChainParams = config.params
+        self._chain = chain
+        self._events = events
+        self._node_key = node_key
+        self._network: NetworkService | None = None
+        self._duties: ValidatorDuties | None = None
+        self._rpc_url: str | None = None
+        self._peers_seen: dict[PeerId, str] = {}
+
+    # -- identity ------------------------------------------------------------------------------
+    @property
+    def info(self) -> NodeInfo:
+        network = self._network
+        validator = self.config.validator_key
+        return NodeInfo(
+            node_id=self._node_key.public_key,
+            chain_id=self.params.chain_id,
+            genesis=self._chain.store.genesis_id,
+            listen_addresses=() if network is None else network.swarm.listen_addresses,
+            rpc_url=self._rpc_url,
+            validator=None if validator is None else validator.public_key,
+            version=__version__,
+        )
+
+    def set_rpc_url(self, url: str | None) -> None:
+        """Record where the JSON-RPC server of this node listens (reported in `info`)."""
+        self._rpc_url = url
+
+    @property
+    def network(self) -> NetworkService:
+        """The network service (peers, gossip, sync) this node runs on."""
+        if self._network is None:
+            raise RuntimeError("the node is not running")
+        return self._network
+
+    # -- chain queries -------------------------------------------------------------------------
+    def head(self) -> HeadInfo:
+        return self._chain.head_info()
+
+    def finalized(self) -> Checkpoint:
+        return self._chain.store.finalized_checkpoint
+
+    def justified(self) -> Checkpoint:
+        return self._chain.store.justified_checkpoint
+
+    def get_block(self, block_id: bytes) -> Block | None:
+        return self._chain.get_block(BlockId(bytes(block_id)))
+
+    def get_block_at_height(self, height: int) -> Block | None:
+        """The canonical block at `height`, or None above the head."""
+        return self._chain.canonical_block(height)
+
+    def get_transaction(self, txid: bytes) -> TxInfo:
+        """Status of a transaction; UNKNOWN if this node never saw it (or forgot a rejection)."""
+        return self._chain.transaction(TxId(bytes(txid)))
+
+    def utxos(self, address: bytes) -> list[tuple[OutPoint, TxOutput]]:
+        """Unspent outputs of `address` at the head, in outpoint order."""
+        return self._chain.head_view().utxos_of(Address(bytes(address)))
+
+    def balance(self, address: bytes, asset: bytes | None = None) -> int:
+        """Total of `asset` (default: the native coin) held by `address` at the head, locked
+        outputs included."""
+        asset_id = self.params.native_asset if asset is None else asset
+        return self._chain.head_view().balance(Address(bytes(address)), AssetId(asset_id))
+
+    def balances(self, address: bytes) -> dict[AssetId, int]:
+        return self._chain.head_view().balances(Address(bytes(address)))
+
+    def asset(self, asset: bytes) -> AssetInfo | None:
+        return self._chain.head_view().asset(AssetId(bytes(asset)))
+
+    def peers(self) -> tuple[PeerInfo, ...]:
+        return () if self._network is None else self._network.swarm.peers()
+
+    def sync_state(self) -> SyncState:
+        head = self._chain.head_node().height
+        if self._network is None:
+            return SyncState(syncing=False, head_height=head, target_height=head)
+        target = max(head, self._network.statistics().sync.target_height)
+        return SyncState(
+            syncing=self._network.is_syncing and target > head,
+            head_height=head,
+            target_height=target,
+        )
+
+    def mempool_size(self) -> int:
+        return len(self._chain.mempool)
+
+    def statistics(self) -> NodeStatistics:
+        duties = self._duties
+        return NodeStatistics(
+            chain=self._chain.statistics(),
+            mempool=self._chain.mempool.statistics(),
+            network=self.network.statistics(),
+            blocks_proposed=0 if duties is None else duties.counts.proposed,
+            votes_cast=0 if duties is None else duties.counts.voted,
+            signatures_refused=0 if duties is None else duties.counts.refused,
+            events_published=self._events.published,
+            subscribers=self._events.subscriber_count,
+            subscription_overflows=self._events.overflows,
+        )
+
+    # -- actions -------------------------------------------------------------------------------
+    async def submit_transaction(self, tx: Transaction) -> TxId:
+        """Validate `tx` against the head plus the pool, keep it, gossip it once.
+
+        Submitting a transaction that is already pending or on the chain again returns its id.
+
+        Raises:
+            InvalidTransaction: with the reason code; the status is recorded as REJECTED.
+        """
+        chain = self._chain
+        txid = tx.txid
+        if chain.transaction(txid).status in (
+            TxStatus.PENDING,
+            TxStatus.INCLUDED,
+            TxStatus.FINALIZED,
+        ):
+            return txid
+        view = chain.head_view()
+        for index, tx_input in enumerate(tx.inputs):
+            outpoint = tx_input.outpoint
+            if view.get(outpoint) is None and outpoint.txid not in chain.mempool:
+                error = InvalidTransaction(Reason.MISSING_INPUT, f"input {index}")
+                chain.reject(txid, error.reason)
+                chain.publish_tx(txid)
+                raise error
+        chain.add_transaction(tx, peer=None)
+        self._gossip_pool()
+        await trio.lowlevel.checkpoint()
+        return txid
+
+    async def wait_for_status(self, txid: bytes, status: TxStatus) -> TxInfo:
+        """Wait until the transaction reaches `status` (FINALIZED also satisfies INCLUDED).
+
+        Raises:
+            InvalidTransaction: it was rejected while waiting for another status.
+        """
+        key = TxId(bytes(txid))
+        while True:
+            info = self._chain.transaction(key)
+            if info.status is status or (
+                status is TxStatus.INCLUDED and info.status is TxStatus.FINALIZED
+            ):
+                return info
+            if info.status is TxStatus.REJECTED and info.reason is not None:
+                raise InvalidTransaction(info.reason, "rejected while waiting")
+            await self._chain.wait_changed()
+
+    async def wait_for(self, predicate: _NodePredicate) -> None:
+        """Wait until `predicate(node)` is true; it is re-checked after every chain change."""
+        while not predicate(self):
+            await self._chain.wait_changed()
+
+    async def wait_changed(self) -> None:
+        """Wait for the next change of the head, finality, the mempool or a transaction status."""
+        await self._chain.wait_changed()
+
+    def subscribe(
+        self,
+        kinds: Iterable[EventKind] | None = None,
+        *,
+        since: int | None = None,
+        buffer: int | None = None,
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """Events of `kinds` (all when None) from now on, or after sequence number `since`.
+
+        The buffer holds `buffer` (default `NodeLimits.subscriber_buffer`) unread events; when
+        it is full the subscription ends with `SubscriptionOverflow` after the buffered ones.
+
+        Raises:
+            EventHistoryExpired: (on entering) `since` is older than the event history.
+        """
+        size = self.config.limits.subscriber_buffer if buffer is None else buffer
+        return self._events.subscribe(kinds, since=since, buffer=size)
+
+    # -- network host ----------------------------------------------------------------------------
+    def get_status(self) -> Status:
+        head = self._chain.head_node()
+        return Status(
+            head=head.block_id,
+            head_height=head.height,
+            head_slot=head.slot,
+            finalized=self._chain.store.finalized_checkpoint,
+        )
+
+    def block_at_height(self, height: int) -> Block | None:
+        return self._chain.canonical_block(height)
+
+    async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict:
+        """Gossip validation: a valid message is also imported here, before it is relayed."""
+        try:
+            if topic is Topic.TRANSACTION:
+                return self._validate_transaction(Transaction.from_bytes(data), from_peer)
+            if topic is Topic.BLOCK:
+                return await self._validate_block(decode(Block, data))
+            if topic is Topic.VOTE:
+                return await self._validate_vote(decode(Vote, data))
+            await self._chain.import_evidence(decode_evidence(data))
+        except DecodeError as exc:
+            raise GossipReject(Reason.MALFORMED, str(exc)) from exc
+        except InvalidTransaction as exc:
+            raise GossipReject(exc.reason, exc.detail) from exc
+        finally:
+            self._after_import()
+        return Verdict.ACCEPT
+
+    def _validate_transaction(self, tx: Transaction, from_peer: PeerId) -> Verdict:
+        try:
+            change = self._chain.add_transaction(tx, peer=from_peer.hex())
+        except InvalidTransaction as exc:
+            if exc.reason in _IGNORED_TX:
+                raise GossipIgnore(exc.reason, exc.detail) from exc
+            raise GossipReject(exc.reason, exc.detail) from exc
+        if tx.txid not in change.accepted:
+            raise GossipIgnore(Reason.MISSING_INPUT, "kept as an orphan")
+        self._chain.mempool.mark_gossiped(tx.txid)
+        return Verdict.ACCEPT
+
+    async def _validate_block(self, block: Block) -> Verdict:
+        try:
+            outcome = await self._chain.import_block(block)
+        except InvalidBlock as exc:
+            if exc.reason in _IGNORED_BLOCK:
+                raise GossipIgnore(exc.reason, exc.detail) from exc
+            raise GossipReject(exc.reason, exc.detail) from exc
+        if outcome is Outcome.IMPORTED:
+            return Verdict.ACCEPT
+        if outcome is Outcome.UNKNOWN_PARENT:
+            raise GossipIgnore(Reason.UNKNOWN_PARENT)
+        if outcome is Outcome.FUTURE_SLOT:
+            raise GossipIgnore(Reason.FUTURE_SLOT)
+        raise GossipIgnore(Reason.DUPLICATE_BLOCK)
+
+    async def _validate_vote(self, vote: Vote) -> Verdict:
+        try:
+            outcome = await self._chain.import_vote(vote)
+        except InvalidVote as exc:
+            if exc.reason in _IGNORED_VOTE:
+                raise GossipIgnore(exc.reason, exc.detail) from exc
+            raise GossipReject(exc.reason, exc.detail) from exc
+        if outcome is not Outcome.IMPORTED:
+            raise GossipIgnore(Reason.UNKNOWN_VOTE_HEAD)
+        return Verdict.ACCEPT
+
+    async def deliver(self, topic: Topic, data: bytes) -> None:
+        """Accepted gossip was already imported by `validate`; nothing is left to do."""
+        await trio.lowlevel.checkpoint()
+
+    async def import_blocks(self, blocks: tuple[Block, ...], from_peer: PeerId) -> ImportResult:
+        """Blocks from sync: import in order; report which are in the tree and which broke a
+        rule (blocks from a future slot wait in our queue and count as accepted)."""
+        accepted: set[BlockId] = set()
+        invalid: set[BlockId] = set()
+        for block in blocks:
+            try:
+                outcome = await self._chain.import_block(block)
+            except InvalidBlock as exc:
+                if exc.reason is not Reason.CONFLICTS_WITH_FINALIZED:
+                    invalid.add(block.block_id)
+                continue
+            if outcome is not Outcome.UNKNOWN_PARENT:
+                accepted.add(block.block_id)
+        self._after_import()
+        return ImportResult(accepted=frozenset(accepted), invalid=frozenset(invalid))
+
+    def _after_import(self) -> None:
+        """Gossip what the last import produced: new evidence and pool transactions."""
+        network = self._network
+        if network is None:
+            return
+        chain = self._chain
+        evidence, chain.new_evidence = chain.new_evidence, []
+        for found in evidence:
+            network.publish(Topic.EVIDENCE, encode_item(found.to_rlp()))
+        self._gossip_pool()
+
+    def _gossip_pool(self) -> None:
+        """Announce each pool transaction once (again after a reorg brought it back)."""
+        network = self._network
+        if network is None:
+            return
+        mempool = self._chain.mempool
+        for txid in mempool.not_gossiped():
+            entry = mempool.get(txid)
+            if entry is not None and mempool.mark_gossiped(txid):
+                network.publish(Topic.TRANSACTION, entry.tx.encoded)
+
+    # -- tasks ---------------------------------------------------------------------------------
+    async def _publish_block(self, block: Block) -> None:
+        network = self.network
+        network.publish(Topic.BLOCK, encode(block))
+        network.announce_status()
+        self._after_import()
+        await trio.lowlevel.checkpoint()
+
+    async def _publish_vote(self, vote: Vote) -> None:
+        self.network.publish(Topic.VOTE, encode(vote))
+        self._after_import()
+        await trio.lowlevel.checkpoint()
+
+    def _slot_time(self, slot: int, fraction: float = 0.0) -> float:
+        """The trio time at which `slot` (plus `fraction` of a slot) starts."""
+        start_ms = self.config.genesis.genesis_time_ms + (slot + fraction) * self.params.slot_ms
+        return (start_ms - self._clock_offset_ms) / 1000
+
+    async def _run_clock(self) -> None:
+        """Each slot: release waiting blocks and votes, propose at its start, vote half-way."""
+        chain = self._chain
+        last = -1
+        while True:
+            slot = max(chain.current_slot(), last + 1)
+            last = slot
+            await chain.on_slot()
+            network = self.network
+            network.announce_status()
+            duties = self._duties
+            if duties is not None and slot > 0:
+                with contextlib.suppress(SlashingProtectionError):  # counted; never sign around
+                    await duties.propose(slot)
+                await trio.sleep_until(self._slot_time(slot, 0.5))
+                if duties.is_vote_slot(slot):
+                    with contextlib.suppress(SlashingProtectionError):
+                        await duties.vote(slot)
+            self._after_import()
+            await trio.sleep_until(self._slot_time(slot + 1))
+
+    async def _run_peer_watch(self) -> None:
+        while True:
+            current = {info.peer_id: info.address for info in self.network.swarm.peers()}
+            for peer_id, address in current.items():
+                if peer_id not in self._peers_seen:
+                    self._events.publish(
+                        EventKind.PEER,
+                        PeerEvent(peer_id=peer_id, address=address, connected=True),
+                    )
+            for peer_id, address in self._peers_seen.items():
+                if peer_id not in current:
+                    self._events.publish(
+                        EventKind.PEER,
+                        PeerEvent(peer_id=peer_id, address=address, connected=False),
+                    )
+            self._peers_seen = current
+            await trio.sleep(PEER_POLL_INTERVAL)
+
+
+def _load_node_key(config: NodeConfig, storage_dir: Path | None) -> SecretKey:
+    """The configured key, else the one saved in the data directory, else a new one (saved)."""
+    if config.node_key is not None:
+        return config.node_key
+    if storage_dir is None:
+        return SecretKey.from_entropy(os.urandom(32))
+    path = storage_dir / NODE_KEY_FILE
+    if path.exists():
+        try:
+            return SecretKey(path.read_bytes())
+        except ValueError as exc:
+            raise StorageError(f"{path} does not hold a node key") from exc
+    key = SecretKey.from_entropy(os.urandom(32))
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(key.secret)
+    os.chmod(temporary, 0o600)
+    temporary.replace(path)
+    return key
+
+
+@asynccontextmanager
+async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
+    """Start a node; leaving the block stops its tasks, says goodbye to peers, closes storage.
+
+    On an existing `data_dir` the chain is rebuilt from the database first (no download).
+
+    Raises:
+        StorageError: the data directory belongs to another chain or is corrupt.
+        ConfigError: an inconsistent configuration (for example an unreachable address).
+    """
+    params = config.params
+    genesis = genesis_block(config.genesis, params)
+    offset = config.clock_offset_ms
+    if offset is None:
+        offset = round(time.time() * 1000 - trio.current_time() * 1000)
+    events = EventHub(config.limits.event_history)
+    async with AsyncExitStack() as stack:
+        storage: ChainStore
+        protection: SlashingProtection
+        data_dir = config.data_dir
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            database = data_dir / DATABASE_FILE
+            sqlite_store = SqliteChainStore(database, chain_id=params.chain_id, genesis=genesis)
+            stack.callback(sqlite_store.close)
+            sqlite_protection = SqliteSlashingProtection(database)
+            stack.callback(sqlite_protection.close)
+            storage, protection = sqlite_store, sqlite_protection
+        else:
+            storage = MemoryChainStore(chain_id=params.chain_id, genesis=genesis)
+            protection = MemorySlashingProtection()
+        node_key = _load_node_key(config, data_dir)
+        clock_offset = offset
+
+        def now_ms() -> int:
+            return round(trio.current_time() * 1000) + clock_offset
+
+        chain = ChainService(
+            params=params,
+            genesis=config.genesis,
+            storage=storage,
+            durable=data_dir is not None,
+            offload=config.offload_blocking,
+            limits=config.limits,
+            events=events,
+            now_ms=now_ms,
+        )
+        if data_dir is not None and config.offload_blocking:
+            await trio.to_thread.run_sync(chain.restore, chain.current_slot())
+        else:
+            chain.restore(chain.current_slot())
+        node = Node(config, chain, events, node_key, clock_offset)
+        swarm = SwarmConfig(
+            identity=node_key,
+            chain_id=params.chain_id,
+            genesis=genesis.block_id,
+            listen=config.listen,
+            bootnodes=config.bootnodes,
+            target_outbound=config.limits.target_outbound,
+            max_inbound=config.limits.max_inbound,
+            transport=config.transport or SocketTransport(),
+        )
+        network = await stack.enter_async_context(
+            open_network(NetworkConfig(swarm=swarm, seed=config.network_seed), node)
+        )
+        node._network = network
+        if config.validator_key is not None:
+            node._duties = ValidatorDuties(
+                chain,
+                config.validator_key,
+                protection,
+                publish_block=node._publish_block,
+                publish_vote=node._publish_vote,
+            )
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        nursery.start_soon(node._run_clock)
+        nursery.start_soon(node._run_peer_watch)
+        try:
+            yield node
+        finally:
+            nursery.cancel_scope.cancel()
+            events.close()

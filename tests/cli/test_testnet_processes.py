@@ -1,0 +1,64 @@
+"""`p2pchain testnet` end to end: separate node processes on loopback make blocks, accept the
+demo payments and agree on the chain; a second run on the same directory resumes it."""
+
+import io
+import socket
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from p2pchain.cli.testnet import run_testnet
+from p2pchain.params import ChainParams
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _free_port_block(size: int) -> int:
+    """A base port with `size` consecutive ports free right now (best effort)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size >= 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + size):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return base
+    raise RuntimeError("no free port block")
+
+
+async def test_testnet_processes_make_and_agree_on_blocks(tmp_path: Path) -> None:
+    base = _free_port_block(10)
+    params = ChainParams(slot_ms=500, slots_per_epoch=4)
+    kwargs = dict(
+        nodes=3,
+        params=params,
+        tx_rate=4.0,
+        log_level="info",
+        base_port=base,
+        rpc_port=base + 7,
+        console=Console(file=io.StringIO()),
+    )
+    result = await run_testnet(tmp_path, duration=12.0, **kwargs)
+    first = result.statuses
+    assert result.payments >= 5
+    heights = [status.height for status in first]
+    assert all(h is not None and h >= 5 for h in heights), [s.__dict__ for s in first]
+    assert max(heights) - min(heights) <= 2  # type: ignore[operator]
+    assert all(status.peers == 2 for status in first)
+    assert all(status.exit_code is None for status in first)  # still running when stopped
+    second = (await run_testnet(tmp_path, duration=8.0, **kwargs)).statuses
+    assert all(
+        s2.height is not None and s1.height is not None and s2.height > s1.height
+        for s1, s2 in zip(first, second, strict=True)
+    )

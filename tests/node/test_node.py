@@ -1,0 +1,280 @@
+"""One node on its own (a single validator, so it finalizes alone), in virtual time."""
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+from node_kill_worker import PARAMS, node_config
+
+from p2pchain import EventKind, NodeConfig, NodeLimits, TxStatus, open_node
+from p2pchain.consensus import build_block, get_forkchoice_store, on_tick
+from p2pchain.errors import (
+    EventHistoryExpired,
+    InvalidTransaction,
+    Reason,
+    SlashingProtectionError,
+    SubscriptionOverflow,
+)
+from p2pchain.ledger import validation
+from p2pchain.ledger.genesis import genesis_state
+from p2pchain.ledger.tx import OutPoint, TxInput
+from p2pchain.ledger.types import TxId
+from p2pchain.ledger.validation import BlockContext, connect_block
+from p2pchain.ledger.wallet import Wallet
+from p2pchain.node.events import HeadInfo, TxInfo
+from p2pchain.params import COIN
+from p2pchain.protocol.connection import PeerId
+from p2pchain.testing.simnet import SimulatedNetwork
+from p2pchain.testing.testnet import TESTNET_PARAMS, derive_key, make_testnet_genesis, testnet
+
+LIMIT_S = 600.0
+"""Virtual seconds any wait may take before the test fails instead of hanging."""
+
+
+def _solo(seed=0, **kwargs):
+    return testnet(1, transport=SimulatedNetwork(seed=seed), **kwargs)
+
+
+async def test_invalid_transactions_raise_their_reason_and_are_recorded(autojump_clock):
+    async with _solo() as net:
+        node = net.nodes[0]
+        good = net.transfer(0, net.wallets[1].address, COIN)
+        unsigned = good.with_inputs(tuple(replace(i, signature=bytes(64)) for i in good.inputs))
+        with pytest.raises(InvalidTransaction) as bad_signature:
+            await node.submit_transaction(unsigned)
+        assert bad_signature.value.reason is Reason.BAD_SIGNATURE
+        info = node.get_transaction(unsigned.txid)
+        assert (info.status, info.reason) == (TxStatus.REJECTED, Reason.BAD_SIGNATURE)
+
+        nowhere = OutPoint(txid=TxId(bytes(32)), index=0)
+        missing = net.wallets[0].sign(good.with_inputs((TxInput(outpoint=nowhere),)))
+        with pytest.raises(InvalidTransaction) as missing_input:
+            await node.submit_transaction(missing)
+        assert missing_input.value.reason is Reason.MISSING_INPUT
+
+        await node.submit_transaction(good)
+        double = net.transfer(0, net.wallets[2].address, 2 * COIN)
+        with pytest.raises(InvalidTransaction) as conflict:
+            await node.submit_transaction(double)
+        assert conflict.value.reason is Reason.MEMPOOL_CONFLICT
+        assert node.get_transaction(good.txid).status is TxStatus.PENDING
+        assert node.mempool_size() == 1
+
+
+async def test_transfer_goes_pending_included_finalized_with_events(autojump_clock):
+    async with _solo() as net:
+        node = net.nodes[0]
+        recipient = net.wallets[1].address
+        before = node.balance(recipient)
+        tx = net.transfer(0, recipient, 5 * COIN)
+        async with node.subscribe([EventKind.TX_STATUS]) as events:
+            txid = await node.submit_transaction(tx)
+            assert await node.submit_transaction(tx) == txid  # resubmitting is harmless
+            seen = []
+            with trio.fail_after(LIMIT_S):
+                async for event in events:
+                    assert isinstance(event.data, TxInfo)
+                    if event.data.txid == txid:
+                        seen.append(event)
+                    if event.data.status is TxStatus.FINALIZED:
+                        break
+        assert [e.data.status for e in seen] == [
+            TxStatus.PENDING,
+            TxStatus.INCLUDED,
+            TxStatus.FINALIZED,
+        ]
+        assert [e.seq for e in seen] == sorted({e.seq for e in seen})
+        final = node.get_transaction(txid)
+        assert final.status is TxStatus.FINALIZED
+        assert final.height is not None
+        block = node.get_block_at_height(final.height)
+        assert block is not None
+        assert block.block_id == final.block_id
+        assert tx in block.transactions
+        assert node.balance(recipient) == before + 5 * COIN
+        assert (OutPoint(txid=txid, index=0), tx.outputs[0]) in node.utxos(recipient)
+
+
+async def test_slow_subscriber_overflows_then_resumes_without_gaps(autojump_clock):
+    async with _solo() as net:
+        node = net.nodes[0]
+        async with node.subscribe([EventKind.NEW_HEAD], buffer=2) as events:
+            with trio.fail_after(LIMIT_S):
+                await net.wait_height(node.head().height + 6)  # the node is not held up
+            received = [await events.__anext__(), await events.__anext__()]
+            with pytest.raises(SubscriptionOverflow) as overflow:
+                await events.__anext__()
+        assert overflow.value.last_seq == received[-1].seq
+        async with node.subscribe([EventKind.NEW_HEAD], since=overflow.value.last_seq) as events:
+            resumed = [await events.__anext__() for _ in range(3)]
+        heights = [e.data.height for e in received + resumed if isinstance(e.data, HeadInfo)]
+        assert heights == list(range(heights[0], heights[0] + 5))
+        assert resumed[0].seq > received[-1].seq
+        assert node.statistics().subscription_overflows == 1
+
+
+async def test_resuming_before_the_event_history_fails_loudly(autojump_clock):
+    async with _solo(limits=NodeLimits(event_history=3)) as net:
+        node = net.nodes[0]
+        with trio.fail_after(LIMIT_S):
+            await net.wait_height(4)
+        with pytest.raises(EventHistoryExpired):
+            async with node.subscribe(since=0):
+                pass
+
+
+async def test_restart_resumes_from_the_data_dir(autojump_clock, tmp_path):
+    async with _solo(data_dir=tmp_path) as net:
+        tx = net.transfer(0, net.wallets[1].address, 3 * COIN)
+        await net.nodes[0].submit_transaction(tx)
+        with trio.fail_after(LIMIT_S):
+            await net.nodes[0].wait_for_status(tx.txid, TxStatus.FINALIZED)
+            await net.wait_finalized(3)
+        node = net.nodes[0]
+        head, finalized = node.head(), node.finalized()
+        balances = node.balances(net.wallets[1].address)
+        await net.stop_node(0)
+        node = await net.start_node(0)
+        assert node.head().height >= head.height
+        assert node.get_block_at_height(head.height).block_id == head.block_id
+        assert node.finalized().epoch >= finalized.epoch
+        assert node.get_transaction(tx.txid).status is TxStatus.FINALIZED
+        assert node.balances(net.wallets[1].address) == balances
+        assert node.peers() == ()  # alone: everything came from its own disk
+        with trio.fail_after(LIMIT_S):
+            await net.wait_finalized(finalized.epoch + 2)
+
+
+async def test_restart_in_the_same_slot_never_signs_a_conflicting_block_or_vote(
+    autojump_clock, tmp_path
+):
+    async with _solo(data_dir=tmp_path) as net:
+        with trio.fail_after(LIMIT_S):
+            await net.wait_finalized(2)
+        await net.stop_node(0)
+        node = await net.start_node(0)
+        duties = node._duties
+        assert duties is not None
+        head = node.get_block_at_height(node.head().height)
+        assert head is not None
+        # Something new in the pool makes a re-built block for the same slot differ.
+        await node.submit_transaction(net.transfer(0, net.wallets[1].address, COIN))
+        with pytest.raises(SlashingProtectionError):
+            await duties.propose(head.header.slot, parent=head.header.parent)
+        assert node.head().block_id == head.block_id
+        epoch_one_duty = next(s for s in range(4, 8) if duties.is_vote_slot(s))
+        genesis_id = node.get_block_at_height(0).block_id
+        with pytest.raises(SlashingProtectionError):
+            await duties.vote(epoch_one_duty, head=genesis_id)
+        assert node.statistics().signatures_refused == 2
+
+
+async def test_block_signatures_are_verified_off_the_event_loop(monkeypatch):
+    params = TESTNET_PARAMS
+    key = derive_key(9, "validator", 0)
+    wallets = [Wallet(derive_key(9, "wallet", i), params) for i in range(12)]
+    genesis = make_testnet_genesis(
+        params, [key], wallets, genesis_time_ms=0, stake=100 * COIN, balance=10 * COIN
+    )
+    store = get_forkchoice_store(params, genesis)
+    on_tick(store, 1)
+    genesis_id = store.genesis_id
+    context = BlockContext(height=1, slot=1)
+    txs = [
+        w.build_transfer(store.view.utxos_of(w.address), [], fee=1_000, context=context)
+        for w in wallets
+    ]
+    block = build_block(store, genesis_id, 1, key, transactions=txs)
+    loop_thread = threading.get_ident()
+    verified_on = []
+    original = validation.verify_input_signatures
+
+    def recording(tx, txid, chain_id):
+        verified_on.append(threading.get_ident())
+        return original(tx, txid, chain_id)
+
+    monkeypatch.setattr(validation, "verify_input_signatures", recording)
+    network = SimulatedNetwork(seed=9)
+    config = NodeConfig(
+        genesis=genesis,
+        params=params,
+        listen=(network.address("solo"),),
+        transport=network.transport("solo"),
+        clock_offset_ms=1_500 - round(trio.current_time() * 1000),  # half-way through slot 1
+    )
+    async with open_node(config) as node:
+        result = await node.import_blocks((block,), PeerId(bytes(32)))
+        assert result.accepted == {block.block_id}
+        assert node.head().block_id == block.block_id
+        assert len(verified_on) == len(txs)
+        assert loop_thread not in verified_on
+        assert node.statistics().chain.signatures_offloaded == len(txs)
+
+
+def _task_count():
+    def count(task):
+        return 1 + sum(count(child) for n in task.child_nurseries for child in n.child_tasks)
+
+    return count(trio.lowlevel.current_root_task())
+
+
+async def test_leaving_the_node_stops_every_task_and_closes_storage(autojump_clock, tmp_path):
+    before = _task_count()
+    async with _solo(data_dir=tmp_path) as net:
+        with trio.fail_after(LIMIT_S):
+            await net.wait_height(3)
+        assert _task_count() > before
+        config = net.configs[0]
+    assert _task_count() == before
+    last_head = None
+    async with open_node(config) as node:
+        last_head = node.head()
+    assert last_head.height >= 3
+
+
+def _acknowledged_until_killed(data_dir, genesis_time_ms, count):
+    """Run the worker until it acknowledged `count` heads, SIGKILL it, return the heads."""
+    script = Path(__file__).with_name("node_kill_worker.py")
+    command = [sys.executable, str(script), str(data_dir), str(genesis_time_ms)]
+    worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    acked = []
+    try:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            _, height, block_id = line.split()
+            acked.append((int(height), bytes.fromhex(block_id)))
+            if len(acked) >= count:
+                break
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    assert worker.returncode == -signal.SIGKILL
+    return acked
+
+
+def test_sigkilled_node_restarts_with_everything_it_acknowledged(tmp_path):
+    genesis_time_ms = int(time.time() * 1000)
+    acked = []
+    for count in random.Random(5).sample(range(3, 12), 3):
+        acked += _acknowledged_until_killed(tmp_path, genesis_time_ms, count)
+
+    async def check():
+        async with open_node(node_config(tmp_path, genesis_time_ms)) as node:
+            for height, block_id in acked:  # one validator: no forks, every ack stays canonical
+                assert node.get_block_at_height(height).block_id == block_id
+            chain = node._chain
+            assert chain.storage.head == node.head().block_id
+            assert chain.storage.load().view.snapshot() == chain.head_view().snapshot()
+            _, replayed = genesis_state(node_config(tmp_path, genesis_time_ms).genesis, PARAMS)
+            for height in range(1, node.head().height + 1):
+                connect_block(replayed, node.get_block_at_height(height), PARAMS)
+            assert replayed.snapshot() == chain.head_view().snapshot()
+
+    trio.run(check)

@@ -1,0 +1,53 @@
+"""Method handlers behind the envelope, on a simulated node in virtual time (no sockets)."""
+
+import json
+import random
+
+from p2pchain.errors import Reason
+from p2pchain.rpc import Dispatcher, NodeMethods
+from p2pchain.testing.simnet import SimulatedNetwork
+from p2pchain.testing.testnet import testnet
+
+REASONS = {reason.value for reason in Reason}
+
+
+def mutate(data: bytes, rng: random.Random) -> bytes:
+    mutated = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        position = rng.randrange(len(mutated))
+        choice = rng.random()
+        if choice < 0.6:
+            mutated[position] = rng.randrange(256)
+        elif choice < 0.8:
+            del mutated[position]
+        else:
+            mutated.insert(position, rng.randrange(256))
+    return bytes(mutated)
+
+
+async def test_corrupted_transactions_are_rejected_with_a_reason_never_an_internal_error(
+    autojump_clock,
+):
+    async with testnet(1, transport=SimulatedNetwork(seed=5)) as net:
+        node = net.nodes[0]
+        dispatcher = Dispatcher(NodeMethods(node).table())
+        raw = net.transfer(0, net.wallets[1].address, 10**8).encoded
+        rng = random.Random(7)
+        outcomes = set()
+        for request_id in range(400):
+            data = mutate(raw, rng)
+            request = {"jsonrpc": "2.0", "id": request_id, "method": "tx_submit"}
+            request["params"] = ["0x" + data.hex()]
+            response = json.loads(await dispatcher.handle(json.dumps(request)))
+            assert response["id"] == request_id
+            if "error" in response:
+                assert response["error"]["code"] == -32000, response
+                assert response["error"]["data"]["reason"] in REASONS
+                outcomes.add(response["error"]["data"]["reason"])
+            else:
+                assert node.get_transaction(bytes.fromhex(response["result"][2:])).status in (
+                    "pending",
+                    "included",
+                    "finalized",
+                )
+        assert {"malformed", "bad-signature"} <= outcomes
