@@ -128,7 +128,7 @@ class GossipSim:
             for index in range(size)
         )
         self._index_of = {node.peer_id: node.index for node in self.nodes}
-        self.edges = _random_connected_graph(size, degree, self._rng)
+        self.edges = random_connected_graph(size, degree, self._rng)
         self._latency: dict[tuple[int, int], float] = {}
         self._loss: dict[tuple[int, int], float] = {}
         for a, b in sorted(self.edges):
@@ -246,7 +246,7 @@ class GossipSim:
 _GOSSIP_TYPES = (Publish, IHave, IWant, Graft, Prune)
 
 
-def _random_connected_graph(size: int, degree: int, rng: Random) -> frozenset[tuple[int, int]]:
+def random_connected_graph(size: int, degree: int, rng: Random) -> frozenset[tuple[int, int]]:
     """A random spanning tree plus random extra edges up to an average degree of `degree`."""
     edges: set[tuple[int, int]] = set()
     order = list(range(size))

@@ -49,6 +49,7 @@ from p2pchain.net.transports import PeerAddress, Scheme, StreamHandler
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import Status, Topic, compute_message_id
+from p2pchain.testing.gossip_sim import random_connected_graph
 
 SEED_VARIABLE: Final = "P2PCHAIN_SIM_SEED"
 DEFAULT_WINDOW: Final = 1 << 20
@@ -69,18 +70,7 @@ def random_topology(size: int, degree: int, seed: int) -> tuple[tuple[int, int],
     edges up to an average degree of `degree`; sorted, each as (lower, higher) node index."""
     if size < 2:
         raise ValueError("a topology needs at least two nodes")
-    rng = Random(seed)
-    edges: set[tuple[int, int]] = set()
-    order = list(range(size))
-    rng.shuffle(order)
-    for position in range(1, size):
-        a, b = order[position], order[rng.randrange(position)]
-        edges.add((min(a, b), max(a, b)))
-    target = min(size * degree // 2, size * (size - 1) // 2)
-    while len(edges) < target:
-        a, b = rng.sample(range(size), 2)
-        edges.add((min(a, b), max(a, b)))
-    return tuple(sorted(edges))
+    return tuple(sorted(random_connected_graph(size, degree, Random(seed))))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
