@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
 from p2pchain import __version__
 from p2pchain.cli.config import load_node
+from p2pchain.cli.logs import configure_logging
 from p2pchain.cli.network import init_network
 from p2pchain.errors import P2PChainError
 from p2pchain.params import ChainParams
@@ -32,12 +32,16 @@ class _Group(click.Group):
     show_default=True,
     help="Logging threshold for the p2pchain loggers.",
 )
-def cli(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["plain", "json"]),
+    default="plain",
+    show_default=True,
+    help="Plain text lines, or one JSON object per line (ts, level, logger, node, msg).",
+)
+def cli(log_level: str, log_format: str) -> None:
     """p2pchain: a proof-of-stake UTXO chain. Start with `p2pchain testnet`."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(log_level, log_format)
 
 
 @cli.command()

@@ -11,10 +11,11 @@ import trio
 from p2pchain.cli.config import NodeFile, load_network, read_key
 from p2pchain.errors import ConfigError
 from p2pchain.net.swarm import DEFAULT_LISTEN
-from p2pchain.node import NodeConfig, open_node
+from p2pchain.node import Node, NodeConfig, open_node
 from p2pchain.rpc import MetricsServer, NodeMetrics, serve_rpc, start_metrics_server
 
 logger = logging.getLogger("p2pchain.cli")
+SYNC_REPORT_INTERVAL_S = 2.0
 
 
 def split_host_port(text: str, what: str) -> tuple[str, int]:
@@ -74,9 +75,36 @@ async def run_node(node_file: NodeFile, *, ready: trio.Event | None = None) -> N
         print(f"node {info.node_id.hex()[:16]} listening on {', '.join(info.listen_addresses)}")
         if info.validator is not None:
             print(f"validator {info.validator.hex()[:16]}", flush=True)
+        nursery.start_soon(report_sync_progress, node)
         if ready is not None:
             ready.set()
         await trio.sleep_forever()
+
+
+async def report_sync_progress(node: Node, interval: float = SYNC_REPORT_INTERVAL_S) -> None:
+    """While the node is behind its peers, log blocks done / total, rate and ETA."""
+    previous: tuple[float, int] | None = None
+    while True:
+        state = node.sync_state()
+        now = trio.current_time()
+        if state.syncing:
+            rate = 0.0
+            if previous is not None and now > previous[0]:
+                rate = (state.head_height - previous[1]) / (now - previous[0])
+            remaining = state.target_height - state.head_height
+            eta = f"{remaining / rate:.0f} s" if rate > 0 else "?"
+            logger.info(
+                "syncing: %d / %d blocks (%.1f%%), %.0f blocks/s, ETA %s",
+                state.head_height,
+                state.target_height,
+                100 * state.head_height / max(state.target_height, 1),
+                rate,
+                eta,
+            )
+            previous = (now, state.head_height)
+        else:
+            previous = None
+        await trio.sleep(interval)
 
 
 async def _run_metrics(metrics: NodeMetrics, server: MetricsServer) -> None:

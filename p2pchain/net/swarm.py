@@ -10,6 +10,7 @@ and then cancels every task and closes every socket.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -54,6 +55,8 @@ from p2pchain.protocol.messages import (
     Status,
 )
 from p2pchain.protocol.scoring import BanList, Offence, PeerScores, ScoringParams
+
+_logger = logging.getLogger("p2pchain.net")
 
 DEFAULT_LISTEN: Final = ("tcp://127.0.0.1:0", "ws://127.0.0.1:0")
 
@@ -149,6 +152,16 @@ class SwarmStatistics:
     protocol_errors: int
 
 
+_ORDINARY_CLOSES: Final = frozenset(
+    {
+        None,
+        DisconnectReason.REQUESTED,
+        DisconnectReason.SHUTDOWN,
+        DisconnectReason.DUPLICATE_CONNECTION,
+    }
+)
+
+
 class PeerRefused(trio.BrokenResourceError):
     """`Swarm.connect` failed: `reason` is the Disconnect reason, or None if none was given."""
 
@@ -181,6 +194,8 @@ class Swarm:
     ) -> None:
         self.config = config
         self.peer_id = PeerId(config.identity.public_key)
+        self.log = logging.LoggerAdapter(_logger, {"node": self.peer_id.hex()[:12]})
+        """Logger whose records carry this node's short id as ``node``."""
         self.listen_addresses: tuple[str, ...] = ()
         self._get_status = get_status
         self._nursery = nursery
@@ -234,7 +249,14 @@ class Swarm:
         """Lower a peer's score; below the threshold it is disconnected and banned."""
         now = trio.current_time()
         self._scores.penalize(peer_id, amount, now)
+        self.log.debug("peer %s penalised %.1f for %s", peer_id.hex()[:12], amount, reason.value)
         if self._scores.should_disconnect(peer_id, now):
+            self.log.warning(
+                "peer %s banned for %.0f s: score below threshold after %s",
+                peer_id.hex()[:12],
+                self.config.scoring.ban_duration_s,
+                reason.value,
+            )
             self._bans.ban_peer(peer_id, now + self.config.scoring.ban_duration_s)
             self.disconnect(peer_id, DisconnectReason.LOW_SCORE, reason.value.encode())
 
@@ -449,6 +471,7 @@ class Swarm:
         now = trio.current_time()
         if self._bans.is_banned(now, peer_id=peer_id):
             self._refused += 1
+            self.log.info("refused banned peer %s at %s", peer_id.hex()[:12], handle.address)
             handle.close(DisconnectReason.BANNED)
             return
         existing = self._peers.get(peer_id)
@@ -460,9 +483,16 @@ class Swarm:
             existing.close(DisconnectReason.DUPLICATE_CONNECTION)
         elif not handle.outbound and self._count(False) >= self.config.max_inbound:
             self._refused += 1
+            self.log.info("refused peer %s: inbound limit reached", peer_id.hex()[:12])
             handle.close(DisconnectReason.TOO_MANY_PEERS)
             return
         self._peers[peer_id] = handle
+        self.log.info(
+            "peer %s connected (%s, %s)",
+            peer_id.hex()[:12],
+            "outbound" if handle.outbound else "inbound",
+            handle.address,
+        )
         if handle.outbound:
             self._known.setdefault(handle.address, _Known()).failures = 0
         for address in hello.listen_addresses:
@@ -487,6 +517,17 @@ class Swarm:
 
     async def _on_closed(self, handle: PeerHandle, event: ConnectionClosed) -> None:
         peer_id = handle.peer_id
+        reason = "connection lost" if event.reason is None else event.reason.name
+        level = logging.INFO if event.reason in _ORDINARY_CLOSES else logging.WARNING
+        self.log.log(
+            level,
+            "peer %s at %s disconnected (%s, by %s)%s",
+            "?" if peer_id is None else peer_id.hex()[:12],
+            handle.address,
+            reason,
+            "peer" if event.by_peer else "us",
+            f": {event.detail.decode(errors='replace')}" if event.detail else "",
+        )
         if handle.outbound:
             if event.reason is DisconnectReason.SELF_CONNECTION:
                 self._known.setdefault(handle.address, _Known()).is_self = True

@@ -14,6 +14,7 @@ arrives and at every slot tick.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ from p2pchain.node.events import EventHub, EventKind, HeadInfo, ReorgInfo, TxInf
 from p2pchain.node.mempool import Mempool, PoolChange
 from p2pchain.node.storage import BlockCommit, ChainStore
 from p2pchain.params import ChainParams
+
+_logger = logging.getLogger("p2pchain.chain")
 
 _R = TypeVar("_R")
 _RETRY_VOTE = frozenset({Reason.UNKNOWN_VOTE_HEAD, Reason.FUTURE_VOTE})
@@ -100,7 +103,10 @@ class ChainService:
         limits: NodeLimits,
         events: EventHub,
         now_ms: Callable[[], int],
+        node_id: bytes = b"",
     ) -> None:
+        self.log = logging.LoggerAdapter(_logger, {"node": node_id.hex()[:12]})
+        """Chain log lines carry the node's short id as ``node``."""
         self.params = params
         self.genesis = genesis
         self.storage = storage
@@ -718,7 +724,15 @@ class ChainService:
             for txid in pool_change.accepted:
                 touched[txid] = None
         if change.old_head != change.new_head:
+            head = self.head_info()
             if change.undone:
+                self.log.warning(
+                    "reorg: %d blocks undone, %d applied, new head %s at height %d",
+                    len(change.undone),
+                    len(change.applied),
+                    head.block_id.hex()[:16],
+                    head.height,
+                )
                 self.events.publish(
                     EventKind.REORG,
                     ReorgInfo(
@@ -728,9 +742,20 @@ class ChainService:
                         applied=tuple(b.block_id for b in change.applied),
                     ),
                 )
-            self.events.publish(EventKind.NEW_HEAD, self.head_info())
+            self.log.info(
+                "new head %s height=%d slot=%d txs=%d mempool=%d",
+                head.block_id.hex()[:16],
+                head.height,
+                head.slot,
+                len(change.applied[-1].transactions) if change.applied else 0,
+                len(self.mempool),
+            )
+            self.events.publish(EventKind.NEW_HEAD, head)
         finalized = self.store.finalized_checkpoint
         if finalized != old_finalized:
+            self.log.info(
+                "finalized epoch %d block %s", finalized.epoch, finalized.block_id.hex()[:16]
+            )
             self.events.publish(EventKind.FINALIZED, finalized)
             for height in range(old_finalized_height + 1, self.finalized_height() + 1):
                 final_block = self.canonical_block(height)

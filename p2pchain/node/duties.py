@@ -112,6 +112,13 @@ class ValidatorDuties:
         except InvalidBlock:
             return None  # finality moved past our parent meanwhile: the block is useless
         self.counts.proposed += 1
+        chain.log.info(
+            "proposed block %s height=%d slot=%d txs=%d",
+            block.block_id.hex()[:16],
+            block.header.height,
+            slot,
+            len(block.transactions),
+        )
         await self._publish_block(block)
         return block
 

@@ -567,6 +567,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             limits=config.limits,
             events=events,
             now_ms=now_ms,
+            node_id=node_key.public_key,
         )
         if data_dir is not None and config.offload_blocking:
             await trio.to_thread.run_sync(chain.restore, chain.current_slot())

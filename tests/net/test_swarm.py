@@ -1,6 +1,7 @@
 """Swarms on real loopback sockets (TCP and WebSocket, port 0); waits are events, not sleeps."""
 
 import gc
+import logging
 from contextlib import AsyncExitStack
 
 import pytest
@@ -115,7 +116,8 @@ async def test_peer_exchange_reaches_the_target_outbound_count():
             assert joiner.statistics().outbound == 4
 
 
-async def test_handshake_rejections_reach_the_dialer():
+async def test_handshake_rejections_reach_the_dialer(caplog):
+    caplog.set_level(logging.INFO, logger="p2pchain.net")
     with trio.fail_after(WAIT):
         async with (
             open_swarm(_config(20), _status) as node,
@@ -141,6 +143,9 @@ async def test_handshake_rejections_reach_the_dialer():
             await friend.ping(node.peer_id)
             assert [p.peer_id for p in node.peers()] == [friend.peer_id]
             assert [p.peer_id for p in friend.peers()] == [node.peer_id]
+    logged = caplog.text
+    for reason in ("WRONG_CHAIN", "WRONG_GENESIS", "SELF_CONNECTION", "DUPLICATE_CONNECTION"):
+        assert logged.count(f"({reason}, by ") >= 2  # both ends log why the link closed
 
 
 async def test_inbound_limit_refuses_extra_peers():
@@ -190,7 +195,7 @@ async def _scripted_peer(nursery, address, seed, junk):
     return [e for e in events if isinstance(e, ConnectionClosed)], handshake.is_set()
 
 
-async def test_junk_sender_is_banned_while_the_node_keeps_serving():
+async def test_junk_sender_is_banned_while_the_node_keeps_serving(caplog):
     scoring = ScoringParams(protocol_error_penalty=60.0)
     junk = (3).to_bytes(4, "big") + bytes([200, 0xC0, 0xC0])  # unknown message type
     with trio.fail_after(WAIT):
@@ -220,6 +225,7 @@ async def test_junk_sender_is_banned_while_the_node_keeps_serving():
             assert node.statistics().protocol_errors == 2
             assert [p.peer_id for p in node.peers()] == [honest.peer_id]
             nursery.cancel_scope.cancel()
+    assert f"peer {hostile.hex()[:12]} banned" in caplog.text
 
 
 async def test_penalized_peer_is_disconnected_and_its_reconnect_refused():
