@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import click
+from trio_websocket import HandshakeError
 
 from p2pchain import __version__
 from p2pchain.cli.config import load_node
@@ -14,14 +16,28 @@ from p2pchain.errors import P2PChainError
 from p2pchain.params import ChainParams
 
 
+def _innermost(exc: BaseException) -> BaseException:
+    """The single error inside nested exception groups (trio wraps task errors in them)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 class _Group(click.Group):
-    """A group whose commands report library errors as one clear line, not a traceback."""
+    """A group whose commands report library and connection errors as one clear line."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except (P2PChainError, OSError) as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            leaf = _innermost(exc)
+            if isinstance(leaf, P2PChainError | OSError | HandshakeError):
+                cause = leaf.__cause__ or leaf.__context__
+                detail = str(leaf) or (f"{type(cause).__name__}: {cause}" if cause else "")
+                raise click.ClickException(f"{type(leaf).__name__}: {detail}") from exc
+            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,3 +175,99 @@ def testnet(
 
     trio.run(run_until_signalled, main)
     console.print(f"stopped; network directory: {root} (run again to resume)")
+
+
+@cli.group()
+def wallet() -> None:
+    """Keys, addresses, balances and payments (signs locally, talks to a node over RPC)."""
+
+
+RPC_OPTION = click.option(
+    "--rpc",
+    "rpc_url",
+    default="ws://127.0.0.1:8645",
+    show_default=True,
+    help="A node's JSON-RPC WebSocket URL.",
+)
+KEY_OPTION = click.option(
+    "--key", "key_file", type=click.Path(path_type=Path), required=True, help="Key file (hex)."
+)
+
+
+@wallet.command("new")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New key file.")
+@click.option("--prefix", default="dp2p", show_default=True, help="Address prefix to show.")
+def wallet_new(out: Path, prefix: str) -> None:
+    """Create a new key file (mode 0600) and print its address."""
+    from p2pchain.cli.wallet import address_text, new_key
+
+    click.echo(address_text(new_key(out), prefix))
+
+
+@wallet.command("address")
+@KEY_OPTION
+@RPC_OPTION
+def wallet_address(key_file: Path, rpc_url: str) -> None:
+    """Print the address of a key on the chain the node serves."""
+    import trio
+
+    from p2pchain.cli.wallet import address_of_key
+
+    click.echo(trio.run(address_of_key, rpc_url, key_file))
+
+
+@wallet.command("balance")
+@click.argument("address")
+@RPC_OPTION
+def wallet_balance(address: str, rpc_url: str) -> None:
+    """Print the balance of ADDRESS per asset (base units)."""
+    import trio
+
+    from p2pchain.cli.wallet import balances
+
+    for asset, amount in trio.run(balances, rpc_url, address).items():
+        click.echo(f"{asset} {amount}")
+
+
+@wallet.command("send")
+@KEY_OPTION
+@click.option("--to", required=True, help="Recipient address.")
+@click.option("--amount", type=int, required=True, help="Base units.")
+@click.option("--asset", default=None, help="Asset id (hex); default the native coin.")
+@click.option("--fee", type=int, default=10_000, show_default=True, help="Base units.")
+@click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
+@RPC_OPTION
+def wallet_send(
+    key_file: Path, to: str, amount: int, asset: str | None, fee: int, wait: bool, rpc_url: str
+) -> None:
+    """Sign and submit a payment; print its transaction id."""
+    import trio
+
+    from p2pchain.cli.wallet import send
+
+    click.echo(
+        trio.run(partial(send, rpc_url, key_file, to, amount, asset=asset, fee=fee, wait=wait))
+    )
+
+
+@wallet.command("issue-asset")
+@KEY_OPTION
+@click.option("--name", required=True, help="Asset name (1..32 bytes UTF-8).")
+@click.option("--amount", type=int, required=True, help="Units created now.")
+@click.option("--cap", type=int, default=0, show_default=True, help="Supply cap (0 = none).")
+@click.option("--fee", type=int, default=10_000, show_default=True)
+@click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
+@RPC_OPTION
+def wallet_issue_asset(
+    key_file: Path, name: str, amount: int, cap: int, fee: int, wait: bool, rpc_url: str
+) -> None:
+    """Issue a new asset owned by this key; print its asset id and transaction id."""
+    import trio
+
+    from p2pchain.cli.wallet import issue_asset
+
+    asset, status = trio.run(
+        partial(issue_asset, rpc_url, key_file, name, amount, cap=cap, fee=fee, wait=wait)
+    )
+    click.echo(f"asset {asset}")
+    click.echo(status)

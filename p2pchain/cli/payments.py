@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 import trio
 
 from p2pchain.cli.config import NetworkFile
-from p2pchain.cli.rpc_client import RpcClient, RpcError, connect_rpc
+from p2pchain.cli.rpc_client import RpcClient, RpcError, connect_rpc, parse_utxos
 from p2pchain.errors import InsufficientFunds
-from p2pchain.ledger.address import encode_address
 from p2pchain.ledger.crypto import SecretKey
-from p2pchain.ledger.tx import OutPoint, TxOutput
-from p2pchain.ledger.types import AssetId, TxId
+from p2pchain.ledger.tx import NO_LOCK, OutPoint, TxOutput
+from p2pchain.ledger.types import AssetId
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
@@ -37,22 +36,11 @@ async def _refresh(rpc: RpcClient, demo: _DemoWallet) -> None:
     """Replace the wallet's coins with the node's view: plain native outputs only."""
     native = demo.wallet.params.native_asset
     result = await rpc.call("address_utxos", demo.wallet.address_text)
-    demo.coins.clear()
-    for entry in result if isinstance(result, list) else []:
-        if not isinstance(entry, dict) or entry.get("lock", {}) != {
-            "kind": "none",
-            "value": 0,
-            "key": "0x",
-        }:
-            continue
-        if bytes.fromhex(str(entry["asset"])[2:]) != native:
-            continue
-        outpoint = OutPoint(
-            txid=TxId(bytes.fromhex(str(entry["txid"])[2:])), index=int(str(entry["index"]))
-        )
-        demo.coins[outpoint] = TxOutput(
-            asset=AssetId(native), amount=int(str(entry["amount"])), address=demo.wallet.address
-        )
+    demo.coins = {
+        outpoint: output
+        for outpoint, output in parse_utxos(result, demo.wallet.address)
+        if output.asset == native and output.lock == NO_LOCK
+    }
 
 
 async def _pay(rpc: RpcClient, payer: _DemoWallet, payee: _DemoWallet) -> bool:
@@ -110,8 +98,3 @@ async def send_demo_payments(
             await trio.sleep(1.0)
         except Exception:  # trio-websocket's connection errors have no common base with OSError
             await trio.sleep(1.0)
-
-
-def wallet_address(key: SecretKey, network: NetworkFile) -> str:
-    """The bech32m address of a demo wallet key."""
-    return encode_address(Wallet(key, network.params).address, network.params.address_prefix)

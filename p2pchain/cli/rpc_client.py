@@ -10,6 +10,8 @@ from itertools import count
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from p2pchain.errors import P2PChainError
+from p2pchain.ledger.tx import NO_LOCK, Lock, LockKind, OutPoint, TxOutput
+from p2pchain.ledger.types import Address, AssetId, TxId
 
 JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
 
@@ -52,3 +54,29 @@ async def connect_rpc(url: str) -> AsyncIterator[RpcClient]:
     """Open a connection to a node's JSON-RPC endpoint (``ws://host:port``)."""
     async with open_websocket_url(url, connect_timeout=5, disconnect_timeout=2) as connection:
         yield RpcClient(connection)
+
+
+def _hex(value: JSON) -> bytes:
+    text = str(value)
+    return bytes.fromhex(text[2:] if text.startswith("0x") else text)
+
+
+def parse_utxos(result: JSON, owner: Address) -> list[tuple[OutPoint, TxOutput]]:
+    """The `address_utxos` answer as ledger coins (see docs/rpc.md for the JSON shape)."""
+    coins = []
+    for entry in result if isinstance(result, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("lock"), dict):
+            raise RpcError(-32603, f"unexpected address_utxos entry {entry!r}")
+        lock_json = entry["lock"]
+        assert isinstance(lock_json, dict)
+        kind = LockKind[str(lock_json["kind"]).upper()]
+        lock = Lock(kind=kind, value=int(str(lock_json["value"])), key=_hex(lock_json["key"]))
+        outpoint = OutPoint(txid=TxId(_hex(entry["txid"])), index=int(str(entry["index"])))
+        output = TxOutput(
+            asset=AssetId(_hex(entry["asset"])),
+            amount=int(str(entry["amount"])),
+            address=owner,
+            lock=NO_LOCK if lock == NO_LOCK else lock,
+        )
+        coins.append((outpoint, output))
+    return coins

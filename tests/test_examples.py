@@ -1,0 +1,101 @@
+"""Every script in examples/ runs as a user would run it, exits 0 and prints what it promises."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TIMEOUT_S = 60
+
+
+def run_example(name, *args):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=EXAMPLES.parent,
+        check=False,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.timeout(TIMEOUT_S + 10)
+def test_embed_node_pays_and_waits_for_finality():
+    code, out = run_example("embed_node.py")
+    assert code == 0, out
+    assert "connected to 3 peers" in out
+    assert re.search(r"submitted payment [0-9a-f]{16}: pending", out)
+    assert re.search(r"finalized in block [0-9a-f]{16} at height \d+", out)
+    # 25 coins moved, plus a 0.0001 fee paid by the payer.
+    assert re.search(r"payer dp2p1\w+: 974\.99990000\n", out), out
+    assert re.search(r"payee dp2p1\w+: 25\.00000000\n", out), out
+    assert out.rstrip().endswith("node closed")
+
+
+@pytest.mark.timeout(TIMEOUT_S + 10)
+def test_local_testnet_finalizes_epochs_on_every_node():
+    code, out = run_example("local_testnet.py", "--epochs", "2")
+    assert code == 0, out
+    assert len(re.findall(r"node\d listening on tcp://127\.0\.0\.1:\d+", out)) == 4
+    assert "all 4 nodes connected" in out
+    epochs = [int(e) for e in re.findall(r"\] finalized epoch (\d+)", out)]
+    assert epochs == sorted(set(epochs)), out
+    assert epochs[-1] >= 2, out
+    rows = re.findall(r"^node\d\s+(\d+)\s+[0-9a-f]{12}\s+(\d+)\s+(\d+)\s+(\d+)$", out, re.M)
+    assert len(rows) == 4
+    assert all(int(finalized) >= 2 and int(peers) == 3 for _, _, finalized, peers in rows)
+    assert "canonical on 4/4 nodes" in out
+
+
+@pytest.mark.timeout(TIMEOUT_S + 10)
+def test_carbon_credits_trade_retire_and_cap():
+    code, out = run_example("carbon_credits.py")
+    assert code == 0, out
+    steps = out.split("\n\n")
+    expected = [
+        ("issued 6000", "issued 6000 of cap 10000", 6000, 0, 0),
+        ("sold 1500 t", "issued 6000 of cap 10000", 4500, 1500, 0),
+        ("resold 400 t", "issued 6000 of cap 10000", 4500, 1100, 400),
+        ("retired 250 t", "issued 6000 of cap 10000", 4500, 1100, 150),
+        ("minted 4000 t", "issued 10000 of cap 10000", 8500, 1100, 150),
+    ]
+    assert len(steps) >= len(expected) + 1, out
+    for step, (action, supply, registry, buyer, offsetter) in zip(steps, expected, strict=False):
+        assert action in step, step
+        assert "finalized at height" in step, step
+        assert supply in step, step
+        assert re.search(rf"registry\s+{registry} t CO2", step), step
+        assert re.search(rf"buyer\s+{buyer} t CO2", step), step
+        assert re.search(rf"offsetter\s+{offsetter} t CO2", step), step
+    assert "minting 1 t more was rejected: cap-exceeded" in out
+    assert "status on node 0: rejected" in out
+    assert "held 9750 t + retired 250 t = issued 10000 t" in out
+
+
+@pytest.mark.timeout(TIMEOUT_S + 10)
+def test_fuzz_consensus_holds_and_replays_by_seed():
+    args = ("--examples", "6", "--seed", "11")
+    code, out = run_example("fuzz_consensus.py", *args)
+    assert code == 0, out
+    assert "property held in 6 examples" in out
+    offered = re.search(r"hostile blocks: (\d+) offered", out)
+    assert offered, out
+    assert int(offered.group(1)) > 0, out
+    assert "replay with: python examples/fuzz_consensus.py --seed 11 --examples 6" in out
+    _, again = run_example("fuzz_consensus.py", *args)
+    assert again == out
+
+
+@pytest.mark.timeout(TIMEOUT_S + 10)
+def test_fuzz_consensus_reports_a_false_claim_with_its_replay_command():
+    code, out = run_example("fuzz_consensus.py", "--examples", "10", "--seed", "1", "--false-claim")
+    assert code == 1, out
+    assert "Failing test case" in out or "Falsifying example" in out, out
+    assert re.search(r"FAILED: slot \d+: a hostile block was accepted", out)
+    assert (
+        "replay with: python examples/fuzz_consensus.py --seed 1 --examples 10 --false-claim" in out
+    )
