@@ -91,6 +91,12 @@ def run(quick: bool = False) -> Report:
             f"vote + head, {size} blocks, {validators} validators",
             f"{costs[size] * 1e6:.1f} us/vote (median of {repeat})",
         )
+    report.curve(
+        f"fork choice: vote + head, {validators} validators",
+        "blocks in the tree",
+        "us per vote",
+        [(size, cost * 1e6) for size, cost in costs.items()],
+    )
     small, large = sizes[0], sizes[-1]
     ratio = costs[large] / costs[small]
     report.figure(

@@ -39,9 +39,9 @@ class GossipRun:
     drops: int
 
 
-async def _open(stack: AsyncExitStack) -> list[tuple[NetworkService, GossipHost]]:
+async def _open(stack: AsyncExitStack, count: int) -> list[tuple[NetworkService, GossipHost]]:
     nodes = []
-    for index in range(NODES):
+    for index in range(count):
         host = GossipHost(TEST_GENESIS)
         swarm = SwarmConfig(
             identity=SecretKey.from_entropy(sha256(b"bench-gossip" + bytes([index]))),
@@ -54,7 +54,7 @@ async def _open(stack: AsyncExitStack) -> list[tuple[NetworkService, GossipHost]
             open_network(NetworkConfig(swarm=swarm, seed=index), host)
         )
         nodes.append((service, host))
-    for a, b in random_topology(NODES, 4, seed=1):
+    for a, b in random_topology(count, 4, seed=1):
         await nodes[a][0].swarm.connect(nodes[b][0].swarm.listen_addresses[0])
     return nodes
 
@@ -67,17 +67,18 @@ async def _wait_all(
             await host.wait_delivered(TOPIC, data)
 
 
-async def gossip_run(messages: int, burst: int) -> GossipRun:
-    """Latency over `messages` single messages, then throughput of a `burst`."""
+async def gossip_run(messages: int, burst: int, count: int = NODES) -> GossipRun:
+    """Latency over `messages` single messages, then throughput of a `burst`, on `count`
+    nodes."""
     async with AsyncExitStack() as stack:
-        nodes = await _open(stack)
+        nodes = await _open(stack, count)
         await trio.sleep(1.5)  # two heartbeats: meshes form (benchmark warm-up, not a test)
         latencies = []
         for k in range(messages):
             data = b"latency %d" % k
             start = time.perf_counter()
-            nodes[k % NODES][0].publish(TOPIC, data)
-            await _wait_all(nodes, k % NODES, data)
+            nodes[k % count][0].publish(TOPIC, data)
+            await _wait_all(nodes, k % count, data)
             latencies.append(time.perf_counter() - start)
         payloads = [b"%-300d" % k for k in range(burst)]
         start = time.perf_counter()
@@ -138,6 +139,14 @@ def run(quick: bool = False) -> Report:
         result.duplicates_per_delivery < 12 and result.drops == 0,
         f"(drops counted: {result.drops})",
     )
+    latencies = [(NODES, result.latency_s * 1e3)]
+    for count in () if quick else (20,):
+        larger = trio.run(gossip_run, 50, 0, count)
+        report.baseline(
+            f"gossip {count} nodes: median propagation (ms)", f"{larger.latency_s * 1e3:.2f}"
+        )
+        latencies.append((count, larger.latency_s * 1e3))
+    report.curve("gossip propagation, degree 4", "nodes", "median ms to reach all", latencies)
     return report
 
 

@@ -221,6 +221,7 @@ def run(quick: bool = False) -> Report:
     )
 
     sizes = [100] if quick else [100, 1_000]
+    connect_ms: list[tuple[float, float]] = []
     for size in sizes:
         block = make_block(work, work.txs[:size])
 
@@ -233,6 +234,7 @@ def run(quick: bool = False) -> Report:
         connect(cache)
         warm = measure_seconds(lambda cache=cache: connect(cache), repeat=repeat)
         tx_rate = size / cold.median
+        connect_ms.append((size, cold.median * 1e3))
         report.figure(
             f"connect {size}-tx block: tx/s / (verify/s / 2)",
             tx_rate / (verify_rate.median / 2),
@@ -247,6 +249,7 @@ def run(quick: bool = False) -> Report:
             warm.median / cold.median <= 0.2,
             f"(warm {warm.median * 1e3:.1f} ms)",
         )
+    report.curve("block connect, cold", "transactions in the block", "ms", connect_ms)
     return report
 
 

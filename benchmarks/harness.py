@@ -64,12 +64,22 @@ class Figure:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """How one cost scales with one size, for ``python -m benchmarks --plot``."""
+
+    x_label: str
+    y_label: str
+    points: list[tuple[float, float]]
+
+
 @dataclass
 class Report:
     """Figures and baselines of one run, printable as a table and writable as JSON."""
 
     baselines: dict[str, str] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
+    curves: dict[str, Curve] = field(default_factory=dict)
 
     def baseline(self, name: str, value: object) -> None:
         self.baselines[name] = str(value)
@@ -80,9 +90,15 @@ class Report:
         verdict = "met" if met else "MISSED"
         print(f"  figure    {name}: {ratio:.3f} (goal {goal}: {verdict}) {detail}", flush=True)
 
+    def curve(
+        self, name: str, x_label: str, y_label: str, points: list[tuple[float, float]]
+    ) -> None:
+        self.curves[name] = Curve(x_label, y_label, points)
+
     def merge(self, other: Report) -> None:
         self.baselines.update(other.baselines)
         self.figures.extend(other.figures)
+        self.curves.update(other.curves)
 
     def table(self) -> str:
         lines = ["| figure | ratio | goal | met | detail |", "|---|---|---|---|---|"]
@@ -95,5 +111,9 @@ class Report:
 
     def write_json(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"baselines": self.baselines, "figures": [asdict(f) for f in self.figures]}
+        data = {
+            "baselines": self.baselines,
+            "figures": [asdict(f) for f in self.figures],
+            "curves": {name: asdict(c) for name, c in self.curves.items()},
+        }
         path.write_text(json.dumps(data, indent=2))

@@ -26,7 +26,7 @@ from p2pchain.consensus.validators import compute_stake_delta
 from p2pchain.consensus.votes import validate_included_vote, validate_vote
 from p2pchain.errors import InvalidBlock, InvalidVote, Reason
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.encoding import encode, encode_item
+from p2pchain.ledger.encoding import encode_item
 from p2pchain.ledger.evidence import Evidence
 from p2pchain.ledger.tx import SlashPayload
 from p2pchain.ledger.types import BlockId, PublicKey
@@ -137,7 +137,7 @@ def on_block(
         raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED)
     if len(block.votes) > params.max_block_votes:
         raise InvalidBlock(Reason.BLOCK_TOO_LARGE, f"{len(block.votes)} votes")
-    if len(encode(block)) > params.max_block_bytes:
+    if len(block.encoded) > params.max_block_bytes:
         raise InvalidBlock(Reason.BLOCK_TOO_LARGE, f"more than {params.max_block_bytes} bytes")
     if get_proposer(store, parent.block_id, header.slot) != header.proposer:
         raise InvalidBlock(Reason.WRONG_PROPOSER, header.proposer.hex())

@@ -23,6 +23,7 @@ from p2pchain.ledger.encoding import (
     read_list,
     read_uint,
     uint_bytes,
+    wrap_list,
 )
 from p2pchain.ledger.types import BlockId
 from p2pchain.ledger.vote import Checkpoint
@@ -467,6 +468,10 @@ MAX_PAYLOAD_BYTES: Final[dict[int, int]] = {
 
 def encode_message(message: Message) -> bytes:
     """``type byte || RLP payload``: the body of one frame."""
+    if isinstance(message, Blocks):  # sync's bulk: reuse each block's cached tx encodings
+        blocks = wrap_list(b"".join(block.encoded for block in message.blocks))
+        payload = wrap_list(encode_item(uint_bytes(message.request_id)) + blocks)
+        return bytes([message.TYPE]) + payload
     return bytes([message.TYPE]) + encode_item(message.to_rlp())
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.encoding import encode_item
 from p2pchain.ledger.types import BlockId
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Send
@@ -39,7 +38,7 @@ from p2pchain.protocol.scoring import Offence, Penalize
 
 def block_size(block: Block) -> int:
     """Bytes of the block's canonical encoding, the unit of every byte bound here."""
-    return len(encode_item(block.to_rlp()))
+    return len(block.encoded)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from p2pchain import testing as pt
 from p2pchain.errors import DecodeError
 from p2pchain.ledger.address import address_of
-from p2pchain.ledger.block import Block
+from p2pchain.ledger.block import Block, body_rlp, compute_body_root
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.encoding import RLPItem, decode, encode, encode_item
 from p2pchain.ledger.evidence import decode_evidence
@@ -101,6 +101,15 @@ def test_round_trip(codec: Codec, data: st.DataObject) -> None:
     decoded = codec.decoder(encoded)
     assert decoded == value
     assert _encode_any(decoded) == encoded
+
+
+@given(block=pt.blocks())
+def test_block_encodings_from_cached_tx_bytes_equal_the_generic_rlp(block: Block) -> None:
+    assert block.encoded == encode(block)
+    body = encode_item(body_rlp(block.transactions, block.votes))
+    assert compute_body_root(block.transactions, block.votes) == sha256(body)
+    decoded = decode(Block, block.encoded)
+    assert decoded.encoded == block.encoded
 
 
 @pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)

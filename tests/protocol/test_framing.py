@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pchain.errors import DecodeError
+from p2pchain.ledger.encoding import encode_item
 from p2pchain.protocol.framing import FrameDecoder, encode_frame
 from p2pchain.protocol.messages import (
     MAX_PAYLOAD_BYTES,
@@ -12,6 +13,7 @@ from p2pchain.protocol.messages import (
     Ping,
     Publish,
     decode_message,
+    encode_message,
 )
 from p2pchain.testing.link import link_messages
 
@@ -80,3 +82,9 @@ def test_partial_header_needs_more_data():
         assert decoder.next_frame() is None
     decoder.receive_data(frame[-1:])
     assert decoder.next_frame() == frame[4:]
+
+
+@given(message=link_messages())
+def test_message_encoding_equals_the_generic_rlp_of_its_fields(message):
+    """`Blocks` takes a shortcut through cached encodings; it must give the same bytes."""
+    assert encode_message(message) == bytes([message.TYPE]) + encode_item(message.to_rlp())
