@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import trio
 
+from benchmarks import bench_libp2p
 from benchmarks.bench_transport import tcp_frames_per_second, tcp_round_trip_seconds
 from benchmarks.harness import Report
 from p2pchain.ledger.crypto import SecretKey, sha256
@@ -139,6 +140,7 @@ def run(quick: bool = False) -> Report:
         result.duplicates_per_delivery < 12 and result.drops == 0,
         f"(drops counted: {result.drops})",
     )
+    _compare_with_libp2p(report, result.latency_s, result.throughput, quick=quick)
     latencies = [(NODES, result.latency_s * 1e3)]
     for count in () if quick else (20,):
         larger = trio.run(gossip_run, 50, 0, count)
@@ -148,6 +150,34 @@ def run(quick: bool = False) -> Report:
         latencies.append((count, larger.latency_s * 1e3))
     report.curve("gossip propagation, degree 4", "nodes", "median ms to reach all", latencies)
     return report
+
+
+def _compare_with_libp2p(
+    report: Report, latency_s: float, throughput: float, *, quick: bool
+) -> None:
+    """py-libp2p gossipsub on the same topology in the same run (when the `bench` extra is
+    installed): latency and delivered-to-all throughput ratios. Its spam limit is off, so the
+    comparison is with its capacity rather than with its 10 msgs/s limiter."""
+    if not bench_libp2p.is_available():
+        report.baseline("py-libp2p comparison", "skipped: pip install -e .[bench]")
+        return
+    theirs = bench_libp2p.measure_libp2p(NODES, 20 if quick else 100, seed=1, spam_protection=False)
+    report.baseline("py-libp2p gossipsub setup", bench_libp2p.gossipsub_setup())
+    report.baseline(
+        f"py-libp2p {NODES} nodes: median latency (ms), delivered-to-all msgs/s, silent drops",
+        f"{theirs.latency_median_s * 1e3:.1f}, {theirs.throughput_msgs_per_s:.1f}, "
+        f"{theirs.silent_drops}",
+    )
+    ratio = latency_s / theirs.latency_median_s
+    report.figure("gossip median latency / py-libp2p's", ratio, "<= 0.2", ratio <= 0.2)
+    ratio = throughput / max(theirs.throughput_msgs_per_s, 1e-9)
+    report.figure(
+        "gossip delivered-to-all throughput / py-libp2p's",
+        ratio,
+        ">= 100",
+        ratio >= 100,
+        f"(py-libp2p burst delivered {theirs.delivered_fraction:.0%})",
+    )
 
 
 def main() -> None:
