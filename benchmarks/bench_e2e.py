@@ -19,7 +19,6 @@ Run alone: ``python -m benchmarks.bench_e2e [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import signal
 import socket
@@ -35,7 +34,7 @@ import trio
 
 from benchmarks.bench_ledger import make_workload
 from benchmarks.bench_parallel import validate_one_core
-from benchmarks.harness import Report, measure_rate
+from benchmarks.harness import Report, measure_rate, run_alone
 from p2pchain.cli.config import load_network, load_node, read_key
 from p2pchain.cli.network import init_network
 from p2pchain.cli.rpc_client import RpcClient, RpcError, connect_rpc
@@ -351,11 +350,5 @@ def run(quick: bool = False) -> Report:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    run(quick=parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

@@ -14,10 +14,9 @@ Run alone: ``python -m benchmarks.bench_forkchoice [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import random
 
-from benchmarks.harness import Rate, Report, measure_seconds
+from benchmarks.harness import Rate, Report, measure_seconds, run_alone
 from p2pchain.consensus.protoarray import ProtoArray
 from p2pchain.ledger.types import BlockId
 
@@ -105,11 +104,5 @@ def run(quick: bool = False) -> Report:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    run(quick=parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

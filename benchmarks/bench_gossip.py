@@ -11,7 +11,6 @@ Run alone: ``python -m benchmarks.bench_gossip [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from contextlib import AsyncExitStack
@@ -21,7 +20,7 @@ import trio
 
 from benchmarks import bench_libp2p
 from benchmarks.bench_transport import tcp_frames_per_second, tcp_round_trip_seconds
-from benchmarks.harness import Report
+from benchmarks.harness import Report, run_alone
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.net import NetworkConfig, NetworkService, SwarmConfig, open_network
 from p2pchain.protocol.messages import Topic
@@ -180,11 +179,5 @@ def _compare_with_libp2p(
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    run(quick=parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

@@ -10,7 +10,6 @@ Run alone: ``python -m benchmarks.bench_ledger [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import multiprocessing
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 import rlp
 from rlp.sedes import Binary, CountableList, List, big_endian_int
 
-from benchmarks.harness import Report, measure_rate, measure_seconds
+from benchmarks.harness import Report, measure_rate, measure_seconds, run_alone
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block, compute_body_root
 from p2pchain.ledger.crypto import SecretKey, sign, verify
@@ -253,11 +252,5 @@ def run(quick: bool = False) -> Report:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    run(quick=parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

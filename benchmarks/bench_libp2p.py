@@ -25,7 +25,6 @@ libp2p figures. Run alone: ``python -m benchmarks.bench_libp2p [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import logging
@@ -39,7 +38,7 @@ from importlib.metadata import version
 
 import trio
 
-from benchmarks.harness import Report
+from benchmarks.harness import Report, run_alone
 from benchmarks.topology import random_connected_topology
 
 TOPIC = "bench"
@@ -357,11 +356,5 @@ def run(quick: bool = False) -> Report:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    run(quick=parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

@@ -11,13 +11,12 @@ Run alone: ``python -m benchmarks.bench_node [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import replace
 
 import trio
 
-from benchmarks.harness import Report, measure_seconds
+from benchmarks.harness import Report, measure_seconds, run_alone
 from p2pchain import NodeConfig, open_node
 from p2pchain.consensus import build_block, get_forkchoice_store, on_tick
 from p2pchain.ledger.block import Block
@@ -111,7 +110,4 @@ def run(*, quick: bool = False) -> Report:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    arguments = parser.parse_args()
-    print(run(quick=arguments.quick).table())
+    run_alone(run, __doc__)

@@ -20,14 +20,13 @@ Run alone: ``python -m benchmarks.bench_parallel [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 
 from benchmarks.bench_ledger import Workload, make_workload
-from benchmarks.harness import Report, measure_rate
+from benchmarks.harness import Report, measure_rate, run_alone
 from p2pchain.ledger.crypto import verify
 from p2pchain.ledger.tx import Transaction, tx_signing_message
 from p2pchain.ledger.types import TxId
@@ -176,11 +175,5 @@ def run(quick: bool = False) -> Report:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    run(quick=parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

@@ -12,13 +12,12 @@ Run alone: ``python -m benchmarks.bench_sim [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import trio
 import trio.testing
 
-from benchmarks.harness import Rate, Report
+from benchmarks.harness import Rate, Report, run_alone
 from p2pchain.params import COIN
 from p2pchain.testing.simnet import SimulatedNetwork
 from p2pchain.testing.testnet import TESTNET_PARAMS, testnet
@@ -92,11 +91,5 @@ def run(quick: bool = False) -> Report:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    run(quick=parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

@@ -18,12 +18,11 @@ Run alone: ``python -m benchmarks.bench_sync [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import trio
 
-from benchmarks.harness import Rate, Report, measure_rate
+from benchmarks.harness import Rate, Report, measure_rate, run_alone
 from p2pchain import NodeConfig, open_node
 from p2pchain.consensus import build_block, get_forkchoice_store, on_block, on_tick
 from p2pchain.ledger.block import Block
@@ -152,11 +151,5 @@ def run(quick: bool = False) -> Report:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    run(quick=parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

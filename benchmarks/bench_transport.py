@@ -9,7 +9,6 @@ Run alone: ``python -m benchmarks.bench_transport [--quick]``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import trio
 from trio_websocket import open_websocket_url, serve_websocket
 
-from benchmarks.harness import Rate, Report
+from benchmarks.harness import Rate, Report, run_alone
 
 FRAME = b"\x00" * 300
 
@@ -127,11 +126,5 @@ def run(quick: bool = False) -> Report:
     return report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
-    run(quick=parser.parse_args().quick)
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

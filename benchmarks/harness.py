@@ -6,6 +6,7 @@ ratio to a baseline measured in the same run; the baseline's own rate is printed
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
@@ -117,3 +118,10 @@ class Report:
             "curves": {name: asdict(c) for name, c in self.curves.items()},
         }
         path.write_text(json.dumps(data, indent=2))
+
+
+def run_alone(run: Callable[..., Report], description: str | None) -> None:
+    """Command line of one benchmark module: ``python -m benchmarks.<name> [--quick]``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    run(quick=parser.parse_args().quick)
