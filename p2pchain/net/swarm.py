@@ -299,19 +299,41 @@ class Swarm:
         if parsed.scheme not in self.config.transport.schemes:
             raise PeerRefused(str(parsed), None)
         self._learn(str(parsed))
+        connected_before = frozenset(self._peers)
         dial = _Dial()
         self._nursery.start_soon(self._dial, parsed, dial)
         await dial.done.wait()
         if dial.peer_id is None or dial.handle is None:
-            raise PeerRefused(str(parsed), dial.reason)
+            return self._crossed_dial(dial.handle, dial.reason, connected_before, str(parsed))
         try:
             # Both Hellos cross on the wire, so our HandshakeComplete does not prove the peer
             # accepted us; a round trip does (a refusal arrives before the Pong would).
             await dial.handle.ping()
         except trio.BrokenResourceError:
             await dial.handle.wait_closed()
-            raise PeerRefused(str(parsed), dial.handle.close_reason) from None
+            return self._crossed_dial(
+                dial.handle, dial.handle.close_reason, connected_before, str(parsed)
+            )
         return dial.peer_id
+
+    def _crossed_dial(
+        self,
+        handle: PeerHandle | None,
+        reason: DisconnectReason | None,
+        connected_before: frozenset[PeerId],
+        address: str,
+    ) -> PeerId:
+        """A dial refused as a duplicate succeeded after all if the peer dialed us at the same
+        moment and that link was kept; any other refusal is raised as `PeerRefused`."""
+        peer_id = None if handle is None else handle.peer_id
+        if (
+            reason is DisconnectReason.DUPLICATE_CONNECTION
+            and peer_id is not None
+            and peer_id not in connected_before
+            and peer_id in self._peers
+        ):
+            return peer_id
+        raise PeerRefused(address, reason)
 
     async def ping(self, peer_id: PeerId) -> None:
         """Round trip to `peer_id`: everything sent before has been processed by it.

@@ -266,3 +266,25 @@ async def test_leaving_the_context_closes_every_socket_and_task():
             assert survivor.peers() == ()
         gc.collect()
     assert [e async for e in node.events if isinstance(e, PeerConnected)]
+
+
+async def test_crossing_dials_both_succeed():
+    """Two nodes dialing each other at once keep one link, and both `connect` calls succeed."""
+    with trio.fail_after(WAIT):
+        async with open_swarm(_config(60), _status) as a, open_swarm(_config(61), _status) as b:
+            results = {}
+
+            async def dial(source, target, key):
+                results[key] = await source.connect(_tcp(target))
+
+            for _ in range(5):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(dial, a, b, "a")
+                    nursery.start_soon(dial, b, a, "b")
+                assert results == {"a": b.peer_id, "b": a.peer_id}
+                await a.ping(b.peer_id)
+                assert [p.peer_id for p in a.peers()] == [b.peer_id]
+                assert [p.peer_id for p in b.peers()] == [a.peer_id]
+                a.disconnect(b.peer_id)
+                await _next_event(a, PeerDisconnected)
+                await _next_event(b, PeerDisconnected)
