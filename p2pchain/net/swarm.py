@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -150,6 +151,10 @@ class SwarmStatistics:
     bans: int
     refused: int
     protocol_errors: int
+    messages_in: tuple[tuple[str, int], ...] = ()
+    """Messages received from active peers, by message type name."""
+    messages_out: tuple[tuple[str, int], ...] = ()
+    """Messages queued to peers, by message type name."""
 
 
 _ORDINARY_CLOSES: Final = frozenset(
@@ -201,6 +206,8 @@ class Swarm:
         self._nursery = nursery
         self._noise_static = os.urandom(32)
         self._peers: dict[PeerId, PeerHandle] = {}
+        self._messages_in: Counter[str] = Counter()
+        self._messages_out: Counter[str] = Counter()
         self._handshaking: set[PeerHandle] = set()
         self._dialing: set[str] = set()
         self._dials: dict[PeerHandle, _Dial] = {}
@@ -236,7 +243,13 @@ class Swarm:
     def send(self, peer_id: PeerId, message: Message) -> bool:
         """Queue `message` for one peer without blocking; False if unknown, closed or full."""
         handle = self._peers.get(peer_id)
-        return handle is not None and handle.send_nowait(message)
+        return handle is not None and self._send(handle, message)
+
+    def _send(self, handle: PeerHandle, message: Message) -> bool:
+        queued = handle.send_nowait(message)
+        if queued:
+            self._messages_out[type(message).__name__] += 1
+        return queued
 
     def broadcast(self, message: Message, *, exclude: Iterable[PeerId] = ()) -> int:
         """Queue `message` for every peer not in `exclude`; return how many accepted it."""
@@ -364,6 +377,8 @@ class Swarm:
             bans=len(self._bans),
             refused=self._refused,
             protocol_errors=self._protocol_errors,
+            messages_in=tuple(sorted(self._messages_in.items())),
+            messages_out=tuple(sorted(self._messages_out.items())),
         )
 
     # -- links ----------------------------------------------------------------------------------
@@ -466,8 +481,9 @@ class Swarm:
             if peer_id is None or self._peers.get(peer_id) is not handle:
                 return
             message = event.message
+            self._messages_in[type(message).__name__] += 1
             if isinstance(message, GetPeers):
-                handle.send_nowait(Peers(addresses=self._addresses_for(peer_id)))
+                self._send(handle, Peers(addresses=self._addresses_for(peer_id)))
             elif isinstance(message, Peers):
                 for address in message.addresses:
                     self._learn(address)
@@ -524,7 +540,7 @@ class Swarm:
             dial.peer_id = peer_id
             dial.done.set()
         if handle.outbound and self._count(True) < self.config.target_outbound:
-            handle.send_nowait(GetPeers())
+            self._send(handle, GetPeers())
         self._notify()
         if existing is None:
             await self._inbox_send.send(

@@ -15,12 +15,13 @@ arrives and at every slot tick.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import trio
 
@@ -82,6 +83,38 @@ class ChainStatistics:
     signatures_offloaded: int
     """Transaction signatures verified in a worker thread instead of on the event loop."""
     signature_cache_hits: int
+    import_seconds_buckets: tuple[tuple[float, int], ...] = ()
+    """Cumulative histogram of block import time (validate, apply, commit): (le, count)."""
+    import_seconds_sum: float = 0.0
+    import_seconds_count: int = 0
+
+
+IMPORT_SECONDS_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _Histogram:
+    """Counts of observations per upper bound, for the block import time metric."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self._counts = [0] * len(bounds)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        self.count += 1
+        for index, bound in enumerate(self._bounds):
+            if value <= bound:
+                self._counts[index] += 1
+                break
+
+    def cumulative(self) -> tuple[tuple[float, int], ...]:
+        running, result = 0, []
+        for bound, count in zip(self._bounds, self._counts, strict=True):
+            running += count
+            result.append((bound, running))
+        return tuple(result)
 
 
 def _trust_stored(tx: Transaction, txid: TxId) -> bool:
@@ -136,6 +169,7 @@ class ChainService:
         self._saved_finalized = self.store.finalized_checkpoint
         self._changed = trio.Event()
         self._blocks_imported = 0
+        self._import_times = _Histogram(IMPORT_SECONDS_BUCKETS)
         self._blocks_invalid = 0
         self._votes_imported = 0
         self._reorgs = 0
@@ -212,6 +246,9 @@ class ChainService:
     def statistics(self) -> ChainStatistics:
         return ChainStatistics(
             blocks_imported=self._blocks_imported,
+            import_seconds_buckets=self._import_times.cumulative(),
+            import_seconds_sum=self._import_times.total,
+            import_seconds_count=self._import_times.count,
             blocks_invalid=self._blocks_invalid,
             votes_imported=self._votes_imported,
             blocks_waiting=len(self._orphans) + len(self._future),
@@ -432,6 +469,13 @@ class ChainService:
             return await self._import_block_locked(block)
 
     async def _import_block_locked(self, block: Block) -> Outcome:
+        started = time.perf_counter()
+        outcome = await self._import_block_timed(block)
+        if outcome is Outcome.IMPORTED:
+            self._import_times.observe(time.perf_counter() - started)
+        return outcome
+
+    async def _import_block_timed(self, block: Block) -> Outcome:
         store = self.store
         block_id = block.block_id
         if block_id in store.nodes:

@@ -17,7 +17,12 @@ from wsgiref.simple_server import WSGIServer
 
 import trio
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from p2pchain.node import Node, NodeStatistics
@@ -137,6 +142,26 @@ class NodeMetrics(Collector):
         yield invalid
 
         yield _counter("blocks_imported", "Blocks added to the block tree.", chain.blocks_imported)
+        import_time = HistogramMetricFamily(
+            f"{PREFIX}_block_import_seconds",
+            "Time to validate, apply and commit one block (its queued children excluded).",
+        )
+        import_time.add_metric(
+            [],
+            [(repr(bound), count) for bound, count in chain.import_seconds_buckets]
+            + [("+Inf", chain.import_seconds_count)],
+            chain.import_seconds_sum,
+        )
+        yield import_time
+        peer_messages = CounterMetricFamily(
+            f"{PREFIX}_peer_messages",
+            "Peer protocol messages by direction and type.",
+            labels=["direction", "type"],
+        )
+        for direction, counts in (("in", swarm.messages_in), ("out", swarm.messages_out)):
+            for message_type, count in counts:
+                peer_messages.add_metric([direction, message_type], count)
+        yield peer_messages
         yield _counter("votes_imported", "Votes counted by the fork choice.", chain.votes_imported)
         yield _counter("reorgs", "Head changes to another branch.", chain.reorgs)
         yield _counter("blocks_proposed", "Blocks this validator proposed.", stats.blocks_proposed)

@@ -59,6 +59,10 @@ async def test_the_http_endpoint_serves_the_node_gauges(served):
     assert got[("p2pchain_invalid_messages_total", (("kind", "gossip"),))] == 0
     assert got[("p2pchain_rpc_connections", ())] == 0
     assert got[("p2pchain_syncing", ())] == 0
+    imported = got[("p2pchain_block_import_seconds_count", ())]
+    assert imported >= head.height
+    assert got[("p2pchain_block_import_seconds_bucket", (("le", "+Inf"),))] == imported
+    assert got[("p2pchain_block_import_seconds_sum", ())] > 0
 
 
 async def test_each_node_has_its_own_registry_refreshed_in_the_background(autojump_clock):
@@ -80,5 +84,12 @@ async def test_each_node_has_its_own_registry_refreshed_in_the_background(autoju
                     for m in (first, second)
                 )
             )
+        first.refresh()
+        # both nodes propose, so each received blocks and votes from the other
+        for message_type in ("Publish", "Status"):
+            assert value(first.registry, "p2pchain_peer_messages_total", direction="in",
+                         type=message_type) > 0  # fmt: skip
+            assert value(first.registry, "p2pchain_peer_messages_total", direction="out",
+                         type=message_type) > 0  # fmt: skip
         nursery.cancel_scope.cancel()
     assert b"p2pchain_" not in generate_latest(REGISTRY)
