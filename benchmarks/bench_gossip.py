@@ -14,18 +14,22 @@ from __future__ import annotations
 import statistics
 import time
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import trio
 
 from benchmarks import bench_libp2p
 from benchmarks.bench_transport import tcp_frames_per_second, tcp_round_trip_seconds
-from benchmarks.harness import Report, run_alone
+from benchmarks.harness import Report, measure_rate, run_alone
 from p2pchain.ledger.crypto import SecretKey, sha256
+from p2pchain.ledger.encoding import decode, encode
+from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.net import NetworkConfig, NetworkService, SwarmConfig, open_network
+from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import Topic
 from p2pchain.testing.link import TEST_CHAIN_ID, TEST_GENESIS
-from p2pchain.testing.simnet import GossipHost, random_topology
+from p2pchain.testing.simnet import GossipHost, Validator, accept_all, random_topology
 
 NODES = 10
 TOPIC = Topic.TRANSACTION
@@ -39,15 +43,17 @@ class GossipRun:
     drops: int
 
 
-async def _open(stack: AsyncExitStack, count: int) -> list[tuple[NetworkService, GossipHost]]:
+async def _open(
+    stack: AsyncExitStack, count: int, scheme: str = "tcp", validator: Validator = accept_all
+) -> list[tuple[NetworkService, GossipHost]]:
     nodes = []
     for index in range(count):
-        host = GossipHost(TEST_GENESIS)
+        host = GossipHost(TEST_GENESIS, validator)
         swarm = SwarmConfig(
             identity=SecretKey.from_entropy(sha256(b"bench-gossip" + bytes([index]))),
             chain_id=TEST_CHAIN_ID,
             genesis=TEST_GENESIS,
-            listen=("tcp://127.0.0.1:0",),
+            listen=(f"{scheme}://127.0.0.1:0",),
             target_outbound=0,
         )
         service = await stack.enter_async_context(
@@ -67,24 +73,36 @@ async def _wait_all(
             await host.wait_delivered(TOPIC, data)
 
 
-async def gossip_run(messages: int, burst: int, count: int = NODES) -> GossipRun:
-    """Latency over `messages` single messages, then throughput of a `burst`, on `count`
-    nodes."""
+async def gossip_run(
+    messages: int,
+    burst: int,
+    count: int = NODES,
+    *,
+    scheme: str = "tcp",
+    validator: Validator = accept_all,
+    payloads: list[bytes] | None = None,
+) -> GossipRun:
+    """Latency over `messages` single messages, then throughput of a `burst`, on `count` nodes
+    linked over `scheme` (tcp or ws); `payloads` (messages + burst of them) replaces the
+    default junk payloads when the validator needs real objects."""
     async with AsyncExitStack() as stack:
-        nodes = await _open(stack, count)
+        nodes = await _open(stack, count, scheme, validator)
         await trio.sleep(1.5)  # two heartbeats: meshes form (benchmark warm-up, not a test)
         latencies = []
+        if payloads is None:
+            payloads = [b"latency %d" % k for k in range(messages)]
+            payloads += [b"%-300d" % k for k in range(burst)]
         for k in range(messages):
-            data = b"latency %d" % k
+            data = payloads[k]
             start = time.perf_counter()
             nodes[k % count][0].publish(TOPIC, data)
             await _wait_all(nodes, k % count, data)
             latencies.append(time.perf_counter() - start)
-        payloads = [b"%-300d" % k for k in range(burst)]
+        burst_payloads = payloads[messages : messages + burst]
         start = time.perf_counter()
-        for data in payloads:
+        for data in burst_payloads:
             nodes[0][0].publish(TOPIC, data)
-        for data in payloads:
+        for data in burst_payloads:
             await _wait_all(nodes, 0, data)
         elapsed = time.perf_counter() - start
         stats = [service.statistics() for service, _ in nodes]
@@ -140,6 +158,7 @@ def run(quick: bool = False) -> Report:
         f"(drops counted: {result.drops})",
     )
     _compare_with_libp2p(report, result.latency_s, result.throughput, quick=quick)
+    _websocket_and_signatures(report, result, quick=quick)
     latencies = [(NODES, result.latency_s * 1e3)]
     for count in () if quick else (20,):
         larger = trio.run(gossip_run, 50, 0, count)
@@ -149,6 +168,59 @@ def run(quick: bool = False) -> Report:
         latencies.append((count, larger.latency_s * 1e3))
     report.curve("gossip propagation, degree 4", "nodes", "median ms to reach all", latencies)
     return report
+
+
+def _signed_votes(count: int) -> list[bytes]:
+    """Distinct votes, each signed by its own key: one real signature check per message."""
+    votes = []
+    for index in range(count):
+        key = SecretKey.from_entropy(sha256(b"bench-vote" + index.to_bytes(4, "big")))
+        checkpoint = Checkpoint(epoch=0, block_id=TEST_GENESIS)
+        unsigned = Vote(
+            slot=index,
+            head=TEST_GENESIS,
+            source=checkpoint,
+            target=checkpoint,
+            validator=key.public_key,
+            signature=bytes(64),
+        )
+        signature = key.sign(unsigned.signing_message(TEST_CHAIN_ID))
+        votes.append(encode(replace(unsigned, signature=signature)))
+    return votes
+
+
+def _verify_vote(topic: Topic, data: bytes) -> Verdict:
+    """Decode the vote and check its BIP-340 signature: the real per-message cost."""
+    vote = decode(Vote, data)
+    return Verdict.ACCEPT if vote.is_signature_valid(TEST_CHAIN_ID) else Verdict.REJECT
+
+
+def _websocket_and_signatures(report: Report, tcp: GossipRun, *, quick: bool) -> None:
+    """The same graph over WebSocket, and over TCP with every node checking a signature."""
+    burst = 200 if quick else 2_000
+    ws = trio.run(partial(gossip_run, 5 if quick else 20, burst, scheme="ws"))
+    report.figure(
+        "gossip delivered-to-all rate, WebSocket / TCP",
+        ws.throughput / tcp.throughput,
+        "report",
+        True,
+        f"({ws.throughput:.0f} msgs/s; median latency {ws.latency_s * 1e3:.2f} ms)",
+    )
+    votes = _signed_votes(burst + 2)
+    verify_rate = measure_rate(
+        lambda: [_verify_vote(Topic.VOTE, data) for data in votes[:200]], ops=200, repeat=3
+    )
+    report.baseline("vote decode + signature check, 1 core", verify_rate)
+    signed = trio.run(partial(gossip_run, 1, burst, validator=_verify_vote, payloads=votes[:burst]))
+    ceiling = verify_rate.median / (NODES - 1)
+    ratio = signed.throughput / ceiling
+    report.figure(
+        "gossip with signature validation / (verify/s / (N-1)), one process",
+        ratio,
+        ">= 0.5",
+        ratio >= 0.5,
+        f"({signed.throughput:.0f} msgs/s, every node checks every vote; drops {signed.drops})",
+    )
 
 
 def _compare_with_libp2p(
