@@ -8,7 +8,7 @@ restores the view exactly; it is a wire object because storage persists it.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Self
 
@@ -173,13 +173,26 @@ class UtxoView:
         """A copy of the contents, for comparing two views."""
         return dict(self._utxos), dict(self._assets)
 
+    @classmethod
+    def from_snapshot(
+        cls,
+        utxos: Iterable[tuple[OutPoint, TxOutput]],
+        assets: Iterable[AssetInfo],
+        tip: BlockId,
+        height: int,
+    ) -> UtxoView:
+        """A view holding exactly `utxos` and `assets` at `tip` (e.g. loaded from storage)."""
+        view = cls()
+        for outpoint, output in utxos:
+            view._add(outpoint, output)
+        view._assets = {info.asset: info for info in assets}
+        view.tip, view.height = tip, height
+        return view
+
     def copy(self) -> UtxoView:
-        other = UtxoView()
-        for outpoint, output in self._utxos.items():
-            other._add(outpoint, output)
-        other._assets = dict(self._assets)
-        other.tip, other.height = self.tip, self.height
-        return other
+        return UtxoView.from_snapshot(
+            self._utxos.items(), self._assets.values(), self.tip, self.height
+        )
 
     # -- changes ---------------------------------------------------------------------------
     def _add(self, outpoint: OutPoint, output: TxOutput) -> None:

@@ -20,9 +20,9 @@ from typing import Final, Protocol, Self
 from p2pchain.errors import DecodeError, StorageError
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import W, decode, encode
-from p2pchain.ledger.tx import OutPoint, Transaction, TxKind, TxOutput
+from p2pchain.ledger.tx import OutPoint, TxOutput
 from p2pchain.ledger.types import AssetId, BlockId, PublicKey, TxId
-from p2pchain.ledger.utxo import AssetInfo, TxUndo, UndoData, UtxoView
+from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
 from p2pchain.ledger.vote import Checkpoint, Vote
 
 SCHEMA_VERSION: Final = 1
@@ -230,19 +230,8 @@ def restore_view(
     tip: BlockId,
     height: int,
 ) -> UtxoView:
-    """A `UtxoView` holding exactly `utxos` and `assets` at `tip`.
-
-    Restoring outputs is undoing a spend of them, so this goes through the view's public undo
-    path (with a transaction that created nothing) and keeps every index of the view right.
-    """
-    view = UtxoView()
-    view.undo_transaction(
-        Transaction(kind=TxKind.TRANSFER),
-        TxUndo(spent=tuple(utxos), assets=tuple((info.asset, info) for info in assets)),
-        TxId(bytes(32)),
-    )
-    view.tip, view.height = tip, height
-    return view
+    """A `UtxoView` holding exactly `utxos` and `assets` at `tip`."""
+    return UtxoView.from_snapshot(utxos, assets, tip, height)
 
 
 def outpoint_key(outpoint: OutPoint) -> bytes:
