@@ -15,7 +15,7 @@ import trio
 from p2pchain.cli.config import read_key, write_key
 from p2pchain.cli.rpc_client import RpcClient, connect_rpc, parse_utxos
 from p2pchain.errors import ConfigError
-from p2pchain.ledger.address import decode_address, encode_address
+from p2pchain.ledger.address import address_of, decode_address, encode_address
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.tx import NO_LOCK, Transaction, TxOutput
 from p2pchain.ledger.types import AssetId
@@ -147,4 +147,4 @@ async def issue_asset(
 
 def address_text(key: SecretKey, prefix: str) -> str:
     """The bech32m address of a key under `prefix`."""
-    return encode_address(Wallet(key, ChainParams(address_prefix=prefix)).address, prefix)
+    return encode_address(address_of(key.public_key), prefix)
