@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final, Self
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import (
     NoiseHandshakeError,
@@ -38,6 +39,10 @@ TAG_BYTES: Final = 16
 MAX_PLAINTEXT_CHUNK: Final = MAX_NOISE_MESSAGE - TAG_BYTES
 MAX_HANDSHAKE_MESSAGE: Final = 512
 """XX messages are 32, 32+48+payload+16 and 48+payload+16 bytes; the payload is ~100 bytes."""
+
+_COFACTOR_PROBE: Final = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))
+"""Any fixed scalar: X25519 clamps it to a multiple of 8, which sends every point of order
+1, 2, 4 or 8 (in any of its encodings) to the all-zero output."""
 
 _NOISE_FAULTS: Final = (
     InvalidTag,
@@ -91,6 +96,20 @@ def compute_static_public(static_private: bytes) -> bytes:
     conn = NoiseConnection.from_name(NOISE_PROTOCOL_NAME)
     conn.set_keypair_from_private_bytes(Keypair.STATIC, static_private)
     return bytes(conn.noise_protocol.keypairs["s"].public_bytes)
+
+
+def is_low_order_point(public: bytes) -> bool:
+    """True if a peer's X25519 key lies in the small subgroup: every DH with it gives zero.
+
+    Such a key (all-zero, one, the order-8 points, p-1, p, p+1 and their non-canonical twins)
+    would make a shared secret the peer knows in advance, and the X25519 backend refuses to
+    compute it; the handshake rejects the key on receipt instead.
+    """
+    try:
+        _COFACTOR_PROBE.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        return True
+    return False
 
 
 def frame_noise_message(ciphertext: bytes) -> bytes:
@@ -149,18 +168,27 @@ class NoiseSession:
         """Our next handshake message, framed; it carries our identity proof if it has ``s``."""
         payload = b"" if self._messages_done == 0 else self._proof
         self._messages_done += 1
-        return frame_noise_message(bytes(self._noise.write_message(payload)))
+        try:
+            message = bytes(self._noise.write_message(payload))
+        except _NOISE_FAULTS as exc:  # a DH with a key the peer sent; rejected on read already
+            raise DecodeError(f"noise handshake: {type(exc).__name__}") from exc
+        return frame_noise_message(message)
 
     def read_handshake(self, message: bytes) -> None:
         """Process the peer's next handshake message (without its length prefix).
 
         Raises:
-            DecodeError: the message fails authentication or its payload is malformed.
+            DecodeError: the message fails authentication, carries a low-order key or its
+                payload is malformed.
         """
         try:
             payload = bytes(self._noise.read_message(message))
         except _NOISE_FAULTS as exc:
             raise DecodeError(f"noise handshake: {type(exc).__name__}") from exc
+        for name in ("re", "rs"):  # the library keeps a placeholder until the key arrives
+            public = getattr(getattr(self._handshake, name), "public_bytes", None)
+            if public is not None and is_low_order_point(bytes(public)):
+                raise DecodeError(f"noise handshake: low-order {name[1:]} key")
         first = self._messages_done == 0
         self._messages_done += 1
         if first:

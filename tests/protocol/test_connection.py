@@ -35,6 +35,7 @@ from p2pchain.protocol.messages import (
     Topic,
 )
 from p2pchain.protocol.noise import IdentityProof, make_identity_proof
+from p2pchain.testing.hostile import LOW_ORDER_POINTS
 from p2pchain.testing.link import (
     ConnectionPair,
     RawConnection,
@@ -369,6 +370,20 @@ def test_junk_instead_of_noise_is_a_remote_fault():
     with pytest.raises(RemoteProtocolError, match="noise handshake"):
         listener.next_event()
     assert listener.data_to_send() == b""
+
+
+@pytest.mark.parametrize("initiator", [False, True], ids=["listener", "dialer"])
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:8])
+def test_low_order_handshake_key_is_a_remote_fault_on_both_sides(point, initiator):
+    conn = honest_connection(2, initiator=initiator)
+    conn.data_to_send()
+    tail = bytes(148) if initiator else b""  # msg2 carries more after the ephemeral key
+    message = point + tail
+    conn.receive_data(len(message).to_bytes(2, "big") + message)
+    with pytest.raises(RemoteProtocolError, match="noise handshake"):
+        conn.next_event()
+    assert conn.state is State.ERROR
+    assert conn.data_to_send() == b""
 
 
 def test_repeated_hello_is_ignored():

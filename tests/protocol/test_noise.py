@@ -1,8 +1,10 @@
 """Noise XX channel: handshake, identity binding, and authenticated transport messages."""
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from hypothesis import given
 from hypothesis import strategies as st
+from noise.backends.default.keypairs import KeyPair25519
 
 from p2pchain.errors import DecodeError
 from p2pchain.ledger.crypto import SecretKey
@@ -12,9 +14,11 @@ from p2pchain.protocol.noise import (
     NoiseMessageDecoder,
     NoiseSession,
     compute_static_public,
+    is_low_order_point,
     is_valid_identity_proof,
     make_identity_proof,
 )
+from p2pchain.testing.hostile import LOW_ORDER_POINTS
 from p2pchain.testing.link import connection_keys
 
 
@@ -137,3 +141,38 @@ def test_message_length_bounds(length):
     decoder.receive_data(length.to_bytes(2, "big"))
     with pytest.raises(DecodeError, match="noise message"):
         decoder.next_message(max_length=512)
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:8])
+def test_responder_rejects_every_low_order_ephemeral_key(point):
+    assert is_low_order_point(point)
+    responder, _ = _session(2, False)
+    with pytest.raises(DecodeError, match="low-order e key"):
+        responder.read_handshake(point)  # msg1 of XX: the ephemeral key in the clear, alone
+    assert not responder.is_complete
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:8])
+def test_initiator_rejects_every_low_order_ephemeral_key(point):
+    initiator, _ = _session(1, True)
+    initiator.write_handshake()
+    with pytest.raises(DecodeError, match="noise handshake"):
+        initiator.read_handshake(point + bytes(48 + 100 + 16))
+
+
+@pytest.mark.parametrize("point", LOW_ORDER_POINTS, ids=lambda p: p.hex()[:8])
+def test_responder_rejects_every_low_order_static_key(point):
+    (a, _), (b, _) = _session(1, True), _session(2, False)
+    b.read_handshake(a.write_handshake()[2:])
+    a.read_handshake(b.write_handshake()[2:])
+    # The initiator announces a low-order static key while keeping its real private key.
+    handshake = a._handshake
+    handshake.s = KeyPair25519(handshake.s.private, X25519PublicKey.from_public_bytes(point), point)
+    with pytest.raises(DecodeError, match="noise handshake"):
+        b.read_handshake(a.write_handshake()[2:])
+    assert b.remote_node_key is None
+
+
+@given(key=st.binary(min_size=32, max_size=32))
+def test_only_the_fourteen_small_subgroup_encodings_are_low_order(key):
+    assert is_low_order_point(key) == (key in LOW_ORDER_POINTS)
