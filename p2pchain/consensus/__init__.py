@@ -8,6 +8,7 @@ current slot is always an argument. See docs/consensus.md for the design.
 from p2pchain.consensus.builder import build_block as build_block
 from p2pchain.consensus.builder import get_vote_source as get_vote_source
 from p2pchain.consensus.builder import make_vote as make_vote
+from p2pchain.consensus.forkchoice import BlockOutcome as BlockOutcome
 from p2pchain.consensus.forkchoice import get_block_view as get_block_view
 from p2pchain.consensus.forkchoice import get_head as get_head
 from p2pchain.consensus.forkchoice import get_head_view as get_head_view
@@ -34,6 +35,7 @@ from p2pchain.consensus.validators import get_duties as get_duties
 from p2pchain.consensus.votes import validate_vote as validate_vote
 
 __all__ = [
+    "BlockOutcome",
     "HeadChange",
     "SlashingDetector",
     "Store",

@@ -8,6 +8,8 @@ asked (what a mempool needs to re-validate).
 
 from __future__ import annotations
 
+from enum import Enum
+
 from p2pchain.consensus.finality import process_link_vote, prune_finality
 from p2pchain.consensus.store import (
     BlockNode,
@@ -35,6 +37,7 @@ from p2pchain.ledger.validation import SignatureCheck, connect_block
 from p2pchain.ledger.vote import Checkpoint, Vote
 
 __all__ = [
+    "BlockOutcome",
     "get_block_view",
     "get_forkchoice_store",
     "get_head",
@@ -46,6 +49,17 @@ __all__ = [
     "on_vote",
     "pop_head_change",
 ]
+
+
+class BlockOutcome(Enum):
+    """What `on_block` did with a block that broke no rule."""
+
+    ADDED = "added"
+    """The block is in the tree."""
+    PRUNED = "pruned"
+    """The votes it carries completed a finalization that its own chain conflicts with, so
+    the finalization pruned the block (and its branch) in the same call. The votes, the new
+    checkpoints and the moved head are kept; the block is not in the tree."""
 
 
 def on_tick(store: Store, slot: int) -> None:
@@ -105,7 +119,7 @@ def on_block(
     current_slot: int,
     *,
     signatures_valid: SignatureCheck | None = None,
-) -> None:
+) -> BlockOutcome:
     """Add a block, count the votes it carries and apply any slashing evidence in it.
 
     `signatures_valid` checks the transactions' witnesses (default: verify each one); a node
@@ -117,6 +131,10 @@ def on_block(
             `CONFLICTS_WITH_FINALIZED`, `BLOCK_TOO_LARGE`, `WRONG_PROPOSER`,
             `BAD_PROPOSER_SIGNATURE`, `BAD_BODY_ROOT`, a vote reason for an invalid carried
             vote, or the ledger's reason from `connect_block`. The store is left unchanged.
+
+    Returns:
+        `BlockOutcome.PRUNED` when the block's own votes finalized a checkpoint that rules the
+        block out (it is then absent from ``store.nodes``), else `BlockOutcome.ADDED`.
     """
     params = store.params
     now = max(store.current_slot, current_slot)
@@ -170,6 +188,7 @@ def on_block(
         if vote.head in store.tree and vote.target.epoch >= store.finalized_checkpoint.epoch:
             _count_vote(store, vote, stake)
     _update_head(store)
+    return BlockOutcome.ADDED if block_id in store.nodes else BlockOutcome.PRUNED
 
 
 def on_vote(store: Store, vote: Vote, current_slot: int) -> None:

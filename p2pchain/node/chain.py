@@ -26,6 +26,7 @@ from typing import Final, TypeVar
 import trio
 
 from p2pchain.consensus import (
+    BlockOutcome,
     SlashingDetector,
     Store,
     compute_slot_at_time,
@@ -70,6 +71,9 @@ class Outcome(Enum):
     """A block waiting for its slot to start (bounded queue; retried at every tick)."""
     QUEUED = "queued"
     """A vote waiting for its head block or its slot."""
+    PRUNED = "pruned"
+    """A valid block whose own votes finalized a checkpoint off its chain: its votes count,
+    the block is not kept (`BlockOutcome.PRUNED`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +81,8 @@ class ChainStatistics:
     blocks_imported: int
     blocks_invalid: int
     votes_imported: int
+    blocks_pruned: int
+    """Valid blocks whose own votes finalized a checkpoint off their chain (`Outcome.PRUNED`)."""
     blocks_waiting: int
     votes_waiting: int
     reorgs: int
@@ -171,6 +177,7 @@ class ChainService:
         self._blocks_imported = 0
         self._import_times = _Histogram(IMPORT_SECONDS_BUCKETS)
         self._blocks_invalid = 0
+        self._blocks_pruned = 0
         self._votes_imported = 0
         self._reorgs = 0
         self._offloaded = 0
@@ -250,6 +257,7 @@ class ChainService:
             import_seconds_sum=self._import_times.total,
             import_seconds_count=self._import_times.count,
             blocks_invalid=self._blocks_invalid,
+            blocks_pruned=self._blocks_pruned,
             votes_imported=self._votes_imported,
             blocks_waiting=len(self._orphans) + len(self._future),
             votes_waiting=len(self._waiting_votes),
@@ -391,10 +399,13 @@ class ChainService:
                 continue
             on_tick(self.store, max(slot, block.header.slot))
             try:
-                on_block(self.store, block, self.store.current_slot, signatures_valid=_trust_stored)
+                outcome = on_block(
+                    self.store, block, self.store.current_slot, signatures_valid=_trust_stored
+                )
             except InvalidBlock:
                 continue  # a side block that finality has ruled out meanwhile
-            self._undo[block.block_id] = self._undo_of(block.block_id)
+            if outcome is BlockOutcome.ADDED:
+                self._undo[block.block_id] = self._undo_of(block.block_id)
         for vote in stored.votes.values():
             try:
                 on_vote(self.store, vote, self.store.current_slot)
@@ -487,15 +498,38 @@ class ChainService:
         if block.header.slot > slot:
             self._hold(self._future, block, self.limits.pending_blocks)
             return Outcome.FUTURE_SLOT
-        if not await self._import_one(block, slot):
+        results = await self._import_with_orphans(block, slot)
+        if not results:
             return Outcome.KNOWN
-        imported = [block, *await self._release_orphans(block_id, slot)]
-        votes = [vote for b in imported for vote in b.votes] + self._retry_votes(slot)
-        await self._after_change(imported, votes)
-        return Outcome.IMPORTED
+        await self._after_imports(results, slot)
+        return Outcome.IMPORTED if results[0][1] is BlockOutcome.ADDED else Outcome.PRUNED
 
-    async def _import_one(self, block: Block, slot: int) -> bool:
-        """`on_block` plus slashing detection; False for a duplicate.
+    async def _import_with_orphans(
+        self, block: Block, slot: int
+    ) -> list[tuple[Block, BlockOutcome]]:
+        """Import `block`, then the waiting blocks it (transitively) unlocks; [] if known.
+
+        Raises:
+            InvalidBlock: `block` breaks a rule (an invalid waiting block is dropped instead).
+        """
+        outcome = await self._import_one(block, slot)
+        if outcome is None:
+            return []
+        results = [(block, outcome)]
+        if outcome is BlockOutcome.ADDED:
+            results += await self._release_orphans(block.block_id, slot)
+        return results
+
+    async def _after_imports(self, results: list[tuple[Block, BlockOutcome]], slot: int) -> None:
+        """Persist and publish what a batch of imports did. The votes of a pruned block count
+        (they moved finality) even though the block itself is not kept."""
+        kept = [block for block, outcome in results if outcome is BlockOutcome.ADDED]
+        votes = [vote for block, _ in results for vote in block.votes] + self._retry_votes(slot)
+        if results or votes:
+            await self._after_change(kept, votes)
+
+    async def _import_one(self, block: Block, slot: int) -> BlockOutcome | None:
+        """`on_block` plus slashing detection; None for a duplicate.
 
         Raises:
             InvalidBlock: the block breaks a rule.
@@ -503,17 +537,25 @@ class ChainService:
         await self._verify_off_loop(block)
         found = self.detector.observe_block(block)
         try:
-            on_block(self.store, block, slot, signatures_valid=self.signatures)
+            outcome = on_block(self.store, block, slot, signatures_valid=self.signatures)
         except InvalidBlock as exc:
             await self._take_evidence(found)
             if exc.reason is Reason.DUPLICATE_BLOCK:
-                return False
+                return None
             self._blocks_invalid += 1
             raise
         self._blocks_imported += 1
-        self._undo[block.block_id] = self._undo_of(block.block_id)
+        if outcome is BlockOutcome.ADDED:
+            self._undo[block.block_id] = self._undo_of(block.block_id)
+        else:
+            self._blocks_pruned += 1
+            self.log.warning(
+                "block %s at slot %d finalized a checkpoint off its own chain and was pruned",
+                block.block_id.hex()[:16],
+                block.header.slot,
+            )
         await self._take_evidence(found)
-        return True
+        return outcome
 
     def _hold(self, queue: OrderedDict[BlockId, Block], block: Block, bound: int) -> None:
         queue[block.block_id] = block
@@ -539,9 +581,11 @@ class ChainService:
         await trio.to_thread.run_sync(verify_all)
         self._offloaded += len(fresh)
 
-    async def _release_orphans(self, parent: BlockId, slot: int) -> list[Block]:
+    async def _release_orphans(
+        self, parent: BlockId, slot: int
+    ) -> list[tuple[Block, BlockOutcome]]:
         """Import the waiting blocks that `parent` (transitively) unlocks; return them."""
-        imported: list[Block] = []
+        results: list[tuple[Block, BlockOutcome]] = []
         ready = [parent]
         while ready:
             current = ready.pop()
@@ -552,13 +596,15 @@ class ChainService:
                     self._hold(self._future, child, self.limits.pending_blocks)
                     continue
                 try:
-                    if not await self._import_one(child, slot):
-                        continue
+                    outcome = await self._import_one(child, slot)
                 except InvalidBlock:
                     continue
-                imported.append(child)
-                ready.append(child.block_id)
-        return imported
+                if outcome is None:
+                    continue
+                results.append((child, outcome))
+                if outcome is BlockOutcome.ADDED:
+                    ready.append(child.block_id)
+        return results
 
     async def on_slot(self) -> None:
         """Slot tick: import the blocks whose slot has come, retry the waiting votes."""
@@ -568,21 +614,17 @@ class ChainService:
                 (b for b in self._future.values() if b.header.slot <= slot),
                 key=lambda b: b.header.height,
             )
-            imported: list[Block] = []
+            results: list[tuple[Block, BlockOutcome]] = []
             for block in due:
                 del self._future[block.block_id]
                 if block.header.parent not in self.store.nodes:
                     self._hold(self._orphans, block, self.limits.pending_blocks)
                     continue
                 try:
-                    if not await self._import_one(block, slot):
-                        continue
+                    results += await self._import_with_orphans(block, slot)
                 except InvalidBlock:
                     continue
-                imported += [block, *await self._release_orphans(block.block_id, slot)]
-            votes = [vote for b in imported for vote in b.votes] + self._retry_votes(slot)
-            if imported or votes:
-                await self._after_change(imported, votes)
+            await self._after_imports(results, slot)
 
     async def import_vote(self, vote: Vote) -> Outcome:
         """Count a vote (or queue it when its head or slot is ahead of us).

@@ -381,8 +381,8 @@ class Node:
             if exc.reason in _IGNORED_BLOCK:
                 raise GossipIgnore(exc.reason, exc.detail) from exc
             raise GossipReject(exc.reason, exc.detail) from exc
-        if outcome is Outcome.IMPORTED:
-            return Verdict.ACCEPT
+        if outcome in (Outcome.IMPORTED, Outcome.PRUNED):
+            return Verdict.ACCEPT  # a pruned block is relayed: peers need its votes too
         if outcome is Outcome.UNKNOWN_PARENT:
             raise GossipIgnore(Reason.UNKNOWN_PARENT)
         if outcome is Outcome.FUTURE_SLOT:

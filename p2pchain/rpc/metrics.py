@@ -142,6 +142,11 @@ class NodeMetrics(Collector):
         yield invalid
 
         yield _counter("blocks_imported", "Blocks added to the block tree.", chain.blocks_imported)
+        yield _counter(
+            "blocks_pruned",
+            "Valid blocks whose own votes finalized a checkpoint off their chain (not kept).",
+            chain.blocks_pruned,
+        )
         import_time = HistogramMetricFamily(
             f"{PREFIX}_block_import_seconds",
             "Time to validate, apply and commit one block (its queued children excluded).",

@@ -390,3 +390,61 @@ def store_state(store: Store) -> object:
         [block.block_id for block in store.undone],
         [block.block_id for block in store.applied],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SelfPruningChain:
+    """Valid ``g - h(3) - x(4) - y(6) - z(9)``, where `z`'s own votes prune `z` (docs/consensus.md).
+
+    `y` carries 3 of 4 votes ``(0,g)->(1,h)`` and `z` 3 of 4 votes ``(1,h)->(2,h)``; importing
+    the blocks in order finalizes ``(1,h)``, whose epoch-1 checkpoint conflicts with `x`.
+    """
+
+    keys: list[SecretKey]
+    genesis: GenesisConfig
+    h: Block
+    x: Block
+    y: Block
+    z: Block
+
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        return (self.h, self.x, self.y, self.z)
+
+
+def build_self_pruning_chain(params: ChainParams = CONSENSUS_PARAMS) -> SelfPruningChain:
+    """Build `SelfPruningChain` (4 equal validators; `params` must have 4 slots per epoch)."""
+    if params.slots_per_epoch != 4:
+        raise ValueError("the shape needs 4 slots per epoch")
+    keys = validator_keys(4, label=b"self-pruning")
+    genesis = make_genesis(keys, [10 * COIN] * 4, params)
+    store = get_forkchoice_store(params, genesis)
+    by_key = {key.public_key: key for key in keys}
+
+    def child(parent: BlockId, slot: int, votes: Sequence[Vote] = ()) -> Block:
+        proposer = get_proposer(store, parent, slot)
+        assert proposer is not None
+        on_tick(store, slot)
+        block = build_block(store, parent, slot, by_key[proposer], votes=votes)
+        assert len(block.votes) == len(votes), "build_block dropped a vote of the scenario"
+        on_block(store, block, slot)
+        return block
+
+    def votes(slot: int, head: BlockId, source: Checkpoint, target: Checkpoint) -> list[Vote]:
+        return [
+            sign_vote_data(store, key, slot=slot, head=head, source=source, target=target)
+            for key in keys[:3]
+        ]
+
+    g = store.genesis_id
+    h = child(g, 3)
+    x = child(h.block_id, 4)
+    h1 = Checkpoint(epoch=1, block_id=h.block_id)
+    y = child(x.block_id, 6, votes(5, h.block_id, Checkpoint(epoch=0, block_id=g), h1))
+    z_votes = votes(8, h.block_id, h1, Checkpoint(epoch=2, block_id=h.block_id))
+    proposer = get_proposer(store, y.block_id, 9)
+    assert proposer is not None
+    on_tick(store, 9)
+    z = build_block(store, y.block_id, 9, by_key[proposer], votes=z_votes)
+    assert len(z.votes) == len(z_votes), "build_block dropped a vote of the scenario"
+    return SelfPruningChain(keys=keys, genesis=genesis, h=h, x=x, y=y, z=z)

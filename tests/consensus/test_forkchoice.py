@@ -7,14 +7,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pchain.consensus import (
+    BlockOutcome,
     build_block,
     get_block_view,
+    get_forkchoice_store,
     get_head,
     get_head_view,
     get_proposer,
     get_weight,
     make_vote,
     on_block,
+    on_tick,
     pop_head_change,
 )
 from p2pchain.errors import InvalidBlock, Reason
@@ -24,10 +27,12 @@ from p2pchain.ledger.genesis import genesis_state
 from p2pchain.ledger.header import header_signing_message
 from p2pchain.ledger.tx import OutPoint
 from p2pchain.ledger.types import BlockId, Hash32
+from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import COIN
 from p2pchain.testing.consensus import (
     CONSENSUS_PARAMS,
     Simulation,
+    build_self_pruning_chain,
     feed_in_order,
     scenarios,
     store_state,
@@ -294,3 +299,23 @@ def test_votes_carried_by_blocks_are_counted():
     assert only_blocks.finalized_checkpoint.epoch >= 2
     assert only_blocks.finalized_checkpoint in sim.finalized_history
     assert get_head(only_blocks) == get_head(sim.store)
+
+
+def test_a_block_whose_own_votes_finalize_off_its_chain_is_reported_pruned():
+    chain = build_self_pruning_chain()
+    store = get_forkchoice_store(CONSENSUS_PARAMS, chain.genesis)
+    for block in (chain.h, chain.x, chain.y):
+        on_tick(store, block.header.slot)
+        assert on_block(store, block, block.header.slot) is BlockOutcome.ADDED
+    pop_head_change(store)
+    outcome = on_block(store, chain.z, 9)
+    assert outcome is BlockOutcome.PRUNED
+    assert store.finalized_checkpoint == Checkpoint(epoch=1, block_id=chain.h.block_id)
+    assert store.head == chain.h.block_id
+    for pruned in (chain.x, chain.y, chain.z):
+        assert pruned.block_id not in store.nodes
+        assert pruned.block_id not in store.tree
+    change = pop_head_change(store)
+    assert [b.block_id for b in change.undone] == [chain.y.block_id, chain.x.block_id]
+    assert change.applied == ()
+    assert store.view.tip == chain.h.block_id
