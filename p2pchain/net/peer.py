@@ -6,6 +6,10 @@ connection and sends it with one ``send_all`` (so a burst of small messages cost
 send queue is bounded in bytes; a peer that does not drain it within `slow_peer_timeout` is
 dropped with SLOW_PEER. Inbound messages and bytes pass token buckets; going over costs score
 (reported as `PeerMisbehaved`) and pauses reading until the bucket refills.
+
+An exception that is not one of the protocol's own (a bug in decoding, in the stream or in the
+owner's handler) ends this link alone: it is reported as `PeerFailed` and the link closes with
+INTERNAL_ERROR; it never escapes into the owner's nursery.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Final
 import trio
 
 from p2pchain.errors import RemoteProtocolError
+from p2pchain.net.faults import Where
 from p2pchain.protocol.connection import (
     NEED_DATA,
     ConnectionClosed,
@@ -58,7 +63,18 @@ class PeerMisbehaved:
     detail: str
 
 
-PeerEvent = Event | PeerMisbehaved
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerFailed:
+    """Our own code failed on this link (`error` is not a protocol error): a bug to record.
+
+    `where` is a `Where` name. The link closes with INTERNAL_ERROR after this event.
+    """
+
+    where: str
+    error: Exception
+
+
+PeerEvent = Event | PeerMisbehaved | PeerFailed
 EventHandler = Callable[["PeerHandle", PeerEvent], Awaitable[None]]
 
 
@@ -134,6 +150,8 @@ class PeerHandle:
         self._receive_scope = trio.CancelScope()
         self._writer_done = trio.Event()
         self._answered: set[int] = set()
+        self._stage = Where.CONNECTION
+        self._writer_fault: Exception | None = None
 
     @property
     def peer_id(self) -> PeerId | None:
@@ -212,7 +230,10 @@ class PeerHandle:
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
-                    final = await self._reader(on_event)
+                    try:
+                        final = await self._reader(on_event)
+                    except Exception as exc:  # our bug, on this link only (Cancelled is not one)
+                        final = await self._contain(on_event, self._stage, exc)
                     self._wake_writer.set()
                     with trio.move_on_after(self.limits.close_timeout):
                         await self._writer_done.wait()
@@ -228,7 +249,27 @@ class PeerHandle:
                 waiter.set()
             self._closed.set()
         # Not reached when the owner cancels us: it is shutting down and needs no report.
+        if self._writer_fault is not None:
+            await on_event(self, PeerFailed(where=Where.TRANSPORT, error=self._writer_fault))
         await on_event(self, final)
+
+    async def _contain(
+        self, on_event: EventHandler, where: str, error: Exception
+    ) -> ConnectionClosed:
+        """Report our own failure and close the link with INTERNAL_ERROR."""
+        await on_event(self, PeerFailed(where=where, error=error))
+        try:
+            self.conn.close(DisconnectReason.INTERNAL_ERROR)
+        except Exception:  # the connection's own state is what broke: no goodbye is possible
+            self.close_reason = DisconnectReason.INTERNAL_ERROR
+            self._cancel_scope.cancel()
+        return ConnectionClosed(reason=DisconnectReason.INTERNAL_ERROR, by_peer=False)
+
+    async def _emit(self, on_event: EventHandler, event: PeerEvent) -> None:
+        """Hand `event` to the owner; a failure in there is the owner's (`Where.SWARM`)."""
+        self._stage = Where.SWARM
+        await on_event(self, event)
+        self._stage = Where.CONNECTION
 
     async def _reader(self, on_event: EventHandler) -> ConnectionClosed:
         conn = self.conn
@@ -243,8 +284,8 @@ class PeerHandle:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
-                await on_event(
-                    self, PeerMisbehaved(offence=Offence.PROTOCOL_ERROR, detail=str(exc))
+                await self._emit(
+                    on_event, PeerMisbehaved(offence=Offence.PROTOCOL_ERROR, detail=str(exc))
                 )
                 return ConnectionClosed(
                     reason=DisconnectReason.PROTOCOL_ERROR, by_peer=False, detail=str(exc).encode()
@@ -253,7 +294,9 @@ class PeerHandle:
                 self._wake_writer.set()
                 resume = self._bytes.ready_at(now)
                 if not await self._wait(resume, read=resume <= now):
-                    await on_event(self, PeerMisbehaved(offence=Offence.SPAM, detail="byte rate"))
+                    await self._emit(
+                        on_event, PeerMisbehaved(offence=Offence.SPAM, detail="byte rate")
+                    )
                 conn.handle_timer(trio.current_time())
             elif isinstance(event, ConnectionClosed):
                 return event
@@ -261,12 +304,12 @@ class PeerHandle:
                 if isinstance(event, MessageReceived):
                     self._messages_received += 1
                     if not self._messages.consume(1, trio.current_time()):
-                        await on_event(
-                            self, PeerMisbehaved(offence=Offence.SPAM, detail="message rate")
+                        await self._emit(
+                            on_event, PeerMisbehaved(offence=Offence.SPAM, detail="message rate")
                         )
                     if isinstance(event.message, Pong) and self._resolve_ping(event.message):
                         continue
-                await on_event(self, event)
+                await self._emit(on_event, event)
 
     async def _wait(self, resume: float, *, read: bool) -> bool:
         """Read once (if `read`) or sleep until `resume`, but never past the connection's timer.
@@ -279,10 +322,12 @@ class PeerHandle:
             self._receive_scope = scope
             if not read:
                 await trio.sleep_forever()
+            self._stage = Where.TRANSPORT
             try:
                 data = await self._stream.receive_some(self.limits.receive_bytes)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
+            self._stage = Where.CONNECTION
             self._bytes_received += len(data)
             self.conn.receive_data(bytes(data))
             return self._bytes.consume(len(data), trio.current_time())
@@ -315,6 +360,9 @@ class PeerHandle:
                     return
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._drop(None, by_peer=True)
+        except Exception as exc:  # the stream failed in a way it should not: this link only
+            self._writer_fault = exc
+            self._drop(DisconnectReason.INTERNAL_ERROR, by_peer=False)
         finally:
             self._writer_done.set()
 

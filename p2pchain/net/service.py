@@ -14,9 +14,16 @@ its chain (`get_status`, `block_at_height`, `get_block`) and answers three hooks
 
 Nothing waits on the node inside the swarm's event loop: validations run in a pool of worker
 tasks fed by a bounded channel, deliveries in one worker, imports in the sync task. Every queue
-is bounded, and every message dropped at a full queue is counted in `statistics()`; drops that a
-peer caused (over its share of the validation queue, unasked-for block answers) also cost it
-score. Leaving the context cancels these tasks, then closes the swarm.
+is bounded, and every message dropped at a full queue is counted in `statistics()`. A peer over
+its share of the validation queue loses the message without blame (our own slowness must never
+score honest peers into a ban); a `Blocks` answer to nothing we asked is judged at once (it
+costs score) and never takes room in the answer queue.
+
+Fault containment: an unexpected exception while handling one peer's message (in the router,
+the validation or delivery hook, or a sync import) is recorded in the swarm's `FaultLog` and
+disconnects that peer with INTERNAL_ERROR; the service keeps running. `StorageError` is the
+exception: it propagates and stops the node (fail-stop). Leaving the context cancels these
+tasks, then closes the swarm.
 """
 
 from __future__ import annotations
@@ -32,10 +39,11 @@ from typing import Protocol
 
 import trio
 
-from p2pchain.errors import DecodeError, GossipIgnore, GossipReject, Reason
+from p2pchain.errors import DecodeError, GossipIgnore, GossipReject, Reason, StorageError
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode_item
 from p2pchain.ledger.types import BlockId
+from p2pchain.net.faults import FaultLog, Where
 from p2pchain.net.swarm import (
     InboundMessage,
     PeerConnected,
@@ -60,6 +68,7 @@ from p2pchain.protocol.gossip import (
 from p2pchain.protocol.messages import (
     MAX_BLOCKS_RESPONSE_BYTES,
     Blocks,
+    DisconnectReason,
     GetBlocksById,
     GetBlocksByRange,
     Graft,
@@ -93,7 +102,7 @@ class ImportResult:
     accepted: frozenset[BlockId]
     """Blocks now in the host's block tree: imported by this call or known before."""
     invalid: frozenset[BlockId] = frozenset()
-    """Blocks that break a rule; the peer that sent them loses `GossipReject.penalty`."""
+    """Blocks that break a rule; the peer that sent them loses `invalid_block_penalty`."""
 
 
 class NetworkHost(Protocol):
@@ -138,15 +147,16 @@ class NetworkConfig:
     validation_queue: int = 1_024
     """Messages waiting for a validation worker; more are dropped (counted)."""
     max_validations_per_peer: int = 256
-    """Queued or running validations of messages first sent by one peer; more cost score."""
+    """Queued or running validations of messages first sent by one peer; more are dropped
+    (counted, not blamed: the queue backs up because we are slow)."""
     delivery_queue: int = 1_024
     """Accepted messages waiting for `deliver`; more are dropped (counted)."""
     max_sync_responses: int = 64
-    """`Blocks` answers waiting for the sync task; more are dropped and cost score."""
+    """`Blocks` answers to our open requests waiting for the sync task; more are dropped."""
     serve_max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
     """Byte bound of one `Blocks` answer we serve."""
-    overflow_penalty: float = 1.0
-    """Score a peer loses for each message dropped because it sent more than its share."""
+    invalid_block_penalty: float = 100.0
+    """Score a sync peer loses for serving a block that breaks a rule: provable, so a ban."""
 
     def __post_init__(self) -> None:
         if min(self.validation_workers, self.validation_queue, self.delivery_queue) < 1:
@@ -167,11 +177,11 @@ class NetworkStatistics:
     validations_dropped: int
     """Messages dropped because the validation queue was full (our overload, nobody blamed)."""
     validations_over_quota: int
-    """Messages dropped because their sender had its share queued (scored)."""
+    """Messages dropped because their sender had its share queued (not scored)."""
     deliveries_dropped: int
     """Accepted messages dropped because `deliver` fell behind."""
     sync_responses_dropped: int
-    """`Blocks` answers dropped because the sync task fell behind (scored)."""
+    """Answers to our open requests dropped because the sync task fell behind (retried)."""
     sends_dropped: int
     """Messages the swarm refused to queue (peer gone or its send queue full)."""
     blocks_served: int
@@ -240,6 +250,11 @@ class NetworkService:
         return self.swarm.peer_id
 
     @property
+    def faults(self) -> FaultLog:
+        """Where every layer of the network records the failures it contained."""
+        return self.swarm.faults
+
+    @property
     def is_syncing(self) -> bool:
         """True while some peer claims a head above what sync has handed over."""
         return self._sync.is_syncing
@@ -299,23 +314,41 @@ class NetworkService:
 
     async def _run_events(self) -> None:
         async for event in self.swarm.events:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except StorageError:
+                raise
+            except Exception as exc:
+                self._contain(Where.GOSSIP, exc, event.peer_id)
+
+    def _contain(self, where: str, error: Exception, peer_id: PeerId) -> None:
+        """Record our own failure on `peer_id`'s input and drop that peer (never the node)."""
+        self.faults.record(where, error, peer=peer_id.hex()[:12])
+        self.swarm.disconnect(peer_id, DisconnectReason.INTERNAL_ERROR)
 
     def _on_event(self, event: SwarmEvent) -> None:
+        """Peer events in any order: a repeated connect re-registers, an unknown disconnect or
+        a message from a peer not registered is dropped."""
         now = trio.current_time()
         if isinstance(event, PeerConnected):
+            if event.peer_id in self._generation:
+                self._forget(event.peer_id)
             self._next_generation += 1
             self._generation[event.peer_id] = self._next_generation
             self._router.add_peer(event.peer_id, outbound=event.outbound)
             self._send(event.peer_id, self._host.get_status())
         elif isinstance(event, PeerDisconnected):
-            del self._generation[event.peer_id]
-            self._router.remove_peer(event.peer_id)
-            self._statuses.pop(event.peer_id, None)
-            self._departed.append(event.peer_id)
-            self._sync_wake.set()
-        else:
+            if event.peer_id in self._generation:
+                self._forget(event.peer_id)
+        elif event.peer_id in self._generation:
             self._on_message(event, now)
+
+    def _forget(self, peer_id: PeerId) -> None:
+        del self._generation[peer_id]
+        self._router.remove_peer(peer_id)
+        self._statuses.pop(peer_id, None)
+        self._departed.append(peer_id)
+        self._sync_wake.set()
 
     def _on_message(self, event: InboundMessage, now: float) -> None:
         peer_id, message = event.peer_id, event.message
@@ -327,12 +360,15 @@ class NetworkService:
         elif isinstance(message, GetBlocksByRange | GetBlocksById):
             self._serve(peer_id, message)
         elif isinstance(message, Blocks):
-            if len(self._responses) >= self.config.max_sync_responses:
-                self._counters.sync_responses_dropped += 1
-                self.swarm.penalize(peer_id, self.config.overflow_penalty, Offence.SPAM)
-                return
-            self._responses.append(_Response(peer_id, self._generation[peer_id], message))
-            self._sync_wake.set()
+            if not self._sync.is_awaiting(peer_id, message.request_id):
+                # Judged at once (a penalty, counted as a bad response), never queued: only
+                # answers to our own open requests can take room in the queue.
+                self._execute(self._sync.on_blocks(peer_id, message, now))
+            elif len(self._responses) >= self.config.max_sync_responses:
+                self._counters.sync_responses_dropped += 1  # the sync task fell behind; it retries
+            else:
+                self._responses.append(_Response(peer_id, self._generation[peer_id], message))
+                self._sync_wake.set()
 
     def _serve(self, peer_id: PeerId, request: GetBlocksByRange | GetBlocksById) -> None:
         max_bytes = self.config.serve_max_bytes
@@ -376,7 +412,6 @@ class NetworkService:
         now = trio.current_time()
         if queued >= self.config.max_validations_per_peer:
             self._counters.validations_over_quota += 1
-            self.swarm.penalize(sender, self.config.overflow_penalty, Offence.SPAM)
         else:
             try:
                 self._validation_send.send_nowait(action)
@@ -401,6 +436,11 @@ class NetworkService:
             except GossipIgnore as exc:
                 verdict = Verdict.IGNORE
                 orphan = action.topic is Topic.BLOCK and exc.reason is Reason.UNKNOWN_PARENT
+            except StorageError:
+                raise
+            except Exception as exc:
+                verdict = Verdict.IGNORE  # our bug: nobody is blamed, nothing is relayed
+                self._contain(Where.VALIDATION, exc, action.from_peer)
             finally:
                 remaining = self._validating[action.from_peer] - 1
                 if remaining:
@@ -425,13 +465,21 @@ class NetworkService:
 
     async def _run_deliveries(self) -> None:
         async for action in self._delivery_receive:
-            await self._host.deliver(action.topic, action.data)
+            try:
+                await self._host.deliver(action.topic, action.data)
+            except StorageError:
+                raise
+            except Exception as exc:  # the message came from several peers: nobody to drop
+                self.faults.record(Where.DELIVERY, exc)
 
     async def _run_heartbeat(self) -> None:
         interval = self.config.gossip.heartbeat_interval
         await trio.sleep(self._rng.uniform(0, interval))  # spread peers' heartbeats apart
         while True:
-            self._execute(self._router.heartbeat(trio.current_time()))
+            try:
+                self._execute(self._router.heartbeat(trio.current_time()))
+            except Exception as exc:
+                self.faults.record(Where.TIMER, exc)
             await trio.sleep(interval)
 
     # -- sync ---------------------------------------------------------------------------------
@@ -470,7 +518,14 @@ class NetworkService:
                     self._execute(self._sync.on_blocks(response.peer_id, response.blocks, now))
             self._execute(self._sync.handle_timeouts(now))
             while self._imports:
-                await self._import(self._imports.popleft())
+                action = self._imports.popleft()
+                try:
+                    await self._import(action)
+                except StorageError:
+                    raise
+                except Exception as exc:
+                    self._contain(Where.IMPORT, exc, action.from_peer)
+                    self._execute(self._sync.reset(*self._anchor(), trio.current_time()))
 
     async def _import(self, action: Import) -> None:
         blocks, from_peer = action.blocks, action.from_peer
@@ -481,7 +536,9 @@ class NetworkService:
             c.blocks_accepted += sum(block.block_id in result.accepted for block in blocks)
             c.blocks_invalid += sum(block.block_id in result.invalid for block in blocks)
             if result.invalid and from_peer in self._generation:
-                self.swarm.penalize(from_peer, GossipReject.penalty, Offence.INVALID_MESSAGE)
+                self.swarm.penalize(
+                    from_peer, self.config.invalid_block_penalty, Offence.INVALID_MESSAGE
+                )
             missing = [
                 block
                 for block in blocks

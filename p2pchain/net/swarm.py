@@ -20,11 +20,13 @@ from typing import Final
 
 import trio
 
-from p2pchain.errors import ConfigError
+from p2pchain.errors import ConfigError, StorageError
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.types import BlockId
+from p2pchain.net.faults import FaultLog, Where
 from p2pchain.net.peer import (
     PeerEvent,
+    PeerFailed,
     PeerHandle,
     PeerLimits,
     PeerMisbehaved,
@@ -155,6 +157,8 @@ class SwarmStatistics:
     """Messages received from active peers, by message type name."""
     messages_out: tuple[tuple[str, int], ...] = ()
     """Messages queued to peers, by message type name."""
+    internal_errors: tuple[tuple[str, int], ...] = ()
+    """Our own failures contained at a peer boundary, by place (`p2pchain.net.faults.Where`)."""
 
 
 _ORDINARY_CLOSES: Final = frozenset(
@@ -201,11 +205,15 @@ class Swarm:
         self.peer_id = PeerId(config.identity.public_key)
         self.log = logging.LoggerAdapter(_logger, {"node": self.peer_id.hex()[:12]})
         """Logger whose records carry this node's short id as ``node``."""
+        self.faults = FaultLog(self.log)
+        """Where our own failures on peers' input are counted (the layers above share it)."""
         self.listen_addresses: tuple[str, ...] = ()
         self._get_status = get_status
         self._nursery = nursery
         self._noise_static = os.urandom(32)
         self._peers: dict[PeerId, PeerHandle] = {}
+        self._announced: set[PeerId] = set()
+        """Peers whose PeerConnected reached `events` (and whose PeerDisconnected has not)."""
         self._messages_in: Counter[str] = Counter()
         self._messages_out: Counter[str] = Counter()
         self._handshaking: set[PeerHandle] = set()
@@ -379,6 +387,7 @@ class Swarm:
             protocol_errors=self._protocol_errors,
             messages_in=tuple(sorted(self._messages_in.items())),
             messages_out=tuple(sorted(self._messages_out.items())),
+            internal_errors=self.faults.counts(),
         )
 
     # -- links ----------------------------------------------------------------------------------
@@ -474,11 +483,27 @@ class Swarm:
                 pending.done.set()
 
     async def _on_peer_event(self, handle: PeerHandle, event: PeerEvent) -> None:
-        if isinstance(event, HandshakeComplete):
+        """Handle one event of one link; a bug in here ends that link, never the node."""
+        try:
+            await self._handle_peer_event(handle, event)
+        except StorageError:
+            raise  # fail-stop: the node must stop and recover from its last commit
+        except Exception as exc:
+            self.faults.record(Where.SWARM, exc, peer=_describe(handle))
+            handle.close(DisconnectReason.INTERNAL_ERROR)
+
+    async def _handle_peer_event(self, handle: PeerHandle, event: PeerEvent) -> None:
+        if isinstance(event, PeerFailed):
+            self.faults.record(event.where, event.error, peer=_describe(handle))
+        elif isinstance(event, HandshakeComplete):
             await self._on_handshake(handle, event.hello)
         elif isinstance(event, MessageReceived):
             peer_id = handle.peer_id
-            if peer_id is None or self._peers.get(peer_id) is not handle:
+            if (
+                peer_id is None
+                or self._peers.get(peer_id) is not handle
+                or peer_id not in self._announced
+            ):
                 return
             message = event.message
             self._messages_in[type(message).__name__] += 1
@@ -542,10 +567,12 @@ class Swarm:
         if handle.outbound and self._count(True) < self.config.target_outbound:
             self._send(handle, GetPeers())
         self._notify()
-        if existing is None:
+        if peer_id not in self._announced:
+            # A link that replaced an announced one is the same peer to the layer above.
             await self._inbox_send.send(
                 PeerConnected(peer_id=peer_id, hello=hello, outbound=handle.outbound)
             )
+            self._announced.add(peer_id)
 
     def _prefer(self, new: PeerHandle, existing: PeerHandle, peer_id: PeerId) -> bool:
         """Of two links to one peer, both ends keep the one dialed by the lower node key."""
@@ -577,9 +604,13 @@ class Swarm:
         if peer_id is not None and self._peers.get(peer_id) is handle:
             del self._peers[peer_id]
             self._notify()
-            await self._inbox_send.send(
-                PeerDisconnected(peer_id=peer_id, reason=event.reason, by_peer=event.by_peer)
-            )
+            # Only a peer the layer above heard of leaves it: a link cancelled while its
+            # PeerConnected waited for room in `events` was never announced.
+            if peer_id in self._announced:
+                self._announced.discard(peer_id)
+                await self._inbox_send.send(
+                    PeerDisconnected(peer_id=peer_id, reason=event.reason, by_peer=event.by_peer)
+                )
 
     def _notify(self) -> None:
         self._changed.set()
@@ -651,6 +682,12 @@ class Swarm:
             handle.close(DisconnectReason.SHUTDOWN)
         for handle in list(self._peers.values()) + list(self._handshaking):
             await handle.wait_closed()
+
+
+def _describe(handle: PeerHandle) -> str:
+    """A peer as logs name it: short node key, else its address."""
+    peer_id = handle.peer_id
+    return handle.address if peer_id is None else f"{peer_id.hex()[:12]} at {handle.address}"
 
 
 def _hello_of(handle: PeerHandle) -> Hello:

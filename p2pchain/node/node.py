@@ -40,6 +40,7 @@ from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
 from p2pchain.ledger.types import Address, AssetId, BlockId, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo
 from p2pchain.ledger.vote import Checkpoint, Vote
+from p2pchain.net.faults import Where
 from p2pchain.net.service import (
     ImportResult,
     NetworkConfig,
@@ -468,8 +469,13 @@ class Node:
         while True:
             slot = max(chain.current_slot(), last + 1)
             last = slot
-            await chain.on_slot()
             network = self.network
+            try:
+                await chain.on_slot()
+            except StorageError:
+                raise
+            except Exception as exc:  # a waiting block from some peer hit our bug: it is gone
+                network.faults.record(Where.IMPORT, exc)
             network.announce_status()
             duties = self._duties
             if duties is not None and slot > 0:

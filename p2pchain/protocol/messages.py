@@ -70,6 +70,8 @@ class DisconnectReason(IntEnum):
     SLOW_PEER = 12
     LOW_SCORE = 13
     SHUTDOWN = 14
+    INTERNAL_ERROR = 15
+    """Our own code failed while handling the peer's input: a bug of ours, not a verdict."""
 
 
 def _read_address(item: RLPItem, name: str) -> bytes:

@@ -222,6 +222,12 @@ class SyncManager:
         self._set_anchor(anchor_height, anchor_id)
         return self._schedule(now)
 
+    def is_awaiting(self, peer_id: PeerId, request_id: int) -> bool:
+        """True if `request_id` is a request of ours to `peer_id` still waiting for its answer
+        (the shell holds only such answers; anything else is unsolicited)."""
+        request = self._requests.get(request_id)
+        return request is not None and request.peer_id == peer_id
+
     def on_blocks(self, peer_id: PeerId, response: Blocks, now: float) -> list[SyncAction]:
         """Check an answer's shape; return blocks to import in order, or a penalty and retry."""
         request = self._requests.get(response.request_id)

@@ -141,6 +141,15 @@ class NodeMetrics(Collector):
             invalid.add_metric([kind], count)
         yield invalid
 
+        internal = CounterMetricFamily(
+            f"{PREFIX}_internal_errors",
+            "Unexpected exceptions contained while handling a peer's input, by place.",
+            labels=["where"],
+        )
+        for where, count in swarm.internal_errors:
+            internal.add_metric([where], count)
+        yield internal
+
         yield _counter("blocks_imported", "Blocks added to the block tree.", chain.blocks_imported)
         yield _counter(
             "blocks_pruned",

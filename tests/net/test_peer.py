@@ -3,7 +3,7 @@
 import trio
 import trio.testing
 
-from p2pchain.net.peer import PeerLimits, PeerMisbehaved, run_peer
+from p2pchain.net.peer import PeerFailed, PeerLimits, PeerMisbehaved, run_peer
 from p2pchain.protocol.connection import (
     ConnectionClosed,
     ConnectionConfig,
@@ -181,3 +181,66 @@ async def test_flooding_peer_is_reported_and_throttled(autojump_clock):
     received = [e for e in mine.events if isinstance(e, MessageReceived)]
     assert len(received) == 60
     assert elapsed >= (60 - 20) / 10 - 1
+
+
+class BrokenOnGetPeers(PeerConnection):
+    """A connection with a bug: it fails on GetPeers instead of returning an event."""
+
+    def _on_message(self, message):
+        if isinstance(message, GetPeers):
+            raise KeyError("injected")
+        super()._on_message(message)
+
+
+async def test_a_fault_in_the_connection_ends_this_link_only(autojump_clock):
+    ours, theirs = trio.testing.memory_stream_pair()
+    mine, broken = Recorder(), Recorder()
+    keys = connection_keys(2)
+    conn = BrokenOnGetPeers(
+        initiator=False, keys=keys, hello=make_hello(keys.identity), now=trio.current_time()
+    )
+    async with trio.open_nursery() as nursery:
+        await _start(nursery, theirs, conn, broken, outbound=False)
+        peer = await _start(
+            nursery, ours, honest_connection(1, initiator=True, now=trio.current_time()), mine
+        )
+        await mine.active.wait()
+        assert peer.send_nowait(GetPeers())
+        await peer.wait_closed()
+    failures = [e for e in broken.events if isinstance(e, PeerFailed)]
+    assert [(f.where, type(f.error)) for f in failures] == [("connection", KeyError)]
+    assert [e.reason for e in broken.closed()] == [DisconnectReason.INTERNAL_ERROR]
+    assert [(e.reason, e.by_peer) for e in mine.closed()] == [
+        (DisconnectReason.INTERNAL_ERROR, True)
+    ]
+
+
+class FailingStream(trio.abc.Stream):
+    """A stream whose writes fail with something that is not a broken-stream error."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    async def send_all(self, data):
+        raise ValueError("injected")
+
+    async def wait_send_all_might_not_block(self):
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes=None):
+        return await self.inner.receive_some(max_bytes)
+
+    async def aclose(self):
+        await self.inner.aclose()
+
+
+async def test_a_fault_in_the_stream_ends_this_link_only(autojump_clock):
+    ours, _theirs = trio.testing.memory_stream_pair()
+    recorder = Recorder()
+    conn = honest_connection(1, initiator=True, now=trio.current_time())
+    async with trio.open_nursery() as nursery:
+        peer = await _start(nursery, FailingStream(ours), conn, recorder)
+        await peer.wait_closed()
+    failures = [e for e in recorder.events if isinstance(e, PeerFailed)]
+    assert [(f.where, type(f.error)) for f in failures] == [("transport", ValueError)]
+    assert [e.reason for e in recorder.closed()] == [DisconnectReason.INTERNAL_ERROR]

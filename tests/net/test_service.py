@@ -91,7 +91,7 @@ async def test_raised_reject_costs_its_class_penalty_and_delivers_nothing():
             assert sender.publish(Topic.VOTE, b"fine vote") == 0
 
 
-async def test_a_flooding_peer_is_capped_at_its_share_of_the_validation_queue():
+async def test_a_peer_is_capped_at_its_share_of_the_validation_queue_without_blame():
     host = GatedHost()
     config = _config(3, validation_workers=1, max_validations_per_peer=2)
     with trio.fail_after(WAIT):
@@ -107,7 +107,8 @@ async def test_a_flooding_peer_is_capped_at_its_share_of_the_validation_queue():
             stats = node.statistics()
             assert (host.started, stats.validations_waiting) == (1, 2)
             assert stats.validations_over_quota == 3
-            assert node.swarm.score(flooder.peer_id) == pytest.approx(-3, abs=0.01)
+            # The queue backs up because we are slow: an honest peer under load is not scored.
+            assert node.swarm.score(flooder.peer_id) == 0
 
             host.gate.set()
             await host.wait_delivered(Topic.TRANSACTION, b"tx 1")
