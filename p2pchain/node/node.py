@@ -52,6 +52,7 @@ from p2pchain.net.swarm import PeerInfo, SwarmConfig
 from p2pchain.net.transports import SocketTransport
 from p2pchain.node.chain import ChainService, ChainStatistics, Outcome
 from p2pchain.node.config import DATABASE_FILE, NODE_KEY_FILE, NodeConfig
+from p2pchain.node.datadir import lock_data_dir
 from p2pchain.node.duties import ValidatorDuties
 from p2pchain.node.events import (
     EventHub,
@@ -534,7 +535,8 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
     On an existing `data_dir` the chain is rebuilt from the database first (no download).
 
     Raises:
-        StorageError: the data directory belongs to another chain or is corrupt.
+        StorageError: the data directory belongs to another chain, is corrupt, or is in use
+            by another process (named in the message).
         ConfigError: an inconsistent configuration (for example an unreachable address).
     """
     params = config.params
@@ -549,6 +551,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
         data_dir = config.data_dir
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(lock_data_dir(data_dir))
             database = data_dir / DATABASE_FILE
             sqlite_store = SqliteChainStore(database, chain_id=params.chain_id, genesis=genesis)
             stack.callback(sqlite_store.close)
