@@ -7,6 +7,9 @@ send queue is bounded in bytes; a peer that does not drain it within `slow_peer_
 dropped with SLOW_PEER. Inbound messages and bytes pass token buckets; going over costs score
 (reported as `PeerMisbehaved`) and pauses reading until the bucket refills.
 
+Frames larger than the connection's `inline_decode_bytes` are decoded in a worker thread, so a
+peer's 16 MiB answer costs the event loop nothing but GIL slices.
+
 An exception that is not one of the protocol's own (a bug in decoding, in the stream or in the
 owner's handler) ends this link alone: it is reported as `PeerFailed` and the link closes with
 INTERNAL_ERROR; it never escapes into the owner's nursery.
@@ -21,18 +24,19 @@ from typing import Final
 
 import trio
 
-from p2pchain.errors import RemoteProtocolError
+from p2pchain.errors import DecodeError, RemoteProtocolError
 from p2pchain.net.faults import Where
 from p2pchain.protocol.connection import (
     NEED_DATA,
     ConnectionClosed,
     Event,
+    FrameToDecode,
     MessageReceived,
     PeerConnection,
     PeerId,
     State,
 )
-from p2pchain.protocol.messages import DisconnectReason, Message, Ping, Pong
+from p2pchain.protocol.messages import DisconnectReason, Message, Ping, Pong, decode_message
 from p2pchain.protocol.scoring import Offence
 
 USER_PING_NONCE_BASE: Final = 2**63
@@ -283,6 +287,9 @@ class PeerHandle:
                 continue
             try:
                 event = conn.next_event()
+                if isinstance(event, FrameToDecode):
+                    conn.receive_decoded(await _decode_in_thread(event.body))
+                    continue
             except RemoteProtocolError as exc:
                 await self._emit(
                     on_event, PeerMisbehaved(offence=Offence.PROTOCOL_ERROR, detail=str(exc))
@@ -372,6 +379,19 @@ class PeerHandle:
         self.close_reason = reason
         self.closed_by_peer = by_peer
         self._cancel_scope.cancel()
+
+
+async def _decode_in_thread(body: bytes) -> Message | DecodeError:
+    """Decode a large frame in a worker thread: the event loop (every other peer's reads,
+    pings and timers) keeps running meanwhile; this peer's reader waits for it."""
+
+    def decode() -> Message | DecodeError:
+        try:
+            return decode_message(body)
+        except DecodeError as exc:
+            return exc
+
+    return await trio.to_thread.run_sync(decode)
 
 
 async def run_peer(

@@ -42,6 +42,9 @@ class NodeLimits:
     offload_signatures: int = 8
     """A block with at least this many unverified transaction signatures has them checked in
     a worker thread (fewer are cheaper to check inline than to hand over)."""
+    offload_decode_bytes: int = 256 * 1024
+    """Peer frames and gossiped blocks longer than this are decoded in a worker thread, so
+    that one peer's large message never stalls the event loop (and every other peer)."""
 
     def __post_init__(self) -> None:
         values = (
@@ -52,6 +55,7 @@ class NodeLimits:
             self.vote_pool,
             self.rejected_history,
             self.offload_signatures,
+            self.offload_decode_bytes,
         )
         if min(values) < 1 or self.target_outbound < 0 or self.max_inbound < 0:
             raise ConfigError("node limits must be positive")

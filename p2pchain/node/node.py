@@ -71,7 +71,7 @@ from p2pchain.node.protection import (
 )
 from p2pchain.node.storage import ChainStore, MemoryChainStore, SqliteChainStore
 from p2pchain.params import ChainParams
-from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.connection import ConnectionConfig, PeerId
 from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import Status, Topic
 
@@ -164,6 +164,10 @@ class Node:
         self._duties: ValidatorDuties | None = None
         self._rpc_url: str | None = None
         self._peers_seen: dict[PeerId, str] = {}
+        self._offload_decode_bytes = (
+            config.limits.offload_decode_bytes if config.offload_blocking else None
+        )
+        """Decode messages longer than this off the loop; None (simulations) decodes inline."""
 
     # -- identity ------------------------------------------------------------------------------
     @property
@@ -352,7 +356,7 @@ class Node:
             if topic is Topic.TRANSACTION:
                 return self._validate_transaction(Transaction.from_bytes(data), from_peer)
             if topic is Topic.BLOCK:
-                return await self._validate_block(decode(Block, data))
+                return await self._validate_block(await self._decode_block(data))
             if topic is Topic.VOTE:
                 return await self._validate_vote(decode(Vote, data))
             await self._chain.import_evidence(decode_evidence(data))
@@ -363,6 +367,13 @@ class Node:
         finally:
             self._after_import()
         return Verdict.ACCEPT
+
+    async def _decode_block(self, data: bytes) -> Block:
+        """Decode a gossiped block; a large one in a worker thread, off the event loop."""
+        limit = self._offload_decode_bytes
+        if limit is None or len(data) <= limit:
+            return decode(Block, data)
+        return await trio.to_thread.run_sync(decode, Block, data)
 
     def _validate_transaction(self, tx: Transaction, from_peer: PeerId) -> Verdict:
         try:
@@ -592,6 +603,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             target_outbound=config.limits.target_outbound,
             max_inbound=config.limits.max_inbound,
             transport=config.transport or SocketTransport(),
+            connection=ConnectionConfig(inline_decode_bytes=node._offload_decode_bytes),
         )
         network = await stack.enter_async_context(
             open_network(NetworkConfig(swarm=swarm, seed=config.network_seed), node)

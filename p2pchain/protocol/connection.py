@@ -17,13 +17,16 @@ from typing import Final, Literal, NewType
 
 from p2pchain.errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from p2pchain.ledger.crypto import SecretKey
-from p2pchain.protocol.framing import FrameDecoder, encode_frame
+from p2pchain.protocol.framing import FrameDecoder, check_frame_header, encode_frame
 from p2pchain.protocol.hello import check_hello
 from p2pchain.protocol.messages import (
     MAX_DETAIL_BYTES,
     MESSAGE_TYPES,
+    Blocks,
     Disconnect,
     DisconnectReason,
+    GetBlocksById,
+    GetBlocksByRange,
     Hello,
     Message,
     Ping,
@@ -113,7 +116,19 @@ class ConnectionClosed:
     detail: bytes = b""
 
 
-Event = HandshakeComplete | MessageReceived | ConnectionClosed
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrameToDecode:
+    """A frame body too large to decode inline (`ConnectionConfig.inline_decode_bytes`).
+
+    The caller decodes it with `decode_message` wherever it likes (a worker thread, so that
+    one peer's 16 MiB answer does not stall every other peer) and hands the outcome back to
+    `PeerConnection.receive_decoded` before asking for the next event.
+    """
+
+    body: bytes = field(repr=False)
+
+
+Event = HandshakeComplete | MessageReceived | ConnectionClosed | FrameToDecode
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +138,9 @@ class ConnectionConfig:
     handshake_timeout: float = 10.0
     ping_interval: float = 15.0
     pong_timeout: float = 20.0
+    inline_decode_bytes: int | None = None
+    """Frame bodies longer than this come out as `FrameToDecode` for the caller to decode
+    elsewhere; None decodes every frame inline."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,7 +187,10 @@ class PeerConnection:
             identity_proof=self._identity_proof(keys),
         )
         self._noise_messages = NoiseMessageDecoder()
-        self._frames = FrameDecoder()
+        self._frames = FrameDecoder(self._check_frame_header)
+        self._blocks_expected = 0
+        """Block requests we sent minus `Blocks` answers received: only these may arrive."""
+        self._decoding = False
         self._events: deque[Event] = deque()
         self._outgoing = bytearray()
         self._eof = False
@@ -216,6 +237,8 @@ class PeerConnection:
             RemoteProtocolError: the peer broke the protocol; the state is now ERROR and a
                 Disconnect(PROTOCOL_ERROR) is queued in `data_to_send` if the channel is up.
         """
+        if self._decoding:
+            raise LocalProtocolError("a FrameToDecode is waiting for receive_decoded")
         if self._events:
             return self._events.popleft()
         if self.state is State.ERROR:
@@ -234,6 +257,10 @@ class PeerConnection:
                 if self._advance_noise():
                     continue
             elif (body := self._frames.next_frame()) is not None:
+                limit = self.config.inline_decode_bytes
+                if limit is not None and len(body) > limit:
+                    self._decoding = True
+                    return FrameToDecode(body=body)
                 self._on_message(decode_message(body))
                 continue
             elif (ciphertext := self._noise_messages.next_message()) is not None:
@@ -245,6 +272,33 @@ class PeerConnection:
                 break
             return NEED_DATA
         return self._events.popleft()
+
+    def receive_decoded(self, outcome: Message | DecodeError) -> None:
+        """Continue with the decoded `FrameToDecode` body (or the error decoding it raised).
+
+        Raises:
+            LocalProtocolError: no frame was waiting to be decoded.
+            RemoteProtocolError: the body was malformed, or its message is not allowed now;
+                as from `next_event`, the state is ERROR.
+        """
+        if not self._decoding:
+            raise LocalProtocolError("no FrameToDecode is waiting")
+        self._decoding = False
+        if not self.is_open:
+            return  # closed meanwhile (a timer, or our own close): the frame no longer matters
+        try:
+            if isinstance(outcome, DecodeError):
+                raise outcome
+            self._on_message(outcome)
+        except (DecodeError, LocalProtocolError) as exc:
+            self._fail(str(exc))
+            raise RemoteProtocolError(str(exc)) from exc
+
+    def _check_frame_header(self, length: int, message_type: int) -> None:
+        """The static limits, and no `Blocks` frame (up to 16 MiB) that answers nothing."""
+        check_frame_header(length, message_type)
+        if message_type == Blocks.TYPE and not self._blocks_expected:
+            raise DecodeError("a Blocks frame that answers no request")
 
     def _advance_noise(self) -> bool:
         """Run the handshake as far as the buffered bytes allow; True once it completed."""
@@ -282,6 +336,8 @@ class PeerConnection:
             self._transition(Ping)
             self._on_ping(message)
         else:
+            if isinstance(message, Blocks):
+                self._blocks_expected -= 1
             if isinstance(message, Pong) and message.nonce == self._ping_nonce:
                 self._pong_deadline = None
                 self._next_ping_at = self._ping_sent_at + self.config.ping_interval
@@ -347,6 +403,8 @@ class PeerConnection:
             raise LocalProtocolError(f"cannot send in state {self.state}")
         if isinstance(message, Hello | Disconnect):
             raise LocalProtocolError(f"{type(message).__name__} is sent by the connection itself")
+        if isinstance(message, GetBlocksByRange | GetBlocksById):
+            self._blocks_expected += 1
         self._write_message(message)
 
     def close(self, reason: DisconnectReason, detail: bytes = b"") -> None:

@@ -7,6 +7,7 @@ a peer cannot make us allocate more than one maximum-size frame of a type it may
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from p2pchain.errors import DecodeError
@@ -35,10 +36,20 @@ def check_frame_header(length: int, message_type: int) -> None:
         raise DecodeError(f"{cls.__name__} payload of {length - 1} bytes exceeds the limit {limit}")
 
 
-class FrameDecoder:
-    """Splits a byte stream into frame bodies, rejecting bad headers before buffering bodies."""
+HeaderCheck = Callable[[int, int], None]
+"""``check(length, message_type)``: raise `DecodeError` to refuse a frame before its body."""
 
-    def __init__(self) -> None:
+
+class FrameDecoder:
+    """Splits a byte stream into frame bodies, rejecting bad headers before buffering bodies.
+
+    Args:
+        check_header: the rule for headers; the connection adds its own to the static limits
+            (an unsolicited `Blocks` frame is refused before its 16 MiB arrive).
+    """
+
+    def __init__(self, check_header: HeaderCheck = check_frame_header) -> None:
+        self._check_header = check_header
         self._buffer = bytearray()
         self._body_length: int | None = None
 
@@ -55,7 +66,8 @@ class FrameDecoder:
         """The next complete body (type byte + payload), or None if more bytes are needed.
 
         Raises:
-            DecodeError: zero length, unknown type, or a length over the type's limit.
+            DecodeError: zero length, unknown type, a length over the type's limit, or a
+                header the `check_header` rule refuses.
         """
         if self._body_length is None:
             if len(self._buffer) < LENGTH_BYTES:
@@ -65,7 +77,7 @@ class FrameDecoder:
                 raise DecodeError("zero-length frame")
             if len(self._buffer) < HEADER_BYTES:
                 return None
-            check_frame_header(length, self._buffer[LENGTH_BYTES])
+            self._check_header(length, self._buffer[LENGTH_BYTES])
             self._body_length = length
         end = LENGTH_BYTES + self._body_length
         if len(self._buffer) < end:

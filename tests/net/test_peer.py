@@ -244,3 +244,33 @@ async def test_a_fault_in_the_stream_ends_this_link_only(autojump_clock):
     failures = [e for e in recorder.events if isinstance(e, PeerFailed)]
     assert [(f.where, type(f.error)) for f in failures] == [("transport", ValueError)]
     assert [e.reason for e in recorder.closed()] == [DisconnectReason.INTERNAL_ERROR]
+
+
+async def test_large_frames_are_decoded_off_the_loop_and_delivered_in_order():
+    config = ConnectionConfig(inline_decode_bytes=1_000)
+    ours, theirs = trio.testing.memory_stream_pair()
+    sender, receiver = Recorder(), Recorder()
+    messages = [
+        Publish(topic=Topic.VOTE, data=bytes([n]) * (10 if n % 2 else 5_000)) for n in range(6)
+    ]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            keys = connection_keys(2)
+            listener = PeerConnection(
+                initiator=False,
+                keys=keys,
+                hello=make_hello(keys.identity),
+                now=trio.current_time(),
+                config=config,
+            )
+            await _start(nursery, theirs, listener, receiver, outbound=False)
+            peer = await _start(
+                nursery, ours, honest_connection(1, initiator=True, now=trio.current_time()), sender
+            )
+            await sender.active.wait()
+            for message in messages:
+                assert peer.send_nowait(message)
+            await peer.ping()
+            peer.close(DisconnectReason.REQUESTED)
+    received = [e.message for e in receiver.events if isinstance(e, MessageReceived)]
+    assert received == messages

@@ -6,6 +6,7 @@ The chain is built with the ledger alone (reward-only blocks); `LedgerChain` imp
 
 from contextlib import AsyncExitStack
 
+import pytest
 import trio
 import trio.testing
 
@@ -250,14 +251,20 @@ async def test_malformed_sync_answers_cost_score_until_the_peer_is_banned():
             assert [p.peer_id for p in node.swarm.peers()] == [honest.peer_id]
 
 
-async def test_unsolicited_block_answers_cost_score():
+async def test_unsolicited_block_answers_cost_score_and_end_the_link():
     def unsolicited(request):
-        # Three answers to requests never made: each costs 25.
+        # Three answers to requests never made. While the node has requests open to this peer,
+        # an answer fits the connection's allowance and sync judges it (-25 each); the first
+        # one beyond answers nothing at all and is refused from its header (-50): the end.
         return [Blocks(request_id=request.request_id + n, blocks=()) for n in (100, 200, 300)]
 
     with trio.fail_after(WAIT):
         async with open_network(_config(22), LedgerChain()) as node:
             done = []
             hostile_id = await _hostile_sync_peer(_tcp(node), unsolicited, done)
-            assert node.swarm.is_banned(hostile_id)
-            assert node.statistics().sync.bad_responses >= 5
+            assert [(e.reason, e.by_peer) for e in done] == [
+                (DisconnectReason.PROTOCOL_ERROR, True)
+            ]
+            judged = node.statistics().sync.bad_responses
+            assert judged >= 1
+            assert node.swarm.score(hostile_id) == pytest.approx(-25 * judged - 50, abs=0.1)

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import trio
 
-from p2pchain import EventKind, TxStatus
+from p2pchain import EventKind, NodeLimits, TxStatus
 from p2pchain.node import PeerEvent
 from p2pchain.params import COIN
 from p2pchain.testing.testnet import TESTNET_PARAMS, testnet
@@ -14,7 +14,9 @@ WAIT_S = 60.0
 
 
 async def test_four_validators_over_tcp_finalize_a_transfer_everywhere():
-    async with testnet(4, params=PARAMS) as net:
+    # Every block and every larger frame is decoded in a worker thread, as big ones are.
+    limits = NodeLimits(offload_decode_bytes=128)
+    async with testnet(4, params=PARAMS, limits=limits) as net:
         assert all(node.info.listen_addresses for node in net.nodes)
         with trio.fail_after(WAIT_S):
             await net.wait_for(lambda: all(len(node.peers()) == 3 for node in net.nodes))

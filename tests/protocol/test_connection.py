@@ -1,6 +1,7 @@
 """PeerConnection over the in-memory ConnectionPair: handshake, rejections, faults, timers."""
 
 import pytest
+from hypothesis import assume
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -10,7 +11,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from p2pchain.errors import LocalProtocolError, RemoteProtocolError
+from p2pchain.errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.types import BlockId
 from p2pchain.protocol.connection import (
@@ -18,6 +19,7 @@ from p2pchain.protocol.connection import (
     TRANSITIONS,
     ConnectionClosed,
     ConnectionConfig,
+    FrameToDecode,
     HandshakeComplete,
     MessageReceived,
     PeerConnection,
@@ -25,7 +27,10 @@ from p2pchain.protocol.connection import (
 )
 from p2pchain.protocol.framing import encode_frame
 from p2pchain.protocol.messages import (
+    Blocks,
     DisconnectReason,
+    GetBlocksById,
+    GetBlocksByRange,
     GetPeers,
     Hello,
     Ping,
@@ -33,6 +38,7 @@ from p2pchain.protocol.messages import (
     Publish,
     Status,
     Topic,
+    decode_message,
 )
 from p2pchain.protocol.noise import IdentityProof, make_identity_proof
 from p2pchain.testing.hostile import LOW_ORDER_POINTS
@@ -386,6 +392,70 @@ def test_low_order_handshake_key_is_a_remote_fault_on_both_sides(point, initiato
     assert conn.data_to_send() == b""
 
 
+def test_unsolicited_blocks_frame_is_refused_from_its_header():
+    pair = _raw_pair()
+    # Only the header of a 16 MiB frame arrives: the refusal comes before the body would.
+    pair.dialer.send_raw((16 * 1024 * 1024).to_bytes(4, "big") + bytes([Blocks.TYPE]))
+    with pytest.raises(RemoteProtocolError, match="answers no request"):
+        pair.deliver_to_listener()
+    assert pair.listener.state is State.ERROR
+
+
+def test_each_block_request_allows_exactly_one_blocks_answer():
+    pair = _raw_pair()
+    pair.listener.send(GetBlocksByRange(request_id=1, start_height=1, count=2))
+    pair.listener.send(GetBlocksById(request_id=2, block_ids=()))
+    pair.deliver_to_dialer()
+    answers = [Blocks(request_id=2, blocks=()), Blocks(request_id=1, blocks=())]
+    for answer in answers:  # in any order
+        pair.dialer.send(answer)
+    events = pair.deliver_to_listener()
+    assert [e.message for e in events if isinstance(e, MessageReceived)] == answers
+    pair.dialer.send_raw(encode_frame(Blocks(request_id=1, blocks=())))  # a third: unasked
+    with pytest.raises(RemoteProtocolError, match="answers no request"):
+        pair.deliver_to_listener()
+
+
+def test_large_frames_are_handed_out_for_decoding_elsewhere():
+    pair = ConnectionPair(config=ConnectionConfig(inline_decode_bytes=400))
+    pair.exchange()
+    small, large = Publish(topic=Topic.VOTE, data=b"x"), Publish(topic=Topic.VOTE, data=bytes(900))
+    pair.dialer.send(small)
+    pair.dialer.send(large)
+    pair.dialer.send(small)
+    pair.listener.receive_data(pair.dialer.data_to_send())
+    assert pair.listener.next_event() == MessageReceived(message=small)
+    pending = pair.listener.next_event()
+    assert isinstance(pending, FrameToDecode)
+    with pytest.raises(LocalProtocolError, match="waiting for receive_decoded"):
+        pair.listener.next_event()
+    pair.listener.receive_decoded(decode_message(pending.body))
+    assert pair.listener.next_event() == MessageReceived(message=large)
+    assert pair.listener.next_event() == MessageReceived(message=small)
+    with pytest.raises(LocalProtocolError, match="no FrameToDecode"):
+        pair.listener.receive_decoded(large)
+
+
+def test_a_large_frame_that_fails_to_decode_is_a_remote_fault():
+    pair = ConnectionPair(
+        dialer=_raw(1, True),
+        listener=honest_connection(
+            2, initiator=False, config=ConnectionConfig(inline_decode_bytes=400)
+        ),
+    )
+    pair.exchange()
+    body = bytes([Publish.TYPE]) + b"\xff" * 899  # a long RLP string header, then nothing
+    pair.dialer.send_raw(len(body).to_bytes(4, "big") + body)
+    pair.listener.receive_data(pair.dialer.data_to_send())
+    pending = pair.listener.next_event()
+    assert isinstance(pending, FrameToDecode)
+    with pytest.raises(DecodeError) as error:
+        decode_message(pending.body)
+    with pytest.raises(RemoteProtocolError):
+        pair.listener.receive_decoded(error.value)
+    assert pair.listener.state is State.ERROR
+
+
 def test_repeated_hello_is_ignored():
     pair = _raw_pair()
     pair.dialer.send_raw(encode_frame(pair.dialer.hello))
@@ -406,6 +476,17 @@ class LinkMachine(RuleBasedStateMachine):
         self.to_listener = []
         self.to_dialer = []
         self.closed = False
+        self.open_requests = {"dialer": 0, "listener": 0}
+        """Block requests each side sent that the other has not answered yet."""
+
+    def _may_send(self, sender, receiver, message):
+        """A `Blocks` answer needs an open request of the receiver (unsolicited ones are a
+        protocol error, tested on their own); count the requests a send opens."""
+        if isinstance(message, Blocks):
+            assume(self.open_requests[receiver] > 0)
+            self.open_requests[receiver] -= 1
+        elif isinstance(message, GetBlocksByRange | GetBlocksById):
+            self.open_requests[sender] += 1
 
     def _check(self, events, expected):
         messages = [
@@ -419,12 +500,14 @@ class LinkMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.closed)
     @rule(message=link_messages())
     def dialer_sends(self, message):
+        self._may_send("dialer", "listener", message)
         self.link.dialer.send(message)
         self.to_listener.append(message)
 
     @precondition(lambda self: not self.closed)
     @rule(message=link_messages())
     def listener_sends(self, message):
+        self._may_send("listener", "dialer", message)
         self.link.listener.send(message)
         self.to_dialer.append(message)
 
