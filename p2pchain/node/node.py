@@ -39,6 +39,7 @@ from p2pchain.ledger.genesis import genesis_block
 from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
 from p2pchain.ledger.types import Address, AssetId, BlockId, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo
+from p2pchain.ledger.validation import check_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.net.faults import Where
 from p2pchain.net.service import (
@@ -376,6 +377,12 @@ class Node:
         return await trio.to_thread.run_sync(decode, Block, data)
 
     def _validate_transaction(self, tx: Transaction, from_peer: PeerId) -> Verdict:
+        try:
+            # A context-free rule fails in every view: that is always the sender's fault,
+            # whatever the reason code (value-overflow also names a view-dependent mint rule).
+            check_transaction(tx, self.params)
+        except InvalidTransaction as exc:
+            raise GossipReject(exc.reason, exc.detail) from exc
         try:
             change = self._chain.add_transaction(tx, peer=from_peer.hex())
         except InvalidTransaction as exc:

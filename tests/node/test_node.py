@@ -17,6 +17,7 @@ from p2pchain import EventKind, NodeConfig, NodeLimits, TxStatus, open_node
 from p2pchain.consensus import build_block, get_forkchoice_store, on_tick
 from p2pchain.errors import (
     EventHistoryExpired,
+    GossipReject,
     InvalidTransaction,
     Reason,
     SlashingProtectionError,
@@ -31,6 +32,7 @@ from p2pchain.ledger.wallet import Wallet
 from p2pchain.node.events import HeadInfo, TxInfo
 from p2pchain.params import COIN
 from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.messages import Topic
 from p2pchain.testing.simnet import SimulatedNetwork
 from p2pchain.testing.testnet import TESTNET_PARAMS, derive_key, make_testnet_genesis, testnet
 
@@ -278,3 +280,19 @@ def test_sigkilled_node_restarts_with_everything_it_acknowledged(tmp_path):
             assert replayed.snapshot() == chain.head_view().snapshot()
 
     trio.run(check)
+
+
+async def test_a_gossiped_transaction_breaking_a_context_free_rule_is_rejected(autojump_clock):
+    """Outputs whose sum overflows are invalid in any view: the sender is blamed, unlike a
+    rule that depends on our view (an issuance above max_money, a missing input)."""
+    async with _solo() as net:
+        node = net.nodes[0]
+        good = net.transfer(0, net.wallets[1].address, COIN)
+        half = net.params.max_money // 2 + 1
+        outputs = tuple(replace(good.outputs[0], amount=half) for _ in range(2))
+        overflow = net.wallets[0].sign(replace(good, outputs=outputs))
+        peer = PeerId(bytes(32))
+        with pytest.raises(GossipReject) as rejected:
+            await node.validate(Topic.TRANSACTION, overflow.encoded, peer)
+        assert rejected.value.reason is Reason.VALUE_OVERFLOW
+        assert node.mempool_size() == 0
