@@ -5,6 +5,7 @@ The chain is built with the ledger alone (reward-only blocks); `LedgerChain` imp
 """
 
 from contextlib import AsyncExitStack
+from dataclasses import replace
 
 import pytest
 import trio
@@ -268,3 +269,25 @@ async def test_unsolicited_block_answers_cost_score_and_end_the_link():
             judged = node.statistics().sync.bad_responses
             assert judged >= 1
             assert node.swarm.score(hostile_id) == pytest.approx(-25 * judged - 50, abs=0.1)
+
+
+async def test_a_sync_peer_serving_an_invalid_block_is_banned_at_once():
+    tampered = replace(CHAIN[0], transactions=())  # its header's body root no longer matches
+
+    def invalid(request):
+        return [Blocks(request_id=request.request_id, blocks=(tampered,))]
+
+    with trio.fail_after(WAIT):
+        node_chain = LedgerChain()
+        async with (
+            open_network(_config(23), node_chain) as node,
+            open_network(_config(24), LedgerChain(CHAIN[:3])) as honest,
+        ):
+            done = []
+            hostile_id = await _hostile_sync_peer(_tcp(node), invalid, done)
+            assert [(e.reason, e.by_peer) for e in done] == [(DisconnectReason.LOW_SCORE, True)]
+            assert node.swarm.is_banned(hostile_id)
+            # Answers to the requests already in flight at most; none after the first import.
+            assert 1 <= node.statistics().blocks_invalid <= SyncParams().max_requests_per_peer
+            await honest.swarm.connect(_tcp(node))
+            await node_chain.wait_height(3)  # and the honest peer is synced from
