@@ -155,8 +155,9 @@ class NetworkConfig:
     """`Blocks` answers to our open requests waiting for the sync task; more are dropped."""
     serve_max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
     """Byte bound of one `Blocks` answer we serve."""
-    invalid_block_penalty: float = 100.0
-    """Score a sync peer loses for serving a block that breaks a rule: provable, so a ban."""
+    invalid_block_penalty: float = 200.0
+    """Score a sync peer loses for serving a block that breaks a rule: provable, so twice the
+    ban threshold (a ban whatever its score was)."""
 
     def __post_init__(self) -> None:
         if min(self.validation_workers, self.validation_queue, self.delivery_queue) < 1:
@@ -539,6 +540,8 @@ class NetworkService:
                 self.swarm.penalize(
                     from_peer, self.config.invalid_block_penalty, Offence.INVALID_MESSAGE
                 )
+                # Banned now; its disconnect is still on the way: never ask it again meanwhile.
+                self._execute(self._sync.remove_peer(from_peer, now))
             missing = [
                 block
                 for block in blocks
