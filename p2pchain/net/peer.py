@@ -4,8 +4,10 @@ All protocol decisions stay in the connection. The driver reads with the connect
 deadline, hands events to the owner, and runs a writer task that takes everything queued in the
 connection and sends it with one ``send_all`` (so a burst of small messages costs one write). The
 send queue is bounded in bytes; a peer that does not drain it within `slow_peer_timeout` is
-dropped with SLOW_PEER. Inbound messages and bytes pass token buckets; going over costs score
-(reported as `PeerMisbehaved`) and pauses reading until the bucket refills.
+dropped with SLOW_PEER. Every inbound message (Ping and repeated Hello included) and every byte
+read is charged to the link's `RateLimiter`: over a budget, reading pauses until it refills
+(back-pressure, no blame); a message over a budget whose excess is abuse (a Ping flood, say) is
+dropped and reported as `PeerMisbehaved(SPAM)`.
 
 Frames larger than the connection's `inline_decode_bytes` are decoded in a worker thread, so a
 peer's 16 MiB answer costs the event loop nothing but GIL slices.
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import trio
@@ -36,7 +38,8 @@ from p2pchain.protocol.connection import (
     PeerId,
     State,
 )
-from p2pchain.protocol.messages import DisconnectReason, Message, Ping, Pong, decode_message
+from p2pchain.protocol.messages import DisconnectReason, Hello, Message, Ping, Pong, decode_message
+from p2pchain.protocol.ratelimit import RateLimiter, RateLimits
 from p2pchain.protocol.scoring import Offence
 
 USER_PING_NONCE_BASE: Final = 2**63
@@ -53,10 +56,8 @@ class PeerLimits:
     """A write that takes longer, or a queue that stays full longer, drops the peer."""
     close_timeout: float = 2.0
     """Time allowed to deliver the final Disconnect."""
-    messages_per_second: float = 1_000.0
-    message_burst: float = 2_000.0
-    bytes_per_second: float = 16 * 1024 * 1024
-    byte_burst: float = 64 * 1024 * 1024
+    rates: RateLimits = field(default_factory=RateLimits)
+    """Inbound message, byte and per-type budgets (`p2pchain.protocol.ratelimit`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,31 +81,6 @@ class PeerFailed:
 
 PeerEvent = Event | PeerMisbehaved | PeerFailed
 EventHandler = Callable[["PeerHandle", PeerEvent], Awaitable[None]]
-
-
-class TokenBucket:
-    """`rate` tokens per second up to `burst`; may go negative, which means "over the limit"."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self._updated = now
-
-    def consume(self, amount: float, now: float) -> bool:
-        """Take `amount` tokens; False if the bucket is now below zero."""
-        self._refill(now)
-        self.tokens -= amount
-        return self.tokens >= 0
-
-    def ready_at(self, now: float) -> float:
-        """When the bucket is back at zero or above."""
-        self._refill(now)
-        return now if self.tokens >= 0 else now - self.tokens / self.rate
-
-    def _refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self._updated) * self.rate)
-        self._updated = now
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,8 +118,7 @@ class PeerHandle:
         self._closed = trio.Event()
         self._in_flight = 0
         self._full_since: float | None = None
-        self._messages = TokenBucket(limits.messages_per_second, limits.message_burst, now)
-        self._bytes = TokenBucket(limits.bytes_per_second, limits.byte_burst, now)
+        self._rates = RateLimiter(limits.rates, now)
         self._pings: dict[int, trio.Event] = {}
         self._ping_counter = USER_PING_NONCE_BASE
         self._bytes_sent = 0
@@ -279,9 +254,9 @@ class PeerHandle:
         conn = self.conn
         while True:
             now = trio.current_time()
-            resume = self._messages.ready_at(now)
+            resume = self._rates.ready_at(now)
             if resume > now:
-                # over the message rate: stop parsing until the bucket refills
+                # over a budget: stop parsing until it refills (back-pressure, no blame)
                 await self._wait(resume, read=False)
                 conn.handle_timer(trio.current_time())
                 continue
@@ -299,29 +274,31 @@ class PeerHandle:
                 )
             if event is NEED_DATA:
                 self._wake_writer.set()
-                resume = self._bytes.ready_at(now)
-                if not await self._wait(resume, read=resume <= now):
-                    await self._emit(
-                        on_event, PeerMisbehaved(offence=Offence.SPAM, detail="byte rate")
-                    )
+                resume = self._rates.bytes_ready_at(now)
+                await self._wait(resume, read=resume <= now)
                 conn.handle_timer(trio.current_time())
             elif isinstance(event, ConnectionClosed):
                 return event
             else:
                 if isinstance(event, MessageReceived):
                     self._messages_received += 1
-                    if not self._messages.consume(1, trio.current_time()):
+                    message = event.message
+                    answered = isinstance(message, Pong) and self._resolve_ping(message)
+                    charge = self._rates.charge(message, trio.current_time(), solicited=answered)
+                    if charge.abusive:
+                        name = type(message).__name__
                         await self._emit(
-                            on_event, PeerMisbehaved(offence=Offence.SPAM, detail="message rate")
+                            on_event, PeerMisbehaved(offence=Offence.SPAM, detail=f"{name} rate")
                         )
-                    if isinstance(event.message, Pong) and self._resolve_ping(event.message):
-                        continue
+                        continue  # not served: an honest peer never gets here
+                    if answered or isinstance(message, Ping | Hello):
+                        continue  # answered or ignored by the connection; only charged here
                 await self._emit(on_event, event)
 
-    async def _wait(self, resume: float, *, read: bool) -> bool:
+    async def _wait(self, resume: float, *, read: bool) -> None:
         """Read once (if `read`) or sleep until `resume`, but never past the connection's timer.
 
-        `close()` interrupts the wait. Returns False if this read put the peer over its byte rate.
+        `close()` interrupts the wait. The bytes read are charged to the peer's byte budget.
         """
         timer = self.conn.get_timer()
         deadline = math.inf if timer is None else timer
@@ -337,8 +314,7 @@ class PeerHandle:
             self._stage = Where.CONNECTION
             self._bytes_received += len(data)
             self.conn.receive_data(bytes(data))
-            return self._bytes.consume(len(data), trio.current_time())
-        return True
+            self._rates.charge_bytes(len(data), trio.current_time())
 
     def _resolve_ping(self, pong: Pong) -> bool:
         waiter = self._pings.pop(pong.nonce, None)
@@ -406,9 +382,10 @@ async def run_peer(
 ) -> None:
     """Drive `conn` over `stream` until the link ends; the stream is closed on return.
 
-    `on_event` receives every event in order: HandshakeComplete, MessageReceived (never a Pong
-    that answers `PeerHandle.ping`), PeerMisbehaved, and last a ConnectionClosed, unless the
-    caller cancelled us. A protocol fault ends with ConnectionClosed(PROTOCOL_ERROR).
+    `on_event` receives every event in order: HandshakeComplete, MessageReceived (never a Ping
+    or a repeated Hello, which the connection answers or ignores, nor a Pong that answers
+    `PeerHandle.ping`), PeerMisbehaved, and last a ConnectionClosed, unless the caller
+    cancelled us. A protocol fault ends with ConnectionClosed(PROTOCOL_ERROR).
     """
     handle = PeerHandle(stream, conn, limits, address=address, outbound=outbound)
     task_status.started(handle)

@@ -99,7 +99,11 @@ class HandshakeComplete:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageReceived:
-    """A message for the layer above (Ping is answered here and never surfaces)."""
+    """A message for the layer above.
+
+    A Ping (already answered here) and a repeated Hello (ignored) surface too, so that the
+    driver can charge them to the peer's rate limits; the driver passes neither on.
+    """
 
     message: Message
 
@@ -332,9 +336,11 @@ class PeerConnection:
                 self._on_hello(message)
             else:
                 self._transition(Hello)
+                self._events.append(MessageReceived(message=message))  # ignored, but charged
         elif isinstance(message, Ping):
             self._transition(Ping)
             self._on_ping(message)
+            self._events.append(MessageReceived(message=message))  # answered, but charged
         else:
             if isinstance(message, Blocks):
                 self._blocks_expected -= 1

@@ -11,7 +11,8 @@ from p2pchain.protocol.connection import (
     MessageReceived,
     PeerConnection,
 )
-from p2pchain.protocol.messages import DisconnectReason, GetPeers, Publish, Topic
+from p2pchain.protocol.messages import DisconnectReason, GetPeers, Ping, Publish, Topic
+from p2pchain.protocol.ratelimit import Budget, RateLimits
 from p2pchain.protocol.scoring import Offence
 from p2pchain.testing.link import connection_keys, honest_connection, make_hello
 
@@ -159,10 +160,10 @@ async def test_slow_peer_is_dropped_not_waited_on(autojump_clock):
     assert peer.statistics().messages_dropped > 0
 
 
-async def test_flooding_peer_is_reported_and_throttled(autojump_clock):
+async def test_volume_over_the_message_budget_is_throttled_not_blamed(autojump_clock):
     ours, theirs = trio.testing.memory_stream_pair()
     mine, other = Recorder(), Recorder()
-    limits = PeerLimits(messages_per_second=10, message_burst=20)
+    limits = PeerLimits(rates=RateLimits(messages=Budget(rate=10, burst=20), per_type=()))
     async with trio.open_nursery() as nursery:
         flooder = await _start(
             nursery, theirs, honest_connection(2, initiator=False), other, outbound=False
@@ -170,17 +171,39 @@ async def test_flooding_peer_is_reported_and_throttled(autojump_clock):
         await _start(nursery, ours, honest_connection(1, initiator=True), mine, limits=limits)
         await mine.active.wait()
         start = trio.current_time()
-        for _ in range(60):
-            flooder.send_nowait(GetPeers())
+        for n in range(60):
+            flooder.send_nowait(Publish(topic=Topic.TRANSACTION, data=bytes([n])))
         await flooder.ping()
         elapsed = trio.current_time() - start
         nursery.cancel_scope.cancel()
-    spam = [e for e in mine.events if isinstance(e, PeerMisbehaved)]
-    assert spam
-    assert all(e.offence is Offence.SPAM for e in spam)
+    assert not [e for e in mine.events if isinstance(e, PeerMisbehaved)]
     received = [e for e in mine.events if isinstance(e, MessageReceived)]
     assert len(received) == 60
-    assert elapsed >= (60 - 20) / 10 - 1
+    assert elapsed >= (60 - 20) / 10 - 1  # virtual time: reading paused until the budget refilled
+
+
+async def test_a_flood_past_an_abuse_budget_is_reported_and_not_served(autojump_clock):
+    ours, theirs = trio.testing.memory_stream_pair()
+    mine, other = Recorder(), Recorder()
+    budget = Budget(rate=10, burst=10, abusive_beyond=True)
+    limits = PeerLimits(rates=RateLimits(per_type=((GetPeers, budget), (Ping, budget))))
+    async with trio.open_nursery() as nursery:
+        flooder = await _start(
+            nursery, theirs, honest_connection(2, initiator=False), other, outbound=False
+        )
+        await _start(nursery, ours, honest_connection(1, initiator=True), mine, limits=limits)
+        await mine.active.wait()
+        for _ in range(60):
+            flooder.send_nowait(GetPeers())
+        for nonce in range(30):
+            flooder.send_nowait(Ping(nonce=nonce))
+        await flooder.ping()  # answered: a Pong to our own ping is never over a budget
+        nursery.cancel_scope.cancel()
+    spam = [e for e in mine.events if isinstance(e, PeerMisbehaved)]
+    assert [e.detail for e in spam] == ["GetPeers rate"] * 50 + ["Ping rate"] * 21
+    assert all(e.offence is Offence.SPAM for e in spam)
+    received = [e.message for e in mine.events if isinstance(e, MessageReceived)]
+    assert received == [GetPeers()] * 10  # the rest dropped; Pings are charged, never passed on
 
 
 class BrokenOnGetPeers(PeerConnection):

@@ -90,7 +90,7 @@ def test_one_table_holds_every_state_change():
 def test_ping_is_answered_by_the_connection():
     pair = _active_pair()
     pair.listener.send(Ping(nonce=77))
-    assert pair.deliver_to_dialer() == []
+    assert pair.deliver_to_dialer() == [MessageReceived(message=Ping(nonce=77))]  # for limits
     assert pair.deliver_to_listener() == [MessageReceived(message=Pong(nonce=77))]
 
 
@@ -280,10 +280,13 @@ def test_silent_peer_is_dropped_after_pong_timeout():
     )
     pair.exchange()
     assert pair.dialer.get_timer() == CONFIG.ping_interval
-    assert pair.handle_timers(CONFIG.ping_interval).dialer == []
+    seen = pair.handle_timers(CONFIG.ping_interval)  # both ping; only the dialer answers
+    assert seen.dialer == [MessageReceived(message=Ping(nonce=1))]
+    assert seen.listener == [MessageReceived(message=m) for m in (Ping(nonce=1), Pong(nonce=1))]
     deadline = CONFIG.ping_interval + CONFIG.pong_timeout
     assert pair.dialer.get_timer() == deadline
-    assert pair.handle_timers(deadline - 0.001).dialer == []
+    not_yet = pair.handle_timers(deadline - 0.001).dialer
+    assert not_yet == [MessageReceived(message=Ping(nonce=2))]  # the listener's next ping
     seen = pair.handle_timers(deadline)
     assert seen.dialer == [ConnectionClosed(reason=DisconnectReason.PING_TIMEOUT, by_peer=False)]
     assert seen.listener == [ConnectionClosed(reason=DisconnectReason.PING_TIMEOUT, by_peer=True)]
@@ -460,7 +463,11 @@ def test_repeated_hello_is_ignored():
     pair = _raw_pair()
     pair.dialer.send_raw(encode_frame(pair.dialer.hello))
     pair.dialer.send(GetPeers())
-    assert pair.deliver_to_listener() == [MessageReceived(message=GetPeers())]
+    assert pair.deliver_to_listener() == [
+        MessageReceived(message=pair.dialer.hello),  # surfaces only to be charged
+        MessageReceived(message=GetPeers()),
+    ]
+    assert pair.listener.state is State.ACTIVE
 
 
 # -- stateful: messages arrive intact and in order; both ends open or both closed --------------
@@ -492,7 +499,7 @@ class LinkMachine(RuleBasedStateMachine):
         messages = [
             e.message
             for e in events
-            if isinstance(e, MessageReceived) and not isinstance(e.message, Pong)
+            if isinstance(e, MessageReceived) and not isinstance(e.message, Ping | Pong)
         ]
         assert messages == expected
         expected.clear()
