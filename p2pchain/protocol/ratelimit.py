@@ -137,8 +137,7 @@ class RateLimiter:
         self._bytes = TokenBucket(limits.bytes.rate, limits.bytes.burst, now)
         self._budgets = dict(limits.per_type)
         self._types = {
-            kind: TokenBucket(budget.rate, budget.burst, now)
-            for kind, budget in limits.per_type
+            kind: TokenBucket(budget.rate, budget.burst, now) for kind, budget in limits.per_type
         }
         self.over_limit = 0
         """Messages that went over some budget (volume or type)."""

@@ -4,8 +4,13 @@ A peer starts at score 0. Every offence subtracts a penalty: the `penalty` class
 `GossipReject` / `GossipIgnore` raised by a validation hook, or an explicit amount for protocol
 errors, timeouts and spam. Scores decay exponentially back toward 0, so an honest peer that once
 timed out recovers while a peer that keeps misbehaving sinks below `disconnect_threshold`; the
-shell then disconnects it and records a timed ban in `BanList`. Time is always an argument
-(seconds on the caller's clock); nothing here reads a clock.
+shell then disconnects it and records a timed ban in `BanList`.
+
+Node keys cost nothing to make, so the same penalties also land on the key's source address and
+its network group (`p2pchain.protocol.admission.network_group`), in separate `PeerScores`: many
+fresh keys misbehaving from one address sink that address, and its inbound connections are then
+refused for `address_ban_duration_s`. Time is always an argument (seconds on the caller's clock);
+nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -56,13 +61,33 @@ class ScoringParams:
     timeout_penalty: float = 10.0
     spam_penalty: float = 10.0
     max_tracked_peers: int = 10_000
-    """Bound on remembered scores; the entries closest to 0 are forgotten first."""
+    """Bound on remembered scores (per kind: keys, addresses, groups); the entries closest to 0
+    are forgotten first."""
+    address_disconnect_threshold: float = -100.0
+    """A source address whose peers together scored below this is refused inbound for
+    `address_ban_duration_s`: three protocol errors from three fresh keys, for example."""
+    group_disconnect_threshold: float = -500.0
+    """The same for a whole network group (/16 or /32), set wider since honest neighbours
+    share it."""
+    address_ban_duration_s: float = 1_800.0
+    """How long an address (or group) stays refused inbound; a key's ban also bans the address
+    the key came from for this long. Outbound dials are not affected."""
+    max_bans: int = 10_000
+    """Bound on the ban list; when full, the ban that ends soonest is dropped first."""
 
     def __post_init__(self) -> None:
-        if self.disconnect_threshold >= 0:
-            raise ValueError("disconnect_threshold must be negative")
-        if self.half_life_s <= 0 or self.ban_duration_s <= 0 or self.max_tracked_peers < 1:
-            raise ValueError("half_life_s, ban_duration_s and max_tracked_peers must be positive")
+        thresholds = (
+            self.disconnect_threshold,
+            self.address_disconnect_threshold,
+            self.group_disconnect_threshold,
+        )
+        if max(thresholds) >= 0:
+            raise ValueError("disconnect thresholds must be negative")
+        durations = (self.half_life_s, self.ban_duration_s, self.address_ban_duration_s)
+        if min(durations) <= 0 or min(self.max_tracked_peers, self.max_bans) < 1:
+            raise ValueError(
+                "half_life_s, ban durations, max_tracked_peers and max_bans must be positive"
+            )
 
 
 @dataclass(slots=True)
@@ -72,21 +97,26 @@ class _Score:
 
 
 class PeerScores:
-    """Decaying score per peer id; survives reconnects because it is keyed by identity."""
+    """Decaying score per key: a node key (so it survives reconnects), a source address or a
+    network group (so it survives fresh keys). The threshold is `disconnect_threshold` unless
+    given."""
 
-    def __init__(self, params: ScoringParams | None = None) -> None:
+    def __init__(
+        self, params: ScoringParams | None = None, *, threshold: float | None = None
+    ) -> None:
         self.params = params if params is not None else ScoringParams()
-        self._scores: dict[PeerId, _Score] = {}
+        self.threshold = self.params.disconnect_threshold if threshold is None else threshold
+        self._scores: dict[bytes, _Score] = {}
 
     def __len__(self) -> int:
         return len(self._scores)
 
-    def score(self, peer_id: PeerId, now: float) -> float:
+    def score(self, peer_id: bytes, now: float) -> float:
         """The peer's score at `now` (0 for a peer never penalised)."""
         entry = self._scores.get(peer_id)
         return 0.0 if entry is None else self._decayed(entry, now)
 
-    def penalize(self, peer_id: PeerId, amount: float, now: float) -> float:
+    def penalize(self, peer_id: bytes, amount: float, now: float) -> float:
         """Subtract `amount` (>= 0) and return the new score."""
         if amount < 0 or math.isnan(amount):
             raise ValueError("a penalty must be a non-negative number")
@@ -107,9 +137,9 @@ class PeerScores:
         """Apply a `Penalize` action emitted by the gossip router or the sync manager."""
         return self.penalize(action.peer_id, action.amount, now)
 
-    def should_disconnect(self, peer_id: PeerId, now: float) -> bool:
-        """True once the peer's score is below the disconnect threshold."""
-        return self.score(peer_id, now) < self.params.disconnect_threshold
+    def should_disconnect(self, peer_id: bytes, now: float) -> bool:
+        """True once the peer's score is below the threshold."""
+        return self.score(peer_id, now) < self.threshold
 
     def forget_recovered(self, now: float) -> int:
         """Drop entries that have decayed to about 0; return how many were dropped."""
@@ -136,15 +166,21 @@ class PeerScores:
 
 
 class BanKind(StrEnum):
-    """What a ban entry matches: a node key or a dialable address."""
+    """What a ban entry matches."""
 
     PEER = "peer"
+    """A node key, whichever address it comes from."""
     ADDRESS = "address"
+    """A host (or any address bytes), inbound and outbound."""
+    SOURCE = "source"
+    """Inbound connections from a host (ASCII host text, such as ``203.0.113.5``)."""
+    GROUP = "group"
+    """Inbound connections from a network group (``203.0.0.0/16``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BanEntry:
-    """One ban: `value` is a node key (PEER) or address bytes such as ``tcp://1.2.3.4:9000``."""
+    """One ban: `value` is a node key (PEER), a host (ADDRESS, SOURCE) or a group (GROUP)."""
 
     kind: BanKind
     value: bytes
@@ -152,13 +188,15 @@ class BanEntry:
 
 
 class BanList:
-    """Timed bans by peer key and by address.
+    """Timed bans by peer key, address, inbound source and network group, at most `max_entries`.
 
     `until` is on the caller's clock. Bans meant to survive a restart should be recorded with
-    wall-clock time, since a monotonic clock restarts with the process.
+    wall-clock time, since a monotonic clock restarts with the process. When the list is full,
+    the ban that ends soonest makes room (an attacker with many addresses cannot grow it).
     """
 
-    def __init__(self, entries: Iterable[BanEntry] = ()) -> None:
+    def __init__(self, entries: Iterable[BanEntry] = (), *, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
         self._bans: dict[tuple[BanKind, bytes], float] = {}
         for entry in entries:
             self._add(entry.kind, entry.value, entry.until)
@@ -174,6 +212,14 @@ class BanList:
         """Refuse connections to or from `address` until `until`."""
         self._add(BanKind.ADDRESS, address, until)
 
+    def ban_source(self, host: bytes, until: float) -> None:
+        """Refuse inbound connections from `host` until `until`."""
+        self._add(BanKind.SOURCE, host, until)
+
+    def ban_group(self, group: bytes, until: float) -> None:
+        """Refuse inbound connections from network group `group` until `until`."""
+        self._add(BanKind.GROUP, group, until)
+
     def is_banned(
         self, now: float, *, peer_id: PeerId | None = None, address: bytes | None = None
     ) -> bool:
@@ -183,6 +229,11 @@ class BanList:
             keys.append((BanKind.PEER, bytes(peer_id)))
         if address is not None:
             keys.append((BanKind.ADDRESS, address))
+        return any(self._bans.get(key, -math.inf) > now for key in keys)
+
+    def is_refused_inbound(self, now: float, *, host: bytes, group: bytes) -> bool:
+        """True if an inbound connection from `host` in `group` is refused at `now`."""
+        keys = ((BanKind.ADDRESS, host), (BanKind.SOURCE, host), (BanKind.GROUP, group))
         return any(self._bans.get(key, -math.inf) > now for key in keys)
 
     def expire(self, now: float) -> int:
@@ -201,4 +252,9 @@ class BanList:
 
     def _add(self, kind: BanKind, value: bytes, until: float) -> None:
         key = (kind, bytes(value))
+        if key not in self._bans and len(self._bans) >= self.max_entries:
+            soonest = min(self._bans, key=self._bans.__getitem__)
+            if self._bans[soonest] >= until:
+                return  # every ban held outlasts the new one
+            del self._bans[soonest]
         self._bans[key] = max(until, self._bans.get(key, -math.inf))

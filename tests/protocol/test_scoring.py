@@ -137,8 +137,48 @@ def test_bans_survive_export_and_load():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"disconnect_threshold": 0.0}, {"half_life_s": 0.0}, {"max_tracked_peers": 0}],
+    [
+        {"disconnect_threshold": 0.0},
+        {"address_disconnect_threshold": 1.0},
+        {"half_life_s": 0.0},
+        {"address_ban_duration_s": 0.0},
+        {"max_tracked_peers": 0},
+        {"max_bans": 0},
+    ],
 )
 def test_bad_parameters_are_refused(kwargs):
     with pytest.raises(ValueError, match="must be"):
         ScoringParams(**kwargs)
+
+
+def test_source_and_group_bans_refuse_inbound_only():
+    bans = BanList()
+    bans.ban_source(b"203.0.113.5", until=100.0)
+    bans.ban_group(b"198.51.0.0/16", until=100.0)
+    assert bans.is_refused_inbound(50.0, host=b"203.0.113.5", group=b"203.0.0.0/16")
+    assert bans.is_refused_inbound(50.0, host=b"198.51.7.7", group=b"198.51.0.0/16")
+    assert not bans.is_refused_inbound(50.0, host=b"203.0.113.6", group=b"203.0.0.0/16")
+    assert not bans.is_refused_inbound(100.0, host=b"203.0.113.5", group=b"203.0.0.0/16")
+    assert not bans.is_banned(50.0, address=b"203.0.113.5")  # we may still dial it
+    bans.ban_address(b"192.0.2.1", until=100.0)
+    assert bans.is_refused_inbound(50.0, host=b"192.0.2.1", group=b"192.0.0.0/16")
+
+
+@given(untils=st.lists(st.floats(min_value=0, max_value=1e6), max_size=200))
+def test_the_ban_list_is_bounded_and_keeps_the_longest_bans(untils):
+    bans = BanList(max_entries=10)
+    for n, until in enumerate(untils):
+        bans.ban_source(str(n).encode(), until)
+    kept = sorted(entry.until for entry in bans.entries())
+    assert len(kept) == min(10, len(untils))
+    assert kept == sorted(untils)[len(untils) - len(kept) :]
+
+
+def test_scores_keyed_by_address_use_their_own_threshold():
+    params = ScoringParams(address_disconnect_threshold=-30.0)
+    by_address = PeerScores(params, threshold=params.address_disconnect_threshold)
+    for _ in range(3):
+        by_address.penalize(b"203.0.113.5", 10.0, 0.0)
+    assert not by_address.should_disconnect(b"203.0.113.5", 0.0)
+    by_address.penalize(b"203.0.113.5", 1.0, 0.0)
+    assert by_address.should_disconnect(b"203.0.113.5", 0.0)

@@ -1,0 +1,120 @@
+"""Per-peer budgets: every message type is charged, volume only slows, abuse is reported."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pchain.protocol.messages import (
+    GetBlocksByRange,
+    GetPeers,
+    Hello,
+    IHave,
+    IWant,
+    Ping,
+    Pong,
+    Publish,
+    Status,
+    Topic,
+)
+from p2pchain.protocol.ratelimit import Budget, RateLimiter, RateLimits, TokenBucket
+from p2pchain.testing.link import connection_keys, make_hello
+
+HELLO = make_hello(connection_keys(1).identity)
+STATUS = Status(head=HELLO.head, head_height=0, head_slot=0, finalized=HELLO.finalized)
+KINDS = {
+    "publish": Publish(topic=Topic.TRANSACTION, data=b"tx"),
+    "ihave": IHave(topic=Topic.TRANSACTION, message_ids=(bytes(20),)),
+    "iwant": IWant(message_ids=(bytes(20),)),
+    "ping": Ping(nonce=1),
+    "pong": Pong(nonce=1),
+    "get_peers": GetPeers(),
+    "hello": HELLO,
+    "status": STATUS,
+    "range": GetBlocksByRange(request_id=1, start_height=0, count=128),
+}
+
+
+def test_a_bucket_refills_at_its_rate_up_to_its_burst():
+    bucket = TokenBucket(rate=10, burst=5, now=0.0)
+    assert all(bucket.consume(1, 0.0) for _ in range(5))
+    assert not bucket.consume(1, 0.0)
+    assert bucket.ready_at(0.0) == pytest.approx(0.1)
+    assert bucket.consume(1, 0.2)
+    assert bucket.ready_at(100.0) == 100.0
+    assert bucket.tokens == 5
+
+
+@given(
+    arrivals=st.lists(
+        st.tuples(st.sampled_from(sorted(KINDS)), st.floats(min_value=0, max_value=0.05)),
+        max_size=400,
+    )
+)
+def test_a_reader_that_waits_as_told_never_passes_any_budget(arrivals):
+    """Drive the limiter like the peer driver: read nothing before `ready_at`."""
+    limits = RateLimits(messages=Budget(rate=100, burst=50))
+    limiter = RateLimiter(limits, 0.0)
+    now = 0.0
+    charged = {kind: 0.0 for kind in (*KINDS, "all")}
+    for kind, gap in arrivals:
+        now = max(now + gap, limiter.ready_at(now + gap))
+        message = KINDS[kind]
+        limiter.charge(message, now)
+        charged[kind] += message.count if kind == "range" else 1
+        charged["all"] += 1
+    budgets = dict(limits.per_type)
+    assert charged["all"] <= limits.messages.burst + limits.messages.rate * now + 1
+    for kind, message in KINDS.items():
+        budget = budgets.get(type(message))
+        if budget is not None:
+            cost = message.count if kind == "range" else 1
+            assert charged[kind] <= budget.burst + budget.rate * now + cost
+
+
+def test_ping_flood_is_abuse_and_honest_pings_are_not():
+    limiter = RateLimiter(RateLimits(), 0.0)
+    honest = [limiter.charge(Ping(nonce=n), n * 15.0).abusive for n in range(100)]
+    assert not any(honest)
+    flood = [limiter.charge(Ping(nonce=n), 1_500.0).abusive for n in range(20_000)]
+    assert flood.index(True) == 200  # the burst, then every one is over
+    assert not limiter.charge(Pong(nonce=7), 1_500.0, solicited=True).abusive
+
+
+@pytest.mark.parametrize("kind", ["publish", "ihave", "iwant", "status", "range"])
+def test_volume_is_never_abuse(kind):
+    limiter = RateLimiter(RateLimits(), 0.0)
+    assert not any(limiter.charge(KINDS[kind], 0.0).abusive for _ in range(10_000))
+    assert limiter.ready_at(0.0) > 0.0  # but reading pauses
+    assert limiter.over_limit > 0
+
+
+def test_honest_relay_at_500_tx_per_second_stays_within_every_budget():
+    """One link of a node relaying 500 tx/s: a Publish per tx, IHAVE and IWANT per heartbeat
+    and topic, a vote per slot, a Status per head change, liveness pings, peer exchange."""
+    limiter = RateLimiter(RateLimits(), 0.0)
+    events = []
+    for ms in range(60_000):
+        now = ms / 1000
+        if ms % 2 == 0:
+            events.append((now, KINDS["publish"]))
+        if ms % 700 == 0:
+            events += [(now, KINDS["ihave"])] * 4 + [(now, KINDS["iwant"])] * 4
+        if ms % 1000 == 0:
+            events += [(now, KINDS["status"]), (now, KINDS["publish"])]
+        if ms % 15_000 == 0:
+            events += [(now, KINDS["ping"]), (now, KINDS["pong"])]
+        if ms % 30_000 == 0:
+            events.append((now, KINDS["get_peers"]))
+    for now, message in events:
+        assert limiter.ready_at(now) <= now
+        assert not limiter.charge(message, now).abusive
+    assert limiter.over_limit == 0
+
+
+def test_a_type_has_one_budget():
+    budget = Budget(rate=1, burst=1)
+    with pytest.raises(ValueError, match="one budget"):
+        RateLimits(per_type=((Ping, budget), (Ping, budget)))
+    with pytest.raises(ValueError, match="positive rate"):
+        Budget(rate=0, burst=1)
+    assert Hello in dict(RateLimits().per_type)
