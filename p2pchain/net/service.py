@@ -449,6 +449,8 @@ class NetworkService:
                 else:
                     del self._validating[action.from_peer]
             now = trio.current_time()
+            if verdict is Verdict.ACCEPT:
+                self.swarm.credit(action.from_peer, action.topic)  # protects it from eviction
             self._execute(
                 self._router.report_validation(action.message_id, verdict, now, penalty=penalty)
             )

@@ -6,11 +6,24 @@ bootnodes and keeps `target_outbound` outbound peers, learning addresses by peer
 everything else reaches the layer above through `swarm.events`, together with
 `PeerConnected` / `PeerDisconnected`. Leaving the context says goodbye (SHUTDOWN) to every peer
 and then cancels every task and closes every socket.
+
+Admission (the decisions are the pure functions of `p2pchain.protocol.admission` and
+`p2pchain.protocol.eviction`): an inbound connection is *pending* from its TCP accept (a
+WebSocket upgrades inside that window) until its Hello exchange ends, within
+`ConnectionConfig.handshake_timeout`; pending connections are bounded in total and per source
+address, and a new one makes room by closing the oldest of the most crowded address or group.
+Accepted inbound peers are bounded per address, per network group and in total; when the total
+is reached, a Core-style eviction makes room, or the newcomer is refused. Every penalty lands
+on the peer's key and, for inbound links, on its source address and network group, whose own
+thresholds ban them for inbound connections; a banned key bans its address too. Addresses in
+`trusted_networks` (127.0.0.1 and ::1 by default, so that local testnets work) are exempt from
+the per-address and per-group rules.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -38,6 +51,14 @@ from p2pchain.net.transports import (
     Transport,
     parse_address,
 )
+from p2pchain.protocol.admission import (
+    DEFAULT_TRUSTED_NETWORKS,
+    PendingSlots,
+    check_inbound,
+    is_trusted,
+    network_group,
+    parse_networks,
+)
 from p2pchain.protocol.connection import (
     ConnectionClosed,
     ConnectionConfig,
@@ -47,6 +68,7 @@ from p2pchain.protocol.connection import (
     PeerConnection,
     PeerId,
 )
+from p2pchain.protocol.eviction import EvictionCandidate, EvictionParams, select_peer_to_evict
 from p2pchain.protocol.messages import (
     MAX_PEERS_IN_RESPONSE,
     PROTOCOL_VERSION,
@@ -56,6 +78,7 @@ from p2pchain.protocol.messages import (
     Message,
     Peers,
     Status,
+    Topic,
 )
 from p2pchain.protocol.scoring import BanList, Offence, PeerScores, ScoringParams
 
@@ -75,8 +98,23 @@ class SwarmConfig:
     bootnodes: tuple[str, ...] = ()
     target_outbound: int = 8
     max_inbound: int = 32
-    max_handshaking: int = 32
-    """Inbound links still in the handshake; more are closed at once (slowloris guard)."""
+    """Accepted inbound peers; a newcomer beyond it evicts one (`EvictionParams`) or is
+    refused with TOO_MANY_PEERS."""
+    max_inbound_per_address: int = 4
+    """Accepted inbound peers from one source address (newcomers beyond: TOO_MANY_PEERS)."""
+    max_inbound_per_group: int = 8
+    """Accepted inbound peers from one network group (IPv4 /16, IPv6 /32)."""
+    max_pending_handshakes: int = 32
+    """Inbound connections from TCP accept to the end of Hello (WebSocket upgrades included);
+    a newcomer beyond it closes the oldest pending one of the most crowded group."""
+    max_pending_per_address: int = 4
+    """Pending inbound connections from one source address; a newcomer beyond it closes that
+    address's oldest pending one."""
+    trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
+    """Sources exempt from the per-address and per-group limits and from address scores and
+    bans (their keys are still scored and banned). The default, 127.0.0.1 and ::1, is what
+    every node of a local testnet shares; use () to treat loopback like any address."""
+    eviction: EvictionParams = field(default_factory=EvictionParams)
     connect_timeout: float = 10.0
     maintenance_interval: float = 1.0
     peer_exchange_interval: float = 30.0
@@ -95,8 +133,17 @@ class SwarmConfig:
         for text in self.listen + self.bootnodes:
             if parse_address(text).scheme not in self.transport.schemes:
                 raise ConfigError(f"address {text!r}: the transport cannot reach it")
-        if self.target_outbound < 0 or self.max_inbound < 0 or self.max_handshaking < 1:
-            raise ConfigError("peer limits must be non-negative (max_handshaking positive)")
+        if self.target_outbound < 0 or self.max_inbound < 0:
+            raise ConfigError("peer limits must be non-negative")
+        per_source = (
+            self.max_inbound_per_address,
+            self.max_inbound_per_group,
+            self.max_pending_handshakes,
+            self.max_pending_per_address,
+        )
+        if min(per_source) < 1:
+            raise ConfigError("per-address, per-group and pending-handshake limits must be >= 1")
+        parse_networks(self.trusted_networks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,6 +199,7 @@ class SwarmStatistics:
     known_addresses: int
     bans: int
     refused: int
+    """Inbound connections closed at accept (banned source) or after Hello (banned key, limits)."""
     protocol_errors: int
     messages_in: tuple[tuple[str, int], ...] = ()
     """Messages received from active peers, by message type name."""
@@ -159,6 +207,12 @@ class SwarmStatistics:
     """Messages queued to peers, by message type name."""
     internal_errors: tuple[tuple[str, int], ...] = ()
     """Our own failures contained at a peer boundary, by place (`p2pchain.net.faults.Where`)."""
+    pending: int = 0
+    """Inbound connections between accept and the end of Hello."""
+    pending_evicted: int = 0
+    """Pending connections closed to make room for a newer one."""
+    evicted: int = 0
+    """Accepted inbound peers evicted to make room for a newcomer."""
 
 
 _ORDINARY_CLOSES: Final = frozenset(
@@ -185,6 +239,23 @@ class _Known:
     failures: int = 0
     next_attempt: float = 0.0
     is_self: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
+class _Link:
+    """What admission and eviction know about one link."""
+
+    host: str | None
+    started_at: float
+    trusted: bool = False
+    connected_at: float = 0.0
+    min_rtt: float = math.inf
+    last_transaction_at: float = -math.inf
+    last_block_at: float = -math.inf
+
+    @property
+    def group(self) -> str | None:
+        return None if self.host is None else network_group(self.host)
 
 
 @dataclass(slots=True)
@@ -220,8 +291,20 @@ class Swarm:
         self._dialing: set[str] = set()
         self._dials: dict[PeerHandle, _Dial] = {}
         self._known: dict[str, _Known] = {}
-        self._scores = PeerScores(config.scoring)
-        self._bans = BanList()
+        scoring = config.scoring
+        self._scores = PeerScores(scoring)
+        self._address_scores = PeerScores(scoring, threshold=scoring.address_disconnect_threshold)
+        self._group_scores = PeerScores(scoring, threshold=scoring.group_disconnect_threshold)
+        self._bans = BanList(max_entries=scoring.max_bans)
+        self._trusted = parse_networks(config.trusted_networks)
+        self._pending: PendingSlots[PeerHandle] = PendingSlots(
+            max_total=config.max_pending_handshakes,
+            max_per_address=config.max_pending_per_address,
+        )
+        self._links: dict[PeerHandle, _Link] = {}
+        self._eviction_salt = os.urandom(32)
+        self._pending_evicted = 0
+        self._evicted = 0
         self._changed = trio.Event()
         self._wake = trio.Event()
         self._refused = 0
@@ -267,19 +350,60 @@ class Swarm:
         )
 
     def penalize(self, peer_id: PeerId, amount: float, reason: Offence) -> None:
-        """Lower a peer's score; below the threshold it is disconnected and banned."""
+        """Lower a peer's score (and its source address's); below the threshold it is
+        disconnected and banned, and so is the address it came from."""
+        self._penalize(peer_id, self._peers.get(peer_id), amount, reason)
+
+    def _penalize(
+        self, peer_id: PeerId | None, handle: PeerHandle | None, amount: float, reason: Offence
+    ) -> None:
+        """Penalise a key (if known) and the source of an inbound link (if it has one)."""
         now = trio.current_time()
+        scoring = self.config.scoring
+        link = None if handle is None or handle.outbound else self._links.get(handle)
+        source = None if link is None or link.trusted else link.host
+        if source is not None:
+            self._penalize_source(source, amount, reason, now)
+        if peer_id is None:
+            return
         self._scores.penalize(peer_id, amount, now)
         self.log.debug("peer %s penalised %.1f for %s", peer_id.hex()[:12], amount, reason.value)
         if self._scores.should_disconnect(peer_id, now):
             self.log.warning(
                 "peer %s banned for %.0f s: score below threshold after %s",
                 peer_id.hex()[:12],
-                self.config.scoring.ban_duration_s,
+                scoring.ban_duration_s,
                 reason.value,
             )
-            self._bans.ban_peer(peer_id, now + self.config.scoring.ban_duration_s)
-            self.disconnect(peer_id, DisconnectReason.LOW_SCORE, reason.value.encode())
+            self._bans.ban_peer(peer_id, now + scoring.ban_duration_s)
+            if source is not None:
+                self._ban_source(source, f"its key {peer_id.hex()[:12]} was banned", now)
+            target = handle if handle is not None else self._peers.get(peer_id)
+            if target is not None:
+                target.close(DisconnectReason.LOW_SCORE, reason.value.encode())
+
+    def _penalize_source(self, host: str, amount: float, reason: Offence, now: float) -> None:
+        group = network_group(host)
+        self._address_scores.penalize(host.encode(), amount, now)
+        self._group_scores.penalize(group.encode(), amount, now)
+        if self._address_scores.should_disconnect(host.encode(), now):
+            self._ban_source(host, f"address score below threshold after {reason.value}", now)
+        if self._group_scores.should_disconnect(group.encode(), now):
+            until = now + self.config.scoring.address_ban_duration_s
+            if not self._bans.is_refused_inbound(now, host=b"", group=group.encode()):
+                self.log.warning("network %s refused inbound until %.0f: group score", group, until)
+            self._bans.ban_group(group.encode(), until)
+
+    def _ban_source(self, host: str, why: str, now: float) -> None:
+        until = now + self.config.scoring.address_ban_duration_s
+        if not self._bans.is_refused_inbound(now, host=host.encode(), group=b""):
+            self.log.warning(
+                "address %s refused inbound for %.0f s: %s",
+                host,
+                self.config.scoring.address_ban_duration_s,
+                why,
+            )
+        self._bans.ban_source(host.encode(), until)
 
     def score(self, peer_id: PeerId) -> float:
         """A peer's current score (0 if never penalised)."""
@@ -297,8 +421,14 @@ class Swarm:
             handle.close(reason, detail)
 
     def ban_peer(self, peer_id: PeerId, duration: float) -> None:
-        """Refuse `peer_id` for `duration` seconds (and drop it now)."""
-        self._bans.ban_peer(peer_id, trio.current_time() + duration)
+        """Refuse `peer_id` for `duration` seconds (and drop it now); an inbound peer's source
+        address is refused inbound for `ScoringParams.address_ban_duration_s` too."""
+        now = trio.current_time()
+        self._bans.ban_peer(peer_id, now + duration)
+        handle = self._peers.get(peer_id)
+        link = None if handle is None or handle.outbound else self._links.get(handle)
+        if link is not None and link.host is not None and not link.trusted:
+            self._ban_source(link.host, f"its key {peer_id.hex()[:12]} was banned", now)
         self.disconnect(peer_id, DisconnectReason.BANNED)
 
     def ban_address(self, address: str, duration: float) -> None:
@@ -309,6 +439,34 @@ class Swarm:
     def is_banned(self, peer_id: PeerId) -> bool:
         """True if `peer_id` is under a ban."""
         return self._bans.is_banned(trio.current_time(), peer_id=peer_id)
+
+    def is_refused(self, host: str) -> bool:
+        """True if inbound connections from `host` are refused now (its address or group)."""
+        now = trio.current_time()
+        if is_trusted(host, self._trusted):
+            return self._bans.is_banned(now, address=host.encode())
+        group = network_group(host).encode()
+        return self._bans.is_refused_inbound(now, host=host.encode(), group=group)
+
+    def address_score(self, host: str) -> float:
+        """The score of a source address: the decaying sum of its inbound peers' penalties."""
+        return self._address_scores.score(host.encode(), trio.current_time())
+
+    def credit(self, peer_id: PeerId, topic: Topic) -> None:
+        """Note that `peer_id` was first to bring us a valid `topic` message.
+
+        Eviction protects the peers that most recently brought new transactions and blocks:
+        useful work that fresh identities cannot fake.
+        """
+        handle = self._peers.get(peer_id)
+        link = None if handle is None else self._links.get(handle)
+        if link is None:
+            return
+        now = trio.current_time()
+        if topic is Topic.TRANSACTION:
+            link.last_transaction_at = now
+        elif topic is Topic.BLOCK:
+            link.last_block_at = now
 
     async def connect(self, address: str) -> PeerId:
         """Dial `address` now and wait until the peer is accepted.
@@ -329,7 +487,7 @@ class Swarm:
         try:
             # Both Hellos cross on the wire, so our HandshakeComplete does not prove the peer
             # accepted us; a round trip does (a refusal arrives before the Pong would).
-            await dial.handle.ping()
+            await self._timed_ping(dial.handle)
         except trio.BrokenResourceError:
             await dial.handle.wait_closed()
             return self._crossed_dial(
@@ -365,7 +523,15 @@ class Swarm:
         handle = self._peers.get(peer_id)
         if handle is None:
             raise trio.BrokenResourceError("unknown peer")
+        await self._timed_ping(handle)
+
+    async def _timed_ping(self, handle: PeerHandle) -> None:
+        """Ping, keeping the lowest round trip for eviction (close peers are hard to fake)."""
+        start = trio.current_time()
         await handle.ping()
+        link = self._links.get(handle)
+        if link is not None:
+            link.min_rtt = min(link.min_rtt, trio.current_time() - start)
 
     async def wait_peer_count(self, count: int, *, outbound: bool | None = None) -> None:
         """Wait until at least `count` peers (of the given direction, if any) are accepted."""
@@ -388,6 +554,9 @@ class Swarm:
             messages_in=tuple(sorted(self._messages_in.items())),
             messages_out=tuple(sorted(self._messages_out.items())),
             internal_errors=self.faults.counts(),
+            pending=len(self._pending),
+            pending_evicted=self._pending_evicted,
+            evicted=self._evicted,
         )
 
     # -- links ----------------------------------------------------------------------------------
@@ -428,17 +597,23 @@ class Swarm:
         await self.config.transport.serve(address, self._accept, task_status=task_status)
 
     async def _accept(self, stream: trio.abc.Stream) -> None:
+        """Admit an accepted connection as pending (before any WebSocket upgrade)."""
         host = self.config.transport.remote_host(stream)
-        now = trio.current_time()
-        if (
-            host is None
-            or len(self._handshaking) >= self.config.max_handshaking
-            or self._bans.is_banned(now, address=host.encode())
-        ):
+        if host is None or self.is_refused(host):
             self._refused += 1
             await trio.aclose_forcefully(stream)
             return
-        await self._run(stream, self._new_connection(initiator=False), host, outbound=False)
+        now = trio.current_time()
+        trusted = is_trusted(host, self._trusted)
+        conn = self._new_connection(initiator=False)  # its handshake deadline counts from now
+        handle = PeerHandle(stream, conn, self.config.limits, address=host, outbound=False)
+        victim = self._pending.admit(handle, host, now, trusted=trusted)
+        if victim is not None:
+            self._pending_evicted += 1
+            self.log.debug("pending link from %s closed for a newer one", victim.address)
+            victim.close(DisconnectReason.TOO_MANY_PEERS, b"too many pending handshakes")
+        self._links[handle] = _Link(host=host, started_at=now, trusted=trusted)
+        await self._run(stream, handle)
 
     async def _dial(self, address: PeerAddress, dial: _Dial | None = None) -> None:
         text = str(address)
@@ -455,28 +630,36 @@ class Swarm:
                 dial.done.set()
             return
         self._dialing.discard(text)
-        await self._run(
-            stream, self._new_connection(initiator=True), text, outbound=True, dial=dial
-        )
+        conn = self._new_connection(initiator=True)
+        handle = PeerHandle(stream, conn, self.config.limits, address=text, outbound=True)
+        self._links[handle] = _Link(host=address.host, started_at=trio.current_time())
+        await self._run(stream, handle, dial=dial)
 
     async def _run(
-        self,
-        stream: trio.abc.Stream,
-        conn: PeerConnection,
-        address: str,
-        *,
-        outbound: bool,
-        dial: _Dial | None = None,
+        self, stream: trio.abc.Stream, handle: PeerHandle, *, dial: _Dial | None = None
     ) -> None:
-        handle = PeerHandle(stream, conn, self.config.limits, address=address, outbound=outbound)
         self._handshaking.add(handle)
         if dial is not None:
             dial.handle = handle
             self._dials[handle] = dial
         try:
             await handle.run(self._on_peer_event)
+            fault = self.config.transport.peer_fault(stream)
+            if fault is not None:
+                # The transport cut the link for breaking its framing (a WebSocket frame over
+                # the limit, say): as costly as a protocol error, for the key and the address.
+                self._protocol_errors += 1
+                self.log.info("link from %s cut by the transport: %s", handle.address, fault)
+                self._penalize(
+                    handle.peer_id,
+                    handle,
+                    self.config.scoring.protocol_error_penalty,
+                    Offence.PROTOCOL_ERROR,
+                )
         finally:
             self._handshaking.discard(handle)
+            self._pending.release(handle)
+            self._links.pop(handle, None)
             pending = self._dials.pop(handle, None)
             if pending is not None:
                 pending.reason = handle.close_reason
@@ -517,13 +700,12 @@ class Swarm:
                 await self._inbox_send.send(InboundMessage(peer_id=peer_id, message=message))
         elif isinstance(event, PeerMisbehaved):
             self._protocol_errors += event.offence is Offence.PROTOCOL_ERROR
-            peer_id = handle.peer_id
-            if peer_id is not None:
-                amount = {
-                    Offence.PROTOCOL_ERROR: self.config.scoring.protocol_error_penalty,
-                    Offence.SPAM: self.config.scoring.spam_penalty,
-                }.get(event.offence, self.config.scoring.timeout_penalty)
-                self.penalize(peer_id, amount, event.offence)
+            amount = {
+                Offence.PROTOCOL_ERROR: self.config.scoring.protocol_error_penalty,
+                Offence.SPAM: self.config.scoring.spam_penalty,
+            }.get(event.offence, self.config.scoring.timeout_penalty)
+            # Before the Noise handshake ends there is no key, but there is an address.
+            self._penalize(handle.peer_id, handle, amount, event.offence)
         elif isinstance(event, ConnectionClosed):
             await self._on_closed(handle, event)
 
@@ -531,12 +713,18 @@ class Swarm:
         peer_id = handle.peer_id
         assert peer_id is not None  # HandshakeComplete implies a proved key
         self._handshaking.discard(handle)
+        self._pending.release(handle)
         now = trio.current_time()
+        link = self._links.get(handle)
+        if link is not None:
+            link.connected_at = now
+            link.min_rtt = min(link.min_rtt, now - link.started_at)
         if self._bans.is_banned(now, peer_id=peer_id):
             self._refused += 1
             self.log.info("refused banned peer %s at %s", peer_id.hex()[:12], handle.address)
             handle.close(DisconnectReason.BANNED)
             return
+        evicted: PeerHandle | None = None
         existing = self._peers.get(peer_id)
         if existing is not None:
             if not self._prefer(handle, existing, peer_id):
@@ -544,11 +732,17 @@ class Swarm:
                 return
             del self._peers[peer_id]
             existing.close(DisconnectReason.DUPLICATE_CONNECTION)
-        elif not handle.outbound and self._count(False) >= self.config.max_inbound:
-            self._refused += 1
-            self.log.info("refused peer %s: inbound limit reached", peer_id.hex()[:12])
-            handle.close(DisconnectReason.TOO_MANY_PEERS)
-            return
+        elif not handle.outbound:
+            refusal = self._inbound_refusal(link)
+            if refusal is None and self._count(False) >= self.config.max_inbound:
+                evicted = self._evict_inbound()
+                if evicted is None:
+                    refusal = "inbound limit reached and every inbound peer is protected"
+            if refusal is not None:
+                self._refused += 1
+                self.log.debug("refused peer %s: %s", peer_id.hex()[:12], refusal)
+                handle.close(DisconnectReason.TOO_MANY_PEERS, refusal.encode())
+                return
         self._peers[peer_id] = handle
         self.log.info(
             "peer %s connected (%s, %s)",
@@ -567,12 +761,71 @@ class Swarm:
         if handle.outbound and self._count(True) < self.config.target_outbound:
             self._send(handle, GetPeers())
         self._notify()
+        if evicted is not None:
+            await self._forget_peer(evicted, DisconnectReason.TOO_MANY_PEERS, by_peer=False)
         if peer_id not in self._announced:
             # A link that replaced an announced one is the same peer to the layer above.
             await self._inbox_send.send(
                 PeerConnected(peer_id=peer_id, hello=hello, outbound=handle.outbound)
             )
             self._announced.add(peer_id)
+
+    def _inbound_refusal(self, link: _Link | None) -> str | None:
+        """Why a new inbound peer is over its address's or group's limit, or None."""
+        if link is None or link.host is None or link.trusted:
+            return None
+        sources = []
+        for handle in self._peers.values():
+            other = None if handle.outbound else self._links.get(handle)
+            if other is not None and other.host is not None and not other.trusted:
+                sources.append(other.host)
+        return check_inbound(
+            link.host,
+            sources,
+            max_per_address=self.config.max_inbound_per_address,
+            max_per_group=self.config.max_inbound_per_group,
+        )
+
+    def _evict_inbound(self) -> PeerHandle | None:
+        """Pick an inbound peer to make room (`select_peer_to_evict`), close it and drop it
+        from `_peers` at once, so the inbound count never passes the limit."""
+        candidates = []
+        for peer_id, handle in self._peers.items():
+            link = None if handle.outbound else self._links.get(handle)
+            if link is None:
+                continue
+            candidates.append(
+                EvictionCandidate(
+                    key=peer_id,
+                    group=link.group or handle.address,
+                    connected_at=link.connected_at,
+                    min_rtt=link.min_rtt,
+                    last_transaction_at=link.last_transaction_at,
+                    last_block_at=link.last_block_at,
+                    protected=link.trusted,
+                )
+            )
+        victim = select_peer_to_evict(
+            candidates, salt=self._eviction_salt, params=self.config.eviction
+        )
+        if victim is None:
+            return None
+        handle = self._peers.pop(PeerId(victim))
+        self._evicted += 1
+        self.log.info("evicted inbound peer %s at %s", victim.hex()[:12], handle.address)
+        handle.close(DisconnectReason.TOO_MANY_PEERS, b"evicted for a newcomer")
+        return handle
+
+    async def _forget_peer(
+        self, handle: PeerHandle, reason: DisconnectReason | None, *, by_peer: bool
+    ) -> None:
+        """Tell the layer above that a peer it heard of is gone (once)."""
+        peer_id = handle.peer_id
+        if peer_id is not None and peer_id in self._announced:
+            self._announced.discard(peer_id)
+            await self._inbox_send.send(
+                PeerDisconnected(peer_id=peer_id, reason=reason, by_peer=by_peer)
+            )
 
     def _prefer(self, new: PeerHandle, existing: PeerHandle, peer_id: PeerId) -> bool:
         """Of two links to one peer, both ends keep the one dialed by the lower node key."""
@@ -601,16 +854,21 @@ class Swarm:
             else:
                 known = self._known.setdefault(handle.address, _Known())
                 known.next_attempt = trio.current_time() + self.config.backoff_initial
+        if (
+            event.reason is DisconnectReason.HANDSHAKE_TIMEOUT
+            and not event.by_peer
+            and not handle.outbound
+        ):
+            # A trickling handshake (slowloris) costs its address, even with no key to blame.
+            self._penalize(
+                handle.peer_id, handle, self.config.scoring.timeout_penalty, Offence.TIMEOUT
+            )
         if peer_id is not None and self._peers.get(peer_id) is handle:
             del self._peers[peer_id]
             self._notify()
             # Only a peer the layer above heard of leaves it: a link cancelled while its
             # PeerConnected waited for room in `events` was never announced.
-            if peer_id in self._announced:
-                self._announced.discard(peer_id)
-                await self._inbox_send.send(
-                    PeerDisconnected(peer_id=peer_id, reason=event.reason, by_peer=event.by_peer)
-                )
+            await self._forget_peer(handle, event.reason, by_peer=event.by_peer)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -673,6 +931,7 @@ class Swarm:
                 if now - self._last_exchange >= self.config.peer_exchange_interval:
                     self._last_exchange = now
                     self.broadcast(GetPeers())
+            self._bans.expire(now)
             with trio.move_on_after(self.config.maintenance_interval):
                 await self._wake.wait()
             self._wake = trio.Event()

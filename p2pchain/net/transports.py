@@ -5,12 +5,21 @@ connections wrapped in `WebSocketStream` (binary messages carry the byte stream;
 boundaries mean nothing). Addresses are text: ``tcp://host:port``, ``ws://host:port``, or
 ``sim://name`` for the in-memory links of a simulated network.
 
+A listener hands every accepted connection to its handler at once, before any WebSocket upgrade:
+an inbound `WebSocketStream` upgrades on first use, the way trio's `SSLStream` handshakes, so the
+swarm counts a pending upgrade against its handshake bounds and deadline like any other pending
+connection. Beneath trio-websocket, `ClientFrameScanner` follows the client's frame headers and
+closes (1009) a connection whose frame declares more than `WS_MAX_MESSAGE_BYTES` as soon as the
+header arrives, instead of waiting for a payload that never comes; `Transport.peer_fault` lets
+the swarm count that against the source address.
+
 The swarm reaches peers through a `Transport`: `SocketTransport` (TCP + WebSocket) in production,
 `p2pchain.testing.simnet` in simulations. Everything above the transport is the same code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,9 +34,14 @@ from p2pchain.errors import ConfigError
 WS_MESSAGE_BYTES: Final = 65_536
 """Largest WebSocket message we send; coalesced writes are cut to this size."""
 WS_MAX_MESSAGE_BYTES: Final = 2 * WS_MESSAGE_BYTES
+"""Largest WebSocket message (and frame) we accept."""
 WS_HANDSHAKE_TIMEOUT_S: Final = 10.0
-"""An inbound client must finish the HTTP upgrade within this time."""
-"""Largest WebSocket message we accept (trio-websocket enforces it)."""
+"""Backstop for an inbound HTTP upgrade; the swarm's handshake deadline is shorter."""
+WS_MAX_REQUEST_BYTES: Final = 16_384
+"""Largest HTTP upgrade request we read."""
+WS_CLOSE_TIMEOUT_S: Final = 1.0
+"""Time allowed to send our close frame to a client that broke the framing rules."""
+WS_MESSAGE_TOO_BIG: Final = 1009
 RECEIVE_BYTES: Final = 65_536
 
 
@@ -97,24 +111,195 @@ def parse_address(text: str | bytes) -> PeerAddress:
     return PeerAddress(scheme=scheme, host=host, port=int(port_text))
 
 
+class ClientFrameScanner:
+    """Follows a WebSocket client's byte stream (HTTP request, then frame headers) without
+    buffering payloads, to catch a frame whose declared length is over the limit the moment
+    its header arrives.
+
+    trio-websocket only counts payload bytes as they come, so a header declaring 2^62 bytes
+    followed by silence (or a trickle) would hold the connection until some other timer fires.
+    """
+
+    def __init__(self, max_frame_bytes: int = WS_MAX_MESSAGE_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self.upgraded = False
+        """True once the HTTP request has ended (frames follow)."""
+        self._request = bytearray()
+        self._header = bytearray()
+        self._payload_left = 0
+
+    def feed(self, data: bytes) -> str | None:
+        """Scan `data`; return why the client broke the limits, or None."""
+        view = memoryview(data)
+        if not self.upgraded:
+            self._request += view[: WS_MAX_REQUEST_BYTES + 4]
+            end = self._request.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._request) > WS_MAX_REQUEST_BYTES:
+                    return "http upgrade request too large"
+                return None
+            self.upgraded = True
+            view = memoryview(bytes(self._request[end + 4 :]))
+            self._request = bytearray()
+        while view:
+            if self._payload_left:
+                step = min(self._payload_left, len(view))
+                self._payload_left -= step
+                view = view[step:]
+                continue
+            take = (self._header_size() or 2) - len(self._header)
+            self._header += view[:take]
+            view = view[take:]
+            need = self._header_size()
+            if need and len(self._header) == need:
+                length = self._declared_length()
+                self._header.clear()
+                if length > self.max_frame_bytes:
+                    return f"frame of {length} bytes declared (limit {self.max_frame_bytes})"
+                self._payload_left = length
+        return None
+
+    def _header_size(self) -> int:
+        """Bytes in the current frame header, or 0 while its first two bytes are incomplete."""
+        if len(self._header) < 2:
+            return 0
+        size = {126: 4, 127: 10}.get(self._header[1] & 0x7F, 2)
+        return size + (4 if self._header[1] & 0x80 else 0)
+
+    def _declared_length(self) -> int:
+        short = self._header[1] & 0x7F
+        if short == 126:
+            return int.from_bytes(self._header[2:4], "big")
+        if short == 127:
+            return int.from_bytes(self._header[2:10], "big")
+        return short
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """A server's (unmasked) WebSocket close frame."""
+    payload = code.to_bytes(2, "big") + reason.encode()[:123]
+    return bytes([0x88, len(payload)]) + payload
+
+
+class _GuardedStream(trio.abc.Stream):
+    """The TCP stream under an inbound WebSocket, with the client's frames scanned."""
+
+    def __init__(self, inner: trio.SocketStream) -> None:
+        self.inner = inner
+        self.violation: str | None = None
+        self.upgrade_scope: trio.CancelScope | None = None
+        """Cancelled when the connection ends before the upgrade is done."""
+        self._scanner = ClientFrameScanner()
+        self._send_lock = trio.Lock()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        async with self._send_lock:
+            if self.violation is not None:
+                raise trio.BrokenResourceError(self.violation)
+            await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self.violation is not None:
+            raise trio.BrokenResourceError(self.violation)
+        try:
+            data = await self.inner.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._end_upgrade()
+            raise
+        if not data:
+            self._end_upgrade()
+            return data
+        violation = self._scanner.feed(bytes(data))
+        if violation is None:
+            return data
+        with trio.move_on_after(WS_CLOSE_TIMEOUT_S):
+            async with self._send_lock:  # after any frame trio-websocket is sending
+                self.violation = violation
+                if self._scanner.upgraded:
+                    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await self.inner.send_all(close_frame(WS_MESSAGE_TOO_BIG, violation))
+        self.violation = violation
+        self._end_upgrade()
+        raise trio.BrokenResourceError(violation)
+
+    async def aclose(self) -> None:
+        self._end_upgrade()
+        await self.inner.aclose()
+
+    def _end_upgrade(self) -> None:
+        if self.upgrade_scope is not None:
+            self.upgrade_scope.cancel()
+
+
 class WebSocketStream(trio.abc.Stream):
-    """A WebSocket connection seen as a byte stream (binary messages only)."""
+    """A WebSocket connection seen as a byte stream (binary messages only).
+
+    Dialed connections come upgraded; accepted ones (`accepting`) upgrade on first use.
+    """
 
     def __init__(
         self,
         connection: trio_websocket.WebSocketConnection,
         transport: trio.abc.Stream | None = None,
     ) -> None:
-        self._ws = connection
+        self._ws: trio_websocket.WebSocketConnection | None = connection
         self._transport = transport
         self._buffer = bytearray()
+        self._guard: _GuardedStream | None = None
+        self._nursery: trio.Nursery | None = None
+        self._upgrade_lock = trio.Lock()
+
+    @classmethod
+    def accepting(cls, nursery: trio.Nursery, stream: trio.SocketStream) -> WebSocketStream:
+        """The server side of an accepted TCP connection; trio-websocket's reader task will run
+        in `nursery`, which must outlive the stream."""
+        self = cls.__new__(cls)
+        self._ws = None
+        self._transport = None
+        self._buffer = bytearray()
+        self._guard = _GuardedStream(stream)
+        self._nursery = nursery
+        self._upgrade_lock = trio.Lock()
+        return self
+
+    @property
+    def violation(self) -> str | None:
+        """Why we closed an inbound client for breaking the framing limits, if we did."""
+        return None if self._guard is None else self._guard.violation
+
+    async def _connection(self) -> trio_websocket.WebSocketConnection:
+        async with self._upgrade_lock:
+            if self._ws is None:
+                self._ws = await self._accept_upgrade()
+        return self._ws
+
+    async def _accept_upgrade(self) -> trio_websocket.WebSocketConnection:
+        guard, nursery = self._guard, self._nursery
+        assert guard is not None  # only `accepting` streams lack `_ws`
+        assert nursery is not None
+        with trio.move_on_after(WS_HANDSHAKE_TIMEOUT_S) as scope:
+            guard.upgrade_scope = scope
+            try:
+                request = await trio_websocket.wrap_server_stream(
+                    nursery, guard, max_message_size=WS_MAX_MESSAGE_BYTES
+                )
+                connection: trio_websocket.WebSocketConnection = await request.accept()
+            except trio_websocket.ConnectionClosed as exc:
+                raise trio.BrokenResourceError("websocket upgrade failed") from exc
+            guard.upgrade_scope = None
+            return connection
+        raise trio.BrokenResourceError(guard.violation or "websocket upgrade did not complete")
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send `data` as one or more binary messages."""
+        ws = await self._connection()
         view = memoryview(data)
         try:
             for start in range(0, len(view), WS_MESSAGE_BYTES):
-                await self._ws.send_message(bytes(view[start : start + WS_MESSAGE_BYTES]))
+                await ws.send_message(bytes(view[start : start + WS_MESSAGE_BYTES]))
         except trio_websocket.ConnectionClosed as exc:
             raise trio.BrokenResourceError("websocket closed") from exc
 
@@ -125,8 +310,9 @@ class WebSocketStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Bytes from the next message(s); ``b""`` once the peer closed."""
         if not self._buffer:
+            ws = await self._connection()
             try:
-                message = await self._ws.get_message()
+                message = await ws.get_message()
             except trio_websocket.ConnectionClosed:
                 return b""
             if isinstance(message, str):
@@ -140,15 +326,21 @@ class WebSocketStream(trio.abc.Stream):
     async def aclose(self) -> None:
         """Close the WebSocket (close handshake, then the TCP stream)."""
         try:
-            await self._ws.aclose()
+            if self._ws is not None:
+                await self._ws.aclose()
         finally:
             # trio-websocket leaves a client's TCP stream open when the server closed first.
             if self._transport is not None:
                 await self._transport.aclose()
+            if self._guard is not None:
+                await self._guard.aclose()
 
     @property
     def remote_host(self) -> str:
         """IP address of the peer."""
+        if self._guard is not None:
+            return str(self._guard.inner.socket.getpeername()[0])
+        assert self._ws is not None
         remote = self._ws.remote
         return remote if isinstance(remote, str) else str(remote.address)
 
@@ -200,7 +392,9 @@ async def serve_peer_streams(
 ) -> None:
     """Accept connections on `address` forever, calling `handler(stream)` for each one.
 
-    `task_status.started` receives the bound address (useful with port 0).
+    The handler gets each connection as soon as it is accepted; a WebSocket stream upgrades on
+    its first `receive_some` or `send_all`, which raise `trio.BrokenResourceError` if the client
+    fails the upgrade. `task_status.started` receives the bound address (useful with port 0).
     """
     if address.scheme is Scheme.TCP:
         listeners = await trio.open_tcp_listeners(address.port, host=address.host)
@@ -213,16 +407,11 @@ async def serve_peer_streams(
     task_status.started(PeerAddress(scheme=address.scheme, host=address.host, port=port))
 
     async def serve_connection(stream: trio.SocketStream) -> None:
-        """One WebSocket client; whatever it sends, only this connection fails."""
+        """One WebSocket client, handed over before its upgrade; whatever it sends, only this
+        connection fails."""
         try:
             async with trio.open_nursery() as nursery:
-                request = None
-                with trio.move_on_after(WS_HANDSHAKE_TIMEOUT_S):
-                    request = await trio_websocket.wrap_server_stream(
-                        nursery, stream, max_message_size=WS_MAX_MESSAGE_BYTES
-                    )
-                if request is not None:
-                    await handler(WebSocketStream(await request.accept()))
+                await handler(WebSocketStream.accepting(nursery, stream))
                 nursery.cancel_scope.cancel()  # stops trio-websocket's reader task
         except* (trio_websocket.ConnectionClosed, trio.BrokenResourceError):
             pass  # the client broke the connection or never spoke WebSocket
@@ -259,6 +448,10 @@ class Transport(Protocol):
         """The host of the other end of an accepted stream (for address bans), None if gone."""
         ...
 
+    def peer_fault(self, stream: trio.abc.Stream) -> str | None:
+        """Why the transport itself cut an accepted stream because of the peer, if it did."""
+        ...
+
 
 class SocketTransport:
     """The production transport: TCP and WebSocket on real sockets."""
@@ -285,3 +478,7 @@ class SocketTransport:
     def remote_host(self, stream: trio.abc.Stream) -> str | None:
         """See the module-level `remote_host`."""
         return remote_host(stream)
+
+    def peer_fault(self, stream: trio.abc.Stream) -> str | None:
+        """A WebSocket client that broke the framing limits (see `ClientFrameScanner`)."""
+        return stream.violation if isinstance(stream, WebSocketStream) else None

@@ -139,7 +139,9 @@ Event = HandshakeComplete | MessageReceived | ConnectionClosed | FrameToDecode
 class ConnectionConfig:
     """Timers of one connection, in seconds of the caller's clock."""
 
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 5.0
+    """Noise and Hello must be done this long after `now` at creation (the swarm creates an
+    inbound connection at TCP accept, so a WebSocket upgrade counts too)."""
     ping_interval: float = 15.0
     pong_timeout: float = 20.0
     inline_decode_bytes: int | None = None

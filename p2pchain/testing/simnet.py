@@ -258,6 +258,11 @@ class SimTransport:
         """The dialer's name, so that address bans work in simulations too."""
         return stream.remote_name if isinstance(stream, SimStream) else None
 
+    def peer_fault(self, stream: trio.abc.Stream) -> str | None:
+        """Simulated links carry bytes only: the transport never cuts one."""
+        del stream
+        return None
+
 
 class SimulatedNetwork:
     """In-memory links between named nodes, with latency, loss, reordering and partitions.
