@@ -225,6 +225,11 @@ _ORDINARY_CLOSES: Final = frozenset(
 )
 
 
+_ADMISSION_CLOSES: Final = frozenset(
+    {DisconnectReason.TOO_MANY_PEERS, DisconnectReason.HANDSHAKE_TIMEOUT}
+)
+
+
 class PeerRefused(trio.BrokenResourceError):
     """`Swarm.connect` failed: `reason` is the Disconnect reason, or None if none was given."""
 
@@ -836,7 +841,12 @@ class Swarm:
     async def _on_closed(self, handle: PeerHandle, event: ConnectionClosed) -> None:
         peer_id = handle.peer_id
         reason = "connection lost" if event.reason is None else event.reason.name
-        level = logging.INFO if event.reason in _ORDINARY_CLOSES else logging.WARNING
+        if peer_id is None or event.reason in _ADMISSION_CLOSES:
+            level = logging.DEBUG  # an attacker's flood of these must not flood the log
+        elif event.reason in _ORDINARY_CLOSES:
+            level = logging.INFO
+        else:
+            level = logging.WARNING
         self.log.log(
             level,
             "peer %s at %s disconnected (%s, by %s)%s",

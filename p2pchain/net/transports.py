@@ -189,6 +189,8 @@ class _GuardedStream(trio.abc.Stream):
         self.violation: str | None = None
         self.upgrade_scope: trio.CancelScope | None = None
         """Cancelled when the connection ends before the upgrade is done."""
+        self.ended = False
+        """True once the client closed, broke the stream or broke the limits."""
         self._scanner = ClientFrameScanner()
         self._send_lock = trio.Lock()
 
@@ -230,6 +232,7 @@ class _GuardedStream(trio.abc.Stream):
         await self.inner.aclose()
 
     def _end_upgrade(self) -> None:
+        self.ended = True
         if self.upgrade_scope is not None:
             self.upgrade_scope.cancel()
 
@@ -291,7 +294,11 @@ class WebSocketStream(trio.abc.Stream):
                 raise trio.BrokenResourceError("websocket upgrade failed") from exc
             guard.upgrade_scope = None
             return connection
-        raise trio.BrokenResourceError(guard.violation or "websocket upgrade did not complete")
+        if guard.violation is not None:
+            raise trio.BrokenResourceError(guard.violation)
+        raise trio.BrokenResourceError(
+            "client left before the upgrade" if guard.ended else "websocket upgrade timed out"
+        )
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send `data` as one or more binary messages."""

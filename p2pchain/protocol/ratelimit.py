@@ -7,10 +7,12 @@ Hello included, although the connection answers or ignores those itself):
   that peer until the bucket refills (back-pressure). An honest node under heavy load can reach
   them, and the cure for volume is to slow the sender down, never to ban it.
 - a **per-type** budget for the types that cost us work to answer or that an honest node sends
-  at a rate fixed by the protocol (Ping, unsolicited Pong, GetPeers, a repeated Hello, Status,
-  block requests charged by the blocks they ask for). A budget marked `abusive_beyond` also
-  reports every message over it: honest nodes stay far below it under any load, so only a
-  flooder gets there, and the shell turns each report into a score penalty.
+  at a rate fixed by the protocol. Volume types (Status, block requests charged by the blocks
+  they ask for) pause reading like the volume budgets. A budget marked `abusive_beyond` (Ping,
+  unsolicited Pong, GetPeers, a repeated Hello) instead reports every message over it at once,
+  without pausing: honest nodes stay far below it under any load, so only a flooder gets there;
+  the shell drops the message and turns the report into a score penalty, so a flood ends in a
+  ban within a few messages. Its debt is capped at one burst, so the budget recovers.
 
 Time is always an argument (seconds on the caller's clock); nothing here reads a clock.
 """
@@ -139,6 +141,9 @@ class RateLimiter:
         self._types = {
             kind: TokenBucket(budget.rate, budget.burst, now) for kind, budget in limits.per_type
         }
+        self._paced = [
+            self._types[kind] for kind, budget in limits.per_type if not budget.abusive_beyond
+        ]
         self.over_limit = 0
         """Messages that went over some budget (volume or type)."""
 
@@ -158,13 +163,15 @@ class RateLimiter:
         if bucket is not None and not bucket.consume(cost_of(message), now):
             within = False
             abusive = self._budgets[type(message)].abusive_beyond
+            if abusive:
+                bucket.tokens = max(bucket.tokens, -bucket.burst)
         self.over_limit += not within
         return Charge(abusive=abusive)
 
     def ready_at(self, now: float) -> float:
-        """When every budget is back at zero or above: before then, read nothing more."""
+        """When every volume budget is back at zero or above: before then, read nothing more."""
         resume = max(self._messages.ready_at(now), self.bytes_ready_at(now))
-        return max([resume, *(bucket.ready_at(now) for bucket in self._types.values())])
+        return max([resume, *(bucket.ready_at(now) for bucket in self._paced)])
 
     def bytes_ready_at(self, now: float) -> float:
         """When the byte budget allows the next read."""

@@ -50,25 +50,26 @@ def test_a_bucket_refills_at_its_rate_up_to_its_burst():
         max_size=400,
     )
 )
-def test_a_reader_that_waits_as_told_never_passes_any_budget(arrivals):
-    """Drive the limiter like the peer driver: read nothing before `ready_at`."""
+def test_no_budget_is_passed_by_what_a_waiting_reader_serves(arrivals):
+    """Drive the limiter like the peer driver: read nothing before `ready_at`, and serve
+    nothing reported as abuse."""
     limits = RateLimits(messages=Budget(rate=100, burst=50))
     limiter = RateLimiter(limits, 0.0)
     now = 0.0
-    charged = {kind: 0.0 for kind in (*KINDS, "all")}
+    served = dict.fromkeys((*KINDS, "all"), 0.0)
     for kind, gap in arrivals:
         now = max(now + gap, limiter.ready_at(now + gap))
         message = KINDS[kind]
-        limiter.charge(message, now)
-        charged[kind] += message.count if kind == "range" else 1
-        charged["all"] += 1
+        served["all"] += 1
+        if not limiter.charge(message, now).abusive:
+            served[kind] += message.count if kind == "range" else 1
     budgets = dict(limits.per_type)
-    assert charged["all"] <= limits.messages.burst + limits.messages.rate * now + 1
+    assert served["all"] <= limits.messages.burst + limits.messages.rate * now + 1
     for kind, message in KINDS.items():
         budget = budgets.get(type(message))
         if budget is not None:
             cost = message.count if kind == "range" else 1
-            assert charged[kind] <= budget.burst + budget.rate * now + cost
+            assert served[kind] <= budget.burst + budget.rate * now + cost
 
 
 def test_ping_flood_is_abuse_and_honest_pings_are_not():
@@ -77,6 +78,9 @@ def test_ping_flood_is_abuse_and_honest_pings_are_not():
     assert not any(honest)
     flood = [limiter.charge(Ping(nonce=n), 1_500.0).abusive for n in range(20_000)]
     assert flood.index(True) == 200  # the burst, then every one is over
+    # paced as volume only (20,000 messages against a burst of 4,000 at 2,000/s)
+    assert limiter.ready_at(1_500.0) == pytest.approx(1_500.0 + (20_000 - 4_000) / 2_000)
+    assert not limiter.charge(Ping(nonce=0), 1_520.0).abusive  # the debt was capped
     assert not limiter.charge(Pong(nonce=7), 1_500.0, solicited=True).abusive
 
 
