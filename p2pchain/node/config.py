@@ -13,6 +13,7 @@ from p2pchain.net.swarm import DEFAULT_LISTEN
 from p2pchain.net.transports import Transport
 from p2pchain.node.mempool import MempoolLimits
 from p2pchain.params import ChainParams
+from p2pchain.protocol.admission import DEFAULT_TRUSTED_NETWORKS, parse_networks
 
 DATABASE_FILE: Final = "chain.sqlite"
 """The chain database (blocks, UTXO set, fork choice, slashing protection) inside `data_dir`."""
@@ -27,6 +28,21 @@ class NodeLimits:
     mempool: MempoolLimits = field(default_factory=MempoolLimits)
     target_outbound: int = 8
     max_inbound: int = 32
+    """Inbound peers; a newcomer beyond it evicts one (Bitcoin Core's rules) or is refused."""
+    max_inbound_per_address: int = 4
+    """Inbound peers from one source address (node keys are free; addresses are not)."""
+    max_inbound_per_group: int = 8
+    """Inbound peers from one network group (IPv4 /16, IPv6 /32)."""
+    max_pending_handshakes: int = 32
+    """Inbound connections between TCP accept and the end of Hello, WebSocket upgrades
+    included; a newcomer beyond it closes the oldest pending one of the most crowded group."""
+    max_pending_per_address: int = 4
+    """Pending inbound connections from one source address."""
+    handshake_timeout: float = 5.0
+    """Seconds from TCP accept (or dial) to the end of the Hello exchange."""
+    trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
+    """Sources exempt from the per-address and per-group limits and address bans: by default
+    127.0.0.1 and ::1, which every node of a local testnet shares. () limits loopback too."""
     subscriber_buffer: int = 256
     """Default buffer of one subscription (events not yet read); overflow ends it."""
     event_history: int = 4_096
@@ -57,8 +73,17 @@ class NodeLimits:
             self.offload_signatures,
             self.offload_decode_bytes,
         )
-        if min(values) < 1 or self.target_outbound < 0 or self.max_inbound < 0:
+        per_source = (
+            self.max_inbound_per_address,
+            self.max_inbound_per_group,
+            self.max_pending_handshakes,
+            self.max_pending_per_address,
+        )
+        if min(values + per_source) < 1 or self.target_outbound < 0 or self.max_inbound < 0:
             raise ConfigError("node limits must be positive")
+        if not self.handshake_timeout > 0:
+            raise ConfigError("handshake_timeout must be positive")
+        parse_networks(self.trusted_networks)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

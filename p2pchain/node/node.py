@@ -609,8 +609,16 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             bootnodes=config.bootnodes,
             target_outbound=config.limits.target_outbound,
             max_inbound=config.limits.max_inbound,
+            max_inbound_per_address=config.limits.max_inbound_per_address,
+            max_inbound_per_group=config.limits.max_inbound_per_group,
+            max_pending_handshakes=config.limits.max_pending_handshakes,
+            max_pending_per_address=config.limits.max_pending_per_address,
+            trusted_networks=config.limits.trusted_networks,
+            connection=ConnectionConfig(
+                handshake_timeout=config.limits.handshake_timeout,
+                inline_decode_bytes=node._offload_decode_bytes,
+            ),
             transport=config.transport or SocketTransport(),
-            connection=ConnectionConfig(inline_decode_bytes=node._offload_decode_bytes),
         )
         network = await stack.enter_async_context(
             open_network(NetworkConfig(swarm=swarm, seed=config.network_seed), node)

@@ -189,9 +189,7 @@ async def test_a_frame_declaring_2_to_the_62_bytes_is_closed_with_1009_at_once()
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(
-                serve_peer_streams, parse_address("ws://127.0.0.1:0"), echo
-            )
+            bound = await nursery.start(serve_peer_streams, parse_address("ws://127.0.0.1:0"), echo)
             raw = await trio.open_tcp_stream(bound.host, bound.port)
             await raw.send_all(UPGRADE_REQUEST)
             assert b" 101 " in await _read_until(raw, b"\r\n\r\n")
