@@ -774,6 +774,8 @@ class Swarm:
                 PeerConnected(peer_id=peer_id, hello=hello, outbound=handle.outbound)
             )
             self._announced.add(peer_id)
+            if peer_id not in self._peers:  # evicted while we waited for room in `events`
+                await self._forget_peer(handle, DisconnectReason.TOO_MANY_PEERS, by_peer=False)
 
     def _inbound_refusal(self, link: _Link | None) -> str | None:
         """Why a new inbound peer is over its address's or group's limit, or None."""
