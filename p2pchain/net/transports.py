@@ -132,15 +132,16 @@ class ClientFrameScanner:
         """Scan `data`; return why the client broke the limits, or None."""
         view = memoryview(data)
         if not self.upgraded:
-            self._request += view[: WS_MAX_REQUEST_BYTES + 4]
+            start = len(self._request)
+            self._request += view[: WS_MAX_REQUEST_BYTES + 4 - start]
             end = self._request.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._request) > WS_MAX_REQUEST_BYTES:
                     return "http upgrade request too large"
                 return None
             self.upgraded = True
-            view = memoryview(bytes(self._request[end + 4 :]))
             self._request = bytearray()
+            view = view[end + 4 - start :]  # what follows the request in this chunk
         while view:
             if self._payload_left:
                 step = min(self._payload_left, len(view))
