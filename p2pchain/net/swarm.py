@@ -395,13 +395,13 @@ class Swarm:
             self._ban_source(host, f"address score below threshold after {reason.value}", now)
         if self._group_scores.should_disconnect(group.encode(), now):
             until = now + self.config.scoring.address_ban_duration_s
-            if not self._bans.is_refused_inbound(now, host=b"", group=group.encode()):
+            if not self._bans.is_refused_inbound(now, group=group.encode()):
                 self.log.warning("network %s refused inbound until %.0f: group score", group, until)
             self._bans.ban_group(group.encode(), until)
 
     def _ban_source(self, host: str, why: str, now: float) -> None:
         until = now + self.config.scoring.address_ban_duration_s
-        if not self._bans.is_refused_inbound(now, host=host.encode(), group=b""):
+        if not self._bans.is_refused_inbound(now, host=host.encode()):
             self.log.warning(
                 "address %s refused inbound for %.0f s: %s",
                 host,

@@ -231,9 +231,15 @@ class BanList:
             keys.append((BanKind.ADDRESS, address))
         return any(self._bans.get(key, -math.inf) > now for key in keys)
 
-    def is_refused_inbound(self, now: float, *, host: bytes, group: bytes) -> bool:
-        """True if an inbound connection from `host` in `group` is refused at `now`."""
-        keys = ((BanKind.ADDRESS, host), (BanKind.SOURCE, host), (BanKind.GROUP, group))
+    def is_refused_inbound(
+        self, now: float, *, host: bytes | None = None, group: bytes | None = None
+    ) -> bool:
+        """True if inbound connections from `host` (or from network `group`) are refused."""
+        keys = []
+        if host is not None:
+            keys += [(BanKind.ADDRESS, host), (BanKind.SOURCE, host)]
+        if group is not None:
+            keys.append((BanKind.GROUP, group))
         return any(self._bans.get(key, -math.inf) > now for key in keys)
 
     def expire(self, now: float) -> int:
