@@ -182,6 +182,33 @@ async def test_volume_over_the_message_budget_is_throttled_not_blamed(autojump_c
     assert elapsed >= (60 - 20) / 10 - 1  # virtual time: reading paused until the budget refilled
 
 
+async def test_bytes_over_the_byte_budget_are_read_later_not_blamed(autojump_clock):
+    ours, theirs = trio.testing.memory_stream_pair()
+    mine, other = Recorder(), Recorder()
+    rates = RateLimits(bytes=Budget(rate=10_000, burst=20_000), per_type=())
+    async with trio.open_nursery() as nursery:
+        sender = await _start(
+            nursery, theirs, honest_connection(2, initiator=False), other, outbound=False
+        )
+        await _start(
+            nursery,
+            ours,
+            honest_connection(1, initiator=True),
+            mine,
+            limits=PeerLimits(rates=rates),
+        )
+        await mine.active.wait()
+        start = trio.current_time()
+        for n in range(10):
+            sender.send_nowait(Publish(topic=Topic.BLOCK, data=bytes([n]) * 10_000))
+        await sender.ping()
+        elapsed = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    assert not [e for e in mine.events if isinstance(e, PeerMisbehaved)]
+    assert len([e for e in mine.events if isinstance(e, MessageReceived)]) == 10
+    assert elapsed >= (100_000 - 20_000) / 10_000 - 1  # virtual time: reads waited for budget
+
+
 async def test_a_flood_past_an_abuse_budget_is_reported_and_not_served(autojump_clock):
     ours, theirs = trio.testing.memory_stream_pair()
     mine, other = Recorder(), Recorder()

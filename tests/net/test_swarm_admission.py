@@ -14,7 +14,7 @@ import trio.testing
 
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.vote import Checkpoint
-from p2pchain.net import InboundMessage, PeerRefused, SwarmConfig, open_swarm, run_peer
+from p2pchain.net import InboundMessage, PeerLimits, PeerRefused, SwarmConfig, open_swarm, run_peer
 from p2pchain.net.transports import parse_address
 from p2pchain.protocol.connection import (
     ConnectionClosed,
@@ -28,12 +28,14 @@ from p2pchain.protocol.messages import (
     DisconnectReason,
     GetBlocksByRange,
     GetPeers,
+    Hello,
     Ping,
     Pong,
     Publish,
     Status,
     Topic,
 )
+from p2pchain.protocol.ratelimit import RateLimits
 from p2pchain.testing.link import (
     TEST_CHAIN_ID,
     TEST_GENESIS,
@@ -223,12 +225,16 @@ async def test_a_thousand_stalled_handshakes_from_one_address_leave_room_for_hon
                     await node.wait_peer_count(0)
             await flood_done.wait()
             stats = node.statistics()
+            address_score = node.address_score(source)
             nursery.cancel_scope.cancel()
     done, pending_seen = results[0]
     assert honest == [True] * 25
     assert len(done) == 1_000  # the node closed every one of them
     assert max(pending_seen) <= getattr(config, bound) + 1  # + an honest dial
     assert stats.pending_evicted >= 1_000 - config.max_pending_handshakes
+    timed_out = 1_000 - stats.pending_evicted  # what was still pending at the deadline
+    expected = 0.0 if source == "127.0.0.1" else -config.scoring.timeout_penalty * timed_out
+    assert address_score == pytest.approx(expected, rel=1e-3)  # trusted: never scored
 
 
 async def test_stalled_handshakes_from_many_groups_still_let_honest_peers_in():
@@ -350,7 +356,13 @@ def _oversize_frame():
     return (17 * 1024 * 1024 + 1).to_bytes(4, "big") + bytes([22])
 
 
+ATTACKER_LIMITS = PeerLimits(rates=RateLimits(per_type=()))
+"""The attacker counts every answer it gets (no per-type budgets of its own)."""
+
+
 async def _junk_peer(nursery, node, source, junk):
+    """A fresh key from `source` that completes the handshake and sends `junk` (bytes, or a
+    function of its connection giving them) inside the encrypted stream."""
     keys = connection_keys(next(_seeds))
     conn = RawConnection(
         initiator=True, keys=keys, hello=make_hello(keys.identity), now=trio.current_time()
@@ -362,12 +374,18 @@ async def _junk_peer(nursery, node, source, junk):
         return peer
     peer.handle = await nursery.start(
         lambda task_status: run_peer(
-            stream, conn, peer, address=source, outbound=True, task_status=task_status
+            stream,
+            conn,
+            peer,
+            address=source,
+            outbound=True,
+            limits=ATTACKER_LIMITS,
+            task_status=task_status,
         )
     )
     await peer.settled.wait()
     if peer.active.is_set():
-        conn.send_raw(junk)
+        conn.send_raw(junk(conn) if callable(junk) else junk)
         peer.handle.send_nowait(Ping(nonce=1))
     await peer.ended.wait()
     return peer
@@ -399,6 +417,26 @@ async def test_fresh_keys_cannot_outrun_an_address_ban():
             nursery.cancel_scope.cancel()
 
 
+async def test_many_addresses_of_one_group_misbehaving_get_the_group_refused():
+    """Each address stays above its own threshold (one protocol error each); their network
+    group sinks below `group_disconnect_threshold` and is refused as a whole."""
+    config = _config(16)
+    errors_needed = int(-config.scoring.group_disconnect_threshold // 50) + 1
+    with trio.fail_after(WAIT):
+        async with open_swarm(config, _status) as node, trio.open_nursery() as nursery:
+            for n in range(errors_needed):
+                peer = await _junk_peer(nursery, node, f"127.30.0.{n + 1}", _oversize_frame())
+                assert peer.closed() == [(DisconnectReason.PROTOCOL_ERROR, True)]
+                assert not node.is_refused(f"127.30.0.{n + 1}") or n == errors_needed - 1
+            assert node.is_refused("127.30.200.200")  # an address never seen, same group
+            assert not node.is_refused("127.31.0.1")
+            _, ok = await _join(nursery, node, "127.30.200.200")
+            assert not ok
+            _, ok = await _join(nursery, node, "127.31.0.1")
+            assert ok
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_banned_key_bans_its_address_for_inbound():
     config = _config(10)
     with trio.fail_after(WAIT):
@@ -424,10 +462,11 @@ def _many(message, count):
 
 @pytest.mark.parametrize(
     ("message", "count"),
-    [(Ping(nonce=7), 20_000), (Pong(nonce=7), 20_000), (GetPeers(), 2_000)],
-    ids=["ping", "unsolicited-pong", "get-peers"],
+    [(Ping(nonce=7), 20_000), (Pong(nonce=7), 20_000), (GetPeers(), 2_000), (None, 100)],
+    ids=["ping", "unsolicited-pong", "get-peers", "repeated-hello"],
 )
 async def test_a_flood_of_cheap_messages_gets_the_flooder_banned(message, count):
+    """None stands for the flooder's own Hello, repeated."""
     config = _config(11)
     with trio.fail_after(WAIT):
         async with (
@@ -437,13 +476,18 @@ async def test_a_flood_of_cheap_messages_gets_the_flooder_banned(message, count)
         ):
             host, port = _endpoint(node)
             await honest.connect(f"tcp://{host}:{port}")
-            flooder = await _junk_peer(nursery, node, "127.0.0.8", _many(message, count))
+            flooder = await _junk_peer(
+                nursery,
+                node,
+                "127.0.0.8",
+                lambda conn: _many(conn.hello if message is None else message, count),
+            )
             assert flooder.closed() == [(DisconnectReason.LOW_SCORE, True)]
             assert node.is_banned(flooder.key)
             assert node.is_refused("127.0.0.8")
-            budget = dict(config.limits.rates.per_type)[type(message)]
+            budget = dict(config.limits.rates.per_type)[Hello if message is None else type(message)]
             answered = len(flooder.received(Pong)) if isinstance(message, Ping) else 0
-            assert answered <= budget.burst + 20
+            assert answered <= budget.burst + 11  # the burst, then 11 penalties end it
             await honest.ping(node.peer_id)  # the node kept serving everyone else
             assert honest.score(node.peer_id) == 0
             nursery.cancel_scope.cancel()

@@ -168,6 +168,17 @@ def test_the_frame_scanner_flags_an_oversize_frame_at_its_header(before, declare
     assert "declared" in scanner.feed(header[split:])  # no payload byte needed
 
 
+def test_the_frame_scanner_refuses_an_endless_upgrade_request():
+    scanner = ClientFrameScanner()
+    header_line = b"X-Padding: " + b"a" * 1_000 + b"\r\n"
+    verdicts = [scanner.feed(b"GET / HTTP/1.1\r\n")] + [
+        scanner.feed(header_line) for _ in range(17)
+    ]
+    assert verdicts[:-1] == [None] * 17
+    assert verdicts[-1] == "http upgrade request too large"
+    assert not scanner.upgraded
+
+
 async def _read_until(stream, marker):
     data = b""
     while marker not in data:
