@@ -28,6 +28,7 @@ BENCHMARKS = (
     "bench_sync",
     "bench_sim",
     "bench_e2e",
+    "bench_flood",
 )
 
 
