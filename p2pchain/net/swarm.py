@@ -37,6 +37,7 @@ from p2pchain.errors import ConfigError, StorageError
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.types import BlockId
 from p2pchain.net.faults import FaultLog, Where
+from p2pchain.net.inbox import Inbox, message_weight
 from p2pchain.net.peer import (
     PeerEvent,
     PeerFailed,
@@ -122,6 +123,10 @@ class SwarmConfig:
     backoff_max: float = 300.0
     max_known_addresses: int = 1_000
     inbox_size: int = 1_024
+    """Events waiting for the layer above; a peer whose event finds no room stops being read."""
+    inbox_bytes: int = 32 * 1024 * 1024
+    """Estimated memory of the messages waiting in `events` (`message_weight`); past it, the
+    same back-pressure applies (1,024 large IHaves alone would hold 300 MiB)."""
     shutdown_timeout: float = 2.0
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
     limits: PeerLimits = field(default_factory=PeerLimits)
@@ -315,7 +320,8 @@ class Swarm:
         self._refused = 0
         self._protocol_errors = 0
         self._last_exchange = -float("inf")
-        self._inbox_send, self.events = trio.open_memory_channel[SwarmEvent](config.inbox_size)
+        self.events: Inbox[SwarmEvent] = Inbox(config.inbox_size, config.inbox_bytes)
+        """Events for the layer above, in order per peer (``async for event in swarm.events``)."""
         for text in config.bootnodes:
             self._learn(text)
 
@@ -702,7 +708,9 @@ class Swarm:
                     self._learn(address)
                 self._wake.set()
             else:
-                await self._inbox_send.send(InboundMessage(peer_id=peer_id, message=message))
+                await self.events.send(
+                    InboundMessage(peer_id=peer_id, message=message), message_weight(message)
+                )
         elif isinstance(event, PeerMisbehaved):
             self._protocol_errors += event.offence is Offence.PROTOCOL_ERROR
             amount = {
@@ -770,7 +778,7 @@ class Swarm:
             await self._forget_peer(evicted, DisconnectReason.TOO_MANY_PEERS, by_peer=False)
         if peer_id not in self._announced:
             # A link that replaced an announced one is the same peer to the layer above.
-            await self._inbox_send.send(
+            await self.events.send(
                 PeerConnected(peer_id=peer_id, hello=hello, outbound=handle.outbound)
             )
             self._announced.add(peer_id)
@@ -830,7 +838,7 @@ class Swarm:
         peer_id = handle.peer_id
         if peer_id is not None and peer_id in self._announced:
             self._announced.discard(peer_id)
-            await self._inbox_send.send(
+            await self.events.send(
                 PeerDisconnected(peer_id=peer_id, reason=reason, by_peer=by_peer)
             )
 
@@ -985,4 +993,4 @@ async def open_swarm(config: SwarmConfig, get_status: Callable[[], Status]) -> A
                 scope.shield = True
                 await swarm._shutdown()
             nursery.cancel_scope.cancel()
-            swarm._inbox_send.close()
+            swarm.events.close()

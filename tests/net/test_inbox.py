@@ -1,0 +1,46 @@
+"""`Inbox`: bounded in count and in the estimated memory of what waits in it."""
+
+import trio
+import trio.testing
+
+from p2pchain.net.inbox import ID_WEIGHT, Inbox, message_weight
+from p2pchain.protocol.messages import MAX_IHAVE_IDS, IHave, Ping, Publish, Topic
+
+
+def test_weights_follow_what_a_message_holds():
+    big = IHave(topic=Topic.TRANSACTION, message_ids=(bytes(20),) * MAX_IHAVE_IDS)
+    assert message_weight(big) >= ID_WEIGHT * MAX_IHAVE_IDS
+    assert message_weight(Publish(topic=Topic.BLOCK, data=bytes(1_000_000))) > 1_000_000
+    assert message_weight(Ping(nonce=1)) < 1_000
+
+
+async def test_senders_wait_while_the_held_weight_would_pass_the_bound(autojump_clock):
+    inbox = Inbox[int](max_events=10_000, max_bytes=1_000)
+    sent = []
+
+    async def sender(start):
+        for n in range(start, start + 100):
+            await inbox.send(n, 300)
+            sent.append(n)
+
+    async with trio.open_nursery() as nursery:
+        for start in (0, 1_000, 2_000):
+            nursery.start_soon(sender, start)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(sent) == 3  # 900 of 1,000 held: every sender waits for room
+        assert inbox.held_bytes == 900
+        received = []
+        async for event in inbox:
+            received.append(event)
+            assert inbox.held_bytes <= 1_000
+            if len(received) == 300:
+                break
+    assert sorted(received) == sorted(sent)
+    assert inbox.held_bytes == 0
+
+
+async def test_one_event_heavier_than_the_bound_still_passes_an_empty_inbox():
+    inbox = Inbox[str](max_events=4, max_bytes=10)
+    await inbox.send("huge", 1_000)
+    inbox.close()
+    assert [event async for event in inbox] == ["huge"]
