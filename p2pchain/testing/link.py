@@ -25,9 +25,13 @@ from p2pchain.protocol.connection import (
 from p2pchain.protocol.messages import (
     MAX_ADDRESS_BYTES,
     MAX_BLOCKS_PER_REQUEST,
+    MAX_DETAIL_BYTES,
+    MAX_LISTEN_ADDRESSES,
     MESSAGE_ID_BYTES,
     PROTOCOL_VERSION,
     Blocks,
+    Disconnect,
+    DisconnectReason,
     GetBlocksById,
     GetBlocksByRange,
     GetPeers,
@@ -37,6 +41,8 @@ from p2pchain.protocol.messages import (
     IWant,
     Message,
     Peers,
+    Ping,
+    Pong,
     Prune,
     Publish,
     Status,
@@ -215,4 +221,34 @@ def link_messages() -> SearchStrategy[Message]:
         ),
         st.just(GetPeers()),
         st.builds(Peers, addresses=st.lists(addresses, max_size=3).map(tuple)),
+    )
+
+
+def wire_messages() -> SearchStrategy[Message]:
+    """Messages of every type, including the ones the connection writes itself (Hello,
+    Disconnect, Ping, Pong): what a decoder may meet on the wire."""
+    small = st.integers(min_value=0, max_value=2**64 - 1)
+    block_ids = hashes().map(BlockId)
+    return st.one_of(
+        link_messages(),
+        st.builds(
+            Hello,
+            protocol_version=small,
+            chain_id=small,
+            genesis=block_ids,
+            node_key=hashes(),
+            listen_addresses=st.lists(
+                st.binary(max_size=MAX_ADDRESS_BYTES), max_size=MAX_LISTEN_ADDRESSES
+            ).map(tuple),
+            head=block_ids,
+            head_height=small,
+            finalized=checkpoints(),
+        ),
+        st.builds(
+            Disconnect,
+            reason=st.sampled_from(DisconnectReason),
+            detail=st.binary(max_size=MAX_DETAIL_BYTES),
+        ),
+        st.builds(Ping, nonce=small),
+        st.builds(Pong, nonce=small),
     )
