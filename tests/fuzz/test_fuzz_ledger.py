@@ -65,7 +65,7 @@ def _decoder(cls: type) -> Callable[[bytes], object]:
 
 
 def _encode(value: object) -> bytes:
-    return encode(value)  # type: ignore[arg-type] - every drawn value is a wire object
+    return encode(value)  # every drawn value is a wire object
 
 
 DECODERS = [
