@@ -178,6 +178,11 @@ def honest_connection(
 class RawConnection(PeerConnection):
     """A connection that can also put arbitrary bytes into its encrypted stream (for junk tests)."""
 
+    @property
+    def is_channel_up(self) -> bool:
+        """True once the Noise handshake is done on this side, so `send_raw` can encrypt."""
+        return self._noise.is_complete
+
     def send_raw(self, plaintext: bytes) -> None:
         """Encrypt `plaintext` as stream bytes, bypassing framing and state checks."""
         self._write_plaintext(plaintext)
