@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pchain import testing as pt
-from p2pchain.errors import DecodeError
+from p2pchain.errors import DecodeError, InvalidAddress
+from p2pchain.ledger.address import decode_address, encode_address
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import (
     COST_ALLOWANCE,
@@ -142,6 +143,28 @@ def test_hostile_variants_deep(decoder: Decoder, data: st.DataObject) -> None:
 @given(data=st.binary(min_size=400, max_size=20_000))
 def test_arbitrary_bytes_large(decoder: Decoder, data: bytes) -> None:
     check_strict_decode(decoder.decode, _encode, data)
+
+
+@given(
+    text=st.one_of(
+        st.text(max_size=120),
+        st.builds(
+            lambda a, tail: "dp2p1" + a + tail,
+            st.text("qpzry9x8gf2tvdw0s3jn54khce6mua7l"),
+            st.text(max_size=3),
+        ),
+        st.binary(min_size=20, max_size=20).map(lambda a: encode_address(a, "dp2p")),
+    ),
+    prefix=st.sampled_from(["dp2p", "tp2p"]),
+)
+def test_address_text(text: str, prefix: str) -> None:
+    """RPC and the CLI read addresses from users: `InvalidAddress` (a DecodeError) or the one
+    address that encodes back to the same text."""
+    try:
+        address = decode_address(text, prefix)
+    except InvalidAddress:
+        return
+    assert encode_address(address, prefix) == text
 
 
 # -- regressions --------------------------------------------------------------------------
