@@ -28,7 +28,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from p2pchain.errors import LocalProtocolError, RemoteProtocolError
+from p2pchain.errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.encoding import decode_item
 from p2pchain.ledger.types import BlockId
@@ -36,6 +36,8 @@ from p2pchain.protocol.connection import (
     NEED_DATA,
     OPEN_STATES,
     ConnectionClosed,
+    ConnectionConfig,
+    FrameToDecode,
     HandshakeComplete,
     MessageReceived,
     State,
@@ -49,6 +51,7 @@ from p2pchain.protocol.messages import (
     DisconnectReason,
     Hello,
     Message,
+    decode_message,
     encode_message,
 )
 from p2pchain.protocol.noise import (
@@ -81,9 +84,10 @@ BUFFER_BOUND = {
 """What a side may hold once it asks for more data, per state (see `buffered_bytes`)."""
 
 
-def _connection(seed: int, *, initiator: bool) -> RawConnection:
+def _connection(seed: int, *, initiator: bool, config: ConnectionConfig) -> RawConnection:
     keys = connection_keys(seed)
-    return RawConnection(initiator=initiator, keys=keys, hello=make_hello(keys.identity), now=0.0)
+    hello = make_hello(keys.identity)
+    return RawConnection(initiator=initiator, keys=keys, hello=hello, now=0.0, config=config)
 
 
 def _frame(body: bytes) -> bytes:
@@ -146,17 +150,27 @@ class HostileLink(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
+        self._connect(ConnectionConfig())
+
+    def _connect(self, config: ConnectionConfig) -> None:
         self.conns = {
-            "dialer": _connection(1, initiator=True),
-            "listener": _connection(2, initiator=False),
+            "dialer": _connection(1, initiator=True, config=config),
+            "listener": _connection(2, initiator=False, config=config),
         }
         self.in_flight = {side: bytearray() for side in SIDES}  # bytes on their way to `side`
         self.watch = {side: Watch() for side in SIDES}
+        self.decoding: dict[str, bytes | None] = {side: None for side in SIDES}
+        """A `FrameToDecode` body the shell is decoding elsewhere; it reads nothing meanwhile."""
         self._collect()
 
-    @initialize(start=st.sampled_from(["fresh", "hello", "active"]))
-    def start_from(self, start: str) -> None:
-        """Begin before Noise, with both sides in HELLO, or on an ACTIVE link."""
+    @initialize(
+        start=st.sampled_from(["fresh", "hello", "active"]),
+        inline_decode_bytes=st.sampled_from([None, 0, 150]),
+    )
+    def start_from(self, start: str, inline_decode_bytes: int | None = None) -> None:
+        """Begin before Noise, with both sides in HELLO, or on an ACTIVE link; frame bodies
+        over `inline_decode_bytes` come out as `FrameToDecode`."""
+        self._connect(ConnectionConfig(inline_decode_bytes=inline_decode_bytes))
         if start == "fresh":
             return
         self.deliver("listener", None)  # msg1
@@ -167,7 +181,11 @@ class HostileLink(RuleBasedStateMachine):
             self.deliver("listener", msg3)
             assert {conn.state for conn in self.conns.values()} == {State.HELLO}
         else:
-            self.exchange()
+            for _ in range(4):  # the Hellos may each go through a FrameToDecode
+                self.exchange()
+                for side in SIDES:
+                    if self.decoding[side] is not None:
+                        self.finish_decode(side)
             assert {conn.state for conn in self.conns.values()} == {State.ACTIVE}
 
     @staticmethod
@@ -180,21 +198,35 @@ class HostileLink(RuleBasedStateMachine):
             self.in_flight[self._other(side)] += self.conns[side].data_to_send()
 
     def _receive(self, side: str, data: bytes) -> None:
-        self.conns[side].receive_data(data)
-        self._drain(side)
+        if self.decoding[side] is None:  # else the shell is not reading from this side
+            self.conns[side].receive_data(data)
+            self._drain(side)
+
+    def _failed(self, side: str) -> None:
+        conn, watch = self.conns[side], self.watch[side]
+        assert conn.state is State.ERROR
+        assert not watch.closed_event, "an error after ConnectionClosed"
+        watch.failed = True
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()  # and it stays failed
 
     def _drain(self, side: str) -> None:
         """Take every event `side` can produce now, checking each against the rules."""
         conn, watch = self.conns[side], self.watch[side]
+        if self.decoding[side] is not None:
+            with pytest.raises(LocalProtocolError):
+                conn.next_event()  # the shell must hand the decoded frame back first
+            return
         for _ in range(MAX_EVENTS_PER_DRAIN):
             try:
                 event = conn.next_event()
             except RemoteProtocolError:
-                assert conn.state is State.ERROR
-                assert not watch.closed_event, "an error after ConnectionClosed"
-                watch.failed = True
-                with pytest.raises(RemoteProtocolError):
-                    conn.next_event()  # and it stays failed
+                self._failed(side)
+                break
+            if isinstance(event, FrameToDecode):
+                assert not watch.failed
+                assert not watch.closed_event
+                self.decoding[side] = event.body
                 break
             if event is NEED_DATA:
                 if conn.state in BUFFER_BOUND:
@@ -248,6 +280,28 @@ class HostileLink(RuleBasedStateMachine):
         flight = self.in_flight[side]
         if flight:
             flight[position % len(flight)] ^= 1 << bit
+
+    @precondition(lambda self: any(body is not None for body in self.decoding.values()))
+    @rule(side=st.sampled_from(SIDES))
+    def finish_decode(self, side: str) -> None:
+        """The shell's worker thread is done with the `FrameToDecode` body: hand it back."""
+        body = self.decoding[side]
+        if body is None:
+            with pytest.raises(LocalProtocolError):
+                self.conns[side].receive_decoded(DecodeError("nothing was waiting"))
+            return
+        self.decoding[side] = None
+        outcome: Message | DecodeError
+        try:
+            outcome = decode_message(body)
+        except DecodeError as exc:
+            outcome = exc
+        try:
+            self.conns[side].receive_decoded(outcome)
+        except RemoteProtocolError:
+            self._failed(side)
+            return
+        self._drain(side)
 
     @rule(side=st.sampled_from(SIDES))
     def end_of_stream(self, side: str) -> None:
