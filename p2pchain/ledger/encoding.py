@@ -32,9 +32,9 @@ ELEMENT_COST = 1
 LIST_COST = 7
 """Each list: an empty Python list object weighs about seven references."""
 COST_ALLOWANCE = 64
-"""Lets small objects (Ping, a lone Lock) be list-heavy; large valid objects cost under 0.4 per
-encoded byte (the densest, an output without a lock, ~0.36), so `n + COST_ALLOWANCE` leaves
-them a wide margin while junk stays within a few times its own size in memory."""
+"""Lets small objects (Ping, a lone Lock) be list-heavy. Large valid wire objects cost under 0.4
+per encoded byte (the densest, an output without a lock, ~0.36) and a block's undo record ~0.6,
+so `n + COST_ALLOWANCE` leaves them a margin while junk stays within a few times its size."""
 
 
 class WireObject(Protocol):

@@ -119,7 +119,7 @@ def test_arbitrary_bytes(decoder: Decoder, data: bytes) -> None:
 @given(data=st.data())
 def test_hostile_variants_of_valid_encodings(decoder: Decoder, data: st.DataObject) -> None:
     value = data.draw(decoder.values)
-    item = decode_item(_encode(value))
+    item = value.to_rlp()  # every drawn value is a wire object
     check_strict_decode(decoder.decode, _encode, data.draw(hostile_encodings(item)))
 
 
