@@ -23,9 +23,10 @@ from typing import Final
 
 import tomli_w
 
-from p2pchain.errors import ConfigError
-from p2pchain.ledger.address import decode_address, encode_address
+from p2pchain.errors import ConfigError, InvalidAddress
+from p2pchain.ledger.address import ADDRESS_BYTES, decode_address, encode_address
 from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.encoding import MAX_UINT64
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
 from p2pchain.ledger.types import Address, PublicKey
 from p2pchain.params import ChainParams
@@ -55,12 +56,17 @@ def read_key(path: Path) -> SecretKey:
 
 def _load_toml(path: Path) -> dict[str, object]:
     try:
-        with path.open("rb") as file:
-            return tomllib.load(file)
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per level of nested arrays or tables
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from exc
 
 
 def _table(data: dict[str, object], name: str, path: Path) -> dict[str, object]:
@@ -71,9 +77,12 @@ def _table(data: dict[str, object], name: str, path: Path) -> dict[str, object]:
 
 
 def _int(table: dict[str, object], name: str, path: Path) -> int:
+    """An integer that fits the chain's encoding: every integer the ledger stores is a uint64."""
     value = table.get(name)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"{path}: {name} must be an integer, got {value!r}")
+    if not 0 <= value <= MAX_UINT64:
+        raise ConfigError(f"{path}: {name} must be in 0..2**64-1, got {value}")
     return value
 
 
@@ -82,6 +91,13 @@ def _str(table: dict[str, object], name: str, path: Path) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{path}: {name} must be a string, got {value!r}")
     return value
+
+
+def _address(table: dict[str, object], name: str, path: Path, params: ChainParams) -> Address:
+    try:
+        return decode_address(_str(table, name, path), params.address_prefix)
+    except InvalidAddress as exc:
+        raise ConfigError(f"{path}: {name}: {exc}") from exc
 
 
 def _str_list(table: dict[str, object], name: str, path: Path) -> tuple[str, ...]:
@@ -110,15 +126,16 @@ def load_network(path: Path) -> NetworkFile:
         expected = type(getattr(_DEFAULT_PARAMS, name))
         if type(value) is not expected:
             raise ConfigError(f"{path}: chain.{name} must be {expected.__name__}, got {value!r}")
-        overrides[name] = value
+        overrides[name] = _int(chain, name, path) if expected is int else value
     try:
         params = ChainParams(**overrides)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    _check_prefix(params.address_prefix, path)
     genesis_table = _table(data, "genesis", path)
     allocations = []
     for entry in _records(genesis_table, "allocations", path):
-        address = decode_address(_str(entry, "address", path), params.address_prefix)
+        address = _address(entry, "address", path, params)
         allocations.append(Allocation(address=address, amount=_int(entry, "amount", path)))
     validators = []
     for entry in _records(genesis_table, "validators", path):
@@ -126,7 +143,7 @@ def load_network(path: Path) -> NetworkFile:
             key = PublicKey(bytes.fromhex(_str(entry, "key", path)))
         except ValueError as exc:
             raise ConfigError(f"{path}: validator key must be hex") from exc
-        owner = decode_address(_str(entry, "owner", path), params.address_prefix)
+        owner = _address(entry, "owner", path, params)
         validators.append(GenesisValidator(key=key, owner=owner, stake=_int(entry, "stake", path)))
     genesis = GenesisConfig(
         chain_id=params.chain_id,
@@ -135,6 +152,16 @@ def load_network(path: Path) -> NetworkFile:
         validators=tuple(validators),
     )
     return NetworkFile(params=params, genesis=genesis)
+
+
+def _check_prefix(prefix: str, path: Path) -> None:
+    """The chain's addresses must read back: bech32m limits what a prefix may contain."""
+    try:
+        decode_address(encode_address(bytes(ADDRESS_BYTES), prefix), prefix)
+    except (InvalidAddress, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: chain.address_prefix {prefix!r} is not a bech32m prefix"
+        ) from exc
 
 
 def _records(table: dict[str, object], name: str, path: Path) -> list[dict[str, object]]:

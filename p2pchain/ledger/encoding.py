@@ -5,6 +5,11 @@ codec refuses non-canonical lengths, trailing bytes and over-deep nesting; the r
 the field rules (exact sizes, minimal integers, list lengths), so `encode(decode(b)) == b` for
 every accepted `b`.
 
+The codec also bounds what decoding may build: each list costs `LIST_COST` and each element of
+a list `ELEMENT_COST`, and `n` bytes may decode to items costing at most `n + COST_ALLOWANCE`.
+Without that bound, a peer's 16 MiB of ``c0`` bytes (one empty list each) became 16 million
+Python lists, 1.2 GB and 6 s of CPU, before any field reader could reject the first of them.
+
 Why not `rlp.encode`/`rlp.Serializable` on the hot path: the `rlp` package infers a sedes for
 every element and costs more than a signature check per transaction (see benchmarks/). The codec
 here handles only raw items and is tested for agreement with the `rlp` package's strict raw
@@ -22,6 +27,14 @@ RLPItem = bytes | list["RLPItem"]
 MAX_UINT64 = 2**64 - 1
 MAX_DEPTH = 16
 """Deepest list nesting any p2pchain object uses is 8; anything deeper is junk."""
+ELEMENT_COST = 1
+"""Each element of a list: one 8-byte reference in the list."""
+LIST_COST = 7
+"""Each list: an empty Python list object weighs about seven references."""
+COST_ALLOWANCE = 64
+"""Lets small objects (Ping, a lone Lock) be list-heavy. Large valid wire objects cost under 0.4
+per encoded byte (the densest, an output without a lock, ~0.36) and a block's undo record ~0.6,
+so `n + COST_ALLOWANCE` leaves them a margin while junk stays within a few times its size."""
 
 
 class WireObject(Protocol):
@@ -78,13 +91,18 @@ def _read_length(data: bytes, start: int, size: int, end: int) -> int:
     return length
 
 
-def _decode_at(data: bytes, start: int, end: int, depth: int) -> tuple[RLPItem, int]:
-    """Decode the item starting at `start` (not beyond `end`); return it and where it ends."""
+def _decode_at(
+    data: bytes, start: int, end: int, depth: int, budget: int
+) -> tuple[RLPItem, int, int]:
+    """Decode the item starting at `start` (not beyond `end`) within `budget`.
+
+    Returns the item, where it ends, and the budget left.
+    """
     if start >= end:
         raise DecodeError("invalid RLP: truncated")
     prefix = data[start]
     if prefix < 0x80:
-        return data[start : start + 1], start + 1
+        return data[start : start + 1], start + 1, budget
     if prefix < 0xB8:
         length, body = prefix - 0x80, start + 1
         if length == 1 and body < end and data[body] < 0x80:
@@ -95,6 +113,9 @@ def _decode_at(data: bytes, start: int, end: int, depth: int) -> tuple[RLPItem, 
     else:
         if depth >= MAX_DEPTH:
             raise DecodeError("invalid RLP: nested too deeply")
+        budget -= LIST_COST
+        if budget < 0:
+            raise DecodeError("invalid RLP: more items than its size allows")
         if prefix < 0xF8:
             length, body = prefix - 0xC0, start + 1
         else:
@@ -106,19 +127,26 @@ def _decode_at(data: bytes, start: int, end: int, depth: int) -> tuple[RLPItem, 
         items: list[RLPItem] = []
         position = body
         while position < stop:
-            item, position = _decode_at(data, position, stop, depth + 1)
+            item, position, budget = _decode_at(data, position, stop, depth + 1, budget)
             items.append(item)
-        return items, stop
+        budget -= ELEMENT_COST * len(items)  # after the fact: strings alone cost < 1 per byte
+        if budget < 0:
+            raise DecodeError("invalid RLP: more items than its size allows")
+        return items, stop, budget
     stop = body + length
     if stop > end:
         raise DecodeError("invalid RLP: string runs past the end of its container")
-    return data[body:stop], stop
+    return data[body:stop], stop, budget
+
+
+def _budget(data: bytes) -> int:
+    return len(data) + COST_ALLOWANCE
 
 
 def decode_item(data: bytes) -> RLPItem:
     """Parse one RLP item that spans all of `data`, or raise `DecodeError`."""
     data = bytes(data)
-    item, stop = _decode_at(data, 0, len(data), 0)
+    item, stop, _ = _decode_at(data, 0, len(data), 0, _budget(data))
     if stop != len(data):
         raise DecodeError(f"invalid RLP: {len(data) - stop} trailing bytes")
     return item
@@ -143,12 +171,15 @@ def decode_list_with_spans(data: bytes) -> tuple[list[RLPItem], list[bytes]]:
         raise DecodeError("invalid RLP: list length does not match the data")
     items: list[RLPItem] = []
     spans: list[bytes] = []
+    budget = _budget(data) - LIST_COST
     position = body
     while position < len(data):
-        item, end = _decode_at(data, position, len(data), 1)
+        item, end, budget = _decode_at(data, position, len(data), 1, budget)
         items.append(item)
         spans.append(data[position:end])
         position = end
+    if budget < ELEMENT_COST * len(items):
+        raise DecodeError("invalid RLP: more items than its size allows")
     return items, spans
 
 
@@ -170,6 +201,8 @@ def read_uint(item: RLPItem, name: str, max_value: int = MAX_UINT64) -> int:
         raise DecodeError(f"{name}: expected an integer, got a list")
     if item[:1] == b"\x00":
         raise DecodeError(f"{name}: integer with leading zero")
+    if len(item) > (max_value.bit_length() + 7) // 8:  # before int(): str() of a huge int raises
+        raise DecodeError(f"{name}: {len(item)}-byte integer exceeds {max_value}")
     value = int.from_bytes(item, "big")
     if value > max_value:
         raise DecodeError(f"{name}: {value} exceeds {max_value}")

@@ -81,6 +81,18 @@ TRANSITIONS: Final[Mapping[tuple[State, Trigger | type[Message]], State]] = {
 }
 
 
+_ACCEPTED_TYPES: Final[Mapping[State, frozenset[int]]] = {
+    state: frozenset(
+        trigger.TYPE
+        for source, trigger in TRANSITIONS
+        if source is state and not isinstance(trigger, Trigger)
+    )
+    for state in State
+}
+"""Frame types each state accepts, from `TRANSITIONS`. Checked from the frame header, so that
+before its Hello a peer cannot make us buffer, say, a 2 MB Publish body."""
+
+
 class NeedData(Enum):
     """Type of the `NEED_DATA` sentinel."""
 
@@ -225,6 +237,15 @@ class PeerConnection:
         """Bytes queued for the peer and not yet taken by `data_to_send`."""
         return len(self._outgoing)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received and not yet turned into events.
+
+        Once `next_event` returns NEED_DATA this is less than one Noise message plus one frame
+        of the largest type the state accepts, with their headers: what a peer can make us hold.
+        """
+        return self._noise_messages.buffered + self._frames.buffered
+
     # -- inbound ------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
@@ -301,8 +322,11 @@ class PeerConnection:
             raise RemoteProtocolError(str(exc)) from exc
 
     def _check_frame_header(self, length: int, message_type: int) -> None:
-        """The static limits, and no `Blocks` frame (up to 16 MiB) that answers nothing."""
+        """The static limits, only types the state accepts, and no `Blocks` frame (up to
+        16 MiB) that answers nothing."""
         check_frame_header(length, message_type)
+        if message_type not in _ACCEPTED_TYPES[self.state]:
+            raise DecodeError(f"{MESSAGE_TYPES[message_type].__name__} not allowed now")
         if message_type == Blocks.TYPE and not self._blocks_expected:
             raise DecodeError("a Blocks frame that answers no request")
 

@@ -227,6 +227,11 @@ class NoiseMessageDecoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a message."""
+        return len(self._buffer)
+
     def receive_data(self, data: bytes) -> None:
         """Append bytes from the stream."""
         self._buffer += data

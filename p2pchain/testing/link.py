@@ -25,9 +25,13 @@ from p2pchain.protocol.connection import (
 from p2pchain.protocol.messages import (
     MAX_ADDRESS_BYTES,
     MAX_BLOCKS_PER_REQUEST,
+    MAX_DETAIL_BYTES,
+    MAX_LISTEN_ADDRESSES,
     MESSAGE_ID_BYTES,
     PROTOCOL_VERSION,
     Blocks,
+    Disconnect,
+    DisconnectReason,
     GetBlocksById,
     GetBlocksByRange,
     GetPeers,
@@ -37,6 +41,8 @@ from p2pchain.protocol.messages import (
     IWant,
     Message,
     Peers,
+    Ping,
+    Pong,
     Prune,
     Publish,
     Status,
@@ -172,47 +178,90 @@ def honest_connection(
 class RawConnection(PeerConnection):
     """A connection that can also put arbitrary bytes into its encrypted stream (for junk tests)."""
 
+    @property
+    def is_channel_up(self) -> bool:
+        """True once the Noise handshake is done on this side, so `send_raw` can encrypt."""
+        return self._noise.is_complete
+
     def send_raw(self, plaintext: bytes) -> None:
         """Encrypt `plaintext` as stream bytes, bypassing framing and state checks."""
         self._write_plaintext(plaintext)
 
 
-def link_messages() -> SearchStrategy[Message]:
-    """Messages the layer above may send on an ACTIVE link (everything but Hello, Disconnect,
-    Ping and Pong, which the connection handles itself)."""
+def message_strategies() -> dict[type[Message], SearchStrategy[Message]]:
+    """A strategy per message type, with arbitrary field values within the wire limits."""
     ids = st.binary(min_size=MESSAGE_ID_BYTES, max_size=MESSAGE_ID_BYTES)
     topics = st.sampled_from(Topic)
     small = st.integers(min_value=0, max_value=2**64 - 1)
     block_ids = hashes().map(BlockId)
     addresses = st.binary(max_size=MAX_ADDRESS_BYTES)
-    return st.one_of(
-        st.builds(
+    return {
+        Hello: st.builds(
+            Hello,
+            protocol_version=small,
+            chain_id=small,
+            genesis=block_ids,
+            node_key=hashes(),
+            listen_addresses=st.lists(addresses, max_size=MAX_LISTEN_ADDRESSES).map(tuple),
+            head=block_ids,
+            head_height=small,
+            finalized=checkpoints(),
+        ),
+        Disconnect: st.builds(
+            Disconnect,
+            reason=st.sampled_from(DisconnectReason),
+            detail=st.binary(max_size=MAX_DETAIL_BYTES),
+        ),
+        Ping: st.builds(Ping, nonce=small),
+        Pong: st.builds(Pong, nonce=small),
+        Status: st.builds(
             Status, head=block_ids, head_height=small, head_slot=small, finalized=checkpoints()
         ),
-        st.builds(Publish, topic=topics, data=st.binary(max_size=2_000)),
-        st.builds(IHave, topic=topics, message_ids=st.lists(ids, max_size=5).map(tuple)),
-        st.builds(IWant, message_ids=st.lists(ids, max_size=5).map(tuple)),
-        st.builds(Graft, topic=topics),
-        st.builds(
+        Publish: st.builds(Publish, topic=topics, data=st.binary(max_size=2_000)),
+        IHave: st.builds(IHave, topic=topics, message_ids=st.lists(ids, max_size=5).map(tuple)),
+        IWant: st.builds(IWant, message_ids=st.lists(ids, max_size=5).map(tuple)),
+        Graft: st.builds(Graft, topic=topics),
+        Prune: st.builds(
             Prune,
             topic=topics,
             backoff_s=st.integers(min_value=0, max_value=86_400),
             peers=st.lists(addresses, max_size=3).map(tuple),
         ),
-        st.builds(
+        GetBlocksByRange: st.builds(
             GetBlocksByRange,
             request_id=small,
             start_height=small,
             count=st.integers(min_value=0, max_value=MAX_BLOCKS_PER_REQUEST),
         ),
-        st.builds(
+        GetBlocksById: st.builds(
             GetBlocksById, request_id=small, block_ids=st.lists(block_ids, max_size=3).map(tuple)
         ),
-        st.builds(
+        Blocks: st.builds(
             Blocks,
             request_id=small,
             blocks=st.lists(blocks(max_txs=1, max_votes=1), max_size=1).map(tuple),
         ),
-        st.just(GetPeers()),
-        st.builds(Peers, addresses=st.lists(addresses, max_size=3).map(tuple)),
+        GetPeers: st.just(GetPeers()),
+        Peers: st.builds(Peers, addresses=st.lists(addresses, max_size=3).map(tuple)),
+    }
+
+
+_CONNECTION_MESSAGES = (Hello, Disconnect, Ping, Pong)
+
+
+def link_messages() -> SearchStrategy[Message]:
+    """Messages the layer above may send on an ACTIVE link (everything but Hello, Disconnect,
+    Ping and Pong, which the connection handles itself)."""
+    return st.one_of(
+        [
+            strategy
+            for cls, strategy in message_strategies().items()
+            if cls not in _CONNECTION_MESSAGES
+        ]
     )
+
+
+def wire_messages() -> SearchStrategy[Message]:
+    """Messages of every type, including the ones the connection writes itself: what a decoder
+    may meet on the wire."""
+    return st.one_of(list(message_strategies().values()))

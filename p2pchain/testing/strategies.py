@@ -296,8 +296,15 @@ def tx_undos() -> SearchStrategy[TxUndo]:
 
 
 def undo_data() -> SearchStrategy[UndoData]:
-    """Undo records of one block with arbitrary contents."""
-    return st.builds(UndoData, txs=st.lists(tx_undos(), max_size=3).map(tuple))
+    """Undo records of one block with arbitrary contents, in the shape blocks give them: the
+    reward's (which spends nothing) maybe first, then records of transactions that spent."""
+    reward = st.just(TxUndo(spent=(), assets=()))
+    spent_something = tx_undos().filter(lambda undo: bool(undo.spent))
+    return st.builds(
+        lambda first, rest: UndoData(txs=(*first, *rest)),
+        st.lists(reward, max_size=1),
+        st.lists(spent_something, max_size=3),
+    )
 
 
 def genesis_configs() -> SearchStrategy[GenesisConfig]:

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from p2pchain.cli.commands import cli
 from p2pchain.cli.config import load_network, load_node, read_key
-from p2pchain.errors import ConfigError, InvalidAddress
+from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.genesis import genesis_block
 
@@ -55,8 +55,8 @@ def test_init_refuses_an_existing_network(tmp_path: Path) -> None:
         (
             "[genesis]\ngenesis_time_ms = 0\n[[genesis.allocations]]\naddress = 'dp2p1xyz'\n"
             "amount = 5\n",
-            InvalidAddress,
-            "bech32m",
+            ConfigError,
+            "address: not bech32m",
         ),
     ],
 )

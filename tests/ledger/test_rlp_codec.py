@@ -7,6 +7,9 @@ from hypothesis import strategies as st
 
 from p2pchain.errors import DecodeError
 from p2pchain.ledger.encoding import (
+    COST_ALLOWANCE,
+    ELEMENT_COST,
+    LIST_COST,
     MAX_DEPTH,
     RLPItem,
     decode_item,
@@ -24,21 +27,33 @@ def _depth(item: RLPItem) -> int:
     return 0 if isinstance(item, bytes) else 1 + max(map(_depth, item), default=0)
 
 
+def _cost(item: RLPItem) -> int:
+    """What decoding `item` charges: each list, plus each element of a list."""
+    if isinstance(item, bytes):
+        return 0
+    return LIST_COST + sum(ELEMENT_COST + _cost(child) for child in item)
+
+
+def _within_limits(item: RLPItem, size: int) -> bool:
+    return _depth(item) <= MAX_DEPTH and _cost(item) <= size + COST_ALLOWANCE
+
+
 def _reference_decode(data: bytes) -> RLPItem | None:
-    """The `rlp` package's verdict, plus our documented nesting limit."""
+    """The `rlp` package's verdict, plus our documented nesting and cost limits."""
     try:
         item: RLPItem = rlp.decode(data, strict=True)
     except rlp.exceptions.RLPException:
         return None
-    return item if _depth(item) <= MAX_DEPTH else None
+    return item if _within_limits(item, len(data)) else None
 
 
 @given(items)
 def test_encoding_matches_reference(item: RLPItem) -> None:
-    assert encode_item(item) == rlp.encode(item)
-    assert _reference_decode(encode_item(item)) in (item, None)
-    if _depth(item) <= MAX_DEPTH:
-        assert decode_item(encode_item(item)) == item
+    encoded = encode_item(item)
+    assert encoded == rlp.encode(item)
+    assert _reference_decode(encoded) in (item, None)
+    if _within_limits(item, len(encoded)):
+        assert decode_item(encoded) == item
 
 
 def _assert_agrees_with_reference(data: bytes) -> None:
@@ -75,6 +90,11 @@ def test_deep_nesting_is_a_decode_error_not_a_recursion_error() -> None:
 
 @given(st.lists(items, max_size=6))
 def test_spans_are_the_element_encodings(elements: list[RLPItem]) -> None:
-    decoded, spans = decode_list_with_spans(encode_item(elements))
+    encoded = encode_item(elements)
+    if not _within_limits(elements, len(encoded)):
+        with pytest.raises(DecodeError):
+            decode_list_with_spans(encoded)
+        return
+    decoded, spans = decode_list_with_spans(encoded)
     assert decoded == elements
     assert spans == [encode_item(element) for element in elements]

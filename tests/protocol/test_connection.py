@@ -369,7 +369,7 @@ def test_message_before_hello_is_a_remote_fault():
     pair = ConnectionPair(dialer=dialer)
     pair.deliver_to_listener()
     pair.deliver_to_dialer()
-    with pytest.raises(RemoteProtocolError, match="GetPeers not allowed in state"):
+    with pytest.raises(RemoteProtocolError, match="GetPeers not allowed now"):
         pair.deliver_to_listener()
 
 
