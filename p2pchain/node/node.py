@@ -566,7 +566,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
     offset = config.clock_offset_ms
     if offset is None:
         offset = round(time.time() * 1000 - trio.current_time() * 1000)
-    events = EventHub(config.limits.event_history)
+    events = EventHub(config.limits.event_history, config.limits.event_history_bytes)
     async with AsyncExitStack() as stack:
         storage: ChainStore
         protection: SlashingProtection
