@@ -74,12 +74,19 @@ class SyncParams:
     """Encoded bytes of the orphans held for one peer; a bigger block is not held."""
     orphan_ttl: float = 600.0
     """Seconds an orphan waits for its parent before it is dropped."""
+    max_parent_requests: int = 32
+    """`GetBlocksById` requests for orphans' missing parents in flight, over all peers; an
+    orphan arriving past it is held without asking (a later one may ask)."""
+    max_parent_requests_per_peer: int = 4
+    """Such requests in flight to one peer (the orphan's sender)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.batch_size <= MAX_BLOCKS_PER_REQUEST:
             raise ValueError("batch_size must be in 1..MAX_BLOCKS_PER_REQUEST")
         if self.max_requests_per_peer < 1 or self.max_requests < 1:
             raise ValueError("request limits must be positive")
+        if not 0 < self.max_parent_requests_per_peer <= self.max_parent_requests:
+            raise ValueError("max_parent_requests_per_peer must be in 1..max_parent_requests")
         if self.max_pending_blocks < self.batch_size:
             raise ValueError("max_pending_blocks must hold at least one batch")
         if not 0 < self.max_orphans_per_peer <= self.max_orphans:
@@ -299,9 +306,16 @@ class SyncManager:
         return [*actions, *self._schedule(now)]
 
     def add_orphan(self, block: Block, from_peer: PeerId, now: float) -> list[SyncAction]:
-        """Hold a gossiped block with an unknown parent; ask its sender for the missing one."""
+        """Hold a gossiped block with an unknown parent; ask its sender for the missing one,
+        unless `max_parent_requests` (in all, or to that peer) are already out."""
         self.orphans.expire(now)
-        request = self.orphans.add(block, from_peer, now, request_id=self._next_request_id)
+        asking = [r.peer_id for r in self._requests.values() if r.by_id]
+        may_ask = (
+            len(asking) < self.params.max_parent_requests
+            and asking.count(from_peer) < self.params.max_parent_requests_per_peer
+        )
+        request_id = self._next_request_id if may_ask else None
+        request = self.orphans.add(block, from_peer, now, request_id=request_id)
         if request is None:
             return []
         self._next_request_id += 1
@@ -501,9 +515,10 @@ class OrphanPool:
         return self._pool.usage(peer_id)[0]
 
     def add(
-        self, block: Block, from_peer: PeerId, now: float, *, request_id: int
+        self, block: Block, from_peer: PeerId, now: float, *, request_id: int | None
     ) -> GetBlocksById | None:
-        """Hold `block`; return a request for the oldest missing ancestor, unless one is out.
+        """Hold `block`; return a request for the oldest missing ancestor, unless one is out
+        or `request_id` is None (the caller may not ask now).
 
         A block already held, or one larger than a peer's byte share, is not stored (returns
         None). Past `from_peer`'s share its oldest orphan leaves; when the pool is full, the
@@ -519,6 +534,8 @@ class OrphanPool:
             return None
         self._children.setdefault(block.header.parent, []).append(block_id)
         self._unlink_all(evicted)
+        if request_id is None:
+            return None
         missing = block.header.parent
         while (held := self._pool.get(missing)) is not None:
             missing = held.block.header.parent

@@ -560,3 +560,21 @@ def test_held_sync_bytes_never_exceed_max_pending_bytes():
         assert stats.pending_bytes <= params.max_pending_bytes
     assert handed == 0  # nothing attaches before the first range
     assert manager.statistics().pending_bytes == 2 * 8 * size
+
+
+def test_orphan_floods_cannot_make_us_send_unbounded_parent_requests():
+    params = SyncParams(max_parent_requests=16, max_parent_requests_per_peer=2)
+    manager = SyncManager(anchor_height=0, anchor_id=MAIN[0].block_id, params=params)
+    sent: list[PeerId] = []
+    for nonce in range(JUNK):
+        # One peer floods first, then a crowd.
+        sender = peer(0) if nonce < JUNK // 2 else peer(1 + nonce % 50)
+        actions = manager.add_orphan(_padded_orphan(nonce, 0), sender, 0.0)
+        sent += [a.peer_id for a in actions if isinstance(a, Send)]
+        assert manager.statistics().in_flight <= params.max_parent_requests
+    assert len(sent) == params.max_parent_requests
+    assert sent.count(peer(0)) == params.max_parent_requests_per_peer
+    # Requests that time out (or are answered) free their slots: the next orphan asks.
+    manager.handle_timeouts(params.request_timeout)
+    (ask,) = manager.add_orphan(MAIN[20], peer(1), params.request_timeout)
+    assert ask.message.block_ids == (MAIN[19].block_id,)
