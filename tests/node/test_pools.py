@@ -19,8 +19,11 @@ from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.encoding import encode, encode_item
 from p2pchain.ledger.evidence import VoteEquivocation
 from p2pchain.ledger.header import BlockHeader
-from p2pchain.ledger.types import BlockId, Hash32, PublicKey
+from p2pchain.ledger.tx import OutPoint, Transaction, TxInput, TxKind, TxOutput
+from p2pchain.ledger.types import AssetId, BlockId, Hash32, PublicKey, TxId
+from p2pchain.ledger.validation import SignatureCache
 from p2pchain.ledger.vote import Checkpoint, Vote
+from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Verdict
@@ -35,6 +38,7 @@ KEYS = validator_keys(4, label=b"pools")
 GENESIS = make_genesis(KEYS, [10 * COIN] * 4, CONSENSUS_PARAMS)
 GENESIS_ID = get_forkchoice_store(CONSENSUS_PARAMS, GENESIS).genesis_id
 HONEST = PeerId(b"h" * 32)
+NATIVE = AssetId(CONSENSUS_PARAMS.native_asset)
 SMALL = NodeLimits(
     pending_blocks=64,
     pending_block_bytes=30_000,
@@ -256,3 +260,19 @@ async def test_evidence_against_keys_without_stake_is_ignored_not_pooled(autojum
         data = encode_item(_equivocation(KEYS[1]).to_rlp())
         assert await node.validate(Topic.EVIDENCE, data, HONEST) is Verdict.ACCEPT
         assert node.statistics().chain.evidence_pooled == 1
+
+
+def test_signature_cache_holds_at_most_its_named_limit():
+    limits = NodeLimits(signature_cache=1_000)
+    cache = SignatureCache(CONSENSUS_PARAMS.chain_id, limits.signature_cache)
+    wallet = Wallet(KEYS[0], CONSENSUS_PARAMS)
+    for nonce in range(JUNK):
+        outpoint = OutPoint(txid=TxId(sha256(b"%d" % nonce)), index=0)
+        payment = TxOutput(asset=NATIVE, amount=1, address=wallet.address)
+        unsigned = Transaction(
+            kind=TxKind.TRANSFER, inputs=(TxInput(outpoint=outpoint),), outputs=(payment,)
+        )
+        tx = wallet.sign(unsigned)
+        assert cache(tx, tx.txid)
+        assert len(cache) <= limits.signature_cache
+    assert len(cache) == limits.signature_cache
