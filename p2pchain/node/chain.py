@@ -950,15 +950,15 @@ class ChainService:
         Raises:
             InvalidTransaction: `ALREADY_KNOWN` or `CONFLICTING_SPEND`.
         """
-        if tx.txid in self._tx_index:
+        if self._locate(tx.txid) is not None:
             raise InvalidTransaction(Reason.ALREADY_KNOWN, "on the chain")
         view = self.head_view()
         for index, tx_input in enumerate(tx.inputs):
             outpoint = tx_input.outpoint
             if (
                 view.get(outpoint) is None
-                and outpoint.txid in self._tx_index
                 and outpoint.txid not in self.mempool
+                and self._locate(outpoint.txid) is not None
             ):
                 raise InvalidTransaction(Reason.CONFLICTING_SPEND, f"input {index} is spent")
 

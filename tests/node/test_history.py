@@ -13,9 +13,12 @@ import pytest
 import trio
 
 from p2pchain import NodeLimits, TxStatus
+from p2pchain.errors import GossipIgnore, Reason
 from p2pchain.ledger.tx import OutPoint
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.params import COIN
+from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.messages import Topic
 from p2pchain.testing.simnet import SimulatedNetwork
 from p2pchain.testing.testnet import TESTNET_PARAMS, testnet
 
@@ -23,6 +26,7 @@ EPOCH_S = TESTNET_PARAMS.slot_ms * TESTNET_PARAMS.slots_per_epoch / 1000
 LIMIT_S = 60 * EPOCH_S
 WINDOW = NodeLimits(history_blocks=4)
 FEE = 10_000
+PEER = PeerId(b"p" * 32)
 
 
 def _assert_window(node) -> None:
@@ -61,6 +65,11 @@ async def test_old_finalized_blocks_and_transactions_are_served_from_storage(
             assert tx in block.transactions
             assert node.get_block(included.block_id) == block
             assert await node.submit_transaction(tx) == tx.txid  # still known as on the chain
+            # Replayed by a peer, it is known too, not kept as an orphan of a spent output.
+            with pytest.raises(GossipIgnore) as replayed:
+                await node.validate(Topic.TRANSACTION, tx.encoded, PEER)
+            assert replayed.value.reason is Reason.ALREADY_KNOWN
+            assert node.statistics().mempool.orphan_count == 0
         target = net.nodes[0].head().height
         late = await net.add_node()  # syncs from genesis: old blocks come from storage
         with trio.fail_after(LIMIT_S):
