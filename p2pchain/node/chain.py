@@ -493,7 +493,8 @@ class ChainService:
         if stored.head == stored.genesis and len(stored.blocks) <= 1 and not stored.votes:
             return
         floor = stored.blocks[0].header.height if stored.blocks else 1
-        for block in itertools.chain(self._stored_history(floor), stored.blocks):
+        history = ((block, True) for block in self._stored_history(floor))
+        for block, canonical in itertools.chain(history, ((b, False) for b in stored.blocks)):
             if block.block_id in self.store.nodes:
                 continue
             on_tick(self.store, max(slot, block.header.slot))
@@ -504,12 +505,13 @@ class ChainService:
                 )
             except InvalidBlock:
                 continue  # a side block that finality has ruled out meanwhile
-            if outcome is BlockOutcome.ADDED:
+            if outcome is BlockOutcome.ADDED and not canonical:
+                # Only blocks above the stored finalized one may have to be committed below;
+                # the history below it is canonical in storage already.
                 self._undo[block.block_id] = self._undo_of(block.block_id)
             if self.store.finalized_checkpoint != finalized:
                 # Every replayed block is stored, so the history can leave memory as we go.
                 self._release_history()
-                self._prune_undo()
         for vote in stored.votes.values():
             try:
                 on_vote(self.store, vote, self.store.current_slot)
