@@ -25,6 +25,7 @@ from p2pchain.consensus.store import get_checkpoint as get_checkpoint
 from p2pchain.consensus.store import get_forkchoice_store as get_forkchoice_store
 from p2pchain.consensus.store import get_proposer as get_proposer
 from p2pchain.consensus.store import get_validator_set as get_validator_set
+from p2pchain.consensus.store import release_bodies as release_bodies
 from p2pchain.consensus.types import compute_epoch_at_slot as compute_epoch_at_slot
 from p2pchain.consensus.types import compute_slot_at_time as compute_slot_at_time
 from p2pchain.consensus.types import compute_start_slot_at_epoch as compute_start_slot_at_epoch
@@ -62,5 +63,6 @@ __all__ = [
     "on_tick",
     "on_vote",
     "pop_head_change",
+    "release_bodies",
     "validate_vote",
 ]

@@ -88,16 +88,23 @@ def _cascade(state: FinalityState, work: list[tuple[Checkpoint, Checkpoint]]) ->
     return sorted(finalized)
 
 
-def prune_finality(state: FinalityState, known: Container[BlockId]) -> None:
-    """Forget links and justified checkpoints whose block is no longer `known`.
+def prune_finality(state: FinalityState, known: Container[BlockId], finalized_epoch: int) -> None:
+    """Forget links and justified checkpoints whose block is no longer `known`, and links whose
+    target precedes `finalized_epoch`.
 
     Pruned blocks conflict with the finalized checkpoint, so links touching them can only
-    justify checkpoints that will never be adopted.
+    justify checkpoints that will never be adopted. A vote whose target precedes the finalized
+    epoch is never counted (stale), so those links cannot change any more; without this their
+    tallies (one entry per voter) would pile up epoch after epoch. Justified checkpoints of
+    earlier epochs stay: a new link may still start from one.
     """
     state.justified = {cp for cp in state.justified if cp.block_id in known}
     state.finalized = {cp for cp in state.finalized if cp.block_id in known}
     for source, target in [
-        key for key in state.links if not (key[0].block_id in known and key[1].block_id in known)
+        key
+        for key in state.links
+        if not (key[0].block_id in known and key[1].block_id in known)
+        or key[1].epoch < finalized_epoch
     ]:
         del state.links[(source, target)]
         targets = state.links_from.get(source)

@@ -178,7 +178,7 @@ def on_block(
     # Every check passed: from here on nothing raises.
     record_applied(store, block)
     validators = parent.validator_set.with_changes(compute_stake_delta(block, undo))
-    store.nodes[block_id] = BlockNode(block, parent, validators, undo)
+    store.nodes[block_id] = BlockNode.of(block, parent, validators, undo)
     store.tree.add_block(block_id, parent.block_id)
     store.current_slot = now
     for tx in block.transactions:
@@ -309,7 +309,7 @@ def _prune(store: Store, finalized: Checkpoint) -> None:
         del store.nodes[block_id]
     store.finalized_checkpoint = finalized
     store.checkpoint_cache.clear()
-    prune_finality(store.finality, store.nodes)
+    prune_finality(store.finality, store.nodes, finalized.epoch)
     for key, latest in list(store.latest_votes.items()):
         if latest.weight and latest.head not in store.tree:
             store.latest_votes[key] = LatestVote(

@@ -2,7 +2,10 @@
 
 The detector is fed every header and vote a node sees (valid or not for the fork choice: a
 vote on a pruned branch still counts as evidence) and returns ledger evidence objects that
-`Evidence.validate` accepts, ready to gossip or to put in a SLASH transaction.
+`Evidence.validate` accepts, ready to gossip or to put in a SLASH transaction. It forgets what
+precedes the window the caller keeps (`forget_before`); a node feeds it only the signatures of
+keys that have stake to burn and no evidence against them yet, so that neither strangers'
+fresh keys nor an equivocator signing pair after pair make it grow.
 """
 
 from __future__ import annotations
@@ -40,6 +43,20 @@ class SlashingDetector:
     def offenders(self) -> set[PublicKey]:
         """Keys with at least one piece of evidence against them."""
         return {found.offender for found in self._found.values()}
+
+    def forget_before(self, epoch: int, slot: int) -> None:
+        """Forget votes whose target precedes `epoch` and headers from before `slot`.
+
+        Bounds the memory by the window the caller keeps (offences older than it go unseen,
+        as with any slasher's bounded history).
+        """
+        self._headers = {key: h for key, h in self._headers.items() if key[1] >= slot}
+        for validator, by_target in list(self._votes.items()):
+            kept = {target: vote for target, vote in by_target.items() if target >= epoch}
+            if kept:
+                self._votes[validator] = kept
+            else:
+                del self._votes[validator]
 
     def observe_block(self, block: Block) -> list[Evidence]:
         """Check a block's signed header and the votes it carries."""

@@ -25,24 +25,31 @@ from p2pchain.params import ChainParams
 
 @dataclass(slots=True, eq=False)
 class BlockNode:
-    """A known block, its parent, the bonded stake after it and how to undo it."""
+    """A known block's place in the chain, the bonded stake after it and how to undo it.
 
-    block: Block
+    `block` is the body; `release_bodies` drops it for finalized blocks the caller keeps
+    elsewhere (its database), so the finalized history costs a few hundred bytes per block
+    instead of the block's transactions. Checkpoint and ancestry queries need only the node.
+    """
+
+    block_id: BlockId
+    slot: int
+    height: int
     parent: BlockNode | None
     validator_set: ValidatorSet
     undo: UndoData | None
+    block: Block | None
 
-    @property
-    def block_id(self) -> BlockId:
-        return self.block.block_id
-
-    @property
-    def slot(self) -> int:
-        return self.block.header.slot
-
-    @property
-    def height(self) -> int:
-        return self.block.header.height
+    @classmethod
+    def of(
+        cls,
+        block: Block,
+        parent: BlockNode | None,
+        validator_set: ValidatorSet,
+        undo: UndoData | None,
+    ) -> BlockNode:
+        header = block.header
+        return cls(block.block_id, header.slot, header.height, parent, validator_set, undo, block)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,7 +118,7 @@ def get_forkchoice_store(
         genesis_time_ms=genesis_config.genesis_time_ms,
         genesis_id=genesis_id,
         current_slot=current_slot,
-        nodes={genesis_id: BlockNode(genesis, None, validators, None)},
+        nodes={genesis_id: BlockNode.of(genesis, None, validators, None)},
         tree=ProtoArray(genesis_id),
         finality=FinalityState.at_genesis(checkpoint),
         finalized_checkpoint=checkpoint,
@@ -220,15 +227,36 @@ def move_view(store: Store, target: BlockId) -> UtxoView:
         raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED, "move would undo the finalized block")
     for node in undo:
         assert node.undo is not None
+        assert node.block is not None  # above the finalized block: never released
         store.view.undo(node.block, node.undo)
         if store.applied:
             store.applied.pop()
         else:
             store.undone.append(node.block)
     for node in apply:
+        assert node.block is not None  # in the tree: bodies are released only below its root
         store.view.apply(node.block)
         record_applied(store, node.block)
     return store.view
+
+
+def release_bodies(store: Store, height: int) -> list[Block]:
+    """Drop the bodies of the finalized block's ancestors below `height`; return them, oldest
+    first (those released by an earlier call are not returned again).
+
+    The caller keeps them elsewhere (a node has them in its database). Blocks from the
+    finalized one up are never released: reorgs and the state cursor need them. The nodes
+    stay, so checkpoint, validator-set and ancestry queries answer as before.
+    """
+    finalized = store.nodes[store.finalized_checkpoint.block_id]
+    node = get_ancestor_at_height(finalized, min(height, finalized.height) - 1)
+    released: list[Block] = []
+    while node is not None and node.block is not None:
+        released.append(node.block)
+        node.block = None
+        node = node.parent
+    released.reverse()
+    return released
 
 
 def record_applied(store: Store, block: Block) -> None:

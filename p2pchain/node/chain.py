@@ -7,17 +7,26 @@ the canonical UTXO set follows the head (``revert_block`` / ``commit_block`` alo
 with ``record_forkchoice``. Events and status changes are published only after the write
 returned, so nothing the node announced can be lost by a crash.
 
-Messages that arrive too early wait in bounded queues: blocks with an unknown parent or from a
-future slot, votes for an unknown head or from a future slot. They are retried when their parent
-arrives and at every slot tick.
+Messages that arrive too early wait in bounded pools (`QuotaPool`: count and bytes, per peer
+and in total; the peer holding the most loses first): blocks with an unknown parent or from a
+slot at most `NodeLimits.max_future_slots` ahead, votes for an unknown head or from such a slot.
+They are retried when their parent arrives and at every slot tick; a block that can no longer
+extend the finalized chain leaves. Messages further ahead are ignored, not held.
+
+Finalized history costs memory per block, not per transaction: the bodies of finalized blocks
+more than `NodeLimits.history_blocks` (or `history_bytes`) below the finalized one are released
+from the fork-choice store (`release_bodies`) and read back from the `ChainStore` when a query
+or a syncing peer asks for them; the transaction index in memory covers only the blocks whose
+bodies are in memory, storage answers for the older ones.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import partial
@@ -30,34 +39,56 @@ from p2pchain.consensus import (
     SlashingDetector,
     Store,
     compute_slot_at_time,
+    compute_start_slot_at_epoch,
     get_forkchoice_store,
     on_block,
     on_evidence,
     on_tick,
     on_vote,
     pop_head_change,
+    release_bodies,
 )
 from p2pchain.consensus.store import BlockNode, is_ancestor
 from p2pchain.errors import InvalidBlock, InvalidTransaction, InvalidVote, Reason, StorageError
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.encoding import encode, encode_item
+from p2pchain.ledger.encoding import MAX_UINT64, encode, encode_item
 from p2pchain.ledger.evidence import Evidence, evidence_key
 from p2pchain.ledger.genesis import GenesisConfig
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
-from p2pchain.ledger.types import AssetId, BlockId, TxId
+from p2pchain.ledger.types import AssetId, BlockId, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext, SignatureCache, validate_transaction
-from p2pchain.ledger.vote import Vote
+from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.node.config import NodeLimits
 from p2pchain.node.events import EventHub, EventKind, HeadInfo, ReorgInfo, TxInfo, TxStatus
 from p2pchain.node.mempool import Mempool, PoolChange
 from p2pchain.node.storage import BlockCommit, ChainStore
 from p2pchain.params import ChainParams
+from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.quota import Quota, QuotaPool
 
 _logger = logging.getLogger("p2pchain.chain")
 
 _R = TypeVar("_R")
 _RETRY_VOTE = frozenset({Reason.UNKNOWN_VOTE_HEAD, Reason.FUTURE_VOTE})
+
+MAX_VOTE_BYTES: Final = len(
+    encode(
+        Vote(
+            slot=MAX_UINT64,
+            head=BlockId(bytes(32)),
+            source=Checkpoint(epoch=MAX_UINT64, block_id=BlockId(bytes(32))),
+            target=Checkpoint(epoch=MAX_UINT64, block_id=BlockId(bytes(32))),
+            validator=PublicKey(bytes(32)),
+            signature=bytes(64),
+        )
+    )
+)
+"""The largest encoding of a vote (every field has a fixed maximum size): the waiting-vote
+pool's byte bound is its count bound times this."""
+
+Source = PeerId | None
+"""Who made us hold a waiting message: the peer that sent it, None for our own."""
 
 
 class Outcome(Enum):
@@ -71,6 +102,9 @@ class Outcome(Enum):
     """A block waiting for its slot to start (bounded queue; retried at every tick)."""
     QUEUED = "queued"
     """A vote waiting for its head block or its slot."""
+    TOO_EARLY = "too-early"
+    """A block for a slot more than `NodeLimits.max_future_slots` ahead of our clock: ignored,
+    not held (nobody is blamed for a clock difference)."""
     PRUNED = "pruned"
     """A valid block whose own votes finalized a checkpoint off its chain: its votes count,
     the block is not kept (`BlockOutcome.PRUNED`)."""
@@ -93,6 +127,18 @@ class ChainStatistics:
     """Cumulative histogram of block import time (validate, apply, commit): (le, count)."""
     import_seconds_sum: float = 0.0
     import_seconds_count: int = 0
+    blocks_waiting_bytes: int = 0
+    """Encoded bytes of the blocks waiting for a parent or a slot."""
+    blocks_dropped: int = 0
+    """Blocks not held or pushed out of the waiting pool by its bounds, or ignored as too far
+    ahead of our clock."""
+    votes_dropped: int = 0
+    """Votes not held or pushed out of the waiting pool by its bounds."""
+    history_blocks: int = 0
+    """Finalized blocks below the finalized one whose bodies are still in memory."""
+    history_bytes: int = 0
+    evidence_pooled: int = 0
+    """Slashing evidence waiting for our next block (one per offender)."""
 
 
 IMPORT_SECONDS_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -156,7 +202,7 @@ class ChainService:
         self._write_in_thread = durable and offload
         self._writer = trio.CapacityLimiter(1)
         self.store: Store = get_forkchoice_store(params, genesis)
-        self.signatures = SignatureCache(params.chain_id)
+        self.signatures = SignatureCache(params.chain_id, limits.signature_cache)
         self.mempool = Mempool(params, limits.mempool, signatures=self.signatures)
         self.detector = SlashingDetector(params.chain_id)
         self.lock = trio.Lock()
@@ -164,11 +210,35 @@ class ChainService:
         self._canonical: list[BlockId] = [self.store.genesis_id]
         self._tx_index: dict[TxId, tuple[BlockId, int, int]] = {}
         self._rejected: OrderedDict[TxId, Reason] = OrderedDict()
-        self._orphans: OrderedDict[BlockId, Block] = OrderedDict()
-        self._future: OrderedDict[BlockId, Block] = OrderedDict()
-        self._waiting_votes: deque[Vote] = deque(maxlen=limits.pending_votes)
+        self._waiting_blocks: QuotaPool[BlockId, Source, Block] = QuotaPool(
+            Quota(
+                max_items=limits.pending_blocks,
+                max_bytes=limits.pending_block_bytes,
+                max_items_per_source=limits.pending_blocks_per_peer,
+                max_bytes_per_source=limits.pending_block_bytes_per_peer,
+            )
+        )
+        """Blocks waiting for their parent or their slot (both are checked at every retry)."""
+        self._too_early = 0
+        self._waiting_votes: QuotaPool[bytes, Source, Vote] = QuotaPool(
+            Quota(
+                max_items=limits.pending_votes,
+                max_bytes=limits.pending_votes * MAX_VOTE_BYTES,
+                max_items_per_source=limits.pending_votes_per_peer,
+                max_bytes_per_source=limits.pending_votes_per_peer * MAX_VOTE_BYTES,
+            )
+        )
         self.vote_pool: OrderedDict[bytes, Vote] = OrderedDict()
-        self.evidence_pool: dict[bytes, Evidence] = {}
+        self.evidence_pool: OrderedDict[bytes, Evidence] = OrderedDict()
+        """Evidence for our next block, at most one per offender (`NodeLimits.evidence_pool`)."""
+        self._evidence_of: dict[PublicKey, bytes] = {}
+        """Offender -> key of its evidence in `evidence_pool`."""
+        self._history: deque[tuple[int, int]] = deque()
+        """(height, encoded size) of the finalized blocks below the finalized one whose bodies
+        are in memory, oldest first."""
+        self._history_bytes = 0
+        self._history_floor = 0
+        """Blocks below this height have released bodies; `_tx_index` does not cover them."""
         self.new_evidence: list[Evidence] = []
         """Evidence found since the caller last took it (to gossip)."""
         self._saved_justified = self.store.justified_checkpoint
@@ -181,7 +251,7 @@ class ChainService:
         self._votes_imported = 0
         self._reorgs = 0
         self._offloaded = 0
-        self._index_block(self.store.nodes[self.store.genesis_id].block)
+        self._index_block(self._body(self.store.nodes[self.store.genesis_id]))
 
     # -- time ----------------------------------------------------------------------------------
     def current_slot(self) -> int:
@@ -208,22 +278,52 @@ class ChainService:
         return self.store.nodes[self.store.finalized_checkpoint.block_id].height
 
     def get_block(self, block_id: BlockId) -> Block | None:
-        """A block of the fork-choice tree or of the finalized chain (memory only: the database
-        connection belongs to the writer thread while the node runs)."""
+        """A block of the fork-choice tree or of the finalized chain (old finalized ones are
+        read from storage)."""
         node = self.store.nodes.get(block_id)
-        return None if node is None else node.block
+        return None if node is None else self._body(node)
 
     def canonical_block(self, height: int) -> Block | None:
         if not 0 <= height < len(self._canonical):
             return None
-        return self.store.nodes[self._canonical[height]].block
+        return self._body(self.store.nodes[self._canonical[height]])
+
+    def _body(self, node: BlockNode) -> Block:
+        """A known block's body: in memory, or from storage once finality released it.
+
+        Raises:
+            StorageError: a released body is not in storage (it is stored before release).
+        """
+        if node.block is not None:
+            return node.block
+        block = self.storage.get_block(node.block_id)
+        if block is None:
+            raise StorageError(f"finalized block {node.block_id.hex()} is missing from storage")
+        return block
+
+    def _locate(self, txid: TxId) -> tuple[BlockId, int, int] | None:
+        """Where `txid` is on the canonical chain: (block, height, position), or None.
+
+        The memory index covers the blocks whose bodies are in memory; storage answers for the
+        older, finalized ones (it agrees with memory there, and only there, so its answer is
+        taken below `_history_floor` only).
+        """
+        location = self._tx_index.get(txid)
+        if location is not None:
+            return location
+        stored = self.storage.transaction_location(txid)
+        if stored is None or stored.height >= self._history_floor:
+            return None
+        return stored.block_id, stored.height, stored.position
 
     def transaction(self, txid: TxId) -> TxInfo:
         """The status of `txid`: on the canonical chain, in the pool, rejected, or unknown."""
-        location = self._tx_index.get(txid)
+        location = self._locate(txid)
         if location is not None:
             block_id, height, position = location
-            block = self.store.nodes[block_id].block
+            block = self.get_block(block_id)
+            if block is None:
+                raise StorageError(f"block {block_id.hex()} of transaction {txid.hex()} is gone")
             final = height <= self.finalized_height()
             return TxInfo(
                 txid=txid,
@@ -259,8 +359,14 @@ class ChainService:
             blocks_invalid=self._blocks_invalid,
             blocks_pruned=self._blocks_pruned,
             votes_imported=self._votes_imported,
-            blocks_waiting=len(self._orphans) + len(self._future),
+            blocks_waiting=len(self._waiting_blocks),
+            blocks_waiting_bytes=self._waiting_blocks.bytes,
+            blocks_dropped=self._waiting_blocks.evicted + self._too_early,
             votes_waiting=len(self._waiting_votes),
+            votes_dropped=self._waiting_votes.evicted,
+            history_blocks=len(self._history),
+            history_bytes=self._history_bytes,
+            evidence_pooled=len(self.evidence_pool),
             reorgs=self._reorgs,
             signatures_offloaded=self._offloaded,
             signature_cache_hits=self.signatures.hits,
@@ -333,7 +439,7 @@ class ChainService:
         path: list[Block] = []
         node: BlockNode | None = store.nodes[target]
         while node is not None and node.block_id != current:
-            path.append(node.block)
+            path.append(self._body(node))
             node = node.parent
         path.reverse()
         return reverts, path
@@ -387,25 +493,25 @@ class ChainService:
         if stored.head == stored.genesis and len(stored.blocks) <= 1 and not stored.votes:
             return
         floor = stored.blocks[0].header.height if stored.blocks else 1
-        history: list[Block] = []
-        for height in range(1, floor):
-            block_id = self.storage.canonical_block_id(height)
-            block = None if block_id is None else self.storage.get_block(block_id)
-            if block is None:
-                raise StorageError(f"canonical block at height {height} is missing")
-            history.append(block)
-        for block in [*history, *stored.blocks]:
+        history = ((block, True) for block in self._stored_history(floor))
+        for block, canonical in itertools.chain(history, ((b, False) for b in stored.blocks)):
             if block.block_id in self.store.nodes:
                 continue
             on_tick(self.store, max(slot, block.header.slot))
+            finalized = self.store.finalized_checkpoint
             try:
                 outcome = on_block(
                     self.store, block, self.store.current_slot, signatures_valid=_trust_stored
                 )
             except InvalidBlock:
                 continue  # a side block that finality has ruled out meanwhile
-            if outcome is BlockOutcome.ADDED:
+            if outcome is BlockOutcome.ADDED and not canonical:
+                # Only blocks above the stored finalized one may have to be committed below;
+                # the history below it is canonical in storage already.
                 self._undo[block.block_id] = self._undo_of(block.block_id)
+            if self.store.finalized_checkpoint != finalized:
+                # Every replayed block is stored, so the history can leave memory as we go.
+                self._release_history()
         for vote in stored.votes.values():
             try:
                 on_vote(self.store, vote, self.store.current_slot)
@@ -425,6 +531,19 @@ class ChainService:
         self._rebuild_indexes()
         self._prune_undo()
 
+    def _stored_history(self, floor: int) -> Iterator[Block]:
+        """The stored canonical blocks at heights 1 to `floor` - 1, read one at a time.
+
+        Raises:
+            StorageError: one of them is missing.
+        """
+        for height in range(1, floor):
+            block_id = self.storage.canonical_block_id(height)
+            block = None if block_id is None else self.storage.get_block(block_id)
+            if block is None:
+                raise StorageError(f"canonical block at height {height} is missing")
+            yield block
+
     def _undo_of(self, block_id: BlockId) -> UndoData:
         undo = self.store.nodes[block_id].undo
         if undo is None:
@@ -432,23 +551,64 @@ class ChainService:
         return undo
 
     def _rebuild_indexes(self) -> None:
+        """The canonical ids down to genesis; the memory tx index above the history floor."""
         node: BlockNode | None = self.head_node()
-        chain: list[Block] = []
+        ids: list[BlockId] = []
+        indexed: list[Block] = []
         while node is not None:
-            chain.append(node.block)
+            ids.append(node.block_id)
+            if node.height >= self._history_floor:
+                indexed.append(self._body(node))
             node = node.parent
-        chain.reverse()
-        self._canonical = []
+        ids.reverse()
+        self._canonical = ids
         self._tx_index = {}
-        for block in chain:
-            self._index_block(block)
+        for block in reversed(indexed):
+            self._index_transactions(block)
 
     def _index_block(self, block: Block) -> None:
         height = block.header.height
         del self._canonical[height:]
         self._canonical.append(block.block_id)
+        self._index_transactions(block)
+
+    def _index_transactions(self, block: Block) -> None:
+        height = block.header.height
         for position, tx in enumerate(block.transactions):
             self._tx_index[tx.txid] = (block.block_id, height, position)
+
+    def _release_history(self) -> None:
+        """Keep at most `history_blocks` and `history_bytes` of finalized bodies below the
+        finalized block in memory; release the older ones (storage has them: every block is
+        stored before finality can pass it) and drop their transactions from the index."""
+        limits = self.limits
+        finalized = self.store.nodes[self.store.finalized_checkpoint.block_id]
+        start = self._history[-1][0] + 1 if self._history else self._history_floor
+        fresh: list[BlockNode] = []
+        node = finalized.parent
+        while node is not None and node.height >= start:
+            fresh.append(node)
+            node = node.parent
+        for node in reversed(fresh):
+            size = 0 if node.block is None else len(node.block.encoded)
+            self._history.append((node.height, size))
+            self._history_bytes += size
+        floor = self._history_floor
+        while self._history and (
+            len(self._history) > limits.history_blocks or self._history_bytes > limits.history_bytes
+        ):
+            height, size = self._history.popleft()
+            self._history_bytes -= size
+            floor = height + 1
+        if floor <= self._history_floor:
+            return
+        for block in release_bodies(self.store, floor):
+            block_id = block.block_id
+            for tx in block.transactions:
+                location = self._tx_index.get(tx.txid)
+                if location is not None and location[0] == block_id:
+                    del self._tx_index[tx.txid]
+        self._history_floor = floor
 
     def _unindex_block(self, block: Block) -> None:
         del self._canonical[block.header.height :]
@@ -468,41 +628,53 @@ class ChainService:
         on_tick(self.store, slot)
         return slot
 
-    async def import_block(self, block: Block) -> Outcome:
+    async def import_block(self, block: Block, *, peer: Source = None) -> Outcome:
         """Validate and import `block` (and the waiting blocks and votes it unlocks).
 
+        `peer` sent it (None: our own); a block that has to wait is charged to its quota.
+
         Raises:
-            InvalidBlock: the block breaks a rule (the store and database are unchanged).
+            InvalidBlock: the block breaks a rule (the store and database are unchanged), or
+                `CONFLICTS_WITH_FINALIZED` for a block with an unknown parent that is too old
+                to extend the finalized chain.
         """
         if block.block_id in self.store.nodes:
             return Outcome.KNOWN
         async with self.lock:
-            return await self._import_block_locked(block)
+            return await self._import_block_locked(block, peer)
 
-    async def _import_block_locked(self, block: Block) -> Outcome:
+    async def _import_block_locked(self, block: Block, peer: Source) -> Outcome:
         started = time.perf_counter()
-        outcome = await self._import_block_timed(block)
+        outcome = await self._import_block_timed(block, peer)
         if outcome is Outcome.IMPORTED:
             self._import_times.observe(time.perf_counter() - started)
         return outcome
 
-    async def _import_block_timed(self, block: Block) -> Outcome:
+    async def _import_block_timed(self, block: Block, peer: Source) -> Outcome:
         store = self.store
         block_id = block.block_id
         if block_id in store.nodes:
             return Outcome.KNOWN
         slot = self.tick()
-        if block.header.parent not in store.nodes:
-            self._hold(self._orphans, block, self.limits.pending_blocks)
-            return Outcome.UNKNOWN_PARENT
-        if block.header.slot > slot:
-            self._hold(self._future, block, self.limits.pending_blocks)
-            return Outcome.FUTURE_SLOT
+        header = block.header
+        if header.slot > slot + self.limits.max_future_slots:
+            self._too_early += 1
+            return Outcome.TOO_EARLY
+        parent_known = header.parent in store.nodes
+        if not parent_known and header.slot <= self._finalized_slot():
+            # Not an ancestor of the finalized block (those are all known) nor a descendant.
+            raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED, "unknown parent, old slot")
+        if not parent_known or header.slot > slot:
+            self._waiting_blocks.add(block_id, block, source=peer, size=len(block.encoded))
+            return Outcome.UNKNOWN_PARENT if not parent_known else Outcome.FUTURE_SLOT
         results = await self._import_with_orphans(block, slot)
         if not results:
             return Outcome.KNOWN
         await self._after_imports(results, slot)
         return Outcome.IMPORTED if results[0][1] is BlockOutcome.ADDED else Outcome.PRUNED
+
+    def _finalized_slot(self) -> int:
+        return self.store.nodes[self.store.finalized_checkpoint.block_id].slot
 
     async def _import_with_orphans(
         self, block: Block, slot: int
@@ -535,7 +707,7 @@ class ChainService:
             InvalidBlock: the block breaks a rule.
         """
         await self._verify_off_loop(block)
-        found = self.detector.observe_block(block)
+        found = self._observe_block(block)
         try:
             outcome = on_block(self.store, block, slot, signatures_valid=self.signatures)
         except InvalidBlock as exc:
@@ -557,10 +729,24 @@ class ChainService:
         await self._take_evidence(found)
         return outcome
 
-    def _hold(self, queue: OrderedDict[BlockId, Block], block: Block, bound: int) -> None:
-        queue[block.block_id] = block
-        while len(queue) > bound:
-            queue.popitem(last=False)
+    def _may_be_slashed(self, key: PublicKey) -> bool:
+        """True when evidence against `key` could burn something at the head."""
+        return bool(self.head_view().slashable_outpoints(key))
+
+    def _is_watched(self, key: PublicKey) -> bool:
+        """True when the slashing detector should see what `key` signs: it has stake to burn
+        and no evidence in our pool yet. Strangers signing with fresh keys, and an equivocator
+        signing pair after pair, cannot make the detector grow."""
+        return key not in self._evidence_of and self._may_be_slashed(key)
+
+    def _observe_block(self, block: Block) -> list[Evidence]:
+        found: list[Evidence] = []
+        if self._is_watched(block.header.proposer):
+            found += self.detector.observe_header(block.signed_header)
+        for vote in block.votes:
+            if self._is_watched(vote.validator):
+                found += self.detector.observe_vote(vote)
+        return found
 
     async def _verify_off_loop(self, block: Block) -> None:
         """Verify the witnesses of a block's new transactions in a worker thread, filling the
@@ -584,17 +770,20 @@ class ChainService:
     async def _release_orphans(
         self, parent: BlockId, slot: int
     ) -> list[tuple[Block, BlockOutcome]]:
-        """Import the waiting blocks that `parent` (transitively) unlocks; return them."""
+        """Import the waiting blocks that `parent` (transitively) unlocks; return them. Those
+        whose slot has not come yet keep waiting."""
         results: list[tuple[Block, BlockOutcome]] = []
         ready = [parent]
+        waiting = self._waiting_blocks
         while ready:
             current = ready.pop()
-            children = [b for b in self._orphans.values() if b.header.parent == current]
+            children = [
+                block
+                for _, block in waiting.items()
+                if block.header.parent == current and block.header.slot <= slot
+            ]
             for child in children:
-                del self._orphans[child.block_id]
-                if child.header.slot > slot:
-                    self._hold(self._future, child, self.limits.pending_blocks)
-                    continue
+                waiting.pop(child.block_id)
                 try:
                     outcome = await self._import_one(child, slot)
                 except InvalidBlock:
@@ -607,42 +796,59 @@ class ChainService:
         return results
 
     async def on_slot(self) -> None:
-        """Slot tick: import the blocks whose slot has come, retry the waiting votes."""
+        """Slot tick: import the waiting blocks whose slot has come, retry the waiting votes,
+        drop waiting blocks that can no longer extend the finalized chain."""
         async with self.lock:
             slot = self.tick()
+            waiting = self._waiting_blocks
+            floor = self._finalized_slot()
+            for block_id, block in waiting.items():
+                if block.header.slot <= floor:
+                    waiting.pop(block_id)
             due = sorted(
-                (b for b in self._future.values() if b.header.slot <= slot),
+                (
+                    block
+                    for _, block in waiting.items()
+                    if block.header.slot <= slot and block.header.parent in self.store.nodes
+                ),
                 key=lambda b: b.header.height,
             )
             results: list[tuple[Block, BlockOutcome]] = []
             for block in due:
-                del self._future[block.block_id]
-                if block.header.parent not in self.store.nodes:
-                    self._hold(self._orphans, block, self.limits.pending_blocks)
-                    continue
+                if waiting.pop(block.block_id) is None:
+                    continue  # imported meanwhile as a child of an earlier one
                 try:
                     results += await self._import_with_orphans(block, slot)
                 except InvalidBlock:
                     continue
             await self._after_imports(results, slot)
 
-    async def import_vote(self, vote: Vote) -> Outcome:
+    async def import_vote(self, vote: Vote, *, peer: Source = None) -> Outcome:
         """Count a vote (or queue it when its head or slot is ahead of us).
 
+        `peer` sent it (None: our own); a vote that has to wait is charged to its quota.
+
         Raises:
-            InvalidVote: the vote breaks a rule.
+            InvalidVote: the vote breaks a rule; `FUTURE_VOTE` also for a vote more than
+                `NodeLimits.max_future_slots` ahead (not queued), `BAD_VOTE_SIGNATURE` for a
+                vote that would wait with a bad signature.
         """
         async with self.lock:
             slot = self.tick()
-            found = self.detector.observe_vote(vote)
+            if vote.slot > slot + self.limits.max_future_slots:
+                raise InvalidVote(Reason.FUTURE_VOTE, f"slot {vote.slot} is too far ahead")
+            found = self.detector.observe_vote(vote) if self._is_watched(vote.validator) else []
             await self._take_evidence(found)
             try:
                 on_vote(self.store, vote, slot)
             except InvalidVote as exc:
-                if exc.reason in _RETRY_VOTE:
-                    self._waiting_votes.append(vote)
-                    return Outcome.QUEUED
-                raise
+                if exc.reason not in _RETRY_VOTE:
+                    raise
+                if not vote.is_signature_valid(self.params.chain_id):
+                    raise InvalidVote(Reason.BAD_VOTE_SIGNATURE) from exc
+                encoded = encode(vote)
+                self._waiting_votes.add(encoded, vote, source=peer, size=len(encoded))
+                return Outcome.QUEUED
             self._votes_imported += 1
             self._pool_vote(vote)
             await self._after_change([], [vote])
@@ -654,15 +860,17 @@ class ChainService:
             self.vote_pool.popitem(last=False)
 
     def _retry_votes(self, slot: int) -> list[Vote]:
+        """Count the waiting votes that became valid; drop those that never will."""
         counted: list[Vote] = []
-        for _ in range(len(self._waiting_votes)):
-            vote = self._waiting_votes.popleft()
+        waiting = self._waiting_votes
+        for key, vote in waiting.items():
             try:
                 on_vote(self.store, vote, slot)
             except InvalidVote as exc:
-                if exc.reason in _RETRY_VOTE:
-                    self._waiting_votes.append(vote)
+                if exc.reason not in _RETRY_VOTE:
+                    waiting.pop(key)
                 continue
+            waiting.pop(key)
             self._votes_imported += 1
             self._pool_vote(vote)
             counted.append(vote)
@@ -672,28 +880,46 @@ class ChainService:
         """Stop counting an equivocator's weight and keep the evidence for our next block.
 
         Raises:
-            InvalidTransaction: `BAD_EVIDENCE`.
+            InvalidTransaction: `BAD_EVIDENCE`; `NOTHING_TO_SLASH` when the offender has no
+                stake to burn at the head (a stranger's key, or already slashed): such evidence
+                is neither applied nor kept.
         """
         key = evidence_key(evidence)
         if key in self.evidence_pool:
             return Outcome.KNOWN
         async with self.lock:
+            if not self._may_be_slashed(evidence.offender):
+                raise InvalidTransaction(Reason.NOTHING_TO_SLASH, evidence.offender.hex())
             on_evidence(self.store, evidence)
-            self.evidence_pool[key] = evidence
+            self._pool_evidence(key, evidence)
             await self._after_change([], [])
             return Outcome.IMPORTED
+
+    def _pool_evidence(self, key: bytes, evidence: Evidence) -> bool:
+        """Keep `evidence` for our next block unless its offender already has some; True if
+        kept. When the pool is full the oldest leaves (its offender is slashed in our fork
+        choice already; only its inclusion is lost)."""
+        offender = evidence.offender
+        if offender in self._evidence_of:
+            return False
+        self.evidence_pool[key] = evidence
+        self._evidence_of[offender] = key
+        while len(self.evidence_pool) > self.limits.evidence_pool:
+            _, oldest = self.evidence_pool.popitem(last=False)
+            del self._evidence_of[oldest.offender]
+        return True
 
     async def _take_evidence(self, found: list[Evidence]) -> None:
         for evidence in found:
             key = evidence_key(evidence)
-            if key in self.evidence_pool:
+            if key in self.evidence_pool or not self._may_be_slashed(evidence.offender):
                 continue
             try:
                 on_evidence(self.store, evidence)
             except InvalidTransaction:
                 continue
-            self.evidence_pool[key] = evidence
-            self.new_evidence.append(evidence)
+            if self._pool_evidence(key, evidence):
+                self.new_evidence.append(evidence)
 
     # -- transactions --------------------------------------------------------------------------
     def add_transaction(self, tx: Transaction, *, peer: str | None) -> PoolChange:
@@ -726,15 +952,15 @@ class ChainService:
         Raises:
             InvalidTransaction: `ALREADY_KNOWN` or `CONFLICTING_SPEND`.
         """
-        if tx.txid in self._tx_index:
+        if self._locate(tx.txid) is not None:
             raise InvalidTransaction(Reason.ALREADY_KNOWN, "on the chain")
         view = self.head_view()
         for index, tx_input in enumerate(tx.inputs):
             outpoint = tx_input.outpoint
             if (
                 view.get(outpoint) is None
-                and outpoint.txid in self._tx_index
                 and outpoint.txid not in self.mempool
+                and self._locate(outpoint.txid) is not None
             ):
                 raise InvalidTransaction(Reason.CONFLICTING_SPEND, f"input {index} is spent")
 
@@ -788,7 +1014,7 @@ class ChainService:
                 if tx.kind is not TxKind.REWARD:
                     touched[tx.txid] = None
                 if isinstance(tx.payload, SlashPayload):
-                    self.evidence_pool.pop(evidence_key(tx.payload.evidence), None)
+                    self._forget_evidence(tx.payload.evidence.offender)
             for vote in block.votes:
                 self.vote_pool.pop(encode(vote), None)
         if change.undone:
@@ -851,13 +1077,27 @@ class ChainService:
                             touched[tx.txid] = None
             self._prune_undo()
             self._prune_votes()
+            self._prune_detector()
         for txid in touched:
             self.publish_tx(txid)
+        if finalized != old_finalized:
+            self._release_history()
         self._notify()
 
     def _finalized_height_indexed(self) -> int:
         node = self.store.nodes.get(self._saved_finalized.block_id)
         return 0 if node is None else node.height
+
+    def _forget_evidence(self, offender: PublicKey) -> None:
+        """Drop pooled evidence against `offender`: a block on our chain slashed it."""
+        key = self._evidence_of.pop(offender, None)
+        if key is not None:
+            del self.evidence_pool[key]
+
+    def _prune_detector(self) -> None:
+        window = self.limits.slashing_window_epochs
+        epoch = max(self.store.finalized_checkpoint.epoch - window, 0)
+        self.detector.forget_before(epoch, compute_start_slot_at_epoch(self.params, epoch))
 
     def _prune_votes(self) -> None:
         floor = self.store.finalized_checkpoint.epoch

@@ -47,14 +47,45 @@ class NodeLimits:
     """Default buffer of one subscription (events not yet read); overflow ends it."""
     event_history: int = 4_096
     """Events kept for resuming subscriptions with ``since=``."""
+    event_history_bytes: int = 16 * 1024 * 1024
+    """Approximate bytes of those events (transaction events count their transaction's
+    encoding); the oldest leave first when either bound is reached."""
     pending_blocks: int = 256
-    """Blocks from a future slot held until their slot starts; the oldest go first."""
+    """Blocks waiting for their parent or for their slot, from all peers together."""
+    pending_block_bytes: int = 64 * 1024 * 1024
+    """Encoded bytes of the waiting blocks, from all peers together."""
+    pending_blocks_per_peer: int = 32
+    """Waiting blocks one peer may have us hold; past it, that peer's oldest goes first. When
+    the total is full, the oldest block of the peer holding the most bytes goes."""
+    pending_block_bytes_per_peer: int = 16 * 1024 * 1024
+    """Encoded bytes of the waiting blocks one peer may have us hold (8 blocks of the maximum
+    size); a bigger block is not held at all."""
+    max_future_slots: int = 2
+    """A block or vote at most this many slots ahead of our clock waits for its slot (clock
+    disparity); one further ahead is ignored, not held (Ethereum's
+    ``MAXIMUM_GOSSIP_CLOCK_DISPARITY`` idea, in slots)."""
     pending_votes: int = 4_096
-    """Votes for an unknown head or a future slot held for a retry; the oldest go first."""
+    """Votes for an unknown head or a future slot held for a retry, from all peers together
+    (signature checked first); the peer holding the most goes first when it is full."""
+    pending_votes_per_peer: int = 512
+    """Waiting votes one peer may have us hold; past it, that peer's oldest goes first."""
     vote_pool: int = 4_096
-    """Valid votes kept for inclusion in our next block."""
+    """Valid votes kept for inclusion in our next block; the oldest go first."""
+    evidence_pool: int = 256
+    """Slashing evidence kept for our next block: one per offender with stake to slash."""
+    slashing_window_epochs: int = 64
+    """Epochs below the finalized one whose signed votes and headers the slashing detector
+    remembers (to catch double and surround votes); older ones are forgotten."""
+    history_blocks: int = 64
+    """Finalized blocks below the finalized checkpoint whose bodies stay in memory; older
+    blocks and their transactions are read from storage when asked for."""
+    history_bytes: int = 32 * 1024 * 1024
+    """Encoded bytes of those finalized bodies in memory (the smaller bound wins)."""
     rejected_history: int = 10_000
     """Rejected transactions whose reason `get_transaction` still reports."""
+    signature_cache: int = 100_000
+    """Transactions whose verified witnesses are remembered (32-byte keys), so a block's
+    transactions already checked in the mempool are not verified again."""
     offload_signatures: int = 8
     """A block with at least this many unverified transaction signatures has them checked in
     a worker thread (fewer are cheaper to check inline than to hand over)."""
@@ -66,10 +97,18 @@ class NodeLimits:
         values = (
             self.subscriber_buffer,
             self.event_history,
+            self.event_history_bytes,
             self.pending_blocks,
+            self.pending_block_bytes,
+            self.pending_blocks_per_peer,
+            self.pending_block_bytes_per_peer,
             self.pending_votes,
+            self.pending_votes_per_peer,
             self.vote_pool,
+            self.evidence_pool,
+            self.history_bytes,
             self.rejected_history,
+            self.signature_cache,
             self.offload_signatures,
             self.offload_decode_bytes,
         )
@@ -79,10 +118,23 @@ class NodeLimits:
             self.max_pending_handshakes,
             self.max_pending_per_address,
         )
-        if min(values + per_source) < 1 or self.target_outbound < 0 or self.max_inbound < 0:
+        naturals = (
+            self.target_outbound,
+            self.max_inbound,
+            self.max_future_slots,
+            self.slashing_window_epochs,
+            self.history_blocks,
+        )
+        if min(values + per_source) < 1 or min(naturals) < 0:
             raise ConfigError("node limits must be positive")
         if not self.handshake_timeout > 0:
             raise ConfigError("handshake_timeout must be positive")
+        if (
+            self.pending_blocks_per_peer > self.pending_blocks
+            or self.pending_block_bytes_per_peer > self.pending_block_bytes
+            or self.pending_votes_per_peer > self.pending_votes
+        ):
+            raise ConfigError("a per-peer limit must not exceed its total")
         parse_networks(self.trusted_networks)
 
 

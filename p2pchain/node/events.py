@@ -4,8 +4,9 @@ Publishing never waits. Each subscription has its own buffer; when a subscriber 
 behind that the buffer is full, the subscription ends: the subscriber first reads everything
 that was buffered, then gets `SubscriptionOverflow` carrying the sequence number of the last
 event it received. It can subscribe again with ``since=last_seq`` and the hub replays the
-events it missed from its history (`NodeLimits.event_history` events), or raises
-`EventHistoryExpired` when they are older than that.
+events it missed from its history (`NodeLimits.event_history` events and
+`NodeLimits.event_history_bytes`, see `event_size`), or raises `EventHistoryExpired` when they
+are older than that.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 import trio
 
@@ -85,6 +87,20 @@ class ReorgInfo:
 
 EventData = HeadInfo | Checkpoint | TxInfo | PeerEvent | ReorgInfo
 
+EVENT_BASE_BYTES: Final = 256
+"""What `event_size` charges for any event, before what it carries."""
+
+
+def event_size(data: EventData) -> int:
+    """The bytes an event is charged in the history: a fixed part plus the encoding of the
+    transaction it carries or 32 per block id it lists (a transaction event keeps its
+    transaction alive after the pool and the chain let go of it)."""
+    if isinstance(data, TxInfo) and data.tx is not None:
+        return EVENT_BASE_BYTES + data.tx.size
+    if isinstance(data, ReorgInfo):
+        return EVENT_BASE_BYTES + 32 * (len(data.undone) + len(data.applied))
+    return EVENT_BASE_BYTES
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
@@ -146,10 +162,14 @@ class Subscription:
 
 
 class EventHub:
-    """Numbers events, keeps the last `history` of them and offers each to every subscriber."""
+    """Numbers events, keeps the last `history` of them (within `history_bytes` by
+    `event_size`) and offers each to every subscriber."""
 
-    def __init__(self, history: int) -> None:
-        self._history: deque[Event] = deque(maxlen=history)
+    def __init__(self, history: int, history_bytes: int) -> None:
+        self._history: deque[tuple[Event, int]] = deque()
+        self._max_events = history
+        self._max_bytes = history_bytes
+        self._history_bytes = 0
         self._seq = 0
         self._subscribers: set[Subscription] = set()
         self.published = 0
@@ -164,7 +184,14 @@ class EventHub:
         """Record and fan out one event; never waits."""
         self._seq += 1
         event = Event(seq=self._seq, kind=kind, data=data)
-        self._history.append(event)
+        size = event_size(data)
+        self._history.append((event, size))
+        self._history_bytes += size
+        while len(self._history) > self._max_events or (
+            self._history_bytes > self._max_bytes and len(self._history) > 1
+        ):
+            _, gone = self._history.popleft()
+            self._history_bytes -= gone
         self.published += 1
         for subscription in list(self._subscribers):
             was_overflowed = subscription._overflowed
@@ -181,10 +208,15 @@ class EventHub:
         """
         if since > self._seq or since < 0:
             raise ValueError(f"since={since} is not a sequence number this node issued")
-        oldest = self._history[0].seq if self._history else self._seq + 1
+        oldest = self._history[0][0].seq if self._history else self._seq + 1
         if since + 1 < oldest:
             raise EventHistoryExpired(since, f"events after {since} left the history")
-        return [event for event in self._history if event.seq > since]
+        return [event for event, _ in self._history if event.seq > since]
+
+    @property
+    def history_bytes(self) -> int:
+        """What the events in the history are charged (`event_size`)."""
+        return self._history_bytes
 
     @asynccontextmanager
     async def subscribe(

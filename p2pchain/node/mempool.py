@@ -37,6 +37,7 @@ from p2pchain.ledger.validation import (
     validate_transaction,
 )
 from p2pchain.params import ChainParams
+from p2pchain.protocol.quota import Quota, QuotaPool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +49,15 @@ class MempoolLimits:
     max_txs_per_peer: int = 500
     """Pool entries plus orphans attributed to one peer (local submissions are not counted)."""
     max_orphans: int = 100
-    """Transactions held while their parents are unknown; the oldest leaves first."""
+    """Transactions held while their parents are unknown, from all peers together."""
+    max_orphan_bytes: int = 1_000_000
+    """Encoded bytes of those orphans, from all peers together."""
+    max_orphans_per_peer: int = 25
+    """Orphans held for one peer (at most `max_orphans`); past it, that peer's oldest leaves.
+    When the orphans are full, the oldest of the peer holding the most bytes leaves."""
+    max_orphan_bytes_per_peer: int = 250_000
+    """Encoded bytes of the orphans held for one peer (at most `max_orphan_bytes`); a bigger
+    transaction is not held."""
     orphan_ttl: float = 60.0
     """Seconds an orphan waits for its parents."""
     min_fee_per_kb: int = 0
@@ -57,6 +66,21 @@ class MempoolLimits:
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_txs_per_peer < 1 or self.max_orphans < 0:
             raise ValueError("mempool limits must be positive")
+        if (
+            min(self.max_orphan_bytes, self.max_orphans_per_peer, self.max_orphan_bytes_per_peer)
+            < 1
+        ):
+            raise ValueError("orphan limits must be positive")
+
+    def orphan_quota(self) -> Quota:
+        """The orphans' bounds (shares capped at the totals; `max_orphans` 0 holds none)."""
+        items = max(self.max_orphans, 1)
+        return Quota(
+            max_items=items,
+            max_bytes=self.max_orphan_bytes,
+            max_items_per_source=min(self.max_orphans_per_peer, items),
+            max_bytes_per_source=min(self.max_orphan_bytes_per_peer, self.max_orphan_bytes),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,9 +125,10 @@ class MempoolStatistics:
     total_fees: int
     orphan_count: int
     not_gossiped: int
+    orphan_bytes: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Orphan:
     tx: Transaction
     peer: str | None
@@ -203,7 +228,7 @@ class Mempool:
         self._bytes = 0
         self._sequence = 0
         self._gossiped: set[TxId] = set()
-        self._orphans: dict[TxId, _Orphan] = {}
+        self._orphans: QuotaPool[TxId, str | None, _Orphan] = QuotaPool(self.limits.orphan_quota())
         self._orphans_by_parent: dict[TxId, set[TxId]] = {}
         self._epoch: int | None = None
 
@@ -235,6 +260,7 @@ class Mempool:
             max_bytes=self.limits.max_bytes,
             total_fees=sum(entry.fee for entry in self._entries.values()),
             orphan_count=len(self._orphans),
+            orphan_bytes=self._orphans.bytes,
             not_gossiped=len(self._entries.keys() - self._gossiped),
         )
 
@@ -466,12 +492,18 @@ class Mempool:
     def _add_orphan(
         self, tx: Transaction, txid: TxId, peer: str | None, expires: float, missing: set[TxId]
     ) -> list[Removal]:
+        """Hold `tx` until its parents arrive; return the orphans the bounds pushed out (the
+        newcomer itself when it is larger than a peer's byte share)."""
+        orphan = _Orphan(tx=tx, peer=peer, expires=expires, missing=missing)
+        evicted = self._orphans.add(txid, orphan, source=peer, size=tx.size)
         dropped: list[Removal] = []
-        while len(self._orphans) >= self.limits.max_orphans:
-            oldest = next(iter(self._orphans))
-            self._drop_orphan(oldest)
-            dropped.append(Removal(txid=oldest, reason=Reason.MEMPOOL_FULL))
-        self._orphans[txid] = _Orphan(tx=tx, peer=peer, expires=expires, missing=missing)
+        for gone in evicted:
+            gone_txid = gone.tx.txid
+            if gone is not orphan:
+                self._unlink_orphan(gone)
+            dropped.append(Removal(txid=gone_txid, reason=Reason.MEMPOOL_FULL))
+        if txid not in self._orphans:
+            return dropped
         for parent in missing:
             self._orphans_by_parent.setdefault(parent, set()).add(txid)
         if peer is not None:
@@ -480,6 +512,13 @@ class Mempool:
 
     def _drop_orphan(self, txid: TxId) -> _Orphan:
         orphan = self._orphans.pop(txid)
+        assert orphan is not None  # callers check membership first
+        self._unlink_orphan(orphan)
+        return orphan
+
+    def _unlink_orphan(self, orphan: _Orphan) -> None:
+        """Forget an orphan that left the pool in the parent index and the peer's count."""
+        txid = orphan.tx.txid
         for parent in orphan.missing:
             waiting = self._orphans_by_parent.get(parent)
             if waiting is not None:
@@ -490,7 +529,6 @@ class Mempool:
             self._per_peer[orphan.peer] -= 1
             if not self._per_peer[orphan.peer]:
                 del self._per_peer[orphan.peer]
-        return orphan
 
     def expire_orphans(self, now: float) -> tuple[Removal, ...]:
         """Drop the orphans whose parents did not arrive in time."""

@@ -357,13 +357,15 @@ class Node:
             if topic is Topic.TRANSACTION:
                 return self._validate_transaction(Transaction.from_bytes(data), from_peer)
             if topic is Topic.BLOCK:
-                return await self._validate_block(await self._decode_block(data))
+                return await self._validate_block(await self._decode_block(data), from_peer)
             if topic is Topic.VOTE:
-                return await self._validate_vote(decode(Vote, data))
+                return await self._validate_vote(decode(Vote, data), from_peer)
             await self._chain.import_evidence(decode_evidence(data))
         except DecodeError as exc:
             raise GossipReject(Reason.MALFORMED, str(exc)) from exc
         except InvalidTransaction as exc:
+            if exc.reason is Reason.NOTHING_TO_SLASH:  # already slashed, or not a validator
+                raise GossipIgnore(exc.reason, exc.detail) from exc
             raise GossipReject(exc.reason, exc.detail) from exc
         finally:
             self._after_import()
@@ -394,9 +396,9 @@ class Node:
         self._chain.mempool.mark_gossiped(tx.txid)
         return Verdict.ACCEPT
 
-    async def _validate_block(self, block: Block) -> Verdict:
+    async def _validate_block(self, block: Block, from_peer: PeerId) -> Verdict:
         try:
-            outcome = await self._chain.import_block(block)
+            outcome = await self._chain.import_block(block, peer=from_peer)
         except InvalidBlock as exc:
             if exc.reason in _IGNORED_BLOCK:
                 raise GossipIgnore(exc.reason, exc.detail) from exc
@@ -405,13 +407,13 @@ class Node:
             return Verdict.ACCEPT  # a pruned block is relayed: peers need its votes too
         if outcome is Outcome.UNKNOWN_PARENT:
             raise GossipIgnore(Reason.UNKNOWN_PARENT)
-        if outcome is Outcome.FUTURE_SLOT:
+        if outcome in (Outcome.FUTURE_SLOT, Outcome.TOO_EARLY):
             raise GossipIgnore(Reason.FUTURE_SLOT)
         raise GossipIgnore(Reason.DUPLICATE_BLOCK)
 
-    async def _validate_vote(self, vote: Vote) -> Verdict:
+    async def _validate_vote(self, vote: Vote, from_peer: PeerId) -> Verdict:
         try:
-            outcome = await self._chain.import_vote(vote)
+            outcome = await self._chain.import_vote(vote, peer=from_peer)
         except InvalidVote as exc:
             if exc.reason in _IGNORED_VOTE:
                 raise GossipIgnore(exc.reason, exc.detail) from exc
@@ -426,12 +428,14 @@ class Node:
 
     async def import_blocks(self, blocks: tuple[Block, ...], from_peer: PeerId) -> ImportResult:
         """Blocks from sync: import in order; report which are in the tree and which broke a
-        rule (blocks from a future slot wait in our queue and count as accepted)."""
+        rule. Blocks from a future slot wait in our queue and count as accepted, and so do
+        blocks too far ahead of our clock to be held (dropped without blaming the peer for a
+        clock difference; nor are they orphans to fetch parents for)."""
         accepted: set[BlockId] = set()
         invalid: set[BlockId] = set()
         for block in blocks:
             try:
-                outcome = await self._chain.import_block(block)
+                outcome = await self._chain.import_block(block, peer=from_peer)
             except InvalidBlock as exc:
                 if exc.reason is not Reason.CONFLICTS_WITH_FINALIZED:
                     invalid.add(block.block_id)
@@ -562,7 +566,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
     offset = config.clock_offset_ms
     if offset is None:
         offset = round(time.time() * 1000 - trio.current_time() * 1000)
-    events = EventHub(config.limits.event_history)
+    events = EventHub(config.limits.event_history, config.limits.event_history_bytes)
     async with AsyncExitStack() as stack:
         storage: ChainStore
         protection: SlashingProtection

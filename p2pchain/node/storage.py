@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final, Protocol, Self
 
 from p2pchain.errors import DecodeError, StorageError
@@ -154,7 +155,14 @@ class ChainStore(Protocol):
         """Persist new checkpoints (None = unchanged) and latest votes without a new block."""
         ...
 
-    def get_block(self, block_id: BlockId) -> Block | None: ...
+    def get_block(self, block_id: BlockId) -> Block | None:
+        """A stored block (canonical or not).
+
+        Like `canonical_block_id` and `transaction_location`, safe to call from another
+        thread than the writer's, also while a write runs there: these three read the last
+        committed state (the node answers queries about old blocks from the event loop).
+        """
+        ...
 
     def get_undo(self, block_id: BlockId) -> UndoData | None:
         """The undo data of a canonical block (None once it was reverted)."""
@@ -454,6 +462,21 @@ def _int(value: object) -> int:
     return value
 
 
+def connect_sqlite_reader(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A read-only connection to an existing database, for reads beside the writer thread.
+
+    Under WAL it never waits for the writer and sees the last committed transaction; each
+    query is its own read transaction (autocommit), so it never holds a snapshot open.
+    """
+    uri = Path(os.fspath(path)).absolute().as_uri() + "?mode=ro"
+    try:
+        return sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+        )
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database {os.fspath(path)!r}: {exc}") from exc
+
+
 def connect_sqlite(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A connection with the durability settings every p2pchain table relies on.
 
@@ -517,6 +540,9 @@ class SqliteChainStore:
         self._db = connect_sqlite(path)
         try:
             self._open_or_create(genesis)
+            self._reader = connect_sqlite_reader(path)
+            """Serves `get_block`, `canonical_block_id` and `transaction_location`, which other
+            threads call while the writer's connection is inside a transaction."""
         except BaseException:
             self._db.close()
             raise
@@ -551,15 +577,16 @@ class SqliteChainStore:
                 raise StorageError(f"database {key} is {found}, expected {value!r}")
 
     # -- small helpers -----------------------------------------------------------------------
-    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[Row]:
+    def _query(self, sql: str, args: tuple[object, ...] = (), *, reader: bool = False) -> list[Row]:
+        connection = self._reader if reader else self._db
         try:
-            rows: list[Row] = self._db.execute(sql, args).fetchall()
+            rows: list[Row] = connection.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"read failed: {exc}") from exc
         return rows
 
-    def _one(self, sql: str, args: tuple[object, ...] = ()) -> Row | None:
-        rows = self._query(sql, args)
+    def _one(self, sql: str, args: tuple[object, ...] = (), *, reader: bool = False) -> Row | None:
+        rows = self._query(sql, args, reader=reader)
         return rows[0] if rows else None
 
     def _get(self, key: str) -> bytes | None:
@@ -650,7 +677,7 @@ class SqliteChainStore:
         finalized = self._checkpoint("finalized")
         if finalized is not None and finalized.block_id == block_id:
             raise ValueError("the finalized block cannot be reverted")
-        block, undo = self.get_block(block_id), self.get_undo(block_id)
+        block, undo = self._block(block_id, reader=False), self.get_undo(block_id)
         if block is None or undo is None:
             raise StorageError("the head block or its undo data is missing")
         delta = _block_delta(block, undo)
@@ -693,7 +720,10 @@ class SqliteChainStore:
 
     # -- queries -----------------------------------------------------------------------------
     def get_block(self, block_id: BlockId) -> Block | None:
-        row = self._one("SELECT data FROM blocks WHERE id = ?", (block_id,))
+        return self._block(block_id, reader=True)
+
+    def _block(self, block_id: BlockId, *, reader: bool) -> Block | None:
+        row = self._one("SELECT data FROM blocks WHERE id = ?", (block_id,), reader=reader)
         return None if row is None else _decoded(Block, row[0])
 
     def get_undo(self, block_id: BlockId) -> UndoData | None:
@@ -701,11 +731,13 @@ class SqliteChainStore:
         return None if row is None else _decoded(UndoData, row[0])
 
     def canonical_block_id(self, height: int) -> BlockId | None:
-        row = self._one("SELECT id FROM canonical WHERE height = ?", (height,))
+        row = self._one("SELECT id FROM canonical WHERE height = ?", (height,), reader=True)
         return None if row is None else BlockId(_blob(row[0]))
 
     def transaction_location(self, txid: TxId) -> TxLocation | None:
-        row = self._one("SELECT block, height, position FROM txs WHERE txid = ?", (txid,))
+        row = self._one(
+            "SELECT block, height, position FROM txs WHERE txid = ?", (txid,), reader=True
+        )
         if row is None:
             return None
         block, height, position = row
@@ -729,7 +761,7 @@ class SqliteChainStore:
                 "SELECT data FROM blocks WHERE height >= ? ORDER BY height, id", (floor,)
             )
         )
-        head = self.get_block(self._head)
+        head = self._block(self._head, reader=False)
         if head is None:
             raise StorageError("the head block is missing")
         utxos = [
@@ -774,7 +806,8 @@ class SqliteChainStore:
         return None if row is None else _blob(row[0])
 
     def close(self) -> None:
-        """Close the connection; committed data is already on disk."""
+        """Close the connections; committed data is already on disk."""
+        self._reader.close()
         self._db.close()
 
     def __enter__(self) -> Self:

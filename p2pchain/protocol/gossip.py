@@ -85,6 +85,14 @@ class GossipParams:
     """Bound on the seen cache; the oldest ids are forgotten first when it is full."""
     max_pending_validations: int = 4_096
     """Messages awaiting a verdict; new ones are dropped (not marked seen) when full."""
+    max_pending_bytes: int = 64 * 1024 * 1024
+    """Bytes of the messages awaiting a verdict (the validation queue holds the same
+    objects); new ones are dropped, not marked seen, when they would not fit."""
+    max_pending_bytes_per_peer: int = 16 * 1024 * 1024
+    """Bytes awaiting a verdict that one peer sent first; more from it are dropped (not
+    marked seen, so an honest copy from another peer still gets in)."""
+    max_mcache_bytes: int = 64 * 1024 * 1024
+    """Bytes of validated messages kept for IWANT; past it the oldest leave early."""
     max_ihave_messages: int = 10
     """IHAVE messages accepted from one peer per heartbeat; the rest are ignored."""
     max_ihave_length: int = MAX_IHAVE_IDS
@@ -115,6 +123,10 @@ class GossipParams:
             raise ValueError("max_iwant_ids must be in 1..MAX_IWANT_IDS")
         if self.heartbeat_interval <= 0 or self.seen_ttl <= 0 or self.max_seen < 1:
             raise ValueError("heartbeat_interval, seen_ttl and max_seen must be positive")
+        if not 0 < self.max_pending_bytes_per_peer <= self.max_pending_bytes:
+            raise ValueError("max_pending_bytes_per_peer must be in 1..max_pending_bytes")
+        if self.max_mcache_bytes < 1:
+            raise ValueError("max_mcache_bytes must be positive")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -169,6 +181,10 @@ class GossipStatistics:
     seen: int
     pending_validations: int
     cached_messages: int
+    pending_bytes: int = 0
+    """Bytes of the messages awaiting a verdict."""
+    cached_bytes: int = 0
+    """Bytes of the validated messages kept for IWANT."""
 
 
 @dataclass(slots=True)
@@ -208,20 +224,28 @@ class _Counters:
 
 
 class _MessageCache:
-    """Validated messages of the last `mcache_len` heartbeats, in windows."""
+    """Validated messages of the last `mcache_len` heartbeats, in windows, within `max_bytes`
+    (the oldest leave early when a burst of big messages would pass it)."""
 
-    def __init__(self, length: int) -> None:
+    def __init__(self, length: int, max_bytes: int) -> None:
         self._windows: deque[list[tuple[Topic, bytes]]] = deque([[]], maxlen=length)
         self._messages: dict[bytes, Publish] = {}
+        self._max_bytes = max_bytes
+        self.bytes = 0
         self.retransmissions: dict[tuple[PeerId, bytes], int] = {}
 
     def __len__(self) -> int:
         return len(self._messages)
 
     def put(self, message_id: bytes, message: Publish) -> None:
-        if message_id not in self._messages:
-            self._messages[message_id] = message
-            self._windows[0].append((message.topic, message_id))
+        size = len(message.data)
+        if message_id in self._messages or size > self._max_bytes:
+            return
+        while self.bytes + size > self._max_bytes:
+            self._drop_oldest()
+        self._messages[message_id] = message
+        self.bytes += size
+        self._windows[0].append((message.topic, message_id))
 
     def get(self, message_id: bytes) -> Publish | None:
         return self._messages.get(message_id)
@@ -236,13 +260,23 @@ class _MessageCache:
 
     def shift(self) -> None:
         if len(self._windows) == self._windows.maxlen:
-            expired = {message_id for _, message_id in self._windows[-1]}
-            for message_id in expired:
-                del self._messages[message_id]
+            for _, message_id in self._windows.pop():
+                self._forget(message_id)
             self.retransmissions = {
-                key: count for key, count in self.retransmissions.items() if key[1] not in expired
+                key: count
+                for key, count in self.retransmissions.items()
+                if key[1] in self._messages
             }
         self._windows.appendleft([])
+
+    def _drop_oldest(self) -> None:
+        oldest = next(window for window in reversed(self._windows) if window)
+        _, message_id = oldest.pop(0)
+        self._forget(message_id)
+
+    def _forget(self, message_id: bytes) -> None:
+        message = self._messages.pop(message_id)
+        self.bytes -= len(message.data)
 
 
 class GossipRouter:
@@ -260,7 +294,10 @@ class GossipRouter:
         self._mesh: dict[Topic, dict[PeerId, None]] = {topic: {} for topic in Topic}
         self._seen: OrderedDict[bytes, float] = OrderedDict()
         self._pending: dict[bytes, _Pending] = {}
-        self._mcache = _MessageCache(self.params.mcache_len)
+        self._pending_bytes = 0
+        self._pending_by_peer: dict[PeerId, int] = {}
+        """Bytes awaiting a verdict per first sender (the peer whose share they use)."""
+        self._mcache = _MessageCache(self.params.mcache_len, self.params.max_mcache_bytes)
         self._counters = _Counters()
 
     # -- peers -------------------------------------------------------------------------------
@@ -337,7 +374,7 @@ class GossipRouter:
         REJECT penalises every sender by `penalty` (pass the raised class's `penalty`).
         A verdict that comes after the message left the seen cache is ignored.
         """
-        pending = self._pending.pop(message_id, None)
+        pending = self._pop_pending(message_id)
         if pending is None:
             return []
         if verdict is Verdict.IGNORE:
@@ -372,11 +409,19 @@ class GossipRouter:
             if pending is not None and peer_id not in pending.senders:
                 pending.senders.append(peer_id)
             return []
-        if len(self._pending) >= self.params.max_pending_validations:
+        params = self.params
+        size = len(message.data)
+        if (
+            len(self._pending) >= params.max_pending_validations
+            or self._pending_bytes + size > params.max_pending_bytes
+            or self._pending_by_peer.get(peer_id, 0) + size > params.max_pending_bytes_per_peer
+        ):
             self._counters.dropped += 1
             return []
         self._mark_seen(message_id, now)
         self._pending[message_id] = _Pending(message.topic, message.data, now, [peer_id])
+        self._pending_bytes += size
+        self._pending_by_peer[peer_id] = self._pending_by_peer.get(peer_id, 0) + size
         return [
             Validate(
                 message_id=message_id, topic=message.topic, data=message.data, from_peer=peer_id
@@ -568,11 +613,24 @@ class GossipRouter:
 
     # -- caches ------------------------------------------------------------------------------
 
+    def _pop_pending(self, message_id: bytes) -> _Pending | None:
+        pending = self._pending.pop(message_id, None)
+        if pending is not None:
+            size = len(pending.data)
+            self._pending_bytes -= size
+            first = pending.senders[0]
+            remaining = self._pending_by_peer[first] - size
+            if remaining:
+                self._pending_by_peer[first] = remaining
+            else:
+                del self._pending_by_peer[first]
+        return pending
+
     def _mark_seen(self, message_id: bytes, now: float) -> None:
         self._seen[message_id] = now
         while len(self._seen) > self.params.max_seen:
             oldest, _ = self._seen.popitem(last=False)
-            self._pending.pop(oldest, None)
+            self._pop_pending(oldest)
 
     def _expire_seen(self, now: float) -> None:
         cutoff = now - self.params.seen_ttl
@@ -581,7 +639,7 @@ class GossipRouter:
             if first_seen > cutoff:
                 break
             del self._seen[message_id]
-            self._pending.pop(message_id, None)
+            self._pop_pending(message_id)
 
     def statistics(self) -> GossipStatistics:
         """Counters and state sizes, for metrics and tests."""
@@ -604,4 +662,6 @@ class GossipRouter:
             seen=len(self._seen),
             pending_validations=len(self._pending),
             cached_messages=len(self._mcache),
+            pending_bytes=self._pending_bytes,
+            cached_bytes=self._mcache.bytes,
         )

@@ -11,7 +11,8 @@ bad answers cost score and go to another peer). Time is the `now` argument; noth
 clock.
 
 `OrphanPool` holds gossiped blocks whose parent is unknown until the parent arrives, bounded in
-count globally and per peer and expiring by `now`.
+count and bytes globally and per peer (`QuotaPool`: a peer over its share loses its own oldest,
+a full pool the oldest of the peer holding the most) and expiring by `now`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from p2pchain.protocol.messages import (
     GetBlocksByRange,
     Status,
 )
+from p2pchain.protocol.quota import Quota, QuotaPool
 from p2pchain.protocol.scoring import Offence, Penalize
 
 
@@ -54,25 +56,45 @@ class SyncParams:
     """Seconds a peer has to answer a request."""
     max_pending_blocks: int = 1_024
     """Blocks requested or received but not yet handed over; no request beyond this."""
-    max_pending_bytes: int = 64 * 1024 * 1024
-    """Bytes of received blocks held back until the run before them is complete."""
+    max_pending_bytes: int = 128 * 1024 * 1024
+    """Bytes of received blocks held back until the run before them is complete, plus
+    `max_response_bytes` reserved for every range request in flight (so no answer can take
+    the held bytes past it): the default leaves room for `max_requests` answers."""
     max_response_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
+    """Largest `Blocks` answer accepted; a bigger one is a bad answer."""
     bad_response_penalty: float = 25.0
     timeout_penalty: float = 10.0
     max_orphans: int = 256
+    """Orphan blocks held, from all peers together."""
     max_orphans_per_peer: int = 32
+    """Orphan blocks held for one announcing peer; past it, that peer's oldest goes first."""
+    max_orphan_bytes: int = 32 * 1024 * 1024
+    """Encoded bytes of the orphan blocks held, from all peers together."""
+    max_orphan_bytes_per_peer: int = 8 * 1024 * 1024
+    """Encoded bytes of the orphans held for one peer; a bigger block is not held."""
     orphan_ttl: float = 600.0
     """Seconds an orphan waits for its parent before it is dropped."""
+    max_parent_requests: int = 32
+    """`GetBlocksById` requests for orphans' missing parents in flight, over all peers; an
+    orphan arriving past it is held without asking (a later one may ask)."""
+    max_parent_requests_per_peer: int = 4
+    """Such requests in flight to one peer (the orphan's sender)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.batch_size <= MAX_BLOCKS_PER_REQUEST:
             raise ValueError("batch_size must be in 1..MAX_BLOCKS_PER_REQUEST")
         if self.max_requests_per_peer < 1 or self.max_requests < 1:
             raise ValueError("request limits must be positive")
+        if not 0 < self.max_parent_requests_per_peer <= self.max_parent_requests:
+            raise ValueError("max_parent_requests_per_peer must be in 1..max_parent_requests")
         if self.max_pending_blocks < self.batch_size:
             raise ValueError("max_pending_blocks must hold at least one batch")
         if not 0 < self.max_orphans_per_peer <= self.max_orphans:
             raise ValueError("max_orphans_per_peer must be in 1..max_orphans")
+        if not 0 < self.max_orphan_bytes_per_peer <= self.max_orphan_bytes:
+            raise ValueError("max_orphan_bytes_per_peer must be in 1..max_orphan_bytes")
+        if not 0 < self.max_response_bytes <= self.max_pending_bytes:
+            raise ValueError("max_pending_bytes must hold at least one answer")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,7 +118,10 @@ class SyncStatistics:
     timeouts: int
     in_flight: int
     pending_blocks: int
+    pending_bytes: int
+    """Bytes of received blocks held back (in-flight reservations not included)."""
     orphans: int
+    orphan_bytes: int
     target_height: int
     next_height: int
 
@@ -190,7 +215,9 @@ class SyncManager:
             timeouts=c.timeouts,
             in_flight=len(self._requests),
             pending_blocks=self._pending_blocks(),
+            pending_bytes=self._buffered_bytes,
             orphans=len(self.orphans),
+            orphan_bytes=self.orphans.bytes,
             target_height=self.target_height,
             next_height=self._expected_height,
         )
@@ -279,9 +306,16 @@ class SyncManager:
         return [*actions, *self._schedule(now)]
 
     def add_orphan(self, block: Block, from_peer: PeerId, now: float) -> list[SyncAction]:
-        """Hold a gossiped block with an unknown parent; ask its sender for the missing one."""
+        """Hold a gossiped block with an unknown parent; ask its sender for the missing one,
+        unless `max_parent_requests` (in all, or to that peer) are already out."""
         self.orphans.expire(now)
-        request = self.orphans.add(block, from_peer, now, request_id=self._next_request_id)
+        asking = [r.peer_id for r in self._requests.values() if r.by_id]
+        may_ask = (
+            len(asking) < self.params.max_parent_requests
+            and asking.count(from_peer) < self.params.max_parent_requests_per_peer
+        )
+        request_id = self._next_request_id if may_ask else None
+        request = self.orphans.add(block, from_peer, now, request_id=request_id)
         if request is None:
             return []
         self._next_request_id += 1
@@ -342,6 +376,12 @@ class SyncManager:
             self._expected_parent = blocks[-1].block_id
         return actions
 
+    def _reserved_bytes(self) -> int:
+        """Held bytes plus the largest answer of every range request whose answer would be
+        held (a stale one is dropped when it arrives)."""
+        answers = sum(1 for r in self._requests.values() if not r.by_id and not r.stale)
+        return self._buffered_bytes + answers * self.params.max_response_bytes
+
     def _pending_blocks(self) -> int:
         in_flight = sum(request.count for request in self._requests.values() if not request.stale)
         buffered = sum(len(blocks) for blocks, _ in self._buffered.values())
@@ -361,7 +401,7 @@ class SyncManager:
         while (
             sum(1 for r in self._requests.values() if not r.by_id) < params.max_requests
             and self._pending_blocks() < params.max_pending_blocks
-            and self._buffered_bytes < params.max_pending_bytes
+            and self._reserved_bytes() + params.max_response_bytes <= params.max_pending_bytes
         ):
             taken = self._take_work()
             if taken is None:
@@ -435,57 +475,70 @@ class SyncManager:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Orphan:
     block: Block
-    from_peer: PeerId
     expires: float
 
 
 class OrphanPool:
-    """Blocks waiting for an unknown parent, bounded globally and per peer, expiring by `now`."""
+    """Blocks waiting for an unknown parent, bounded in count and bytes globally and per peer,
+    expiring by `now`."""
 
     def __init__(self, params: SyncParams | None = None) -> None:
         self.params = params if params is not None else SyncParams()
-        self._orphans: dict[BlockId, _Orphan] = {}
+        self._pool: QuotaPool[BlockId, PeerId, _Orphan] = QuotaPool(
+            Quota(
+                max_items=self.params.max_orphans,
+                max_bytes=self.params.max_orphan_bytes,
+                max_items_per_source=self.params.max_orphans_per_peer,
+                max_bytes_per_source=self.params.max_orphan_bytes_per_peer,
+            )
+        )
         self._children: dict[BlockId, list[BlockId]] = {}
-        self._per_peer: dict[PeerId, int] = {}
         self._requested: set[BlockId] = set()
         """Missing ancestors already asked for; always parents of held orphans."""
 
     def __len__(self) -> int:
-        return len(self._orphans)
+        return len(self._pool)
 
     def __contains__(self, block_id: object) -> bool:
-        return block_id in self._orphans
+        return block_id in self._pool
+
+    @property
+    def bytes(self) -> int:
+        """Encoded bytes of the held orphans."""
+        return self._pool.bytes
 
     def count_from(self, peer_id: PeerId) -> int:
         """Orphans held on behalf of `peer_id`."""
-        return self._per_peer.get(peer_id, 0)
+        return self._pool.usage(peer_id)[0]
 
     def add(
-        self, block: Block, from_peer: PeerId, now: float, *, request_id: int
+        self, block: Block, from_peer: PeerId, now: float, *, request_id: int | None
     ) -> GetBlocksById | None:
-        """Hold `block`; return a request for the oldest missing ancestor, unless one is out.
+        """Hold `block`; return a request for the oldest missing ancestor, unless one is out
+        or `request_id` is None (the caller may not ask now).
 
-        A block already held, or one over `from_peer`'s quota, is not stored (returns None).
-        When the pool is full, the orphan closest to expiry makes room.
+        A block already held, or one larger than a peer's byte share, is not stored (returns
+        None). Past `from_peer`'s share its oldest orphan leaves; when the pool is full, the
+        oldest orphan of the peer holding the most bytes does.
         """
         block_id = block.block_id
-        if (
-            block_id in self._orphans
-            or self.count_from(from_peer) >= self.params.max_orphans_per_peer
-        ):
+        if block_id in self._pool:
             return None
-        if len(self._orphans) >= self.params.max_orphans:
-            oldest = min(self._orphans, key=lambda key: self._orphans[key].expires)
-            self._remove(oldest)
-        self._orphans[block_id] = _Orphan(block, from_peer, now + self.params.orphan_ttl)
+        orphan = _Orphan(block, now + self.params.orphan_ttl)
+        evicted = self._pool.add(block_id, orphan, source=from_peer, size=block_size(block))
+        if any(gone is orphan for gone in evicted):
+            self._unlink_all([gone for gone in evicted if gone is not orphan])
+            return None
         self._children.setdefault(block.header.parent, []).append(block_id)
-        self._per_peer[from_peer] = self.count_from(from_peer) + 1
+        self._unlink_all(evicted)
+        if request_id is None:
+            return None
         missing = block.header.parent
-        while missing in self._orphans:
-            missing = self._orphans[missing].block.header.parent
+        while (held := self._pool.get(missing)) is not None:
+            missing = held.block.header.parent
         if missing in self._requested:
             return None
         self._requested.add(missing)
@@ -502,34 +555,35 @@ class OrphanPool:
         while frontier:
             parent = frontier.pop(0)
             for child_id in sorted(self._children.pop(parent, [])):
-                orphan = self._orphans.get(child_id)
+                orphan = self._pool.pop(child_id)
                 if orphan is None:
                     continue
-                self._remove(child_id)
+                self._unlink(orphan.block)
                 released.append(orphan.block)
                 frontier.append(child_id)
         return released
 
     def expire(self, now: float) -> int:
         """Drop orphans whose time ran out; return how many."""
-        expired = [key for key, orphan in self._orphans.items() if orphan.expires <= now]
+        expired = [key for key, orphan in self._pool.items() if orphan.expires <= now]
         for key in expired:
-            self._remove(key)
+            orphan = self._pool.pop(key)
+            if orphan is not None:
+                self._unlink(orphan.block)
         return len(expired)
 
-    def _remove(self, block_id: BlockId) -> None:
-        orphan = self._orphans.pop(block_id)
-        parent = orphan.block.header.parent
+    def _unlink_all(self, orphans: list[_Orphan]) -> None:
+        for orphan in orphans:
+            self._unlink(orphan.block)
+
+    def _unlink(self, block: Block) -> None:
+        """Forget a block that left the pool in the parent index and the request set."""
+        parent = block.header.parent
         siblings = self._children.get(parent)
-        if siblings is not None and block_id in siblings:
-            siblings.remove(block_id)
+        if siblings is not None and block.block_id in siblings:
+            siblings.remove(block.block_id)
             if not siblings:
                 del self._children[parent]
-        remaining = self._per_peer[orphan.from_peer] - 1
-        if remaining:
-            self._per_peer[orphan.from_peer] = remaining
-        else:
-            del self._per_peer[orphan.from_peer]
         if parent not in self._children:
             self._requested.discard(parent)
 

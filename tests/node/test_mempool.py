@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from fractions import Fraction
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from p2pchain.errors import InvalidTransaction, Reason
 from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
+from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.evidence import VoteEquivocation
 from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.tx import (
@@ -23,7 +25,7 @@ from p2pchain.ledger.tx import (
     TxKind,
     TxOutput,
 )
-from p2pchain.ledger.types import Address, BlockId, PublicKey
+from p2pchain.ledger.types import Address, BlockId, PublicKey, TxId
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block, reward_lock
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -403,3 +405,48 @@ def test_pool_invariants_hold_under_random_traffic(
         check_invariants(pool, view, capacity)
     for entry in pool.entries():
         assert entry.fee_rate == Fraction(entry.fee, entry.size)
+
+
+def _junk_orphan(nonce: int, outputs: int) -> Transaction:
+    """A well-shaped transaction spending an output nobody has: held as an orphan, unsigned."""
+    outpoint = OutPoint(txid=TxId(sha256(b"missing %d" % nonce)), index=0)
+    payments = tuple(
+        TxOutput(asset=NATIVE, amount=1 + i, address=WALLETS[0].address) for i in range(outputs)
+    )
+    return Transaction(kind=TxKind.TRANSFER, inputs=(TxInput(outpoint=outpoint),), outputs=payments)
+
+
+def test_orphan_flood_stays_within_count_and_bytes_and_spares_the_honest_orphan(
+    view: UtxoView,
+) -> None:
+    limits = MempoolLimits(
+        max_orphans=50,
+        max_orphan_bytes=20_000,
+        max_orphans_per_peer=10,
+        max_orphan_bytes_per_peer=2_500,
+    )
+    pool = Mempool(PARAMS, limits)
+    context = next_context(view)
+    parent, coins = spend(WALLETS[0], genesis_coin(view, 0), WALLETS[1].address, fee=100)
+    child, _ = spend(WALLETS[1], coins[0], WALLETS[2].address, fee=100)
+    assert pool.add(child, view, context, now=0.0, peer="honest").orphaned == (child.txid,)
+    junk = [_junk_orphan(nonce, 1 + nonce % 5) for nonce in range(10_000)]
+    assert len({(tx.txid, tx.size) for tx in junk}) == len(junk)  # cached before measuring
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for nonce, tx in enumerate(junk):
+            pool.add(tx, view, context, now=0.0, peer=f"sybil-{nonce % 40}")
+            stats = pool.statistics()
+            assert stats.orphan_count <= limits.max_orphans
+            assert stats.orphan_bytes <= limits.max_orphan_bytes
+            if nonce == len(junk) // 2:
+                half = tracemalloc.get_traced_memory()[0] - before
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 4_000 * limits.max_orphans  # bookkeeping of what is held (indexes, heap)
+    assert held - half < 20_000  # and nothing per junk transaction offered
+    assert pool.is_orphan(child.txid)  # it held less than every flooder
+    change = pool.add(parent, view, context, now=1.0)
+    assert change.accepted == (parent.txid, child.txid)

@@ -1,5 +1,6 @@
 """Range sync, response shape checks, timeouts, the orphan pool and serving blocks."""
 
+import tracemalloc
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,7 @@ from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_roo
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.types import BlockId, PublicKey
-from p2pchain.ledger.vote import Checkpoint
+from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Send
 from p2pchain.protocol.messages import (
@@ -472,3 +473,108 @@ def test_bad_parameters_are_refused():
         SyncParams(batch_size=1000)
     with pytest.raises(ValueError, match="max_pending_blocks"):
         SyncParams(batch_size=64, max_pending_blocks=10)
+
+
+# -- memory bounds under floods ------------------------------------------------------------
+
+JUNK = 10_000
+
+
+def _padded_orphan(nonce: int, votes: int) -> Block:
+    """A block with an unknown parent, made bigger by `votes` junk votes."""
+    filler = Vote(
+        slot=0,
+        head=BlockId(bytes(32)),
+        source=Checkpoint(epoch=0, block_id=BlockId(bytes(32))),
+        target=Checkpoint(epoch=0, block_id=BlockId(bytes(32))),
+        validator=PublicKey(bytes(32)),
+        signature=bytes(64),
+    )
+    header = BlockHeader(
+        parent=BlockId(sha256(b"missing %d" % nonce)),
+        height=5,
+        slot=5,
+        proposer=PublicKey(sha256(b"junk")),
+        body_root=BODY_ROOT,
+    )
+    return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, votes=(filler,) * votes)
+
+
+def test_orphan_flood_stays_within_count_and_bytes_and_spares_the_honest_orphan():
+    params = SyncParams(
+        max_orphans=64,
+        max_orphans_per_peer=8,
+        max_orphan_bytes=40_000,
+        max_orphan_bytes_per_peer=5_000,
+    )
+    pool = OrphanPool(params)
+    honest = MAIN[50]
+    pool.add(honest, peer(200), 0.0, request_id=0)
+    blocks = [_padded_orphan(nonce, nonce % 7) for nonce in range(JUNK)]
+    assert len({block.block_id for block in blocks}) == JUNK  # (ids cached before measuring)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for nonce, block in enumerate(blocks):
+            pool.add(block, peer(nonce % 12), float(nonce), request_id=nonce + 1)
+            assert len(pool) <= params.max_orphans
+            assert pool.bytes <= params.max_orphan_bytes
+            assert all(pool.count_from(peer(i)) <= params.max_orphans_per_peer for i in range(12))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert honest.block_id in pool  # it held less than every flooder
+    assert held < 2_000 * params.max_orphans  # bookkeeping of what it holds, none per junk block
+    assert pool.release(MAIN[49].block_id) == [honest]
+
+
+def test_held_sync_bytes_never_exceed_max_pending_bytes():
+    big = make_chain(1_200, tag=b"big")
+    size = block_size(big[1])
+    params = SyncParams(
+        batch_size=8,
+        max_requests=100,
+        max_requests_per_peer=100,
+        max_pending_blocks=1_000,
+        max_response_bytes=8 * size,
+        max_pending_bytes=3 * 8 * size,
+    )
+    manager = SyncManager(anchor_height=0, anchor_id=big[0].block_id, params=params)
+    chain = MemoryChain(big)
+    requests = range_requests(manager.on_status(peer(1), chain.status(), 0.0))
+    # Room for three answers in flight; the first is never answered, so the rest are held.
+    assert len(requests) == 3
+    held_back, *answered = requests
+    handed = 0
+    for step in range(JUNK):
+        if not answered:
+            # A flooding peer answers again and again: unsolicited, never held.
+            stale = serve_blocks_by_range(held_back[1], chain)
+            assert penalties(manager.on_blocks(peer(2), stale, float(step)))
+        else:
+            peer_id, request = answered.pop(0)
+            actions = manager.on_blocks(peer_id, serve_blocks_by_range(request, chain), 0.0)
+            handed += len(imported(actions))
+            answered += [r for r in range_requests(actions) if r[1] != held_back[1]]
+        stats = manager.statistics()
+        assert stats.pending_bytes <= params.max_pending_bytes
+    assert handed == 0  # nothing attaches before the first range
+    assert manager.statistics().pending_bytes == 2 * 8 * size
+
+
+def test_orphan_floods_cannot_make_us_send_unbounded_parent_requests():
+    params = SyncParams(max_parent_requests=16, max_parent_requests_per_peer=2)
+    manager = SyncManager(anchor_height=0, anchor_id=MAIN[0].block_id, params=params)
+    sent: list[PeerId] = []
+    for nonce in range(JUNK):
+        # One peer floods first, then a crowd.
+        sender = peer(0) if nonce < JUNK // 2 else peer(1 + nonce % 50)
+        actions = manager.add_orphan(_padded_orphan(nonce, 0), sender, 0.0)
+        sent += [a.peer_id for a in actions if isinstance(a, Send)]
+        assert manager.statistics().in_flight <= params.max_parent_requests
+    assert len(sent) == params.max_parent_requests
+    assert sent.count(peer(0)) == params.max_parent_requests_per_peer
+    # Requests that time out (or are answered) free their slots: the next orphan asks.
+    manager.handle_timeouts(params.request_timeout)
+    (ask,) = manager.add_orphan(MAIN[20], peer(1), params.request_timeout)
+    assert ask.message.block_ids == (MAIN[19].block_id,)
