@@ -149,11 +149,6 @@ class NetworkConfig:
     max_validations_per_peer: int = 256
     """Queued or running validations of messages first sent by one peer; more are dropped
     (counted, not blamed: the queue backs up because we are slow)."""
-    max_validation_bytes_per_peer: int = 16 * 1024 * 1024
-    """Bytes of those messages per peer (eight maximum-size blocks); more are dropped the same
-    way, except a peer's first message, which always gets in."""
-    max_validation_bytes: int = 64 * 1024 * 1024
-    """Bytes of every message queued or being validated; more are dropped (counted)."""
     delivery_queue: int = 1_024
     """Accepted messages waiting for `deliver`; more are dropped (counted)."""
     max_sync_responses: int = 64
@@ -167,10 +162,7 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         if min(self.validation_workers, self.validation_queue, self.delivery_queue) < 1:
             raise ValueError("worker and queue sizes must be positive")
-        if (
-            min(self.max_validations_per_peer, self.max_sync_responses) < 1
-            or min(self.max_validation_bytes_per_peer, self.max_validation_bytes) < 1
-        ):
+        if self.max_validations_per_peer < 1 or self.max_sync_responses < 1:
             raise ValueError("per-peer and sync queue limits must be positive")
 
 
@@ -183,8 +175,6 @@ class NetworkStatistics:
     sync: SyncStatistics
     validations_waiting: int
     """Messages queued or being validated now."""
-    validation_bytes: int
-    """Their bytes."""
     validations_dropped: int
     """Messages dropped because the validation queue was full (our overload, nobody blamed)."""
     validations_over_quota: int
@@ -239,8 +229,6 @@ class NetworkService:
         self._generation: dict[PeerId, int] = {}
         self._next_generation = 0
         self._validating: dict[PeerId, int] = {}
-        self._validating_bytes: dict[PeerId, int] = {}
-        self._validation_bytes = 0
         self._validation_send, self._validation_receive = trio.open_memory_channel[Validate](
             config.validation_queue
         )
@@ -312,7 +300,6 @@ class NetworkService:
             gossip=self._router.statistics(),
             sync=self._sync.statistics(),
             validations_waiting=sum(self._validating.values()),
-            validation_bytes=self._validation_bytes,
             validations_dropped=c.validations_dropped,
             validations_over_quota=c.validations_over_quota,
             deliveries_dropped=c.deliveries_dropped,
@@ -423,16 +410,9 @@ class NetworkService:
     def _queue_validation(self, action: Validate) -> None:
         sender = action.from_peer
         queued = self._validating.get(sender, 0)
-        size = len(action.data)
-        queued_bytes = self._validating_bytes.get(sender, 0)
         now = trio.current_time()
-        config = self.config
-        if queued >= config.max_validations_per_peer or (
-            queued and queued_bytes + size > config.max_validation_bytes_per_peer
-        ):
+        if queued >= self.config.max_validations_per_peer:
             self._counters.validations_over_quota += 1
-        elif self._validation_bytes and self._validation_bytes + size > config.max_validation_bytes:
-            self._counters.validations_dropped += 1
         else:
             try:
                 self._validation_send.send_nowait(action)
@@ -440,8 +420,6 @@ class NetworkService:
                 self._counters.validations_dropped += 1
             else:
                 self._validating[sender] = queued + 1
-                self._validating_bytes[sender] = queued_bytes + size
-                self._validation_bytes += size
                 return
         # The router holds the message as pending: clear it, blaming nobody.
         self._execute(self._router.report_validation(action.message_id, Verdict.IGNORE, now))
@@ -465,7 +443,11 @@ class NetworkService:
                 verdict = Verdict.IGNORE  # our bug: nobody is blamed, nothing is relayed
                 self._contain(Where.VALIDATION, exc, action.from_peer)
             finally:
-                self._validation_done(action)
+                remaining = self._validating[action.from_peer] - 1
+                if remaining:
+                    self._validating[action.from_peer] = remaining
+                else:
+                    del self._validating[action.from_peer]
             now = trio.current_time()
             if verdict is Verdict.ACCEPT:
                 self.swarm.credit(action.from_peer, action.topic)  # protects it from eviction
@@ -474,17 +456,6 @@ class NetworkService:
             )
             if orphan:
                 self._add_orphan(action.data, action.from_peer, now)
-
-    def _validation_done(self, action: Validate) -> None:
-        sender, size = action.from_peer, len(action.data)
-        self._validation_bytes -= size
-        remaining = self._validating[sender] - 1
-        if remaining:
-            self._validating[sender] = remaining
-            self._validating_bytes[sender] -= size
-        else:
-            del self._validating[sender]
-            del self._validating_bytes[sender]
 
     def _add_orphan(self, data: bytes, from_peer: PeerId, now: float) -> None:
         try:
