@@ -34,6 +34,10 @@ class SlashingDetector:
         self._votes: dict[PublicKey, dict[int, Vote]] = {}
         self._found: dict[bytes, Evidence] = {}
 
+    def __len__(self) -> int:
+        """Signatures remembered: headers plus votes (what `forget_before` bounds)."""
+        return len(self._headers) + sum(len(by_target) for by_target in self._votes.values())
+
     @property
     def evidence(self) -> list[Evidence]:
         """Every piece of evidence found so far, in discovery order."""

@@ -21,6 +21,7 @@ from p2pchain.consensus import (
 from p2pchain.errors import InvalidTransaction, Reason
 from p2pchain.ledger.evidence import VoteEquivocation, is_double_vote, is_surround_vote
 from p2pchain.ledger.tx import SlashPayload
+from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import COIN
 from p2pchain.testing.consensus import Simulation, adversarial_votes, sign_vote_data
 
@@ -153,3 +154,36 @@ def test_slash_transaction_burns_stake_and_shrinks_later_validator_sets():
         evidence=[evidence],
     )
     assert len(again.transactions) == 1
+
+
+def test_the_detector_remembers_only_the_window_it_is_told_to_keep():
+    """10^4 honest votes over 2,500 epochs: with `forget_before` called each epoch to keep 64
+    epochs (NodeLimits.slashing_window_epochs), the detector never holds more than 64 epochs'
+    worth, and a double vote inside the window is still caught."""
+    sim = Simulation.create(STAKES)
+    store = sim.store
+    genesis = Checkpoint(epoch=0, block_id=store.genesis_id)
+    window = 64
+    detector = SlashingDetector(sim.params.chain_id)
+    keys = [sim.keys[key] for key in sorted(sim.keys)]
+    most = 0
+    for epoch in range(1, 2_501):
+        target = Checkpoint(epoch=epoch, block_id=store.genesis_id)
+        slot = epoch * sim.params.slots_per_epoch
+        for key in keys:
+            vote = sign_vote_data(
+                store, key, slot=slot, head=store.genesis_id, source=genesis, target=target
+            )
+            assert detector.observe_vote(vote) == []
+        detector.forget_before(epoch - window + 1, 0)
+        most = max(most, len(detector))
+    assert most == window * len(keys)
+    double = sign_vote_data(
+        store,
+        keys[0],
+        slot=2_500 * sim.params.slots_per_epoch + 1,
+        head=sim.store.genesis_id,
+        source=Checkpoint(epoch=1, block_id=store.genesis_id),
+        target=Checkpoint(epoch=2_500, block_id=store.genesis_id),
+    )
+    assert len(detector.observe_vote(double)) == 1

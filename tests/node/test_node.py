@@ -296,3 +296,20 @@ async def test_a_gossiped_transaction_breaking_a_context_free_rule_is_rejected(a
             await node.validate(Topic.TRANSACTION, overflow.encoded, peer)
         assert rejected.value.reason is Reason.VALUE_OVERFLOW
         assert node.mempool_size() == 0
+
+
+async def test_the_memory_of_rejected_transactions_is_bounded(autojump_clock):
+    async with _solo(limits=NodeLimits(rejected_history=100)) as net:
+        node = net.nodes[0]
+        good = net.transfer(0, net.wallets[1].address, COIN)
+        unsigned = good.with_inputs(tuple(replace(i, signature=bytes(64)) for i in good.inputs))
+        rejected = []
+        for n in range(10_000):
+            outputs = (replace(unsigned.outputs[0], amount=COIN + n), *unsigned.outputs[1:])
+            tx = replace(unsigned, outputs=outputs)
+            with pytest.raises(InvalidTransaction):
+                await node.submit_transaction(tx)
+            rejected.append(tx.txid)
+        statuses = [node.get_transaction(txid).status for txid in rejected]
+        assert statuses[-100:] == [TxStatus.REJECTED] * 100
+        assert set(statuses[:-100]) == {TxStatus.UNKNOWN}
