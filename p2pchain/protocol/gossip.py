@@ -85,12 +85,13 @@ class GossipParams:
     """Bound on the seen cache; the oldest ids are forgotten first when it is full."""
     max_pending_validations: int = 4_096
     """Messages awaiting a verdict; new ones are dropped (not marked seen) when full."""
-    max_pending_bytes: int = 64 * 1024 * 1024
+    max_pending_bytes: int = 32 * 1024 * 1024
     """Bytes of the messages awaiting a verdict (the validation queue holds the same
     objects); new ones are dropped, not marked seen, when they would not fit."""
-    max_pending_bytes_per_peer: int = 16 * 1024 * 1024
-    """Bytes awaiting a verdict that one peer sent first; more from it are dropped (not
-    marked seen, so an honest copy from another peer still gets in)."""
+    max_pending_bytes_per_peer: int = 4 * 1024 * 1024
+    """Bytes awaiting a verdict that one peer sent first (two maximum-size blocks, or 16,000
+    small payments); more from it are dropped (not marked seen, so an honest copy from
+    another peer still gets in)."""
     max_mcache_bytes: int = 64 * 1024 * 1024
     """Bytes of validated messages kept for IWANT; past it the oldest leave early."""
     max_ihave_messages: int = 10
