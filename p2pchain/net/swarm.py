@@ -124,7 +124,7 @@ class SwarmConfig:
     max_known_addresses: int = 1_000
     inbox_size: int = 1_024
     """Events waiting for the layer above; a peer whose event finds no room stops being read."""
-    inbox_bytes: int = 32 * 1024 * 1024
+    inbox_bytes: int = 8 * 1024 * 1024
     """Estimated memory of the messages waiting in `events` (`message_weight`); past it, the
     same back-pressure applies (1,024 large IHaves alone would hold 300 MiB)."""
     shutdown_timeout: float = 2.0
