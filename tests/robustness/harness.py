@@ -261,11 +261,15 @@ class RawStream:
         await sock.connect((node.host, port))
         raw = cls(trio.SocketStream(sock), transport == "ws")
         if raw.websocket and upgrade:
-            await raw.upgrade(node)
+            try:
+                await raw.upgrade(node)
+            except PeerClosed:
+                await raw.aclose()
+                raise
         return raw
 
     async def upgrade(self, node: NodeProcess) -> None:
-        await self.stream.send_all(upgrade_request(node))
+        await self.send_bytes(upgrade_request(node))
         while b"\r\n\r\n" not in self._buffer:
             self._buffer += await self._receive_raw()
         head, _, rest = bytes(self._buffer).partition(b"\r\n\r\n")
@@ -527,6 +531,28 @@ class SecurePeer:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def closed_at_accept(node: NodeProcess, transport: str, source: str) -> bool:
+    """True if the node closes a connection from `source` before any handshake work: the
+    WebSocket upgrade fails, or an honest message 1 gets no message 2."""
+    try:
+        raw = await RawStream.open(node, transport, source)
+    except PeerClosed:
+        return True
+    keys = fresh_keys()
+    hello = make_hello(keys.identity, chain_id=node.chain_id, genesis=node.genesis_id)
+    conn = RawConnection(initiator=True, keys=keys, hello=hello, now=0.0, config=NO_TIMERS)
+    try:
+        await raw.send(conn.data_to_send())
+        with trio.fail_after(WAIT_S):
+            try:
+                await raw.receive()
+            except PeerClosed:
+                return True
+        return False
+    finally:
+        await raw.aclose()
 
 
 # -- verdicts --------------------------------------------------------------------------------
