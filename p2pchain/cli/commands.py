@@ -6,10 +6,11 @@ from functools import partial
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from trio_websocket import HandshakeError
 
 from p2pchain import __version__
-from p2pchain.cli.config import load_node
+from p2pchain.cli.config import LOG_LEVELS, load_node
 from p2pchain.cli.logs import configure_logging
 from p2pchain.cli.network import init_network
 from p2pchain.errors import P2PChainError
@@ -41,12 +42,13 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="p2pchain", message="%(prog)s %(version)s")
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(LOG_LEVELS),
     default="warning",
     show_default=True,
-    help="Logging threshold for the p2pchain loggers.",
+    help="Logging threshold for the p2pchain loggers (`node` takes node.toml's unless given).",
 )
 @click.option(
     "--log-format",
@@ -118,6 +120,9 @@ def node(config_path: Path) -> None:
     from p2pchain.cli.run import run_node, run_until_signalled
 
     node_file = load_node(config_path)
+    root = click.get_current_context().find_root()
+    if root.get_parameter_source("log_level") is not ParameterSource.COMMANDLINE:
+        configure_logging(node_file.log_level, str(root.params["log_format"]))
     trio.run(run_until_signalled, lambda: run_node(node_file))
     click.echo("stopped", err=True)
 
@@ -182,13 +187,24 @@ def wallet() -> None:
     """Keys, addresses, balances and payments (signs locally, talks to a node over RPC)."""
 
 
+def _rpc_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse what cannot be a node's RPC endpoint before trying to connect to it."""
+    scheme, _, rest = value.partition("://")
+    if scheme not in ("ws", "wss") or not rest or rest.startswith(("/", ":")):
+        raise click.BadParameter(f"{value!r} is not a WebSocket URL (ws://host:port)")
+    return value
+
+
 RPC_OPTION = click.option(
     "--rpc",
     "rpc_url",
     default="ws://127.0.0.1:8645",
     show_default=True,
+    callback=_rpc_url,
     help="A node's JSON-RPC WebSocket URL.",
 )
+POSITIVE = click.IntRange(min=1)
+NOT_NEGATIVE = click.IntRange(min=0)
 KEY_OPTION = click.option(
     "--key", "key_file", type=click.Path(path_type=Path), required=True, help="Key file (hex)."
 )
@@ -232,9 +248,9 @@ def wallet_balance(address: str, rpc_url: str) -> None:
 @wallet.command("send")
 @KEY_OPTION
 @click.option("--to", required=True, help="Recipient address.")
-@click.option("--amount", type=int, required=True, help="Base units.")
+@click.option("--amount", type=POSITIVE, required=True, help="Base units.")
 @click.option("--asset", default=None, help="Asset id (hex); default the native coin.")
-@click.option("--fee", type=int, default=10_000, show_default=True, help="Base units.")
+@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Base units.")
 @click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
 @RPC_OPTION
 def wallet_send(
@@ -253,9 +269,11 @@ def wallet_send(
 @wallet.command("issue-asset")
 @KEY_OPTION
 @click.option("--name", required=True, help="Asset name (1..32 bytes UTF-8).")
-@click.option("--amount", type=int, required=True, help="Units created now.")
-@click.option("--cap", type=int, default=0, show_default=True, help="Supply cap (0 = none).")
-@click.option("--fee", type=int, default=10_000, show_default=True)
+@click.option("--amount", type=POSITIVE, required=True, help="Units created now.")
+@click.option(
+    "--cap", type=NOT_NEGATIVE, default=0, show_default=True, help="Supply cap (0 = none)."
+)
+@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True)
 @click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
 @RPC_OPTION
 def wallet_issue_asset(

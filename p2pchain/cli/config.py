@@ -211,9 +211,34 @@ class NodeFile:
     log_level: str
 
 
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+NODE_KEYS = frozenset(
+    {
+        "network",
+        "data_dir",
+        "node_key_file",
+        "validator_key_file",
+        "listen",
+        "bootnodes",
+        "rpc",
+        "metrics",
+        "log_level",
+    }
+)
+"""Every key a node.toml may hold: a misspelt key is an error, never silently ignored."""
+
+
 def load_node(path: Path) -> NodeFile:
     """Parse a node.toml."""
     data = _load_toml(path)
+    unknown = sorted(set(data) - NODE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key {unknown[0]!r} (known: {', '.join(sorted(NODE_KEYS))})"
+        )
+    log_level = _str(data, "log_level", path) if "log_level" in data else "info"
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"{path}: log_level must be one of {', '.join(LOG_LEVELS)}")
     base = path.parent
 
     def optional_path(name: str) -> Path | None:
@@ -228,7 +253,7 @@ def load_node(path: Path) -> NodeFile:
         bootnodes=_str_list(data, "bootnodes", path),
         rpc=_str(data, "rpc", path) if "rpc" in data else None,
         metrics=_str(data, "metrics", path) if "metrics" in data else None,
-        log_level=_str(data, "log_level", path) if "log_level" in data else "info",
+        log_level=log_level,
     )
 
 

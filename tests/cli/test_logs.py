@@ -38,3 +38,30 @@ def test_plain_lines_show_the_node_id(capsys):
     err = capsys.readouterr().err
     assert "WARNING" in err
     assert "p2pchain.net [beef] banned" in err
+
+
+@pytest.mark.usefixtures("restore_p2pchain_logger")
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [((), logging.DEBUG), (("--log-level", "error"), logging.ERROR)],
+    ids=["from-node-toml", "flag-wins"],
+)
+def test_node_takes_its_log_level_from_node_toml_unless_the_flag_is_given(
+    tmp_path, monkeypatch, flags, expected
+):
+    from click.testing import CliRunner
+
+    import p2pchain.cli.run
+    from p2pchain.cli.commands import cli
+
+    seen = []
+
+    async def fake_run_node(node_file):
+        seen.append(logging.getLogger("p2pchain").level)
+
+    monkeypatch.setattr(p2pchain.cli.run, "run_node", fake_run_node)
+    config = tmp_path / "node.toml"
+    config.write_text('network = "n.toml"\nnode_key_file = "k"\nlog_level = "debug"\n')
+    result = CliRunner().invoke(cli, [*flags, "node", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert seen == [expected]

@@ -1,0 +1,83 @@
+"""CLI input mistakes end in one clear line and a non-zero exit, never a traceback, and before
+anything is contacted."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from p2pchain import __version__
+from p2pchain.cli.commands import cli
+from p2pchain.cli.config import write_key
+from p2pchain.ledger.crypto import SecretKey
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def test_version_flag_prints_the_version() -> None:
+    assert _invoke("--version") == (0, f"p2pchain {__version__}\n")
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> str:
+    path = tmp_path / "payer.key"
+    write_key(path, SecretKey.from_entropy(bytes(range(32))))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("--amount", "-5"), "Invalid value for '--amount': -5"),
+        (("--amount", "0"), "Invalid value for '--amount': 0"),
+        (("--amount", "5", "--fee", "-1"), "Invalid value for '--fee': -1"),
+        (("--amount", "5", "--rpc", "http://127.0.0.1:8645"), "is not a WebSocket URL"),
+        (("--amount", "5", "--rpc", "garbage"), "is not a WebSocket URL"),
+        (("--amount", "5", "--rpc", "ws://"), "is not a WebSocket URL"),
+    ],
+)
+def test_wallet_send_refuses_bad_flags_in_one_line(
+    key_file: str, args: tuple[str, ...], complaint: str
+) -> None:
+    code, output = _invoke("wallet", "send", "--key", key_file, "--to", "dp2p1x", *args)
+    assert code == 2
+    assert complaint in output
+    assert "Traceback" not in output
+
+
+def test_issue_asset_refuses_a_negative_cap(key_file: str) -> None:
+    code, output = _invoke(
+        "wallet", "issue-asset", "--key", key_file, "--name", "CO2", "--amount", "1", "--cap", "-1"
+    )
+    assert code == 2
+    assert "Invalid value for '--cap': -1" in output
+
+
+def test_a_node_toml_with_an_unknown_key_is_refused_by_name(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('network = "network.toml"\nnode_key_file = "node.key"\nlisten_on = []\n')
+    code, output = _invoke("node", "--config", str(config))
+    assert code == 1
+    assert "unknown key 'listen_on'" in output
+    assert output.count("\n") == 1
+
+
+def test_a_node_toml_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_bytes(b'network = "\xff\xfe"\n')
+    code, output = _invoke("node", "--config", str(config))
+    assert code == 1
+    assert "not UTF-8 text" in output
+    assert output.count("\n") == 1
+
+
+def test_a_node_toml_log_level_must_be_a_known_level(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('network = "n.toml"\nnode_key_file = "k"\nlog_level = "loud"\n')
+    code, output = _invoke("node", "--config", str(config))
+    assert code == 1
+    assert "log_level must be one of debug, info, warning, error" in output
