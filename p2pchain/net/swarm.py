@@ -764,7 +764,7 @@ class Swarm:
             handle.address,
         )
         if handle.outbound:
-            self._known.setdefault(handle.address, _Known()).failures = 0
+            self._remember(handle.address).failures = 0
         for address in hello.listen_addresses:
             self._learn(address)
         dial = self._dials.pop(handle, None)
@@ -868,11 +868,11 @@ class Swarm:
         )
         if handle.outbound:
             if event.reason is DisconnectReason.SELF_CONNECTION:
-                self._known.setdefault(handle.address, _Known()).is_self = True
+                self._remember(handle.address).is_self = True
             elif peer_id is None or self._peers.get(peer_id) is not handle:
                 self._record_failure(handle.address)
             else:
-                known = self._known.setdefault(handle.address, _Known())
+                known = self._remember(handle.address)
                 known.next_attempt = trio.current_time() + self.config.backoff_initial
         if (
             event.reason is DisconnectReason.HANDSHAKE_TIMEOUT
@@ -907,13 +907,23 @@ class Swarm:
         text = str(parsed)
         if text in self._known or text in self.listen_addresses:
             return
-        if len(self._known) >= self.config.max_known_addresses:
-            worst = max(self._known, key=lambda a: self._known[a].failures)
-            del self._known[worst]
-        self._known[text] = _Known()
+        self._remember(text)
+
+    def _remember(self, address: str) -> _Known:
+        """The record of `address`, added within `max_known_addresses` (the most-failed
+        address is forgotten to make room)."""
+        known = self._known.get(address)
+        if known is None:
+            if self._known and len(self._known) >= self.config.max_known_addresses:
+                worst = max(self._known, key=lambda a: self._known[a].failures)
+                del self._known[worst]
+            known = self._known[address] = _Known()
+        return known
 
     def _record_failure(self, address: str) -> None:
-        known = self._known.setdefault(address, _Known())
+        known = self._known.get(address)
+        if known is None:
+            return  # forgotten while it was dialed (a flood of fresh addresses): keep it so
         known.failures += 1
         delay = self.config.backoff_initial * 2 ** (known.failures - 1)
         known.next_attempt = trio.current_time() + min(self.config.backoff_max, delay)
