@@ -222,12 +222,18 @@ def wallet_new(out: Path, prefix: str) -> None:
 
 @wallet.command("address")
 @KEY_OPTION
+@click.option("--prefix", default="dp2p", show_default=True, help="Address prefix (offline).")
 @RPC_OPTION
-def wallet_address(key_file: Path, rpc_url: str) -> None:
-    """Print the address of a key on the chain the node serves."""
-    import trio
+def wallet_address(key_file: Path, prefix: str, rpc_url: str) -> None:
+    """Print the address of a key: offline with --prefix, or as the node at --rpc spells it."""
+    from p2pchain.cli.config import read_key
+    from p2pchain.cli.wallet import address_of_key, address_text
 
-    from p2pchain.cli.wallet import address_of_key
+    context = click.get_current_context()
+    if context.get_parameter_source("rpc_url") is not ParameterSource.COMMANDLINE:
+        click.echo(address_text(read_key(key_file), prefix))
+        return
+    import trio
 
     click.echo(trio.run(address_of_key, rpc_url, key_file))
 
@@ -241,7 +247,10 @@ def wallet_balance(address: str, rpc_url: str) -> None:
 
     from p2pchain.cli.wallet import balances
 
-    for asset, amount in trio.run(balances, rpc_url, address).items():
+    totals = trio.run(balances, rpc_url, address)
+    if not totals:
+        click.echo(f"{address} holds nothing")
+    for asset, amount in totals.items():
         click.echo(f"{asset} {amount}")
 
 

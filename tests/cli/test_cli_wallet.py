@@ -37,6 +37,10 @@ async def test_wallet_commands_pay_issue_and_report_balances(tmp_path: Path) -> 
         assert payee.startswith(params.address_prefix + "1")
         code, output = await _run("wallet", "address", "--key", str(payer_key), *rpc)
         assert (code, output.strip()) == (0, net.wallets[0].address_text)
+        code, output = await _run("wallet", "address", "--key", str(payer_key))  # offline
+        assert (code, output.strip()) == (0, net.wallets[0].address_text)
+        code, output = await _run("wallet", "balance", payee, *rpc)
+        assert (code, output.strip()) == (0, f"{payee} holds nothing")
 
         code, output = await _run(
             "wallet", "send", "--key", str(payer_key), "--to", payee,
