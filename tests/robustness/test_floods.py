@@ -663,27 +663,135 @@ async def _peers_flood(peer: SecurePeer, count: int) -> None:
         nursery.cancel_scope.cancel()
 
 
-@soak
 async def test_a_peers_flood_keeps_the_node_within_its_memory_bound(
     node: NodeProcess, sources: Sources, transport: str
 ) -> None:
-    """Row peers-flood: 200 unsolicited Peers of 64 fresh addresses (12,800 junk items) and
-    200 IHaves of 5,000 fresh ids (10^6): the node stays up, serves an honest peer, and its RSS
-    stays within quiet + `MEMORY_HEADROOM`."""
+    """Row peers-flood: 160 unsolicited Peers of 64 fresh addresses (10,240 junk items, each
+    dialed in turn by the node): it stays up, serves an honest peer while they arrive, keeps
+    the flooder's score at 0 (unsolicited Peers cost nothing), and its RSS stays within quiet
+    + `MEMORY_HEADROOM`."""
     verdict = await Verdict.before_attack(node)
     peer = await connect_active(node, transport, next(sources.group()))
     async with closing([peer]):
         await barrier(peer, 1)
         quiet = rss_bytes(node)
-        await _peers_flood(peer, 200)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(honest_peer_is_served, node, transport)
+            await _peers_flood(peer, 160)
         await barrier(peer, 2)
-        await honest_peer_is_served(node, transport)
         assert rss_bytes(node) <= quiet + MEMORY_HEADROOM, (rss_bytes(node), quiet)
-        await _ihave_flood(node, peer, 200)
+        assert await score_of(node, peer) == 0.0
+    await wait_no_peers(node)
+    await verdict.check(transport)
+
+
+@soak
+async def test_an_ihave_flood_of_a_million_ids_keeps_the_node_within_its_memory_bound(
+    node: NodeProcess, sources: Sources, transport: str
+) -> None:
+    """200 IHaves of 5,000 fresh ids (10^6 junk ids, 21 MB): an honest peer is served during
+    the flood, and RSS stays within quiet + `MEMORY_HEADROOM`."""
+    verdict = await Verdict.before_attack(node)
+    peer = await connect_active(node, transport, next(sources.group()))
+    async with closing([peer]):
+        await barrier(peer, 1)
+        quiet = rss_bytes(node)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(Reader(peer).run)
+            nursery.start_soon(honest_peer_is_served, node, transport)
+            for seed in range(200):
+                peer.conn.send_raw(encode_frame(ihave(10_000 + seed)))
+                await flush(peer)
+            nursery.cancel_scope.cancel()
+        if peer.is_active:
+            await peer.ping(2)
         # Broken IWANT promises may cost it its place (LOW_SCORE); nothing else may end it.
         ending = peer.ending
         assert ending is None or ending.reason is DisconnectReason.LOW_SCORE, ending
         assert rss_bytes(node) <= quiet + MEMORY_HEADROOM, (rss_bytes(node), quiet)
+    await wait_no_peers(node)
+    await verdict.check(transport)
+
+
+async def test_a_flood_past_the_all_messages_budget_is_paused_without_penalty(
+    node: NodeProcess, sources: Sources, transport: str
+) -> None:
+    """6,000 IWants for unknown ids (no budget of their own; all messages: 2,000/s, burst
+    4,000): reading pauses, nothing is charged to the score, the link stays up."""
+    verdict = await Verdict.before_attack(node)
+    peer = await connect_active(node, transport, next(sources.group()))
+    async with closing([peer]):
+        started = trio.current_time()
+        count = 6_000
+        frame = encode_frame(IWant(message_ids=(bytes(MESSAGE_ID_BYTES),)))
+        peer.conn.send_raw(frame * count)
+        await flush(peer)
+        read = await messages_received(node, peer)
+        assert read <= 4_000 + 2_000 * (trio.current_time() - started) + 10, read
+        await honest_peer_is_served(node, transport)
+        await barrier(peer, 1)
+        assert await messages_received(node, peer) >= count
+        assert await score_of(node, peer) == 0.0
+    await wait_no_peers(node)
+    await verdict.check(transport)
+
+
+async def bytes_received(node: NodeProcess, peer: SecurePeer) -> int:
+    peers = await node.rpc("net_peers")
+    assert isinstance(peers, list)
+    for entry in peers:
+        if isinstance(entry, dict) and entry["peerId"] == peer_id_of(peer):
+            return int(str(entry["bytesReceived"]))
+    raise AssertionError("the peer is not connected")
+
+
+@soak
+async def test_a_flood_past_the_bytes_budget_is_paused_without_penalty(
+    node: NodeProcess, sources: Sources, transport: str
+) -> None:
+    """800 IWants of 5,000 unknown ids (84 MB; bytes: 16 MiB/s, burst 64 MiB): the node reads
+    at most the burst plus the refill, serves an honest peer meanwhile, and the flooder keeps
+    a score of 0."""
+    verdict = await Verdict.before_attack(node)
+    peer = await connect_active(node, transport, next(sources.group()))
+    async with closing([peer]):
+        frame = encode_frame(
+            IWant(message_ids=tuple(sha256(b"%d" % i)[:MESSAGE_ID_BYTES] for i in range(5_000)))
+        )
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(honest_peer_is_served, node, transport)
+            for _ in range(800):
+                peer.conn.send_raw(frame)
+                await flush(peer)
+            read = await bytes_received(node, peer)
+            elapsed = trio.current_time() - started
+            assert read <= (64 + 16 * elapsed + 1) * 1024 * 1024, (read, elapsed)
+        await barrier(peer, 1)
+        assert await score_of(node, peer) == 0.0
+    await wait_no_peers(node)
+    await verdict.check(transport)
+
+
+async def test_a_maximum_size_publish_of_junk_is_rejected_with_its_penalty(
+    node: NodeProcess, sources: Sources, transport: str
+) -> None:
+    """A well-formed Publish whose 2,100,000 data bytes are no transaction: gossip REJECT,
+    `GossipReject.penalty` (20), not relayed, and the link stays up."""
+    verdict = await Verdict.before_attack(node)
+    peer = await connect_active(node, transport, next(sources.group()))
+    async with closing([peer]):
+        # Fresh bytes each run: a copy of an already rejected message is a duplicate (no blame).
+        junk = Publish(topic=Topic.TRANSACTION, data=b"\x00" + os.urandom(2_099_999))
+        await send_frames(peer, [junk])
+        await barrier(peer, 1)
+
+        async def penalised() -> bool:
+            return await score_of(node, peer) < 0
+
+        await wait_until(penalised)
+        assert -20.0 <= await score_of(node, peer) <= -19.5
+        await barrier(peer, 2)
     await wait_no_peers(node)
     await verdict.check(transport)
 
