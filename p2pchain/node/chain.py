@@ -22,6 +22,7 @@ bodies are in memory, storage answers for the older ones.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -49,7 +50,14 @@ from p2pchain.consensus import (
     release_bodies,
 )
 from p2pchain.consensus.store import BlockNode, is_ancestor
-from p2pchain.errors import InvalidBlock, InvalidTransaction, InvalidVote, Reason, StorageError
+from p2pchain.errors import (
+    DecodeError,
+    InvalidBlock,
+    InvalidTransaction,
+    InvalidVote,
+    Reason,
+    StorageError,
+)
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import MAX_UINT64, encode, encode_item
 from p2pchain.ledger.evidence import Evidence, evidence_key
@@ -195,6 +203,8 @@ class ChainService:
         self.params = params
         self.genesis = genesis
         self.storage = storage
+        self._kept: set[TxId] = set()
+        """Submissions of our clients kept in storage until they are settled."""
         self.limits = limits
         self.events = events
         self.now_ms = now_ms
@@ -944,6 +954,36 @@ class ChainService:
         self._publish_pool_change(change)
         self._notify()
         return change
+
+    # -- submissions that survive a crash --------------------------------------------------------
+    async def keep_submitted(self, tx: Transaction) -> None:
+        """Persist a client's transaction before it is acknowledged: a crash does not lose it."""
+        if tx.txid not in self._kept:
+            await self._write([partial(self.storage.keep_submitted, tx.txid, tx.encoded)])
+            self._kept.add(tx.txid)
+
+    def readmit_submitted(self) -> None:
+        """Admit the kept submissions again after a restart (call once, on the event loop).
+
+        Each goes through the normal admission against the restored head, so one that the
+        chain meanwhile spent or settled is dropped, not trusted.
+        """
+        for txid, raw in self.storage.submitted():
+            with contextlib.suppress(InvalidTransaction, DecodeError):  # settled just below
+                self.add_transaction(Transaction.from_bytes(raw), peer=None)
+            self._kept.add(txid)
+        self.storage.forget_submitted(self._settled())
+
+    async def forget_settled(self) -> None:
+        """Stop keeping submissions that are finalized, rejected or gone from the pool."""
+        if settled := self._settled():
+            await self._write([partial(self.storage.forget_submitted, settled)])
+
+    def _settled(self) -> list[TxId]:
+        done = (TxStatus.FINALIZED, TxStatus.REJECTED, TxStatus.UNKNOWN)
+        settled = [txid for txid in self._kept if self.transaction(txid).status in done]
+        self._kept.difference_update(settled)
+        return settled
 
     def _check_not_on_chain(self, tx: Transaction) -> None:
         """Refuse a transaction that is on the chain, or that spends an output the chain has

@@ -290,6 +290,7 @@ class Node:
                 chain.publish_tx(txid)
                 raise error
         chain.add_transaction(tx, peer=None)
+        await chain.keep_submitted(tx)
         self._gossip_pool()
         await trio.lowlevel.checkpoint()
         return txid
@@ -500,6 +501,7 @@ class Node:
             except Exception as exc:  # a waiting block from some peer hit our bug: it is gone
                 network.faults.record(Where.IMPORT, exc)
             network.announce_status()
+            await chain.forget_settled()
             duties = self._duties
             if duties is not None and slot > 0:
                 with contextlib.suppress(SlashingProtectionError):  # counted; never sign around
@@ -604,6 +606,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             await trio.to_thread.run_sync(chain.restore, chain.current_slot())
         else:
             chain.restore(chain.current_slot())
+        chain.readmit_submitted()
         node = Node(config, chain, events, node_key, clock_offset)
         swarm = SwarmConfig(
             identity=node_key,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +194,19 @@ class ChainStore(Protocol):
 
     def get_metadata(self, key: str) -> bytes | None: ...
 
+    def keep_submitted(self, txid: TxId, raw: bytes) -> None:
+        """Persist a transaction a client submitted, before the node acknowledges it, so that a
+        crash of the node does not lose it (kept until `forget_submitted`)."""
+        ...
+
+    def forget_submitted(self, txids: Sequence[TxId]) -> None:
+        """Drop kept submissions (on the finalized chain, rejected, or evicted by policy)."""
+        ...
+
+    def submitted(self) -> list[tuple[TxId, bytes]]:
+        """Every kept submission, oldest first: what a restarting node admits again."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -274,6 +287,7 @@ class MemoryChainStore:
         self._votes: dict[PublicKey, Vote] = {}
         self._bans: dict[str, float] = {}
         self._metadata: dict[str, bytes] = {}
+        self._submitted: dict[TxId, bytes] = {}
         self._justified: Checkpoint | None = None
         self._finalized: Checkpoint | None = None
         self._head = BlockId(genesis.header.parent)
@@ -411,6 +425,16 @@ class MemoryChainStore:
     def get_metadata(self, key: str) -> bytes | None:
         return self._metadata.get(key)
 
+    def keep_submitted(self, txid: TxId, raw: bytes) -> None:
+        self._submitted.setdefault(txid, bytes(raw))
+
+    def forget_submitted(self, txids: Sequence[TxId]) -> None:
+        for txid in txids:
+            self._submitted.pop(txid, None)
+
+    def submitted(self) -> list[tuple[TxId, bytes]]:
+        return list(self._submitted.items())
+
     def close(self) -> None:
         """Nothing to release; present so both stores are used the same way."""
 
@@ -423,6 +447,10 @@ class MemoryChainStore:
 
 # -- SQLite ----------------------------------------------------------------------------------
 
+_SUBMITTED_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS submitted (txid BLOB PRIMARY KEY, seq INTEGER NOT NULL,"
+    " data BLOB NOT NULL) WITHOUT ROWID"
+)
 _SCHEMA = (
     "CREATE TABLE chain (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE blocks (id BLOB PRIMARY KEY, parent BLOB NOT NULL, height INTEGER NOT NULL,"
@@ -439,6 +467,7 @@ _SCHEMA = (
     "CREATE TABLE votes (validator BLOB PRIMARY KEY, vote BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE bans (peer TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID",
     "CREATE TABLE metadata (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
+    _SUBMITTED_TABLE,
 )
 
 Row = tuple[object, ...]
@@ -554,6 +583,7 @@ class SqliteChainStore:
             ).fetchone()
             if exists:
                 self._check_identity()
+                db.execute(_SUBMITTED_TABLE)  # added to schema 1 later: created if missing
             else:
                 for statement in _SCHEMA:
                     db.execute(statement)
@@ -804,6 +834,24 @@ class SqliteChainStore:
     def get_metadata(self, key: str) -> bytes | None:
         row = self._one("SELECT value FROM metadata WHERE key = ?", (key,))
         return None if row is None else _blob(row[0])
+
+    def keep_submitted(self, txid: TxId, raw: bytes) -> None:
+        with write_transaction(self._db) as db:
+            db.execute(
+                "INSERT OR IGNORE INTO submitted (txid, seq, data) VALUES"
+                " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM submitted), ?)",
+                (bytes(txid), bytes(raw)),
+            )
+
+    def forget_submitted(self, txids: Sequence[TxId]) -> None:
+        if not txids:
+            return
+        with write_transaction(self._db) as db:
+            db.executemany("DELETE FROM submitted WHERE txid = ?", [(bytes(t),) for t in txids])
+
+    def submitted(self) -> list[tuple[TxId, bytes]]:
+        rows = self._query("SELECT txid, data FROM submitted ORDER BY seq")
+        return [(TxId(_blob(txid)), _blob(data)) for txid, data in rows]
 
     def close(self) -> None:
         """Close the connections; committed data is already on disk."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from crash_worker import PARAMS, ChainBuilder, genesis, reference_chain
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -26,7 +26,7 @@ from p2pchain.errors import StorageError
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode
 from p2pchain.ledger.tx import OutPoint, TxKind
-from p2pchain.ledger.types import BlockId, PublicKey
+from p2pchain.ledger.types import BlockId, PublicKey, TxId
 from p2pchain.ledger.utxo import UndoData, UtxoView
 from p2pchain.ledger.validation import connect_block
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -479,3 +479,48 @@ class StoresAgree(RuleBasedStateMachine):
 
 TestStoresAgree = StoresAgree.TestCase
 TestStoresAgree.settings = settings(max_examples=25, stateful_step_count=15)
+
+
+@given(
+    operations=st.lists(
+        st.tuples(st.booleans(), st.integers(min_value=0, max_value=7)), max_size=40
+    )
+)
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_kept_submissions_match_a_naive_model_across_reopens(
+    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[bool, int]]
+) -> None:
+    """Keep/forget in any order: the store lists what a dict in insertion order would, oldest
+    first, and a reopened SQLite store lists the same."""
+    path = tmp_path_factory.mktemp("submitted") / "chain.db"
+    memory = MemoryChainStore(chain_id=PARAMS.chain_id, genesis=GENESIS)
+    model: dict[TxId, bytes] = {}
+    with open_sqlite(path) as sqlite:
+        for keep, index in operations:
+            txid = TxId(bytes([index]) * 32)
+            for store in (memory, sqlite):
+                if keep:
+                    store.keep_submitted(txid, b"raw%d" % index)
+                else:
+                    store.forget_submitted([txid])
+            if keep:
+                model.setdefault(txid, b"raw%d" % index)
+            else:
+                model.pop(txid, None)
+            assert memory.submitted() == sqlite.submitted() == list(model.items())
+    with open_sqlite(path) as reopened:
+        assert reopened.submitted() == list(model.items())
+
+
+def test_a_database_of_schema_1_without_the_submitted_table_gains_it(tmp_path: Path) -> None:
+    path = tmp_path / "chain.db"
+    with open_sqlite(path) as store:
+        store.keep_submitted(TxId(bytes(32)), b"x")
+    connection = sqlite3.connect(path)
+    connection.execute("DROP TABLE submitted")
+    connection.commit()
+    connection.close()
+    with open_sqlite(path) as store:
+        assert store.submitted() == []
+        store.keep_submitted(TxId(bytes(32)), b"y")
+        assert store.submitted() == [(TxId(bytes(32)), b"y")]

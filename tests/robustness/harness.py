@@ -92,6 +92,7 @@ class NodeProcess:
     genesis_id: BlockId
     validator_key: SecretKey
     wallet_keys: tuple[SecretKey, ...]
+    wallet_key_files: tuple[Path, ...]
 
     @property
     def chain_id(self) -> int:
@@ -129,6 +130,11 @@ class NodeProcess:
         assert isinstance(peers, list)
         return {str(p["peerId"]): float(p["score"]) for p in peers if isinstance(p, dict)}
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or power loss of the process."""
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
@@ -162,15 +168,11 @@ def start_node(root: Path, *, params: ChainParams | None = None) -> NodeProcess:
     node_file = load_node(config)
     ports = {a.split("://")[0]: int(a.rsplit(":", 1)[1]) for a in node_file.listen}
     network = load_network(layout.network)
-    log = config.parent / "node.log"
-    with log.open("wb") as output:
-        command = [sys.executable, "-m", "p2pchain", "node", "--config", str(config)]
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     assert node_file.rpc is not None
     node = NodeProcess(
-        process=process,
+        process=_spawn(config),
         directory=config.parent,
-        log=log,
+        log=config.parent / "node.log",
         host="127.0.0.1",
         tcp_port=ports["tcp"],
         ws_port=ports["ws"],
@@ -180,9 +182,23 @@ def start_node(root: Path, *, params: ChainParams | None = None) -> NodeProcess:
         genesis_id=genesis_block(network.genesis, network.params).block_id,
         validator_key=validator_key,
         wallet_keys=tuple(read_key(path) for path in layout.wallets),
+        wallet_key_files=layout.wallets,
     )
     _wait_listening(node)
     return node
+
+
+def restart_node(node: NodeProcess) -> None:
+    """Start the node's process again on its directory (after `stop` or `kill`)."""
+    assert not node.is_alive()
+    node.process = _spawn(node.directory / "node.toml")
+    _wait_listening(node)
+
+
+def _spawn(config: Path) -> subprocess.Popen[bytes]:
+    with (config.parent / "node.log").open("ab") as output:
+        command = [sys.executable, "-m", "p2pchain", "node", "--config", str(config)]
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
 
 
 def _wait_listening(node: NodeProcess) -> None:

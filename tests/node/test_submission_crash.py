@@ -1,0 +1,61 @@
+"""An acknowledged submission survives a crash of the node that acknowledged it.
+
+A real node process with a data directory (no validator key, so nothing is ever included)
+acknowledges a payment over JSON-RPC and is SIGKILLed at once; started again on the same
+directory, it holds the payment as pending. Kept submissions are admitted again like new ones,
+so one that became invalid meanwhile is dropped rather than trusted.
+"""
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from p2pchain.cli.wallet import send
+from p2pchain.ledger.address import address_of, encode_address
+from p2pchain.node.config import DATABASE_FILE
+from p2pchain.params import COIN
+from tests.robustness.harness import restart_node, start_node
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_a_payment_acknowledged_right_before_a_sigkill_is_pending_after_restart(
+    tmp_path: Path,
+) -> None:
+    node = start_node(tmp_path)
+    try:
+        prefix = node.params.address_prefix
+        addresses = [encode_address(address_of(key.public_key), prefix) for key in node.wallet_keys]
+        txids = [
+            await send(
+                node.rpc_url,
+                key_file,
+                addresses[1 - index],
+                (index + 1) * COIN,
+                asset=None,
+                fee=10_000,
+                wait=False,
+            )
+            for index, key_file in enumerate(node.wallet_key_files[:2])
+        ]
+        node.kill()  # no shutdown code runs
+        database = node.directory / "data" / DATABASE_FILE
+        with contextlib.closing(sqlite3.connect(database)) as db, db:
+            db.execute(
+                "INSERT INTO submitted (txid, seq, data) VALUES (?, 99, ?)", (bytes(32), b"junk")
+            )
+        restart_node(node)
+        for txid in txids:
+            info = await node.rpc("tx_get", txid)
+            assert isinstance(info, dict)
+            assert info["status"] == "pending", info
+        status = await node.rpc("mempool_status")
+        assert isinstance(status, dict)
+        assert status["size"] == len(txids) == 2
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            kept = {"0x" + row[0].hex() for row in db.execute("SELECT txid FROM submitted")}
+        assert kept == set(txids)  # the undecodable one was dropped, not trusted
+    finally:
+        node.stop()
