@@ -385,7 +385,9 @@ async def test_a_websocket_frame_declaring_too_much_is_closed_with_1009(
     await verdict.check("ws")
 
 
-async def test_a_websocket_text_frame_breaks_the_binary_link(node: NodeProcess, sources: Sources) -> None:
+async def test_a_websocket_text_frame_breaks_the_binary_link(
+    node: NodeProcess, sources: Sources
+) -> None:
     verdict = await Verdict.before_attack(node)
     raw = await RawStream.open(node, "ws", next(sources.group()))
     try:
