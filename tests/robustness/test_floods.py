@@ -456,6 +456,45 @@ async def test_fresh_keys_from_a_banned_address_are_closed_at_accept(
     await verdict.check(transport)
 
 
+async def test_protocol_errors_from_three_fresh_keys_get_their_address_refused(
+    node: NodeProcess, sources: Sources, transport: str
+) -> None:
+    """Each key makes one protocol error (50): the address reaches -150, below -100, and is
+    refused inbound at accept, whatever the key; its neighbours are not."""
+    verdict = await Verdict.before_attack(node)
+    group = sources.group()
+    source = next(group)
+    for _ in range(3):
+        frame = raw_frame(Ping.TYPE, 2 + MAX_PAYLOAD_BYTES[Ping.TYPE])
+        assert await _protocol_error(node, transport, source, frame) is (
+            DisconnectReason.PROTOCOL_ERROR
+        )
+    assert await closed_at_accept(node, transport, source)
+    neighbour = await connect_active(node, transport, next(group))
+    async with closing([neighbour]):
+        await barrier(neighbour, 1)
+    await wait_no_peers(node)
+    await verdict.check(transport)
+
+
+async def test_bans_from_five_addresses_of_one_group_refuse_the_whole_group(
+    node: NodeProcess, sources: Sources, transport: str
+) -> None:
+    """Five Ping floods from five addresses of one /16, each ending in LOW_SCORE (about -110
+    each): the group passes -500 and a sixth, fresh address of it is closed at accept, while
+    an address of another group is admitted."""
+    verdict = await Verdict.before_attack(node)
+    group = sources.group()
+    for _ in range(5):
+        await _flood_to_a_ban(node, transport, next(group), "ping")
+    assert await closed_at_accept(node, transport, next(group))
+    outsider = await connect_active(node, transport, next(sources.group()))
+    async with closing([outsider]):
+        await barrier(outsider, 1)
+    await wait_no_peers(node)
+    await verdict.check(transport)
+
+
 # -- volume budgets: floods pause reading, never cost score -----------------------------------
 
 
@@ -849,3 +888,80 @@ async def test_a_peers_flood_keeps_the_known_address_table_within_its_bound(
                 sizes.append(swarm.statistics().known_addresses)
         nursery.cancel_scope.cancel()
     assert max(sizes) <= known, sizes
+
+
+# -- soak: floods at scale ---------------------------------------------------------------------
+
+
+async def _stall_until_closed(node: NodeProcess, transport: str, source: str) -> None:
+    try:
+        raw = await stalled(node, transport, source)
+    except (OSError, PeerClosed):
+        return
+    try:
+        await raw.wait_closed()
+    finally:
+        await raw.aclose()
+
+
+@soak
+async def test_hundreds_of_stalled_handshakes_from_many_groups_let_every_honest_peer_in(
+    node: NodeProcess, sources: Sources, transport: str
+) -> None:
+    """400 stalls from 40 addresses in 10 groups, opened as fast as the node accepts them,
+    while 10 honest peers from 127.0.0.1 each complete a handshake and a ping."""
+    verdict = await Verdict.before_attack(node)
+    addresses = []
+    for _ in range(10):
+        group = sources.group()
+        addresses += [next(group) for _ in range(4)]
+    served = 0
+    async with trio.open_nursery() as nursery:
+        limiter = trio.CapacityLimiter(64)
+
+        async def one(source: str) -> None:
+            async with limiter:
+                await _stall_until_closed(node, transport, source)
+
+        for i in range(400):
+            nursery.start_soon(one, addresses[i % len(addresses)])
+            if i % 40 == 20:
+                await honest_peer_is_served(node, transport)
+                served += 1
+    assert served == 10
+    await verdict.check(transport)
+
+
+@soak
+async def test_inbound_churn_of_fresh_keys_keeps_the_limit_and_admits_honest_peers(
+    node: NodeProcess, sources: Sources, transport: str
+) -> None:
+    """Fresh keys from 8 groups keep connecting (96 in all) into full inbound slots: each
+    newcomer evicts or is refused with TOO_MANY_PEERS, the inbound count never passes 32, and
+    an honest peer gets in at every round."""
+    verdict = await Verdict.before_attack(node)
+    groups = [sources.group() for _ in range(8)]
+    addresses = [[next(g) for _ in range(2)] for g in groups]
+    peers: list[SecurePeer] = []
+    async with closing(peers):  # type: ignore[arg-type]
+        for _ in range(3):
+            for i in range(MAX_INBOUND):
+                group = addresses[i % 8]
+                peer = await SecurePeer.connect(node, transport, group[(i // 8) % 2])
+                peers.append(peer)
+                if peer.is_active:
+                    await peer.ping(1)
+                if peer.ending is not None:
+                    assert peer.ending.reason is DisconnectReason.TOO_MANY_PEERS, peer.ending
+            assert await inbound_count(node) <= MAX_INBOUND
+            await honest_peer_is_served(node, transport)
+        ended = 0
+        for peer in peers:
+            if peer.is_active and not await peer.ping(2):
+                assert peer.ending is not None
+                assert peer.ending.reason is DisconnectReason.TOO_MANY_PEERS, peer.ending
+            ended += not peer.is_active
+        assert ended >= len(peers) - MAX_INBOUND
+        assert await inbound_count(node) <= MAX_INBOUND
+    await wait_no_peers(node)
+    await verdict.check(transport)
