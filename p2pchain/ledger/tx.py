@@ -98,6 +98,10 @@ class OutPoint:
     txid: TxId
     index: int
 
+    def __str__(self) -> str:
+        """`txid:index` with the txid in hex, as errors and logs show it."""
+        return f"{self.txid.hex()}:{self.index}"
+
     def to_rlp(self) -> RLPItem:
         return [self.txid, uint_bytes(self.index)]
 

@@ -158,6 +158,8 @@ def test_first_seen_wins_a_conflict(view: UtxoView) -> None:
     with pytest.raises(InvalidTransaction) as failure:
         pool.add(richer, view, next_context(view), now=0.0)
     assert failure.value.reason is Reason.MEMPOOL_CONFLICT
+    spent = richer.inputs[0].outpoint
+    assert f"{spent.txid.hex()}:{spent.index} is spent by {first.txid.hex()}" in str(failure.value)
     assert first.txid in pool
     assert richer.txid not in pool
     assert pool.spender_of(first.inputs[0].outpoint) == first.txid
