@@ -203,8 +203,8 @@ class ChainService:
         self.params = params
         self.genesis = genesis
         self.storage = storage
-        self._kept: set[TxId] = set()
-        """Submissions of our clients kept in storage until they are settled."""
+        self._kept: dict[TxId, None] = {}
+        """Submissions of our clients kept in storage until they are settled, oldest first."""
         self.limits = limits
         self.events = events
         self.now_ms = now_ms
@@ -960,7 +960,7 @@ class ChainService:
         """Persist a client's transaction before it is acknowledged: a crash does not lose it."""
         if tx.txid not in self._kept:
             await self._write([partial(self.storage.keep_submitted, tx.txid, tx.encoded)])
-            self._kept.add(tx.txid)
+            self._kept[tx.txid] = None
 
     def readmit_submitted(self) -> None:
         """Admit the kept submissions again after a restart (call once, on the event loop).
@@ -971,7 +971,7 @@ class ChainService:
         for txid, raw in self.storage.submitted():
             with contextlib.suppress(InvalidTransaction, DecodeError):  # settled just below
                 self.add_transaction(Transaction.from_bytes(raw), peer=None)
-            self._kept.add(txid)
+            self._kept[txid] = None
         self.storage.forget_submitted(self._settled())
 
     async def forget_settled(self) -> None:
@@ -979,10 +979,22 @@ class ChainService:
         if settled := self._settled():
             await self._write([partial(self.storage.forget_submitted, settled)])
 
+    def pending_submissions(self, limit: int) -> list[Transaction]:
+        """Up to `limit` of our clients' submissions still in the pool, oldest first."""
+        pending = []
+        for txid in self._kept:
+            entry = self.mempool.get(txid)
+            if entry is not None:
+                pending.append(entry.tx)
+                if len(pending) == limit:
+                    break
+        return pending
+
     def _settled(self) -> list[TxId]:
         done = (TxStatus.FINALIZED, TxStatus.REJECTED, TxStatus.UNKNOWN)
         settled = [txid for txid in self._kept if self.transaction(txid).status in done]
-        self._kept.difference_update(settled)
+        for txid in settled:
+            del self._kept[txid]
         return settled
 
     def _check_not_on_chain(self, tx: Transaction) -> None:

@@ -92,6 +92,12 @@ class NodeLimits:
     offload_decode_bytes: int = 256 * 1024
     """Peer frames and gossiped blocks longer than this are decoded in a worker thread, so
     that one peer's large message never stalls the event loop (and every other peer)."""
+    rebroadcast_slots: int = 8
+    """Every this many slots, our clients' submissions still pending are sent to every peer
+    again (gossip may have lost them, or no peer was connected when they came)."""
+    max_rebroadcast: int = 500
+    """Pending submissions sent per peer at a rebroadcast and to each newly connected peer
+    (oldest first): what one peer can cost us in sends."""
 
     def __post_init__(self) -> None:
         values = (
@@ -111,6 +117,7 @@ class NodeLimits:
             self.signature_cache,
             self.offload_signatures,
             self.offload_decode_bytes,
+            self.rebroadcast_slots,
         )
         per_source = (
             self.max_inbound_per_address,
@@ -124,6 +131,7 @@ class NodeLimits:
             self.max_future_slots,
             self.slashing_window_epochs,
             self.history_blocks,
+            self.max_rebroadcast,
         )
         if min(values + per_source) < 1 or min(naturals) < 0:
             raise ConfigError("node limits must be positive")

@@ -74,7 +74,7 @@ from p2pchain.node.storage import ChainStore, MemoryChainStore, SqliteChainStore
 from p2pchain.params import ChainParams
 from p2pchain.protocol.connection import ConnectionConfig, PeerId
 from p2pchain.protocol.gossip import Verdict
-from p2pchain.protocol.messages import Status, Topic
+from p2pchain.protocol.messages import Publish, Status, Topic
 
 PEER_POLL_INTERVAL: Final = 1.0
 """Seconds between two looks at the peer set for PEER events."""
@@ -502,6 +502,8 @@ class Node:
                 network.faults.record(Where.IMPORT, exc)
             network.announce_status()
             await chain.forget_settled()
+            if slot % self.config.limits.rebroadcast_slots == 0:
+                self._send_pending_submissions(peer.peer_id for peer in network.swarm.peers())
             duties = self._duties
             if duties is not None and slot > 0:
                 with contextlib.suppress(SlashingProtectionError):  # counted; never sign around
@@ -513,9 +515,24 @@ class Node:
             self._after_import()
             await trio.sleep_until(self._slot_time(slot + 1))
 
+    def _send_pending_submissions(self, peers: Iterable[PeerId]) -> None:
+        """Send our clients' pending submissions to `peers`, bypassing the seen cache: a peer
+        that connected after we gossiped them (or that gossip missed) learns them this way,
+        and one that has them ignores the duplicates at no cost."""
+        pending = self._chain.pending_submissions(self.config.limits.max_rebroadcast)
+        if not pending:
+            return
+        swarm = self.network.swarm
+        messages = [Publish(topic=Topic.TRANSACTION, data=tx.encoded) for tx in pending]
+        for peer_id in peers:
+            for message in messages:
+                swarm.send(peer_id, message)
+
     async def _run_peer_watch(self) -> None:
         while True:
             current = {info.peer_id: info.address for info in self.network.swarm.peers()}
+            newcomers = [peer_id for peer_id in current if peer_id not in self._peers_seen]
+            self._send_pending_submissions(newcomers)
             for peer_id, address in current.items():
                 if peer_id not in self._peers_seen:
                     self._events.publish(

@@ -29,6 +29,7 @@ import trio
 from p2pchain.cli.config import load_network, load_node, read_key
 from p2pchain.cli.network import init_network
 from p2pchain.cli.rpc_client import JSON, connect_rpc
+from p2pchain.errors import DecodeError
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.genesis import GenesisConfig, genesis_block
 from p2pchain.ledger.types import BlockId
@@ -44,7 +45,6 @@ from p2pchain.protocol.connection import (
     State,
 )
 from p2pchain.protocol.messages import (
-    DecodeError,
     DisconnectReason,
     Hello,
     Message,
@@ -58,6 +58,9 @@ WAIT_S = 20.0
 """Safety bound on every wait of the catalogue: a wait that reaches it fails the row."""
 READY_S = 30.0
 RECEIVE_BYTES = 1 << 16
+WS_PIECE_BYTES = 1 << 16
+"""The raw peer's WebSocket frames carry at most this much (the node closes frames over
+131,072 bytes with 1009; rows that want that send their own header)."""
 NO_TIMERS = ConnectionConfig(handshake_timeout=3_600.0, ping_interval=3_600.0, pong_timeout=3_600.0)
 """The raw peer's own timers never fire: only the node's reactions count."""
 
@@ -128,7 +131,7 @@ class NodeProcess:
         """Connected peers' scores by peer id (hex), from `net_peers`."""
         peers = await self.rpc("net_peers")
         assert isinstance(peers, list)
-        return {str(p["peerId"]): float(p["score"]) for p in peers if isinstance(p, dict)}
+        return {str(p["peerId"]): float(str(p["score"])) for p in peers if isinstance(p, dict)}
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a crash or power loss of the process."""
@@ -305,8 +308,10 @@ class RawStream:
     async def send(self, data: bytes) -> None:
         if self.sent is not None:
             self.sent.append(data)
-        if self.websocket:
-            data = ws_frame(data)
+        if self.websocket:  # frames under the node's limit: the stream has no boundaries
+            data = b"".join(
+                ws_frame(data[i : i + WS_PIECE_BYTES]) for i in range(0, len(data), WS_PIECE_BYTES)
+            )
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:

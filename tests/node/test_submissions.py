@@ -1,4 +1,5 @@
-"""An acknowledged submission survives a crash of the node that acknowledged it.
+"""A client's submission is not lost: it survives a crash of the node that acknowledged it,
+and it reaches peers that connect after it was accepted.
 
 A real node process with a data directory (no validator key, so nothing is ever included)
 acknowledges a payment over JSON-RPC and is SIGKILLed at once; started again on the same
@@ -14,9 +15,11 @@ import pytest
 
 from p2pchain.cli.wallet import send
 from p2pchain.ledger.address import address_of, encode_address
+from p2pchain.ledger.tx import Transaction
 from p2pchain.node.config import DATABASE_FILE
 from p2pchain.params import COIN
-from tests.robustness.harness import restart_node, start_node
+from p2pchain.protocol.messages import Publish, Topic
+from tests.robustness.harness import HONEST_SOURCE, SecurePeer, restart_node, start_node
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,5 +60,38 @@ async def test_a_payment_acknowledged_right_before_a_sigkill_is_pending_after_re
         with contextlib.closing(sqlite3.connect(database)) as db:
             kept = {"0x" + row[0].hex() for row in db.execute("SELECT txid FROM submitted")}
         assert kept == set(txids)  # the undecodable one was dropped, not trusted
+    finally:
+        node.stop()
+
+
+async def test_a_submission_accepted_without_peers_reaches_the_first_peer_that_connects(
+    tmp_path: Path,
+) -> None:
+    """The node had nobody to gossip to when it accepted the payment; a peer connecting later
+    (a raw peer of the test's own) is sent it without asking."""
+    node = start_node(tmp_path)
+    try:
+        prefix = node.params.address_prefix
+        payee = encode_address(address_of(node.wallet_keys[1].public_key), prefix)
+        txid = await send(
+            node.rpc_url, node.wallet_key_files[0], payee, COIN, asset=None, fee=10_000, wait=False
+        )
+        info = await node.rpc("tx_get", txid)
+        assert isinstance(info, dict)
+        peer = await SecurePeer.connect(node, "tcp", HONEST_SOURCE)
+        try:
+
+            def got_it() -> bool:
+                return any(
+                    isinstance(m, Publish)
+                    and m.topic is Topic.TRANSACTION
+                    and "0x" + Transaction.from_bytes(m.data).txid.hex() == txid
+                    for m in peer.received
+                )
+
+            await peer.wait_for(got_it)
+            assert got_it(), peer.ending
+        finally:
+            await peer.aclose()
     finally:
         node.stop()
