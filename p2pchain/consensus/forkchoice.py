@@ -218,6 +218,35 @@ def on_evidence(store: Store, evidence: Evidence) -> None:
 # -- internals: called only after every check has passed ------------------------------------
 
 
+def adopt_checkpoints(store: Store, justified: Checkpoint, finalized: Checkpoint) -> bool:
+    """Take back the checkpoints a node had reached before it restarted; True if they moved.
+
+    A restarting node replays its stored blocks and each validator's latest vote, not every
+    vote it ever counted, so the replay can end below the checkpoints it had persisted (votes
+    that justified a checkpoint without reaching a block are gone). Those were reached under
+    the rules, and what a node reported as finalized must never move back, so they are adopted
+    when both blocks are known, each checkpoint is its chain's checkpoint for its epoch, and
+    they extend the replay's finalized chain. Anything else leaves the store unchanged.
+    """
+    if justified.epoch < finalized.epoch:
+        return False
+    for checkpoint in (finalized, justified):
+        if checkpoint.block_id not in store.nodes:
+            return False
+        if get_checkpoint(store, checkpoint.block_id, checkpoint.epoch) != checkpoint:
+            return False
+    if not _is_consistent(store, finalized, justified) or not _is_consistent(
+        store, store.finalized_checkpoint, finalized
+    ):
+        return False
+    before = (store.justified_checkpoint, store.finalized_checkpoint)
+    store.finality.justified.update((finalized, justified))
+    store.finality.finalized.add(finalized)
+    _update_checkpoints(store, [finalized])
+    _update_head(store)
+    return (store.justified_checkpoint, store.finalized_checkpoint) != before
+
+
 def _extends_finalized(store: Store, parent: BlockNode, slot: int) -> bool:
     """A child of `parent` at `slot` keeps the finalized checkpoint on its chain."""
     finalized = store.finalized_checkpoint

@@ -39,6 +39,7 @@ from p2pchain.consensus import (
     BlockOutcome,
     SlashingDetector,
     Store,
+    adopt_checkpoints,
     compute_slot_at_time,
     compute_start_slot_at_epoch,
     get_forkchoice_store,
@@ -527,6 +528,10 @@ class ChainService:
                 on_vote(self.store, vote, self.store.current_slot)
             except InvalidVote:
                 continue
+        if stored.finalized is not None and adopt_checkpoints(
+            self.store, stored.justified or stored.finalized, stored.finalized
+        ):
+            self._release_history()  # what we reported as finalized never moves back
         pop_head_change(self.store)
         reverts, path = self._storage_path()
         for block_id in reverts:

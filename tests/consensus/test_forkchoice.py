@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from p2pchain.consensus import (
     BlockOutcome,
+    adopt_checkpoints,
     build_block,
     get_block_view,
     get_forkchoice_store,
@@ -319,3 +320,59 @@ def test_a_block_whose_own_votes_finalize_off_its_chain_is_reported_pruned():
     assert [b.block_id for b in change.undone] == [chain.y.block_id, chain.x.block_id]
     assert change.applied == ()
     assert store.view.tip == chain.h.block_id
+
+
+def _replay_blocks(sim: Simulation):
+    """A fresh store fed only the blocks of `sim`, as a restarting node replays its storage."""
+    store = get_forkchoice_store(sim.params, sim.genesis)
+    for message in sim.messages:
+        if isinstance(message, Block):
+            on_tick(store, message.header.slot)
+            on_block(store, message, message.header.slot)
+    on_tick(store, sim.slot)
+    return store
+
+
+def test_a_replay_that_ends_below_the_persisted_checkpoints_adopts_them():
+    """Votes that justified the last checkpoints have not reached a block yet, so a replay of
+    the blocks ends below them; adopting the persisted ones restores exactly the checkpoints
+    and head the node had, and adopting them again changes nothing."""
+    regressed = 0
+    for slots in range(8, 40):
+        sim = Simulation.create(STAKES)
+        for _ in range(slots):
+            sim.run_slot()
+        replay = _replay_blocks(sim)
+        justified, finalized = sim.store.justified_checkpoint, sim.store.finalized_checkpoint
+        behind = (replay.justified_checkpoint, replay.finalized_checkpoint) != (
+            justified,
+            finalized,
+        )
+        regressed += behind
+        assert adopt_checkpoints(replay, justified, finalized) is behind
+        assert replay.justified_checkpoint == justified
+        assert replay.finalized_checkpoint == finalized
+        assert get_head(replay) == get_head(sim.store)
+        assert adopt_checkpoints(replay, justified, finalized) is False
+    assert regressed > 0  # the scenario does exercise a replay that falls short
+
+
+def test_checkpoints_that_do_not_fit_the_store_are_not_adopted():
+    sim = Simulation.create(STAKES)
+    sim.run_epochs(4)
+    replay = get_forkchoice_store(sim.params, sim.genesis)  # knows none of the blocks
+    before = outcome(replay)
+    finalized = sim.store.finalized_checkpoint
+    assert finalized.epoch > 0
+    assert not adopt_checkpoints(replay, sim.store.justified_checkpoint, finalized)
+    assert outcome(replay) == before
+    own = _replay_blocks(sim)
+    before = outcome(own)
+    assert own.finalized_checkpoint.epoch > 0
+    genesis = Checkpoint(epoch=0, block_id=own.genesis_id)
+    assert not adopt_checkpoints(own, genesis, genesis)  # older ones never move it back
+    unknown = Checkpoint(epoch=finalized.epoch, block_id=BlockId(bytes(32)))
+    assert not adopt_checkpoints(own, unknown, unknown)
+    if sim.store.justified_checkpoint.epoch > finalized.epoch:
+        assert not adopt_checkpoints(own, finalized, sim.store.justified_checkpoint)  # swapped
+    assert outcome(own) == before

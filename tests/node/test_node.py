@@ -154,6 +154,26 @@ async def test_restart_resumes_from_the_data_dir(autojump_clock, tmp_path):
             await net.wait_finalized(finalized.epoch + 2)
 
 
+async def test_restarts_at_any_moment_never_move_the_checkpoints_back(autojump_clock, tmp_path):
+    """A node reports finalized and justified checkpoints reached with votes that may not be in
+    any block yet; restarted at any slot and any point within it, it reports them again (or
+    later ones), never earlier ones."""
+    rng = random.Random(5)
+    async with testnet(4, transport=SimulatedNetwork(seed=4), data_dir=tmp_path) as net:
+        with trio.fail_after(LIMIT_S):
+            await net.wait_finalized(1)
+        for _ in range(12):
+            await trio.sleep(rng.uniform(0.1, 2.5))
+            node = net.node(1)
+            reported = (node.justified(), node.finalized())
+            await net.stop_node(1)
+            node = await net.start_node(1)
+            assert node.finalized().epoch >= reported[1].epoch, (reported, node.finalized())
+            assert node.justified().epoch >= reported[0].epoch, (reported, node.justified())
+        with trio.fail_after(LIMIT_S):
+            await net.wait_finalized(net.node(1).finalized().epoch + 2)
+
+
 async def test_restart_in_the_same_slot_never_signs_a_conflicting_block_or_vote(
     autojump_clock, tmp_path
 ):
