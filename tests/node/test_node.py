@@ -157,7 +157,7 @@ async def test_restart_resumes_from_the_data_dir(autojump_clock, tmp_path):
 async def test_restarts_at_any_moment_never_move_the_checkpoints_back(autojump_clock, tmp_path):
     """A node reports finalized and justified checkpoints reached with votes that may not be in
     any block yet; restarted at any slot and any point within it, it reports them again (or
-    later ones), never earlier ones."""
+    later ones), never earlier ones, and as a validator it goes on voting."""
     rng = random.Random(5)
     async with testnet(4, transport=SimulatedNetwork(seed=4), data_dir=tmp_path) as net:
         with trio.fail_after(LIMIT_S):
@@ -170,8 +170,12 @@ async def test_restarts_at_any_moment_never_move_the_checkpoints_back(autojump_c
             node = await net.start_node(1)
             assert node.finalized().epoch >= reported[1].epoch, (reported, node.finalized())
             assert node.justified().epoch >= reported[0].epoch, (reported, node.justified())
+        restarted = net.node(1)
         with trio.fail_after(LIMIT_S):
-            await net.wait_finalized(net.node(1).finalized().epoch + 2)
+            await net.wait_finalized(restarted.finalized().epoch + 2)
+        # Its vote sources never moved back either, so slashing protection never silenced it.
+        assert restarted.statistics().votes_cast > 0
+        assert restarted.statistics().signatures_refused == 0
 
 
 async def test_restart_in_the_same_slot_never_signs_a_conflicting_block_or_vote(
