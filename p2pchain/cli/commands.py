@@ -160,8 +160,24 @@ def testnet(
     from rich.console import Console
 
     from p2pchain.cli.run import run_until_signalled
-    from p2pchain.cli.testnet import run_testnet
+    from p2pchain.cli.testnet import check_existing_network, run_testnet
 
+    context = click.get_current_context()
+    given = {
+        "nodes": nodes,
+        "slot-ms": slot_ms,
+        "slots-per-epoch": slots_per_epoch,
+        "base-port": base_port,
+        "rpc-port": rpc_port,
+    }
+    check_existing_network(
+        root,
+        {
+            flag: value
+            for flag, value in given.items()
+            if context.get_parameter_source(flag.replace("-", "_")) is ParameterSource.COMMANDLINE
+        },
+    )
     params = ChainParams(slot_ms=slot_ms, slots_per_epoch=slots_per_epoch)
     console = Console()
 

@@ -20,7 +20,9 @@ from p2pchain.cli.config import NetworkFile, load_network, load_node, read_key
 from p2pchain.cli.network import init_network
 from p2pchain.cli.payments import send_demo_payments
 from p2pchain.cli.rpc_client import RpcError, connect_rpc
+from p2pchain.errors import ConfigError
 from p2pchain.ledger.crypto import SecretKey
+from p2pchain.node.datadir import lock_data_dir
 from p2pchain.params import ChainParams
 
 STATUS_INTERVAL_S = 0.5
@@ -136,7 +138,67 @@ async def run_testnet(
     rpc_port: int,
     console: Console,
 ) -> TestnetResult:
-    """Start (or resume) the network in `root`; return the last statuses when it stops."""
+    """Start (or resume) the network in `root`; return the last statuses when it stops.
+
+    Raises:
+        StorageError: another supervisor runs this network directory (named with its pid).
+    """
+    await trio.Path(root).mkdir(parents=True, exist_ok=True)
+    with lock_data_dir(root):
+        return await _supervise(
+            root,
+            nodes=nodes,
+            params=params,
+            tx_rate=tx_rate,
+            duration=duration,
+            log_level=log_level,
+            base_port=base_port,
+            rpc_port=rpc_port,
+            console=console,
+        )
+
+
+def check_existing_network(root: Path, flags: dict[str, int]) -> None:
+    """Refuse flags (given on the command line) that differ from the network already in
+    `root`: resuming it would silently ignore them.
+
+    Raises:
+        ConfigError: naming the first flag that differs and the network's value.
+    """
+    if not (root / "network.toml").exists():
+        return
+    params = load_network(root / "network.toml").params
+    configs = sorted(root.glob("node*/node.toml"))
+    first = load_node(configs[0]) if configs else None
+    existing = {
+        "nodes": len(configs),
+        "slot-ms": params.slot_ms,
+        "slots-per-epoch": params.slots_per_epoch,
+    }
+    if first is not None and first.listen:
+        existing["base-port"] = int(first.listen[0].rsplit(":", 1)[1])
+    if first is not None and first.rpc is not None:
+        existing["rpc-port"] = int(first.rpc.rsplit(":", 1)[1])
+    for flag, value in flags.items():
+        if flag in existing and existing[flag] != value:
+            raise ConfigError(
+                f"--{flag} {value} differs from the network in {root} ({existing[flag]}): "
+                "drop the flag to resume it, or choose another --dir"
+            )
+
+
+async def _supervise(
+    root: Path,
+    *,
+    nodes: int,
+    params: ChainParams,
+    tx_rate: float,
+    duration: float | None,
+    log_level: str,
+    base_port: int,
+    rpc_port: int,
+    console: Console,
+) -> TestnetResult:
     network, configs, statuses, wallets = _prepare(
         root, nodes=nodes, params=params, base_port=base_port, rpc_port=rpc_port
     )

@@ -81,3 +81,28 @@ def test_a_node_toml_log_level_must_be_a_known_level(tmp_path: Path) -> None:
     code, output = _invoke("node", "--config", str(config))
     assert code == 1
     assert "log_level must be one of debug, info, warning, error" in output
+
+
+def test_testnet_flags_that_differ_from_the_existing_network_are_refused(tmp_path: Path) -> None:
+    assert _invoke("init", "--dir", str(tmp_path), "--nodes", "2", "--slot-ms", "500")[0] == 0
+    for flags, complaint in [
+        (("--nodes", "3"), "--nodes 3 differs from the network"),
+        (("--slot-ms", "1000"), "--slot-ms 1000 differs from the network"),
+        (("--base-port", "40000"), "--base-port 40000 differs from the network"),
+    ]:
+        code, output = _invoke("testnet", "--dir", str(tmp_path), "--duration", "0", *flags)
+        assert code == 1, output
+        assert complaint in output
+        assert output.count("\n") == 1
+
+
+def test_a_second_testnet_on_one_directory_is_refused(tmp_path: Path) -> None:
+    """The supervisor holds the network directory's lock: a second one names the holder."""
+    from p2pchain.node.datadir import lock_data_dir
+
+    assert _invoke("init", "--dir", str(tmp_path), "--nodes", "1")[0] == 0
+    with lock_data_dir(tmp_path):
+        code, output = _invoke("testnet", "--dir", str(tmp_path), "--duration", "0")
+    assert code == 1
+    assert f"{tmp_path} is in use by process" in output
+    assert output.count("\n") == 1
