@@ -314,3 +314,32 @@ def wallet_issue_asset(
     )
     click.echo(f"asset {asset}")
     click.echo(status)
+
+
+@cli.command("rpc")
+@click.argument("method")
+@click.argument("params", nargs=-1)
+@RPC_OPTION
+def rpc_call(method: str, params: tuple[str, ...], rpc_url: str) -> None:
+    """Call any JSON-RPC METHOD (docs/rpc.md) and print its result as JSON.
+
+    Each of PARAMS is parsed as JSON when it is valid JSON (numbers, true, null, lists,
+    objects, quoted strings) and passed as a string otherwise, so hex ids need no quotes.
+    """
+    import json
+
+    import trio
+
+    from p2pchain.cli.rpc_client import connect_rpc
+
+    def parse(text: str) -> object:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+    async def call() -> object:
+        async with connect_rpc(rpc_url) as client:
+            return await client.call(method, *[parse(p) for p in params])  # type: ignore[arg-type]
+
+    click.echo(json.dumps(trio.run(call), indent=2))

@@ -1,6 +1,7 @@
 """`p2pchain wallet` against a real in-process testnet serving JSON-RPC: keys, payments, asset
 issue and balances end to end, and one-line errors."""
 
+import json
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,16 @@ async def test_wallet_commands_pay_issue_and_report_balances(tmp_path: Path) -> 
         assert payee.startswith(params.address_prefix + "1")
         code, output = await _run("wallet", "address", "--key", str(payer_key), *rpc)
         assert (code, output.strip()) == (0, net.wallets[0].address_text)
+        code, output = await _run("rpc", "chain_head", *rpc)
+        assert code == 0, output
+        assert json.loads(output)["height"] == net.nodes[0].head().height
+        code, output = await _run("rpc", "address_utxos", net.wallets[0].address_text, "1", *rpc)
+        assert code == 0, output
+        assert len(json.loads(output)) == 1  # the limit went through as a number
+        code, output = await _run("rpc", "no_such_method", *rpc)
+        assert code == 1
+        assert output.startswith("Error: RpcError")
+        assert len(output.strip().splitlines()) == 1
         code, output = await _run("wallet", "address", "--key", str(payer_key))  # offline
         assert (code, output.strip()) == (0, net.wallets[0].address_text)
         code, output = await _run("wallet", "balance", payee, *rpc)
