@@ -8,6 +8,7 @@ it can send faster than one payment per block) and refreshes them from a node's
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from dataclasses import dataclass, field
 
 import trio
@@ -43,8 +44,21 @@ async def _refresh(rpc: RpcClient, demo: _DemoWallet) -> None:
     }
 
 
-async def _pay(rpc: RpcClient, payer: _DemoWallet, payee: _DemoWallet) -> bool:
-    """Send one payment; True when the node accepted it."""
+@dataclass
+class PaymentTally:
+    """Demo payments: accepted by a node, then seen finalized (or lost) by `track_finality`."""
+
+    sent: int = 0
+    finalized: int = 0
+    lost: int = 0
+    """Accepted, then rejected or forgotten by the node that accepted them (a reorg or a
+    crash can do that to a payment built on unconfirmed change)."""
+    waiting: deque[tuple[str, str]] = field(default_factory=deque)
+    """(node RPC URL, txid) of accepted payments not yet seen finalized, oldest first."""
+
+
+async def _pay(rpc: RpcClient, payer: _DemoWallet, payee: _DemoWallet) -> str | None:
+    """Send one payment; its txid when the node accepted it."""
     native = AssetId(payer.wallet.params.native_asset)
     payment = TxOutput(asset=native, amount=PAYMENT, address=payee.wallet.address)
     try:
@@ -56,18 +70,18 @@ async def _pay(rpc: RpcClient, payer: _DemoWallet, payee: _DemoWallet) -> bool:
         )
     except InsufficientFunds:
         await _refresh(rpc, payer)
-        return False
+        return None
     try:
-        await rpc.call("tx_submit", "0x" + tx.encoded.hex())
+        txid = await rpc.call("tx_submit", "0x" + tx.encoded.hex())
     except RpcError:
         await _refresh(rpc, payer)
-        return False
+        return None
     for tx_input in tx.inputs:
         payer.coins.pop(tx_input.outpoint, None)
     for index, output in enumerate(tx.outputs):
         if output.address == payer.wallet.address:
             payer.coins[OutPoint(txid=tx.txid, index=index)] = output
-    return True
+    return str(txid)
 
 
 async def send_demo_payments(
@@ -75,26 +89,54 @@ async def send_demo_payments(
     keys: list[SecretKey],
     network: NetworkFile,
     rate: float,
-    sent: list[int],
+    tally: PaymentTally,
 ) -> None:
     """Round-robin payments between the demo wallets at `rate` per second, via each node in
-    turn; `sent[0]` counts accepted payments. Runs until cancelled; survives nodes restarting."""
+    turn, counted in `tally`. Runs until cancelled; survives nodes restarting."""
     wallets = [_DemoWallet(Wallet(key, network.params)) for key in keys]
     if len(wallets) < 2:
         return
     pairs = itertools.cycle(zip(wallets, wallets[1:] + wallets[:1], strict=True))
     urls = itertools.cycle(rpc_urls)
     while True:
+        url = next(urls)
         try:
-            async with connect_rpc(next(urls)) as rpc:
+            async with connect_rpc(url) as rpc:
                 for demo in wallets:
                     await _refresh(rpc, demo)
                 while True:
                     payer, payee = next(pairs)
-                    if await _pay(rpc, payer, payee):
-                        sent[0] += 1
+                    txid = await _pay(rpc, payer, payee)
+                    if txid is not None:
+                        tally.sent += 1
+                        tally.waiting.append((url, txid))
                     await trio.sleep(1 / rate)
         except (OSError, RpcError, trio.BrokenResourceError):
             await trio.sleep(1.0)
         except Exception:  # trio-websocket's connection errors have no common base with OSError
             await trio.sleep(1.0)
+
+
+async def track_finality(tally: PaymentTally, poll_s: float) -> None:
+    """Move payments from `tally.waiting` to finalized (or lost), asking the node that
+    accepted each; runs until cancelled."""
+    while True:
+        if not tally.waiting:
+            await trio.sleep(poll_s)
+            continue
+        url = tally.waiting[0][0]
+        try:
+            async with connect_rpc(url) as rpc:
+                while tally.waiting and tally.waiting[0][0] == url:
+                    info = await rpc.call("tx_get", tally.waiting[0][1])
+                    status = info.get("status") if isinstance(info, dict) else None
+                    if status == "finalized":
+                        tally.finalized += 1
+                    elif status in ("rejected", "unknown"):
+                        tally.lost += 1
+                    else:
+                        await trio.sleep(poll_s)
+                        continue
+                    tally.waiting.popleft()
+        except Exception:  # that node is down or restarting: ask again later
+            await trio.sleep(poll_s)

@@ -18,8 +18,8 @@ from rich.table import Table
 
 from p2pchain.cli.config import NetworkFile, load_network, load_node, read_key
 from p2pchain.cli.network import init_network
-from p2pchain.cli.payments import send_demo_payments
-from p2pchain.cli.rpc_client import RpcError, connect_rpc
+from p2pchain.cli.payments import PaymentTally, send_demo_payments, track_finality
+from p2pchain.cli.rpc_client import connect_rpc
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.node.datadir import lock_data_dir
@@ -40,6 +40,12 @@ class NodeStatus:
     mempool: int | None = None
     exit_code: int | None = None
     error: str = "starting"
+    answered: bool = False
+    """True once its RPC answered: later failures are shown as such, not as "starting"."""
+
+    def forget(self) -> None:
+        """Clear the numbers: a node that is not answering shows none, not stale ones."""
+        self.height = self.finalized_epoch = self.peers = self.mempool = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,11 +53,16 @@ class TestnetResult:
     """The last status of every node and how many demo payments the nodes accepted."""
 
     statuses: list[NodeStatus]
-    payments: int
+    payments: PaymentTally
 
 
-def _table(statuses: list[NodeStatus], payments: int) -> Table:
-    table = Table(title=f"p2pchain testnet ({payments} demo payments sent; Ctrl-C stops)")
+def _table(statuses: list[NodeStatus], payments: PaymentTally) -> Table:
+    title = (
+        f"p2pchain testnet: demo payments {payments.sent} sent, {payments.finalized} finalized"
+        + (f", {payments.lost} lost" if payments.lost else "")
+        + " (Ctrl-C stops)"
+    )
+    table = Table(title=title)
     for column in ("node", "head height", "finalized epoch", "peers", "mempool"):
         table.add_column(column, justify="right")
     table.add_column("rpc", no_wrap=True)
@@ -88,12 +99,14 @@ async def _poll(status: NodeStatus) -> None:
                     status.peers = len(peers) if isinstance(peers, list) else None
                     status.mempool = _field(mempool, "size")
                     status.error = ""
+                    status.answered = True
                     await trio.sleep(STATUS_INTERVAL_S)
-        except (OSError, RpcError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-            status.error = f"rpc: {type(exc).__name__}"
-        except Exception as exc:  # trio-websocket raises its own handshake/closed errors
-            status.error = f"rpc: {type(exc).__name__}"
+        except Exception:  # trio-websocket's errors share no base with OSError or RpcError
+            if status.answered:
+                status.forget()
+                status.error = "not answering"
         await trio.sleep(STATUS_INTERVAL_S)
+    status.forget()
 
 
 def _field(value: object, name: str) -> int | None:
@@ -202,8 +215,8 @@ async def _supervise(
     network, configs, statuses, wallets = _prepare(
         root, nodes=nodes, params=params, base_port=base_port, rpc_port=rpc_port
     )
-    sent = [0]
-    with Live(_table(statuses, 0), console=console, refresh_per_second=4) as live:
+    tally = PaymentTally()
+    with Live(_table(statuses, tally), console=console, refresh_per_second=4) as live:
         async with trio.open_nursery() as nursery:
             for config, status in zip(configs, statuses, strict=True):
                 await nursery.start(_run_process, config, log_level, status)
@@ -215,15 +228,16 @@ async def _supervise(
                     wallets,
                     network,
                     tx_rate,
-                    sent,
+                    tally,
                 )
+                nursery.start_soon(track_finality, tally, STATUS_INTERVAL_S)
             with trio.move_on_after(math.inf if duration is None else duration):
                 while any(status.exit_code is None for status in statuses):
-                    live.update(_table(statuses, sent[0]))
+                    live.update(_table(statuses, tally))
                     await trio.sleep(STATUS_INTERVAL_S)
-            live.update(_table(statuses, sent[0]))
+            live.update(_table(statuses, tally))
             nursery.cancel_scope.cancel()
-    return TestnetResult(statuses=statuses, payments=sent[0])
+    return TestnetResult(statuses=statuses, payments=tally)
 
 
 def _prepare(
