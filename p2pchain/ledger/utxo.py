@@ -7,14 +7,16 @@ restores the view exactly; it is a wire object because storage persists it.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Self
+from typing import Final, Self
 
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import (
     RLPItem,
+    encode_item,
     read_bytes,
     read_fixed,
     read_list,
@@ -31,7 +33,7 @@ from p2pchain.ledger.tx import (
     TxOutput,
     compute_asset_id,
 )
-from p2pchain.ledger.types import Address, AssetId, BlockId, PublicKey, TxId
+from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, PublicKey, TxId
 
 GENESIS_PARENT_HEIGHT = -1
 
@@ -105,6 +107,9 @@ class UndoData:
 
 def _is_slashable(output: TxOutput) -> bool:
     return output.lock.kind in (LockKind.STAKE, LockKind.UNBONDING)
+
+
+STATE_ROOT_TAG: Final = b"p2pchain/state-root"
 
 
 class UtxoView:
@@ -188,6 +193,17 @@ class UtxoView:
         view._assets = {info.asset: info for info in assets}
         view.tip, view.height = tip, height
         return view
+
+    def state_root(self) -> Hash32:
+        """A commitment to the whole state (UTXO set and asset registry), the same on every
+        node holding it: how anyone checks that two nodes agree (layout in docs/protocol.md).
+        """
+        hasher = hashlib.sha256(STATE_ROOT_TAG)
+        for outpoint, output in sorted(self._utxos.items(), key=lambda item: item[0]):
+            hasher.update(encode_item([outpoint.to_rlp(), output.to_rlp()]))
+        for asset in sorted(self._assets):
+            hasher.update(encode_item(self._assets[asset].to_rlp()))
+        return Hash32(hasher.digest())
 
     def copy(self) -> UtxoView:
         return UtxoView.from_snapshot(

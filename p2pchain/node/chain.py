@@ -42,6 +42,7 @@ from p2pchain.consensus import (
     adopt_checkpoints,
     compute_slot_at_time,
     compute_start_slot_at_epoch,
+    get_block_view,
     get_forkchoice_store,
     on_block,
     on_evidence,
@@ -64,7 +65,7 @@ from p2pchain.ledger.encoding import MAX_UINT64, encode, encode_item
 from p2pchain.ledger.evidence import Evidence, evidence_key
 from p2pchain.ledger.genesis import GenesisConfig
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
-from p2pchain.ledger.types import AssetId, BlockId, PublicKey, TxId
+from p2pchain.ledger.types import AssetId, BlockId, Hash32, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext, SignatureCache, validate_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -326,6 +327,14 @@ class ChainService:
         if stored is None or stored.height >= self._history_floor:
             return None
         return stored.block_id, stored.height, stored.position
+
+    def state_root(self, block_id: BlockId) -> Hash32:
+        """The state root after `block_id` (the finalized block or a descendant).
+
+        Raises:
+            InvalidBlock: `CONFLICTS_WITH_FINALIZED` for any other block.
+        """
+        return get_block_view(self.store, block_id).state_root()
 
     def transaction(self, txid: TxId) -> TxInfo:
         """The status of `txid`: on the canonical chain, in the pool, rejected, or unknown."""

@@ -37,7 +37,7 @@ from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.evidence import decode_evidence
 from p2pchain.ledger.genesis import genesis_block
 from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
-from p2pchain.ledger.types import Address, AssetId, BlockId, PublicKey, TxId
+from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo
 from p2pchain.ledger.validation import check_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -233,6 +233,16 @@ class Node:
     def asset(self, asset: bytes) -> AssetInfo | None:
         return self._chain.head_view().asset(AssetId(bytes(asset)))
 
+    def state_root(self, block_id: bytes) -> Hash32:
+        """`UtxoView.state_root` of the state after `block_id` (the finalized block or one
+        above it): nodes that agree on the finalized block must agree on this.
+
+        Raises:
+            InvalidBlock: `CONFLICTS_WITH_FINALIZED` for an unknown block or one below the
+                finalized one (whose state is no longer kept).
+        """
+        return self._chain.state_root(BlockId(bytes(block_id)))
+
     def peers(self) -> tuple[PeerInfo, ...]:
         return () if self._network is None else self._network.swarm.peers()
 
@@ -281,6 +291,13 @@ class Node:
             TxStatus.FINALIZED,
         ):
             return txid
+        try:
+            # The context-free rules come first, as for a gossiped transaction.
+            check_transaction(tx, self.params)
+        except InvalidTransaction as exc:
+            chain.reject(txid, exc.reason)
+            chain.publish_tx(txid)
+            raise
         view = chain.head_view()
         for index, tx_input in enumerate(tx.inputs):
             outpoint = tx_input.outpoint

@@ -48,6 +48,7 @@ class NodeMethods:
             "chain_head": Method(self.chain_head),
             "chain_finalized": Method(self.chain_finalized),
             "chain_getBlock": Method(self.chain_get_block, ("block", "full"), 1),
+            "chain_stateRoot": Method(self.chain_state_root, ("block",), 0),
             "chain_syncing": Method(self.chain_syncing),
             "tx_get": Method(self.tx_get, ("txid",), 1),
             "tx_submit": Method(self.tx_submit, ("raw",), 1),
@@ -86,6 +87,19 @@ class NodeMethods:
         if block is None:
             return None
         return self.block_json(block, full=params.flag("full", default=False))
+
+    async def chain_state_root(self, params: Params) -> Json:
+        selector = params.value("block")
+        selector = "finalized" if selector is None else selector
+        block = self._find_block(selector)
+        if block is None:
+            raise invalid_params("unknown block")
+        root = self.node.state_root(block.block_id)  # InvalidBlock below the finalized one
+        return {
+            "blockId": to_hex(block.block_id),
+            "height": block.header.height,
+            "stateRoot": to_hex(root),
+        }
 
     def _find_block(self, selector: Json) -> Block | None:
         node = self.node

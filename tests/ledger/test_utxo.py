@@ -1,6 +1,8 @@
 """UtxoView: exact apply/undo, all-or-nothing `connect_block`, and value conservation."""
 
+import random
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 from hypothesis import assume, given
@@ -147,3 +149,29 @@ def test_balances_follow_the_outputs(chain: FundedChain) -> None:
     assert chain.view.balances(wallet.address) == {native: 20 * 10**8}
     assert chain.view.balance(wallet.address, native) == 20 * 10**8
     assert chain.view.bonded_stake() == {chain.validator.public_key: 2 * chain.params.min_stake}
+
+
+@given(data=st.data(), seed=st.integers(min_value=0, max_value=2**32))
+def test_the_state_root_depends_on_the_contents_only(data: st.DataObject, seed: int) -> None:
+    """Views with the same outputs and assets have one root however they were built; removing
+    any one output, or changing one amount, changes it."""
+    chain = funded_chain(3, params=FAST_PARAMS)
+    _advance(chain, data, 2)
+    view = chain.view
+    utxos, assets = view.snapshot()
+    items = list(utxos.items())
+    random.Random(seed).shuffle(items)
+    rebuilt = UtxoView.from_snapshot(items, list(assets.values())[::-1], view.tip, view.height)
+    assert rebuilt.state_root() == view.state_root()
+    victim = data.draw(st.sampled_from(items))
+    fewer = UtxoView.from_snapshot(
+        [item for item in items if item != victim], assets.values(), view.tip, view.height
+    )
+    assert fewer.state_root() != view.state_root()
+    outpoint = victim[0]
+    richer = [
+        (o, replace(out, amount=out.amount + 1) if o == outpoint else out) for o, out in items
+    ]
+    assert UtxoView.from_snapshot(richer, assets.values(), view.tip, view.height).state_root() != (
+        view.state_root()
+    )

@@ -51,3 +51,24 @@ async def test_corrupted_transactions_are_rejected_with_a_reason_never_an_intern
                     "finalized",
                 )
         assert {"malformed", "bad-signature"} <= outcomes
+
+
+async def test_nodes_that_agree_on_the_finalized_block_report_one_state_root(autojump_clock):
+    async with testnet(3, transport=SimulatedNetwork(seed=6)) as net:
+        await net.wait_finalized(2)
+        tx = net.transfer(0, net.wallets[1].address, 10**8)
+        await net.nodes[0].submit_transaction(tx)
+        await net.wait_for(
+            lambda: all(n.get_transaction(tx.txid).status == "finalized" for n in net.nodes)
+        )
+        roots = {}
+        for node in net.nodes:
+            dispatcher = Dispatcher(NodeMethods(node).table())
+            request = {"jsonrpc": "2.0", "id": 1, "method": "chain_stateRoot", "params": [0]}
+            below = json.loads(await dispatcher.handle(json.dumps(request)))
+            assert below["error"]["data"]["reason"] == "conflicts-with-finalized"
+            request["params"] = ["finalized"]
+            result = json.loads(await dispatcher.handle(json.dumps(request)))["result"]
+            roots[result["blockId"]] = roots.get(result["blockId"], set()) | {result["stateRoot"]}
+            assert result["stateRoot"] == "0x" + node.state_root(node.finalized().block_id).hex()
+        assert all(len(found) == 1 for found in roots.values()), roots
