@@ -76,6 +76,9 @@ def version() -> None:
 @click.option("--slots-per-epoch", default=8, show_default=True)
 @click.option("--base-port", default=30300, show_default=True, help="First P2P port (TCP, WS).")
 @click.option("--rpc-port", default=8645, show_default=True, help="First JSON-RPC port.")
+@click.option(
+    "--metrics-port", default=9645, show_default=True, help="First metrics port (0: no metrics)."
+)
 @click.option("--wallets", default=4, show_default=True, help="Funded demo wallets.")
 def init(
     root: Path,
@@ -85,6 +88,7 @@ def init(
     slots_per_epoch: int,
     base_port: int,
     rpc_port: int,
+    metrics_port: int,
     wallets: int,
 ) -> None:
     """Write a genesis, node configs and keys for a new local network."""
@@ -95,6 +99,7 @@ def init(
         params=params,
         base_port=base_port,
         rpc_port=rpc_port,
+        metrics_port=metrics_port or None,
         wallets=wallets,
     )
     click.echo(f"network: {layout.network}")
@@ -143,6 +148,9 @@ def node(config_path: Path) -> None:
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--base-port", default=30300, show_default=True)
 @click.option("--rpc-port", default=8645, show_default=True)
+@click.option(
+    "--metrics-port", default=9645, show_default=True, help="First metrics port (0: no metrics)."
+)
 @click.option("--node-log-level", default="info", show_default=True)
 def testnet(
     nodes: int,
@@ -153,6 +161,7 @@ def testnet(
     duration: float | None,
     base_port: int,
     rpc_port: int,
+    metrics_port: int,
     node_log_level: str,
 ) -> None:
     """Run a local multi-validator network with a live status table (Ctrl-C stops it)."""
@@ -191,6 +200,7 @@ def testnet(
             log_level=node_log_level,
             base_port=base_port,
             rpc_port=rpc_port,
+            metrics_port=metrics_port or None,
             console=console,
         )
 

@@ -45,9 +45,12 @@ def init_network(
     base_port: int,
     rpc_port: int,
     wallets: int,
+    metrics_port: int | None = None,
     genesis_delay_s: float = 3.0,
 ) -> NetworkLayout:
-    """Write a fresh network with `nodes` validators into `root` (which must not hold one)."""
+    """Write a fresh network with `nodes` validators into `root` (which must not hold one);
+    node `i` serves RPC on `rpc_port + i` and, unless `metrics_port` is None, metrics on
+    `metrics_port + i`."""
     if nodes < 1:
         raise ConfigError("--nodes must be at least 1")
     network_path = root / "network.toml"
@@ -95,7 +98,7 @@ def init_network(
             ),
             bootnodes=() if index == 0 else (bootnode,),
             rpc=f"127.0.0.1:{rpc_port + index}",
-            metrics=None,
+            metrics=None if metrics_port is None else f"127.0.0.1:{metrics_port + index}",
             log_level="info",
         )
         path = node_config_path(root, index)

@@ -34,6 +34,7 @@ class NodeStatus:
     """What the table shows for one node; `error` when its RPC is not answering yet."""
 
     rpc_url: str
+    metrics_url: str | None = None
     height: int | None = None
     finalized_epoch: int | None = None
     peers: int | None = None
@@ -66,6 +67,7 @@ def _table(statuses: list[NodeStatus], payments: PaymentTally) -> Table:
     for column in ("node", "head height", "finalized epoch", "peers", "mempool"):
         table.add_column(column, justify="right")
     table.add_column("rpc", no_wrap=True)
+    table.add_column("metrics", no_wrap=True)
     table.add_column("state")
     for index, status in enumerate(statuses):
         state = f"exited {status.exit_code}" if status.exit_code is not None else status.error
@@ -76,6 +78,7 @@ def _table(statuses: list[NodeStatus], payments: PaymentTally) -> Table:
             _show(status.peers),
             _show(status.mempool),
             status.rpc_url,
+            status.metrics_url or "-",
             state or "running",
         )
     return table
@@ -150,6 +153,7 @@ async def run_testnet(
     base_port: int,
     rpc_port: int,
     console: Console,
+    metrics_port: int | None = None,
 ) -> TestnetResult:
     """Start (or resume) the network in `root`; return the last statuses when it stops.
 
@@ -167,6 +171,7 @@ async def run_testnet(
             log_level=log_level,
             base_port=base_port,
             rpc_port=rpc_port,
+            metrics_port=metrics_port,
             console=console,
         )
 
@@ -210,10 +215,16 @@ async def _supervise(
     log_level: str,
     base_port: int,
     rpc_port: int,
+    metrics_port: int | None,
     console: Console,
 ) -> TestnetResult:
     network, configs, statuses, wallets = _prepare(
-        root, nodes=nodes, params=params, base_port=base_port, rpc_port=rpc_port
+        root,
+        nodes=nodes,
+        params=params,
+        base_port=base_port,
+        rpc_port=rpc_port,
+        metrics_port=metrics_port,
     )
     tally = PaymentTally()
     with Live(_table(statuses, tally), console=console, refresh_per_second=4) as live:
@@ -241,15 +252,31 @@ async def _supervise(
 
 
 def _prepare(
-    root: Path, *, nodes: int, params: ChainParams, base_port: int, rpc_port: int
+    root: Path,
+    *,
+    nodes: int,
+    params: ChainParams,
+    base_port: int,
+    rpc_port: int,
+    metrics_port: int | None,
 ) -> tuple[NetworkFile, list[Path], list[NodeStatus], list[SecretKey]]:
     """Create the network unless `root` holds one; read its configs and demo wallet keys."""
     if not (root / "network.toml").exists():
         init_network(
-            root, nodes=nodes, params=params, base_port=base_port, rpc_port=rpc_port, wallets=4
+            root,
+            nodes=nodes,
+            params=params,
+            base_port=base_port,
+            rpc_port=rpc_port,
+            metrics_port=metrics_port,
+            wallets=4,
         )
     network = load_network(root / "network.toml")
     configs = sorted(root.glob("node*/node.toml"))
-    statuses = [NodeStatus(rpc_url=f"ws://{load_node(config).rpc}") for config in configs]
+    statuses = []
+    for config in configs:
+        node_file = load_node(config)
+        metrics = None if node_file.metrics is None else f"http://{node_file.metrics}/metrics"
+        statuses.append(NodeStatus(rpc_url=f"ws://{node_file.rpc}", metrics_url=metrics))
     wallets = [read_key(path) for path in sorted((root / "wallets").glob("*.key"))]
     return network, configs, statuses, wallets

@@ -38,7 +38,7 @@ def _free_port_block(size: int) -> int:
 
 
 async def test_testnet_processes_make_and_agree_on_blocks(tmp_path: Path) -> None:
-    base = _free_port_block(10)
+    base = _free_port_block(13)
     params = ChainParams(slot_ms=500, slots_per_epoch=4)
     kwargs = dict(
         nodes=3,
@@ -47,6 +47,7 @@ async def test_testnet_processes_make_and_agree_on_blocks(tmp_path: Path) -> Non
         log_level="info",
         base_port=base,
         rpc_port=base + 7,
+        metrics_port=base + 10,
         console=Console(file=io.StringIO()),
     )
     result = await run_testnet(tmp_path, duration=12.0, **kwargs)
@@ -60,6 +61,9 @@ async def test_testnet_processes_make_and_agree_on_blocks(tmp_path: Path) -> Non
     assert max(heights) - min(heights) <= 2  # type: ignore[operator]
     assert all(status.peers == 2 for status in first)
     assert all(status.exit_code is None for status in first)  # still running when stopped
+    assert [s.metrics_url for s in first] == [
+        f"http://127.0.0.1:{base + 10 + i}/metrics" for i in range(3)
+    ]
     second = (await run_testnet(tmp_path, duration=8.0, **kwargs)).statuses
     assert all(
         s2.height is not None and s1.height is not None and s2.height > s1.height
