@@ -132,7 +132,7 @@ def node(config_path: Path) -> None:
     click.echo("stopped", err=True)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--nodes", default=4, show_default=True, help="Validator nodes (OS processes).")
 @click.option(
     "--dir",
@@ -164,7 +164,12 @@ def testnet(
     metrics_port: int,
     node_log_level: str,
 ) -> None:
-    """Run a local multi-validator network with a live status table (Ctrl-C stops it)."""
+    """Run a local multi-validator network with a live status table (Ctrl-C stops it).
+
+    With a subcommand (`accounts`, `faucet`), act on the network directory instead.
+    """
+    if click.get_current_context().invoked_subcommand is not None:
+        return
     import trio
     from rich.console import Console
 
@@ -206,6 +211,56 @@ def testnet(
 
     trio.run(run_until_signalled, main)
     console.print(f"stopped; network directory: {root} (run again to resume)")
+
+
+DIR_OPTION = click.option(
+    "--dir",
+    "root",
+    type=click.Path(path_type=Path),
+    default=Path("testnet"),
+    show_default=True,
+    help="Network directory.",
+)
+
+
+@testnet.command("accounts")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def testnet_accounts(root: Path, as_json: bool) -> None:
+    """List the funded demo wallets (address, key file, balance) and each node's log, data
+    directory, RPC and metrics URLs; balances come from the first node that answers."""
+    import json
+
+    import trio
+
+    from p2pchain.cli.testnet import describe_network
+
+    description = trio.run(describe_network, root)
+    if as_json:
+        click.echo(json.dumps(description, indent=2))
+        return
+    for wallet in description["wallets"]:
+        balance = "-" if wallet["balance"] is None else wallet["balance"]
+        click.echo(f"wallet {wallet['address']}  balance {balance}  key {wallet['keyFile']}")
+    for node in description["nodes"]:
+        click.echo(
+            f"node{node['index']}  rpc {node['rpcUrl']}  metrics {node['metricsUrl'] or '-'}"
+            f"  log {node['log']}  data {node['dataDir']}"
+        )
+
+
+@testnet.command("faucet")
+@DIR_OPTION
+@click.argument("address")
+@click.argument("amount", type=click.IntRange(min=1))
+@click.option("--asset", default=None, help="Asset id (hex); default the native coin.")
+def testnet_faucet(root: Path, address: str, amount: int, asset: str | None) -> None:
+    """Pay AMOUNT base units to ADDRESS from the first demo wallet that can; print the txid."""
+    import trio
+
+    from p2pchain.cli.testnet import faucet
+
+    click.echo(trio.run(partial(faucet, root, address, amount, asset=asset)))
 
 
 @cli.group()

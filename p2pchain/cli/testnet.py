@@ -18,9 +18,11 @@ from rich.table import Table
 
 from p2pchain.cli.config import NetworkFile, load_network, load_node, read_key
 from p2pchain.cli.network import init_network
-from p2pchain.cli.payments import PaymentTally, send_demo_payments, track_finality
-from p2pchain.cli.rpc_client import connect_rpc
-from p2pchain.errors import ConfigError
+from p2pchain.cli.payments import FEE, PaymentTally, send_demo_payments, track_finality
+from p2pchain.cli.rpc_client import JSON, RpcError, connect_rpc
+from p2pchain.cli.wallet import send
+from p2pchain.errors import ConfigError, InsufficientFunds
+from p2pchain.ledger.address import address_of, encode_address
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.node.datadir import lock_data_dir
 from p2pchain.params import ChainParams
@@ -280,3 +282,74 @@ def _prepare(
         statuses.append(NodeStatus(rpc_url=f"ws://{node_file.rpc}", metrics_url=metrics))
     wallets = [read_key(path) for path in sorted((root / "wallets").glob("*.key"))]
     return network, configs, statuses, wallets
+
+
+def _read_layout(root: Path) -> tuple[str, list[dict[str, JSON]], list[dict[str, JSON]]]:
+    """The native asset id (hex), the nodes and the demo wallets of the network in `root`."""
+    if not (root / "network.toml").exists():
+        raise ConfigError(f"{root} holds no network (run p2pchain testnet or init first)")
+    network = load_network(root / "network.toml")
+    prefix = network.params.address_prefix
+    nodes: list[dict[str, JSON]] = []
+    for index, config in enumerate(sorted(root.glob("node*/node.toml"))):
+        node_file = load_node(config)
+        metrics = node_file.metrics
+        nodes.append(
+            {
+                "index": index,
+                "rpcUrl": None if node_file.rpc is None else f"ws://{node_file.rpc}",
+                "metricsUrl": None if metrics is None else f"http://{metrics}/metrics",
+                "log": str(config.parent / "node.log"),
+                "dataDir": None if node_file.data_dir is None else str(node_file.data_dir),
+            }
+        )
+    wallets: list[dict[str, JSON]] = []
+    for path in sorted((root / "wallets").glob("*.key")):
+        address = encode_address(address_of(read_key(path).public_key), prefix)
+        wallets.append({"address": address, "keyFile": str(path), "balance": None})
+    return "0x" + network.params.native_asset.hex(), nodes, wallets
+
+
+async def describe_network(root: Path) -> dict[str, list[dict[str, JSON]]]:
+    """The demo wallets (with native balances from the first node that answers) and the
+    nodes of the network in `root`, for `testnet accounts`."""
+    native, nodes, wallets = await trio.to_thread.run_sync(_read_layout, root)
+    for node in nodes:
+        url = node["rpcUrl"]
+        if not isinstance(url, str):
+            continue
+        try:
+            async with connect_rpc(url) as rpc:
+                for wallet in wallets:
+                    totals = await rpc.call("address_balances", wallet["address"])
+                    held = totals.get(native, "0") if isinstance(totals, dict) else "0"
+                    wallet["balance"] = str(held)
+            break
+        except Exception:  # that node is down: ask the next one
+            continue
+    return {"wallets": wallets, "nodes": nodes}
+
+
+async def faucet(root: Path, address: str, amount: int, *, asset: str | None) -> str:
+    """Pay from the first demo wallet of `root` whose payment a node accepts; the txid."""
+    description = await describe_network(root)
+    urls = [str(node["rpcUrl"]) for node in description["nodes"] if node["rpcUrl"]]
+    failures: list[str] = []
+    for wallet in description["wallets"]:
+        for url in urls:
+            try:
+                return await send(
+                    url,
+                    Path(str(wallet["keyFile"])),
+                    address,
+                    amount,
+                    asset=asset,
+                    fee=FEE,
+                    wait=False,
+                )
+            except (RpcError, InsufficientFunds) as exc:
+                failures.append(str(exc))
+                break  # this wallet cannot pay: try the next one
+            except OSError as exc:
+                failures.append(str(exc))  # this node is down: try the next one
+    raise ConfigError("no demo wallet could pay: " + ("; ".join(failures[-2:]) or "no wallets"))
