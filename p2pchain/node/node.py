@@ -217,9 +217,22 @@ class Node:
         """Status of a transaction; UNKNOWN if this node never saw it (or forgot a rejection)."""
         return self._chain.transaction(TxId(bytes(txid)))
 
-    def utxos(self, address: bytes) -> list[tuple[OutPoint, TxOutput]]:
-        """Unspent outputs of `address` at the head, in outpoint order."""
-        return self._chain.head_view().utxos_of(Address(bytes(address)))
+    def utxos(self, address: bytes, *, pending: bool = False) -> list[tuple[OutPoint, TxOutput]]:
+        """Unspent outputs of `address` at the head, in outpoint order; with `pending`, as
+        the pool would leave them: outputs pending transactions spend are left out and the
+        ones they create are added (so a wallet can chain payments on unconfirmed change)."""
+        owner = Address(bytes(address))
+        confirmed = self._chain.head_view().utxos_of(owner)
+        if not pending:
+            return confirmed
+        pool = self._chain.mempool
+        coins = [(op, out) for op, out in confirmed if pool.spender_of(op) is None]
+        for entry in pool.entries():
+            for index, output in enumerate(entry.tx.outputs):
+                outpoint = OutPoint(txid=entry.txid, index=index)
+                if output.address == owner and pool.spender_of(outpoint) is None:
+                    coins.append((outpoint, output))
+        return sorted(coins)
 
     def balance(self, address: bytes, asset: bytes | None = None) -> int:
         """Total of `asset` (default: the native coin) held by `address` at the head, locked
