@@ -13,8 +13,8 @@ from pathlib import Path
 import trio
 
 from p2pchain.cli.config import read_key, write_key
-from p2pchain.cli.rpc_client import RpcClient, connect_rpc, parse_utxos
-from p2pchain.errors import ConfigError
+from p2pchain.cli.rpc_client import RpcClient, RpcError, connect_rpc, parse_utxos
+from p2pchain.errors import ConfigError, Reason
 from p2pchain.ledger.address import address_of, decode_address, encode_address
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.tx import NO_LOCK, Transaction, TxOutput
@@ -53,6 +53,12 @@ async def _session(rpc: RpcClient, key_file: Path) -> Session:
     return Session(rpc=rpc, wallet=Wallet(read_key(key_file), params))
 
 
+CONFLICT_RETRIES = 3
+"""Rebuilds of a payment whose coins a parallel send of the same wallet took first."""
+MAX_WALLET_COINS = 1_000
+"""Coins asked for per payment (the node's own limit)."""
+
+
 def parse_asset(text: str | None, params: ChainParams) -> AssetId:
     """`None` is the native coin; otherwise a 32-byte hex asset id."""
     if text is None:
@@ -67,7 +73,11 @@ def parse_asset(text: str | None, params: ChainParams) -> AssetId:
 
 
 async def _spendable(session: Session) -> list[Coin]:
-    result = await session.rpc.call("address_utxos", session.wallet.address_text)
+    """Plain coins as the node's pool leaves them: a payment sent a moment ago has taken its
+    inputs, and its change can pay the next one (so two sends in one slot both go through)."""
+    result = await session.rpc.call(
+        "address_utxos", session.wallet.address_text, MAX_WALLET_COINS, True
+    )
     coins = parse_utxos(result, session.wallet.address)
     return [coin for coin in coins if coin[1].lock == NO_LOCK]
 
@@ -115,10 +125,22 @@ async def send(
             amount=amount,
             address=decode_address(to, params.address_prefix),
         )
-        tx = session.wallet.build_transfer(
-            await _spendable(session), [payment], fee=fee, context=BlockContext(height=0, slot=0)
-        )
-        return await _submit(session, tx, wait=wait)
+        conflicts = 0
+        while True:
+            tx = session.wallet.build_transfer(
+                await _spendable(session),
+                [payment],
+                fee=fee,
+                context=BlockContext(height=0, slot=0),
+            )
+            try:
+                return await _submit(session, tx, wait=wait)
+            except RpcError as exc:
+                # Another send of this wallet took the same coins between our read and our
+                # submit: read the pool again and build on what it left.
+                conflicts += 1
+                if exc.reason != Reason.MEMPOOL_CONFLICT.value or conflicts > CONFLICT_RETRIES:
+                    raise
 
 
 async def issue_asset(

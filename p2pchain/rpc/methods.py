@@ -52,7 +52,7 @@ class NodeMethods:
             "chain_syncing": Method(self.chain_syncing),
             "tx_get": Method(self.tx_get, ("txid",), 1),
             "tx_submit": Method(self.tx_submit, ("raw",), 1),
-            "address_utxos": Method(self.address_utxos, ("address", "limit"), 1),
+            "address_utxos": Method(self.address_utxos, ("address", "limit", "pending"), 1),
             "address_balances": Method(self.address_balances, ("address",), 1),
             "asset_get": Method(self.asset_get, ("asset",), 1),
             "net_peers": Method(self.net_peers),
@@ -138,9 +138,10 @@ class NodeMethods:
     async def address_utxos(self, params: Params) -> Json:
         address = self._address(params)
         limit = params.integer("limit", default=MAX_UTXOS, maximum=MAX_UTXOS)
+        pending = params.flag("pending", default=False)
         return [
             {**outpoint_json(outpoint), **self.output_json(output)}
-            for outpoint, output in self.node.utxos(address)[:limit]
+            for outpoint, output in self.node.utxos(address, pending=pending)[:limit]
         ]
 
     async def address_balances(self, params: Params) -> Json:
