@@ -930,12 +930,16 @@ async def _asked_for_range(attacker: Attacker, height: int = 3) -> GetBlocksByRa
         head_slot=max(height, now_slot(node)),
         finalized=Checkpoint(epoch=0, block_id=node.genesis_id),
     )
-    await attacker.peer.send(status)
     peer = attacker.peer
-    await peer.wait_for(lambda: any(isinstance(m, GetBlocksByRange) for m in peer.received))
-    requests = [m for m in peer.received if isinstance(m, GetBlocksByRange)]
-    assert requests, peer.ending
-    return requests[0]
+    seen = sum(isinstance(m, GetBlocksByRange) for m in peer.received)
+    await peer.send(status)
+
+    def requests() -> list[GetBlocksByRange]:
+        return [m for m in peer.received if isinstance(m, GetBlocksByRange)][seen:]
+
+    await peer.wait_for(lambda: bool(requests()))
+    assert requests(), peer.ending
+    return requests()[0]
 
 
 def _chain(node: NodeProcess, count: int) -> list[Block]:
@@ -1073,6 +1077,7 @@ async def test_an_invalid_block_served_by_sync_bans_the_peer(
 async def test_an_empty_sync_answer_costs_nothing_and_is_not_asked_again(
     node: NodeProcess, sources: Sources, transport: str
 ) -> None:
+    """No penalty, and no new request to that peer until its next `Status`."""
     verdict = await Verdict.before_attack(node)
     attacker = await Attacker.connect(node, transport, next(sources.group()))
     try:
@@ -1085,6 +1090,9 @@ async def test_an_empty_sync_answer_costs_nothing_and_is_not_asked_again(
         assert penalty(before - score, REJECT)
         asked = [m for m in attacker.peer.received if isinstance(m, GetBlocksByRange)]
         assert asked == [request]
+        again = await _asked_for_range(attacker)  # a new Status: asked again
+        assert again.request_id != request.request_id
+        assert again.start_height == request.start_height
     finally:
         await attacker.aclose()
     await verdict.check(transport)
