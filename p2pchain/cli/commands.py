@@ -132,16 +132,19 @@ def node(config_path: Path) -> None:
     click.echo("stopped", err=True)
 
 
-@cli.group(invoke_without_command=True)
-@click.option("--nodes", default=4, show_default=True, help="Validator nodes (OS processes).")
-@click.option(
+DIR_OPTION = click.option(
     "--dir",
     "root",
     type=click.Path(path_type=Path),
     default=Path("testnet"),
     show_default=True,
-    help="Network directory; an existing one is resumed.",
+    help="Network directory (`testnet` resumes an existing one).",
 )
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--nodes", default=4, show_default=True, help="Validator nodes (OS processes).")
+@DIR_OPTION
 @click.option("--slot-ms", default=1000, show_default=True, help="Slot length (new networks).")
 @click.option("--slots-per-epoch", default=8, show_default=True)
 @click.option("--tx-rate", default=1.0, show_default=True, help="Demo payments per second.")
@@ -211,16 +214,6 @@ def testnet(
 
     trio.run(run_until_signalled, main)
     console.print(f"stopped; network directory: {root} (run again to resume)")
-
-
-DIR_OPTION = click.option(
-    "--dir",
-    "root",
-    type=click.Path(path_type=Path),
-    default=Path("testnet"),
-    show_default=True,
-    help="Network directory.",
-)
 
 
 @testnet.command("accounts")

@@ -164,17 +164,16 @@ async def run_testnet(
     """
     await trio.Path(root).mkdir(parents=True, exist_ok=True)
     with lock_data_dir(root):
-        return await _supervise(
+        network, configs, statuses, wallets = _prepare(
             root,
             nodes=nodes,
             params=params,
-            tx_rate=tx_rate,
-            duration=duration,
-            log_level=log_level,
             base_port=base_port,
             rpc_port=rpc_port,
             metrics_port=metrics_port,
-            console=console,
+        )
+        return await _supervise(
+            configs, statuses, wallets, network, tx_rate, duration, log_level, console
         )
 
 
@@ -208,26 +207,16 @@ def check_existing_network(root: Path, flags: dict[str, int]) -> None:
 
 
 async def _supervise(
-    root: Path,
-    *,
-    nodes: int,
-    params: ChainParams,
+    configs: list[Path],
+    statuses: list[NodeStatus],
+    wallets: list[SecretKey],
+    network: NetworkFile,
     tx_rate: float,
     duration: float | None,
     log_level: str,
-    base_port: int,
-    rpc_port: int,
-    metrics_port: int | None,
     console: Console,
 ) -> TestnetResult:
-    network, configs, statuses, wallets = _prepare(
-        root,
-        nodes=nodes,
-        params=params,
-        base_port=base_port,
-        rpc_port=rpc_port,
-        metrics_port=metrics_port,
-    )
+    """Run the node processes, the pollers and the demo payments under the live table."""
     tally = PaymentTally()
     with Live(_table(statuses, tally), console=console, refresh_per_second=4) as live:
         async with trio.open_nursery() as nursery:
