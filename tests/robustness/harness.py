@@ -173,7 +173,7 @@ def start_node(root: Path, *, params: ChainParams | None = None) -> NodeProcess:
     network = load_network(layout.network)
     assert node_file.rpc is not None
     node = NodeProcess(
-        process=_spawn(config),
+        process=spawn_node_process(config),
         directory=config.parent,
         log=config.parent / "node.log",
         host="127.0.0.1",
@@ -187,24 +187,24 @@ def start_node(root: Path, *, params: ChainParams | None = None) -> NodeProcess:
         wallet_keys=tuple(read_key(path) for path in layout.wallets),
         wallet_key_files=layout.wallets,
     )
-    _wait_listening(node)
+    wait_listening(node)
     return node
 
 
 def restart_node(node: NodeProcess) -> None:
     """Start the node's process again on its directory (after `stop` or `kill`)."""
     assert not node.is_alive()
-    node.process = _spawn(node.directory / "node.toml")
-    _wait_listening(node)
+    node.process = spawn_node_process(node.directory / "node.toml")
+    wait_listening(node)
 
 
-def _spawn(config: Path) -> subprocess.Popen[bytes]:
+def spawn_node_process(config: Path) -> subprocess.Popen[bytes]:
     with (config.parent / "node.log").open("ab") as output:
         command = [sys.executable, "-m", "p2pchain", "node", "--config", str(config)]
         return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
 
 
-def _wait_listening(node: NodeProcess) -> None:
+def wait_listening(node: NodeProcess) -> None:
     deadline = time.monotonic() + READY_S
     rpc_host, rpc_port = node.rpc_url.removeprefix("ws://").rsplit(":", 1)
     for port, host in (

@@ -24,9 +24,9 @@ from tests.robustness.harness import (
     SecurePeer,
     Sources,
     Verdict,
-    _spawn,
-    _wait_listening,
     free_port,
+    spawn_node_process,
+    wait_listening,
 )
 
 CHAIN = build_self_pruning_chain()
@@ -54,7 +54,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         config,
     )
     process = NodeProcess(
-        process=_spawn(config),
+        process=spawn_node_process(config),
         directory=root,
         log=root / "node.log",
         host="127.0.0.1",
@@ -68,7 +68,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         wallet_keys=(),
         wallet_key_files=(),
     )
-    _wait_listening(process)
+    wait_listening(process)
     try:
         yield process
     finally:
