@@ -62,6 +62,10 @@ def cli(log_level: str, log_format: str) -> None:
     configure_logging(log_level, log_format)
 
 
+COUNT = click.IntRange(min=1)
+PORT = click.IntRange(1, 65535)
+
+
 @cli.command()
 def version() -> None:
     """Print the version."""
@@ -70,16 +74,30 @@ def version() -> None:
 
 @cli.command()
 @click.option("--dir", "root", type=click.Path(path_type=Path), required=True, help="Output dir.")
-@click.option("--nodes", default=4, show_default=True, help="Number of validator nodes.")
-@click.option("--chain-id", default=1337, show_default=True)
-@click.option("--slot-ms", default=1000, show_default=True, help="Slot length in ms.")
-@click.option("--slots-per-epoch", default=8, show_default=True)
-@click.option("--base-port", default=30300, show_default=True, help="First P2P port (TCP, WS).")
-@click.option("--rpc-port", default=8645, show_default=True, help="First JSON-RPC port.")
 @click.option(
-    "--metrics-port", default=9645, show_default=True, help="First metrics port (0: no metrics)."
+    "--nodes", type=COUNT, default=4, show_default=True, help="Number of validator nodes."
 )
-@click.option("--wallets", default=4, show_default=True, help="Funded demo wallets.")
+@click.option("--chain-id", type=click.IntRange(0, 2**64 - 1), default=1337, show_default=True)
+@click.option("--slot-ms", type=COUNT, default=1000, show_default=True, help="Slot length in ms.")
+@click.option("--slots-per-epoch", type=COUNT, default=8, show_default=True)
+@click.option(
+    "--base-port", type=PORT, default=30300, show_default=True, help="First P2P port (TCP, WS)."
+)
+@click.option("--rpc-port", type=PORT, default=8645, show_default=True, help="First JSON-RPC port.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=9645,
+    show_default=True,
+    help="First metrics port (0: no metrics).",
+)
+@click.option(
+    "--wallets",
+    type=click.IntRange(min=0),
+    default=4,
+    show_default=True,
+    help="Funded demo wallets.",
+)
 def init(
     root: Path,
     nodes: int,
@@ -143,16 +161,32 @@ DIR_OPTION = click.option(
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--nodes", default=4, show_default=True, help="Validator nodes (OS processes).")
-@DIR_OPTION
-@click.option("--slot-ms", default=1000, show_default=True, help="Slot length (new networks).")
-@click.option("--slots-per-epoch", default=8, show_default=True)
-@click.option("--tx-rate", default=1.0, show_default=True, help="Demo payments per second.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
-@click.option("--base-port", default=30300, show_default=True)
-@click.option("--rpc-port", default=8645, show_default=True)
 @click.option(
-    "--metrics-port", default=9645, show_default=True, help="First metrics port (0: no metrics)."
+    "--nodes", type=COUNT, default=4, show_default=True, help="Validator nodes (OS processes)."
+)
+@DIR_OPTION
+@click.option(
+    "--slot-ms", type=COUNT, default=1000, show_default=True, help="Slot length (new networks)."
+)
+@click.option("--slots-per-epoch", type=COUNT, default=8, show_default=True)
+@click.option(
+    "--tx-rate",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Demo payments per second.",
+)
+@click.option(
+    "--duration", type=click.FloatRange(min=0), default=None, help="Stop after this many seconds."
+)
+@click.option("--base-port", type=PORT, default=30300, show_default=True)
+@click.option("--rpc-port", type=PORT, default=8645, show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=9645,
+    show_default=True,
+    help="First metrics port (0: no metrics).",
 )
 @click.option("--node-log-level", default="info", show_default=True)
 def testnet(

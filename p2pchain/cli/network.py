@@ -53,6 +53,14 @@ def init_network(
     `metrics_port + i`."""
     if nodes < 1:
         raise ConfigError("--nodes must be at least 1")
+    last_ports = {
+        "--base-port": base_port + 2 * nodes - 1,
+        "--rpc-port": rpc_port + nodes - 1,
+        "--metrics-port": (metrics_port or 0) + nodes - 1,
+    }
+    for flag, last in last_ports.items():
+        if last > 65535:
+            raise ConfigError(f"{flag}: {nodes} nodes need ports up to {last}, past 65535")
     network_path = root / "network.toml"
     if network_path.exists():
         raise ConfigError(f"{network_path} exists already: choose another --dir")

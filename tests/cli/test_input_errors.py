@@ -106,3 +106,33 @@ def test_a_second_testnet_on_one_directory_is_refused(tmp_path: Path) -> None:
     assert code == 1
     assert f"{tmp_path} is in use by process" in output
     assert output.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("testnet", "--slot-ms", "0"), "Invalid value for '--slot-ms': 0"),
+        (("testnet", "--slots-per-epoch", "0"), "Invalid value for '--slots-per-epoch': 0"),
+        (("testnet", "--nodes", "0"), "Invalid value for '--nodes': 0"),
+        (("testnet", "--tx-rate", "-1"), "Invalid value for '--tx-rate': -1"),
+        (("testnet", "--duration", "-5"), "Invalid value for '--duration': -5"),
+        (("testnet", "--base-port", "70000"), "Invalid value for '--base-port': 70000"),
+        (("init", "--slots-per-epoch", "0"), "Invalid value for '--slots-per-epoch': 0"),
+        (("init", "--chain-id", "-1"), "Invalid value for '--chain-id': -1"),
+        (("init", "--metrics-port", "-1"), "Invalid value for '--metrics-port': -1"),
+    ],
+)
+def test_network_flags_out_of_range_are_one_line(
+    tmp_path: Path, args: tuple[str, ...], complaint: str
+) -> None:
+    code, output = _invoke(*args, "--dir", str(tmp_path / "net"))
+    assert code == 2
+    assert complaint in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "net").exists()  # refused before anything was written
+
+
+def test_ports_past_65535_for_all_the_nodes_are_refused(tmp_path: Path) -> None:
+    code, output = _invoke("init", "--dir", str(tmp_path), "--nodes", "4", "--base-port", "65530")
+    assert code == 1
+    assert "--base-port: 4 nodes need ports up to 65537, past 65535" in output
