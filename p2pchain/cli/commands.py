@@ -14,7 +14,7 @@ from p2pchain.cli.config import LOG_LEVELS, load_node
 from p2pchain.cli.logs import configure_logging
 from p2pchain.cli.network import init_network
 from p2pchain.errors import P2PChainError
-from p2pchain.params import ChainParams
+from p2pchain.params import NATIVE_ASSET, ChainParams
 
 
 def _innermost(exc: BaseException) -> BaseException:
@@ -338,7 +338,7 @@ def wallet_address(key_file: Path, prefix: str, rpc_url: str) -> None:
     from p2pchain.cli.wallet import address_of_key, address_text
 
     context = click.get_current_context()
-    if context.get_parameter_source("rpc_url") is not ParameterSource.COMMANDLINE:
+    if context.get_parameter_source("rpc_url") is not ParameterSource.COMMANDLINE:  # offline
         click.echo(address_text(read_key(key_file), prefix))
         return
     import trio
@@ -348,18 +348,30 @@ def wallet_address(key_file: Path, prefix: str, rpc_url: str) -> None:
 
 @wallet.command("balance")
 @click.argument("address")
+@click.option("--base-units", is_flag=True, help="Native amounts in base units, not coins.")
+@click.option("--json", "as_json", is_flag=True, help="{asset id: base units} as JSON.")
 @RPC_OPTION
-def wallet_balance(address: str, rpc_url: str) -> None:
-    """Print the balance of ADDRESS per asset (base units)."""
+def wallet_balance(address: str, base_units: bool, as_json: bool, rpc_url: str) -> None:
+    """Print the balance of ADDRESS per asset: the native coin in coins (8 decimals), issued
+    assets in their units."""
+    import json
+
     import trio
 
-    from p2pchain.cli.wallet import balances
+    from p2pchain.cli.wallet import balances, coins_text
 
     totals = trio.run(balances, rpc_url, address)
+    if as_json:
+        click.echo(json.dumps(totals))
+        return
     if not totals:
         click.echo(f"{address} holds nothing")
+    native = "0x" + NATIVE_ASSET.hex()
     for asset, amount in totals.items():
-        click.echo(f"{asset} {amount}")
+        if asset == native and not base_units:
+            click.echo(f"native {coins_text(int(amount))} coins")
+        else:
+            click.echo(f"{asset} {amount}")
 
 
 @wallet.command("send")

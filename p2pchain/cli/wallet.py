@@ -21,7 +21,7 @@ from p2pchain.ledger.tx import NO_LOCK, Transaction, TxOutput
 from p2pchain.ledger.types import AssetId
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Coin, Wallet
-from p2pchain.params import ChainParams
+from p2pchain.params import COIN, ChainParams
 
 FINALITY_POLL_S = 0.5
 
@@ -170,3 +170,9 @@ async def issue_asset(
 def address_text(key: SecretKey, prefix: str) -> str:
     """The bech32m address of a key under `prefix`."""
     return encode_address(address_of(key.public_key), prefix)
+
+
+def coins_text(base_units: int) -> str:
+    """Base units as coins with all 8 decimals (``150000000`` -> ``1.50000000``)."""
+    whole, fraction = divmod(base_units, COIN)
+    return f"{whole}.{fraction:08d}"

@@ -61,7 +61,11 @@ async def test_wallet_commands_pay_issue_and_report_balances(tmp_path: Path) -> 
         assert "finalized" in output
         code, output = await _run("wallet", "balance", payee, *rpc)
         assert code == 0, output
+        assert output.split() == ["native", "3.00000000", "coins"]
+        code, output = await _run("wallet", "balance", payee, "--base-units", *rpc)
         assert output.split() == ["0x" + "00" * 32, str(3 * COIN)]
+        code, output = await _run("wallet", "balance", payee, "--json", *rpc)
+        assert json.loads(output) == {"0x" + "00" * 32: str(3 * COIN)}
 
         code, output = await _run(
             "wallet", "issue-asset", "--key", str(payer_key), "--name", "CO2-t",
