@@ -289,6 +289,17 @@ class ChainService:
     def finalized_height(self) -> int:
         return self.store.nodes[self.store.finalized_checkpoint.block_id].height
 
+    @property
+    def durable_finalized(self) -> Checkpoint:
+        """The finalized checkpoint as last written to storage: what the node reports, so that
+        nothing it reported can be lost by a crash (the store may be one write ahead)."""
+        return self._saved_finalized
+
+    @property
+    def durable_justified(self) -> Checkpoint:
+        """The justified checkpoint as last written to storage (see `durable_finalized`)."""
+        return self._saved_justified
+
     def get_block(self, block_id: BlockId) -> Block | None:
         """A block of the fork-choice tree or of the finalized chain (old finalized ones are
         read from storage)."""
@@ -344,7 +355,7 @@ class ChainService:
             block = self.get_block(block_id)
             if block is None:
                 raise StorageError(f"block {block_id.hex()} of transaction {txid.hex()} is gone")
-            final = height <= self.finalized_height()
+            final = height <= self.store.nodes[self._saved_finalized.block_id].height
             return TxInfo(
                 txid=txid,
                 status=TxStatus.FINALIZED if final else TxStatus.INCLUDED,

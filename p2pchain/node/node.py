@@ -201,10 +201,13 @@ class Node:
         return self._chain.head_info()
 
     def finalized(self) -> Checkpoint:
-        return self._chain.store.finalized_checkpoint
+        """The finalized checkpoint, once it is on disk: it never moves back, even across a
+        crash."""
+        return self._chain.durable_finalized
 
     def justified(self) -> Checkpoint:
-        return self._chain.store.justified_checkpoint
+        """The justified checkpoint, once it is on disk."""
+        return self._chain.durable_justified
 
     def get_block(self, block_id: bytes) -> Block | None:
         return self._chain.get_block(BlockId(bytes(block_id)))

@@ -154,6 +154,31 @@ async def test_restart_resumes_from_the_data_dir(autojump_clock, tmp_path):
             await net.wait_finalized(finalized.epoch + 2)
 
 
+async def test_checkpoints_are_reported_only_once_they_are_on_disk(autojump_clock, tmp_path):
+    """Whenever the node writes a new checkpoint, what it reports at that moment is still the
+    previous one (a crash during the write loses nothing that was reported), and right after
+    the write it reports the new one; transactions become finalized the same way."""
+    async with testnet(4, transport=SimulatedNetwork(seed=8), data_dir=tmp_path) as net:
+        node = net.nodes[0]
+        storage = node._chain.storage
+        record = storage.record_forkchoice
+        writes = []
+
+        def checked_record(*, justified=None, finalized=None, votes=()):
+            if finalized is not None:
+                assert node.finalized() != finalized, "reported before it was written"
+            if justified is not None:
+                assert node.justified() != justified, "reported before it was written"
+            record(justified=justified, finalized=finalized, votes=votes)
+            writes.append(finalized)
+
+        storage.record_forkchoice = checked_record
+        with trio.fail_after(LIMIT_S):
+            await net.wait_finalized(3)
+        assert any(w is not None for w in writes)
+        assert node.finalized() == storage.load().finalized
+
+
 async def test_restarts_at_any_moment_never_move_the_checkpoints_back(autojump_clock, tmp_path):
     """A node reports finalized and justified checkpoints reached with votes that may not be in
     any block yet; restarted at any slot and any point within it, it reports them again (or
