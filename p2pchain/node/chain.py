@@ -255,6 +255,7 @@ class ChainService:
         """Evidence found since the caller last took it (to gossip)."""
         self._saved_justified = self.store.justified_checkpoint
         self._saved_finalized = self.store.finalized_checkpoint
+        self._reported_head = self.head_info()
         self._changed = trio.Event()
         self._blocks_imported = 0
         self._import_times = _Histogram(IMPORT_SECONDS_BUCKETS)
@@ -281,6 +282,13 @@ class ChainService:
     def head_info(self) -> HeadInfo:
         node = self.head_node()
         return HeadInfo(block_id=node.block_id, height=node.height, slot=node.slot)
+
+    @property
+    def reported_head(self) -> HeadInfo:
+        """The head once its blocks are stored, indexed and taken out of the pool: what the
+        node reports, so that a block read as the head has its transactions reported
+        included (the store's own head moves first, while the write is under way)."""
+        return self._reported_head
 
     def head_view(self) -> UtxoView:
         """The UTXO state at the head (the store's own view: read, never change)."""
@@ -560,6 +568,7 @@ class ChainService:
             self.storage.commit_block(commit)
         self._saved_justified = self.store.justified_checkpoint
         self._saved_finalized = self.store.finalized_checkpoint
+        self._reported_head = self.head_info()
         self.storage.record_forkchoice(
             justified=self._saved_justified, finalized=self._saved_finalized
         )
@@ -1112,6 +1121,7 @@ class ChainService:
                 touched[removal.txid] = None
             for txid in pool_change.accepted:
                 touched[txid] = None
+        self._reported_head = self.head_info()
         if change.old_head != change.new_head:
             head = self.head_info()
             if change.undone:

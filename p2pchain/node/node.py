@@ -198,7 +198,7 @@ class Node:
 
     # -- chain queries -------------------------------------------------------------------------
     def head(self) -> HeadInfo:
-        return self._chain.head_info()
+        return self._chain.reported_head
 
     def finalized(self) -> Checkpoint:
         """The finalized checkpoint, once it is on disk: it never moves back, even across a

@@ -179,6 +179,37 @@ async def test_checkpoints_are_reported_only_once_they_are_on_disk(autojump_cloc
         assert node.finalized() == storage.load().finalized
 
 
+async def test_a_block_is_reported_as_the_head_only_with_its_transactions_included(
+    autojump_clock, tmp_path
+):
+    """While a new head is being written, the node still reports the old one; once it reports
+    the new one, every transaction in it is reported included, never pending or unknown."""
+    async with _solo(data_dir=tmp_path) as net:
+        node = net.nodes[0]
+        storage = node._chain.storage
+        commit = storage.commit_block
+        heads_written = []
+
+        def checked_commit(block_commit):
+            assert node.head().block_id != block_commit.block.block_id, "reported before stored"
+            commit(block_commit)
+            heads_written.append(block_commit.block.block_id)
+
+        storage.commit_block = checked_commit
+        txs = [net.transfer(0, net.wallets[1].address, COIN)]
+        await node.submit_transaction(txs[0])
+        with trio.fail_after(LIMIT_S):
+            await node.wait_for_status(txs[0].txid, TxStatus.INCLUDED)
+        head = node.get_block(node.head().block_id)
+        assert head is not None
+        for tx in head.transactions:
+            assert node.get_transaction(tx.txid).status in (
+                TxStatus.INCLUDED,
+                TxStatus.FINALIZED,
+            )
+        assert heads_written
+
+
 async def test_restarts_at_any_moment_never_move_the_checkpoints_back(autojump_clock, tmp_path):
     """A node reports finalized and justified checkpoints reached with votes that may not be in
     any block yet; restarted at any slot and any point within it, it reports them again (or
