@@ -13,6 +13,7 @@ from p2pchain import __version__
 from p2pchain.cli.config import LOG_LEVELS, load_node
 from p2pchain.cli.logs import configure_logging
 from p2pchain.cli.network import init_network
+from p2pchain.cli.rpc_client import JSON
 from p2pchain.errors import P2PChainError
 from p2pchain.params import NATIVE_ASSET, ChainParams
 
@@ -274,6 +275,53 @@ def testnet_accounts(root: Path, as_json: bool) -> None:
             f"node{node['index']}  rpc {node['rpcUrl']}  metrics {node['metricsUrl'] or '-'}"
             f"  log {node['log']}  data {node['dataDir']}"
         )
+
+
+def _control(root: Path, request: dict[str, JSON]) -> dict[str, JSON]:
+    import trio
+
+    from p2pchain.cli.control import control
+
+    return trio.run(control, root, request)
+
+
+@testnet.command("status")
+@DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def testnet_status(root: Path, as_json: bool) -> None:
+    """Ask the running supervisor which node processes run (pid, exit code, restarts)."""
+    import json
+
+    answer = _control(root, {"command": "status"})
+    nodes = answer["nodes"]
+    assert isinstance(nodes, list)
+    if as_json:
+        click.echo(json.dumps(nodes, indent=2))
+        return
+    for node in nodes:
+        assert isinstance(node, dict)
+        state = "running" if node["running"] else f"exited {node['exitCode']}"
+        click.echo(f"node{node['index']}  {state}  pid {node['pid']}  restarts {node['restarts']}")
+
+
+@testnet.command("kill")
+@DIR_OPTION
+@click.argument("node", type=click.IntRange(min=0))
+def testnet_kill(root: Path, node: int) -> None:
+    """SIGKILL node NODE of the running testnet (no shutdown code runs, as in a crash)."""
+    _control(root, {"command": "kill", "node": node})
+    click.echo(f"node{node} killed")
+
+
+@testnet.command("restart")
+@DIR_OPTION
+@click.argument("node", type=click.IntRange(min=0))
+def testnet_restart(root: Path, node: int) -> None:
+    """Start node NODE again (killing it first if it runs); it resumes from its data dir."""
+    answer = _control(root, {"command": "restart", "node": node})
+    described = answer["node"]
+    assert isinstance(described, dict)
+    click.echo(f"node{node} restarted (pid {described['pid']})")
 
 
 @testnet.command("faucet")

@@ -5,9 +5,6 @@ table, optional demo payments; Ctrl-C stops every node cleanly; the same --dir r
 from __future__ import annotations
 
 import math
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from p2pchain.cli.config import NetworkFile, load_network, load_node, read_key
+from p2pchain.cli.control import NodeRunner, Supervisor
 from p2pchain.cli.network import init_network
 from p2pchain.cli.payments import FEE, PaymentTally, send_demo_payments, track_finality
 from p2pchain.cli.rpc_client import JSON, RpcError, connect_rpc
@@ -45,6 +43,11 @@ class NodeStatus:
     error: str = "starting"
     answered: bool = False
     """True once its RPC answered: later failures are shown as such, not as "starting"."""
+
+    def starting(self) -> None:
+        """A (re)started process: nothing known until its RPC answers."""
+        self.exit_code, self.answered, self.error = None, False, "starting"
+        self.forget()
 
     def forget(self) -> None:
         """Clear the numbers: a node that is not answering shows none, not stale ones."""
@@ -90,11 +93,12 @@ def _show(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-async def _poll(status: NodeStatus) -> None:
-    while status.exit_code is None:
+async def _poll(status: NodeStatus, runner: NodeRunner) -> None:
+    """Show `status` of the node `runner` runs, until its process exits."""
+    while runner.exit_code is None:
         try:
             async with connect_rpc(status.rpc_url) as rpc:
-                while status.exit_code is None:
+                while runner.exit_code is None:
                     head = await rpc.call("chain_head")
                     finalized = await rpc.call("chain_finalized")
                     peers = await rpc.call("net_peers")
@@ -111,6 +115,7 @@ async def _poll(status: NodeStatus) -> None:
                 status.forget()
                 status.error = "not answering"
         await trio.sleep(STATUS_INTERVAL_S)
+    status.exit_code = runner.exit_code
     status.forget()
 
 
@@ -119,29 +124,6 @@ def _field(value: object, name: str) -> int | None:
         item = value.get(name)
         return item if isinstance(item, int) else None
     return None
-
-
-async def _run_process(
-    config: Path, log_level: str, status: NodeStatus, *, task_status: trio.TaskStatus[None]
-) -> None:
-    log = (config.parent / "node.log").open("ab")
-    command = [sys.executable, "-m", "p2pchain", "--log-level", log_level, "node"]
-    command += ["--config", str(config)]
-    with log:
-        process = await trio.lowlevel.open_process(command, stdout=log, stderr=subprocess.STDOUT)
-        task_status.started()
-        try:
-            status.exit_code = await process.wait()
-        finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGINT)
-                with trio.move_on_after(STOP_GRACE_S) as scope:
-                    scope.shield = True
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    with trio.CancelScope(shield=True):
-                        await process.wait()
 
 
 async def run_testnet(
@@ -173,7 +155,7 @@ async def run_testnet(
             metrics_port=metrics_port,
         )
         return await _supervise(
-            configs, statuses, wallets, network, tx_rate, duration, log_level, console
+            root, configs, statuses, wallets, network, tx_rate, duration, log_level, console
         )
 
 
@@ -207,6 +189,7 @@ def check_existing_network(root: Path, flags: dict[str, int]) -> None:
 
 
 async def _supervise(
+    root: Path,
     configs: list[Path],
     statuses: list[NodeStatus],
     wallets: list[SecretKey],
@@ -218,11 +201,18 @@ async def _supervise(
 ) -> TestnetResult:
     """Run the node processes, the pollers and the demo payments under the live table."""
     tally = PaymentTally()
+    runners = [NodeRunner(config, log_level) for config in configs]
     with Live(_table(statuses, tally), console=console, refresh_per_second=4) as live:
         async with trio.open_nursery() as nursery:
-            for config, status in zip(configs, statuses, strict=True):
-                await nursery.start(_run_process, config, log_level, status)
-                nursery.start_soon(_poll, status)
+
+            def watch(index: int) -> None:
+                statuses[index].starting()
+                nursery.start_soon(_poll, statuses[index], runners[index])
+
+            supervisor = Supervisor(root, runners, nursery, watch)
+            for index in range(len(runners)):
+                await supervisor.start(index)
+            await nursery.start(supervisor.serve)
             if tx_rate > 0 and wallets:
                 nursery.start_soon(
                     send_demo_payments,
@@ -234,7 +224,7 @@ async def _supervise(
                 )
                 nursery.start_soon(track_finality, tally, STATUS_INTERVAL_S)
             with trio.move_on_after(math.inf if duration is None else duration):
-                while any(status.exit_code is None for status in statuses):
+                while any(runner.running for runner in runners):
                     live.update(_table(statuses, tally))
                     await trio.sleep(STATUS_INTERVAL_S)
             live.update(_table(statuses, tally))

@@ -3,10 +3,12 @@ node's last numbers as if they were current."""
 
 import io
 import socket
+from pathlib import Path
 
 import trio
 from rich.console import Console
 
+from p2pchain.cli.control import NodeRunner
 from p2pchain.cli.payments import PaymentTally
 from p2pchain.cli.testnet import NodeStatus, _poll, _table
 
@@ -32,8 +34,8 @@ async def test_a_node_never_answered_is_starting_and_one_that_stopped_answering_
     failing.answered = True
     with trio.move_on_after(3):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_poll, starting)
-            nursery.start_soon(_poll, failing)
+            nursery.start_soon(_poll, starting, NodeRunner(Path("node0.toml"), "info"))
+            nursery.start_soon(_poll, failing, NodeRunner(Path("node1.toml"), "info"))
     assert failing.error == "not answering"
     assert starting.error == "starting"
     assert (failing.height, failing.finalized_epoch, failing.peers, failing.mempool) == (None,) * 4
@@ -46,8 +48,8 @@ async def test_a_node_never_answered_is_starting_and_one_that_stopped_answering_
 
 async def test_an_exited_node_shows_its_exit_code_and_no_numbers():
     status = NodeStatus(rpc_url=_dead_url(), height=987_654, finalized_epoch=2, peers=1, mempool=0)
-    status.exit_code = -9
-    await _poll(status)  # returns at once for an exited node, clearing its numbers
+    exited = NodeRunner(Path("node0.toml"), "info", exit_code=-9)
+    await _poll(status, exited)  # returns at once for an exited node, clearing its numbers
     shown = _render([status], PaymentTally(sent=3, finalized=1, lost=1))
     assert "exited -9" in shown
     assert "987654" not in shown

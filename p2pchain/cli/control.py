@@ -1,0 +1,193 @@
+"""The control plane of a running ``p2pchain testnet``: kill, restart and inspect its nodes
+from a second terminal (``p2pchain testnet kill 2``) or from Python (`control`).
+
+The supervisor listens on a loopback TCP port it writes to ``<dir>/control.port``. A request
+is one JSON object on one line (at most `MAX_REQUEST_BYTES`), the answer one JSON object on
+one line: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. Anyone who can connect
+to the loopback port can kill the testnet's nodes: this is a local development tool.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from p2pchain.cli.rpc_client import JSON
+from p2pchain.errors import ConfigError
+
+CONTROL_FILE: Final = "control.port"
+MAX_REQUEST_BYTES: Final = 4_096
+REQUEST_TIMEOUT_S: Final = 10.0
+STOP_GRACE_S: Final = 10.0
+
+
+@dataclass
+class NodeRunner:
+    """One node's process, started again on demand; `exit_code` is None while it runs."""
+
+    config: Path
+    log_level: str
+    process: trio.Process | None = None
+    exit_code: int | None = None
+    restarts: int = 0
+    exited: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.exit_code is None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the process until it exits; on cancellation stop it (SIGINT, then SIGKILL)."""
+        command = [sys.executable, "-m", "p2pchain", "--log-level", self.log_level, "node"]
+        command += ["--config", str(self.config)]
+        self.exit_code = None
+        self.exited = trio.Event()
+        with (self.config.parent / "node.log").open("ab") as log:
+            process = await trio.lowlevel.open_process(
+                command, stdout=log, stderr=subprocess.STDOUT
+            )
+            self.process = process
+            task_status.started()
+            try:
+                self.exit_code = await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGINT)
+                    with trio.move_on_after(STOP_GRACE_S) as scope:
+                        scope.shield = True
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+                        with trio.CancelScope(shield=True):
+                            await process.wait()
+                self.exit_code = process.returncode
+                self.exited.set()
+
+
+class Supervisor:
+    """The testnet's node runners and the control server that acts on them."""
+
+    def __init__(
+        self,
+        root: Path,
+        runners: list[NodeRunner],
+        nursery: trio.Nursery,
+        on_start: Callable[[int], None],
+    ) -> None:
+        self.root = root
+        self.runners = runners
+        self._nursery = nursery
+        self._on_start = on_start
+        """Called after node `i`'s process started (the supervisor watches it from there)."""
+
+    async def start(self, index: int) -> None:
+        await self._nursery.start(self.runners[index].run)
+        self._on_start(index)
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve control requests on a free loopback port, announced in ``control.port``."""
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = int(listeners[0].socket.getsockname()[1])
+        await trio.Path(self.root / CONTROL_FILE).write_text(f"{port}\n")
+        task_status.started(port)
+        try:
+            await trio.serve_listeners(self._handle, listeners)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.Path(self.root / CONTROL_FILE).unlink(missing_ok=True)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                with trio.fail_after(REQUEST_TIMEOUT_S):
+                    request = await _read_line(stream)
+                    answer = await self.answer(json.loads(request))
+            except (ValueError, trio.TooSlowError) as exc:
+                answer = {"ok": False, "error": f"bad request: {exc}"}
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            try:
+                await stream.send_all(json.dumps(answer).encode() + b"\n")
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+    async def answer(self, request: JSON) -> dict[str, JSON]:
+        """Carry out one request: ``status``, ``kill`` or ``restart`` (with ``node``)."""
+        if not isinstance(request, dict):
+            return {"ok": False, "error": "a request is a JSON object"}
+        command = request.get("command")
+        if command == "status":
+            return {"ok": True, "nodes": [self._describe(i) for i in range(len(self.runners))]}
+        index = request.get("node")
+        if not isinstance(index, int) or isinstance(index, bool):
+            return {"ok": False, "error": "node must be a node index"}
+        if not 0 <= index < len(self.runners):
+            return {"ok": False, "error": f"no node {index} (0..{len(self.runners) - 1})"}
+        runner = self.runners[index]
+        if command == "kill":
+            if not runner.running or runner.process is None:
+                return {"ok": False, "error": f"node {index} is not running"}
+            runner.process.kill()
+            await runner.exited.wait()
+            return {"ok": True, "node": self._describe(index)}
+        if command == "restart":
+            if runner.running and runner.process is not None:
+                runner.process.kill()
+                await runner.exited.wait()
+            runner.restarts += 1
+            await self.start(index)
+            return {"ok": True, "node": self._describe(index)}
+        return {"ok": False, "error": f"unknown command {command!r} (status, kill, restart)"}
+
+    def _describe(self, index: int) -> dict[str, JSON]:
+        runner = self.runners[index]
+        return {
+            "index": index,
+            "running": runner.running,
+            "exitCode": runner.exit_code,
+            "restarts": runner.restarts,
+            "pid": None if runner.process is None else runner.process.pid,
+        }
+
+
+async def _read_line(stream: trio.SocketStream) -> bytes:
+    data = bytearray()
+    while b"\n" not in data:
+        chunk = await stream.receive_some(MAX_REQUEST_BYTES)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST_BYTES:
+            raise ValueError(f"longer than {MAX_REQUEST_BYTES} bytes")
+    return bytes(data).split(b"\n", 1)[0]
+
+
+async def control(root: Path, request: dict[str, JSON]) -> dict[str, JSON]:
+    """Send one request to the supervisor of the testnet in `root`; its answer.
+
+    Raises:
+        ConfigError: no supervisor runs there, or it refused the request (its reason).
+    """
+    path = trio.Path(root / CONTROL_FILE)
+    try:
+        port = int((await path.read_text()).strip())
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"no testnet supervisor is running on {root}") from exc
+    async with stream:
+        with trio.fail_after(REQUEST_TIMEOUT_S + STOP_GRACE_S):
+            await stream.send_all(json.dumps(request).encode() + b"\n")
+            reply = await _read_line(stream)
+    answer = json.loads(reply) if reply else {"ok": False, "error": "the supervisor closed"}
+    if not isinstance(answer, dict) or not answer.get("ok"):
+        error = answer.get("error") if isinstance(answer, dict) else answer
+        raise ConfigError(f"testnet supervisor: {error}")
+    return answer

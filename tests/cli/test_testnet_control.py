@@ -1,0 +1,93 @@
+"""The testnet's control plane against real node processes: kill a node (SIGKILL), see it
+exited, restart it, and see it rejoin the chain, through the same calls the CLI makes."""
+
+import io
+from pathlib import Path
+
+import pytest
+import trio
+from click.testing import CliRunner
+from rich.console import Console
+
+from p2pchain.cli.commands import cli
+from p2pchain.cli.control import CONTROL_FILE, control
+from p2pchain.cli.rpc_client import connect_rpc
+from p2pchain.cli.testnet import run_testnet
+from p2pchain.errors import ConfigError
+from p2pchain.params import ChainParams
+from tests.cli.test_testnet_processes import _free_port_block
+
+pytestmark = pytest.mark.timeout(120)
+WAIT_S = 60
+
+
+async def _height(url: str) -> int:
+    async with connect_rpc(url) as rpc:
+        head = await rpc.call("chain_head")
+    assert isinstance(head, dict)
+    return int(str(head["height"]))
+
+
+async def _until(condition, what: str) -> None:
+    """Re-check `condition` every half slot until it holds (bounded)."""
+    with trio.move_on_after(WAIT_S):
+        while True:
+            try:
+                if await condition():
+                    return
+            except Exception:  # a node that is (re)starting refuses or drops the connection
+                pass
+            await trio.sleep(0.25)
+    raise AssertionError(f"not within {WAIT_S} s: {what}")
+
+
+async def test_kill_and_restart_a_node_of_a_running_testnet(tmp_path: Path) -> None:
+    base = _free_port_block(10)
+    params = ChainParams(slot_ms=500, slots_per_epoch=4)
+    rpc_urls = [f"ws://127.0.0.1:{base + 7 + i}" for i in range(2)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: run_testnet(
+                tmp_path,
+                nodes=2,
+                params=params,
+                tx_rate=0.0,
+                duration=None,
+                log_level="info",
+                base_port=base,
+                rpc_port=base + 7,
+                console=Console(file=io.StringIO()),
+            )
+        )
+
+        async def both_answer() -> bool:
+            return min([await _height(url) for url in rpc_urls]) >= 2
+
+        await _until(both_answer, "both nodes make blocks")
+        status = await control(tmp_path, {"command": "status"})
+        pids = [node["pid"] for node in status["nodes"]]  # type: ignore[index, union-attr]
+        killed = await control(tmp_path, {"command": "kill", "node": 1})
+        assert killed["node"]["running"] is False  # type: ignore[index, call-overload]
+        assert killed["node"]["exitCode"] == -9  # type: ignore[index, call-overload]
+        with pytest.raises(ConfigError, match="node 1 is not running"):
+            await control(tmp_path, {"command": "kill", "node": 1})
+        with pytest.raises(ConfigError, match="no node 7"):
+            await control(tmp_path, {"command": "kill", "node": 7})
+        before = await _height(rpc_urls[0])
+        restarted = await control(tmp_path, {"command": "restart", "node": 1})
+        assert restarted["node"]["running"] is True  # type: ignore[index, call-overload]
+        assert restarted["node"]["pid"] != pids[1]  # type: ignore[index, call-overload]
+
+        async def rejoined() -> bool:
+            return await _height(rpc_urls[1]) > before
+
+        await _until(rejoined, "the restarted node passes the height of the kill")
+        nursery.cancel_scope.cancel()
+    assert not (tmp_path / CONTROL_FILE).exists()  # the supervisor cleaned up
+
+
+def test_control_commands_without_a_supervisor_are_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["testnet", "kill", "1", "--dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"no testnet supervisor is running on {tmp_path}" in result.output
+    assert result.output.count("\n") == 1
