@@ -324,6 +324,17 @@ def testnet_restart(root: Path, node: int) -> None:
     click.echo(f"node{node} restarted (pid {described['pid']})")
 
 
+@testnet.command("skew")
+@DIR_OPTION
+@click.argument("node", type=click.IntRange(min=0))
+@click.argument("skew_ms", metavar="MS", type=click.IntRange(-86_400_000, 86_400_000))
+def testnet_skew(root: Path, node: int, skew_ms: int) -> None:
+    """Set node NODE's clock MS milliseconds off the wall clock (negative: behind) and restart
+    it with that skew; 0 puts it back on time."""
+    _control(root, {"command": "skew", "node": node, "ms": skew_ms})
+    click.echo(f"node{node} restarted with its clock {skew_ms:+d} ms off")
+
+
 @testnet.command("faucet")
 @DIR_OPTION
 @click.argument("address")

@@ -209,6 +209,8 @@ class NodeFile:
     rpc: str | None
     metrics: str | None
     log_level: str
+    clock_skew_ms: int = 0
+    """Added to the wall clock the node reads (testnets skew nodes to test clock tolerance)."""
 
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -223,6 +225,7 @@ NODE_KEYS = frozenset(
         "rpc",
         "metrics",
         "log_level",
+        "clock_skew_ms",
     }
 )
 """Every key a node.toml may hold: a misspelt key is an error, never silently ignored."""
@@ -254,7 +257,18 @@ def load_node(path: Path) -> NodeFile:
         rpc=_str(data, "rpc", path) if "rpc" in data else None,
         metrics=_str(data, "metrics", path) if "metrics" in data else None,
         log_level=log_level,
+        clock_skew_ms=_skew(data, path),
     )
+
+
+MAX_CLOCK_SKEW_MS: Final = 86_400_000
+
+
+def _skew(data: dict[str, object], path: Path) -> int:
+    value = data.get("clock_skew_ms", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_CLOCK_SKEW_MS:
+        raise ConfigError(f"{path}: clock_skew_ms must be an integer within ±1 day, got {value!r}")
+    return value
 
 
 def dump_node(node: NodeFile, path: Path) -> None:
@@ -279,6 +293,8 @@ def dump_node(node: NodeFile, path: Path) -> None:
         data["rpc"] = node.rpc
     if node.metrics is not None:
         data["metrics"] = node.metrics
+    if node.clock_skew_ms:
+        data["clock_skew_ms"] = node.clock_skew_ms
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(data))
 

@@ -9,6 +9,7 @@ to the loopback port can kill the testnet's nodes: this is a local development t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from typing import Final
 
 import trio
 
+from p2pchain.cli.config import MAX_CLOCK_SKEW_MS, dump_node, load_node
 from p2pchain.cli.rpc_client import JSON
 from p2pchain.errors import ConfigError
 
@@ -138,6 +140,15 @@ class Supervisor:
             runner.process.kill()
             await runner.exited.wait()
             return {"ok": True, "node": self._describe(index)}
+        if command == "skew":
+            skew = request.get("ms")
+            if not isinstance(skew, int) or isinstance(skew, bool):
+                return {"ok": False, "error": "ms must be an integer (milliseconds)"}
+            try:
+                await trio.to_thread.run_sync(set_clock_skew, runner.config, skew)
+            except ConfigError as exc:
+                return {"ok": False, "error": str(exc)}
+            command = "restart"  # the node reads its clock offset at start
         if command == "restart":
             if runner.running and runner.process is not None:
                 runner.process.kill()
@@ -145,7 +156,7 @@ class Supervisor:
             runner.restarts += 1
             await self.start(index)
             return {"ok": True, "node": self._describe(index)}
-        return {"ok": False, "error": f"unknown command {command!r} (status, kill, restart)"}
+        return {"ok": False, "error": f"unknown command {command!r} (status, kill, restart, skew)"}
 
     def _describe(self, index: int) -> dict[str, JSON]:
         runner = self.runners[index]
@@ -154,8 +165,17 @@ class Supervisor:
             "running": runner.running,
             "exitCode": runner.exit_code,
             "restarts": runner.restarts,
+            "clockSkewMs": load_node(runner.config).clock_skew_ms,
             "pid": None if runner.process is None else runner.process.pid,
         }
+
+
+def set_clock_skew(config: Path, skew_ms: int) -> None:
+    """Write `clock_skew_ms` into a node.toml, refusing what the node would refuse before
+    the file changes (a node may be starting and reading it)."""
+    if abs(skew_ms) > MAX_CLOCK_SKEW_MS:
+        raise ConfigError(f"clock_skew_ms must be an integer within ±1 day, got {skew_ms}")
+    dump_node(dataclasses.replace(load_node(config), clock_skew_ms=skew_ms), config)
 
 
 async def _read_line(stream: trio.SocketStream) -> bytes:

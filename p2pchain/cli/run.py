@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -27,9 +28,14 @@ def split_host_port(text: str, what: str) -> tuple[str, int]:
 
 
 def node_config_from(node_file: NodeFile) -> NodeConfig:
-    """The `NodeConfig` a node.toml describes."""
+    """The `NodeConfig` a node.toml describes (call inside trio: a skew reads its clock)."""
     network = load_network(node_file.network)
+    offset = None
+    if node_file.clock_skew_ms:
+        wall_ms = round(time.time() * 1000 - trio.current_time() * 1000)
+        offset = wall_ms + node_file.clock_skew_ms
     return NodeConfig(
+        clock_offset_ms=offset,
         genesis=network.genesis,
         params=network.params,
         data_dir=node_file.data_dir,

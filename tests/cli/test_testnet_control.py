@@ -1,5 +1,6 @@
 """The testnet's control plane against real node processes: kill a node (SIGKILL), see it
-exited, restart it, and see it rejoin the chain, through the same calls the CLI makes."""
+exited, restart it and see it rejoin the chain, skew its clock, through the same calls the
+CLI makes."""
 
 import io
 from pathlib import Path
@@ -82,6 +83,17 @@ async def test_kill_and_restart_a_node_of_a_running_testnet(tmp_path: Path) -> N
             return await _height(rpc_urls[1]) > before
 
         await _until(rejoined, "the restarted node passes the height of the kill")
+        skewed = await control(tmp_path, {"command": "skew", "node": 1, "ms": 1500})
+        assert skewed["node"]["clockSkewMs"] == 1500  # type: ignore[index, call-overload]
+        assert "clock_skew_ms = 1500" in (tmp_path / "node1" / "node.toml").read_text()
+        with pytest.raises(ConfigError, match="within ±1 day"):
+            await control(tmp_path, {"command": "skew", "node": 1, "ms": 10**9})
+        skewed_at = await _height(rpc_urls[0])
+
+        async def follows() -> bool:  # 1.5 s is 3 slots off: within what peers tolerate
+            return await _height(rpc_urls[1]) > skewed_at
+
+        await _until(follows, "the skewed node keeps up with the chain")
         nursery.cancel_scope.cancel()
     assert not (tmp_path / CONTROL_FILE).exists()  # the supervisor cleaned up
 
