@@ -65,6 +65,13 @@ def cli(log_level: str, log_format: str) -> None:
 
 COUNT = click.IntRange(min=1)
 PORT = click.IntRange(1, 65535)
+METRICS_PORT_OPTION = click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=9645,
+    show_default=True,
+    help="First metrics port (0: no metrics).",
+)
 
 
 @cli.command()
@@ -85,13 +92,7 @@ def version() -> None:
     "--base-port", type=PORT, default=30300, show_default=True, help="First P2P port (TCP, WS)."
 )
 @click.option("--rpc-port", type=PORT, default=8645, show_default=True, help="First JSON-RPC port.")
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=9645,
-    show_default=True,
-    help="First metrics port (0: no metrics).",
-)
+@METRICS_PORT_OPTION
 @click.option(
     "--wallets",
     type=click.IntRange(min=0),
@@ -182,13 +183,7 @@ DIR_OPTION = click.option(
 )
 @click.option("--base-port", type=PORT, default=30300, show_default=True)
 @click.option("--rpc-port", type=PORT, default=8645, show_default=True)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(0, 65535),
-    default=9645,
-    show_default=True,
-    help="First metrics port (0: no metrics).",
-)
+@METRICS_PORT_OPTION
 @click.option("--node-log-level", default="info", show_default=True)
 def testnet(
     nodes: int,
