@@ -81,7 +81,7 @@ from p2pchain.protocol.messages import (
     Status,
     Topic,
 )
-from p2pchain.protocol.scoring import BanList, Offence, PeerScores, ScoringParams
+from p2pchain.protocol.scoring import BanEntry, BanList, Offence, PeerScores, ScoringParams
 
 _logger = logging.getLogger("p2pchain.net")
 
@@ -441,6 +441,14 @@ class Swarm:
         if link is not None and link.host is not None and not link.trusted:
             self._ban_source(link.host, f"its key {peer_id.hex()[:12]} was banned", now)
         self.disconnect(peer_id, DisconnectReason.BANNED)
+
+    def ban_entries(self) -> tuple[BanEntry, ...]:
+        """Every ban in force or not yet expired, on trio's clock (to persist them)."""
+        return self._bans.entries()
+
+    def restore_bans(self, entries: Iterable[BanEntry]) -> None:
+        """Bans saved by an earlier run (on trio's clock): they hold from now on."""
+        self._bans.restore(entries)
 
     def ban_address(self, address: str, duration: float) -> None:
         """Refuse the host of `address` for `duration` seconds, inbound and outbound."""

@@ -75,6 +75,7 @@ from p2pchain.params import ChainParams
 from p2pchain.protocol.connection import ConnectionConfig, PeerId
 from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import Publish, Status, Topic
+from p2pchain.protocol.scoring import BanEntry, BanKind
 
 PEER_POLL_INTERVAL: Final = 1.0
 """Seconds between two looks at the peer set for PEER events."""
@@ -165,6 +166,8 @@ class Node:
         self._duties: ValidatorDuties | None = None
         self._rpc_url: str | None = None
         self._peers_seen: dict[PeerId, str] = {}
+        self._saved_bans: dict[str, float] = {}
+        """Bans as last written to storage (key "kind:hex" -> Unix time)."""
         self._offload_decode_bytes = (
             config.limits.offload_decode_bytes if config.offload_blocking else None
         )
@@ -535,6 +538,7 @@ class Node:
                 network.faults.record(Where.IMPORT, exc)
             network.announce_status()
             await chain.forget_settled()
+            await self._save_bans()
             if slot % self.config.limits.rebroadcast_slots == 0:
                 self._send_pending_submissions(peer.peer_id for peer in network.swarm.peers())
             duties = self._duties
@@ -547,6 +551,50 @@ class Node:
                         await duties.vote(slot)
             self._after_import()
             await trio.sleep_until(self._slot_time(slot + 1))
+
+    def _wall_offset_s(self) -> float:
+        """Seconds to add to trio's clock to get this node's Unix time."""
+        return self._clock_offset_ms / 1000
+
+    async def _save_bans(self) -> None:
+        """Write bans that are new or longer since the last slot, in Unix time, so that a
+        restart keeps them (a crash loses at most one slot's bans); expired rows go too."""
+        offset = self._wall_offset_s()
+        current = {
+            f"{entry.kind.value}:{entry.value.hex()}": entry.until + offset
+            for entry in self.network.swarm.ban_entries()
+        }
+        changed = {
+            key: until for key, until in current.items() if self._saved_bans.get(key) != until
+        }
+        if not changed:
+            return
+        storage = self._chain.storage
+        now = trio.current_time() + offset
+
+        def write() -> None:
+            for key, until in changed.items():
+                storage.ban_peer(key, until)
+            storage.bans(now)
+
+        await self._chain.run_storage(write)
+        self._saved_bans = current
+
+    def restore_bans(self) -> None:
+        """Load the bans an earlier run saved (call once the network is open)."""
+        offset = self._wall_offset_s()
+        saved = self._chain.storage.bans(trio.current_time() + offset)
+        entries = []
+        for key, until in saved.items():
+            kind, _, value = key.partition(":")
+            try:
+                entries.append(
+                    BanEntry(kind=BanKind(kind), value=bytes.fromhex(value), until=until - offset)
+                )
+            except ValueError:
+                continue  # not a ban this code writes
+        self.network.swarm.restore_bans(entries)
+        self._saved_bans = saved
 
     def _send_pending_submissions(self, peers: Iterable[PeerId]) -> None:
         """Send our clients' pending submissions to `peers`, bypassing the seen cache: a peer
@@ -681,6 +729,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             open_network(NetworkConfig(swarm=swarm, seed=config.network_seed), node)
         )
         node._network = network
+        node.restore_bans()
         if config.validator_key is not None:
             node._duties = ValidatorDuties(
                 chain,

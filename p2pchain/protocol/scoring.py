@@ -249,8 +249,13 @@ class BanList:
             del self._bans[key]
         return len(ended)
 
+    def restore(self, entries: Iterable[BanEntry]) -> None:
+        """Add saved bans (as `BanList(entries)` does); a shorter one never shortens a ban."""
+        for entry in entries:
+            self._add(entry.kind, entry.value, entry.until)
+
     def entries(self) -> tuple[BanEntry, ...]:
-        """Every ban, for persistence; `BanList(entries)` loads them back."""
+        """Every ban, for persistence; `BanList(entries)` or `restore` loads them back."""
         return tuple(
             BanEntry(kind=kind, value=value, until=until)
             for (kind, value), until in self._bans.items()

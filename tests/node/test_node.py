@@ -393,3 +393,24 @@ async def test_the_memory_of_rejected_transactions_is_bounded(autojump_clock):
         statuses = [node.get_transaction(txid).status for txid in rejected]
         assert statuses[-100:] == [TxStatus.REJECTED] * 100
         assert set(statuses[:-100]) == {TxStatus.UNKNOWN}
+
+
+async def test_bans_survive_a_restart(autojump_clock, tmp_path):
+    """A key, an address and a group banned before a restart are still refused after it, and
+    a ban ends when it would have ended without the restart."""
+    async with _solo(data_dir=tmp_path) as net:
+        node = net.nodes[0]
+        swarm = node.network.swarm
+        key = PeerId(bytes(range(32)))
+        swarm.ban_peer(key, 600)
+        swarm.ban_address("tcp://203.0.113.5:30300", 1200)
+        await trio.sleep(3 * TESTNET_PARAMS.slot_ms / 1000)  # virtual: a few slots save them
+        saved = {(e.kind, e.value): e.until for e in swarm.ban_entries()}
+        await net.stop_node(0)
+        restarted = await net.start_node(0)
+        restored = {(e.kind, e.value): e.until for e in restarted.network.swarm.ban_entries()}
+        assert restarted.network.swarm.is_banned(key)
+        for ban, until in saved.items():
+            assert restored[ban] == pytest.approx(until, abs=0.01)
+        await trio.sleep(601)
+        assert not restarted.network.swarm.is_banned(key)
