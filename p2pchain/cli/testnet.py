@@ -72,7 +72,6 @@ def _table(statuses: list[NodeStatus], payments: PaymentTally) -> Table:
     for column in ("node", "head height", "finalized epoch", "peers", "mempool"):
         table.add_column(column, justify="right")
     table.add_column("rpc", no_wrap=True)
-    table.add_column("metrics", no_wrap=True)
     table.add_column("state")
     for index, status in enumerate(statuses):
         state = f"exited {status.exit_code}" if status.exit_code is not None else status.error
@@ -83,7 +82,6 @@ def _table(statuses: list[NodeStatus], payments: PaymentTally) -> Table:
             _show(status.peers),
             _show(status.mempool),
             status.rpc_url,
-            status.metrics_url or "-",
             state or "running",
         )
     return table
@@ -202,6 +200,10 @@ async def _supervise(
     """Run the node processes, the pollers and the demo payments under the live table."""
     tally = PaymentTally()
     runners = [NodeRunner(config, log_level) for config in configs]
+    console.print(f"network {root}: wallets and URLs with `p2pchain testnet accounts --dir {root}`")
+    for index, (config, status) in enumerate(zip(configs, statuses, strict=True)):
+        metrics = status.metrics_url or "no metrics"
+        console.print(f"node{index}: log {config.parent / 'node.log'}, {metrics}")
     with Live(_table(statuses, tally), console=console, refresh_per_second=4) as live:
         async with trio.open_nursery() as nursery:
 
