@@ -313,18 +313,15 @@ class Node:
         try:
             # The context-free rules come first, as for a gossiped transaction.
             check_transaction(tx, self.params)
+            view = chain.head_view()
+            for index, tx_input in enumerate(tx.inputs):
+                outpoint = tx_input.outpoint
+                if view.get(outpoint) is None and outpoint.txid not in chain.mempool:
+                    raise InvalidTransaction(Reason.MISSING_INPUT, f"input {index}")
         except InvalidTransaction as exc:
             chain.reject(txid, exc.reason)
             chain.publish_tx(txid)
             raise
-        view = chain.head_view()
-        for index, tx_input in enumerate(tx.inputs):
-            outpoint = tx_input.outpoint
-            if view.get(outpoint) is None and outpoint.txid not in chain.mempool:
-                error = InvalidTransaction(Reason.MISSING_INPUT, f"input {index}")
-                chain.reject(txid, error.reason)
-                chain.publish_tx(txid)
-                raise error
         chain.add_transaction(tx, peer=None)
         await chain.keep_submitted(tx)
         self._gossip_pool()
