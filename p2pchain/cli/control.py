@@ -40,6 +40,8 @@ class NodeRunner:
     process: trio.Process | None = None
     exit_code: int | None = None
     restarts: int = 0
+    clock_skew_ms: int = 0
+    """What its node.toml says (kept here so that `status` reads no file)."""
     exited: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -148,6 +150,7 @@ class Supervisor:
                 await trio.to_thread.run_sync(set_clock_skew, runner.config, skew)
             except ConfigError as exc:
                 return {"ok": False, "error": str(exc)}
+            runner.clock_skew_ms = skew
             command = "restart"  # the node reads its clock offset at start
         if command == "restart":
             if runner.running and runner.process is not None:
@@ -165,7 +168,7 @@ class Supervisor:
             "running": runner.running,
             "exitCode": runner.exit_code,
             "restarts": runner.restarts,
-            "clockSkewMs": load_node(runner.config).clock_skew_ms,
+            "clockSkewMs": runner.clock_skew_ms,
             "pid": None if runner.process is None else runner.process.pid,
         }
 

@@ -199,7 +199,10 @@ async def _supervise(
 ) -> TestnetResult:
     """Run the node processes, the pollers and the demo payments under the live table."""
     tally = PaymentTally()
-    runners = [NodeRunner(config, log_level) for config in configs]
+    runners = [
+        NodeRunner(config, log_level, clock_skew_ms=load_node(config).clock_skew_ms)
+        for config in configs
+    ]
     console.print(f"network {root}: wallets and URLs with `p2pchain testnet accounts --dir {root}`")
     for index, (config, status) in enumerate(zip(configs, statuses, strict=True)):
         metrics = status.metrics_url or "no metrics"
