@@ -29,6 +29,7 @@ CONTROL_FILE: Final = "control.port"
 MAX_REQUEST_BYTES: Final = 4_096
 REQUEST_TIMEOUT_S: Final = 10.0
 STOP_GRACE_S: Final = 10.0
+COMMANDS: Final = ("status", "kill", "restart", "skew")
 
 
 @dataclass
@@ -128,6 +129,8 @@ class Supervisor:
         if not isinstance(request, dict):
             return {"ok": False, "error": "a request is a JSON object"}
         command = request.get("command")
+        if command not in COMMANDS:
+            return {"ok": False, "error": f"unknown command {command!r} ({', '.join(COMMANDS)})"}
         if command == "status":
             return {"ok": True, "nodes": [self._describe(i) for i in range(len(self.runners))]}
         index = request.get("node")
@@ -150,16 +153,14 @@ class Supervisor:
                 await trio.to_thread.run_sync(set_clock_skew, runner.config, skew)
             except ConfigError as exc:
                 return {"ok": False, "error": str(exc)}
-            runner.clock_skew_ms = skew
-            command = "restart"  # the node reads its clock offset at start
-        if command == "restart":
-            if runner.running and runner.process is not None:
-                runner.process.kill()
-                await runner.exited.wait()
-            runner.restarts += 1
-            await self.start(index)
-            return {"ok": True, "node": self._describe(index)}
-        return {"ok": False, "error": f"unknown command {command!r} (status, kill, restart, skew)"}
+            runner.clock_skew_ms = skew  # and restart: the node reads its clock offset at start
+        # restart (or skew)
+        if runner.running and runner.process is not None:
+            runner.process.kill()
+            await runner.exited.wait()
+        runner.restarts += 1
+        await self.start(index)
+        return {"ok": True, "node": self._describe(index)}
 
     def _describe(self, index: int) -> dict[str, JSON]:
         runner = self.runners[index]

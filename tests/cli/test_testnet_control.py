@@ -3,6 +3,7 @@ exited, restart it and see it rejoin the chain, skew its clock, through the same
 CLI makes."""
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from p2pchain.cli.commands import cli
-from p2pchain.cli.control import CONTROL_FILE, control
+from p2pchain.cli.control import CONTROL_FILE, Supervisor, _read_line, control
 from p2pchain.cli.rpc_client import connect_rpc
 from p2pchain.cli.testnet import run_testnet
 from p2pchain.errors import ConfigError
@@ -103,3 +104,29 @@ def test_control_commands_without_a_supervisor_are_one_line(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert f"no testnet supervisor is running on {tmp_path}" in result.output
     assert result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "complaint"),
+    [
+        (b"{not json\n", "bad request"),
+        (b"[1, 2]\n", "a request is a JSON object"),
+        (b'{"command": "kill", "node": true}\n', "node must be a node index"),
+        (b'{"command": "format-disk"}\n', "unknown command"),
+        (b"x" * 5_000 + b"\n", "longer than 4096 bytes"),
+    ],
+)
+async def test_the_control_port_answers_hostile_requests_with_an_error(
+    tmp_path: Path, request_bytes: bytes, complaint: str
+) -> None:
+    async with trio.open_nursery() as nursery:
+        supervisor = Supervisor(tmp_path, [], nursery, lambda index: None)
+        port = await nursery.start(supervisor.serve)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(request_bytes)
+            with trio.fail_after(WAIT_S):
+                answer = json.loads(await _read_line(stream))
+        assert answer["ok"] is False
+        assert complaint in answer["error"]
+        nursery.cancel_scope.cancel()
