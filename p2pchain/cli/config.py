@@ -211,6 +211,8 @@ class NodeFile:
     log_level: str
     clock_skew_ms: int = 0
     """Added to the wall clock the node reads (testnets skew nodes to test clock tolerance)."""
+    advertise: tuple[str, ...] | None = None
+    """Addresses announced to peers; None = the listen addresses, () = none."""
 
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -226,6 +228,7 @@ NODE_KEYS = frozenset(
         "metrics",
         "log_level",
         "clock_skew_ms",
+        "advertise",
     }
 )
 """Every key a node.toml may hold: a misspelt key is an error, never silently ignored."""
@@ -258,6 +261,7 @@ def load_node(path: Path) -> NodeFile:
         metrics=_str(data, "metrics", path) if "metrics" in data else None,
         log_level=log_level,
         clock_skew_ms=_skew(data, path),
+        advertise=_str_list(data, "advertise", path) if "advertise" in data else None,
     )
 
 
@@ -295,6 +299,8 @@ def dump_node(node: NodeFile, path: Path) -> None:
         data["metrics"] = node.metrics
     if node.clock_skew_ms:
         data["clock_skew_ms"] = node.clock_skew_ms
+    if node.advertise is not None:
+        data["advertise"] = list(node.advertise)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(data))
 

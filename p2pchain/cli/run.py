@@ -41,6 +41,7 @@ def node_config_from(node_file: NodeFile) -> NodeConfig:
         data_dir=node_file.data_dir,
         listen=node_file.listen or DEFAULT_LISTEN,
         bootnodes=node_file.bootnodes,
+        advertise=node_file.advertise,
         node_key=read_key(node_file.node_key),
         validator_key=read_key(node_file.validator_key) if node_file.validator_key else None,
     )

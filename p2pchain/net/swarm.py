@@ -97,6 +97,10 @@ class SwarmConfig:
     genesis: BlockId
     listen: tuple[str, ...] = DEFAULT_LISTEN
     bootnodes: tuple[str, ...] = ()
+    advertise: tuple[str, ...] | None = None
+    """Addresses told to peers in Hello (and so passed on by peer exchange); None = the
+    bound listen addresses. A node behind a relay or a NAT announces where others can reach
+    it, or () to announce nothing and be reached only by those configured to dial it."""
     target_outbound: int = 8
     max_inbound: int = 32
     """Accepted inbound peers; a newcomer beyond it evicts one (`EvictionParams`) or is
@@ -121,6 +125,9 @@ class SwarmConfig:
     peer_exchange_interval: float = 30.0
     backoff_initial: float = 1.0
     backoff_max: float = 300.0
+    bootnode_backoff_max: float = 10.0
+    """The longest wait before redialing a configured bootnode: the peers an operator chose
+    are found again within seconds of a healed partition or a restart, not minutes."""
     max_known_addresses: int = 1_000
     inbox_size: int = 1_024
     """Events waiting for the layer above; a peer whose event finds no room stops being read."""
@@ -135,7 +142,7 @@ class SwarmConfig:
     """How peers are reached: TCP + WebSocket, or a simulated network's in-memory links."""
 
     def __post_init__(self) -> None:
-        for text in self.listen + self.bootnodes:
+        for text in self.listen + self.bootnodes + (self.advertise or ()):
             if parse_address(text).scheme not in self.transport.schemes:
                 raise ConfigError(f"address {text!r}: the transport cannot reach it")
         if self.target_outbound < 0 or self.max_inbound < 0:
@@ -322,10 +329,17 @@ class Swarm:
         self._last_exchange = -float("inf")
         self.events: Inbox[SwarmEvent] = Inbox(config.inbox_size, config.inbox_bytes)
         """Events for the layer above, in order per peer (``async for event in swarm.events``)."""
+        self._bootnodes = frozenset(str(parse_address(text)) for text in config.bootnodes)
         for text in config.bootnodes:
             self._learn(text)
 
     # -- public API ---------------------------------------------------------------------------
+
+    @property
+    def advertised_addresses(self) -> tuple[str, ...]:
+        """What our Hello tells peers: `SwarmConfig.advertise`, else the bound addresses."""
+        advertise = self.config.advertise
+        return self.listen_addresses if advertise is None else advertise
 
     def peers(self) -> tuple[PeerInfo, ...]:
         """Every accepted peer."""
@@ -592,7 +606,7 @@ class Swarm:
             chain_id=self.config.chain_id,
             genesis=self.config.genesis,
             node_key=self.peer_id,
-            listen_addresses=tuple(a.encode() for a in self.listen_addresses),
+            listen_addresses=tuple(a.encode() for a in self.advertised_addresses),
             head=status.head,
             head_height=status.head_height,
             finalized=status.finalized,
@@ -913,9 +927,12 @@ class Swarm:
         if parsed.scheme not in self.config.transport.schemes:
             return
         text = str(parsed)
-        if text in self._known or text in self.listen_addresses:
+        if text in self._known or text in self._own_addresses():
             return
         self._remember(text)
+
+    def _own_addresses(self) -> set[str]:
+        return set(self.listen_addresses) | set(self.advertised_addresses)
 
     def _remember(self, address: str) -> _Known:
         """The record of `address`, added within `max_known_addresses` (the most-failed
@@ -934,7 +951,10 @@ class Swarm:
             return  # forgotten while it was dialed (a flood of fresh addresses): keep it so
         known.failures += 1
         delay = self.config.backoff_initial * 2 ** (known.failures - 1)
-        known.next_attempt = trio.current_time() + min(self.config.backoff_max, delay)
+        longest = self.config.backoff_max
+        if address in self._bootnodes:
+            longest = min(longest, self.config.bootnode_backoff_max)
+        known.next_attempt = trio.current_time() + min(longest, delay)
 
     def _addresses_for(self, requester: PeerId) -> tuple[bytes, ...]:
         addresses: list[bytes] = []
@@ -957,7 +977,7 @@ class Swarm:
             now = trio.current_time()
             missing = self.config.target_outbound - self._count(True) - len(self._dialing)
             if missing > 0:
-                busy = self._connected_addresses() | self._dialing | set(self.listen_addresses)
+                busy = self._connected_addresses() | self._dialing | self._own_addresses()
                 candidates = sorted(
                     (known.failures, address)
                     for address, known in self._known.items()

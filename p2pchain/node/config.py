@@ -156,6 +156,8 @@ class NodeConfig:
     """Where the chain database and node key live; None keeps everything in memory."""
     listen: tuple[str, ...] = DEFAULT_LISTEN
     bootnodes: tuple[str, ...] = ()
+    advertise: tuple[str, ...] | None = None
+    """Addresses announced to peers (`SwarmConfig.advertise`); None = the listen addresses."""
     node_key: SecretKey | None = None
     """Network identity; None = the one saved in `data_dir`, or a fresh one."""
     validator_key: SecretKey | None = None

@@ -709,6 +709,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             genesis=genesis.block_id,
             listen=config.listen,
             bootnodes=config.bootnodes,
+            advertise=config.advertise,
             target_outbound=config.limits.target_outbound,
             max_inbound=config.limits.max_inbound,
             max_inbound_per_address=config.limits.max_inbound_per_address,
