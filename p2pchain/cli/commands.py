@@ -330,6 +330,113 @@ def testnet_skew(root: Path, node: int, skew_ms: int) -> None:
     click.echo(f"node{node} restarted with its clock {skew_ms:+d} ms off")
 
 
+class _Milliseconds(click.ParamType[int, object]):
+    """``300ms``, ``1.5s`` or a bare number of milliseconds."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        scale, number = (1, text.removesuffix("ms")) if text.endswith("ms") else (1, text)
+        if not text.endswith("ms") and text.endswith("s"):
+            scale, number = 1000, text.removesuffix("s")
+        try:
+            milliseconds = float(number) * scale
+        except ValueError:
+            self.fail(f"{value!r} is not a duration like 300ms or 1.5s", param, ctx)
+        if not 0 <= milliseconds <= 60_000:
+            self.fail(f"{value!r} is not between 0 and 60s", param, ctx)
+        return round(milliseconds)
+
+
+class _Percent(click.ParamType[float, object]):
+    """``10%`` or ``10``: at least 0 and below 100."""
+
+    name = "PERCENT"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            percent = float(str(value).strip().removesuffix("%"))
+        except ValueError:
+            self.fail(f"{value!r} is not a percentage like 10%", param, ctx)
+        if not 0 <= percent < 100:
+            self.fail(f"{value!r} is not at least 0% and below 100%", param, ctx)
+        return percent
+
+
+class _NodeGroup(click.ParamType[list[int], object]):
+    """A comma-separated list of node indices: ``0,1``."""
+
+    name = "NODES"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> list[int]:
+        try:
+            nodes = [int(part) for part in str(value).split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not a list of node indices like 0,1", param, ctx)
+        if any(node < 0 for node in nodes):
+            self.fail(f"{value!r} names a negative node", param, ctx)
+        return nodes
+
+
+def _show_links(answer: dict[str, JSON]) -> None:
+    links = answer.get("links")
+    assert isinstance(links, dict)
+    groups = links["partition"]
+    assert isinstance(groups, list)
+    text = " | ".join(
+        ",".join(str(i) for i in group) for group in groups if isinstance(group, list)
+    )
+    click.echo(f"partition: {text or 'none'}")
+    click.echo(f"delay ms: {links['delayMs'] or 'none'}  loss %: {links['lossPercent'] or 'none'}")
+
+
+@testnet.command("partition")
+@DIR_OPTION
+@click.argument("groups", nargs=-1, required=True, type=_NodeGroup())
+def testnet_partition(root: Path, groups: tuple[list[int], ...]) -> None:
+    """Cut the links between GROUPS of nodes (``0,1 2,3``; nodes not named form one more
+    group): open links stall, new ones are refused, until `heal`."""
+    answer = _control(
+        root, {"command": "partition", "groups": [list[JSON](group) for group in groups]}
+    )
+    _show_links(answer)
+
+
+@testnet.command("heal")
+@DIR_OPTION
+def testnet_heal(root: Path) -> None:
+    """Remove the partition: held bytes flow again and refused links can be made."""
+    _show_links(_control(root, {"command": "heal"}))
+
+
+@testnet.command("delay")
+@DIR_OPTION
+@click.argument("node", type=click.IntRange(min=0))
+@click.argument("delay_ms", metavar="DURATION", type=_Milliseconds())
+def testnet_delay(root: Path, node: int, delay_ms: int) -> None:
+    """Delay every byte to and from node NODE by DURATION (one way: ``300ms``; 0 removes)."""
+    _show_links(_control(root, {"command": "delay", "node": node, "ms": delay_ms}))
+
+
+@testnet.command("drop")
+@DIR_OPTION
+@click.argument("node", type=click.IntRange(min=0))
+@click.argument("percent", type=_Percent())
+def testnet_drop(root: Path, node: int, percent: float) -> None:
+    """Lose PERCENT of the chunks to and from node NODE (``10%``), each lost chunk arriving
+    a retransmission timeout late, as TCP makes loss look; 0 removes."""
+    _show_links(_control(root, {"command": "drop", "node": node, "percent": percent}))
+
+
 @testnet.command("faucet")
 @DIR_OPTION
 @click.argument("address")

@@ -24,12 +24,13 @@ import trio
 from p2pchain.cli.config import MAX_CLOCK_SKEW_MS, dump_node, load_node
 from p2pchain.cli.rpc_client import JSON
 from p2pchain.errors import ConfigError
+from p2pchain.net.relay import LinkFaults, Relays
 
 CONTROL_FILE: Final = "control.port"
 MAX_REQUEST_BYTES: Final = 4_096
 REQUEST_TIMEOUT_S: Final = 10.0
 STOP_GRACE_S: Final = 10.0
-COMMANDS: Final = ("status", "kill", "restart", "skew")
+COMMANDS: Final = ("status", "kill", "restart", "skew", "partition", "heal", "delay", "drop")
 
 
 @dataclass
@@ -86,9 +87,12 @@ class Supervisor:
         runners: list[NodeRunner],
         nursery: trio.Nursery,
         on_start: Callable[[int], None],
+        relays: Relays | None = None,
     ) -> None:
         self.root = root
         self.runners = runners
+        self.relays = relays
+        """The links between the nodes, when the network routes them through relays."""
         self._nursery = nursery
         self._on_start = on_start
         """Called after node `i`'s process started (the supervisor watches it from there)."""
@@ -125,42 +129,102 @@ class Supervisor:
                 return
 
     async def answer(self, request: JSON) -> dict[str, JSON]:
-        """Carry out one request: ``status``, ``kill`` or ``restart`` (with ``node``)."""
+        """Carry out one request (`COMMANDS`); a refusal is ``{"ok": false, "error": ...}``."""
         if not isinstance(request, dict):
             return {"ok": False, "error": "a request is a JSON object"}
         command = request.get("command")
-        if command not in COMMANDS:
+        handlers = {
+            "status": self._status,
+            "kill": self._kill,
+            "restart": self._restart,
+            "skew": self._skew,
+            "partition": self._partition,
+            "heal": self._heal,
+            "delay": self._delay,
+            "drop": self._drop,
+        }
+        handler = handlers.get(command) if isinstance(command, str) else None
+        if handler is None:
             return {"ok": False, "error": f"unknown command {command!r} ({', '.join(COMMANDS)})"}
-        if command == "status":
-            return {"ok": True, "nodes": [self._describe(i) for i in range(len(self.runners))]}
-        index = request.get("node")
-        if not isinstance(index, int) or isinstance(index, bool):
-            return {"ok": False, "error": "node must be a node index"}
-        if not 0 <= index < len(self.runners):
-            return {"ok": False, "error": f"no node {index} (0..{len(self.runners) - 1})"}
+        try:
+            return await handler(request)
+        except ConfigError as exc:
+            return {"ok": False, "error": str(exc)}
+
+    async def _status(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        links = None if self.relays is None else _links_json(self.relays.faults)
+        nodes: list[JSON] = [self._describe(i) for i in range(len(self.runners))]
+        return {"ok": True, "nodes": nodes, "links": links}
+
+    async def _kill(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        index = self._node(request)
         runner = self.runners[index]
-        if command == "kill":
-            if not runner.running or runner.process is None:
-                return {"ok": False, "error": f"node {index} is not running"}
-            runner.process.kill()
-            await runner.exited.wait()
-            return {"ok": True, "node": self._describe(index)}
-        if command == "skew":
-            skew = request.get("ms")
-            if not isinstance(skew, int) or isinstance(skew, bool):
-                return {"ok": False, "error": "ms must be an integer (milliseconds)"}
-            try:
-                await trio.to_thread.run_sync(set_clock_skew, runner.config, skew)
-            except ConfigError as exc:
-                return {"ok": False, "error": str(exc)}
-            runner.clock_skew_ms = skew  # and restart: the node reads its clock offset at start
-        # restart (or skew)
+        if not runner.running or runner.process is None:
+            raise ConfigError(f"node {index} is not running")
+        runner.process.kill()
+        await runner.exited.wait()
+        return {"ok": True, "node": self._describe(index)}
+
+    async def _restart(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        index = self._node(request)
+        runner = self.runners[index]
         if runner.running and runner.process is not None:
             runner.process.kill()
             await runner.exited.wait()
         runner.restarts += 1
         await self.start(index)
         return {"ok": True, "node": self._describe(index)}
+
+    async def _skew(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        index = self._node(request)
+        skew = _integer(request, "ms", "ms must be an integer (milliseconds)")
+        runner = self.runners[index]
+        await trio.to_thread.run_sync(set_clock_skew, runner.config, skew)
+        runner.clock_skew_ms = skew  # and restart: the node reads its clock offset at start
+        return await self._restart(request)
+
+    async def _partition(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        relays = self._relays()
+        relays.faults.partition(_groups(request.get("groups")))
+        relays.changed()
+        return await self._status(request)
+
+    async def _heal(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        relays = self._relays()
+        relays.faults.heal()
+        relays.changed()
+        return await self._status(request)
+
+    async def _delay(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        relays = self._relays()
+        index = self._node(request)
+        relays.faults.set_delay(index, _integer(request, "ms", "ms must be an integer"))
+        relays.changed()
+        return await self._status(request)
+
+    async def _drop(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        relays = self._relays()
+        index = self._node(request)
+        percent = request.get("percent")
+        if not isinstance(percent, int | float) or isinstance(percent, bool):
+            raise ConfigError("percent must be a number (0 to below 100)")
+        relays.faults.set_loss(index, float(percent) / 100)
+        relays.changed()
+        return await self._status(request)
+
+    def _node(self, request: dict[str, JSON]) -> int:
+        index = _integer(request, "node", "node must be a node index")
+        if not 0 <= index < len(self.runners):
+            raise ConfigError(f"no node {index} (0..{len(self.runners) - 1})")
+        return index
+
+    def _relays(self) -> Relays:
+        if self.relays is None:
+            raise ConfigError(
+                "this network's nodes dial each other directly (it was made before links went "
+                "through relays): create a new one to cut or slow its links"
+            )
+        return self.relays
 
     def _describe(self, index: int) -> dict[str, JSON]:
         runner = self.runners[index]
@@ -172,6 +236,38 @@ class Supervisor:
             "clockSkewMs": runner.clock_skew_ms,
             "pid": None if runner.process is None else runner.process.pid,
         }
+
+
+def _groups(value: JSON) -> list[list[int]]:
+    complaint = ConfigError("groups must be a list of lists of node indices")
+    if not isinstance(value, list):
+        raise complaint
+    groups: list[list[int]] = []
+    for group in value:
+        if not isinstance(group, list):
+            raise complaint
+        groups.append([])
+        for index in group:
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise complaint
+            groups[-1].append(index)
+    return groups
+
+
+def _links_json(faults: LinkFaults) -> dict[str, JSON]:
+    groups: list[JSON] = [list[JSON](sorted(group)) for group in faults.groups]
+    delays: dict[str, JSON] = {str(i): ms for i, ms in sorted(faults.delay_ms.items()) if ms}
+    losses: dict[str, JSON] = {
+        str(i): round(loss * 100, 3) for i, loss in sorted(faults.loss.items()) if loss
+    }
+    return {"partition": groups, "delayMs": delays, "lossPercent": losses}
+
+
+def _integer(request: dict[str, JSON], name: str, complaint: str) -> int:
+    value = request.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(complaint)
+    return value
 
 
 def set_clock_skew(config: Path, skew_ms: int) -> None:

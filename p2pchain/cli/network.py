@@ -12,6 +12,7 @@ from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
+from p2pchain.net.relay import relay_port
 from p2pchain.params import COIN, ChainParams
 
 DEMO_WALLET_COINS = 1_000
@@ -37,6 +38,15 @@ def node_config_path(root: Path, index: int) -> Path:
     return root / f"node{index}" / "node.toml"
 
 
+def relay_bootnodes(base_port: int, nodes: int, index: int) -> tuple[str, ...]:
+    """Where node `index` of a relayed testnet dials each other node."""
+    return tuple(
+        f"tcp://127.0.0.1:{relay_port(base_port, nodes, index, other)}"
+        for other in range(nodes)
+        if other != index
+    )
+
+
 def init_network(
     root: Path,
     *,
@@ -47,20 +57,35 @@ def init_network(
     wallets: int,
     metrics_port: int | None = None,
     genesis_delay_s: float = 3.0,
+    relayed: bool = False,
 ) -> NetworkLayout:
     """Write a fresh network with `nodes` validators into `root` (which must not hold one);
     node `i` serves RPC on `rpc_port + i` and, unless `metrics_port` is None, metrics on
-    `metrics_port + i`."""
+    `metrics_port + i`.
+
+    `relayed` routes every link through the testnet supervisor's relays (`relay_port`): node
+    `i` dials node `j` only at its relay and announces no address, so links can be cut.
+    """
     if nodes < 1:
         raise ConfigError("--nodes must be at least 1")
-    last_ports = {
-        "--base-port": base_port + 2 * nodes - 1,
-        "--rpc-port": rpc_port + nodes - 1,
-        "--metrics-port": (metrics_port or 0) + nodes - 1,
+    relays = [
+        relay_port(base_port, nodes, a, b) for a in range(nodes) for b in range(nodes) if a != b
+    ]
+    last_p2p = max([base_port + 2 * nodes - 1] + (relays if relayed and nodes > 1 else []))
+    ranges = {
+        "--base-port": (base_port, last_p2p),
+        "--rpc-port": (rpc_port, rpc_port + nodes - 1),
     }
-    for flag, last in last_ports.items():
+    if metrics_port is not None:
+        ranges["--metrics-port"] = (metrics_port, metrics_port + nodes - 1)
+    for flag, (first, last) in ranges.items():
         if last > 65535:
             raise ConfigError(f"{flag}: {nodes} nodes need ports up to {last}, past 65535")
+        for other, (other_first, other_last) in ranges.items():
+            if other < flag and first <= other_last and other_first <= last:
+                raise ConfigError(
+                    f"{flag} {first}..{last} overlaps {other} {other_first}..{other_last}"
+                )
     network_path = root / "network.toml"
     if network_path.exists():
         raise ConfigError(f"{network_path} exists already: choose another --dir")
@@ -104,7 +129,10 @@ def init_network(
                 f"tcp://127.0.0.1:{base_port + 2 * index}",
                 f"ws://127.0.0.1:{base_port + 2 * index + 1}",
             ),
-            bootnodes=() if index == 0 else (bootnode,),
+            bootnodes=relay_bootnodes(base_port, nodes, index)
+            if relayed
+            else (() if index == 0 else (bootnode,)),
+            advertise=() if relayed else None,
             rpc=f"127.0.0.1:{rpc_port + index}",
             metrics=None if metrics_port is None else f"127.0.0.1:{metrics_port + index}",
             log_level="info",

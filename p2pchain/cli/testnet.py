@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -15,13 +16,15 @@ from rich.table import Table
 
 from p2pchain.cli.config import NetworkFile, load_network, load_node, read_key
 from p2pchain.cli.control import NodeRunner, Supervisor
-from p2pchain.cli.network import init_network
+from p2pchain.cli.network import init_network, relay_bootnodes
 from p2pchain.cli.payments import FEE, PaymentTally, send_demo_payments, track_finality
 from p2pchain.cli.rpc_client import JSON, RpcError, connect_rpc
+from p2pchain.cli.run import split_host_port
 from p2pchain.cli.wallet import send
 from p2pchain.errors import ConfigError, InsufficientFunds
 from p2pchain.ledger.address import address_of, encode_address
 from p2pchain.ledger.crypto import SecretKey
+from p2pchain.net.relay import Relays, relay_port
 from p2pchain.node.datadir import lock_data_dir
 from p2pchain.params import ChainParams
 
@@ -214,7 +217,10 @@ async def _supervise(
                 statuses[index].starting()
                 nursery.start_soon(_poll, statuses[index], runners[index])
 
-            supervisor = Supervisor(root, runners, nursery, watch)
+            relays = relays_of(configs)
+            if relays is not None:
+                await nursery.start(relays.serve)
+            supervisor = Supervisor(root, runners, nursery, watch, relays)
             for index in range(len(runners)):
                 await supervisor.start(index)
             await nursery.start(supervisor.serve)
@@ -237,6 +243,26 @@ async def _supervise(
     return TestnetResult(statuses=statuses, payments=tally)
 
 
+def relays_of(configs: list[Path]) -> Relays | None:
+    """The relays a network's links go through, or None for a network whose nodes dial each
+    other directly (made before testnets were relayed, or by ``p2pchain init``)."""
+    files = [load_node(config) for config in configs]
+    if not files or not files[0].listen:
+        return None
+    base_port = int(files[0].listen[0].rsplit(":", 1)[1])
+    nodes = len(files)
+    if any(f.bootnodes != relay_bootnodes(base_port, nodes, i) for i, f in enumerate(files)):
+        return None
+    targets = []
+    for node_file in files:
+        tcp = next((a for a in node_file.listen if a.startswith("tcp://")), None)
+        if tcp is None:
+            return None
+        host, port = split_host_port(tcp.removeprefix("tcp://"), "listen")
+        targets.append((host, port))
+    return Relays(targets, partial(relay_port, base_port, nodes))
+
+
 def _prepare(
     root: Path,
     *,
@@ -256,6 +282,7 @@ def _prepare(
             rpc_port=rpc_port,
             metrics_port=metrics_port,
             wallets=4,
+            relayed=True,
         )
     network = load_network(root / "network.toml")
     configs = sorted(root.glob("node*/node.toml"))

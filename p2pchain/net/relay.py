@@ -18,6 +18,7 @@ a TCP window: `WINDOW_CHUNKS` chunks of at most `CHUNK_BYTES` in flight per dire
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -89,13 +90,6 @@ class LinkFaults:
 
     def loss_between(self, a: int, b: int) -> float:
         return 1 - (1 - self.loss.get(a, 0.0)) * (1 - self.loss.get(b, 0.0))
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "partition": [sorted(group) for group in self.groups],
-            "delayMs": {str(k): v for k, v in sorted(self.delay_ms.items()) if v},
-            "lossPercent": {str(k): round(v * 100, 3) for k, v in sorted(self.loss.items()) if v},
-        }
 
     def _check_node(self, node: int) -> None:
         if not 0 <= node < self.nodes:
@@ -206,23 +200,18 @@ class Relays:
         writer: trio.abc.Stream,
         source: int,
         target: int,
-        nursery: trio.Nursery,
+        connection: trio.Nursery,
     ) -> None:
         """Carry one direction; when it ends (EOF or an error) the whole connection ends."""
         send, receive = trio.open_memory_channel[tuple[float, bytes]](WINDOW_CHUNKS)
-        try:
-            async with trio.open_nursery() as inner:
-                inner.start_soon(self._deliver, receive, writer, source, target)
-                async with send:
-                    while True:
-                        chunk = await reader.receive_some(CHUNK_BYTES)
-                        if not chunk:
-                            break
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._deliver, receive, writer, source, target, connection)
+            async with send:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while chunk := await reader.receive_some(CHUNK_BYTES):
                         await self._wait_open(source, target)
                         await send.send((self._release_time(source, target), bytes(chunk)))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        nursery.cancel_scope.cancel()
+        connection.cancel_scope.cancel()
 
     async def _deliver(
         self,
@@ -230,13 +219,17 @@ class Relays:
         writer: trio.abc.Stream,
         source: int,
         target: int,
+        connection: trio.Nursery,
     ) -> None:
         async with receive:
-            async for release, chunk in receive:
-                await trio.sleep_until(release)
-                await self._wait_open(source, target)
-                await writer.send_all(chunk)
-                self.statistics.chunks += 1
+            try:
+                async for release, chunk in receive:
+                    await trio.sleep_until(release)
+                    await self._wait_open(source, target)
+                    await writer.send_all(chunk)
+                    self.statistics.chunks += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                connection.cancel_scope.cancel()
 
     async def _wait_open(self, source: int, target: int) -> None:
         while self.faults.is_cut(source, target):

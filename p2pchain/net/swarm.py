@@ -256,6 +256,9 @@ class _Known:
     failures: int = 0
     next_attempt: float = 0.0
     is_self: bool = False
+    peer_id: PeerId | None = None
+    """Who answered there last: while that peer is connected (perhaps over its own dial to
+    us), dialing the address again would only make a duplicate link."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -759,6 +762,8 @@ class Swarm:
             self.log.info("refused banned peer %s at %s", peer_id.hex()[:12], handle.address)
             handle.close(DisconnectReason.BANNED)
             return
+        if handle.outbound:
+            self._remember(handle.address).peer_id = peer_id
         evicted: PeerHandle | None = None
         existing = self._peers.get(peer_id)
         if existing is not None:
@@ -981,7 +986,10 @@ class Swarm:
                 candidates = sorted(
                     (known.failures, address)
                     for address, known in self._known.items()
-                    if address not in busy and not known.is_self and known.next_attempt <= now
+                    if address not in busy
+                    and not known.is_self
+                    and known.next_attempt <= now
+                    and known.peer_id not in self._peers
                 )
                 for _, address in candidates[:missing]:
                     self._dialing.add(address)

@@ -392,6 +392,14 @@ async def open_peer_stream(nursery: trio.Nursery, address: PeerAddress) -> trio.
 StreamHandler = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
+async def _listen(address: PeerAddress) -> list[trio.SocketListener]:
+    """Bind `address`; an address in use is named (a node may listen on several)."""
+    try:
+        return await trio.open_tcp_listeners(address.port, host=address.host)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from exc
+
+
 async def serve_peer_streams(
     address: PeerAddress,
     handler: StreamHandler,
@@ -404,13 +412,12 @@ async def serve_peer_streams(
     its first `receive_some` or `send_all`, which raise `trio.BrokenResourceError` if the client
     fails the upgrade. `task_status.started` receives the bound address (useful with port 0).
     """
+    listeners = await _listen(address)
     if address.scheme is Scheme.TCP:
-        listeners = await trio.open_tcp_listeners(address.port, host=address.host)
         port = listeners[0].socket.getsockname()[1]
         task_status.started(PeerAddress(scheme=address.scheme, host=address.host, port=port))
         await trio.serve_listeners(handler, listeners)
 
-    listeners = await trio.open_tcp_listeners(address.port, host=address.host)
     port = listeners[0].socket.getsockname()[1]
     task_status.started(PeerAddress(scheme=address.scheme, host=address.host, port=port))
 

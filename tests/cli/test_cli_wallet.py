@@ -106,5 +106,5 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         config.write_text(text.replace("tcp://127.0.0.1:30300", f"tcp://127.0.0.1:{port}"))
         result = CliRunner().invoke(cli, ["node", "--config", str(config)])
     assert result.exit_code == 1
-    assert "Address already in use" in result.output or "EADDRINUSE" in result.output
+    assert f"cannot listen on tcp://127.0.0.1:{port}: Address already in use" in result.output
     assert len(result.output.strip().splitlines()) == 1

@@ -1,7 +1,9 @@
 """`p2pchain testnet` end to end: separate node processes on loopback make blocks, accept the
 demo payments and agree on the chain; a second run on the same directory resumes it."""
 
+import contextlib
 import io
+import random
 import socket
 from pathlib import Path
 
@@ -15,13 +17,14 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def _free_port_block(size: int) -> int:
-    """A base port with `size` consecutive ports free right now (best effort)."""
+    """A base port with `size` consecutive ports free right now, below the range the kernel
+    picks connections' source ports from (a node or relay dialing out could take a port in it
+    before the node meant to listen there has started)."""
+    first_ephemeral = 32768
+    with contextlib.suppress(OSError, ValueError):
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size >= 65535:
-            continue
+        base = random.randrange(10_000, first_ephemeral - size)
         sockets = []
         try:
             for port in range(base, base + size):
@@ -38,7 +41,7 @@ def _free_port_block(size: int) -> int:
 
 
 async def test_testnet_processes_make_and_agree_on_blocks(tmp_path: Path) -> None:
-    base = _free_port_block(13)
+    base = _free_port_block(21)  # 6 node ports, 9 relay ports, 3 RPC, 3 metrics
     params = ChainParams(slot_ms=500, slots_per_epoch=4)
     kwargs = dict(
         nodes=3,
@@ -46,8 +49,8 @@ async def test_testnet_processes_make_and_agree_on_blocks(tmp_path: Path) -> Non
         tx_rate=4.0,
         log_level="info",
         base_port=base,
-        rpc_port=base + 7,
-        metrics_port=base + 10,
+        rpc_port=base + 15,
+        metrics_port=base + 18,
         console=Console(file=io.StringIO()),
     )
     result = await run_testnet(tmp_path, duration=12.0, **kwargs)
@@ -62,7 +65,7 @@ async def test_testnet_processes_make_and_agree_on_blocks(tmp_path: Path) -> Non
     assert all(status.peers == 2 for status in first)
     assert all(status.exit_code is None for status in first)  # still running when stopped
     assert [s.metrics_url for s in first] == [
-        f"http://127.0.0.1:{base + 10 + i}/metrics" for i in range(3)
+        f"http://127.0.0.1:{base + 18 + i}/metrics" for i in range(3)
     ]
     second = (await run_testnet(tmp_path, duration=8.0, **kwargs)).statuses
     assert all(

@@ -104,3 +104,31 @@ async def test_a_bootnode_is_redialed_at_least_every_bootnode_backoff_max(autoju
     uncapped = await _failed_dials_within(window, backoff_max=300.0, bootnode_backoff_max=300.0)
     assert uncapped <= 8
     assert capped >= window / (4.0 + 1.0 + 1.0) - 2
+
+
+async def test_two_nodes_told_to_dial_each_other_keep_one_link_without_redialing(autojump_clock):
+    network = SimulatedNetwork(seed=3)
+    names = ("left", "right")
+
+    def config(seed, name, other):
+        return _config(
+            seed,
+            network.transport(name),
+            listen=(SimulatedNetwork.address(name),),
+            bootnodes=(SimulatedNetwork.address(other),),
+            advertise=(),
+            target_outbound=2,
+        )
+
+    async with (
+        open_swarm(config(6, *names), _status) as left,
+        open_swarm(config(7, *reversed(names)), _status) as right,
+    ):
+        await left.wait_peer_count(1)
+        await right.wait_peer_count(1)
+        await trio.sleep(30)  # the dials that crossed at the start have been sorted out
+        settled = network.statistics().connections
+        await trio.sleep(300)
+        assert [p.peer_id for p in left.peers()] == [right.peer_id]
+        # Each side knows who answers at its bootnode address and that it is connected.
+        assert network.statistics().connections == settled
