@@ -14,7 +14,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -311,3 +311,41 @@ async def control(root: Path, request: dict[str, JSON]) -> dict[str, JSON]:
         error = answer.get("error") if isinstance(answer, dict) else answer
         raise ConfigError(f"testnet supervisor: {error}")
     return answer
+
+
+class RemoteTestnet:
+    """The running ``p2pchain testnet`` in `root`, steered from another process with the same
+    calls as an in-process `p2pchain.testnet(...)` (`p2pchain.testing.control.TestnetControl`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    async def status(self) -> dict[str, JSON]:
+        return await control(self.root, {"command": "status"})
+
+    async def running(self) -> list[bool]:
+        nodes = (await self.status())["nodes"]
+        assert isinstance(nodes, list)
+        return [isinstance(node, dict) and node.get("running") is True for node in nodes]
+
+    async def kill(self, node: int) -> None:
+        await control(self.root, {"command": "kill", "node": node})
+
+    async def restart(self, node: int) -> None:
+        await control(self.root, {"command": "restart", "node": node})
+
+    async def partition(self, *groups: Sequence[int]) -> None:
+        request: dict[str, JSON] = {
+            "command": "partition",
+            "groups": [list[JSON](group) for group in groups],
+        }
+        await control(self.root, request)
+
+    async def heal(self) -> None:
+        await control(self.root, {"command": "heal"})
+
+    async def delay(self, node: int, ms: int) -> None:
+        await control(self.root, {"command": "delay", "node": node, "ms": ms})
+
+    async def drop(self, node: int, percent: float) -> None:
+        await control(self.root, {"command": "drop", "node": node, "percent": percent})

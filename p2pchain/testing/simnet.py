@@ -115,10 +115,11 @@ class _Pipe:
         chunk ahead of it."""
         network = self.network
         latency = network.link_latency(self.source, self.target)
-        delay = latency
-        timeout = max(0.2, 3 * latency)
+        delay = latency + network.extra_delay(self.source, self.target)
+        loss = network.loss_between(self.source, self.target)
+        timeout = max(0.2, 3 * delay)
         for _ in range(MAX_RETRANSMISSIONS):
-            if self.rng.random() >= network.loss:
+            if self.rng.random() >= loss:
                 break
             network.losses += 1
             delay += timeout
@@ -300,6 +301,8 @@ class SimulatedNetwork:
         self._latencies: dict[tuple[str, str], float] = {}
         self._connections: dict[tuple[str, str], int] = {}
         self._group_of: dict[str, int] | None = None
+        self._node_delay: dict[str, float] = {}
+        self._node_loss: dict[str, float] = {}
         self._pipes: list[_Pipe] = []
         _seed_trio_scheduler(seed)
 
@@ -344,6 +347,27 @@ class SimulatedNetwork:
         """Remove the partition; held bytes flow again."""
         self._group_of = None
         self._wake_all()
+
+    def set_delay(self, name: str, seconds: float) -> None:
+        """Delay every chunk to or from `name` by `seconds` more (one way; 0 removes it)."""
+        if not 0 <= seconds <= 60:
+            raise ValueError(f"delay must be 0..60 s, got {seconds}")
+        self._node_delay[name] = seconds
+
+    def set_loss(self, name: str, fraction: float) -> None:
+        """Lose chunks to or from `name` with probability `fraction` on top of `loss`."""
+        if not 0 <= fraction < 1:
+            raise ValueError(f"loss must be in [0, 1), got {fraction}")
+        self._node_loss[name] = fraction
+
+    def extra_delay(self, a: str, b: str) -> float:
+        return self._node_delay.get(a, 0.0) + self._node_delay.get(b, 0.0)
+
+    def loss_between(self, a: str, b: str) -> float:
+        extra_a, extra_b = self._node_loss.get(a, 0.0), self._node_loss.get(b, 0.0)
+        if not extra_a and not extra_b:
+            return self.loss  # exactly: a seeded run without node faults replays as before
+        return 1 - (1 - self.loss) * (1 - extra_a) * (1 - extra_b)
 
     def is_cut(self, a: str, b: str) -> bool:
         """True while a partition separates `a` and `b`."""

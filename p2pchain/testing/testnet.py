@@ -26,6 +26,7 @@ from pathlib import Path
 
 import trio
 
+from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
@@ -143,17 +144,61 @@ class Testnet:
             offload_blocking=config.offload_blocking,
         )
 
-    # -- network faults (simulated transport only) ---------------------------------------------
-    def partition(self, *groups: Sequence[int]) -> None:
-        """Cut the simulated links between groups of node indices."""
+    # -- the control API it shares with `p2pchain testnet` (`TestnetControl`) -------------------
+    async def kill(self, node: int) -> None:
+        """Stop node `node` at once: its tasks are cancelled (in one process this is as abrupt
+        as a stop gets; what it had made durable survives, as after a crash)."""
+        if node not in self._running:
+            raise ConfigError(f"node {node} is not running")
+        await self.stop_node(node)
+
+    async def restart(self, node: int) -> None:
+        """Stop node `node` if it runs, then start it again (from its data directory)."""
+        self._check_node(node)
+        if node in self._running:
+            await self.stop_node(node)
+        await self.start_node(node)
+
+    async def partition(self, *groups: Sequence[int]) -> None:
+        """Hold every byte between `groups` of node indices (nodes in none form one more
+        group) until `heal`; new links between groups are refused."""
+        for group in groups:
+            for node in group:
+                self._check_node(node)
         self._simulated().partition(*[[_name(i) for i in group] for group in groups])
 
-    def heal(self) -> None:
+    async def heal(self) -> None:
         self._simulated().heal()
+
+    async def delay(self, node: int, ms: int) -> None:
+        """Delay every byte to or from node `node` by `ms` more, one way (0 removes it)."""
+        self._check_node(node)
+        if not 0 <= ms <= 60_000:
+            raise ConfigError(f"delay must be 0..60000 ms, got {ms}")
+        self._simulated().set_delay(_name(node), ms / 1000)
+
+    async def drop(self, node: int, percent: float) -> None:
+        """Lose `percent` of the chunks to or from node `node` (each one a retransmission)."""
+        self._check_node(node)
+        if not 0 <= percent < 100:
+            raise ConfigError(f"loss must be at least 0 % and below 100 %, got {percent}")
+        self._simulated().set_loss(_name(node), percent / 100)
+
+    async def running(self) -> list[bool]:
+        """Which nodes run, by index."""
+        return [index in self._running for index in range(len(self.configs))]
+
+    def _check_node(self, node: int) -> None:
+        if not 0 <= node < len(self.configs):
+            raise ConfigError(f"no node {node} (0..{len(self.configs) - 1})")
 
     def _simulated(self) -> SimulatedNetwork:
         if self.transport is None:
-            raise RuntimeError("partitions need the simulated transport")
+            raise ConfigError(
+                "link faults in one process need the simulated transport "
+                "(`testnet(n, transport=SimulatedNetwork(seed))`); `p2pchain testnet` has them "
+                "over real sockets"
+            )
         return self.transport
 
     # -- wallets -------------------------------------------------------------------------------

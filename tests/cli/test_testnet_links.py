@@ -12,7 +12,7 @@ from rich.console import Console
 
 from p2pchain.cli.commands import cli
 from p2pchain.cli.config import load_node
-from p2pchain.cli.control import control
+from p2pchain.cli.control import RemoteTestnet, control
 from p2pchain.cli.network import relay_bootnodes
 from p2pchain.cli.rpc_client import connect_rpc
 from p2pchain.cli.testnet import run_testnet
@@ -65,7 +65,9 @@ async def test_partition_heal_delay_and_loss_on_a_running_testnet(tmp_path: Path
             assert node_file.bootnodes == relay_bootnodes(base, NODES, index)
             assert node_file.advertise == ()
 
-        answer = await control(tmp_path, {"command": "partition", "groups": [[0, 1], [2, 3]]})
+        net = RemoteTestnet(tmp_path)  # the calls an in-process testnet answers too
+        await net.partition([0, 1], [2, 3])
+        answer = await net.status()
         assert answer["links"]["partition"] == [[0, 1], [2, 3]]  # type: ignore[index, call-overload]
         split = await _views(urls)
 
@@ -82,7 +84,7 @@ async def test_partition_heal_delay_and_loss_on_a_running_testnet(tmp_path: Path
         # Half the stake on each side is short of 2/3: no side can finalize past the split.
         assert max(v[2] for v in await _views(urls)) <= max(v[2] for v in split) + 1
 
-        await control(tmp_path, {"command": "heal"})
+        await net.heal()
         healed_at = max(v[2] for v in await _views(urls))
 
         async def converged_and_finalizing() -> bool:
@@ -91,7 +93,7 @@ async def test_partition_heal_delay_and_loss_on_a_running_testnet(tmp_path: Path
 
         await _until(converged_and_finalizing, "one head and finality two epochs on after heal")
 
-        await control(tmp_path, {"command": "partition", "groups": [[3]]})
+        await net.partition([3])
         minority = (await _views(urls))[3][2]
 
         async def majority_finalizes() -> bool:
@@ -99,10 +101,11 @@ async def test_partition_heal_delay_and_loss_on_a_running_testnet(tmp_path: Path
 
         await _until(majority_finalizes, "three of four validators finalize without the fourth")
         assert (await _views(urls))[3][2] <= minority + 1  # a quarter of the stake cannot
-        await control(tmp_path, {"command": "heal"})
+        await net.heal()
 
-        await control(tmp_path, {"command": "delay", "node": 2, "ms": 100})
-        answer = await control(tmp_path, {"command": "drop", "node": 2, "percent": 10})
+        await net.delay(2, 100)
+        await net.drop(2, 10)
+        answer = await net.status()
         assert answer["links"]["delayMs"] == {"2": 100}  # type: ignore[index, call-overload]
         assert answer["links"]["lossPercent"] == {"2": 10.0}  # type: ignore[index, call-overload]
         slowed = min(v[2] for v in await _views(urls))

@@ -77,7 +77,7 @@ async def test_partition_stalls_finality_and_one_of_two_conflicting_spends_survi
             spend_b = net.transfer(0, recipient_b, 4 * COIN, node=2)
             assert {i.outpoint for i in spend_a.inputs} & {i.outpoint for i in spend_b.inputs}
 
-            net.partition([0, 1], [2, 3])
+            await net.partition([0, 1], [2, 3])
             finalized = {node.finalized() for node in net.nodes}
             heights = [node.head().height for node in net.nodes]
             await net.nodes[0].submit_transaction(spend_a)
@@ -101,7 +101,7 @@ async def test_partition_stalls_finality_and_one_of_two_conflicting_spends_survi
             assert a.head() != c.head()
             assert all(n.head().height > h for n, h in zip(net.nodes, heights, strict=True))
 
-            net.heal()
+            await net.heal()
             stalled = max(checkpoint.epoch for checkpoint in finalized)
             with trio.fail_after(LIMIT_S):
                 await net.wait_finalized(stalled + 2)
@@ -180,11 +180,11 @@ async def _partition_run(seed):
         start = trio.current_time()
         with trio.fail_after(LIMIT_S):
             await net.wait_finalized(1)
-            net.partition([0, 3], [1, 2])
+            await net.partition([0, 3], [1, 2])
             await net.nodes[0].submit_transaction(net.transfer(0, net.wallets[1].address, COIN))
             await net.nodes[1].submit_transaction(net.transfer(0, net.wallets[2].address, COIN))
             await trio.sleep(2 * EPOCH_S)
-            net.heal()
+            await net.heal()
             await net.wait_finalized(net.nodes[0].finalized().epoch + 2)
         node = net.nodes[0]
         chain = [node.get_block_at_height(h).block_id for h in range(node.head().height + 1)]
