@@ -492,19 +492,27 @@ def wallet_new(out: Path, prefix: str) -> None:
 @wallet.command("address")
 @KEY_OPTION
 @click.option("--prefix", default="dp2p", show_default=True, help="Address prefix (offline).")
+@click.option("--json", "as_json", is_flag=True, help='{"address": ..., "publicKey": ...}.')
 @RPC_OPTION
-def wallet_address(key_file: Path, prefix: str, rpc_url: str) -> None:
+def wallet_address(key_file: Path, prefix: str, as_json: bool, rpc_url: str) -> None:
     """Print the address of a key: offline with --prefix, or as the node at --rpc spells it."""
+    import json
+
     from p2pchain.cli.config import read_key
     from p2pchain.cli.wallet import address_of_key, address_text
 
+    key = read_key(key_file)
     context = click.get_current_context()
     if context.get_parameter_source("rpc_url") is not ParameterSource.COMMANDLINE:  # offline
-        click.echo(address_text(read_key(key_file), prefix))
-        return
-    import trio
+        address = address_text(key, prefix)
+    else:
+        import trio
 
-    click.echo(trio.run(address_of_key, rpc_url, key_file))
+        address = trio.run(address_of_key, rpc_url, key_file)
+    if as_json:
+        click.echo(json.dumps({"address": address, "publicKey": key.public_key.hex()}))
+    else:
+        click.echo(address)
 
 
 @wallet.command("balance")

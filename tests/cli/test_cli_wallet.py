@@ -50,6 +50,12 @@ async def test_wallet_commands_pay_issue_and_report_balances(tmp_path: Path) -> 
         assert len(output.strip().splitlines()) == 1
         code, output = await _run("wallet", "address", "--key", str(payer_key))  # offline
         assert (code, output.strip()) == (0, net.wallets[0].address_text)
+        code, output = await _run("wallet", "address", "--key", str(payer_key), "--json")
+        assert code == 0, output
+        assert json.loads(output) == {
+            "address": net.wallets[0].address_text,
+            "publicKey": net.wallets[0].key.public_key.hex(),
+        }
         code, output = await _run("wallet", "balance", payee, *rpc)
         assert (code, output.strip()) == (0, f"{payee} holds nothing")
 
