@@ -64,6 +64,29 @@ def cli(log_level: str, log_format: str) -> None:
 
 
 COUNT = click.IntRange(min=1)
+
+
+class _SlotMs(click.ParamType[int | str, object]):
+    """A slot length in ms (at least 1), or ``manual``: slots only on `testnet mine`."""
+
+    name = "MS|manual"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | str:
+        if str(value).strip().lower() == "manual":
+            return "manual"
+        try:
+            slot_ms = int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a number of milliseconds or 'manual'", param, ctx)
+        if slot_ms < 1:
+            self.fail(f"{slot_ms} is not at least 1 (or 'manual')", param, ctx)
+        return slot_ms
+
+
+MANUAL_SLOT_MS = 1_000
+"""The slot length a manual-clock testnet's chain parameters carry (time is in slots there)."""
 PORT = click.IntRange(1, 65535)
 METRICS_PORT_OPTION = click.option(
     "--metrics-port",
@@ -168,7 +191,11 @@ DIR_OPTION = click.option(
 )
 @DIR_OPTION
 @click.option(
-    "--slot-ms", type=COUNT, default=1000, show_default=True, help="Slot length (new networks)."
+    "--slot-ms",
+    type=_SlotMs(),
+    default=1000,
+    show_default=True,
+    help="Slot length (new networks), or `manual`: slots only on `testnet mine [N]`.",
 )
 @click.option("--slots-per-epoch", type=COUNT, default=8, show_default=True)
 @click.option(
@@ -188,7 +215,7 @@ DIR_OPTION = click.option(
 def testnet(
     nodes: int,
     root: Path,
-    slot_ms: int,
+    slot_ms: int | str,
     slots_per_epoch: int,
     tx_rate: float,
     duration: float | None,
@@ -210,7 +237,7 @@ def testnet(
     from p2pchain.cli.testnet import check_existing_network, run_testnet
 
     context = click.get_current_context()
-    given = {
+    given: dict[str, int | str] = {
         "nodes": nodes,
         "slot-ms": slot_ms,
         "slots-per-epoch": slots_per_epoch,
@@ -225,7 +252,9 @@ def testnet(
             if context.get_parameter_source(flag.replace("-", "_")) is ParameterSource.COMMANDLINE
         },
     )
-    params = ChainParams(slot_ms=slot_ms, slots_per_epoch=slots_per_epoch)
+    manual = slot_ms == "manual"
+    slot_length = MANUAL_SLOT_MS if isinstance(slot_ms, str) else slot_ms
+    params = ChainParams(slot_ms=slot_length, slots_per_epoch=slots_per_epoch)
     console = Console()
 
     async def main() -> None:
@@ -240,6 +269,7 @@ def testnet(
             rpc_port=rpc_port,
             metrics_port=metrics_port or None,
             console=console,
+            manual_clock=manual,
         )
 
     trio.run(run_until_signalled, main)
@@ -324,10 +354,26 @@ def testnet_restart(root: Path, node: int) -> None:
 @click.argument("node", type=click.IntRange(min=0))
 @click.argument("skew_ms", metavar="MS", type=click.IntRange(-86_400_000, 86_400_000))
 def testnet_skew(root: Path, node: int, skew_ms: int) -> None:
-    """Set node NODE's clock MS milliseconds off the wall clock (negative: behind) and restart
-    it with that skew; 0 puts it back on time."""
+    """Set node NODE's clock MS milliseconds off the wall clock (negative: behind) while it runs
+    (a node of an older network is restarted with it); 0 puts it back on time."""
     _control(root, {"command": "skew", "node": node, "ms": skew_ms})
-    click.echo(f"node{node} restarted with its clock {skew_ms:+d} ms off")
+    click.echo(f"node{node}: clock {skew_ms:+d} ms off")
+
+
+@testnet.command("mine")
+@DIR_OPTION
+@click.argument("slots", type=click.IntRange(1, 1_000), default=1)
+@click.option("--json", "as_json", is_flag=True, help='{"slot": ..., "height": ...}.')
+def testnet_mine(root: Path, slots: int, as_json: bool) -> None:
+    """Produce the next SLOTS slots of a `--slot-ms manual` testnet now: each slot's proposer
+    makes its block, then the validators due vote, so finality follows as usual."""
+    import json
+
+    answer = _control(root, {"command": "mine", "slots": slots})
+    if as_json:
+        click.echo(json.dumps({"slot": answer["slot"], "height": answer["height"]}))
+    else:
+        click.echo(f"slot {answer['slot']}, head height {answer['height']}")
 
 
 class _Milliseconds(click.ParamType[int, object]):

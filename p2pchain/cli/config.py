@@ -29,6 +29,7 @@ from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import MAX_UINT64
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
 from p2pchain.ledger.types import Address, PublicKey
+from p2pchain.node.config import MAX_CLOCK_SKEW_MS
 from p2pchain.params import ChainParams
 
 KEY_FILE_MODE: Final = 0o600
@@ -213,6 +214,10 @@ class NodeFile:
     """Added to the wall clock the node reads (testnets skew nodes to test clock tolerance)."""
     advertise: tuple[str, ...] | None = None
     """Addresses announced to peers; None = the listen addresses, () = none."""
+    dev_rpc: bool = False
+    """Serve the dev_* RPC methods (testnets: their supervisor steers the nodes' clocks)."""
+    manual_clock: bool = False
+    """Consensus time moves only when dev_setTime says (a testnet made with --slot-ms manual)."""
 
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -229,6 +234,8 @@ NODE_KEYS = frozenset(
         "log_level",
         "clock_skew_ms",
         "advertise",
+        "dev_rpc",
+        "manual_clock",
     }
 )
 """Every key a node.toml may hold: a misspelt key is an error, never silently ignored."""
@@ -262,10 +269,16 @@ def load_node(path: Path) -> NodeFile:
         log_level=log_level,
         clock_skew_ms=_skew(data, path),
         advertise=_str_list(data, "advertise", path) if "advertise" in data else None,
+        dev_rpc=_bool(data, "dev_rpc", path),
+        manual_clock=_bool(data, "manual_clock", path),
     )
 
 
-MAX_CLOCK_SKEW_MS: Final = 86_400_000
+def _bool(data: dict[str, object], name: str, path: Path) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: {name} must be true or false, got {value!r}")
+    return value
 
 
 def _skew(data: dict[str, object], path: Path) -> int:
@@ -301,6 +314,10 @@ def dump_node(node: NodeFile, path: Path) -> None:
         data["clock_skew_ms"] = node.clock_skew_ms
     if node.advertise is not None:
         data["advertise"] = list(node.advertise)
+    if node.dev_rpc:
+        data["dev_rpc"] = True
+    if node.manual_clock:
+        data["manual_clock"] = True
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(data))
 

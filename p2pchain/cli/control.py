@@ -20,17 +20,34 @@ from pathlib import Path
 from typing import Final
 
 import trio
+from trio_websocket import ConnectionClosed, HandshakeError
 
-from p2pchain.cli.config import MAX_CLOCK_SKEW_MS, dump_node, load_node
-from p2pchain.cli.rpc_client import JSON
+from p2pchain.cli.config import dump_node, load_node
+from p2pchain.cli.rpc_client import JSON, RpcError, connect_rpc
 from p2pchain.errors import ConfigError
 from p2pchain.net.relay import LinkFaults, Relays
+from p2pchain.node.config import MAX_CLOCK_SKEW_MS
+from p2pchain.params import ChainParams
 
 CONTROL_FILE: Final = "control.port"
 MAX_REQUEST_BYTES: Final = 4_096
 REQUEST_TIMEOUT_S: Final = 10.0
 STOP_GRACE_S: Final = 10.0
-COMMANDS: Final = ("status", "kill", "restart", "skew", "partition", "heal", "delay", "drop")
+COMMANDS: Final = (
+    "status",
+    "kill",
+    "restart",
+    "skew",
+    "partition",
+    "heal",
+    "delay",
+    "drop",
+    "mine",
+)
+MAX_MINE_SLOTS: Final = 1_000
+BLOCK_WAIT_S: Final = 5.0
+"""How long `mine` waits for a slot's block to reach every running node before it moves on
+(its proposer may be down, or partitioned away)."""
 
 
 @dataclass
@@ -44,6 +61,10 @@ class NodeRunner:
     restarts: int = 0
     clock_skew_ms: int = 0
     """What its node.toml says (kept here so that `status` reads no file)."""
+    rpc_url: str | None = None
+    dev_rpc: bool = False
+    """Its RPC serves the dev_* methods: skew and manual time change without a restart."""
+    manual_clock: bool = False
     exited: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -88,7 +109,11 @@ class Supervisor:
         nursery: trio.Nursery,
         on_start: Callable[[int], None],
         relays: Relays | None = None,
+        params: ChainParams | None = None,
+        genesis_time_ms: int = 0,
     ) -> None:
+        self.params = params
+        self.genesis_time_ms = genesis_time_ms
         self.root = root
         self.runners = runners
         self.relays = relays
@@ -142,6 +167,7 @@ class Supervisor:
             "heal": self._heal,
             "delay": self._delay,
             "drop": self._drop,
+            "mine": self._mine,
         }
         handler = handlers.get(command) if isinstance(command, str) else None
         if handler is None:
@@ -179,9 +205,53 @@ class Supervisor:
         index = self._node(request)
         skew = _integer(request, "ms", "ms must be an integer (milliseconds)")
         runner = self.runners[index]
+        if runner.manual_clock:
+            raise ConfigError(f"node {index} has a manual clock: `mine` moves it, not a skew")
         await trio.to_thread.run_sync(set_clock_skew, runner.config, skew)
-        runner.clock_skew_ms = skew  # and restart: the node reads its clock offset at start
+        runner.clock_skew_ms = skew
+        if runner.running and runner.dev_rpc and runner.rpc_url is not None:
+            try:
+                await _call(runner.rpc_url, "dev_setClockSkew", skew)
+            except (OSError, RpcError, HandshakeError, ConnectionClosed, trio.TooSlowError):
+                pass  # not answering yet: a restart reads the new skew from its node.toml
+            else:
+                return {"ok": True, "node": self._describe(index)}
         return await self._restart(request)
+
+    async def _mine(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        """Produce the next `slots` slots on manual clocks: for each, move every running node
+        to the slot's start (its proposer proposes), wait for the block to reach them all,
+        then to half-way (the validators whose duty slot it is vote)."""
+        request = {"slots": 1} | request
+        slots = _integer(request, "slots", f"slots must be an integer from 1 to {MAX_MINE_SLOTS}")
+        if not 1 <= slots <= MAX_MINE_SLOTS:
+            raise ConfigError(f"slots must be an integer from 1 to {MAX_MINE_SLOTS}")
+        params = self.params
+        if params is None or not self.runners or not all(r.manual_clock for r in self.runners):
+            raise ConfigError(
+                "this testnet follows the wall clock: create it with --slot-ms manual to mine"
+            )
+        urls = [r.rpc_url for r in self.runners if r.running and r.rpc_url is not None]
+        if not urls:
+            raise ConfigError("no node is running")
+        now_ms = max(await _gather(urls, "dev_clock", key="nowMs"))
+        slot = max(0, (now_ms - self.genesis_time_ms) // params.slot_ms)
+        for _ in range(slots):
+            slot += 1
+            start = self.genesis_time_ms + slot * params.slot_ms
+            await _gather(self._urls(), "dev_setTime", start, key="slot")
+            with trio.move_on_after(BLOCK_WAIT_S):
+                while True:  # polled: the nodes are other processes
+                    heads = await _gather(self._urls(), "chain_head", key="slot")
+                    if min(heads, default=slot) >= slot:
+                        break
+                    await trio.sleep(0.02)
+            await _gather(self._urls(), "dev_setTime", start + params.slot_ms // 2, key="slot")
+        heads = await _gather(self._urls(), "chain_head", key="height")
+        return {"ok": True, "slot": slot, "height": max(heads, default=0)}
+
+    def _urls(self) -> list[str]:
+        return [r.rpc_url for r in self.runners if r.running and r.rpc_url is not None]
 
     async def _partition(self, request: dict[str, JSON]) -> dict[str, JSON]:
         relays = self._relays()
@@ -261,6 +331,32 @@ def _links_json(faults: LinkFaults) -> dict[str, JSON]:
         str(i): round(loss * 100, 3) for i, loss in sorted(faults.loss.items()) if loss
     }
     return {"partition": groups, "delayMs": delays, "lossPercent": losses}
+
+
+async def _call(url: str, method: str, *params: JSON) -> JSON:
+    with trio.fail_after(REQUEST_TIMEOUT_S):
+        async with connect_rpc(url) as rpc:
+            return await rpc.call(method, *params)
+
+
+async def _gather(urls: list[str], method: str, *params: JSON, key: str) -> list[int]:
+    """`method` on every node at once; the integer `key` of each answer from the nodes that
+    answered (a node that is starting or was just killed is left out)."""
+    found: list[int] = []
+
+    async def one(url: str) -> None:
+        try:
+            answer = await _call(url, method, *params)
+        except (OSError, RpcError, HandshakeError, ConnectionClosed, trio.TooSlowError):
+            return
+        value = answer.get(key) if isinstance(answer, dict) else None
+        if isinstance(value, int):
+            found.append(value)
+
+    async with trio.open_nursery() as nursery:
+        for url in urls:
+            nursery.start_soon(one, url)
+    return found
 
 
 def _integer(request: dict[str, JSON], name: str, complaint: str) -> int:
@@ -349,3 +445,9 @@ class RemoteTestnet:
 
     async def drop(self, node: int, percent: float) -> None:
         await control(self.root, {"command": "drop", "node": node, "percent": percent})
+
+    async def skew(self, node: int, ms: int) -> None:
+        await control(self.root, {"command": "skew", "node": node, "ms": ms})
+
+    async def mine(self, slots: int = 1) -> None:
+        await control(self.root, {"command": "mine", "slots": slots})

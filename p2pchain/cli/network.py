@@ -57,21 +57,24 @@ def init_network(
     wallets: int,
     metrics_port: int | None = None,
     genesis_delay_s: float = 3.0,
-    relayed: bool = False,
+    supervised: bool = False,
+    manual_clock: bool = False,
 ) -> NetworkLayout:
     """Write a fresh network with `nodes` validators into `root` (which must not hold one);
     node `i` serves RPC on `rpc_port + i` and, unless `metrics_port` is None, metrics on
     `metrics_port + i`.
 
-    `relayed` routes every link through the testnet supervisor's relays (`relay_port`): node
-    `i` dials node `j` only at its relay and announces no address, so links can be cut.
+    `supervised` makes a network for the testnet supervisor: every link goes through its relays
+    (`relay_port`; node `i` dials node `j` only at its relay and announces no address, so links
+    can be cut) and the nodes serve the dev RPC methods it steers their clocks with;
+    `manual_clock` stops their clocks until it moves them (slots on demand).
     """
     if nodes < 1:
         raise ConfigError("--nodes must be at least 1")
     relays = [
         relay_port(base_port, nodes, a, b) for a in range(nodes) for b in range(nodes) if a != b
     ]
-    last_p2p = max([base_port + 2 * nodes - 1] + (relays if relayed and nodes > 1 else []))
+    last_p2p = max([base_port + 2 * nodes - 1] + (relays if supervised and nodes > 1 else []))
     ranges = {
         "--base-port": (base_port, last_p2p),
         "--rpc-port": (rpc_port, rpc_port + nodes - 1),
@@ -130,9 +133,11 @@ def init_network(
                 f"ws://127.0.0.1:{base_port + 2 * index + 1}",
             ),
             bootnodes=relay_bootnodes(base_port, nodes, index)
-            if relayed
+            if supervised
             else (() if index == 0 else (bootnode,)),
-            advertise=() if relayed else None,
+            advertise=() if supervised else None,
+            dev_rpc=supervised,
+            manual_clock=manual_clock,
             rpc=f"127.0.0.1:{rpc_port + index}",
             metrics=None if metrics_port is None else f"127.0.0.1:{metrics_port + index}",
             log_level="info",

@@ -139,6 +139,7 @@ async def run_testnet(
     rpc_port: int,
     console: Console,
     metrics_port: int | None = None,
+    manual_clock: bool = False,
 ) -> TestnetResult:
     """Start (or resume) the network in `root`; return the last statuses when it stops.
 
@@ -154,13 +155,14 @@ async def run_testnet(
             base_port=base_port,
             rpc_port=rpc_port,
             metrics_port=metrics_port,
+            manual_clock=manual_clock,
         )
         return await _supervise(
             root, configs, statuses, wallets, network, tx_rate, duration, log_level, console
         )
 
 
-def check_existing_network(root: Path, flags: dict[str, int]) -> None:
+def check_existing_network(root: Path, flags: dict[str, int | str]) -> None:
     """Refuse flags (given on the command line) that differ from the network already in
     `root`: resuming it would silently ignore them.
 
@@ -172,9 +174,10 @@ def check_existing_network(root: Path, flags: dict[str, int]) -> None:
     params = load_network(root / "network.toml").params
     configs = sorted(root.glob("node*/node.toml"))
     first = load_node(configs[0]) if configs else None
-    existing = {
+    manual = first is not None and first.manual_clock
+    existing: dict[str, int | str] = {
         "nodes": len(configs),
-        "slot-ms": params.slot_ms,
+        "slot-ms": "manual" if manual else params.slot_ms,
         "slots-per-epoch": params.slots_per_epoch,
     }
     if first is not None and first.listen:
@@ -202,10 +205,7 @@ async def _supervise(
 ) -> TestnetResult:
     """Run the node processes, the pollers and the demo payments under the live table."""
     tally = PaymentTally()
-    runners = [
-        NodeRunner(config, log_level, clock_skew_ms=load_node(config).clock_skew_ms)
-        for config in configs
-    ]
+    runners = [_runner(config, log_level) for config in configs]
     console.print(f"network {root}: wallets and URLs with `p2pchain testnet accounts --dir {root}`")
     for index, (config, status) in enumerate(zip(configs, statuses, strict=True)):
         metrics = status.metrics_url or "no metrics"
@@ -220,7 +220,15 @@ async def _supervise(
             relays = relays_of(configs)
             if relays is not None:
                 await nursery.start(relays.serve)
-            supervisor = Supervisor(root, runners, nursery, watch, relays)
+            supervisor = Supervisor(
+                root,
+                runners,
+                nursery,
+                watch,
+                relays,
+                params=network.params,
+                genesis_time_ms=network.genesis.genesis_time_ms,
+            )
             for index in range(len(runners)):
                 await supervisor.start(index)
             await nursery.start(supervisor.serve)
@@ -241,6 +249,18 @@ async def _supervise(
             live.update(_table(statuses, tally))
             nursery.cancel_scope.cancel()
     return TestnetResult(statuses=statuses, payments=tally)
+
+
+def _runner(config: Path, log_level: str) -> NodeRunner:
+    node_file = load_node(config)
+    return NodeRunner(
+        config,
+        log_level,
+        clock_skew_ms=node_file.clock_skew_ms,
+        rpc_url=None if node_file.rpc is None else f"ws://{node_file.rpc}",
+        dev_rpc=node_file.dev_rpc,
+        manual_clock=node_file.manual_clock,
+    )
 
 
 def relays_of(configs: list[Path]) -> Relays | None:
@@ -271,6 +291,7 @@ def _prepare(
     base_port: int,
     rpc_port: int,
     metrics_port: int | None,
+    manual_clock: bool,
 ) -> tuple[NetworkFile, list[Path], list[NodeStatus], list[SecretKey]]:
     """Create the network unless `root` holds one; read its configs and demo wallet keys."""
     if not (root / "network.toml").exists():
@@ -282,7 +303,8 @@ def _prepare(
             rpc_port=rpc_port,
             metrics_port=metrics_port,
             wallets=4,
-            relayed=True,
+            supervised=True,
+            manual_clock=manual_clock,
         )
     network = load_network(root / "network.toml")
     configs = sorted(root.glob("node*/node.toml"))

@@ -11,6 +11,7 @@ from p2pchain.node.events import Subscription as Subscription
 from p2pchain.node.events import TxInfo as TxInfo
 from p2pchain.node.events import TxStatus as TxStatus
 from p2pchain.node.mempool import MempoolLimits as MempoolLimits
+from p2pchain.node.node import ClockStatus as ClockStatus
 from p2pchain.node.node import Node as Node
 from p2pchain.node.node import NodeInfo as NodeInfo
 from p2pchain.node.node import NodeStatistics as NodeStatistics
@@ -18,6 +19,7 @@ from p2pchain.node.node import SyncState as SyncState
 from p2pchain.node.node import open_node as open_node
 
 __all__ = [
+    "ClockStatus",
     "Event",
     "EventKind",
     "HeadInfo",

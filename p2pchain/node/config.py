@@ -19,6 +19,11 @@ DATABASE_FILE: Final = "chain.sqlite"
 """The chain database (blocks, UTXO set, fork choice, slashing protection) inside `data_dir`."""
 NODE_KEY_FILE: Final = "node.key"
 """The node's network identity inside `data_dir` (32 secret bytes, created on first start)."""
+MAX_CLOCK_SKEW_MS: Final = 86_400_000
+"""The furthest a dev chain may skew a node's clock off the wall clock (one day)."""
+MAX_CLOCK_TIME_MS: Final = 2**53 - 1
+"""The latest time a manual clock may be set to: the largest integer every JSON client keeps
+exact (its slots still fit the block header's 64 bits)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,6 +175,12 @@ class NodeConfig:
     clock_offset_ms: int | None = None
     """Unix time in ms = ``trio.current_time() * 1000 + clock_offset_ms``. None = read the
     wall clock once at startup. Simulations fix it so that slots follow trio's MockClock."""
+    manual_clock: bool = False
+    """Consensus time stands still until `Node.advance_clock` moves it (a dev chain that makes
+    blocks on demand); it starts at the later of genesis and the stored head's slot."""
+    dev_rpc: bool = False
+    """Serve the dev_* RPC methods that move this node's clock. Never on a public node: any
+    RPC caller could then make it propose early or refuse valid blocks."""
     network_seed: int | None = None
     """Seed of the gossip router's peer choices; None draws one (simulations fix it)."""
     offload_blocking: bool = True

@@ -21,6 +21,7 @@ import trio
 
 from p2pchain._version import __version__
 from p2pchain.errors import (
+    ConfigError,
     DecodeError,
     GossipIgnore,
     GossipReject,
@@ -52,7 +53,14 @@ from p2pchain.net.service import (
 from p2pchain.net.swarm import PeerInfo, SwarmConfig
 from p2pchain.net.transports import SocketTransport
 from p2pchain.node.chain import ChainService, ChainStatistics, Outcome
-from p2pchain.node.config import DATABASE_FILE, NODE_KEY_FILE, NodeConfig
+from p2pchain.node.clock import NodeClock
+from p2pchain.node.config import (
+    DATABASE_FILE,
+    MAX_CLOCK_SKEW_MS,
+    MAX_CLOCK_TIME_MS,
+    NODE_KEY_FILE,
+    NodeConfig,
+)
 from p2pchain.node.datadir import lock_data_dir
 from p2pchain.node.duties import ValidatorDuties
 from p2pchain.node.events import (
@@ -111,6 +119,17 @@ _IGNORED_VOTE = frozenset(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClockStatus:
+    """What the node's slot clock reads (`Node.clock_status`)."""
+
+    now_ms: int
+    skew_ms: int
+    """Its offset from the wall clock (0 for a manual clock started on time: not meaningful)."""
+    manual: bool
+    slot: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeInfo:
     node_id: bytes
     chain_id: int
@@ -154,10 +173,16 @@ class Node:
         chain: ChainService,
         events: EventHub,
         node_key: SecretKey,
-        clock_offset_ms: int,
+        clock: NodeClock,
+        base_offset_ms: int,
     ) -> None:
         self.config = config
-        self._clock_offset_ms = clock_offset_ms
+        self._clock = clock
+        self._base_offset_ms = base_offset_ms
+        """trio's clock + this = the unskewed clock (the clock's offset minus this is its skew)."""
+        self._clock_waits_for: float | None = None
+        """The clock time the slot loop sleeps until; None while it works."""
+        self._clock_progress = trio.Event()
         self.params: ChainParams = config.params
         self._chain = chain
         self._events = events
@@ -514,10 +539,54 @@ class Node:
         self._after_import()
         await trio.lowlevel.checkpoint()
 
-    def _slot_time(self, slot: int, fraction: float = 0.0) -> float:
-        """The trio time at which `slot` (plus `fraction` of a slot) starts."""
-        start_ms = self.config.genesis.genesis_time_ms + (slot + fraction) * self.params.slot_ms
-        return (start_ms - self._clock_offset_ms) / 1000
+    # -- clock (dev chains steer it) -----------------------------------------------------------
+    def clock_status(self) -> ClockStatus:
+        clock = self._clock
+        return ClockStatus(
+            now_ms=clock.now_ms(),
+            skew_ms=clock.offset_ms - self._base_offset_ms,
+            manual=clock.manual,
+            slot=self._chain.current_slot(),
+        )
+
+    def set_clock_skew(self, skew_ms: int) -> None:
+        """Run the slot clock `skew_ms` off the wall clock from now on (0: on time).
+
+        Raises:
+            ConfigError: the clock is manual, or the skew is beyond ±1 day.
+        """
+        if self._clock.manual:
+            raise ConfigError("a manual clock has no skew: set its time")
+        if abs(skew_ms) > MAX_CLOCK_SKEW_MS:
+            raise ConfigError(f"skew must be within ±{MAX_CLOCK_SKEW_MS} ms, got {skew_ms}")
+        self._clock.set_offset_ms(self._base_offset_ms + skew_ms)
+
+    async def advance_clock(self, time_ms: int) -> None:
+        """Move a manual clock to `time_ms` and return once the slot loop has done every duty
+        due by then (a proposal built, imported and published; a vote signed and published).
+
+        Raises:
+            ConfigError: the clock is not manual, or `time_ms` is before its time or after
+                `MAX_CLOCK_TIME_MS`.
+        """
+        if time_ms > MAX_CLOCK_TIME_MS:
+            raise ConfigError(f"time must be at most {MAX_CLOCK_TIME_MS} ms, got {time_ms}")
+        self._clock.set_time_ms(time_ms)
+        while self._clock_waits_for is None or self._clock_waits_for <= time_ms:
+            await self._clock_progress.wait()
+
+    def _slot_start_ms(self, slot: int, fraction: float = 0.0) -> float:
+        """The clock time at which `slot` (plus `fraction` of a slot) starts."""
+        return self.config.genesis.genesis_time_ms + (slot + fraction) * self.params.slot_ms
+
+    async def _sleep_until_ms(self, time_ms: float) -> None:
+        self._clock_waits_for = time_ms
+        self._clock_progress.set()
+        self._clock_progress = trio.Event()
+        try:
+            await self._clock.sleep_until_ms(time_ms)
+        finally:
+            self._clock_waits_for = None
 
     async def _run_clock(self) -> None:
         """Each slot: release waiting blocks and votes, propose at its start, vote half-way."""
@@ -542,16 +611,16 @@ class Node:
             if duties is not None and slot > 0:
                 with contextlib.suppress(SlashingProtectionError):  # counted; never sign around
                     await duties.propose(slot)
-                await trio.sleep_until(self._slot_time(slot, 0.5))
+                await self._sleep_until_ms(self._slot_start_ms(slot, 0.5))
                 if duties.is_vote_slot(slot):
                     with contextlib.suppress(SlashingProtectionError):
                         await duties.vote(slot)
             self._after_import()
-            await trio.sleep_until(self._slot_time(slot + 1))
+            await self._sleep_until_ms(self._slot_start_ms(slot + 1))
 
     def _wall_offset_s(self) -> float:
         """Seconds to add to trio's clock to get this node's Unix time."""
-        return self._clock_offset_ms / 1000
+        return self._clock.offset_ms / 1000
 
     async def _save_bans(self) -> None:
         """Write bans that are new or longer since the last slot, in Unix time, so that a
@@ -660,9 +729,10 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
     """
     params = config.params
     genesis = genesis_block(config.genesis, params)
-    offset = config.clock_offset_ms
-    if offset is None:
-        offset = round(time.time() * 1000 - trio.current_time() * 1000)
+    wall_offset = round(time.time() * 1000 - trio.current_time() * 1000)
+    offset = wall_offset if config.clock_offset_ms is None else config.clock_offset_ms
+    genesis_ms = config.genesis.genesis_time_ms
+    clock = NodeClock(offset, manual_start_ms=genesis_ms if config.manual_clock else None)
     events = EventHub(config.limits.event_history, config.limits.event_history_bytes)
     async with AsyncExitStack() as stack:
         storage: ChainStore
@@ -681,11 +751,6 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             storage = MemoryChainStore(chain_id=params.chain_id, genesis=genesis)
             protection = MemorySlashingProtection()
         node_key = _load_node_key(config, data_dir)
-        clock_offset = offset
-
-        def now_ms() -> int:
-            return round(trio.current_time() * 1000) + clock_offset
-
         chain = ChainService(
             params=params,
             genesis=config.genesis,
@@ -694,7 +759,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             offload=config.offload_blocking,
             limits=config.limits,
             events=events,
-            now_ms=now_ms,
+            now_ms=clock.now_ms,
             node_id=node_key.public_key,
         )
         if data_dir is not None and config.offload_blocking:
@@ -702,7 +767,10 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
         else:
             chain.restore(chain.current_slot())
         chain.readmit_submitted()
-        node = Node(config, chain, events, node_key, clock_offset)
+        if clock.manual:  # never before blocks we already hold
+            head_start = genesis_ms + chain.head_info().slot * params.slot_ms
+            clock.set_time_ms(max(clock.now_ms(), head_start))
+        node = Node(config, chain, events, node_key, clock, offset)
         swarm = SwarmConfig(
             identity=node_key,
             chain_id=params.chain_id,

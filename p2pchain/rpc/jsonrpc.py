@@ -85,6 +85,12 @@ class Params:
             raise invalid_params(f"{name} must be at most {maximum}")
         return value
 
+    def signed_integer(self, name: str) -> int:
+        value = self._required(name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid_params(f"{name} must be an integer")
+        return value
+
     def flag(self, name: str, *, default: bool) -> bool:
         if not self.has(name):
             return default

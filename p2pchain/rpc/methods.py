@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from p2pchain.errors import InvalidAddress
+import trio
+
+from p2pchain.errors import ConfigError, InvalidAddress
 from p2pchain.ledger.address import decode_address, encode_address
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import encode_item
@@ -29,10 +31,13 @@ from p2pchain.ledger.utxo import AssetInfo
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.net.swarm import PeerInfo
 from p2pchain.node import Event, HeadInfo, Node, PeerEvent, ReorgInfo, TxInfo
+from p2pchain.node.config import MAX_CLOCK_TIME_MS
 from p2pchain.rpc.jsonrpc import Json, Method, Params, invalid_params, parse_hex, to_hex
 
 MAX_UTXOS: Final = 1_000
 """Most outputs one `address_utxos` call returns (its ``limit`` param may ask for fewer)."""
+DEV_SET_TIME_TIMEOUT_S: Final = 10.0
+"""dev_setTime answers within this even if the node's duties for that time stall."""
 
 
 class NodeMethods:
@@ -43,6 +48,16 @@ class NodeMethods:
         self.prefix = node.params.address_prefix
 
     def table(self) -> dict[str, Method]:
+        methods = self._public()
+        if self.node.config.dev_rpc:
+            methods |= {
+                "dev_clock": Method(self.dev_clock),
+                "dev_setClockSkew": Method(self.dev_set_clock_skew, ("ms",), 1),
+                "dev_setTime": Method(self.dev_set_time, ("ms",), 1),
+            }
+        return methods
+
+    def _public(self) -> dict[str, Method]:
         return {
             "p2p_nodeInfo": Method(self.node_info),
             "chain_head": Method(self.chain_head),
@@ -58,6 +73,34 @@ class NodeMethods:
             "net_peers": Method(self.net_peers),
             "mempool_status": Method(self.mempool_status),
         }
+
+    async def dev_clock(self, params: Params) -> Json:
+        status = self.node.clock_status()
+        return {
+            "nowMs": status.now_ms,
+            "skewMs": status.skew_ms,
+            "manual": status.manual,
+            "slot": status.slot,
+        }
+
+    async def dev_set_clock_skew(self, params: Params) -> Json:
+        try:
+            self.node.set_clock_skew(params.signed_integer("ms"))
+        except ConfigError as exc:
+            raise invalid_params(str(exc)) from exc
+        return await self.dev_clock(params)
+
+    async def dev_set_time(self, params: Params) -> Json:
+        try:
+            with trio.fail_after(DEV_SET_TIME_TIMEOUT_S):
+                await self.node.advance_clock(params.integer("ms", maximum=MAX_CLOCK_TIME_MS))
+        except ConfigError as exc:
+            raise invalid_params(str(exc)) from exc
+        except trio.TooSlowError as exc:
+            raise invalid_params(
+                f"the node's duties up to that time took over {DEV_SET_TIME_TIMEOUT_S:.0f} s"
+            ) from exc
+        return await self.dev_clock(params)
 
     async def node_info(self, params: Params) -> Json:
         info = self.node.info

@@ -34,3 +34,9 @@ class TestnetControl(Protocol):
     async def drop(self, node: int, percent: float) -> None:
         """Lose `percent` of the chunks to or from the node, each arriving a retransmission
         timeout late (0 removes it)."""
+
+    async def skew(self, node: int, ms: int) -> None:
+        """Run the node's slot clock `ms` off the wall clock from now on (0: on time)."""
+
+    async def mine(self, slots: int = 1) -> None:
+        """On manual clocks: make the next `slots` slots happen now (blocks, then votes)."""

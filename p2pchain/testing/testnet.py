@@ -18,6 +18,8 @@ late.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -38,6 +40,9 @@ from p2pchain.node import Node, NodeConfig, NodeLimits, open_node
 from p2pchain.params import COIN, ChainParams
 from p2pchain.testing.simnet import SimulatedNetwork
 
+BLOCK_WAIT_S = 5.0
+"""How long `Testnet.mine` waits for a slot's block to reach every node (its proposer may be
+stopped or partitioned away)."""
 TESTNET_PARAMS = ChainParams(slot_ms=1_000, slots_per_epoch=4, reward_maturity=2)
 """Small, fast parameters: 1 s slots, 4-slot epochs (finality every 4 s)."""
 
@@ -113,6 +118,8 @@ class Testnet:
                 clock_offset_ms=base.clock_offset_ms,
                 network_seed=None if base.network_seed is None else base.network_seed + index,
                 offload_blocking=base.offload_blocking,
+                manual_clock=base.manual_clock,
+                dev_rpc=base.dev_rpc,
             )
         )
         return await self.start_node(index)
@@ -129,20 +136,7 @@ class Testnet:
                 for address in running.node.info.listen_addresses
                 if address.startswith("tcp://")
             )
-        return NodeConfig(
-            genesis=config.genesis,
-            params=config.params,
-            data_dir=config.data_dir,
-            listen=config.listen,
-            bootnodes=bootnodes,
-            node_key=config.node_key,
-            validator_key=config.validator_key,
-            limits=config.limits,
-            transport=config.transport,
-            clock_offset_ms=config.clock_offset_ms,
-            network_seed=config.network_seed,
-            offload_blocking=config.offload_blocking,
-        )
+        return dataclasses.replace(config, bootnodes=bootnodes)
 
     # -- the control API it shares with `p2pchain testnet` (`TestnetControl`) -------------------
     async def kill(self, node: int) -> None:
@@ -183,6 +177,39 @@ class Testnet:
         if not 0 <= percent < 100:
             raise ConfigError(f"loss must be at least 0 % and below 100 %, got {percent}")
         self._simulated().set_loss(_name(node), percent / 100)
+
+    async def skew(self, node: int, ms: int) -> None:
+        """Run node `node`'s slot clock `ms` off the wall clock from now on."""
+        if node not in self._running:
+            self._check_node(node)
+            raise ConfigError(f"node {node} is not running")
+        self.node(node).set_clock_skew(ms)
+
+    async def mine(self, slots: int = 1) -> None:
+        """Make the next `slots` slots happen now on manual clocks (``manual_clock=True``):
+        each running node moves to the slot's start (its proposer proposes), the block spreads
+        (waited for up to `BLOCK_WAIT_S`), then to half-way (the validators due vote)."""
+        nodes = self.nodes
+        if not nodes or not all(node.clock_status().manual for node in nodes):
+            raise ConfigError("mining needs manual clocks: testnet(..., manual_clock=True)")
+        if not 1 <= slots <= 1_000:
+            raise ConfigError(f"slots must be 1..1000, got {slots}")
+        slot = max(node.clock_status().slot for node in nodes)
+        for _ in range(slots):
+            slot += 1
+            start = self.genesis.genesis_time_ms + slot * self.params.slot_ms
+            await self._advance_all(start)
+            with trio.move_on_after(BLOCK_WAIT_S):
+                await self.wait_for(functools.partial(self._all_reached, slot))
+            await self._advance_all(start + self.params.slot_ms // 2)
+
+    def _all_reached(self, slot: int) -> bool:
+        return all(node.head().slot >= slot for node in self.nodes)
+
+    async def _advance_all(self, time_ms: int) -> None:
+        async with trio.open_nursery() as nursery:
+            for node in self.nodes:
+                nursery.start_soon(node.advance_clock, time_ms)
 
     async def running(self) -> list[bool]:
         """Which nodes run, by index."""
@@ -318,6 +345,8 @@ async def testnet(
     balance: int = 1_000 * COIN,
     stake: int = 100 * COIN,
     limits: NodeLimits | None = None,
+    manual_clock: bool = False,
+    dev_rpc: bool = False,
 ) -> AsyncIterator[Testnet]:
     """Start `n` validator nodes with a fresh genesis; stop them all on exit.
 
@@ -326,6 +355,8 @@ async def testnet(
             on the real clock.
         data_dir: where node ``i`` keeps ``node{i}/``; None = in memory (no restarts from disk).
         wallets: funded wallets, each with `balance` native base units (`Testnet.wallets`).
+        manual_clock: slots happen only on `Testnet.mine` (a dev chain, on any transport).
+        dev_rpc: an RPC server on a node (`serve_rpc`) also serves the dev_* clock methods.
     """
     chain_params = TESTNET_PARAMS if params is None else params
     keys = [derive_key(seed, "validator", i) for i in range(n)]
@@ -352,6 +383,8 @@ async def testnet(
             clock_offset_ms=offset,
             network_seed=None if transport is None else seed * 1_000 + i,
             offload_blocking=transport is None,
+            manual_clock=manual_clock,
+            dev_rpc=dev_rpc,
         )
         for i in range(n)
     ]

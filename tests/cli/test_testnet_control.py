@@ -1,6 +1,6 @@
 """The testnet's control plane against real node processes: kill a node (SIGKILL), see it
-exited, restart it and see it rejoin the chain, skew its clock, through the same calls the
-CLI makes."""
+exited, restart it and see it rejoin the chain, skew its clock while it runs, and mine the
+slots of a manual-clock testnet, through the same calls the CLI makes."""
 
 import io
 import json
@@ -86,6 +86,11 @@ async def test_kill_and_restart_a_node_of_a_running_testnet(tmp_path: Path) -> N
         await _until(rejoined, "the restarted node passes the height of the kill")
         skewed = await control(tmp_path, {"command": "skew", "node": 1, "ms": 1500})
         assert skewed["node"]["clockSkewMs"] == 1500  # type: ignore[index, call-overload]
+        # Live, through the node's dev RPC: the same process, its clock moved.
+        assert skewed["node"]["pid"] == restarted["node"]["pid"]  # type: ignore[index, call-overload]
+        async with connect_rpc(rpc_urls[1]) as rpc:
+            clock = await rpc.call("dev_clock")
+        assert clock["skewMs"] == 1500  # type: ignore[index, call-overload]
         assert "clock_skew_ms = 1500" in (tmp_path / "node1" / "node.toml").read_text()
         with pytest.raises(ConfigError, match="within ±1 day"):
             await control(tmp_path, {"command": "skew", "node": 1, "ms": 10**9})
@@ -97,6 +102,55 @@ async def test_kill_and_restart_a_node_of_a_running_testnet(tmp_path: Path) -> N
         await _until(follows, "the skewed node keeps up with the chain")
         nursery.cancel_scope.cancel()
     assert not (tmp_path / CONTROL_FILE).exists()  # the supervisor cleaned up
+
+
+async def test_a_manual_testnet_makes_blocks_only_when_mined(tmp_path: Path) -> None:
+    base = _free_port_block(10)
+    params = ChainParams(slot_ms=1000, slots_per_epoch=4)
+    rpc_urls = [f"ws://127.0.0.1:{base + 7 + i}" for i in range(2)]
+
+    def mine(*args: str) -> dict[str, int]:
+        result = CliRunner().invoke(cli, ["testnet", "mine", *args, "--dir", str(tmp_path)])
+        assert result.exit_code == 0, result.output
+        answer: dict[str, int] = json.loads(result.output)
+        return answer
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            lambda: run_testnet(
+                tmp_path,
+                nodes=2,
+                params=params,
+                tx_rate=0.0,
+                duration=None,
+                log_level="info",
+                base_port=base,
+                rpc_port=base + 7,
+                console=Console(file=io.StringIO()),
+                manual_clock=True,
+            )
+        )
+
+        async def both_manual() -> bool:
+            clocks = []
+            for url in rpc_urls:
+                async with connect_rpc(url) as rpc:
+                    clocks.append(await rpc.call("dev_clock"))
+            return all(clock["manual"] for clock in clocks)  # type: ignore[index, call-overload]
+
+        await _until(both_manual, "both nodes answer with manual clocks")
+        assert [await _height(url) for url in rpc_urls] == [0, 0]
+        assert await trio.to_thread.run_sync(mine, "3", "--json") == {"slot": 3, "height": 3}
+        assert [await _height(url) for url in rpc_urls] == [3, 3]
+        assert await trio.to_thread.run_sync(mine, "12", "--json") == {"slot": 15, "height": 15}
+        async with connect_rpc(rpc_urls[1]) as rpc:
+            finalized = await rpc.call("chain_finalized")
+        assert finalized["epoch"] >= 2  # type: ignore[index, call-overload]
+        with pytest.raises(ConfigError, match="manual clock"):
+            await control(tmp_path, {"command": "skew", "node": 1, "ms": 100})
+        with pytest.raises(ConfigError, match="slots must be"):
+            await control(tmp_path, {"command": "mine", "slots": 0})
+        nursery.cancel_scope.cancel()
 
 
 def test_control_commands_without_a_supervisor_are_one_line(tmp_path: Path) -> None:

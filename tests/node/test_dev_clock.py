@@ -1,0 +1,98 @@
+"""A dev chain's clock, on four real nodes in virtual time: manual clocks make slots only on
+`mine` (one block per mined slot, votes and finality as usual), and a skew moves a running
+node's slots at once."""
+
+import pytest
+import trio
+
+from p2pchain import TxStatus
+from p2pchain.consensus.store import get_proposer
+from p2pchain.errors import ConfigError
+from p2pchain.node.config import MAX_CLOCK_SKEW_MS
+from p2pchain.params import COIN
+from p2pchain.testing.simnet import SimulatedNetwork
+from p2pchain.testing.testnet import TESTNET_PARAMS, testnet
+
+SLOT_S = TESTNET_PARAMS.slot_ms / 1000
+LIMIT_S = 600.0
+
+
+async def test_manual_clocks_make_exactly_the_slots_mined_and_finality_follows(
+    autojump_clock, tmp_path
+):
+    network = SimulatedNetwork(seed=8)
+    async with testnet(4, transport=network, manual_clock=True, data_dir=tmp_path) as net:
+        await trio.sleep(50 * SLOT_S)  # trio time passes; consensus time stands still
+        assert {node.head().height for node in net.nodes} == {0}
+        assert {node.clock_status().slot for node in net.nodes} == {0}
+
+        with trio.fail_after(LIMIT_S):
+            await net.mine(3)
+        heads = {node.head() for node in net.nodes}
+        assert len(heads) == 1
+        (head,) = heads
+        assert (head.slot, head.height) == (3, 3)  # every proposer is up: one block a slot
+
+        recipient = net.wallets[1].address
+        txid = await net.nodes[0].submit_transaction(net.transfer(0, recipient, 5 * COIN))
+        await trio.sleep(50 * SLOT_S)
+        assert net.nodes[3].head().height == 3  # a pending payment does not make a block
+
+        epochs = 4
+        with trio.fail_after(LIMIT_S):
+            await net.mine(epochs * TESTNET_PARAMS.slots_per_epoch)
+        assert {node.head().height for node in net.nodes} == {3 + 16}
+        assert min(node.finalized().epoch for node in net.nodes) >= epochs - 1
+        assert {node.get_transaction(txid).status for node in net.nodes} == {TxStatus.FINALIZED}
+
+        killed_key = net.configs[2].validator_key.public_key
+        await net.kill(2)  # its slots stay empty; the others still make theirs
+        empty = 0
+        for _ in range(8):
+            store = net.nodes[0]._chain.store
+            head = net.nodes[0].head()
+            empty += get_proposer(store, head.block_id, head.slot + 1) == killed_key
+            with trio.fail_after(LIMIT_S):
+                await net.mine(1)
+        head = net.nodes[0].head()
+        assert head.slot == 3 + 16 + 8
+        assert head.height == 3 + 16 + 8 - empty
+
+        await net.restart(2)  # it resumes at its stored head, not at genesis
+        assert net.node(2).clock_status().slot >= 3 + 16
+        with trio.fail_after(LIMIT_S):
+            await net.mine(4)
+            await net.wait_heads_equal()
+
+        with pytest.raises(ConfigError, match="manual clock has no skew"):
+            await net.skew(0, 1_000)
+        with pytest.raises(ConfigError, match="slots must be"):
+            await net.mine(0)
+        with pytest.raises(ConfigError, match="before the clock's"):
+            await net.node(0).advance_clock(0)
+
+
+async def test_a_skew_moves_a_running_nodes_slots_at_once(autojump_clock):
+    async with testnet(2, transport=SimulatedNetwork(seed=9)) as net:
+        with trio.fail_after(LIMIT_S):
+            await net.wait_height(2)
+        before = net.node(1).clock_status()
+        assert before.skew_ms == 0
+        assert not before.manual
+        await net.skew(1, 5 * TESTNET_PARAMS.slot_ms)
+        after = net.node(1).clock_status()
+        assert after.skew_ms == 5 * TESTNET_PARAMS.slot_ms
+        assert after.slot - net.node(0).clock_status().slot in (5, 6)
+        assert after.now_ms - before.now_ms >= 5 * TESTNET_PARAMS.slot_ms
+
+        await net.skew(1, 0)
+        with trio.fail_after(LIMIT_S):
+            await net.wait_finalized(net.node(0).finalized().epoch + 2)
+        for wrong in (MAX_CLOCK_SKEW_MS + 1, -MAX_CLOCK_SKEW_MS - 1):
+            with pytest.raises(ConfigError, match="skew must be within"):
+                await net.skew(0, wrong)
+        with pytest.raises(ConfigError, match="mining needs manual clocks"):
+            await net.mine(1)
+        await net.kill(1)
+        with pytest.raises(ConfigError, match="node 1 is not running"):
+            await net.skew(1, 10)
