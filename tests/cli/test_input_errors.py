@@ -88,6 +88,7 @@ def test_testnet_flags_that_differ_from_the_existing_network_are_refused(tmp_pat
     for flags, complaint in [
         (("--nodes", "3"), "--nodes 3 differs from the network"),
         (("--slot-ms", "1000"), "--slot-ms 1000 differs from the network"),
+        (("--slot-ms", "manual"), "--slot-ms manual differs from the network"),
         (("--base-port", "40000"), "--base-port 40000 differs from the network"),
     ]:
         code, output = _invoke("testnet", "--dir", str(tmp_path), "--duration", "0", *flags)
@@ -112,6 +113,8 @@ def test_a_second_testnet_on_one_directory_is_refused(tmp_path: Path) -> None:
     ("args", "complaint"),
     [
         (("testnet", "--slot-ms", "0"), "Invalid value for '--slot-ms': 0"),
+        (("testnet", "--slot-ms", "soon"), "Invalid value for '--slot-ms': 'soon'"),
+        (("testnet", "mine", "0"), "Invalid value for '[SLOTS]': 0"),
         (("testnet", "--slots-per-epoch", "0"), "Invalid value for '--slots-per-epoch': 0"),
         (("testnet", "--nodes", "0"), "Invalid value for '--nodes': 0"),
         (("testnet", "--tx-rate", "-1"), "Invalid value for '--tx-rate': -1"),
