@@ -25,7 +25,7 @@ from p2pchain.consensus.store import (
 )
 from p2pchain.consensus.types import compute_start_slot_at_epoch
 from p2pchain.consensus.validators import compute_stake_delta
-from p2pchain.consensus.votes import validate_included_vote, validate_vote
+from p2pchain.consensus.votes import is_head_on_chain, validate_included_vote, validate_vote
 from p2pchain.errors import InvalidBlock, InvalidVote, Reason
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import encode_item
@@ -169,6 +169,7 @@ def on_block(
             stakes.append(validate_included_vote(store, vote, parent, header.slot))
         except InvalidVote as exc:
             raise InvalidBlock(exc.reason, f"vote {index}: {exc.detail}") from exc
+    on_chain = [is_head_on_chain(store, vote, parent) for vote in block.votes]
     move_view(store, parent.block_id)
     try:
         undo = connect_block(store.view, block, params, signatures_valid=signatures_valid)
@@ -184,9 +185,9 @@ def on_block(
     for tx in block.transactions:
         if isinstance(tx.payload, SlashPayload):
             _slash(store, tx.payload.evidence.offender)
-    for vote, stake in zip(block.votes, stakes, strict=True):
-        if vote.head in store.tree and vote.target.epoch >= store.finalized_checkpoint.epoch:
-            _count_vote(store, vote, stake)
+    for vote, stake, moves_head in zip(block.votes, stakes, on_chain, strict=True):
+        if vote.target.epoch >= store.finalized_checkpoint.epoch:
+            _count_vote(store, vote, stake, lmd=moves_head and vote.head in store.tree)
     _update_head(store)
     return BlockOutcome.ADDED if block_id in store.nodes else BlockOutcome.PRUNED
 
@@ -268,11 +269,12 @@ def _slash(store: Store, key: PublicKey) -> None:
         )
 
 
-def _count_vote(store: Store, vote: Vote, stake: int) -> None:
+def _count_vote(store: Store, vote: Vote, stake: int, *, lmd: bool = True) -> None:
+    """Count `vote` for its link and, with `lmd`, as its validator's latest head vote."""
     key = vote.validator
     data = encode_item(vote.data_rlp())
     latest = store.latest_votes.get(key)
-    if (
+    if lmd and (
         latest is None
         or vote.slot > latest.slot
         or (vote.slot == latest.slot and data < latest.data)
@@ -284,7 +286,7 @@ def _count_vote(store: Store, vote: Vote, stake: int) -> None:
         store.latest_votes[key] = LatestVote(
             slot=vote.slot, data=data, head=vote.head, weight=weight
         )
-    total = get_validator_set(store, vote.head, vote.target.epoch).total
+    total = get_validator_set(store, vote.target.block_id, vote.target.epoch).total
     justified = len(store.finality.justified)
     finalized = process_link_vote(store.finality, vote.source, vote.target, key, stake, total)
     if finalized or len(store.finality.justified) != justified:

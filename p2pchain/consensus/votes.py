@@ -43,16 +43,24 @@ def validate_vote(store: Store, vote: Vote, current_slot: int) -> int:
 
 
 def validate_vote_on_chain(
-    store: Store, vote: Vote, head: BlockNode, *, check_signature: bool = True
+    store: Store,
+    vote: Vote,
+    head: BlockNode,
+    *,
+    check_signature: bool = True,
+    check_head: bool = True,
 ) -> int:
-    """Rules that depend only on the head's chain (also used for votes inside blocks).
+    """Rules that depend only on the chain of `head` (also used for votes inside blocks).
+
+    `check_head=False` checks the vote's checkpoints against `head`'s chain without taking
+    `head` for the vote's own head (a carried vote whose head is on another branch).
 
     Raises:
         InvalidVote: `FUTURE_VOTE` (head newer than the vote), `BAD_VOTE_TARGET`,
             `BAD_VOTE_SOURCE`, `UNKNOWN_VALIDATOR`, `BAD_VOTE_SIGNATURE`.
     """
     target, source = vote.target, vote.source
-    if head.slot > vote.slot:
+    if check_head and head.slot > vote.slot:
         raise InvalidVote(Reason.FUTURE_VOTE, f"head slot {head.slot} > vote slot {vote.slot}")
     if target.epoch != compute_epoch_at_slot(store.params, vote.slot):
         raise InvalidVote(Reason.BAD_VOTE_TARGET, "target epoch is not the vote's epoch")
@@ -76,16 +84,26 @@ def validate_vote_on_chain(
 def validate_included_vote(store: Store, vote: Vote, parent: BlockNode, slot: int) -> int:
     """Check a vote carried by a block at `slot` on top of `parent`; return the stake.
 
-    The head must be on the block's own chain and the vote older than the block, so a block's
-    validity never depends on which side branches this node happens to know.
+    The vote must be older than the block. If its head is on the block's own chain, the vote
+    is checked as a gossiped one would be, against its head's chain. Otherwise (a head on
+    another branch, known here or not) the vote can only serve finality, so its target and
+    source must be checkpoints of the block's own chain: that is how votes cast on a branch
+    that lost (during a partition, say) still reach every node's link tallies, including nodes
+    that never saw that branch. Either way a block's validity never depends on which side
+    branches this node happens to know.
 
     Raises:
-        InvalidVote: `FUTURE_VOTE`, `UNKNOWN_VOTE_HEAD`, or a reason of
-            `validate_vote_on_chain`.
+        InvalidVote: `FUTURE_VOTE`, or a reason of `validate_vote_on_chain`.
     """
     if vote.slot >= slot:
         raise InvalidVote(Reason.FUTURE_VOTE, f"vote slot {vote.slot} >= block slot {slot}")
+    if is_head_on_chain(store, vote, parent):
+        return validate_vote_on_chain(store, vote, store.nodes[vote.head])
+    return validate_vote_on_chain(store, vote, parent, check_head=False)
+
+
+def is_head_on_chain(store: Store, vote: Vote, parent: BlockNode) -> bool:
+    """Whether a vote carried by a child of `parent` has its head on that chain: only such a
+    vote moves fork-choice weight when the block is imported."""
     head = store.nodes.get(vote.head)
-    if head is None or get_ancestor_at_height(parent, head.height) is not head:
-        raise InvalidVote(Reason.UNKNOWN_VOTE_HEAD, "head is not on the block's chain")
-    return validate_vote_on_chain(store, vote, head)
+    return head is not None and get_ancestor_at_height(parent, head.height) is head

@@ -37,6 +37,7 @@ import trio
 
 from p2pchain.consensus import (
     BlockOutcome,
+    HeadChange,
     SlashingDetector,
     Store,
     adopt_checkpoints,
@@ -898,6 +899,19 @@ class ChainService:
             await self._after_change([], [vote])
             return Outcome.IMPORTED
 
+    def _repool_votes(self, change: HeadChange) -> None:
+        """Put back the votes of blocks that left the chain: a vote cast on a branch that lost
+        may still be needed for finality, and only a block of the new chain can carry it to
+        nodes that never saw that branch."""
+        if not change.undone:
+            return
+        floor = self.store.finalized_checkpoint.epoch
+        carried = {encode(vote) for block in change.applied for vote in block.votes}
+        for block in change.undone:
+            for vote in block.votes:
+                if vote.target.epoch >= floor and encode(vote) not in carried:
+                    self._pool_vote(vote)
+
     def _pool_vote(self, vote: Vote) -> None:
         self.vote_pool[encode(vote)] = vote
         while len(self.vote_pool) > self.limits.vote_pool:
@@ -1103,6 +1117,7 @@ class ChainService:
                     self._forget_evidence(tx.payload.evidence.offender)
             for vote in block.votes:
                 self.vote_pool.pop(encode(vote), None)
+        self._repool_votes(change)
         if change.undone:
             self._reorgs += 1
             pool_changes.append(self.mempool.readd_after_reorg(change.undone, view, context))
