@@ -6,9 +6,10 @@ for consecutive height ranges (`GetBlocksByRange`), checks the *shape* of every 
 bytes) and hands complete runs of blocks to the caller in height order. Whether a block is valid
 is for consensus to say; the caller imports what `Import` actions carry and calls `reset` if an
 import fails. A peer cannot make us buffer unbounded data (bounded in-flight requests, bounded
-pending blocks and bytes) or loop (a peer that returns nothing is no longer asked for that range;
-bad answers cost score and go to another peer). Time is the `now` argument; nothing here reads a
-clock.
+pending blocks and bytes) or loop (a peer that returns nothing, or nothing within
+`request_timeout`, is no longer asked for that range; bad answers and timeouts cost score and go
+to another peer). Time is the `now` argument, in seconds; nothing here reads a clock, and no
+deadline or penalty depends on the chain's slot or epoch length.
 
 `OrphanPool` holds gossiped blocks whose parent is unknown until the parent arrives, bounded in
 count and bytes globally and per peer (`QuotaPool`: a peer over its share loses its own oldest,
@@ -53,7 +54,8 @@ class SyncParams:
     max_requests: int = 8
     """Range requests in flight over all peers."""
     request_timeout: float = 10.0
-    """Seconds a peer has to answer a request."""
+    """Seconds (of `now`) a peer has to answer a request: a fixed time, not a number of slots
+    or epochs, so the same whatever the chain's `slot_ms` and `slots_per_epoch`."""
     max_pending_blocks: int = 1_024
     """Blocks requested or received but not yet handed over; no request beyond this."""
     max_pending_bytes: int = 128 * 1024 * 1024
@@ -64,6 +66,9 @@ class SyncParams:
     """Largest `Blocks` answer accepted; a bigger one is a bad answer."""
     bad_response_penalty: float = 25.0
     timeout_penalty: float = 10.0
+    """Score lost for every request left unanswered at its deadline, even one issued before a
+    `reset` (a reset forgives what an answer holds, not its absence); that peer is then not
+    asked at or above that height again until its next `Status`."""
     max_orphans: int = 256
     """Orphan blocks held, from all peers together."""
     max_orphans_per_peer: int = 32
@@ -241,7 +246,8 @@ class SyncManager:
     def reset(self, anchor_height: int, anchor_id: BlockId, now: float) -> list[SyncAction]:
         """Start over on a new anchor (after a failed import, or to skip blocks gossip brought).
 
-        Answers to requests already in flight are dropped without blame when they arrive.
+        Answers to requests already in flight are dropped without blame when they arrive; a
+        request still unanswered at its deadline costs `timeout_penalty` all the same.
         """
         for request in self._requests.values():
             if not request.by_id:
@@ -276,7 +282,7 @@ class SyncManager:
         if received < request.count:
             if received == 0:
                 # The peer has nothing from here on: stop asking it, so it cannot make us loop.
-                self._peer_heads[peer_id] = min(self._peer_heads[peer_id], request.start - 1)
+                self._lower_head(peer_id, request.start - 1)
             self._retry.append(
                 _Range(request.start + received, request.count - received, request.excluded)
             )
@@ -286,16 +292,21 @@ class SyncManager:
         return [*self._release(), *self._schedule(now)]
 
     def handle_timeouts(self, now: float) -> list[SyncAction]:
-        """Penalise peers whose requests passed their deadline and ask someone else."""
+        """Penalise peers whose requests passed their deadline (`timeout_penalty` each, also
+        for requests made before a `reset`) and ask someone else."""
         actions: list[SyncAction] = []
         for request_id, request in list(self._requests.items()):
             if request.deadline > now:
                 continue
             del self._requests[request_id]
-            if request.stale:
-                continue
+            # Charged even if stale: a reset (our finality moving, once an epoch) must not
+            # forgive silence, or epochs shorter than `request_timeout` forgive every timeout.
             self._counters.timeouts += 1
             self._requeue(request, exclude=True)
+            if not request.by_id:
+                # Like an empty answer: not asked from here on until its next Status, so a
+                # peer claiming a high head and answering nothing cannot keep us syncing.
+                self._lower_head(request.peer_id, request.start - 1)
             actions.append(
                 Penalize(
                     peer_id=request.peer_id,
@@ -366,8 +377,7 @@ class SyncManager:
                 # Another branch than the run before it: not provably malice, so no penalty,
                 # but this peer is not asked again above it until its next Status.
                 start = blocks[0].header.height
-                if peer_id in self._peer_heads:
-                    self._peer_heads[peer_id] = min(self._peer_heads[peer_id], start - 1)
+                self._lower_head(peer_id, start - 1)
                 self._retry.append(_Range(start, len(blocks), frozenset({peer_id})))
                 continue
             actions.append(Import(blocks=blocks, from_peer=peer_id))
@@ -467,6 +477,11 @@ class SyncManager:
         if not candidates:
             return None
         return min(candidates, key=lambda peer_id: (busy.get(peer_id, 0), peer_id))
+
+    def _lower_head(self, peer_id: PeerId, height: int) -> None:
+        """Ask `peer_id` for nothing above `height` until its next `Status`."""
+        if peer_id in self._peer_heads:
+            self._peer_heads[peer_id] = min(self._peer_heads[peer_id], height)
 
     def _bad_response(self, peer_id: PeerId) -> Penalize:
         self._counters.bad_responses += 1
