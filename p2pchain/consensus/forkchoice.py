@@ -301,12 +301,21 @@ def _is_consistent(store: Store, finalized: Checkpoint, checkpoint: Checkpoint) 
 
 
 def _update_checkpoints(store: Store, finalized_now: list[Checkpoint]) -> None:
-    finalized = store.finalized_checkpoint
+    """Adopt the highest-epoch checkpoint just finalized that has the finalized one on its
+    chain (equal epochs: the lowest block id); record the others that conflict with it."""
+    previous = store.finalized_checkpoint
+    finalized = min(
+        (
+            cp
+            for cp in finalized_now
+            if cp.epoch > previous.epoch and _is_consistent(store, previous, cp)
+        ),
+        key=lambda cp: (-cp.epoch, cp.block_id),
+        default=previous,
+    )
     for checkpoint in finalized_now:
         if not _is_consistent(store, finalized, checkpoint):
             store.conflicting_finalized.append(checkpoint)
-        elif checkpoint.epoch > finalized.epoch:
-            finalized = checkpoint
     justified = min(
         (
             cp
