@@ -22,6 +22,7 @@ from p2pchain.consensus.store import (
     get_validator_set,
     move_view,
     record_applied,
+    remember_pruned,
 )
 from p2pchain.consensus.types import compute_start_slot_at_epoch
 from p2pchain.consensus.validators import compute_stake_delta
@@ -128,9 +129,10 @@ def on_block(
     Raises:
         InvalidBlock: `DUPLICATE_BLOCK`, `UNKNOWN_PARENT` and `FUTURE_SLOT` (the caller may
             queue the block and retry), `SLOT_NOT_AFTER_PARENT`, `BAD_HEIGHT`,
-            `CONFLICTS_WITH_FINALIZED`, `BLOCK_TOO_LARGE`, `WRONG_PROPOSER`,
-            `BAD_PROPOSER_SIGNATURE`, `BAD_BODY_ROOT`, a vote reason for an invalid carried
-            vote, or the ledger's reason from `connect_block`. The store is left unchanged.
+            `CONFLICTS_WITH_FINALIZED` (also for a parent that was pruned), `BLOCK_TOO_LARGE`,
+            `WRONG_PROPOSER`, `BAD_PROPOSER_SIGNATURE`, `BAD_BODY_ROOT`, a vote reason for an
+            invalid carried vote, or the ledger's reason from `connect_block`. The store is
+            left unchanged.
 
     Returns:
         `BlockOutcome.PRUNED` when the block's own votes finalized a checkpoint that rules the
@@ -144,6 +146,8 @@ def on_block(
         raise InvalidBlock(Reason.DUPLICATE_BLOCK, block_id.hex())
     parent = store.nodes.get(header.parent)
     if parent is None:
+        if header.parent in store.pruned:
+            raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED, "parent was pruned")
         raise InvalidBlock(Reason.UNKNOWN_PARENT, header.parent.hex())
     if header.slot > now:
         raise InvalidBlock(Reason.FUTURE_SLOT, f"slot {header.slot} > current {now}")
@@ -347,6 +351,7 @@ def _prune(store: Store, finalized: Checkpoint) -> None:
         history = history.parent
     for block_id in removed:
         del store.nodes[block_id]
+    remember_pruned(store, removed)
     store.finalized_checkpoint = finalized
     store.checkpoint_cache.clear()
     prune_finality(store.finality, store.nodes, finalized.epoch)

@@ -8,7 +8,10 @@ also how a reorg is reported (`pop_head_change`). The cursor never undoes the fi
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from p2pchain.consensus.finality import FinalityState
 from p2pchain.consensus.protoarray import ProtoArray
@@ -21,6 +24,11 @@ from p2pchain.ledger.types import BlockId, Hash32, PublicKey
 from p2pchain.ledger.utxo import UndoData, UtxoView
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import ChainParams
+
+PRUNED_IDS_KEPT: Final = 16_384
+"""Ids of blocks known to conflict with the finalized checkpoint that a store remembers (about
+1.5 MiB), so that a child of one, or a vote for one, is refused as `conflicts-with-finalized`
+instead of waiting for a parent that will never come; the oldest are forgotten first."""
 
 
 @dataclass(slots=True, eq=False)
@@ -103,6 +111,8 @@ class Store:
     undone: list[Block] = field(default_factory=list)
     applied: list[Block] = field(default_factory=list)
     checkpoint_cache: dict[tuple[BlockId, int], BlockNode] = field(default_factory=dict)
+    pruned: OrderedDict[BlockId, None] = field(default_factory=OrderedDict)
+    """Recently pruned block ids, oldest first (at most `PRUNED_IDS_KEPT`)."""
 
 
 def get_forkchoice_store(
@@ -130,6 +140,17 @@ def get_forkchoice_store(
 
 
 # -- chain queries ---------------------------------------------------------------------------
+
+
+def remember_pruned(store: Store, block_ids: Iterable[BlockId]) -> None:
+    """Record blocks that conflict with the finalized checkpoint (pruned ones, or a child of
+    one that was refused), forgetting the oldest beyond `PRUNED_IDS_KEPT`."""
+    pruned = store.pruned
+    for block_id in block_ids:
+        pruned[block_id] = None
+        pruned.move_to_end(block_id)
+    while len(pruned) > PRUNED_IDS_KEPT:
+        pruned.popitem(last=False)
 
 
 def get_ancestor_at_height(node: BlockNode, height: int) -> BlockNode | None:

@@ -26,14 +26,16 @@ def validate_vote(store: Store, vote: Vote, current_slot: int) -> int:
 
     Raises:
         InvalidVote: `FUTURE_VOTE` (slot ahead of `current_slot`, or head newer than the vote),
-            `UNKNOWN_VOTE_HEAD`, `CONFLICTS_WITH_FINALIZED` (head not descending from the
-            finalized block), `STALE_VOTE` (target before the finalized epoch), and the reasons
-            of `validate_vote_on_chain`.
+            `UNKNOWN_VOTE_HEAD`, `CONFLICTS_WITH_FINALIZED` (head pruned, or not descending
+            from the finalized block), `STALE_VOTE` (target before the finalized epoch), and
+            the reasons of `validate_vote_on_chain`.
     """
     if vote.slot > current_slot:
         raise InvalidVote(Reason.FUTURE_VOTE, f"slot {vote.slot} > current {current_slot}")
     head = store.nodes.get(vote.head)
     if head is None:
+        if vote.head in store.pruned:
+            raise InvalidVote(Reason.CONFLICTS_WITH_FINALIZED, "head was pruned")
         raise InvalidVote(Reason.UNKNOWN_VOTE_HEAD, vote.head.hex())
     if vote.head not in store.tree:
         raise InvalidVote(Reason.CONFLICTS_WITH_FINALIZED, "head precedes the finalized block")

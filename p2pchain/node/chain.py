@@ -52,7 +52,7 @@ from p2pchain.consensus import (
     pop_head_change,
     release_bodies,
 )
-from p2pchain.consensus.store import BlockNode, is_ancestor
+from p2pchain.consensus.store import BlockNode, is_ancestor, remember_pruned
 from p2pchain.errors import (
     DecodeError,
     InvalidBlock,
@@ -706,9 +706,12 @@ class ChainService:
             self._too_early += 1
             return Outcome.TOO_EARLY
         parent_known = header.parent in store.nodes
-        if not parent_known and header.slot <= self._finalized_slot():
-            # Not an ancestor of the finalized block (those are all known) nor a descendant.
-            raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED, "unknown parent, old slot")
+        if not parent_known and (
+            header.slot <= self._finalized_slot()  # an ancestor of the finalized block is known
+            or header.parent in store.pruned
+        ):
+            remember_pruned(store, [block_id])  # so its descendants need not wait for it
+            raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED, "its chain conflicts with finality")
         if not parent_known or header.slot > slot:
             self._waiting_blocks.add(block_id, block, source=peer, size=len(block.encoded))
             return Outcome.UNKNOWN_PARENT if not parent_known else Outcome.FUTURE_SLOT
