@@ -36,7 +36,9 @@ def _block(store: Store, parent: BlockId, slot: int) -> Block:
 def _vote(store: Store, key_index: int, slot: int, head: BlockId, source: Checkpoint) -> None:
     epoch = slot // EPOCH
     target = get_checkpoint(store, head, epoch)
-    vote = sign_vote_data(store, KEYS[key_index], slot=slot, head=head, source=source, target=target)
+    vote = sign_vote_data(
+        store, KEYS[key_index], slot=slot, head=head, source=source, target=target
+    )
     on_vote(store, vote, store.current_slot)
 
 
