@@ -289,13 +289,19 @@ _RETRY = frozenset(
 
 
 def feed_in_order(
-    params: ChainParams, genesis: GenesisConfig, messages: Iterable[Message], current_slot: int
+    params: ChainParams,
+    genesis: GenesisConfig,
+    messages: Iterable[Message],
+    current_slot: int,
+    *,
+    on_refused: Callable[[Message, Reason], None] | None = None,
 ) -> Store:
     """A fresh store fed `messages` in the given order at `current_slot`.
 
     A message whose parent or head is not known yet waits in a buffer and is retried after
     every accepted block, as a node's orphan pool would; messages rejected for any other reason
-    (for example a block that conflicts with finality reached meanwhile) are dropped.
+    (for example a block that conflicts with finality reached meanwhile) are dropped and
+    reported to `on_refused`.
     """
     store = get_forkchoice_store(params, genesis, current_slot=current_slot)
     waiting: list[Message] = []
@@ -310,6 +316,8 @@ def feed_in_order(
         except (InvalidBlock, InvalidVote) as exc:
             if exc.reason in _RETRY:
                 waiting.append(message)
+            elif on_refused is not None:
+                on_refused(message, exc.reason)
             continue
         if isinstance(message, Block) and waiting:
             queue = waiting + queue
