@@ -557,6 +557,7 @@ class ChainService:
                 on_vote(self.store, vote, self.store.current_slot)
             except InvalidVote:
                 continue
+            self._pool_vote(vote)  # it may have reached no block before the restart
         if stored.finalized is not None and adopt_checkpoints(
             self.store, stored.justified or stored.finalized, stored.finalized
         ):
@@ -744,7 +745,12 @@ class ChainService:
         """Persist and publish what a batch of imports did. The votes of a pruned block count
         (they moved finality) even though the block itself is not kept."""
         kept = [block for block, outcome in results if outcome is BlockOutcome.ADDED]
-        votes = [vote for block, _ in results for vote in block.votes] + self._retry_votes(slot)
+        carried = [vote for block, _ in results for vote in block.votes]
+        floor = self.store.finalized_checkpoint.epoch
+        for vote in carried:  # kept for our blocks until our own chain carries them
+            if vote.target.epoch >= floor:
+                self._pool_vote(vote)
+        votes = carried + self._retry_votes(slot)
         if results or votes:
             await self._after_change(kept, votes)
 
