@@ -662,3 +662,41 @@ def rpc_call(method: str, params: tuple[str, ...], rpc_url: str) -> None:
             return await client.call(method, *[parse(p) for p in params])  # type: ignore[arg-type]
 
     click.echo(json.dumps(trio.run(call), indent=2))
+
+
+@cli.group()
+def vectors() -> None:
+    """Consensus step vectors (docs/testing.md): hold an implementation to p2pchain's rules."""
+
+
+@vectors.command("run")
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option(
+    "--node",
+    "on_node",
+    is_flag=True,
+    help="Also run each vector against a real node on a simulated network.",
+)
+def vectors_run(directory: Path, on_node: bool) -> None:
+    """Run every vector file (*.json) of DIRECTORY against the pure consensus store (and a
+    node with --node); print one line per vector and a summary, exit 1 if any failed."""
+    from contextlib import nullcontext
+
+    from p2pchain.cli.vectors import quiet_node_logs, run_directory
+    from p2pchain.testing.vectors import VectorFormatError
+
+    context = click.get_current_context()
+    root = context.find_root()
+    explicit = root.get_parameter_source("log_level") is ParameterSource.COMMANDLINE
+    try:
+        with nullcontext() if explicit else quiet_node_logs():  # a given --log-level is kept
+            summary = run_directory(directory, node=on_node, echo=click.echo)
+    except VectorFormatError as exc:
+        raise click.ClickException(str(exc)) from exc
+    total = summary.passed + summary.failed
+    where = "the store and a node" if on_node else "the store"
+    click.echo(f"{total} vectors on {where}: {summary.passed} passed, {summary.failed} failed")
+    if summary.failed or not total:
+        if not total:
+            click.echo(f"no vector files (*.json) in {directory}", err=True)
+        context.exit(1)

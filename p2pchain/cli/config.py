@@ -116,9 +116,14 @@ class NetworkFile:
     genesis: GenesisConfig
 
 
-def load_network(path: Path) -> NetworkFile:
-    """Parse network.toml into chain parameters and a genesis config."""
-    data = _load_toml(path)
+def load_network(path: Path, tables: dict[str, object] | None = None) -> NetworkFile:
+    """Parse network.toml into chain parameters and a genesis config.
+
+    `tables` is the file's content when it was read already (``{"chain": ..., "genesis":
+    ...}``; a consensus step vector's anchor is the same tables as JSON): `path` then only
+    names it in errors.
+    """
+    data = _load_toml(path) if tables is None else tables
     chain = _table(data, "chain", path)
     overrides: dict[str, object] = {}
     for name, value in chain.items():
@@ -155,6 +160,11 @@ def load_network(path: Path) -> NetworkFile:
     return NetworkFile(params=params, genesis=genesis)
 
 
+def network_from_tables(tables: dict[str, object], source: Path) -> NetworkFile:
+    """`load_network` of tables already read; errors name `source`."""
+    return load_network(source, tables)
+
+
 def _check_prefix(prefix: str, path: Path) -> None:
     """The chain's addresses must read back: bech32m limits what a prefix may contain."""
     try:
@@ -174,6 +184,13 @@ def _records(table: dict[str, object], name: str, path: Path) -> list[dict[str, 
 
 def dump_network(network: NetworkFile, path: Path) -> None:
     """Write network.toml (chain parameters that differ from the defaults, and genesis)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(tomli_w.dumps(network_tables(network)))
+
+
+def network_tables(network: NetworkFile) -> dict[str, dict[str, object]]:
+    """network.toml's tables: chain parameters that differ from the defaults (and the chain id),
+    and the genesis; `network_from_tables` reads them back."""
     defaults = ChainParams()
     chain = {
         f.name: getattr(network.params, f.name)
@@ -193,8 +210,7 @@ def dump_network(network: NetworkFile, path: Path) -> None:
             for v in network.genesis.validators
         ],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps({"chain": chain, "genesis": genesis}))
+    return {"chain": chain, "genesis": genesis}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

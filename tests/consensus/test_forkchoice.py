@@ -38,6 +38,7 @@ from p2pchain.testing.consensus import (
     scenarios,
     store_state,
 )
+from p2pchain.testing.vectors import vector_on_failure
 
 STAKES = [COIN, 2 * COIN, 3 * COIN, 4 * COIN]
 
@@ -68,12 +69,25 @@ def test_any_order_gives_the_same_head_and_checkpoints(scenario, random):
     messages = [*scenario.blocks, *scenario.votes]
     in_order, late_in_order = _feed_counting_refusals(scenario, messages)
     random.shuffle(messages)
-    shuffled, late_shuffled = _feed_counting_refusals(scenario, messages)
-    checkpoints = (in_order.justified_checkpoint, in_order.finalized_checkpoint)
-    assert (shuffled.justified_checkpoint, shuffled.finalized_checkpoint) == checkpoints
-    if not late_in_order and not late_shuffled:
-        assert outcome(shuffled) == outcome(in_order)
-        assert shuffled.view.snapshot() == in_order.view.snapshot()
+    head, justified, finalized = outcome(in_order)
+    # On failure the shuffled delivery is written as a step vector (docs/testing.md).
+    with vector_on_failure(
+        "any-order",
+        scenario.params,
+        scenario.genesis,
+        messages,
+        description=f"Shuffled delivery; in order: head 0x{head.hex()}, justified "
+        f"({justified.epoch}, 0x{justified.block_id.hex()}), finalized "
+        f"({finalized.epoch}, 0x{finalized.block_id.hex()}).",
+        current_slot=scenario.last_slot,
+        retry=True,
+    ):
+        shuffled, late_shuffled = _feed_counting_refusals(scenario, messages)
+        checkpoints = (in_order.justified_checkpoint, in_order.finalized_checkpoint)
+        assert (shuffled.justified_checkpoint, shuffled.finalized_checkpoint) == checkpoints
+        if not late_in_order and not late_shuffled:
+            assert outcome(shuffled) == outcome(in_order)
+            assert shuffled.view.snapshot() == in_order.view.snapshot()
 
 
 @given(scenarios())
