@@ -898,6 +898,8 @@ class ChainService:
             except InvalidVote as exc:
                 if exc.reason not in _RETRY_VOTE:
                     raise
+                if exc.reason is Reason.FUTURE_VOTE and vote.slot <= slot:
+                    raise  # its head is newer than the vote: no later slot makes it valid
                 if not vote.is_signature_valid(self.params.chain_id):
                     raise InvalidVote(Reason.BAD_VOTE_SIGNATURE) from exc
                 encoded = encode(vote)

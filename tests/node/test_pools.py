@@ -276,3 +276,17 @@ def test_signature_cache_holds_at_most_its_named_limit():
         assert cache(tx, tx.txid)
         assert len(cache) <= limits.signature_cache
     assert len(cache) == limits.signature_cache
+
+
+async def test_a_vote_older_than_its_head_is_refused_not_held(autojump_clock):
+    """A vote whose head is newer than the vote can never become valid: it is not queued for
+    a retry (anyone could fill the waiting pool with them; the signature needs no stake)."""
+    first, second = _honest_chain(1, 2)
+    async with open_node(_config(SMALL)) as node:
+        for block in (first, second):
+            assert await _offer(node, Topic.BLOCK, encode(block), HONEST) is Verdict.ACCEPT
+        for nonce in range(100):
+            signer = SecretKey.from_entropy(sha256(b"signer %d" % nonce))
+            vote = _signed_vote(signer, slot=1, head=second.block_id)
+            assert await _offer(node, Topic.VOTE, encode(vote), _peer(nonce % 4)) is Verdict.IGNORE
+        assert node.statistics().chain.votes_waiting == 0
