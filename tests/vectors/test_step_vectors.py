@@ -221,14 +221,14 @@ def test_a_run_stops_at_the_first_failing_step_with_every_field_that_differs():
 def test_a_node_holding_a_vote_matches_only_the_reasons_it_may_hold_for():
     """A node answers every vote it holds with unknown-vote-head, so a vector expecting
     future-vote passes on it; one expecting a rule the node names (bad-vote-target) does not."""
-    vector = BY_NAME["vote-head-newer-than-vote"]
+    vector = BY_NAME["vote-future-slot"]
     assert run_vector_on_node(vector) == []
 
     def other_reason(steps):
         step = next(step for step in steps if step.get("reason") == "future-vote")
         step["reason"] = "bad-vote-target"
 
-    failures = run_vector_on_node(_corrupt("vote-head-newer-than-vote", other_reason))
+    failures = run_vector_on_node(_corrupt("vote-future-slot", other_reason))
     assert "got held for a retry" in str(failures[0])
 
 
