@@ -156,6 +156,7 @@ class ChaosRun:
             self.figures.duration_s = trio.current_time() - started
             await self._check_end()
             nursery.cancel_scope.cancel()
+        print("chaos figures:", json.dumps(self.figures.as_json()), flush=True)
         if self.violations:
             raise RunFailed("; ".join(self.violations[:20]))
         return self.figures

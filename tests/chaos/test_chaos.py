@@ -7,7 +7,6 @@ The quick run is a few cycles of each fault (CI); `pytest -m soak tests/chaos` r
 `P2PCHAIN_CHAOS_SEED=N` replays a schedule.
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -45,7 +44,6 @@ async def _one_of_each(run: ChaosRun) -> None:
 @pytest.mark.timeout(600)
 async def test_a_quick_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     figures = await ChaosRun(tmp_path, SEED).run(_one_of_each, rate=2.0)
-    print(json.dumps(figures.as_json()))
     assert figures.kills >= 5
     assert figures.kills_after_ack == 1
     assert figures.partitions == 2
@@ -78,7 +76,6 @@ async def _soak(run: ChaosRun) -> None:
 @pytest.mark.timeout(7200)
 async def test_a_soak_chaos_run_keeps_every_promise(tmp_path: Path) -> None:
     figures = await ChaosRun(tmp_path, SEED).run(_soak, rate=2.0)
-    print(json.dumps(figures.as_json()))
     assert figures.kills >= SOAK_KILLS
     assert figures.partitions >= SOAK_PARTITIONS
     assert figures.lost == 0
