@@ -197,7 +197,15 @@ class ChaosRun:
         await self.testnet.restart(node)
 
     async def partition(self, *groups: list[int], epochs: float) -> None:
-        """Hold `groups` apart for `epochs`, heal, and time convergence and finality."""
+        """Hold `groups` apart for `epochs`, heal, and time convergence and finality.
+
+        The split starts from a recovered network (every node up, on one head, finalized as
+        far as any), so that the time to finality after the heal measures the partition, not
+        a restart that happened just before it."""
+        await self.until(self._one_head, "one head before the split")
+        await self.until(
+            lambda: self._finalized_at_least(max(self.finalized_now)), "finality before the split"
+        )
         await self.testnet.partition(*groups)
         self.figures.partitions += 1
         await trio.sleep(epochs * EPOCH_S)
