@@ -472,6 +472,27 @@ def _junk_vote(index: int) -> Vote:
     )
 
 
+@vector("block-and-vote-on-a-pruned-block")
+def _block_and_vote_on_a_pruned_block(name: str) -> Vector:
+    s = Scene(
+        name,
+        "A side block f on genesis at slot 2, then (1, c) is finalized with c at slot 3 on "
+        "genesis, which prunes f. A child of f, and a vote whose head is f, both made while f "
+        "was still known, arrive afterwards: conflicts-with-finalized, not unknown-parent / "
+        "unknown-vote-head (the store remembers pruned ids), so neither waits for f again.",
+    )
+    f = s.add(s.g, 2)
+    child = s.make(f.block_id, 6)
+    vote = s.vote(0, 2, f.block_id)
+    _finalize_epoch_one(s, range(4))
+    s.check()
+    s.tick(12)
+    s.send(child, Reason.CONFLICTS_WITH_FINALIZED)
+    s.send(vote, Reason.CONFLICTS_WITH_FINALIZED)
+    s.check()
+    return s.vector()
+
+
 @vector("block-too-large-votes")
 def _block_too_large_votes(name: str) -> Vector:
     params = replace(PARAMS, max_block_votes=2)
