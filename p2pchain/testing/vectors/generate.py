@@ -493,6 +493,33 @@ def _block_and_vote_on_a_pruned_block(name: str) -> Vector:
     return s.vector()
 
 
+@vector("vote-for-a-branch-finality-prunes")
+def _vote_for_a_branch_finality_prunes(name: str) -> Vector:
+    s = Scene(
+        name,
+        "The order-dependent case of docs/consensus.md (Determinism), in the order where the "
+        "vote comes first: validator 4 votes at slot 9 for a side block f (slot 2 on genesis) "
+        "while f is still known; then (1, c) is finalized and f pruned. The vote stays "
+        "validator 4's latest, with weight 0: its stake is on no block. (Delivered after the "
+        "pruning, the same vote would be refused: block-and-vote-on-a-pruned-block.)",
+        stakes=(10 * COIN,) * 5,
+    )
+    f = s.add(s.g, 2)
+    c = s.add(s.g, 3)
+    for voter in range(4):
+        s.tick(5 + voter % 3)
+        s.send(s.vote(voter, 5 + voter % 3, c.block_id))
+    d = s.add(c.block_id, 8)
+    s.tick(9)
+    s.send(s.vote(4, 9, f.block_id))
+    s.check()
+    for voter in range(4):
+        s.tick(9 + voter % 3)
+        s.send(s.vote(voter, 9 + voter % 3, d.block_id))
+    s.check()
+    return s.vector()
+
+
 @vector("block-too-large-votes")
 def _block_too_large_votes(name: str) -> Vector:
     params = replace(PARAMS, max_block_votes=2)
