@@ -124,6 +124,7 @@ def load_network(path: Path, tables: dict[str, object] | None = None) -> Network
     names it in errors.
     """
     data = _load_toml(path) if tables is None else tables
+    _refuse_unknown(data, _NETWORK_KEYS, "", path)
     chain = _table(data, "chain", path)
     overrides: dict[str, object] = {}
     for name, value in chain.items():
@@ -139,12 +140,15 @@ def load_network(path: Path, tables: dict[str, object] | None = None) -> Network
         raise ConfigError(f"{path}: {exc}") from exc
     _check_prefix(params.address_prefix, path)
     genesis_table = _table(data, "genesis", path)
+    _refuse_unknown(genesis_table, _GENESIS_KEYS, "genesis.", path)
     allocations = []
     for entry in _records(genesis_table, "allocations", path):
+        _refuse_unknown(entry, _ALLOCATION_KEYS, "genesis.allocations.", path)
         address = _address(entry, "address", path, params)
         allocations.append(Allocation(address=address, amount=_int(entry, "amount", path)))
     validators = []
     for entry in _records(genesis_table, "validators", path):
+        _refuse_unknown(entry, _VALIDATOR_KEYS, "genesis.validators.", path)
         try:
             key = PublicKey(bytes.fromhex(_str(entry, "key", path)))
         except ValueError as exc:
@@ -158,6 +162,23 @@ def load_network(path: Path, tables: dict[str, object] | None = None) -> Network
         validators=tuple(validators),
     )
     return NetworkFile(params=params, genesis=genesis)
+
+
+_NETWORK_KEYS: Final = frozenset({"chain", "genesis"})
+_GENESIS_KEYS: Final = frozenset({"genesis_time_ms", "allocations", "validators"})
+_ALLOCATION_KEYS: Final = frozenset({"address", "amount"})
+_VALIDATOR_KEYS: Final = frozenset({"key", "owner", "stake"})
+
+
+def _refuse_unknown(
+    table: dict[str, object], known: frozenset[str], where: str, path: Path
+) -> None:
+    """A misspelt key would silently make another network (`allocation` for `allocations`
+    gives a genesis without allocations): name it instead."""
+    unknown = sorted(set(table) - known)
+    if unknown:
+        expected = ", ".join(sorted(known))
+        raise ConfigError(f"{path}: unknown key {where}{unknown[0]} (known: {expected})")
 
 
 def network_from_tables(tables: dict[str, object], source: Path) -> NetworkFile:

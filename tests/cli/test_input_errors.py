@@ -66,6 +66,29 @@ def test_a_node_toml_with_an_unknown_key_is_refused_by_name(tmp_path: Path) -> N
     assert output.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("edit", "complaint"),
+    [
+        (("[genesis]", "[genesis]\nallocation = []"), "unknown key genesis.allocation"),
+        (("[chain]", "comment = 1\n[chain]"), "unknown key comment"),
+        (("amount = ", "ammount = 1, amount = "), "unknown key genesis.allocations.ammount"),
+        (("stake = ", "stak = 1\nstake = "), "unknown key genesis.validators.stak"),
+    ],
+)
+def test_a_network_toml_with_an_unknown_key_is_refused_by_name(
+    tmp_path: Path, edit: tuple[str, str], complaint: str
+) -> None:
+    """A misspelt key would silently make another network (no allocations, say)."""
+    assert _invoke("init", "--dir", str(tmp_path), "--nodes", "1")[0] == 0
+    network = tmp_path / "network.toml"
+    old, new = edit
+    network.write_text(network.read_text().replace(old, new, 1))
+    code, output = _invoke("node", "--config", str(tmp_path / "node0" / "node.toml"))
+    assert code == 1
+    assert complaint in output
+    assert output.count("\n") == 1
+
+
 def test_a_node_toml_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_bytes(b'network = "\xff\xfe"\n')
