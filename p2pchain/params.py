@@ -49,3 +49,5 @@ class ChainParams:
             raise ValueError("slot_ms and slots_per_epoch must be positive")
         if not 0 < self.block_reward <= self.max_money:
             raise ValueError("block_reward must be in (0, max_money]")
+        if not 1 <= self.max_asset_name_bytes <= 32:  # the wire format's limit for a name
+            raise ValueError("max_asset_name_bytes must be 1..32")

@@ -162,3 +162,14 @@ def test_ports_past_65535_for_all_the_nodes_are_refused(tmp_path: Path) -> None:
     code, output = _invoke("init", "--dir", str(tmp_path), "--nodes", "4", "--base-port", "65530")
     assert code == 1
     assert "--base-port: 4 nodes need ports up to 65537, past 65535" in output
+
+
+def test_a_network_that_allows_names_longer_than_the_wire_format_is_refused(tmp_path: Path) -> None:
+    """Names over 32 bytes never decode, so such a chain parameter would be a lie."""
+    assert _invoke("init", "--dir", str(tmp_path), "--nodes", "1")[0] == 0
+    network = tmp_path / "network.toml"
+    network.write_text(network.read_text().replace("[chain]", "[chain]\nmax_asset_name_bytes = 64"))
+    code, output = _invoke("node", "--config", str(tmp_path / "node0" / "node.toml"))
+    assert code == 1
+    assert "max_asset_name_bytes must be 1..32" in output
+    assert output.count("\n") == 1
