@@ -242,6 +242,9 @@ class ChainService:
             )
         )
         self.vote_pool: OrderedDict[bytes, Vote] = OrderedDict()
+        self._pool_added: dict[bytes, Vote] = {}
+        self._pool_removed: dict[bytes, Vote] = {}
+        """Changes to `vote_pool` not yet written (`record_vote_pool`, with the next write)."""
         self.evidence_pool: OrderedDict[bytes, Evidence] = OrderedDict()
         """Evidence for our next block, at most one per offender (`NodeLimits.evidence_pool`)."""
         self._evidence_of: dict[PublicKey, bytes] = {}
@@ -498,6 +501,16 @@ class ChainService:
         justified = self.store.justified_checkpoint
         finalized = self.store.finalized_checkpoint
         latest = self._latest_of(votes)
+        if self._pool_added or self._pool_removed:  # before the checkpoints its votes moved
+            operations.append(
+                partial(
+                    storage.record_vote_pool,
+                    added=tuple(self._pool_added.values()),
+                    removed=tuple(self._pool_removed.values()),
+                    floor_epoch=finalized.epoch,
+                )
+            )
+            self._pool_added, self._pool_removed = {}, {}
         if latest or justified != self._saved_justified or finalized != self._saved_finalized:
             operations.append(
                 partial(
@@ -558,6 +571,10 @@ class ChainService:
             except InvalidVote:
                 continue
             self._pool_vote(vote)  # it may have reached no block before the restart
+        for vote in stored.pooled_votes:  # counted before the crash, carried by no block yet
+            with contextlib.suppress(InvalidVote):
+                on_vote(self.store, vote, self.store.current_slot)
+            self.vote_pool[encode(vote)] = vote  # already stored: not added again
         if stored.finalized is not None and adopt_checkpoints(
             self.store, stored.justified or stored.finalized, stored.finalized
         ):
@@ -924,9 +941,19 @@ class ChainService:
                     self._pool_vote(vote)
 
     def _pool_vote(self, vote: Vote) -> None:
-        self.vote_pool[encode(vote)] = vote
+        key = encode(vote)
+        if key in self.vote_pool:
+            return
+        self.vote_pool[key] = vote
+        self._pool_added[key] = vote
+        self._pool_removed.pop(key, None)
         while len(self.vote_pool) > self.limits.vote_pool:
-            self.vote_pool.popitem(last=False)
+            self._unpool_vote(*self.vote_pool.popitem(last=False))
+
+    def _unpool_vote(self, key: bytes, vote: Vote) -> None:
+        self.vote_pool.pop(key, None)
+        if self._pool_added.pop(key, None) is None:
+            self._pool_removed[key] = vote
 
     def _retry_votes(self, slot: int) -> list[Vote]:
         """Count the waiting votes that became valid; drop those that never will."""
@@ -1127,7 +1154,7 @@ class ChainService:
                 if isinstance(tx.payload, SlashPayload):
                     self._forget_evidence(tx.payload.evidence.offender)
             for vote in block.votes:
-                self.vote_pool.pop(encode(vote), None)
+                self._unpool_vote(encode(vote), vote)
         self._repool_votes(change)
         if change.undone:
             self._reorgs += 1
@@ -1216,3 +1243,4 @@ class ChainService:
         floor = self.store.finalized_checkpoint.epoch
         for key in [k for k, vote in self.vote_pool.items() if vote.target.epoch < floor]:
             del self.vote_pool[key]
+            self._pool_added.pop(key, None)  # the store drops those below the floor itself

@@ -112,6 +112,8 @@ class StoredChain:
     justified: Checkpoint | None
     finalized: Checkpoint | None
     votes: dict[PublicKey, Vote] = field(default_factory=dict)
+    pooled_votes: tuple[Vote, ...] = ()
+    """Votes the node had counted that no block of its chain carried yet (`record_vote_pool`)."""
 
 
 class ChainStore(Protocol):
@@ -153,6 +155,14 @@ class ChainStore(Protocol):
         votes: tuple[Vote, ...] = (),
     ) -> None:
         """Persist new checkpoints (None = unchanged) and latest votes without a new block."""
+        ...
+
+    def record_vote_pool(
+        self, *, added: tuple[Vote, ...], removed: tuple[Vote, ...], floor_epoch: int
+    ) -> None:
+        """Keep the votes a node counted until a block of its chain carries them, so that a
+        crash cannot lose the only copies of the votes that justified a checkpoint; drop
+        `removed` and every vote whose target epoch is below `floor_epoch`."""
         ...
 
     def get_block(self, block_id: BlockId) -> Block | None:
@@ -285,6 +295,7 @@ class MemoryChainStore:
         self._utxos: dict[OutPoint, TxOutput] = {}
         self._assets: dict[AssetId, AssetInfo] = {}
         self._votes: dict[PublicKey, Vote] = {}
+        self._pooled: dict[bytes, Vote] = {}
         self._bans: dict[str, float] = {}
         self._metadata: dict[str, bytes] = {}
         self._submitted: dict[TxId, bytes] = {}
@@ -369,6 +380,16 @@ class MemoryChainStore:
         for vote in votes:
             self._votes[vote.validator] = vote
 
+    def record_vote_pool(
+        self, *, added: tuple[Vote, ...], removed: tuple[Vote, ...], floor_epoch: int
+    ) -> None:
+        for vote in added:
+            self._pooled[encode(vote)] = vote
+        for vote in removed:
+            self._pooled.pop(encode(vote), None)
+        for key in [k for k, vote in self._pooled.items() if vote.target.epoch < floor_epoch]:
+            del self._pooled[key]
+
     def get_block(self, block_id: BlockId) -> Block | None:
         return self._blocks.get(block_id)
 
@@ -407,6 +428,7 @@ class MemoryChainStore:
             justified=self._justified,
             finalized=self._finalized,
             votes=dict(self._votes),
+            pooled_votes=tuple(self._pooled.values()),
         )
 
     def ban_peer(self, peer: str, until: float) -> None:
@@ -451,6 +473,10 @@ _SUBMITTED_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS submitted (txid BLOB PRIMARY KEY, seq INTEGER NOT NULL,"
     " data BLOB NOT NULL) WITHOUT ROWID"
 )
+_POOLED_VOTES_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS pooled_votes (vote BLOB PRIMARY KEY, target INTEGER NOT NULL)"
+    " WITHOUT ROWID"
+)
 _SCHEMA = (
     "CREATE TABLE chain (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE blocks (id BLOB PRIMARY KEY, parent BLOB NOT NULL, height INTEGER NOT NULL,"
@@ -468,6 +494,7 @@ _SCHEMA = (
     "CREATE TABLE bans (peer TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID",
     "CREATE TABLE metadata (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
     _SUBMITTED_TABLE,
+    _POOLED_VOTES_TABLE,
 )
 
 Row = tuple[object, ...]
@@ -584,6 +611,7 @@ class SqliteChainStore:
             if exists:
                 self._check_identity()
                 db.execute(_SUBMITTED_TABLE)  # added to schema 1 later: created if missing
+                db.execute(_POOLED_VOTES_TABLE)  # likewise
             else:
                 for statement in _SCHEMA:
                     db.execute(statement)
@@ -748,6 +776,19 @@ class SqliteChainStore:
         with write_transaction(self._db):
             self._write_forkchoice(justified, finalized, votes)
 
+    def record_vote_pool(
+        self, *, added: tuple[Vote, ...], removed: tuple[Vote, ...], floor_epoch: int
+    ) -> None:
+        with write_transaction(self._db) as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO pooled_votes (vote, target) VALUES (?, ?)",
+                [(encode(vote), vote.target.epoch) for vote in added],
+            )
+            db.executemany(
+                "DELETE FROM pooled_votes WHERE vote = ?", [(encode(vote),) for vote in removed]
+            )
+            db.execute("DELETE FROM pooled_votes WHERE target < ?", (floor_epoch,))
+
     # -- queries -----------------------------------------------------------------------------
     def get_block(self, block_id: BlockId) -> Block | None:
         return self._block(block_id, reader=True)
@@ -800,6 +841,10 @@ class SqliteChainStore:
         ]
         assets = [_decoded(AssetInfo, info) for (info,) in self._query("SELECT info FROM assets")]
         votes = [_decoded(Vote, vote) for (vote,) in self._query("SELECT vote FROM votes")]
+        pooled = tuple(
+            _decoded(Vote, vote)
+            for (vote,) in self._query("SELECT vote FROM pooled_votes ORDER BY target, vote")
+        )
         return StoredChain(
             genesis=self._genesis,
             head=self._head,
@@ -808,6 +853,7 @@ class SqliteChainStore:
             justified=self._checkpoint("justified"),
             finalized=finalized,
             votes={vote.validator: vote for vote in votes},
+            pooled_votes=pooled,
         )
 
     # -- peers and metadata ------------------------------------------------------------------

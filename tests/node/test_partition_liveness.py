@@ -121,3 +121,32 @@ async def _check_reorgs(node, checked: list[int]) -> None:
                     key = encode(vote)
                     assert key in pool or key in carried or vote.target.epoch < floor, vote
                     checked.append(1)
+
+
+async def test_a_vote_no_block_carried_yet_survives_a_restart(tmp_path):
+    """The vote pool is stored: a crash must not lose the only copies of the votes that
+    justified a checkpoint (other nodes could never learn it). A vote is in the store from
+    the write after it was counted until a block of the node's chain carries it."""
+    async with testnet(1, data_dir=tmp_path, manual_clock=True) as net:
+        node = net.node(0)
+        with trio.fail_after(60):
+            while node.statistics().votes_cast == 0:
+                await net.mine(1)
+        chain = node._chain
+        (vote,) = [
+            v for v in chain.vote_pool.values() if v.validator == net.validator_keys[0].public_key
+        ]
+        assert encode(vote) in map(encode, chain.storage.load().pooled_votes)
+
+        await net.restart(0)
+        node = net.node(0)
+        assert encode(vote) in node._chain.vote_pool
+        with trio.fail_after(60):
+            await net.mine(2)  # the next block carries it; the write after that forgets it
+        carried = {
+            encode(v)
+            for h in range(node.head().height + 1)
+            for v in node.get_block_at_height(h).votes
+        }
+        assert encode(vote) in carried
+        assert encode(vote) not in map(encode, node._chain.storage.load().pooled_votes)

@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 
 from p2pchain.errors import StorageError
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.encoding import decode
+from p2pchain.ledger.encoding import decode, encode
 from p2pchain.ledger.tx import OutPoint, TxKind
 from p2pchain.ledger.types import BlockId, PublicKey, TxId
 from p2pchain.ledger.utxo import UndoData, UtxoView
@@ -524,3 +524,40 @@ def test_a_database_of_schema_1_without_the_submitted_table_gains_it(tmp_path: P
         assert store.submitted() == []
         store.keep_submitted(TxId(bytes(32)), b"y")
         assert store.submitted() == [(TxId(bytes(32)), b"y")]
+
+
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.lists(st.tuples(st.integers(0, 5), st.integers(0, 40)), max_size=4),
+            st.lists(st.integers(0, 7), max_size=3),
+            st.integers(0, 10),
+        ),
+        max_size=8,
+    )
+)
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_vote_pool_is_kept_as_a_model_says_and_survives_a_reopen(
+    tmp_path_factory: pytest.TempPathFactory, steps
+) -> None:
+    """Added votes stay until removed or until their target epoch falls below the floor."""
+    path = tmp_path_factory.mktemp("pool") / "chain.db"
+    stores = [MemoryChainStore(chain_id=PARAMS.chain_id, genesis=GENESIS), open_sqlite(path)]
+    model: dict[bytes, Vote] = {}
+    history: list[Vote] = []
+    for additions, removals, floor in steps:
+        added = tuple(vote(v, slot, GENESIS.block_id) for v, slot in additions)
+        history += added
+        removed = tuple(history[i] for i in removals if i < len(history))
+        for store in stores:
+            store.record_vote_pool(added=added, removed=removed, floor_epoch=floor)
+        model.update((encode(v), v) for v in added)
+        for v in removed:
+            model.pop(encode(v), None)
+        model = {k: v for k, v in model.items() if v.target.epoch >= floor}
+        for store in stores:
+            assert sorted(map(encode, store.load().pooled_votes)) == sorted(model)
+    stores[1].close()
+    reopened = open_sqlite(path)
+    assert sorted(map(encode, reopened.load().pooled_votes)) == sorted(model)
+    reopened.close()
