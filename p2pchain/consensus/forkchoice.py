@@ -190,7 +190,12 @@ def on_block(
         if isinstance(tx.payload, SlashPayload):
             _slash(store, tx.payload.evidence.offender)
     for vote, stake, moves_head in zip(block.votes, stakes, on_chain, strict=True):
-        if vote.target.epoch >= store.finalized_checkpoint.epoch:
+        # An earlier vote of this block may have finalized a checkpoint that pruned this
+        # vote's target: it then conflicts with finality and is no longer counted.
+        if (
+            vote.target.epoch >= store.finalized_checkpoint.epoch
+            and vote.target.block_id in store.nodes
+        ):
             _count_vote(store, vote, stake, lmd=moves_head and vote.head in store.tree)
     _update_head(store)
     return BlockOutcome.ADDED if block_id in store.nodes else BlockOutcome.PRUNED

@@ -36,6 +36,7 @@ from p2pchain.testing.consensus import (
     build_self_pruning_chain,
     feed_in_order,
     scenarios,
+    sign_vote_data,
     store_state,
 )
 from p2pchain.testing.vectors import vector_on_failure
@@ -410,3 +411,29 @@ def test_checkpoints_that_do_not_fit_the_store_are_not_adopted():
     if sim.store.justified_checkpoint.epoch > finalized.epoch:
         assert not adopt_checkpoints(own, finalized, sim.store.justified_checkpoint)  # swapped
     assert outcome(own) == before
+
+
+def test_a_vote_whose_target_an_earlier_vote_of_its_block_pruned_is_not_counted():
+    """z's first three votes finalize (1, h) and prune x, y and z; its fourth vote targets
+    (2, y), pruned a moment ago: it is skipped (it used to crash the store half-way)."""
+    chain = build_self_pruning_chain()
+    store = get_forkchoice_store(CONSENSUS_PARAMS, chain.genesis)
+    for block in (chain.h, chain.x, chain.y):
+        on_tick(store, block.header.slot)
+        on_block(store, block, block.header.slot)
+    on_tick(store, 9)
+    fourth = sign_vote_data(
+        store,
+        chain.keys[3],
+        slot=8,
+        head=chain.y.block_id,
+        source=Checkpoint(epoch=1, block_id=chain.x.block_id),
+        target=Checkpoint(epoch=2, block_id=chain.y.block_id),
+    )
+    proposer = next(k for k in chain.keys if k.public_key == chain.z.header.proposer)
+    z = build_block(store, chain.y.block_id, 9, proposer, votes=[*chain.z.votes, fourth])
+    assert len(z.votes) == 4
+    assert on_block(store, z, 9) is BlockOutcome.PRUNED
+    assert store.finalized_checkpoint == Checkpoint(epoch=1, block_id=chain.h.block_id)
+    assert store.head == get_head(store) == chain.h.block_id
+    assert chain.y.block_id not in store.nodes
