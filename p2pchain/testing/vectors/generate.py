@@ -1669,6 +1669,36 @@ def _self_pruning_block(name: str) -> Vector:
     return s.vector()
 
 
+@vector("self-pruning-block-with-a-vote-it-pruned")
+def _self_pruning_block_with_a_vote_it_pruned(name: str) -> Vector:
+    chain = build_self_pruning_chain(PARAMS)
+    s = Scene(
+        name,
+        "self-pruning-block, with z carrying a fourth vote after its three: validator 3's "
+        "(1, x) -> (2, y) (head y, slot 8). The first three finalize (1, h) and prune x, y and "
+        "z; the fourth's target y is gone by then, so it is not counted: outcome pruned, the "
+        "head goes back to h (a store that looked y up crashed half-way).",
+        stakes=(10 * COIN,) * 4,
+        label=b"self-pruning",
+    )
+    assert s.genesis == chain.genesis
+    for block in chain.blocks[:-1]:
+        s.tick(block.header.slot)
+        s.send(block, "added")
+    s.tick(chain.z.header.slot)
+    fourth = s.vote(
+        3,
+        8,
+        chain.y.block_id,
+        source=Checkpoint(epoch=1, block_id=chain.x.block_id),
+        target=Checkpoint(epoch=2, block_id=chain.y.block_id),
+    )
+    z = s.make(chain.y.block_id, chain.z.header.slot, votes=[*chain.z.votes, fourth])
+    s.send(z, "pruned")
+    s.check()
+    return s.vector()
+
+
 @vector("votes-of-a-losing-branch")
 def _votes_of_a_losing_branch(name: str) -> Vector:
     s = Scene(
