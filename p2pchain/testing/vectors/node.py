@@ -32,13 +32,7 @@ from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.messages import Topic
 from p2pchain.testing.simnet import SimulatedNetwork
 from p2pchain.testing.vectors.format import BlockOutcomeName, Delivery, MessageKind, Tick, Vector
-from p2pchain.testing.vectors.runner import (
-    Failure,
-    Observed,
-    StoreView,
-    compare_delivery,
-    evaluate_checks,
-)
+from p2pchain.testing.vectors.runner import Failure, Observed, StoreView, step_failures
 
 NODE_NAME: Final = "vector-node"
 SENDER: Final = PeerId(sha256(b"p2pchain/testing/vectors/sender"))
@@ -128,16 +122,9 @@ async def _run_steps(node: Node, vector: Vector) -> list[Failure]:
         if isinstance(step, Tick):
             await node.advance_clock(start_ms + step.slot * vector.params.slot_ms)
             continue
-        if isinstance(step, Delivery):
-            problem = compare_delivery(step, await deliver_to_node(node, step))
-            problems = [] if problem is None else [problem]
-        else:
-            try:
-                problems = evaluate_checks(step, view)
-            except Exception as exc:
-                problems = [f"checks raised {type(exc).__name__}: {exc}"]
-        if problems:
-            return [Failure(vector.name, index, problem) for problem in problems]
+        observed = await deliver_to_node(node, step) if isinstance(step, Delivery) else None
+        if failures := step_failures(vector, index, step, observed, view):
+            return failures
     return []
 
 

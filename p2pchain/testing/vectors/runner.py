@@ -238,14 +238,24 @@ def run_vector(vector: Vector) -> list[Failure]:
         if isinstance(step, Tick):
             on_tick(store, step.slot)
             continue
-        if isinstance(step, Delivery):
-            problem = compare_delivery(step, deliver_to_store(store, step))
-            problems = [] if problem is None else [problem]
-        else:
-            try:
-                problems = evaluate_checks(step, view)
-            except Exception as exc:
-                problems = [f"checks raised {type(exc).__name__}: {exc}"]
-        if problems:
-            return [Failure(vector.name, index, problem) for problem in problems]
+        observed = deliver_to_store(store, step) if isinstance(step, Delivery) else None
+        if failures := step_failures(vector, index, step, observed, view):
+            return failures
     return []
+
+
+def step_failures(
+    vector: Vector, index: int, step: Delivery | Checks, observed: Observed | None, view: StateView
+) -> list[Failure]:
+    """What went other than step `index` says: a delivery's `observed` outcome, or checks
+    evaluated on `view` (a check that raises is a failure too)."""
+    if isinstance(step, Delivery):
+        assert observed is not None
+        problem = compare_delivery(step, observed)
+        problems = [] if problem is None else [problem]
+    else:
+        try:
+            problems = evaluate_checks(step, view)
+        except Exception as exc:
+            problems = [f"checks raised {type(exc).__name__}: {exc}"]
+    return [Failure(vector.name, index, problem) for problem in problems]
