@@ -4,6 +4,7 @@ slots of a manual-clock testnet, through the same calls the CLI makes."""
 
 import io
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -43,24 +44,30 @@ async def _until(condition, what: str) -> None:
     raise AssertionError(f"not within {WAIT_S} s: {what}")
 
 
+async def _two_nodes(
+    root: Path, base: int, params: ChainParams, *, manual_clock: bool = False
+) -> None:
+    """A 2-node `p2pchain testnet` on ports from `base` (RPC at base + 7 and + 8)."""
+    await run_testnet(
+        root,
+        nodes=2,
+        params=params,
+        tx_rate=0.0,
+        duration=None,
+        log_level="info",
+        base_port=base,
+        rpc_port=base + 7,
+        console=Console(file=io.StringIO()),
+        manual_clock=manual_clock,
+    )
+
+
 async def test_kill_and_restart_a_node_of_a_running_testnet(tmp_path: Path) -> None:
     base = _free_port_block(10)
     params = ChainParams(slot_ms=500, slots_per_epoch=4)
     rpc_urls = [f"ws://127.0.0.1:{base + 7 + i}" for i in range(2)]
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: run_testnet(
-                tmp_path,
-                nodes=2,
-                params=params,
-                tx_rate=0.0,
-                duration=None,
-                log_level="info",
-                base_port=base,
-                rpc_port=base + 7,
-                console=Console(file=io.StringIO()),
-            )
-        )
+        nursery.start_soon(partial(_two_nodes, tmp_path, base, params))
 
         async def both_answer() -> bool:
             return min([await _height(url) for url in rpc_urls]) >= 2
@@ -116,20 +123,7 @@ async def test_a_manual_testnet_makes_blocks_only_when_mined(tmp_path: Path) -> 
         return answer
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: run_testnet(
-                tmp_path,
-                nodes=2,
-                params=params,
-                tx_rate=0.0,
-                duration=None,
-                log_level="info",
-                base_port=base,
-                rpc_port=base + 7,
-                console=Console(file=io.StringIO()),
-                manual_clock=True,
-            )
-        )
+        nursery.start_soon(partial(_two_nodes, tmp_path, base, params, manual_clock=True))
 
         async def both_manual() -> bool:
             clocks = []
