@@ -1699,6 +1699,39 @@ def _self_pruning_block_with_a_vote_it_pruned(name: str) -> Vector:
     return s.vector()
 
 
+@vector("slash-in-a-branch-finality-prunes")
+def _slash_in_a_branch_finality_prunes(name: str) -> Vector:
+    s = Scene(
+        name,
+        "The other order-dependent case of docs/consensus.md (Determinism), SLASH first: a side "
+        "block f on genesis carries a SLASH of slot 2's proposer's double proposal (its two "
+        "blocks are never delivered). f is imported, so the offender's fork-choice weight goes; "
+        "then the others finalize (1, c) on a - c, which prunes f. The offender stays slashed "
+        "for the fork choice: its later vote for d adds nothing (refused after the pruning, f "
+        "would not have slashed it; the burn itself needs a SLASH on the canonical chain).",
+        stakes=(10 * COIN,) * 5,
+    )
+    offender = s.keys.index(s.proposer(s.g, 2))
+    voters = [i for i in range(5) if i != offender]
+    a = s.add(s.g, 1)
+    first, second = s.make(s.g, 2), s.make(a.block_id, 2)
+    evidence = DoubleProposal(first=first.signed_header, second=second.signed_header)
+    f = s.add(s.g, _slot_not_of(s, s.g, 3, offender), evidence=[evidence])
+    s.check()
+    c = s.add(a.block_id, 4)
+    for index, voter in enumerate(voters):
+        s.tick(5 + index % 3)
+        s.send(s.vote(voter, 5 + index % 3, c.block_id))
+    d = s.add(c.block_id, 8)
+    for index, voter in enumerate(voters):
+        s.tick(9 + index % 3)
+        s.send(s.vote(voter, 9 + index % 3, d.block_id))
+    assert f.block_id not in s.store.nodes
+    s.send(s.vote(offender, 11, d.block_id))
+    s.check()
+    return s.vector()
+
+
 @vector("votes-of-a-losing-branch")
 def _votes_of_a_losing_branch(name: str) -> Vector:
     s = Scene(
