@@ -176,6 +176,9 @@ class SimStream(trio.abc.Stream):
             now = trio.current_time()
             blocked = network.is_cut(pipe.source, pipe.target)
             if not blocked and pipe.chunks and pipe.chunks[0][0] <= now:
+                # As a socket does: a cancelled receive consumed nothing, a returned one
+                # cannot be cancelled after taking its bytes.
+                await trio.lowlevel.checkpoint_if_cancelled()
                 at, chunk = pipe.chunks.popleft()
                 size = len(chunk) if max_bytes is None else max_bytes
                 if size < len(chunk):
@@ -183,7 +186,7 @@ class SimStream(trio.abc.Stream):
                     chunk = chunk[:size]
                 pipe.queued_bytes -= len(chunk)
                 pipe.wake_writer()
-                await trio.lowlevel.checkpoint()
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return chunk
             if not blocked and not pipe.chunks and pipe.eof_at is not None and pipe.eof_at <= now:
                 await trio.lowlevel.checkpoint()

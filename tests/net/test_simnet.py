@@ -158,3 +158,23 @@ def test_sim_addresses_need_the_sim_transport():
             genesis=TEST_GENESIS,
             listen=("sim://node1",),
         )
+
+
+async def test_a_cancelled_receive_loses_no_bytes(autojump_clock):
+    """Like a socket: a `receive_some` that is cancelled consumed nothing, also when its bytes
+    had already arrived (a lost chunk broke Noise frames when a peer's timer had expired)."""
+    network = SimulatedNetwork(seed=3, latency=(0.05, 0.05))
+    client, server = network.connect("a", "b")
+    sent = b"".join(bytes([i]) * 100 for i in range(5))
+    for i in range(5):
+        await client.send_all(sent[i * 100 : (i + 1) * 100])
+    await trio.sleep(1.0)  # everything has arrived
+    for _ in range(3):
+        with trio.move_on_at(trio.current_time()):  # a deadline that has already passed
+            await server.receive_some()
+            raise AssertionError("an expired receive returned")
+    received = b""
+    with trio.move_on_after(10):
+        while len(received) < len(sent):
+            received += await server.receive_some()
+    assert received == sent
