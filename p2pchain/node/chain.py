@@ -565,16 +565,16 @@ class ChainService:
             if self.store.finalized_checkpoint != finalized:
                 # Every replayed block is stored, so the history can leave memory as we go.
                 self._release_history()
+        for vote in stored.pooled_votes:  # counted before the crash, carried by no block yet
+            with contextlib.suppress(InvalidVote):
+                on_vote(self.store, vote, self.store.current_slot)
+            self._pool_vote(vote, stored=True)
         for vote in stored.votes.values():
             try:
                 on_vote(self.store, vote, self.store.current_slot)
             except InvalidVote:
                 continue
             self._pool_vote(vote)  # it may have reached no block before the restart
-        for vote in stored.pooled_votes:  # counted before the crash, carried by no block yet
-            with contextlib.suppress(InvalidVote):
-                on_vote(self.store, vote, self.store.current_slot)
-            self.vote_pool[encode(vote)] = vote  # already stored: not added again
         if stored.finalized is not None and adopt_checkpoints(
             self.store, stored.justified or stored.finalized, stored.finalized
         ):
@@ -940,13 +940,16 @@ class ChainService:
                 if vote.target.epoch >= floor and encode(vote) not in carried:
                     self._pool_vote(vote)
 
-    def _pool_vote(self, vote: Vote) -> None:
+    def _pool_vote(self, vote: Vote, *, stored: bool = False) -> None:
+        """Keep `vote` for our next block (`stored`: it is in the database already), within
+        `NodeLimits.vote_pool`, the oldest leaving first."""
         key = encode(vote)
         if key in self.vote_pool:
             return
         self.vote_pool[key] = vote
-        self._pool_added[key] = vote
-        self._pool_removed.pop(key, None)
+        if not stored:
+            self._pool_added[key] = vote
+            self._pool_removed.pop(key, None)
         while len(self.vote_pool) > self.limits.vote_pool:
             self._unpool_vote(*self.vote_pool.popitem(last=False))
 
