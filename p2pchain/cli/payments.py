@@ -17,8 +17,8 @@ from p2pchain.cli.config import NetworkFile
 from p2pchain.cli.rpc_client import RpcClient, RpcError, connect_rpc, parse_utxos
 from p2pchain.errors import InsufficientFunds
 from p2pchain.ledger.crypto import SecretKey
-from p2pchain.ledger.tx import NO_LOCK, OutPoint, TxOutput
-from p2pchain.ledger.types import AssetId
+from p2pchain.ledger.tx import NO_LOCK, OutPoint, Transaction, TxOutput
+from p2pchain.ledger.types import Address, AssetId
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
@@ -76,12 +76,18 @@ async def _pay(rpc: RpcClient, payer: _DemoWallet, payee: _DemoWallet) -> str | 
     except RpcError:
         await _refresh(rpc, payer)
         return None
-    for tx_input in tx.inputs:
-        payer.coins.pop(tx_input.outpoint, None)
-    for index, output in enumerate(tx.outputs):
-        if output.address == payer.wallet.address:
-            payer.coins[OutPoint(txid=tx.txid, index=index)] = output
+    spend_own_coins(payer.coins, tx, payer.wallet.address)
     return str(txid)
+
+
+def spend_own_coins(coins: dict[OutPoint, TxOutput], tx: Transaction, owner: Address) -> None:
+    """Update a wallet's known coins for a transaction it sent: its inputs are gone, its
+    outputs to `owner` (the change) can be spent at once, before any block has them."""
+    for tx_input in tx.inputs:
+        coins.pop(tx_input.outpoint, None)
+    for index, output in enumerate(tx.outputs):
+        if output.address == owner:
+            coins[OutPoint(txid=tx.txid, index=index)] = output
 
 
 async def send_demo_payments(

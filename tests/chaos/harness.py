@@ -23,6 +23,7 @@ import io
 import itertools
 import json
 import random
+import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ import trio
 from rich.console import Console
 
 from p2pchain.cli.config import load_network, read_key
-from p2pchain.cli.control import RemoteTestnet, control
+from p2pchain.cli.control import RemoteTestnet
+from p2pchain.cli.payments import spend_own_coins
 from p2pchain.cli.rpc_client import RpcClient, connect_rpc, parse_utxos
 from p2pchain.cli.testnet import run_testnet
 from p2pchain.errors import InsufficientFunds
@@ -100,8 +102,7 @@ class Figures:
 
 
 def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else 0.0
+    return statistics.median_high(values) if values else 0.0
 
 
 @dataclass
@@ -413,11 +414,7 @@ class ChaosRun:
                             self.figures.kills += 1
                             self.figures.kills_after_ack += 1
                             self.kill_after_ack.discard(node)
-                        for tx_input in tx.inputs:
-                            coins.pop(tx_input.outpoint, None)
-                        for index, out in enumerate(tx.outputs):
-                            if out.address == payer.address:
-                                coins[OutPoint(txid=tx.txid, index=index)] = out
+                        spend_own_coins(coins, tx, payer.address)
                         await trio.sleep(1 / rate)
             except Exception:  # its node is down, restarting or refused: ask again shortly
                 await trio.sleep(POLL_S)
@@ -498,9 +495,6 @@ class ChaosRun:
                 return False
             assert isinstance(finalized, dict)
         return True
-
-    async def status(self) -> dict[str, object]:
-        return await control(self.root, {"command": "status"})
 
 
 async def _spendable(rpc: RpcClient, wallet: Wallet) -> dict[OutPoint, TxOutput]:
