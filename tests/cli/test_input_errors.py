@@ -173,3 +173,15 @@ def test_a_network_that_allows_names_longer_than_the_wire_format_is_refused(tmp_
     assert code == 1
     assert "max_asset_name_bytes must be 1..32" in output
     assert output.count("\n") == 1
+
+
+@pytest.mark.parametrize("key", ["dev_rpc", "manual_clock"])
+def test_a_node_toml_flag_that_is_not_a_boolean_is_refused_by_name(
+    tmp_path: Path, key: str
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f'network = "n.toml"\nnode_key_file = "k"\n{key} = "yes"\n')
+    code, output = _invoke("node", "--config", str(config))
+    assert code == 1
+    assert f"{key} must be true or false" in output
+    assert output.count("\n") == 1
