@@ -167,8 +167,6 @@ class NodeConfig:
     """Network identity; None = the one saved in `data_dir`, or a fresh one."""
     validator_key: SecretKey | None = None
     """Proposes and votes with this key when set."""
-    rpc_listen: str | None = None
-    metrics_listen: str | None = None
     limits: NodeLimits = field(default_factory=NodeLimits)
     transport: Transport | None = None
     """How peers are reached; None = TCP and WebSocket (tests pass a simulated network's)."""
