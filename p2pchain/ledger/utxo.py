@@ -2,7 +2,9 @@
 
 `UtxoView.apply` trusts its input: `validation.connect_block` is the checked entry point.
 Undo data records what a block consumed (spent outputs, prior asset records) so that `undo`
-restores the view exactly; it is a wire object because storage persists it.
+restores the view exactly; it is a wire object because storage persists it. `LedgerReader` is
+the read-only part the validation rules need, which views over other state (the mempool's)
+implement too.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final, Self
+from typing import Final, Protocol, Self
 
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import (
@@ -112,8 +114,29 @@ def _is_slashable(output: TxOutput) -> bool:
 STATE_ROOT_TAG: Final = b"p2pchain/state-root"
 
 
+class LedgerReader(Protocol):
+    """The queries `validation.validate_transaction` makes of the state it checks against.
+
+    Kept to exactly what the rules read, so that a view layered over other state (the mempool's
+    head-plus-pool view) must answer every one of them: a query the rules start making is a
+    type error there until that view answers it, never a silent read of nothing.
+    """
+
+    def get(self, outpoint: OutPoint) -> TxOutput | None:
+        """The unspent output at `outpoint`; None when it is spent or never existed."""
+
+    def asset(self, asset: AssetId) -> AssetInfo | None:
+        """The record of an issued asset (issuer, cap, units issued so far); None if unknown."""
+
+    def slashable_outpoints(self, key: PublicKey) -> list[OutPoint]:
+        """The unspent stake and unbonding outputs bonded to `key`, in outpoint order."""
+
+
 class UtxoView:
-    """Unspent outputs plus indexes by address and by validator key, at one tip."""
+    """Unspent outputs plus indexes by address and by validator key, at one tip.
+
+    A `LedgerReader`.
+    """
 
     def __init__(self) -> None:
         self._utxos: dict[OutPoint, TxOutput] = {}

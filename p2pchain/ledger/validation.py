@@ -1,8 +1,9 @@
 """Ledger rules: when a transaction or a block's transactions may change the UTXO set.
 
 Three steps, cheapest first, each raising `InvalidTransaction` / `InvalidBlock` with a `Reason`:
-`check_transaction` (context-free shape), `validate_transaction` (against a `UtxoView`, signatures
-last) and `connect_block` (the whole body, applied atomically: on failure the view is unchanged).
+`check_transaction` (context-free shape), `validate_transaction` (against a `LedgerReader`,
+signatures last) and `connect_block` (the whole body, applied atomically: on failure the view is
+unchanged).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from p2pchain.ledger.tx import (
     tx_signing_message,
 )
 from p2pchain.ledger.types import AssetId, TxId
-from p2pchain.ledger.utxo import TxUndo, UndoData, UtxoView
+from p2pchain.ledger.utxo import LedgerReader, TxUndo, UndoData, UtxoView
 from p2pchain.params import ChainParams
 
 SignatureCheck = Callable[[Transaction, TxId], bool]
@@ -172,7 +173,7 @@ class SignatureCache:
 
 def validate_transaction(
     tx: Transaction,
-    view: UtxoView,
+    view: LedgerReader,
     params: ChainParams,
     context: BlockContext,
     *,
@@ -225,7 +226,7 @@ def _check_spendable(tx: Transaction, output: TxOutput, height: int, epoch: int,
 
 
 def _check_value(
-    tx: Transaction, spent: list[TxOutput], view: UtxoView, params: ChainParams
+    tx: Transaction, spent: list[TxOutput], view: LedgerReader, params: ChainParams
 ) -> int:
     """Per-asset conservation with issue/mint exceptions; return the native fee."""
     ins, outs = _sum_by_asset(spent), _sum_by_asset(tx.outputs)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from p2pchain.errors import InvalidTransaction, Reason
@@ -21,6 +21,7 @@ from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.tx import (
     IssuePayload,
+    LockKind,
     MintPayload,
     OutPoint,
     Transaction,
@@ -28,8 +29,8 @@ from p2pchain.ledger.tx import (
     TxOutput,
     compute_asset_id,
 )
-from p2pchain.ledger.types import AssetId, TxId
-from p2pchain.ledger.utxo import AssetInfo, UtxoView
+from p2pchain.ledger.types import AssetId, PublicKey, TxId
+from p2pchain.ledger.utxo import AssetInfo, LedgerReader
 from p2pchain.ledger.validation import (
     BlockContext,
     SignatureCheck,
@@ -147,52 +148,55 @@ def _signatures_already_checked(tx: Transaction, txid: TxId) -> bool:
     return True
 
 
-class _PoolView(UtxoView):
-    """The head's view as the pool sees it: pool outputs spendable, pool-spent outputs gone.
+class _PoolView:
+    """The head's state as the pool sees it: a `LedgerReader` answering from `Mempool`'s public
+    queries, with pool outputs spendable, pool-spent outputs gone and pool issues and mints
+    counted in the asset records."""
 
-    Only the queries `validate_transaction` makes of a non-slashing transaction are answered.
-    """
-
-    def __init__(self, base: UtxoView, pool: Mempool) -> None:
-        super().__init__()
-        self._base = base
+    def __init__(self, head: LedgerReader, pool: Mempool) -> None:
+        self._head = head
         self._pool = pool
-        self.tip, self.height = base.tip, base.height
 
     def get(self, outpoint: OutPoint) -> TxOutput | None:
-        if outpoint in self._pool._spent_by:
+        if self._pool.spender_of(outpoint) is not None:
             return None
-        entry = self._pool._entries.get(outpoint.txid)
+        entry = self._pool.get(outpoint.txid)
         if entry is not None:
             outputs = entry.tx.outputs
             return outputs[outpoint.index] if outpoint.index < len(outputs) else None
-        return self._base.get(outpoint)
+        return self._head.get(outpoint)
 
     def asset(self, asset: AssetId) -> AssetInfo | None:
-        info = self._base.asset(asset)
-        issue = self._pool._issues.get(asset)
-        if issue is not None:
-            tx = self._pool._entries[issue].tx
-            assert isinstance(tx.payload, IssuePayload)
-            info = AssetInfo(
-                asset=asset,
-                name=tx.payload.name,
-                issuer=address_of(tx.inputs[0].public_key),
-                cap=tx.payload.cap,
-                issued=sum(o.amount for o in tx.outputs if o.asset == asset),
-            )
+        issue = self._pool.issue_of(asset)
+        info = self._head.asset(asset) if issue is None else _issued_record(issue.tx, asset)
         if info is None:
             return None
-        minted = sum(
-            self._pool._minted[txid] for txid, a in self._pool._mints.items() if a == asset
+        return replace(info, issued=info.issued + self._pool.minted(asset))
+
+    def slashable_outpoints(self, key: PublicKey) -> list[OutPoint]:
+        created = (
+            OutPoint(txid=entry.txid, index=index)
+            for entry in self._pool.entries()
+            for index, output in enumerate(entry.tx.outputs)
+            if output.lock.kind in (LockKind.STAKE, LockKind.UNBONDING) and output.lock.key == key
         )
-        return AssetInfo(
-            asset=asset,
-            name=info.name,
-            issuer=info.issuer,
-            cap=info.cap,
-            issued=info.issued + minted,
+        return sorted(
+            outpoint
+            for outpoint in (*self._head.slashable_outpoints(key), *created)
+            if self._pool.spender_of(outpoint) is None
         )
+
+
+def _issued_record(issue: Transaction, asset: AssetId) -> AssetInfo:
+    """The asset record `issue` creates once it is applied (its first input's key issues)."""
+    assert isinstance(issue.payload, IssuePayload)
+    return AssetInfo(
+        asset=asset,
+        name=issue.payload.name,
+        issuer=address_of(issue.inputs[0].public_key),
+        cap=issue.payload.cap,
+        issued=sum(o.amount for o in issue.outputs if o.asset == asset),
+    )
 
 
 def _issued_asset(tx: Transaction) -> AssetId:
@@ -221,8 +225,10 @@ class Mempool:
         self._entries: dict[TxId, MempoolEntry] = {}
         self._links: dict[TxId, _Links] = {}
         self._spent_by: dict[OutPoint, TxId] = {}
-        self._mints: dict[TxId, AssetId] = {}
-        self._minted: dict[TxId, int] = {}
+        # each pool MINT's asset and units created, and their sum per asset (kept as MINTs
+        # enter and leave, so that an asset query never scans the pool)
+        self._mints: dict[TxId, tuple[AssetId, int]] = {}
+        self._minted: Counter[AssetId] = Counter()
         self._issues: dict[AssetId, TxId] = {}
         self._per_peer: Counter[str] = Counter()
         self._bytes = 0
@@ -253,6 +259,20 @@ class Mempool:
         """The pool transaction spending `outpoint`, if any."""
         return self._spent_by.get(outpoint)
 
+    def issue_of(self, asset: AssetId) -> MempoolEntry | None:
+        """The pool's ISSUE creating `asset`, if any."""
+        txid = self._issues.get(asset)
+        return None if txid is None else self._entries[txid]
+
+    def minted(self, asset: AssetId) -> int:
+        """Units of `asset` that the pool's MINT transactions create, together."""
+        return self._minted[asset]
+
+    def overlay(self, head: LedgerReader) -> LedgerReader:
+        """The state `head` would be in with every pool transaction applied, as the ledger
+        rules read it: what a new transaction is validated against."""
+        return _PoolView(head, self)
+
     def statistics(self) -> MempoolStatistics:
         return MempoolStatistics(
             tx_count=len(self._entries),
@@ -280,7 +300,7 @@ class Mempool:
     def add(
         self,
         tx: Transaction,
-        view: UtxoView,
+        view: LedgerReader,
         context: BlockContext,
         *,
         now: float,
@@ -322,7 +342,7 @@ class Mempool:
         if tx.kind is TxKind.REWARD:
             raise InvalidTransaction(Reason.MISPLACED_REWARD, "rewards are not pooled")
 
-    def _missing_parents(self, tx: Transaction, view: UtxoView) -> set[TxId]:
+    def _missing_parents(self, tx: Transaction, view: LedgerReader) -> set[TxId]:
         """Parents of inputs found neither in the view nor in the pool (orphan candidates)."""
         return {
             i.outpoint.txid
@@ -336,7 +356,7 @@ class Mempool:
         self,
         tx: Transaction,
         txid: TxId,
-        view: UtxoView,
+        view: LedgerReader,
         context: BlockContext,
         peer: str | None,
         *,
@@ -350,7 +370,7 @@ class Mempool:
                 raise InvalidTransaction(
                     Reason.MEMPOOL_CONFLICT, f"{tx_input.outpoint} is spent by {spender.hex()}"
                 )
-        pool_view = _PoolView(view, self)
+        pool_view = self.overlay(view)
         fee = validate_transaction(
             tx,
             pool_view,
@@ -450,8 +470,8 @@ class Mempool:
         if isinstance(tx.payload, IssuePayload):
             self._issues[_issued_asset(tx)] = txid
         if isinstance(tx.payload, MintPayload):
-            self._mints[txid] = tx.payload.asset
-            self._minted[txid] = minted
+            self._mints[txid] = (tx.payload.asset, minted)
+            self._minted[tx.payload.asset] += minted
         if entry.peer is not None:
             self._per_peer[entry.peer] += 1
         self._bytes += entry.size
@@ -470,8 +490,12 @@ class Mempool:
                 del self._spent_by[tx_input.outpoint]
         if isinstance(entry.tx.payload, IssuePayload):
             self._issues.pop(_issued_asset(entry.tx), None)
-        self._mints.pop(txid, None)
-        self._minted.pop(txid, None)
+        mint = self._mints.pop(txid, None)
+        if mint is not None:
+            asset, minted = mint
+            self._minted[asset] -= minted
+            if not self._minted[asset]:
+                del self._minted[asset]
         if entry.peer is not None:
             self._per_peer[entry.peer] -= 1
             if not self._per_peer[entry.peer]:
@@ -538,7 +562,7 @@ class Mempool:
         return tuple(Removal(txid=txid, reason=Reason.MISSING_INPUT) for txid in expired)
 
     def _adopt_orphans(
-        self, arrived: Iterable[TxId], view: UtxoView, context: BlockContext
+        self, arrived: Iterable[TxId], view: LedgerReader, context: BlockContext
     ) -> tuple[list[TxId], list[Removal]]:
         """Retry the orphans waiting for `arrived` (and, transitively, for what they unlock)."""
         accepted: list[TxId] = []
@@ -596,7 +620,9 @@ class Mempool:
         entry = self._entries[txid]
         return (-entry.fee_rate, entry.sequence, txid)
 
-    def remove_included(self, block: Block, view: UtxoView, context: BlockContext) -> PoolChange:
+    def remove_included(
+        self, block: Block, view: LedgerReader, context: BlockContext
+    ) -> PoolChange:
         """Forget the block's transactions and evict what now conflicts with it.
 
         `view` and `context` are the new head's view and the next block's context. Orphans
@@ -623,7 +649,7 @@ class Mempool:
             removed += change.removed
         return PoolChange(accepted=tuple(accepted), removed=tuple(removed))
 
-    def revalidate(self, view: UtxoView, context: BlockContext) -> PoolChange:
+    def revalidate(self, view: LedgerReader, context: BlockContext) -> PoolChange:
         """Re-check every pool transaction, in arrival order, against `view` at `context`.
 
         Signatures are not verified again. The ones that fail leave with their reason.
@@ -631,7 +657,7 @@ class Mempool:
         return self._rebuild([], view, context)
 
     def readd_after_reorg(
-        self, undone_blocks: Sequence[Block], view: UtxoView, context: BlockContext
+        self, undone_blocks: Sequence[Block], view: LedgerReader, context: BlockContext
     ) -> PoolChange:
         """Return the transactions of blocks a reorg dropped, then re-check the whole pool.
 
@@ -651,7 +677,7 @@ class Mempool:
         return self._rebuild(returning, view, context)
 
     def _rebuild(
-        self, returning: list[Transaction], view: UtxoView, context: BlockContext
+        self, returning: list[Transaction], view: LedgerReader, context: BlockContext
     ) -> PoolChange:
         previous = list(self._entries.values())
         previous_ids = {entry.txid for entry in previous}
