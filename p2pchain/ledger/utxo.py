@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, Self
 
@@ -135,7 +135,8 @@ class LedgerReader(Protocol):
 class UtxoView:
     """Unspent outputs plus indexes by address and by validator key, at one tip.
 
-    A `LedgerReader`.
+    A `LedgerReader`. The view owns its tip: only `finish_block` (the end of every applied
+    block) and `undo` move it.
     """
 
     def __init__(self) -> None:
@@ -314,9 +315,22 @@ class UtxoView:
         """Apply a block known to be valid on top of this view; return its undo data."""
         if block.header.parent != self.tip and self.height != GENESIS_PARENT_HEIGHT:
             raise ValueError("block does not extend this view's tip")
-        undo = UndoData(txs=tuple(self.apply_transaction(tx) for tx in block.transactions))
+        return self.finish_block(block, [self.apply_transaction(tx) for tx in block.transactions])
+
+    def finish_block(self, block: Block, txs: Sequence[TxUndo]) -> UndoData:
+        """Make `block` the tip once all its transactions are applied; return its undo data.
+
+        `txs` holds one `TxUndo` per transaction, in block order. This is the one place the tip
+        moves forward. The view owns it, not `validation.connect_block`, so that `apply` is a
+        complete state transition by itself (genesis and the replay of stored blocks use it)
+        and `tip` and `height` always name the block whose effects the view holds, however the
+        block was applied: whole by `apply`, or transaction by transaction by `connect_block`,
+        which checks each one against the state the earlier ones left.
+        """
+        if len(txs) != len(block.transactions):
+            raise ValueError(f"{len(txs)} undo records for {len(block.transactions)} transactions")
         self.tip, self.height = block.block_id, block.header.height
-        return undo
+        return UndoData(txs=tuple(txs))
 
     def undo(self, block: Block, undo: UndoData) -> None:
         """Reverse `apply(block)` using the undo data it returned."""

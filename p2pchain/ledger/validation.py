@@ -286,6 +286,8 @@ def connect_block(
     Transactions may spend outputs of earlier transactions in the same block. The first
     transaction must be the reward, paying at most the block reward plus the fees.
 
+    On success the view's tip is the block (`UtxoView.finish_block` moves it).
+
     Raises:
         InvalidBlock: with the failing rule's reason; the view is left exactly as it was.
     """
@@ -331,8 +333,7 @@ def connect_block(
     except InvalidBlock:
         _roll_back(view, applied)
         raise
-    view.tip, view.height = block.block_id, header.height
-    return UndoData(txs=tuple(undo for _, undo in applied))
+    return view.finish_block(block, [undo for _, undo in applied])
 
 
 def _spends_spent(tx: Transaction, applied: list[tuple[Transaction, TxUndo]]) -> bool:

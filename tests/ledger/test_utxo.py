@@ -62,7 +62,16 @@ def test_apply_of_a_connected_block_gives_the_same_view(data: st.DataObject) -> 
     checked_undo = connect_block(chain.view, block, chain.params)
     trusted_undo = trusted.apply(block)
     assert view_state(trusted) == view_state(chain.view)
+    assert (trusted.tip, trusted.height) == (block.block_id, block.header.height)
     assert trusted_undo == checked_undo
+
+
+def test_finish_block_needs_one_undo_record_per_transaction(chain: FundedChain) -> None:
+    block = build_block(chain.view, chain.params, proposer=chain.validator)
+    tip, height = chain.view.tip, chain.view.height
+    with pytest.raises(ValueError, match="undo records"):
+        chain.view.finish_block(block, [])
+    assert (chain.view.tip, chain.view.height) == (tip, height)
 
 
 @given(data=st.data())
