@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
-from p2pchain.errors import InvalidTransaction, Reason
+from p2pchain.errors import ConfigError, InvalidTransaction, Reason
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.tx import (
@@ -66,12 +66,12 @@ class MempoolLimits:
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.max_txs_per_peer < 1 or self.max_orphans < 0:
-            raise ValueError("mempool limits must be positive")
+            raise ConfigError("mempool limits must be positive")
         if (
             min(self.max_orphan_bytes, self.max_orphans_per_peer, self.max_orphan_bytes_per_peer)
             < 1
         ):
-            raise ValueError("orphan limits must be positive")
+            raise ConfigError("orphan limits must be positive")
 
     def orphan_quota(self) -> Quota:
         """The orphans' bounds (shares capped at the totals; `max_orphans` 0 holds none)."""

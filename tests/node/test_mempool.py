@@ -10,7 +10,7 @@ from crash_worker import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pchain.errors import InvalidTransaction, Reason
+from p2pchain.errors import ConfigError, InvalidTransaction, Reason
 from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.evidence import VoteEquivocation
@@ -95,6 +95,34 @@ def pool_fees(pool: Mempool, txs: list[Transaction]) -> int:
 @pytest.fixture
 def view() -> UtxoView:
     return genesis()[1]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_bytes": 0},
+        {"max_txs_per_peer": 0},
+        {"max_orphans": -1},
+        {"max_orphan_bytes": 0},
+        {"max_orphans_per_peer": 0},
+        {"max_orphan_bytes_per_peer": 0},
+    ],
+)
+def test_limits_out_of_range_are_a_config_error(bad: dict[str, int]) -> None:
+    with pytest.raises(ConfigError, match="limits must be positive"):
+        MempoolLimits(**bad)
+
+
+def test_the_smallest_limits_are_accepted() -> None:
+    limits = MempoolLimits(
+        max_bytes=1,
+        max_txs_per_peer=1,
+        max_orphans=0,
+        max_orphan_bytes=1,
+        max_orphans_per_peer=1,
+        max_orphan_bytes_per_peer=1,
+    )
+    assert Mempool(PARAMS, limits).limits == limits
 
 
 def test_accepts_a_valid_transfer_once(view: UtxoView) -> None:
