@@ -1,4 +1,4 @@
-"""Canonical RLP: a lean, strict codec for nested lists of byte strings, plus field readers.
+"""Canonical RLP: a strict codec for nested lists of byte strings, plus field readers.
 
 Wire objects convert themselves to and from nested lists of byte strings (`RLPItem`). The raw
 codec refuses non-canonical lengths, trailing bytes and over-deep nesting; the readers here add
@@ -10,15 +10,19 @@ a list `ELEMENT_COST`, and `n` bytes may decode to items costing at most `n + CO
 Without that bound, a peer's 16 MiB of ``c0`` bytes (one empty list each) became 16 million
 Python lists, 1.2 GB and 6 s of CPU, before any field reader could reject the first of them.
 
-Why not `rlp.encode`/`rlp.Serializable` on the hot path: the `rlp` package infers a sedes for
-every element and costs more than a signature check per transaction (see benchmarks/). The codec
-here handles only raw items and is tested for agreement with the `rlp` package's strict raw
-decoder on arbitrary input (tests/ledger/test_encoding.py).
+Encoding uses the `rusty-rlp` backend of the `rlp` package when it is installed (the ``fast``
+extra; about 12 times the Python encoder here) and the Python encoder otherwise, which is about
+twice as fast as `rlp`'s own pure encoder. Decoding stays here: neither `rlp` backend bounds the
+cost or the depth of what it builds (the pure one raises `RecursionError` past ~1,000 levels, the
+Rust one crashes the process at 100,000 levels, a 378 kB input), and a check run before either
+costs more than this decoder. docs/dependencies.md has the figures (benchmarks/bench_rlp.py).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Self, TypeVar
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Final, Protocol, Self, TypeVar
 
 from p2pchain.errors import DecodeError
 
@@ -67,8 +71,8 @@ def wrap_list(payload: bytes) -> bytes:
     return _long_prefix(length, 0xC0) + payload
 
 
-def encode_item(item: RLPItem) -> bytes:
-    """Canonical RLP bytes of a raw item."""
+def _encode_python(item: RLPItem) -> bytes:
+    """Canonical RLP bytes of a raw item, without the `rusty-rlp` backend."""
     if isinstance(item, bytes):
         length = len(item)
         if length == 1 and item[0] < 0x80:
@@ -76,7 +80,29 @@ def encode_item(item: RLPItem) -> bytes:
         if length < 56:
             return bytes((0x80 + length,)) + item
         return _long_prefix(length, 0x80) + item
-    return wrap_list(b"".join(map(encode_item, item)))
+    return wrap_list(b"".join(map(_encode_python, item)))
+
+
+def _available_encoders() -> dict[str, Callable[[RLPItem], bytes]]:
+    encoders: dict[str, Callable[[RLPItem], bytes]] = {"python": _encode_python}
+    try:
+        rusty_rlp = importlib.import_module("rusty_rlp")  # the optional ``fast`` extra
+    except ImportError:
+        return encoders
+    encoders["rusty-rlp"] = rusty_rlp.encode_raw
+    return encoders
+
+
+ENCODERS: Final[Mapping[str, Callable[[RLPItem], bytes]]] = _available_encoders()
+"""The raw encoders this installation has, by name; they give identical bytes."""
+ENCODER: Final = "rusty-rlp" if "rusty-rlp" in ENCODERS else "python"
+"""The name of the encoder `encode_item` uses: the fastest one installed."""
+_encode_raw = ENCODERS[ENCODER]
+
+
+def encode_item(item: RLPItem) -> bytes:
+    """Canonical RLP bytes of a raw item."""
+    return _encode_raw(item)
 
 
 def _read_length(data: bytes, start: int, size: int, end: int) -> int:

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from unittest import mock
 
 import pytest
 from hypothesis import given
@@ -9,10 +10,11 @@ from hypothesis import strategies as st
 
 from p2pchain import testing as pt
 from p2pchain.errors import DecodeError
+from p2pchain.ledger import encoding
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block, body_rlp, compute_body_root
 from p2pchain.ledger.crypto import SecretKey, sha256
-from p2pchain.ledger.encoding import RLPItem, decode, encode, encode_item
+from p2pchain.ledger.encoding import ENCODERS, RLPItem, decode, encode, encode_item
 from p2pchain.ledger.evidence import decode_evidence
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
 from p2pchain.ledger.header import BlockHeader, SignedHeader
@@ -101,6 +103,19 @@ def test_round_trip(codec: Codec, data: st.DataObject) -> None:
     decoded = codec.decoder(encoded)
     assert decoded == value
     assert _encode_any(decoded) == encoded
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+@given(data=st.data())
+def test_every_encoder_gives_the_same_bytes(encoder: str, data: st.DataObject) -> None:
+    codec = data.draw(st.sampled_from(CODECS), label="codec")
+    value = data.draw(codec.values)
+    with mock.patch.object(encoding, "_encode_raw", ENCODERS[encoder]):
+        encoded = _encode_any(value)
+        decoded = codec.decoder(encoded)
+    to_rlp = getattr(value, "to_rlp")  # noqa: B009
+    assert encoded == ENCODERS["python"](to_rlp())
+    assert decoded == value
 
 
 @given(block=pt.blocks())

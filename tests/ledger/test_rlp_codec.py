@@ -1,4 +1,9 @@
-"""The lean RLP codec agrees with the `rlp` package's strict raw codec, byte for byte."""
+"""The RLP codec agrees with the `rlp` package's strict pure-Python codec, byte for byte."""
+
+import importlib.util
+import sys
+from types import ModuleType
+from unittest import mock
 
 import pytest
 import rlp
@@ -9,6 +14,7 @@ from p2pchain.errors import DecodeError
 from p2pchain.ledger.encoding import (
     COST_ALLOWANCE,
     ELEMENT_COST,
+    ENCODERS,
     LIST_COST,
     MAX_DEPTH,
     RLPItem,
@@ -17,6 +23,24 @@ from p2pchain.ledger.encoding import (
     encode_item,
     wrap_list,
 )
+
+
+def _pure_rlp_codec() -> ModuleType:
+    """A copy of `rlp.codec` without its `rusty-rlp` backend, which `rlp` picks when installed.
+
+    The reference must be the pure codec: the Rust decoder is not strict (see
+    `test_rusty_rlp_decoder_is_not_strict`).
+    """
+    spec = importlib.util.find_spec("rlp.codec")
+    assert spec is not None
+    assert spec.loader is not None
+    codec = importlib.util.module_from_spec(spec)
+    with mock.patch.dict(sys.modules, {"rusty_rlp": None}):
+        spec.loader.exec_module(codec)
+    return codec
+
+
+PURE_RLP = _pure_rlp_codec()
 
 items: st.SearchStrategy[RLPItem] = st.recursive(
     st.binary(max_size=80), lambda children: st.lists(children, max_size=6), max_leaves=30
@@ -41,16 +65,23 @@ def _within_limits(item: RLPItem, size: int) -> bool:
 def _reference_decode(data: bytes) -> RLPItem | None:
     """The `rlp` package's verdict, plus our documented nesting and cost limits."""
     try:
-        item: RLPItem = rlp.decode(data, strict=True)
+        item: RLPItem
+        item, _ = PURE_RLP.decode_raw(data, True, False)
     except rlp.exceptions.RLPException:
         return None
     return item if _within_limits(item, len(data)) else None
 
 
-@given(items)
-def test_encoding_matches_reference(item: RLPItem) -> None:
-    encoded = encode_item(item)
-    assert encoded == rlp.encode(item)
+def test_the_reference_is_the_pure_codec() -> None:
+    with pytest.raises(rlp.exceptions.DecodingError):
+        PURE_RLP.decode_raw(b"\xc3\x00\x82a", True, False)  # the last element is truncated
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+@given(item=items)
+def test_every_encoder_matches_reference(encoder: str, item: RLPItem) -> None:
+    encoded = ENCODERS[encoder](item)
+    assert encoded == PURE_RLP.encode_raw(item) == encode_item(item)
     assert _reference_decode(encoded) in (item, None)
     if _within_limits(item, len(encoded)):
         assert decode_item(encoded) == item
@@ -98,3 +129,23 @@ def test_spans_are_the_element_encodings(elements: list[RLPItem]) -> None:
     decoded, spans = decode_list_with_spans(encoded)
     assert decoded == elements
     assert spans == [encode_item(element) for element in elements]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(b"\xc2\x00\x81", id="last-element-missing-its-byte"),
+        pytest.param(b"\xc3\x00\x82a", id="last-element-one-byte-short"),
+        pytest.param(b"\xc2\x00\xb8", id="last-element-missing-its-length"),
+    ],
+)
+def test_rusty_rlp_decoder_is_not_strict(data: bytes) -> None:
+    """Why decoding never goes to `rusty-rlp`: it drops a truncated last element of a list."""
+    rusty_rlp = pytest.importorskip("rusty_rlp")
+    with pytest.raises(DecodeError):
+        decode_item(data)
+    with pytest.raises(rlp.exceptions.DecodingError):
+        PURE_RLP.decode_raw(data, True, False)
+    item, _ = rusty_rlp.decode_raw(data, True, False)
+    assert item == [b"\x00"]
+    assert encode_item(item) != data
