@@ -11,11 +11,12 @@ Without that bound, a peer's 16 MiB of ``c0`` bytes (one empty list each) became
 Python lists, 1.2 GB and 6 s of CPU, before any field reader could reject the first of them.
 
 Encoding uses the `rusty-rlp` backend of the `rlp` package when it is installed (the ``fast``
-extra; about 12 times the Python encoder here) and the Python encoder otherwise, which is about
-twice as fast as `rlp`'s own pure encoder. Decoding stays here: neither `rlp` backend bounds the
-cost or the depth of what it builds (the pure one raises `RecursionError` past ~1,000 levels, the
-Rust one crashes the process at 100,000 levels, a 378 kB input), and a check run before either
-costs more than this decoder. docs/dependencies.md has the figures (benchmarks/bench_rlp.py).
+extra; over 10 times the Python encoder here) and the Python encoder otherwise, which is about
+twice as fast as `rlp`'s own pure encoder. Decoding stays here, strict and bounded, and about
+twice as fast as `rlp`'s pure decoder, which has no cost bound and raises `RecursionError` at
+1,000 levels of nesting. `rusty-rlp`'s decoder is not strict (it drops a truncated last element
+of a list) and crashes the process at 100,000 levels (a 378 kB input). Figures:
+docs/dependencies.md (benchmarks/bench_rlp.py).
 """
 
 from __future__ import annotations
