@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 from unittest import mock
 
@@ -50,7 +51,14 @@ def _rusty_rlp() -> ModuleType | None:
 
 
 def _rate(operation: Callable[[], object], ops: int, repeat: int) -> Rate:
-    return measure_rate(lambda: [operation() for _ in range(ops)], ops=ops, repeat=repeat)
+    """Results are dropped at once: kept, they would make the garbage collector's passes
+    slower for the codecs that build more objects, and measure that instead."""
+
+    def run_ops() -> None:
+        for _ in range(ops):
+            operation()
+
+    return measure_rate(run_ops, ops=ops, repeat=repeat)
 
 
 def _decode_block_and_txids(data: bytes) -> None:
@@ -60,22 +68,33 @@ def _decode_block_and_txids(data: bytes) -> None:
 
 
 def _compare(
-    report: Report, name: str, rates: dict[str, Rate], pairs: list[tuple[str, str, str]]
+    report: Report,
+    name: str,
+    rates: dict[str, Rate],
+    pairs: list[tuple[str, str, float | None, str]],
 ) -> None:
-    """Print every rate, then `numerator / denominator` for each pair both sides of which ran."""
+    """Print every rate, then `numerator / denominator` for each pair both sides of which ran.
+
+    A pair's goal is `ratio >= minimum` (`None`: only reported), and `otherwise` says what a
+    missed goal would mean for the codec.
+    """
     for codec, rate in rates.items():
         report.baseline(f"{name}, {codec}", rate)
-    for numerator, denominator, goal in pairs:
+    for numerator, denominator, minimum, otherwise in pairs:
         if numerator not in rates or denominator not in rates:
             continue
         ratio = rates[numerator].median / rates[denominator].median
         report.figure(
             f"{name}: {numerator} / {denominator}",
             ratio,
-            goal,
-            ratio >= 1 if goal.startswith(">= 1") else True,
-            f"({rates[numerator]} vs {rates[denominator]})",
+            "report" if minimum is None else f">= {minimum} (else {otherwise})",
+            minimum is None or ratio >= minimum,
+            f"({_si_rate(rates[numerator])} vs {_si_rate(rates[denominator])})",
         )
+
+
+def _si_rate(rate: Rate) -> str:
+    return str(rate).split(" (", 1)[0]
 
 
 def run(quick: bool = False) -> Report:
@@ -95,47 +114,56 @@ def run(quick: bool = False) -> Report:
     ]
     report.baseline("payload sizes (bytes)", ", ".join(f"{p[0]}: {len(p[2])}" for p in payloads))
 
+    encoders: dict[str, Callable[[RLPItem], bytes]] = {
+        "p2pchain python": ENCODERS["python"],
+        "rlp pure": pure.encode_raw,
+    }
+    decoders: dict[str, Callable[[bytes], object]] = {
+        "p2pchain strict": decode_item,
+        "rlp pure": lambda data: pure.decode_raw(data, True, False),
+    }
+    if rusty is not None:
+        encoders["rusty-rlp"] = rusty.encode_raw
+        decoders["rusty-rlp (not strict)"] = lambda data: rusty.decode_raw(data, True, False)
+
     for label, item, data, ops in payloads:
-        encoders: dict[str, Callable[[RLPItem], bytes]] = {
-            "p2pchain python": ENCODERS["python"],
-            "rlp pure": pure.encode_raw,
-        }
-        decoders: dict[str, Callable[[bytes], object]] = {
-            "p2pchain strict": decode_item,
-            "rlp pure": lambda data: pure.decode_raw(data, True, False),
-        }
-        if rusty is not None:
-            encoders["rusty-rlp"] = rusty.encode_raw
-            decoders["rusty-rlp (not strict)"] = lambda data: rusty.decode_raw(data, True, False)
         assert all(encode(item) == data for encode in encoders.values())
         _compare(
             report,
             f"raw encode of a {label}",
-            {name: _rate(lambda e=e, i=item: e(i), ops, repeat) for name, e in encoders.items()},
+            {name: _rate(partial(e, item), ops, repeat) for name, e in encoders.items()},
             [
-                ("p2pchain python", "rlp pure", ">= 1 (else use rlp's)"),
-                ("rusty-rlp", "p2pchain python", ">= 1 (else drop the backend)"),
+                ("p2pchain python", "rlp pure", 1, "encode with rlp's"),
+                ("rusty-rlp", "p2pchain python", 1, "drop the backend"),
             ],
         )
         _compare(
             report,
             f"raw decode of a {label}",
-            {name: _rate(lambda d=d, b=data: d(b), ops, repeat) for name, d in decoders.items()},
+            {name: _rate(partial(d, data), ops, repeat) for name, d in decoders.items()},
             [
-                ("p2pchain strict", "rlp pure", ">= 1 (else use rlp's)"),
-                ("rusty-rlp (not strict)", "p2pchain strict", "report"),
+                ("p2pchain strict", "rlp pure", 1, "decode with rlp's, plus the limits"),
+                ("rusty-rlp (not strict)", "p2pchain strict", None, ""),
             ],
         )
 
-    hot_paths: list[tuple[str, Callable[[], object], int]] = [
-        ("Transaction.from_bytes", lambda: Transaction.from_bytes(work.txs[0].encoded), tx_ops),
+    # from_bytes encodes only the outpoints again, so the encoder barely shows: it must not slow
+    # it down. A block's transactions are all encoded again for their txids.
+    hot_paths: list[tuple[str, Callable[[], object], int, float]] = [
+        (
+            "Transaction.from_bytes",
+            lambda: Transaction.from_bytes(work.txs[0].encoded),
+            tx_ops,
+            0.9,
+        ),
         (
             f"{len(block.transactions)}-tx block decode + txids",
             lambda: _decode_block_and_txids(block.encoded),
             block_ops,
+            1,
         ),
     ]
-    for label, operation, ops in hot_paths:
+    for label, operation, ops, minimum in hot_paths:
         rates = {}
         for name, encoder in ENCODERS.items():
             with mock.patch.object(encoding, "_encode_raw", encoder):
@@ -144,7 +172,7 @@ def run(quick: bool = False) -> Report:
             report,
             label,
             rates,
-            [("rusty-rlp encoder", "python encoder", ">= 1 (else drop the backend)")],
+            [("rusty-rlp encoder", "python encoder", minimum, "drop the backend")],
         )
     if rusty is None:
         print("  rusty-rlp is not installed (pip install 'p2pchain[fast]'): measured without it")
