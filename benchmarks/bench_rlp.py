@@ -51,8 +51,11 @@ def _rusty_rlp() -> ModuleType | None:
 
 
 def _rate(operation: Callable[[], object], ops: int, repeat: int) -> Rate:
-    """Results are dropped at once: kept, they would make the garbage collector's passes
-    slower for the codecs that build more objects, and measure that instead."""
+    """Operations per second of `operation`, each result dropped at once.
+
+    Kept, the results would slow the garbage collector's passes down for the codecs that build
+    more objects, and the rate would measure that instead.
+    """
 
     def run_ops() -> None:
         for _ in range(ops):
