@@ -8,6 +8,7 @@ unchanged).
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -142,32 +143,40 @@ def verify_input_signatures(tx: Transaction, txid: TxId, chain_id: int) -> bool:
 class SignatureCache:
     """Remembers transactions whose witnesses verified, so a block's txs already checked in the
     mempool are not verified again on import. Keyed by the full encoding's hash (witnesses
-    included), so a re-signed or tampered copy is never taken for a checked one. Bounded: the
-    oldest entries go first.
+    included), so a re-signed or tampered copy is never taken for a checked one; a failure is
+    never remembered. Bounded: the oldest entries go first.
+
+    Safe to share between threads (the node verifies a large block's witnesses in a worker
+    thread while the event loop checks pool transactions): lookups and insertions hold a lock,
+    the verification itself runs outside it.
     """
 
     def __init__(self, chain_id: int, max_entries: int = 100_000) -> None:
         self._chain_id = chain_id
         self._max_entries = max_entries
         self._verified: dict[bytes, None] = {}
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._verified)
+        with self._lock:
+            return len(self._verified)
 
     def __call__(self, tx: Transaction, txid: TxId) -> bool:
         """A `SignatureCheck`: True from the cache, else verify and remember a success."""
         key = sha256(tx.encoded)
-        if key in self._verified:
-            self.hits += 1
-            return True
-        self.misses += 1
+        with self._lock:
+            if key in self._verified:
+                self.hits += 1
+                return True
+            self.misses += 1
         if not verify_input_signatures(tx, txid, self._chain_id):
             return False
-        self._verified[key] = None
-        if len(self._verified) > self._max_entries:
-            del self._verified[next(iter(self._verified))]
+        with self._lock:
+            self._verified[key] = None
+            if len(self._verified) > self._max_entries:
+                del self._verified[next(iter(self._verified))]
         return True
 
 
