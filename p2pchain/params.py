@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
+from p2pchain.errors import ConfigError
+
 NATIVE_ASSET: Final = bytes(32)
 """Asset id of the native coin: 32 zero bytes (no issue transaction can derive it)."""
 
@@ -44,10 +46,10 @@ class ChainParams:
 
     def __post_init__(self) -> None:
         if not 0 <= self.chain_id < 2**64:
-            raise ValueError("chain_id must fit in 64 bits")
+            raise ConfigError("chain_id must fit in 64 bits")
         if self.slots_per_epoch < 1 or self.slot_ms < 1:
-            raise ValueError("slot_ms and slots_per_epoch must be positive")
+            raise ConfigError("slot_ms and slots_per_epoch must be positive")
         if not 0 < self.block_reward <= self.max_money:
-            raise ValueError("block_reward must be in (0, max_money]")
+            raise ConfigError("block_reward must be in (0, max_money]")
         if not 1 <= self.max_asset_name_bytes <= 32:  # the wire format's limit for a name
-            raise ValueError("max_asset_name_bytes must be 1..32")
+            raise ConfigError("max_asset_name_bytes must be 1..32")

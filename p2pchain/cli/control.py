@@ -23,11 +23,12 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError
 
 from p2pchain.cli.config import dump_node, load_node
-from p2pchain.cli.rpc_client import JSON, RpcError, connect_rpc
+from p2pchain.cli.rpc_client import JSON, connect_rpc
 from p2pchain.errors import ConfigError
 from p2pchain.net.relay import LinkFaults, Relays
 from p2pchain.node.config import MAX_CLOCK_SKEW_MS
 from p2pchain.params import ChainParams
+from p2pchain.rpc import RpcError
 
 CONTROL_FILE: Final = "control.port"
 MAX_REQUEST_BYTES: Final = 4_096

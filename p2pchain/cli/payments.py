@@ -12,9 +12,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import trio
+from trio_websocket import ConnectionClosed, HandshakeError
 
 from p2pchain.cli.config import NetworkFile
-from p2pchain.cli.rpc_client import RpcClient, RpcError, connect_rpc, parse_utxos
+from p2pchain.cli.rpc_client import RpcClient, connect_rpc, parse_utxos
 from p2pchain.errors import InsufficientFunds
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.tx import NO_LOCK, OutPoint, Transaction, TxOutput
@@ -22,6 +23,7 @@ from p2pchain.ledger.types import Address, AssetId
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
+from p2pchain.rpc import RpcError
 
 PAYMENT = COIN // 100
 FEE = 10_000
@@ -117,9 +119,7 @@ async def send_demo_payments(
                         tally.sent += 1
                         tally.waiting.append((url, txid))
                     await trio.sleep(1 / rate)
-        except (OSError, RpcError, trio.BrokenResourceError):
-            await trio.sleep(1.0)
-        except Exception:  # trio-websocket's connection errors have no common base with OSError
+        except (OSError, RpcError, trio.BrokenResourceError, HandshakeError, ConnectionClosed):
             await trio.sleep(1.0)
 
 
@@ -144,5 +144,5 @@ async def track_finality(tally: PaymentTally, poll_s: float) -> None:
                         await trio.sleep(poll_s)
                         continue
                     tally.waiting.popleft()
-        except Exception:  # that node is down or restarting: ask again later
+        except (OSError, HandshakeError, ConnectionClosed, RpcError):  # down: ask again later
             await trio.sleep(poll_s)

@@ -9,22 +9,11 @@ from itertools import count
 
 from trio_websocket import WebSocketConnection, open_websocket_url
 
-from p2pchain.errors import P2PChainError
 from p2pchain.ledger.tx import NO_LOCK, Lock, LockKind, OutPoint, TxOutput
 from p2pchain.ledger.types import Address, AssetId, TxId
+from p2pchain.rpc.jsonrpc import INTERNAL_ERROR, RpcError
 
 JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
-
-
-class RpcError(P2PChainError):
-    """The node answered a call with a JSON-RPC error."""
-
-    def __init__(self, code: int, message: str, data: JSON = None) -> None:
-        reason = data.get("reason") if isinstance(data, dict) else None
-        super().__init__(f"{message} ({reason})" if reason else message)
-        self.code = code
-        self.data = data
-        self.reason = reason
 
 
 class RpcClient:
@@ -44,7 +33,10 @@ class RpcClient:
                 break
         if "error" in reply:
             error = reply["error"]
-            raise RpcError(int(error["code"]), str(error["message"]), error.get("data"))
+            data = error.get("data")
+            raise RpcError(
+                int(error["code"]), str(error["message"]), data if isinstance(data, dict) else None
+            )
         result: JSON = reply.get("result")
         return result
 
@@ -66,7 +58,7 @@ def parse_utxos(result: JSON, owner: Address) -> list[tuple[OutPoint, TxOutput]]
     coins = []
     for entry in result if isinstance(result, list) else []:
         if not isinstance(entry, dict) or not isinstance(entry.get("lock"), dict):
-            raise RpcError(-32603, f"unexpected address_utxos entry {entry!r}")
+            raise RpcError(INTERNAL_ERROR, f"unexpected address_utxos entry {entry!r}")
         lock_json = entry["lock"]
         assert isinstance(lock_json, dict)
         kind = LockKind[str(lock_json["kind"]).upper()]

@@ -13,12 +13,13 @@ import trio
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from trio_websocket import ConnectionClosed, HandshakeError
 
 from p2pchain.cli.config import NetworkFile, load_network, load_node, read_key
 from p2pchain.cli.control import NodeRunner, Supervisor
 from p2pchain.cli.network import init_network, relay_bootnodes
 from p2pchain.cli.payments import FEE, PaymentTally, send_demo_payments, track_finality
-from p2pchain.cli.rpc_client import JSON, RpcError, connect_rpc
+from p2pchain.cli.rpc_client import JSON, connect_rpc
 from p2pchain.cli.run import split_host_port
 from p2pchain.cli.wallet import send
 from p2pchain.errors import ConfigError, InsufficientFunds
@@ -27,6 +28,7 @@ from p2pchain.ledger.crypto import SecretKey
 from p2pchain.net.relay import Relays, relay_port
 from p2pchain.node.datadir import lock_data_dir
 from p2pchain.params import ChainParams
+from p2pchain.rpc import RpcError
 
 STATUS_INTERVAL_S = 0.5
 STOP_GRACE_S = 10.0
@@ -111,7 +113,7 @@ async def _poll(status: NodeStatus, runner: NodeRunner) -> None:
                     status.error = ""
                     status.answered = True
                     await trio.sleep(STATUS_INTERVAL_S)
-        except Exception:  # trio-websocket's errors share no base with OSError or RpcError
+        except (OSError, HandshakeError, ConnectionClosed, RpcError):  # down or restarting
             if status.answered:
                 status.forget()
                 status.error = "not answering"
@@ -358,7 +360,7 @@ async def describe_network(root: Path) -> dict[str, list[dict[str, JSON]]]:
                     held = totals.get(native, "0") if isinstance(totals, dict) else "0"
                     wallet["balance"] = str(held)
             break
-        except Exception:  # that node is down: ask the next one
+        except (OSError, HandshakeError, ConnectionClosed, RpcError):  # down: ask the next one
             continue
     return {"wallets": wallets, "nodes": nodes}
 

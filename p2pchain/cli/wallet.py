@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from p2pchain.cli.config import read_key, write_key
-from p2pchain.cli.rpc_client import RpcClient, RpcError, connect_rpc, parse_utxos
+from p2pchain.cli.rpc_client import RpcClient, connect_rpc, parse_utxos
 from p2pchain.errors import ConfigError, Reason
 from p2pchain.ledger.address import address_of, decode_address, encode_address
 from p2pchain.ledger.crypto import SecretKey
@@ -22,6 +22,7 @@ from p2pchain.ledger.types import AssetId
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.params import COIN, ChainParams
+from p2pchain.rpc import RpcError
 
 FINALITY_POLL_S = 0.5
 

@@ -100,7 +100,7 @@ class PendingSlots(Generic[K]):
 
     def __init__(self, *, max_total: int, max_per_address: int) -> None:
         if max_total < 1 or max_per_address < 1:
-            raise ValueError("pending bounds must be positive")
+            raise ConfigError("pending bounds must be positive")
         self.max_total = max_total
         self.max_per_address = max_per_address
         self._entries: dict[K, _Pending] = {}

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from p2pchain.errors import ConfigError
 from p2pchain.ledger.crypto import sha256
 
 
@@ -44,7 +45,7 @@ class EvictionParams:
             self.protect_by_blocks,
         )
         if min(counts) < 0 or not 0.0 <= self.protect_longest_fraction <= 1.0:
-            raise ValueError("protection counts must be >= 0 and the fraction within [0, 1]")
+            raise ConfigError("protection counts must be >= 0 and the fraction within [0, 1]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, TypeVar
 
-from p2pchain.errors import GossipReject, LocalProtocolError
+from p2pchain.errors import ConfigError, GossipReject, LocalProtocolError
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.messages import (
     MAX_IHAVE_IDS,
@@ -113,21 +113,21 @@ class GossipParams:
 
     def __post_init__(self) -> None:
         if not 0 < self.d_low <= self.d <= self.d_high:
-            raise ValueError("mesh degrees must satisfy 0 < d_low <= d <= d_high")
+            raise ConfigError("mesh degrees must satisfy 0 < d_low <= d <= d_high")
         if not 0 <= self.d_out < self.d_low:
-            raise ValueError("d_out must be below d_low")
+            raise ConfigError("d_out must be below d_low")
         if not 0 < self.mcache_gossip <= self.mcache_len:
-            raise ValueError("mcache_gossip must be in 1..mcache_len")
+            raise ConfigError("mcache_gossip must be in 1..mcache_len")
         if not 0 < self.max_ihave_length <= MAX_IHAVE_IDS:
-            raise ValueError("max_ihave_length must be in 1..MAX_IHAVE_IDS")
+            raise ConfigError("max_ihave_length must be in 1..MAX_IHAVE_IDS")
         if not 0 < self.max_iwant_ids <= MAX_IWANT_IDS:
-            raise ValueError("max_iwant_ids must be in 1..MAX_IWANT_IDS")
+            raise ConfigError("max_iwant_ids must be in 1..MAX_IWANT_IDS")
         if self.heartbeat_interval <= 0 or self.seen_ttl <= 0 or self.max_seen < 1:
-            raise ValueError("heartbeat_interval, seen_ttl and max_seen must be positive")
+            raise ConfigError("heartbeat_interval, seen_ttl and max_seen must be positive")
         if not 0 < self.max_pending_bytes_per_peer <= self.max_pending_bytes:
-            raise ValueError("max_pending_bytes_per_peer must be in 1..max_pending_bytes")
+            raise ConfigError("max_pending_bytes_per_peer must be in 1..max_pending_bytes")
         if self.max_mcache_bytes < 1:
-            raise ValueError("max_mcache_bytes must be positive")
+            raise ConfigError("max_mcache_bytes must be positive")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,6 +21,8 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from p2pchain.errors import ConfigError
+
 K = TypeVar("K", bound=Hashable)
 S = TypeVar("S", bound=Hashable)
 V = TypeVar("V")
@@ -37,9 +39,9 @@ class Quota:
 
     def __post_init__(self) -> None:
         if not 0 < self.max_items_per_source <= self.max_items:
-            raise ValueError("max_items_per_source must be in 1..max_items")
+            raise ConfigError("max_items_per_source must be in 1..max_items")
         if not 0 < self.max_bytes_per_source <= self.max_bytes:
-            raise ValueError("max_bytes_per_source must be in 1..max_bytes")
+            raise ConfigError("max_bytes_per_source must be in 1..max_bytes")
 
 
 @dataclass(slots=True)

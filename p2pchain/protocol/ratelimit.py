@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from p2pchain.errors import ConfigError
 from p2pchain.protocol.messages import (
     GetBlocksById,
     GetBlocksByRange,
@@ -70,7 +71,7 @@ class Budget:
 
     def __post_init__(self) -> None:
         if not (self.rate > 0 and self.burst >= 1):
-            raise ValueError("a budget needs a positive rate and a burst of at least 1")
+            raise ConfigError("a budget needs a positive rate and a burst of at least 1")
 
 
 DEFAULT_TYPE_BUDGETS: Final[tuple[tuple[type[Message], Budget], ...]] = tuple(
@@ -118,7 +119,7 @@ class RateLimits:
     def __post_init__(self) -> None:
         kinds = [kind for kind, _ in self.per_type]
         if len(set(kinds)) != len(kinds):
-            raise ValueError("a message type has at most one budget")
+            raise ConfigError("a message type has at most one budget")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

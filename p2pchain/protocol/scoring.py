@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from p2pchain.errors import GossipIgnore, GossipReject
+from p2pchain.errors import ConfigError, GossipIgnore, GossipReject
 from p2pchain.protocol.connection import PeerId
 
 _NEGLIGIBLE_SCORE: Final = 1e-3
@@ -82,10 +82,10 @@ class ScoringParams:
             self.group_disconnect_threshold,
         )
         if max(thresholds) >= 0:
-            raise ValueError("disconnect thresholds must be negative")
+            raise ConfigError("disconnect thresholds must be negative")
         durations = (self.half_life_s, self.ban_duration_s, self.address_ban_duration_s)
         if min(durations) <= 0 or min(self.max_tracked_peers, self.max_bans) < 1:
-            raise ValueError(
+            raise ConfigError(
                 "half_life_s, ban durations, max_tracked_peers and max_bans must be positive"
             )
 

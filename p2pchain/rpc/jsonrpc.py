@@ -35,10 +35,13 @@ _logger = logging.getLogger("p2pchain.rpc")
 
 
 class RpcError(P2PChainError):
-    """A failure reported to the client as a JSON-RPC error object; never leaves the RPC layer."""
+    """A JSON-RPC error object: what the server answers a failed call with, and what a client
+    (the CLI's) raises when it receives one. `reason` is the `Reason` code of a rejection."""
 
     def __init__(self, code: int, message: str, data: dict[str, Json] | None = None) -> None:
-        super().__init__(message)
+        reason = data.get("reason") if data is not None else None
+        self.reason = reason if isinstance(reason, str) else None
+        super().__init__(f"{message} ({self.reason})" if self.reason else message)
         self.code = code
         self.message = message
         self.data = data

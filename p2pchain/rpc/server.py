@@ -22,7 +22,7 @@ from trio_websocket import (
     wrap_server_stream,
 )
 
-from p2pchain.errors import EventHistoryExpired, SubscriptionOverflow
+from p2pchain.errors import ConfigError, EventHistoryExpired, SubscriptionOverflow
 from p2pchain.node import EventKind, Node
 from p2pchain.rpc.jsonrpc import (
     DEFAULT_MAX_BATCH,
@@ -74,7 +74,7 @@ class RpcLimits:
     def __post_init__(self) -> None:
         counts = (self.max_connections, self.max_request_bytes, self.max_batch, self.send_queue)
         if min(*counts, self.max_subscriptions) < 1:
-            raise ValueError("RPC limits must be positive")
+            raise ConfigError("RPC limits must be positive")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pchain.errors import ConfigError
 from p2pchain.protocol.quota import Quota, QuotaPool
 
 QUOTA = Quota(max_items=64, max_bytes=64_000, max_items_per_source=8, max_bytes_per_source=8_000)
@@ -92,9 +93,9 @@ def test_memory_of_a_flooded_pool_stays_near_its_byte_bound():
 
 
 def test_quota_refuses_a_share_larger_than_the_total():
-    with pytest.raises(ValueError, match="max_items_per_source"):
+    with pytest.raises(ConfigError, match="max_items_per_source"):
         Quota(max_items=4, max_bytes=10, max_items_per_source=5, max_bytes_per_source=10)
-    with pytest.raises(ValueError, match="max_bytes_per_source"):
+    with pytest.raises(ConfigError, match="max_bytes_per_source"):
         Quota(max_items=4, max_bytes=10, max_items_per_source=4, max_bytes_per_source=11)
 
 

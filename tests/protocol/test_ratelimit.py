@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pchain.errors import ConfigError
 from p2pchain.protocol.messages import (
     GetBlocksByRange,
     GetPeers,
@@ -117,8 +118,8 @@ def test_honest_relay_at_500_tx_per_second_stays_within_every_budget():
 
 def test_a_type_has_one_budget():
     budget = Budget(rate=1, burst=1)
-    with pytest.raises(ValueError, match="one budget"):
+    with pytest.raises(ConfigError, match="one budget"):
         RateLimits(per_type=((Ping, budget), (Ping, budget)))
-    with pytest.raises(ValueError, match="positive rate"):
+    with pytest.raises(ConfigError, match="positive rate"):
         Budget(rate=0, burst=1)
     assert Hello in dict(RateLimits().per_type)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pchain.errors import GossipIgnore, GossipReject, Reason
+from p2pchain.errors import ConfigError, GossipIgnore, GossipReject, Reason
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.scoring import (
     BanEntry,
@@ -147,7 +147,7 @@ def test_bans_survive_export_and_load():
     ],
 )
 def test_bad_parameters_are_refused(kwargs):
-    with pytest.raises(ValueError, match="must be"):
+    with pytest.raises(ConfigError, match="must be"):
         ScoringParams(**kwargs)
 
 

@@ -24,7 +24,6 @@ from dataclasses import replace
 import pytest
 import trio
 
-from p2pchain.cli.rpc_client import RpcError
 from p2pchain.consensus import build_block, get_forkchoice_store, make_vote, on_block, on_tick
 from p2pchain.consensus.store import Store
 from p2pchain.errors import DecodeError, GossipReject, InvalidBlock, InvalidTransaction, Reason
@@ -70,6 +69,7 @@ from p2pchain.protocol.messages import (
     Topic,
 )
 from p2pchain.protocol.sync import SyncParams
+from p2pchain.rpc import RpcError
 from tests.robustness.harness import (
     WAIT_S,
     NodeProcess,
