@@ -23,8 +23,8 @@ from p2pchain.ledger.block import Block, compute_body_root
 from p2pchain.ledger.crypto import SecretKey, sign, verify
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator, genesis_state
 from p2pchain.ledger.header import BlockHeader
+from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import (
-    RewardPayload,
     Transaction,
     TxInput,
     TxKind,
@@ -38,7 +38,6 @@ from p2pchain.ledger.validation import (
     SignatureCache,
     check_transaction,
     connect_block,
-    reward_lock,
     validate_transaction,
 )
 from p2pchain.params import COIN, ChainParams
@@ -128,17 +127,11 @@ def make_workload(count: int) -> Workload:
 
 def make_block(work: Workload, txs: list[Transaction]) -> Block:
     fees = 1_000 * len(txs)
-    reward = Transaction(
-        kind=TxKind.REWARD,
-        outputs=(
-            TxOutput(
-                asset=AssetId(work.params.native_asset),
-                amount=work.params.block_reward + fees,
-                address=address_of(work.proposer.public_key),
-                lock=reward_lock(1, work.params),
-            ),
-        ),
-        payload=RewardPayload(height=1),
+    reward = reward_transaction(
+        height=1,
+        amount=work.params.block_reward + fees,
+        address=address_of(work.proposer.public_key),
+        params=work.params,
     )
     body = (reward, *txs)
     header = BlockHeader(

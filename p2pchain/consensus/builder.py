@@ -25,10 +25,11 @@ from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import encode
 from p2pchain.ledger.evidence import Evidence
 from p2pchain.ledger.header import BlockHeader, header_signing_message
-from p2pchain.ledger.tx import RewardPayload, SlashPayload, Transaction, TxKind, TxOutput
-from p2pchain.ledger.types import AssetId, BlockId
+from p2pchain.ledger.reward import reward_transaction
+from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
+from p2pchain.ledger.types import BlockId
 from p2pchain.ledger.utxo import TxUndo
-from p2pchain.ledger.validation import BlockContext, reward_lock, validate_transaction
+from p2pchain.ledger.validation import BlockContext, validate_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
 
 BLOCK_OVERHEAD_BYTES = 1_024
@@ -87,17 +88,11 @@ def build_block(
         seen_votes.add(encoded)
         included.append(vote)
         used += len(encoded)
-    reward = Transaction(
-        kind=TxKind.REWARD,
-        outputs=(
-            TxOutput(
-                asset=AssetId(params.native_asset),
-                amount=params.block_reward + fees,
-                address=address_of(proposer),
-                lock=reward_lock(height, params),
-            ),
-        ),
-        payload=RewardPayload(height=height),
+    reward = reward_transaction(
+        height=height,
+        amount=params.block_reward + fees,
+        address=address_of(proposer),
+        params=params,
     )
     body = (reward, *chosen)
     header = BlockHeader(

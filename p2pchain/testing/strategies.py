@@ -30,6 +30,7 @@ from p2pchain.ledger.genesis import (
     genesis_state,
 )
 from p2pchain.ledger.header import BlockHeader, SignedHeader, header_signing_message
+from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import (
     MAX_ASSET_NAME_BYTES,
     MAX_OUTPUT_INDEX,
@@ -48,7 +49,7 @@ from p2pchain.ledger.tx import (
 )
 from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo, TxUndo, UndoData, UtxoView
-from p2pchain.ledger.validation import BlockContext, reward_lock
+from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet, is_spendable
 from p2pchain.params import COIN, NATIVE_ASSET, ChainParams
@@ -455,24 +456,12 @@ def build_block(
     if reward is None:
         reward = params.block_reward + native_fee(view, transactions, params)
     recipient = address_of(proposer.public_key) if reward_to is None else reward_to
-    reward_outputs = (
-        (
-            TxOutput(
-                asset=AssetId(params.native_asset),
-                amount=reward,
-                address=recipient,
-                lock=reward_lock(height, params),
-            ),
-        )
+    pay = (
+        reward_transaction(height=height, amount=reward, address=recipient, params=params)
         if reward
-        else ()
+        else Transaction(kind=TxKind.REWARD, payload=RewardPayload(height=height))
     )
-    body = (
-        Transaction(
-            kind=TxKind.REWARD, outputs=reward_outputs, payload=RewardPayload(height=height)
-        ),
-        *transactions,
-    )
+    body = (pay, *transactions)
     header = BlockHeader(
         parent=view.tip,
         height=height,

@@ -27,10 +27,11 @@ from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_roo
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator, genesis_state
 from p2pchain.ledger.header import BlockHeader
-from p2pchain.ledger.tx import RewardPayload, Transaction, TxKind, TxOutput
+from p2pchain.ledger.reward import reward_transaction
+from p2pchain.ledger.tx import Transaction, TxOutput
 from p2pchain.ledger.types import AssetId
 from p2pchain.ledger.utxo import UndoData, UtxoView
-from p2pchain.ledger.validation import BlockContext, connect_block, reward_lock
+from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.node.storage import BlockCommit, SqliteChainStore
 from p2pchain.params import COIN, ChainParams
@@ -82,17 +83,11 @@ class ChainBuilder:
             txs.append(tx)
             fees += fee
         proposer = SIDE_PROPOSER if side else VALIDATOR
-        reward = Transaction(
-            kind=TxKind.REWARD,
-            outputs=(
-                TxOutput(
-                    asset=NATIVE,
-                    amount=PARAMS.block_reward + fees,
-                    address=rng.choice(WALLETS).address,
-                    lock=reward_lock(height, PARAMS),
-                ),
-            ),
-            payload=RewardPayload(height=height),
+        reward = reward_transaction(
+            height=height,
+            amount=PARAMS.block_reward + fees,
+            address=rng.choice(WALLETS).address,
+            params=PARAMS,
         )
         body = (reward, *txs)
         header = BlockHeader(

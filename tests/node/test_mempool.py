@@ -15,10 +15,10 @@ from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_roo
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.evidence import VoteEquivocation
 from p2pchain.ledger.header import BlockHeader
+from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import (
     LockKind,
     OutPoint,
-    RewardPayload,
     SlashPayload,
     Transaction,
     TxInput,
@@ -27,7 +27,7 @@ from p2pchain.ledger.tx import (
 )
 from p2pchain.ledger.types import Address, BlockId, PublicKey, TxId
 from p2pchain.ledger.utxo import UtxoView
-from p2pchain.ledger.validation import BlockContext, connect_block, reward_lock
+from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.node.mempool import Mempool, MempoolLimits, Removal
@@ -60,17 +60,11 @@ def genesis_coin(view: UtxoView, index: int) -> Coin:
 
 def make_block(view: UtxoView, txs: list[Transaction], fees: int) -> Block:
     height = view.height + 1
-    reward = Transaction(
-        kind=TxKind.REWARD,
-        outputs=(
-            TxOutput(
-                asset=NATIVE,
-                amount=PARAMS.block_reward + fees,
-                address=WALLETS[0].address,
-                lock=reward_lock(height, PARAMS),
-            ),
-        ),
-        payload=RewardPayload(height=height),
+    reward = reward_transaction(
+        height=height,
+        amount=PARAMS.block_reward + fees,
+        address=WALLETS[0].address,
+        params=PARAMS,
     )
     body = (reward, *txs)
     header = BlockHeader(

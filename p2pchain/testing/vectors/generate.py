@@ -39,9 +39,9 @@ from p2pchain.ledger.encoding import encode_item, uint_bytes
 from p2pchain.ledger.evidence import DoubleProposal, VoteEquivocation
 from p2pchain.ledger.genesis import genesis_block
 from p2pchain.ledger.header import BlockHeader, header_signing_message
+from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import (
     OutPoint,
-    RewardPayload,
     SlashPayload,
     Transaction,
     TxInput,
@@ -49,7 +49,7 @@ from p2pchain.ledger.tx import (
     TxOutput,
 )
 from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, PublicKey, TxId
-from p2pchain.ledger.validation import BlockContext, reward_lock
+from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN, ChainParams
@@ -204,17 +204,11 @@ class Scene:
             height = node.height + 1
         signer = key or self.proposer(parent, slot)
         if body is None:
-            pay = Transaction(
-                kind=TxKind.REWARD,
-                outputs=(
-                    TxOutput(
-                        asset=AssetId(params.native_asset),
-                        amount=params.block_reward if reward is None else reward,
-                        address=address_of(signer.public_key),
-                        lock=reward_lock(height, params),
-                    ),
-                ),
-                payload=RewardPayload(height=height),
+            pay = reward_transaction(
+                height=height,
+                amount=params.block_reward if reward is None else reward,
+                address=address_of(signer.public_key),
+                params=params,
             )
             body = (pay, *transactions)
         header = BlockHeader(
@@ -776,17 +770,8 @@ def _block_bad_reward(name: str) -> Vector:
     s.send(s.forge(parent, 3, body=(s.pay(0, COIN),)), Reason.BAD_REWARD)
     s.send(s.forge(parent, 4, reward=PARAMS.block_reward + 1), Reason.BAD_REWARD)
     key = s.proposer(parent, 5)
-    wrong = Transaction(
-        kind=TxKind.REWARD,
-        outputs=(
-            TxOutput(
-                asset=AssetId(PARAMS.native_asset),
-                amount=PARAMS.block_reward,
-                address=address_of(key.public_key),
-                lock=reward_lock(3, PARAMS),
-            ),
-        ),
-        payload=RewardPayload(height=3),
+    wrong = reward_transaction(  # the reward of another height
+        height=3, amount=PARAMS.block_reward, address=address_of(key.public_key), params=PARAMS
     )
     s.send(s.forge(parent, 5, body=(wrong,)), Reason.BAD_REWARD)
     s.check()
@@ -799,8 +784,8 @@ def _block_misplaced_reward(name: str) -> Vector:
         name, "A block with a second reward transaction after its own: misplaced-reward."
     )
     first = s.forge(a.block_id, 2)
-    output = replace(first.transactions[0].outputs[0], lock=reward_lock(7, PARAMS))
-    extra = Transaction(kind=TxKind.REWARD, outputs=(output,), payload=RewardPayload(height=7))
+    paid = first.transactions[0].outputs[0]
+    extra = reward_transaction(height=7, amount=paid.amount, address=paid.address, params=PARAMS)
     s.send(s.forge(a.block_id, 2, transactions=[extra]), Reason.MISPLACED_REWARD)
     s.check()
     return s.vector()

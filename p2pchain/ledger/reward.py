@@ -1,0 +1,25 @@
+"""The block reward transaction: the one way every proposer, test kit and vector builds it."""
+
+from __future__ import annotations
+
+from p2pchain.ledger.tx import RewardPayload, Transaction, TxKind, TxOutput
+from p2pchain.ledger.types import Address, AssetId
+from p2pchain.ledger.validation import reward_lock
+from p2pchain.params import ChainParams
+
+
+def reward_transaction(
+    *, height: int, amount: int, address: Address, params: ChainParams
+) -> Transaction:
+    """The first transaction of the block at `height`: `amount` native coins to `address`,
+    locked until the reward matures (the lock `connect_block` demands).
+
+    The proposer's `amount` is at most ``params.block_reward`` plus the block's fees.
+    """
+    output = TxOutput(
+        asset=AssetId(params.native_asset),
+        amount=amount,
+        address=address,
+        lock=reward_lock(height, params),
+    )
+    return Transaction(kind=TxKind.REWARD, outputs=(output,), payload=RewardPayload(height=height))
