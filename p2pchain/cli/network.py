@@ -11,7 +11,7 @@ from p2pchain.cli.config import NetworkFile, NodeFile, dump_network, dump_node, 
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.crypto import SecretKey
-from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
+from p2pchain.ledger.genesis import Allocation, self_bonded_genesis
 from p2pchain.net.relay import relay_port
 from p2pchain.params import COIN, ChainParams
 
@@ -95,21 +95,14 @@ def init_network(
     validator_keys = [SecretKey.from_entropy(os.urandom(32)) for _ in range(nodes)]
     node_keys = [SecretKey.from_entropy(os.urandom(32)) for _ in range(nodes)]
     demo_keys = [demo_wallet_key(i) for i in range(wallets)]
-    genesis = GenesisConfig(
+    genesis = self_bonded_genesis(
         chain_id=params.chain_id,
         genesis_time_ms=int((time.time() + genesis_delay_s) * 1000),
-        allocations=tuple(
+        stakes=[(key.public_key, VALIDATOR_STAKE_COINS * COIN) for key in validator_keys],
+        allocations=[
             Allocation(address=address_of(key.public_key), amount=DEMO_WALLET_COINS * COIN)
             for key in demo_keys
-        ),
-        validators=tuple(
-            GenesisValidator(
-                key=key.public_key,
-                owner=address_of(key.public_key),
-                stake=VALIDATOR_STAKE_COINS * COIN,
-            )
-            for key in validator_keys
-        ),
+        ],
     )
     dump_network(NetworkFile(params=params, genesis=genesis), network_path)
     wallet_paths = []

@@ -7,10 +7,12 @@ every allocation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
 from p2pchain.errors import ConfigError
+from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
 from p2pchain.ledger.crypto import is_valid_public_key, tagged_hash
 from p2pchain.ledger.encoding import (
@@ -97,6 +99,25 @@ class GenesisConfig:
             allocations=tuple(Allocation.from_rlp(x) for x in read_list(allocations, "allocs")),
             validators=tuple(GenesisValidator.from_rlp(x) for x in read_list(validators, "vals")),
         )
+
+
+def self_bonded_genesis(
+    *,
+    chain_id: int,
+    genesis_time_ms: int,
+    stakes: Sequence[tuple[PublicKey, int]],
+    allocations: Sequence[Allocation] = (),
+) -> GenesisConfig:
+    """A genesis bonding each validator key with its stake, owned by the key's own address
+    (so the validator itself may unbond): how testnets and simulations start a chain."""
+    return GenesisConfig(
+        chain_id=chain_id,
+        genesis_time_ms=genesis_time_ms,
+        allocations=tuple(allocations),
+        validators=tuple(
+            GenesisValidator(key=key, owner=address_of(key), stake=stake) for key, stake in stakes
+        ),
+    )
 
 
 def _check_config(config: GenesisConfig, params: ChainParams) -> None:

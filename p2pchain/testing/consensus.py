@@ -40,7 +40,7 @@ from p2pchain.errors import InvalidBlock, InvalidVote, Reason
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey, sha256
-from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
+from p2pchain.ledger.genesis import Allocation, GenesisConfig, self_bonded_genesis
 from p2pchain.ledger.types import BlockId, PublicKey
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.params import COIN, ChainParams
@@ -68,16 +68,13 @@ def make_genesis(
 ) -> GenesisConfig:
     """A genesis bonding each key with its stake (owned by the key's address), plus `balance`
     spendable coins per key so that tests can send transactions."""
-    return GenesisConfig(
+    return self_bonded_genesis(
         chain_id=params.chain_id,
         genesis_time_ms=0,
-        allocations=tuple(
+        stakes=[(key.public_key, stake) for key, stake in zip(keys, stakes, strict=True)],
+        allocations=[
             Allocation(address=address_of(key.public_key), amount=balance) for key in keys
-        ),
-        validators=tuple(
-            GenesisValidator(key=key.public_key, owner=address_of(key.public_key), stake=stake)
-            for key, stake in zip(keys, stakes, strict=True)
-        ),
+        ],
     )
 
 

@@ -29,9 +29,8 @@ from pathlib import Path
 import trio
 
 from p2pchain.errors import ConfigError
-from p2pchain.ledger.address import address_of
 from p2pchain.ledger.crypto import SecretKey, sha256
-from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
+from p2pchain.ledger.genesis import Allocation, GenesisConfig, self_bonded_genesis
 from p2pchain.ledger.tx import Transaction, TxOutput
 from p2pchain.ledger.types import Address, AssetId
 from p2pchain.ledger.validation import BlockContext
@@ -322,14 +321,11 @@ def make_testnet_genesis(
     balance: int,
 ) -> GenesisConfig:
     """Each validator bonded with `stake` (owned by its own address); each wallet `balance`."""
-    return GenesisConfig(
+    return self_bonded_genesis(
         chain_id=params.chain_id,
         genesis_time_ms=genesis_time_ms,
-        allocations=tuple(Allocation(address=w.address, amount=balance) for w in wallets),
-        validators=tuple(
-            GenesisValidator(key=k.public_key, owner=address_of(k.public_key), stake=stake)
-            for k in validators
-        ),
+        stakes=[(key.public_key, stake) for key in validators],
+        allocations=[Allocation(address=w.address, amount=balance) for w in wallets],
     )
 
 

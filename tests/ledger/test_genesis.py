@@ -7,8 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pchain.errors import ConfigError
+from p2pchain.ledger.address import address_of
 from p2pchain.ledger.crypto import SecretKey
-from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator, genesis_state
+from p2pchain.ledger.genesis import (
+    Allocation,
+    GenesisConfig,
+    GenesisValidator,
+    genesis_state,
+    self_bonded_genesis,
+)
 from p2pchain.ledger.tx import Lock, LockKind
 from p2pchain.ledger.types import Address, AssetId, PublicKey
 from p2pchain.params import COIN, ChainParams
@@ -46,6 +53,21 @@ def test_genesis_view_holds_allocations_and_bonded_stake() -> None:
     ((_, stake),) = view.utxos_of(OWNER)
     assert stake.lock == Lock(kind=LockKind.STAKE, key=VALIDATOR.public_key)
     assert block.has_valid_body_root()
+
+
+def test_a_self_bonded_validator_owns_its_stake() -> None:
+    """Each key's stake is bonded to it and spendable (unbondable) by the key's own address."""
+    other = SecretKey.from_entropy(b"genesis-test-second-validator-32")
+    genesis = self_bonded_genesis(
+        chain_id=PARAMS.chain_id,
+        genesis_time_ms=0,
+        stakes=[(VALIDATOR.public_key, 10 * COIN), (other.public_key, 20 * COIN)],
+    )
+    _, view = genesis_state(genesis, PARAMS)
+    assert view.bonded_stake() == {VALIDATOR.public_key: 10 * COIN, other.public_key: 20 * COIN}
+    for key in (VALIDATOR, other):
+        ((_, stake),) = view.utxos_of(address_of(key.public_key))
+        assert stake.lock == Lock(kind=LockKind.STAKE, key=key.public_key)
 
 
 @given(time_ms=st.integers(min_value=0, max_value=2**64 - 1), address=addresses())
