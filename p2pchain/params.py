@@ -16,6 +16,13 @@ NATIVE_ASSET: Final = bytes(32)
 COIN: Final = 100_000_000
 """Base units per native coin."""
 
+DEFAULT_MAX_BLOCK_BYTES: Final = 2_000_000
+"""The default `ChainParams.max_block_bytes`; the gossip bound on one message derives from it."""
+
+MAX_ASSET_NAME_BYTES: Final = 32
+"""The longest asset name the wire format decodes; `ChainParams.max_asset_name_bytes` may only
+lower it."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainParams:
@@ -38,10 +45,10 @@ class ChainParams:
     max_tx_bytes: int = 100_000
     max_tx_inputs: int = 1_000
     max_tx_outputs: int = 1_000
-    max_block_bytes: int = 2_000_000
+    max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES
     max_block_txs: int = 10_000
     max_block_votes: int = 4_096
-    max_asset_name_bytes: int = 32
+    max_asset_name_bytes: int = MAX_ASSET_NAME_BYTES
     native_asset: bytes = field(default=NATIVE_ASSET)
 
     def __post_init__(self) -> None:
@@ -51,5 +58,5 @@ class ChainParams:
             raise ConfigError("slot_ms and slots_per_epoch must be positive")
         if not 0 < self.block_reward <= self.max_money:
             raise ConfigError("block_reward must be in (0, max_money]")
-        if not 1 <= self.max_asset_name_bytes <= 32:  # the wire format's limit for a name
-            raise ConfigError("max_asset_name_bytes must be 1..32")
+        if not 1 <= self.max_asset_name_bytes <= MAX_ASSET_NAME_BYTES:
+            raise ConfigError(f"max_asset_name_bytes must be 1..{MAX_ASSET_NAME_BYTES}")

@@ -3,6 +3,8 @@
 - every tagged-hash tag the package uses has a row in the tag table (and the table lists no
   tag the code does not use);
 - every `ChainParams` field has a row in the "Chain parameters" table, with its default;
+- every message type has a row in the "Messages" table, with its class's payload limit (and
+  `Publish` states the gossip data bound);
 - every key `load_network` reads from network.toml has a row in "Files a network is made of",
   the example network.toml there loads and has the genesis id stated, and the key file format
   described there is what `write_key` writes.
@@ -28,6 +30,7 @@ from p2pchain.ledger.address import address_of, encode_address
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.genesis import genesis_block
 from p2pchain.params import ChainParams
+from p2pchain.protocol.messages import MAX_GOSSIP_DATA_BYTES, MESSAGE_TYPES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "p2pchain"
@@ -95,6 +98,12 @@ def documented_params(text: str) -> dict[str, str]:
     """Chain parameter name -> its default cell."""
     params = section(text, "### Chain parameters")
     return {name: row[1] for row in table_rows(params) for name in code_spans(row[0])}
+
+
+def documented_messages(text: str) -> dict[str, list[str]]:
+    """Message class name -> its row of the "Messages" table (type, name, fields, limit)."""
+    messages = section(text, "### Messages")
+    return {code_spans(row[1])[0]: row for row in table_rows(messages)}
 
 
 def network_toml_rows(text: str) -> dict[str, list[str]]:
@@ -203,8 +212,26 @@ def missing_network_keys(text: str) -> set[str]:
     return load_network_keys() - documented_network_keys(text)
 
 
+def wrong_message_rows(text: str) -> set[str]:
+    """Message types without a row, or whose row's type id or payload limit is not the code's."""
+    rows = documented_messages(text)
+    wrong = set()
+    for message_type, cls in MESSAGE_TYPES.items():
+        row = rows.get(cls.__name__)
+        if row is None or _number(row[0]) != message_type or _size(row[3]) != cls.MAX_PAYLOAD_BYTES:
+            wrong.add(cls.__name__)
+    return wrong
+
+
 def _number(cell: str) -> int:
     return int(re.sub(r"[ ,`]", "", cell))
+
+
+def _size(cell: str) -> int:
+    """A byte count as the document writes it: ``2,136`` or ``16 MiB``."""
+    if cell.endswith(" MiB"):
+        return _number(cell.removesuffix(" MiB")) * 1024 * 1024
+    return _number(cell)
 
 
 # -- tests -----------------------------------------------------------------------------------
@@ -239,6 +266,14 @@ def test_every_chain_parameter_is_in_the_parameter_table_with_its_default():
         else:
             assert value == bytes(32)
             assert cell == "32 zero bytes", name
+
+
+def test_every_message_type_is_in_the_message_table_with_its_payload_limit():
+    text = doc_text()
+    assert wrong_message_rows(text) == set()
+    assert set(documented_messages(text)) == {cls.__name__ for cls in MESSAGE_TYPES.values()}
+    publish = documented_messages(text)["Publish"][2]
+    assert f"data (≤ {MAX_GOSSIP_DATA_BYTES:,} bytes)" in publish
 
 
 def test_every_key_load_network_reads_is_in_the_files_section():
@@ -312,6 +347,8 @@ def test_key_files_are_as_the_files_section_describes(tmp_path):
         (missing_tags, "| `p2pchain/state-root` |", "p2pchain/state-root"),
         (missing_params, "| `max_block_votes` |", "max_block_votes"),
         (missing_params, "| `validator_set_lag_epochs` |", "validator_set_lag_epochs"),
+        (wrong_message_rows, "| 21 | `GetBlocksById` |", "GetBlocksById"),
+        (wrong_message_rows, "| 22 | `Blocks` |", "Blocks"),
         (missing_network_keys, "| `[genesis].validators[].stake` |", "stake"),
         (missing_network_keys, "| `[genesis]` |", "genesis"),
         (missing_network_keys, "| `[chain].slot_ms` |", "slot_ms"),

@@ -27,10 +27,10 @@ from p2pchain.ledger.encoding import (
 )
 from p2pchain.ledger.evidence import Evidence, evidence_from_rlp
 from p2pchain.ledger.types import Address, AssetId, Hash32, PublicKey, TxId
+from p2pchain.params import MAX_ASSET_NAME_BYTES
 
 _TX_SIG_TAG = b"p2pchain/tx"
 _ASSET_ID_TAG = b"p2pchain/asset"
-MAX_ASSET_NAME_BYTES = 32
 MAX_OUTPUT_INDEX = 2**32 - 1
 EMPTY_KEY = PublicKey(bytes(32))
 EMPTY_SIGNATURE = bytes(64)

@@ -1,8 +1,9 @@
 """Every peer-to-peer message: frozen wire objects, their type ids and per-type size limits.
 
 A frame carries one message: ``type (1 byte) || RLP payload``. The registry `MESSAGE_TYPES` maps
-type ids to classes; `MAX_PAYLOAD_BYTES` gives the hard limit of each type, which the frame
-decoder checks before it buffers a body (docs/protocol.md, Network section).
+type ids to classes; each class's `MAX_PAYLOAD_BYTES` is the hard limit of its type (the
+module's `MAX_PAYLOAD_BYTES` maps type ids to them), which the frame decoder checks before it
+buffers a body (docs/protocol.md, Network section).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from p2pchain.ledger.encoding import (
 )
 from p2pchain.ledger.types import BlockId
 from p2pchain.ledger.vote import Checkpoint
+from p2pchain.params import DEFAULT_MAX_BLOCK_BYTES
 
 PROTOCOL_VERSION: Final = 1
 MESSAGE_ID_BYTES: Final = 20
@@ -39,7 +41,9 @@ MAX_PEERS_IN_RESPONSE: Final = 64
 MAX_BLOCKS_PER_REQUEST: Final = 128
 MAX_BLOCK_IDS_PER_REQUEST: Final = 64
 MAX_DETAIL_BYTES: Final = 256
-MAX_GOSSIP_DATA_BYTES: Final = 2_100_000
+MAX_GOSSIP_DATA_BYTES: Final = DEFAULT_MAX_BLOCK_BYTES + DEFAULT_MAX_BLOCK_BYTES // 20
+"""The largest gossiped object: a block of the default `ChainParams.max_block_bytes` plus 5%,
+so that a block a little over the limit still arrives whole and is judged (block-too-large)."""
 MAX_BLOCKS_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 
 
@@ -90,6 +94,7 @@ class Hello:
     """First message inside the secure channel, both ways: who we are and where our chain is."""
 
     TYPE: ClassVar[int] = 1
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 4_096
     protocol_version: int
     chain_id: int
     genesis: BlockId
@@ -134,6 +139,7 @@ class Disconnect:
     """Last message before closing: a reason code and a short human-readable detail."""
 
     TYPE: ClassVar[int] = 2
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 512
     reason: DisconnectReason
     detail: bytes = b""
 
@@ -155,6 +161,7 @@ class Ping:
     """Liveness probe; the peer must answer with a `Pong` carrying the same nonce."""
 
     TYPE: ClassVar[int] = 3
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 16
     nonce: int
 
     def to_rlp(self) -> RLPItem:
@@ -171,6 +178,7 @@ class Pong:
     """Answer to `Ping`."""
 
     TYPE: ClassVar[int] = 4
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 16
     nonce: int
 
     def to_rlp(self) -> RLPItem:
@@ -187,6 +195,7 @@ class Status:
     """The sender's current head and finalized checkpoint (sent after Hello and on change)."""
 
     TYPE: ClassVar[int] = 5
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 256
     head: BlockId
     head_height: int
     head_slot: int
@@ -216,6 +225,7 @@ class Publish:
     """A full gossip message: the canonical encoding of one object of `topic`."""
 
     TYPE: ClassVar[int] = 10
+    MAX_PAYLOAD_BYTES: ClassVar[int] = MAX_GOSSIP_DATA_BYTES + 16
     topic: Topic
     data: bytes
 
@@ -236,6 +246,7 @@ class IHave:
     """Lazy gossip: ids of messages of `topic` the sender has (20-byte message ids)."""
 
     TYPE: ClassVar[int] = 11
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 8 + MAX_IHAVE_IDS * (MESSAGE_ID_BYTES + 1) + 8
     topic: Topic
     message_ids: tuple[bytes, ...]
 
@@ -256,6 +267,7 @@ class IWant:
     """Request for full messages announced by `IHave`."""
 
     TYPE: ClassVar[int] = 12
+    MAX_PAYLOAD_BYTES: ClassVar[int] = MAX_IWANT_IDS * (MESSAGE_ID_BYTES + 1) + 8
     message_ids: tuple[bytes, ...]
 
     def to_rlp(self) -> RLPItem:
@@ -272,6 +284,7 @@ class Graft:
     """Ask the receiver to add the sender to its mesh for `topic`."""
 
     TYPE: ClassVar[int] = 13
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 16
     topic: Topic
 
     def to_rlp(self) -> RLPItem:
@@ -288,6 +301,7 @@ class Prune:
     """Leave the receiver's mesh for `topic`; don't re-graft for `backoff_s`; other peers (PX)."""
 
     TYPE: ClassVar[int] = 14
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 32 + MAX_PX_PEERS * (MAX_ADDRESS_BYTES + 2)
     topic: Topic
     backoff_s: int
     peers: tuple[bytes, ...] = ()
@@ -313,6 +327,7 @@ class GetBlocksByRange:
     """Request up to `count` canonical blocks from `start_height` upward."""
 
     TYPE: ClassVar[int] = 20
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 64
     request_id: int
     start_height: int
     count: int
@@ -335,6 +350,7 @@ class GetBlocksById:
     """Request specific blocks (used to fetch unknown parents)."""
 
     TYPE: ClassVar[int] = 21
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 16 + MAX_BLOCK_IDS_PER_REQUEST * 33 + 8
     request_id: int
     block_ids: tuple[BlockId, ...]
 
@@ -358,6 +374,7 @@ class Blocks:
     """Response to a block request: blocks in ascending height order (maybe fewer than asked)."""
 
     TYPE: ClassVar[int] = 22
+    MAX_PAYLOAD_BYTES: ClassVar[int] = MAX_BLOCKS_RESPONSE_BYTES
     request_id: int
     blocks: tuple[Block, ...]
 
@@ -379,6 +396,7 @@ class GetPeers:
     """Peer exchange request."""
 
     TYPE: ClassVar[int] = 30
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 8
 
     def to_rlp(self) -> RLPItem:
         return []
@@ -394,6 +412,7 @@ class Peers:
     """Peer exchange response: dialable addresses such as ``tcp://127.0.0.1:9000``."""
 
     TYPE: ClassVar[int] = 31
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 8 + MAX_PEERS_IN_RESPONSE * (MAX_ADDRESS_BYTES + 2)
     addresses: tuple[bytes, ...]
 
     def to_rlp(self) -> RLPItem:
@@ -450,22 +469,9 @@ MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
 }
 
 MAX_PAYLOAD_BYTES: Final[dict[int, int]] = {
-    Hello.TYPE: 4_096,
-    Disconnect.TYPE: 512,
-    Ping.TYPE: 16,
-    Pong.TYPE: 16,
-    Status.TYPE: 256,
-    Publish.TYPE: MAX_GOSSIP_DATA_BYTES + 16,
-    IHave.TYPE: 8 + MAX_IHAVE_IDS * (MESSAGE_ID_BYTES + 1) + 8,
-    IWant.TYPE: MAX_IWANT_IDS * (MESSAGE_ID_BYTES + 1) + 8,
-    Graft.TYPE: 16,
-    Prune.TYPE: 32 + MAX_PX_PEERS * (MAX_ADDRESS_BYTES + 2),
-    GetBlocksByRange.TYPE: 64,
-    GetBlocksById.TYPE: 16 + MAX_BLOCK_IDS_PER_REQUEST * 33 + 8,
-    Blocks.TYPE: MAX_BLOCKS_RESPONSE_BYTES,
-    GetPeers.TYPE: 8,
-    Peers.TYPE: 8 + MAX_PEERS_IN_RESPONSE * (MAX_ADDRESS_BYTES + 2),
+    message_type: cls.MAX_PAYLOAD_BYTES for message_type, cls in MESSAGE_TYPES.items()
 }
+"""Each type's payload limit (its class's `MAX_PAYLOAD_BYTES`), for the frame decoder."""
 
 
 def encode_message(message: Message) -> bytes:

@@ -32,7 +32,6 @@ from p2pchain.ledger.genesis import (
 from p2pchain.ledger.header import BlockHeader, SignedHeader, header_signing_message
 from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import (
-    MAX_ASSET_NAME_BYTES,
     MAX_OUTPUT_INDEX,
     IssuePayload,
     Lock,
@@ -52,7 +51,7 @@ from p2pchain.ledger.utxo import AssetInfo, TxUndo, UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet, is_spendable
-from p2pchain.params import COIN, NATIVE_ASSET, ChainParams
+from p2pchain.params import COIN, MAX_ASSET_NAME_BYTES, NATIVE_ASSET, ChainParams
 
 # -- primitives ----------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ from p2pchain.ledger.wallet import Wallet
 from p2pchain.protocol.gossip import GossipParams
 from p2pchain.protocol.messages import (
     MAX_BLOCKS_RESPONSE_BYTES,
+    MAX_GOSSIP_DATA_BYTES,
     MAX_IWANT_IDS,
     MESSAGE_ID_BYTES,
     Blocks,
@@ -775,7 +776,7 @@ def _too_many_bytes(node: NodeProcess) -> Block:
     ledger = Ledger(node)
     filler = [ledger.spend(_unknown(ledger, 600), [ledger.pay(1)]) for _ in range(25)]
     block = _with_body(node, *filler)
-    assert node.params.max_block_bytes < len(block.encoded) < 2_100_000
+    assert node.params.max_block_bytes < len(block.encoded) < MAX_GOSSIP_DATA_BYTES
     return block
 
 
