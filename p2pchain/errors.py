@@ -68,7 +68,6 @@ class Reason(StrEnum):
     # votes
     BAD_VOTE_SIGNATURE = "bad-vote-signature"
     UNKNOWN_VALIDATOR = "unknown-validator"
-    UNKNOWN_VOTE_TARGET = "unknown-vote-target"
     UNKNOWN_VOTE_HEAD = "unknown-vote-head"
     BAD_VOTE_TARGET = "bad-vote-target"
     BAD_VOTE_SOURCE = "bad-vote-source"
