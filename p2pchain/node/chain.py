@@ -62,7 +62,7 @@ from p2pchain.errors import (
     StorageError,
 )
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.encoding import MAX_UINT64, encode, encode_item
+from p2pchain.ledger.encoding import encode, encode_item
 from p2pchain.ledger.evidence import Evidence, evidence_key
 from p2pchain.ledger.genesis import GenesisConfig
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
@@ -73,33 +73,15 @@ from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.node.config import NodeLimits
 from p2pchain.node.events import EventHub, EventKind, HeadInfo, ReorgInfo, TxInfo, TxStatus
 from p2pchain.node.mempool import Mempool, PoolChange
-from p2pchain.node.storage import BlockCommit, ChainStore
+from p2pchain.node.pending import PendingMessages, Source
+from p2pchain.node.storage import BlockCommit, ChainStore, TxLocation
+from p2pchain.node.txindex import TxIndex
 from p2pchain.params import ChainParams
-from p2pchain.protocol.connection import PeerId
-from p2pchain.protocol.quota import Quota, QuotaPool
 
 _logger = logging.getLogger("p2pchain.chain")
 
 _R = TypeVar("_R")
 _RETRY_VOTE = frozenset({Reason.UNKNOWN_VOTE_HEAD, Reason.FUTURE_VOTE})
-
-MAX_VOTE_BYTES: Final = len(
-    encode(
-        Vote(
-            slot=MAX_UINT64,
-            head=BlockId(bytes(32)),
-            source=Checkpoint(epoch=MAX_UINT64, block_id=BlockId(bytes(32))),
-            target=Checkpoint(epoch=MAX_UINT64, block_id=BlockId(bytes(32))),
-            validator=PublicKey(bytes(32)),
-            signature=bytes(64),
-        )
-    )
-)
-"""The largest encoding of a vote (every field has a fixed maximum size): the waiting-vote
-pool's byte bound is its count bound times this."""
-
-Source = PeerId | None
-"""Who made us hold a waiting message: the peer that sent it, None for our own."""
 
 
 class Outcome(Enum):
@@ -220,27 +202,13 @@ class ChainService:
         self.detector = SlashingDetector(params.chain_id)
         self.lock = trio.Lock()
         self._undo: dict[BlockId, UndoData] = {}
-        self._canonical: list[BlockId] = [self.store.genesis_id]
-        self._tx_index: dict[TxId, tuple[BlockId, int, int]] = {}
-        self._rejected: OrderedDict[TxId, Reason] = OrderedDict()
-        self._waiting_blocks: QuotaPool[BlockId, Source, Block] = QuotaPool(
-            Quota(
-                max_items=limits.pending_blocks,
-                max_bytes=limits.pending_block_bytes,
-                max_items_per_source=limits.pending_blocks_per_peer,
-                max_bytes_per_source=limits.pending_block_bytes_per_peer,
-            )
+        self._index = TxIndex(
+            self._body(self.store.nodes[self.store.genesis_id]),
+            rejected_history=limits.rejected_history,
         )
-        """Blocks waiting for their parent or their slot (both are checked at every retry)."""
-        self._too_early = 0
-        self._waiting_votes: QuotaPool[bytes, Source, Vote] = QuotaPool(
-            Quota(
-                max_items=limits.pending_votes,
-                max_bytes=limits.pending_votes * MAX_VOTE_BYTES,
-                max_items_per_source=limits.pending_votes_per_peer,
-                max_bytes_per_source=limits.pending_votes_per_peer * MAX_VOTE_BYTES,
-            )
-        )
+        self._pending = PendingMessages(limits)
+        """Blocks waiting for their parent or their slot (both are checked at every retry),
+        votes waiting for their head or their slot."""
         self.vote_pool: OrderedDict[bytes, Vote] = OrderedDict()
         self._pool_added: dict[bytes, Vote] = {}
         self._pool_removed: dict[bytes, Vote] = {}
@@ -254,7 +222,7 @@ class ChainService:
         are in memory, oldest first."""
         self._history_bytes = 0
         self._history_floor = 0
-        """Blocks below this height have released bodies; `_tx_index` does not cover them."""
+        """Blocks below this height have released bodies; `_index` does not cover them."""
         self.new_evidence: list[Evidence] = []
         """Evidence found since the caller last took it (to gossip)."""
         self._saved_justified = self.store.justified_checkpoint
@@ -268,7 +236,6 @@ class ChainService:
         self._votes_imported = 0
         self._reorgs = 0
         self._offloaded = 0
-        self._index_block(self._body(self.store.nodes[self.store.genesis_id]))
 
     # -- time ----------------------------------------------------------------------------------
     def current_slot(self) -> int:
@@ -319,9 +286,8 @@ class ChainService:
         return None if node is None else self._body(node)
 
     def canonical_block(self, height: int) -> Block | None:
-        if not 0 <= height < len(self._canonical):
-            return None
-        return self._body(self.store.nodes[self._canonical[height]])
+        block_id = self._index.block_id_at(height)
+        return None if block_id is None else self._body(self.store.nodes[block_id])
 
     def _body(self, node: BlockNode) -> Block:
         """A known block's body: in memory, or from storage once finality released it.
@@ -336,20 +302,20 @@ class ChainService:
             raise StorageError(f"finalized block {node.block_id.hex()} is missing from storage")
         return block
 
-    def _locate(self, txid: TxId) -> tuple[BlockId, int, int] | None:
-        """Where `txid` is on the canonical chain: (block, height, position), or None.
+    def _locate(self, txid: TxId) -> TxLocation | None:
+        """Where `txid` is on the canonical chain, or None.
 
         The memory index covers the blocks whose bodies are in memory; storage answers for the
         older, finalized ones (it agrees with memory there, and only there, so its answer is
         taken below `_history_floor` only).
         """
-        location = self._tx_index.get(txid)
+        location = self._index.locate(txid)
         if location is not None:
             return location
         stored = self.storage.transaction_location(txid)
         if stored is None or stored.height >= self._history_floor:
             return None
-        return stored.block_id, stored.height, stored.position
+        return stored
 
     def state_root(self, block_id: BlockId) -> Hash32:
         """The state root after `block_id` (the finalized block or a descendant).
@@ -363,7 +329,7 @@ class ChainService:
         """The status of `txid`: on the canonical chain, in the pool, rejected, or unknown."""
         location = self._locate(txid)
         if location is not None:
-            block_id, height, position = location
+            block_id, height = location.block_id, location.height
             block = self.get_block(block_id)
             if block is None:
                 raise StorageError(f"block {block_id.hex()} of transaction {txid.hex()} is gone")
@@ -371,7 +337,7 @@ class ChainService:
             return TxInfo(
                 txid=txid,
                 status=TxStatus.FINALIZED if final else TxStatus.INCLUDED,
-                tx=block.transactions[position],
+                tx=block.transactions[location.position],
                 block_id=block_id,
                 height=height,
             )
@@ -380,7 +346,7 @@ class ChainService:
             return TxInfo(txid=txid, status=TxStatus.PENDING, tx=entry.tx)
         if self.mempool.is_orphan(txid):
             return TxInfo(txid=txid, status=TxStatus.PENDING)
-        reason = self._rejected.get(txid)
+        reason = self._index.rejection(txid)
         if reason is not None:
             return TxInfo(txid=txid, status=TxStatus.REJECTED, reason=reason)
         return TxInfo(txid=txid, status=TxStatus.UNKNOWN)
@@ -402,11 +368,11 @@ class ChainService:
             blocks_invalid=self._blocks_invalid,
             blocks_pruned=self._blocks_pruned,
             votes_imported=self._votes_imported,
-            blocks_waiting=len(self._waiting_blocks),
-            blocks_waiting_bytes=self._waiting_blocks.bytes,
-            blocks_dropped=self._waiting_blocks.evicted + self._too_early,
-            votes_waiting=len(self._waiting_votes),
-            votes_dropped=self._waiting_votes.evicted,
+            blocks_waiting=self._pending.blocks_waiting,
+            blocks_waiting_bytes=self._pending.blocks_waiting_bytes,
+            blocks_dropped=self._pending.blocks_dropped,
+            votes_waiting=self._pending.votes_waiting,
+            votes_dropped=self._pending.votes_dropped,
             history_blocks=len(self._history),
             history_bytes=self._history_bytes,
             evidence_pooled=len(self.evidence_pool),
@@ -624,21 +590,7 @@ class ChainService:
                 indexed.append(self._body(node))
             node = node.parent
         ids.reverse()
-        self._canonical = ids
-        self._tx_index = {}
-        for block in reversed(indexed):
-            self._index_transactions(block)
-
-    def _index_block(self, block: Block) -> None:
-        height = block.header.height
-        del self._canonical[height:]
-        self._canonical.append(block.block_id)
-        self._index_transactions(block)
-
-    def _index_transactions(self, block: Block) -> None:
-        height = block.header.height
-        for position, tx in enumerate(block.transactions):
-            self._tx_index[tx.txid] = (block.block_id, height, position)
+        self._index.rebuild(ids, reversed(indexed))
 
     def _release_history(self) -> None:
         """Keep at most `history_blocks` and `history_bytes` of finalized bodies below the
@@ -666,19 +618,8 @@ class ChainService:
         if floor <= self._history_floor:
             return
         for block in release_bodies(self.store, floor):
-            block_id = block.block_id
-            for tx in block.transactions:
-                location = self._tx_index.get(tx.txid)
-                if location is not None and location[0] == block_id:
-                    del self._tx_index[tx.txid]
+            self._index.release(block)
         self._history_floor = floor
-
-    def _unindex_block(self, block: Block) -> None:
-        del self._canonical[block.header.height :]
-        for tx in block.transactions:
-            location = self._tx_index.get(tx.txid)
-            if location is not None and location[0] == block.block_id:
-                del self._tx_index[tx.txid]
 
     def _prune_undo(self) -> None:
         for block_id in [b for b in self._undo if b not in self.store.tree]:
@@ -721,7 +662,7 @@ class ChainService:
         slot = self.tick()
         header = block.header
         if header.slot > slot + self.limits.max_future_slots:
-            self._too_early += 1
+            self._pending.ignore_too_early()
             return Outcome.TOO_EARLY
         parent_known = header.parent in store.nodes
         if not parent_known and (
@@ -731,7 +672,7 @@ class ChainService:
             remember_pruned(store, [block_id])  # so its descendants need not wait for it
             raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED, "its chain conflicts with finality")
         if not parent_known or header.slot > slot:
-            self._waiting_blocks.add(block_id, block, source=peer, size=len(block.encoded))
+            self._pending.hold_block(block, source=peer)
             return Outcome.UNKNOWN_PARENT if not parent_known else Outcome.FUTURE_SLOT
         results = await self._import_with_orphans(block, slot)
         if not results:
@@ -845,16 +786,11 @@ class ChainService:
         whose slot has not come yet keep waiting."""
         results: list[tuple[Block, BlockOutcome]] = []
         ready = [parent]
-        waiting = self._waiting_blocks
+        pending = self._pending
         while ready:
             current = ready.pop()
-            children = [
-                block
-                for _, block in waiting.items()
-                if block.header.parent == current and block.header.slot <= slot
-            ]
-            for child in children:
-                waiting.pop(child.block_id)
+            for child in pending.children_due(current, slot):
+                pending.take_block(child.block_id)
                 try:
                     outcome = await self._import_one(child, slot)
                 except InvalidBlock:
@@ -871,22 +807,12 @@ class ChainService:
         drop waiting blocks that can no longer extend the finalized chain."""
         async with self.lock:
             slot = self.tick()
-            waiting = self._waiting_blocks
-            floor = self._finalized_slot()
-            for block_id, block in waiting.items():
-                if block.header.slot <= floor:
-                    waiting.pop(block_id)
-            due = sorted(
-                (
-                    block
-                    for _, block in waiting.items()
-                    if block.header.slot <= slot and block.header.parent in self.store.nodes
-                ),
-                key=lambda b: b.header.height,
-            )
+            pending = self._pending
+            pending.drop_blocks_through(self._finalized_slot())
+            due = pending.blocks_due(slot, self.store.nodes.__contains__)
             results: list[tuple[Block, BlockOutcome]] = []
             for block in due:
-                if waiting.pop(block.block_id) is None:
+                if pending.take_block(block.block_id) is None:
                     continue  # imported meanwhile as a child of an earlier one
                 try:
                     results += await self._import_with_orphans(block, slot)
@@ -919,8 +845,7 @@ class ChainService:
                     raise  # its head is newer than the vote: no later slot makes it valid
                 if not vote.is_signature_valid(self.params.chain_id):
                     raise InvalidVote(Reason.BAD_VOTE_SIGNATURE) from exc
-                encoded = encode(vote)
-                self._waiting_votes.add(encoded, vote, source=peer, size=len(encoded))
+                self._pending.hold_vote(vote, source=peer)
                 return Outcome.QUEUED
             self._votes_imported += 1
             self._pool_vote(vote)
@@ -961,15 +886,15 @@ class ChainService:
     def _retry_votes(self, slot: int) -> list[Vote]:
         """Count the waiting votes that became valid; drop those that never will."""
         counted: list[Vote] = []
-        waiting = self._waiting_votes
-        for key, vote in waiting.items():
+        pending = self._pending
+        for key, vote in pending.votes():
             try:
                 on_vote(self.store, vote, slot)
             except InvalidVote as exc:
                 if exc.reason not in _RETRY_VOTE:
-                    waiting.pop(key)
+                    pending.take_vote(key)
                 continue
-            waiting.pop(key)
+            pending.take_vote(key)
             self._votes_imported += 1
             self._pool_vote(vote)
             counted.append(vote)
@@ -1039,7 +964,7 @@ class ChainService:
                 self.publish_tx(tx.txid)
                 self._notify()
             raise
-        self._rejected.pop(tx.txid, None)
+        self._index.forget_rejection(tx.txid)
         self._publish_pool_change(change)
         self._notify()
         return change
@@ -1121,10 +1046,8 @@ class ChainService:
         return None
 
     def reject(self, txid: TxId, reason: Reason) -> None:
-        self._rejected[txid] = reason
-        self._rejected.move_to_end(txid)
-        while len(self._rejected) > self.limits.rejected_history:
-            self._rejected.popitem(last=False)
+        """Report `txid` as REJECTED for `reason` (within `NodeLimits.rejected_history`)."""
+        self._index.reject(txid, reason)
 
     def publish_tx(self, txid: TxId) -> None:
         self.events.publish(EventKind.TX_STATUS, self.transaction(txid))
@@ -1137,15 +1060,28 @@ class ChainService:
 
     # -- after every change of the store ------------------------------------------------------
     async def _after_change(self, imported: list[Block], votes: list[Vote]) -> None:
-        """Persist, then update the pool and indexes, then publish events."""
-        old_finalized_height = self._finalized_height_indexed()
+        """Make a change of the store durable, then visible: persist → reindex → reconcile
+        the mempool → publish. Each step reads only what the steps before it settled, so
+        nothing is announced before it is on disk and indexed."""
         old_finalized = self._saved_finalized
+        old_finalized_height = self._finalized_height_indexed()
         change = pop_head_change(self.store)
         await self._persist(imported, votes)
+        self._reindex(change)
+        touched = self._reconcile_mempool(change)
+        self._publish(change, old_finalized, old_finalized_height, touched)
+
+    def _reindex(self, change: HeadChange) -> None:
+        """Move the canonical chain and the transaction index along the head change."""
         for block in change.undone:
-            self._unindex_block(block)
+            self._index.disconnect(block)
         for block in change.applied:
-            self._index_block(block)
+            self._index.connect(block)
+
+    def _reconcile_mempool(self, change: HeadChange) -> dict[TxId, None]:
+        """Take what the new chain carries out of the pools, put back what the old one
+        carried, and reject what can no more be included; return the transactions whose
+        status may have changed (in order, once each)."""
         touched: dict[TxId, None] = {}
         view, context = self.head_view(), self.next_context()
         pool_changes: list[PoolChange] = []
@@ -1167,7 +1103,7 @@ class ChainService:
                     if tx.kind is TxKind.REWARD:
                         continue
                     touched[tx.txid] = None
-                    if tx.txid not in self._tx_index and tx.txid not in self.mempool:
+                    if tx.txid not in self._index and tx.txid not in self.mempool:
                         reason = self._reason_off_chain(tx)
                         if reason is not None:
                             self.reject(tx.txid, reason)
@@ -1177,37 +1113,24 @@ class ChainService:
                 touched[removal.txid] = None
             for txid in pool_change.accepted:
                 touched[txid] = None
+        return touched
+
+    def _publish(
+        self,
+        change: HeadChange,
+        old_finalized: Checkpoint,
+        old_finalized_height: int,
+        touched: dict[TxId, None],
+    ) -> None:
+        """Report the new head, the reorg and finality, then every `touched` transaction's
+        status (with those finality settled), then wake the waiters; drop what finality
+        made useless."""
         self._reported_head = self.head_info()
         if change.old_head != change.new_head:
-            head = self.head_info()
-            if change.undone:
-                self.log.warning(
-                    "reorg: %d blocks undone, %d applied, new head %s at height %d",
-                    len(change.undone),
-                    len(change.applied),
-                    head.block_id.hex()[:16],
-                    head.height,
-                )
-                self.events.publish(
-                    EventKind.REORG,
-                    ReorgInfo(
-                        old_head=change.old_head,
-                        new_head=change.new_head,
-                        undone=tuple(b.block_id for b in change.undone),
-                        applied=tuple(b.block_id for b in change.applied),
-                    ),
-                )
-            self.log.info(
-                "new head %s height=%d slot=%d txs=%d mempool=%d",
-                head.block_id.hex()[:16],
-                head.height,
-                head.slot,
-                len(change.applied[-1].transactions) if change.applied else 0,
-                len(self.mempool),
-            )
-            self.events.publish(EventKind.NEW_HEAD, head)
+            self._publish_head(change)
         finalized = self.store.finalized_checkpoint
-        if finalized != old_finalized:
+        moved = finalized != old_finalized
+        if moved:
             self.log.info(
                 "finalized epoch %d block %s", finalized.epoch, finalized.block_id.hex()[:16]
             )
@@ -1223,9 +1146,38 @@ class ChainService:
             self._prune_detector()
         for txid in touched:
             self.publish_tx(txid)
-        if finalized != old_finalized:
+        if moved:
             self._release_history()
         self._notify()
+
+    def _publish_head(self, change: HeadChange) -> None:
+        head = self.head_info()
+        if change.undone:
+            self.log.warning(
+                "reorg: %d blocks undone, %d applied, new head %s at height %d",
+                len(change.undone),
+                len(change.applied),
+                head.block_id.hex()[:16],
+                head.height,
+            )
+            self.events.publish(
+                EventKind.REORG,
+                ReorgInfo(
+                    old_head=change.old_head,
+                    new_head=change.new_head,
+                    undone=tuple(b.block_id for b in change.undone),
+                    applied=tuple(b.block_id for b in change.applied),
+                ),
+            )
+        self.log.info(
+            "new head %s height=%d slot=%d txs=%d mempool=%d",
+            head.block_id.hex()[:16],
+            head.height,
+            head.slot,
+            len(change.applied[-1].transactions) if change.applied else 0,
+            len(self.mempool),
+        )
+        self.events.publish(EventKind.NEW_HEAD, head)
 
     def _finalized_height_indexed(self) -> int:
         node = self.store.nodes.get(self._saved_finalized.block_id)
