@@ -16,16 +16,14 @@ from p2pchain.net import (
     PeerRefused,
     SwarmConfig,
     open_swarm,
-    run_peer,
 )
 from p2pchain.net.transports import open_peer_stream, parse_address
 from p2pchain.protocol.connection import (
-    ConnectionClosed,
     ConnectionKeys,
-    HandshakeComplete,
 )
-from p2pchain.protocol.messages import DisconnectReason, Ping, Publish, Status, Topic
+from p2pchain.protocol.messages import DisconnectReason, Publish, Status, Topic
 from p2pchain.protocol.scoring import Offence, ScoringParams
+from p2pchain.testing.adversary import run_junk_peer
 from p2pchain.testing.link import TEST_CHAIN_ID, TEST_GENESIS, RawConnection, make_hello
 
 WAIT = 20  # generous safety bound on every wait; tests never sleep
@@ -175,24 +173,9 @@ async def _scripted_peer(nursery, address, seed, junk):
         hello=make_hello(identity),
         now=trio.current_time(),
     )
-    events = []
-    handshake = trio.Event()
-
-    async def record(handle, event):
-        events.append(event)
-        if isinstance(event, HandshakeComplete):
-            conn.send_raw(junk)  # the node must close the link; we keep reading until it does
-            handle.send_nowait(Ping(nonce=1))
-            handshake.set()
-
     stream = await open_peer_stream(nursery, parse_address(address))
-    handle = await nursery.start(
-        lambda task_status: run_peer(
-            stream, conn, record, address=address, outbound=True, task_status=task_status
-        )
-    )
-    await handle.wait_closed()
-    return [e for e in events if isinstance(e, ConnectionClosed)], handshake.is_set()
+    peer = await run_junk_peer(stream, conn, junk, address=address)
+    return peer.closed(), peer.active.is_set()
 
 
 async def test_junk_sender_is_banned_while_the_node_keeps_serving(caplog):
@@ -209,14 +192,12 @@ async def test_junk_sender_is_banned_while_the_node_keeps_serving(caplog):
             for _ in range(2):
                 closed, handshook = await _scripted_peer(nursery, _tcp(node), 42, junk)
                 assert handshook
-                assert [(e.reason, e.by_peer) for e in closed] == [
-                    (DisconnectReason.PROTOCOL_ERROR, True)
-                ]
+                assert closed == [(DisconnectReason.PROTOCOL_ERROR, True)]
                 await honest.ping(node.peer_id)  # barrier: the node is still serving
             assert node.score(hostile) < scoring.disconnect_threshold
             assert node.is_banned(hostile)
             closed, handshook = await _scripted_peer(nursery, _ws(node), 42, b"")
-            assert [(e.reason, e.by_peer) for e in closed] == [(DisconnectReason.BANNED, True)]
+            assert closed == [(DisconnectReason.BANNED, True)]
             message = Publish(topic=Topic.VOTE, data=b"still here")
             assert honest.send(node.peer_id, message)
             assert await _next_event(node, InboundMessage) == InboundMessage(

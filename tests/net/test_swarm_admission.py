@@ -17,11 +17,7 @@ from p2pchain.ledger.vote import Checkpoint
 from p2pchain.net import InboundMessage, PeerLimits, PeerRefused, SwarmConfig, open_swarm, run_peer
 from p2pchain.net.transports import parse_address
 from p2pchain.protocol.connection import (
-    ConnectionClosed,
     ConnectionConfig,
-    HandshakeComplete,
-    MessageReceived,
-    PeerId,
 )
 from p2pchain.protocol.framing import encode_frame
 from p2pchain.protocol.messages import (
@@ -36,6 +32,7 @@ from p2pchain.protocol.messages import (
     Topic,
 )
 from p2pchain.protocol.ratelimit import RateLimits
+from p2pchain.testing.adversary import RecordingPeer, open_stream_from, run_junk_peer
 from p2pchain.testing.link import (
     TEST_CHAIN_ID,
     TEST_GENESIS,
@@ -76,63 +73,14 @@ def _endpoint(node, scheme="tcp"):
     return address.host, address.port
 
 
-async def _open_from(source, endpoint):
-    """A TCP stream to `endpoint` whose source address is `source` (a loopback address)."""
-    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
-    try:
-        await sock.bind((source, 0))
-        await sock.connect(endpoint)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketStream(sock)
-
-
-class Peer:
-    """A peer of the test's own, driving a `PeerConnection` over a raw stream: an honest
-    protocol, any identity, any source address."""
-
-    def __init__(self, conn):
-        self.conn = conn
-        self.events = []
-        self.active = trio.Event()
-        self.ended = trio.Event()
-        self.settled = trio.Event()
-        """Set once the handshake completed or the link ended, whichever comes first."""
-        self.handle = None
-
-    async def __call__(self, handle, event):
-        self.events.append(event)
-        if isinstance(event, HandshakeComplete):
-            self.active.set()
-            self.settled.set()
-        if isinstance(event, ConnectionClosed):
-            self.ended.set()
-            self.settled.set()
-
-    @property
-    def key(self):
-        return PeerId(self.conn.hello.node_key)
-
-    def closed(self):
-        return [(e.reason, e.by_peer) for e in self.events if isinstance(e, ConnectionClosed)]
-
-    def received(self, kind):
-        return [
-            e.message
-            for e in self.events
-            if isinstance(e, MessageReceived) and isinstance(e.message, kind)
-        ]
-
-
 async def _join(nursery, node, source, *, seed=None, conn=None, scheme="tcp"):
     """Connect a `Peer` from `source`; return it with whether the node accepted it."""
     if conn is None:
         conn = honest_connection(
             next(_seeds) if seed is None else seed, initiator=True, now=trio.current_time()
         )
-    peer = Peer(conn)
-    stream = await _open_from(source, _endpoint(node, scheme))
+    peer = RecordingPeer(conn)
+    stream = await open_stream_from(source, *_endpoint(node, scheme))
     peer.handle = await nursery.start(
         lambda task_status: run_peer(
             stream, conn, peer, address=source, outbound=True, task_status=task_status
@@ -151,7 +99,7 @@ async def _stall(source, endpoint, first_bytes, done):
     """Slowloris: open, send a few bytes of a handshake, never finish; end when the node
     closes the connection (the node's eviction or deadline, never ours)."""
     try:
-        stream = await _open_from(source, endpoint)
+        stream = await open_stream_from(source, *endpoint)
     except OSError:
         done.append("refused")
         return
@@ -360,35 +308,18 @@ ATTACKER_LIMITS = PeerLimits(rates=RateLimits(per_type=()))
 """The attacker counts every answer it gets (no per-type budgets of its own)."""
 
 
-async def _junk_peer(nursery, node, source, junk):
-    """A fresh key from `source` that completes the handshake and sends `junk` (bytes, or a
-    function of its connection giving them) inside the encrypted stream."""
+async def _junk_peer(node, source, junk):
+    """A fresh key from `source` that completes the handshake and sends `junk` inside the
+    encrypted stream; an empty record if the node refuses the TCP connection itself."""
     keys = connection_keys(next(_seeds))
     conn = RawConnection(
         initiator=True, keys=keys, hello=make_hello(keys.identity), now=trio.current_time()
     )
-    peer = Peer(conn)
     try:
-        stream = await _open_from(source, _endpoint(node))
+        stream = await open_stream_from(source, *_endpoint(node))
     except OSError:
-        return peer
-    peer.handle = await nursery.start(
-        lambda task_status: run_peer(
-            stream,
-            conn,
-            peer,
-            address=source,
-            outbound=True,
-            limits=ATTACKER_LIMITS,
-            task_status=task_status,
-        )
-    )
-    await peer.settled.wait()
-    if peer.active.is_set():
-        conn.send_raw(junk(conn) if callable(junk) else junk)
-        peer.handle.send_nowait(Ping(nonce=1))
-    await peer.ended.wait()
-    return peer
+        return RecordingPeer(conn)
+    return await run_junk_peer(stream, conn, junk, address=source, limits=ATTACKER_LIMITS)
 
 
 async def test_fresh_keys_cannot_outrun_an_address_ban():
@@ -404,7 +335,7 @@ async def test_fresh_keys_cannot_outrun_an_address_ban():
             await honest.connect(f"tcp://{host}:{port}")
             outcomes = []
             for _ in range(4):
-                peer = await _junk_peer(nursery, node, "127.0.0.5", _oversize_frame())
+                peer = await _junk_peer(node, "127.0.0.5", _oversize_frame())
                 outcomes.append(peer.closed())
                 await honest.ping(node.peer_id)
             assert outcomes[:3] == [[(DisconnectReason.PROTOCOL_ERROR, True)]] * 3
@@ -425,7 +356,7 @@ async def test_many_addresses_of_one_group_misbehaving_get_the_group_refused():
     with trio.fail_after(WAIT):
         async with open_swarm(config, _status) as node, trio.open_nursery() as nursery:
             for n in range(errors_needed):
-                peer = await _junk_peer(nursery, node, f"127.30.0.{n + 1}", _oversize_frame())
+                peer = await _junk_peer(node, f"127.30.0.{n + 1}", _oversize_frame())
                 assert peer.closed() == [(DisconnectReason.PROTOCOL_ERROR, True)]
                 assert not node.is_refused(f"127.30.0.{n + 1}") or n == errors_needed - 1
             assert node.is_refused("127.30.200.200")  # an address never seen, same group
@@ -477,7 +408,6 @@ async def test_a_flood_of_cheap_messages_gets_the_flooder_banned(message, count)
             host, port = _endpoint(node)
             await honest.connect(f"tcp://{host}:{port}")
             flooder = await _junk_peer(
-                nursery,
                 node,
                 "127.0.0.8",
                 lambda conn: _many(conn.hello if message is None else message, count),
@@ -538,7 +468,7 @@ async def test_a_websocket_frame_declaring_2_to_the_62_is_closed_and_counted():
     config = _config(15)
     with trio.fail_after(WAIT):
         async with open_swarm(config, _status) as node:
-            stream = await _open_from("127.0.0.9", _endpoint(node, "ws"))
+            stream = await open_stream_from("127.0.0.9", *_endpoint(node, "ws"))
             async with stream:
                 await stream.send_all(request)
                 reply = b""

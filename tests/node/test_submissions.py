@@ -19,7 +19,8 @@ from p2pchain.ledger.tx import Transaction
 from p2pchain.node.config import DATABASE_FILE
 from p2pchain.params import COIN
 from p2pchain.protocol.messages import Publish, Topic
-from tests.robustness.harness import HONEST_SOURCE, SecurePeer, restart_node, start_node
+from p2pchain.testing.adversary import SecurePeer
+from tests.robustness.harness import HONEST_SOURCE, restart_node, start_node
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -52,20 +52,22 @@ from p2pchain.protocol.messages import (
     Status,
     Topic,
 )
+from p2pchain.testing.adversary import (
+    Ending,
+    PeerClosed,
+    RawStream,
+    SecurePeer,
+    fresh_keys,
+    upgrade_request,
+)
 from p2pchain.testing.link import TEST_CHAIN_ID, TEST_GENESIS, make_hello
 from tests.robustness.harness import (
     HONEST_SOURCE,
     WAIT_S,
-    Ending,
     NodeProcess,
-    PeerClosed,
-    RawStream,
-    SecurePeer,
     Sources,
     Verdict,
-    fresh_keys,
     honest_peer_is_served,
-    upgrade_request,
 )
 
 soak = pytest.mark.soak

@@ -21,22 +21,18 @@ from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.protocol.connection import ConnectionKeys, State
 from p2pchain.protocol.messages import PROTOCOL_VERSION, DisconnectReason, Ping, encode_message
 from p2pchain.protocol.noise import IdentityProof, NoiseSession, frame_noise_message
-from p2pchain.testing.hostile import LOW_ORDER_POINTS
-from p2pchain.testing.link import RawConnection, make_hello
-from tests.robustness.harness import (
+from p2pchain.testing.adversary import (
     NO_TIMERS,
-    WAIT_S,
-    NodeProcess,
     RawStream,
     SecurePeer,
     SilentConnection,
-    Sources,
-    Verdict,
     fresh_keys,
-    honest_peer_is_served,
     upgrade_request,
     ws_header,
 )
+from p2pchain.testing.hostile import LOW_ORDER_POINTS
+from p2pchain.testing.link import RawConnection, make_hello
+from tests.robustness.harness import WAIT_S, NodeProcess, Sources, Verdict, honest_peer_is_served
 
 soak = pytest.mark.soak
 HANDSHAKE_DEADLINE_S = 5.0

@@ -39,13 +39,8 @@ from p2pchain.protocol.messages import (
     Topic,
     encode_message,
 )
-from tests.robustness.harness import (
-    NodeProcess,
-    SecurePeer,
-    Sources,
-    Verdict,
-    closed_at_accept,
-)
+from p2pchain.testing.adversary import SecurePeer, closed_at_accept
+from tests.robustness.harness import NodeProcess, Sources, Verdict
 
 soak = pytest.mark.soak
 

@@ -18,10 +18,10 @@ from p2pchain.cli.config import NetworkFile, NodeFile, dump_network, dump_node, 
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.genesis import genesis_block
 from p2pchain.protocol.messages import Publish, Topic
+from p2pchain.testing.adversary import SecurePeer
 from p2pchain.testing.consensus import CONSENSUS_PARAMS, SelfPruningChain, build_self_pruning_chain
 from tests.robustness.harness import (
     NodeProcess,
-    SecurePeer,
     Sources,
     Verdict,
     free_port,
