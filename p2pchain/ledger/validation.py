@@ -127,8 +127,9 @@ def _check_shape(tx: Transaction, params: ChainParams) -> None:
     ):
         raise _fail(Reason.BAD_UNBOND, "UNBOND outputs are native and unbonding")
     if isinstance(tx.payload, IssuePayload):
-        if not 0 < len(tx.payload.name) <= params.max_asset_name_bytes:
-            raise _fail(Reason.BAD_ASSET_NAME, "name must be 1..32 bytes")
+        longest = params.max_asset_name_bytes
+        if not 0 < len(tx.payload.name) <= longest:
+            raise _fail(Reason.BAD_ASSET_NAME, f"name must be 1..{longest} bytes")
         if tx.payload.cap > params.max_money:
             raise _fail(Reason.AMOUNT_OUT_OF_RANGE, f"cap {tx.payload.cap}")
 
