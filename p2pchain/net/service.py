@@ -39,7 +39,14 @@ from typing import Protocol
 
 import trio
 
-from p2pchain.errors import DecodeError, GossipIgnore, GossipReject, Reason, StorageError
+from p2pchain.errors import (
+    ConfigError,
+    DecodeError,
+    GossipIgnore,
+    GossipReject,
+    Reason,
+    StorageError,
+)
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode_item
 from p2pchain.ledger.types import BlockId
@@ -161,9 +168,9 @@ class NetworkConfig:
 
     def __post_init__(self) -> None:
         if min(self.validation_workers, self.validation_queue, self.delivery_queue) < 1:
-            raise ValueError("worker and queue sizes must be positive")
+            raise ConfigError("worker and queue sizes must be positive")
         if self.max_validations_per_peer < 1 or self.max_sync_responses < 1:
-            raise ValueError("per-peer and sync queue limits must be positive")
+            raise ConfigError("per-peer and sync queue limits must be positive")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from p2pchain.errors import ConfigError
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.types import BlockId
 from p2pchain.protocol.connection import PeerId
@@ -87,19 +88,19 @@ class SyncParams:
 
     def __post_init__(self) -> None:
         if not 0 < self.batch_size <= MAX_BLOCKS_PER_REQUEST:
-            raise ValueError("batch_size must be in 1..MAX_BLOCKS_PER_REQUEST")
+            raise ConfigError("batch_size must be in 1..MAX_BLOCKS_PER_REQUEST")
         if self.max_requests_per_peer < 1 or self.max_requests < 1:
-            raise ValueError("request limits must be positive")
+            raise ConfigError("request limits must be positive")
         if not 0 < self.max_parent_requests_per_peer <= self.max_parent_requests:
-            raise ValueError("max_parent_requests_per_peer must be in 1..max_parent_requests")
+            raise ConfigError("max_parent_requests_per_peer must be in 1..max_parent_requests")
         if self.max_pending_blocks < self.batch_size:
-            raise ValueError("max_pending_blocks must hold at least one batch")
+            raise ConfigError("max_pending_blocks must hold at least one batch")
         if not 0 < self.max_orphans_per_peer <= self.max_orphans:
-            raise ValueError("max_orphans_per_peer must be in 1..max_orphans")
+            raise ConfigError("max_orphans_per_peer must be in 1..max_orphans")
         if not 0 < self.max_orphan_bytes_per_peer <= self.max_orphan_bytes:
-            raise ValueError("max_orphan_bytes_per_peer must be in 1..max_orphan_bytes")
+            raise ConfigError("max_orphan_bytes_per_peer must be in 1..max_orphan_bytes")
         if not 0 < self.max_response_bytes <= self.max_pending_bytes:
-            raise ValueError("max_pending_bytes must hold at least one answer")
+            raise ConfigError("max_pending_bytes must hold at least one answer")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

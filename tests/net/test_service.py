@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from p2pchain.errors import GossipReject, Reason
+from p2pchain.errors import ConfigError, GossipReject, Reason
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.net import (
@@ -43,6 +43,20 @@ def _config(seed, **overrides):
 
 def _tcp(service):
     return next(a for a in service.swarm.listen_addresses if a.startswith("tcp://"))
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("validation_workers", "worker and queue sizes"),
+        ("delivery_queue", "worker and queue sizes"),
+        ("max_validations_per_peer", "per-peer and sync queue"),
+        ("max_sync_responses", "per-peer and sync queue"),
+    ],
+)
+def test_bad_queue_limits_are_config_errors(field, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(1, **{field: 0})
 
 
 class SevereReject(GossipReject):

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pchain.errors import ConfigError
 from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.header import BlockHeader
@@ -469,9 +470,9 @@ def test_serve_by_id_skips_unknown_and_sorts_by_height():
 
 
 def test_bad_parameters_are_refused():
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(ConfigError, match="batch_size"):
         SyncParams(batch_size=1000)
-    with pytest.raises(ValueError, match="max_pending_blocks"):
+    with pytest.raises(ConfigError, match="max_pending_blocks"):
         SyncParams(batch_size=64, max_pending_blocks=10)
 
 
