@@ -10,6 +10,7 @@ from p2pchain.net.service import NetworkConfig as NetworkConfig
 from p2pchain.net.service import NetworkHost as NetworkHost
 from p2pchain.net.service import NetworkService as NetworkService
 from p2pchain.net.service import NetworkStatistics as NetworkStatistics
+from p2pchain.net.service import Orphan as Orphan
 from p2pchain.net.service import open_network as open_network
 from p2pchain.net.swarm import InboundMessage as InboundMessage
 from p2pchain.net.swarm import PeerConnected as PeerConnected
@@ -35,6 +36,7 @@ __all__ = [
     "NetworkHost",
     "NetworkService",
     "NetworkStatistics",
+    "Orphan",
     "PeerAddress",
     "PeerConnected",
     "PeerDisconnected",

@@ -6,11 +6,19 @@ its chain (`get_status`, `block_at_height`, `get_block`) and answers three hooks
 
 - ``await host.validate(topic, data, from_peer)`` before a gossip message is delivered or
   forwarded. It returns a `Verdict`, or raises `GossipIgnore` / `GossipReject`; a REJECT costs
-  every sender the raised class's `penalty`. ``GossipIgnore(Reason.UNKNOWN_PARENT)`` for a block
-  parks it in the orphan pool and asks the sender for the parent.
+  every sender the raised class's `penalty`. For a block whose parent it does not know it
+  returns `Orphan(block)` (the block it decoded): an IGNORE, and the block waits in the sync
+  manager's `OrphanPool` while the sender is asked for the parent.
 - ``await host.deliver(topic, data)`` for every accepted message from the network, in order.
 - ``await host.import_blocks(blocks, from_peer)`` for blocks fetched by sync (each the parent of
-  the next) and for orphans whose parent arrived; it returns an `ImportResult`.
+  the next) and for orphans whose parent is known now; it returns an `ImportResult`, and the
+  blocks it neither accepted nor found invalid wait in the orphan pool.
+
+The orphan pool is the only place where blocks wait for a parent. Its blocks are handed back
+to `import_blocks` as soon as the host knows their parent (`get_block`), whichever way the
+parent came: checked after every block accepted from gossip (validated and delivered) or
+sync and at every `announce_status` (the node calls it after its own imports: slot ticks,
+proposals).
 
 Nothing waits on the node inside the swarm's event loop: validations run in a pool of worker
 tasks fed by a bounded channel, deliveries in one worker, imports in the sync task. Every queue
@@ -39,16 +47,8 @@ from typing import Protocol
 
 import trio
 
-from p2pchain.errors import (
-    ConfigError,
-    DecodeError,
-    GossipIgnore,
-    GossipReject,
-    Reason,
-    StorageError,
-)
+from p2pchain.errors import ConfigError, GossipIgnore, GossipReject, StorageError
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.encoding import decode_item
 from p2pchain.ledger.types import BlockId
 from p2pchain.net.faults import FaultLog, Where
 from p2pchain.net.swarm import (
@@ -103,13 +103,25 @@ from p2pchain.protocol.sync import (
 class ImportResult:
     """What `NetworkHost.import_blocks` did with the blocks it was given.
 
-    A block in neither set has a parent the host does not know: it waits in the orphan pool.
+    A block in neither set has a parent the host does not know: it waits in the orphan pool
+    (unless the host knows that parent, which it could not attach to: it is dropped).
     """
 
     accepted: frozenset[BlockId]
     """Blocks now in the host's block tree: imported by this call or known before."""
     invalid: frozenset[BlockId] = frozenset()
     """Blocks that break a rule; the peer that sent them loses `invalid_block_penalty`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """`NetworkHost.validate`'s answer for a block whose parent the host does not know.
+
+    Gossip treats it as an IGNORE (not relayed, nobody blamed); the service keeps `block`, as
+    the host decoded it, in the orphan pool and asks the sender for the parent.
+    """
+
+    block: Block
 
 
 class NetworkHost(Protocol):
@@ -127,8 +139,9 @@ class NetworkHost(Protocol):
         """Any block we hold (canonical or not), for serving and for status comparison."""
         ...
 
-    async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict:
-        """Gossip validation; may raise `GossipIgnore` / `GossipReject` instead of returning."""
+    async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict | Orphan:
+        """Gossip validation; may raise `GossipIgnore` / `GossipReject` instead of returning,
+        and returns `Orphan` for a block with an unknown parent."""
         ...
 
     async def deliver(self, topic: Topic, data: bytes) -> None:
@@ -278,11 +291,13 @@ class NetworkService:
         return len(actions) - (self._counters.sends_dropped - before)
 
     def announce_status(self) -> None:
-        """Send `host.get_status()` to every peer if it changed since the last announcement.
+        """Send `host.get_status()` to every peer if it changed since the last announcement,
+        and import the orphans whose parent the host knows now.
 
-        Call after the head or the finalized checkpoint changed; the service calls it itself
-        after every block import.
+        Call after the host's chain changed by itself (a slot tick, our own block); the
+        service calls it itself after every block import.
         """
+        self._release_orphans()
         status = self._host.get_status()
         if status == self._announced:
             return
@@ -436,19 +451,23 @@ class NetworkService:
     async def _run_validator(self) -> None:
         async for action in self._validation_receive:
             penalty: float = GossipReject.penalty
-            orphan = False
+            orphan: Block | None = None
             try:
-                verdict = await self._host.validate(action.topic, action.data, action.from_peer)
+                result = await self._host.validate(action.topic, action.data, action.from_peer)
             except GossipReject as exc:
                 verdict, penalty = Verdict.REJECT, type(exc).penalty
-            except GossipIgnore as exc:
+            except GossipIgnore:
                 verdict = Verdict.IGNORE
-                orphan = action.topic is Topic.BLOCK and exc.reason is Reason.UNKNOWN_PARENT
             except StorageError:
                 raise
             except Exception as exc:
                 verdict = Verdict.IGNORE  # our bug: nobody is blamed, nothing is relayed
                 self._contain(Where.VALIDATION, exc, action.from_peer)
+            else:
+                if isinstance(result, Orphan):
+                    verdict, orphan = Verdict.IGNORE, result.block
+                else:
+                    verdict = result
             finally:
                 remaining = self._validating[action.from_peer] - 1
                 if remaining:
@@ -461,17 +480,33 @@ class NetworkService:
             self._execute(
                 self._router.report_validation(action.message_id, verdict, now, penalty=penalty)
             )
-            if orphan:
-                self._add_orphan(action.data, action.from_peer, now)
+            if orphan is not None:
+                self._hold_orphan(orphan, action.from_peer, now)
+            elif verdict is Verdict.ACCEPT and action.topic is Topic.BLOCK:
+                self._release_orphans()
 
-    def _add_orphan(self, data: bytes, from_peer: PeerId, now: float) -> None:
-        try:
-            block = Block.from_rlp(decode_item(data))
-        except DecodeError:
-            return  # the host judged the bytes a block; nothing to fetch if they are not
-        if from_peer in self._generation:
+    def _knows(self, block_id: BlockId) -> bool:
+        return self._host.get_block(block_id) is not None
+
+    def _hold_orphan(self, block: Block, from_peer: PeerId, now: float) -> None:
+        """Keep a block whose parent `from_peer`'s data did not let us attach, and ask that
+        peer for the parent; import it at once if the parent came meanwhile."""
+        if from_peer not in self._generation:
+            return
+        if self._knows(block.header.parent):
+            # Imported while this block was checked, after the orphans were last released.
+            self._execute([Import(blocks=(block,), from_peer=from_peer)])
+        else:
             self._execute(self._sync.add_orphan(block, from_peer, now))
             self._sync_wake.set()  # a new request deadline
+
+    def _release_orphans(self) -> None:
+        """Hand the orphans whose parent the host knows now to the sync task, to import."""
+        if not self._sync.orphans:
+            return
+        imports = self._sync.orphans.release_known(self._knows)
+        self._counters.orphans_released += sum(len(action.blocks) for action in imports)
+        self._execute(imports)
 
     async def _run_deliveries(self) -> None:
         async for action in self._delivery_receive:
@@ -481,6 +516,8 @@ class NetworkService:
                 raise
             except Exception as exc:  # the message came from several peers: nobody to drop
                 self.faults.record(Where.DELIVERY, exc)
+            if action.topic is Topic.BLOCK:
+                self._release_orphans()  # for a host that imports on delivery
 
     async def _run_heartbeat(self) -> None:
         interval = self.config.gossip.heartbeat_interval
@@ -538,38 +575,32 @@ class NetworkService:
                     self._execute(self._sync.reset(*self._anchor(), trio.current_time()))
 
     async def _import(self, action: Import) -> None:
+        """Import one batch; what did not attach becomes an orphan, and the orphans it
+        unlocks are queued as imports of their own (`announce_status`)."""
         blocks, from_peer = action.blocks, action.from_peer
-        while blocks:
-            result = await self._host.import_blocks(blocks, from_peer)
-            now = trio.current_time()
-            c = self._counters
-            c.blocks_accepted += sum(block.block_id in result.accepted for block in blocks)
-            c.blocks_invalid += sum(block.block_id in result.invalid for block in blocks)
-            if result.invalid and from_peer in self._generation:
-                self.swarm.penalize(
-                    from_peer, self.config.invalid_block_penalty, Offence.INVALID_MESSAGE
-                )
-                # Banned now; its disconnect is still on the way: never ask it again meanwhile.
-                self._execute(self._sync.remove_peer(from_peer, now))
-            missing = [
-                block
-                for block in blocks
-                if block.block_id not in result.accepted and block.block_id not in result.invalid
-            ]
-            if result.invalid or missing:
-                self._execute(self._sync.reset(*self._anchor(), now))
-            if from_peer in self._generation:
-                for block in missing:
+        result = await self._host.import_blocks(blocks, from_peer)
+        now = trio.current_time()
+        c = self._counters
+        c.blocks_accepted += sum(block.block_id in result.accepted for block in blocks)
+        c.blocks_invalid += sum(block.block_id in result.invalid for block in blocks)
+        if result.invalid and from_peer in self._generation:
+            self.swarm.penalize(
+                from_peer, self.config.invalid_block_penalty, Offence.INVALID_MESSAGE
+            )
+            # Banned now; its disconnect is still on the way: never ask it again meanwhile.
+            self._execute(self._sync.remove_peer(from_peer, now))
+        missing = [
+            block
+            for block in blocks
+            if block.block_id not in result.accepted and block.block_id not in result.invalid
+        ]
+        if result.invalid or missing:
+            self._execute(self._sync.reset(*self._anchor(), now))
+        if from_peer in self._generation:
+            for block in missing:
+                if not self._knows(block.header.parent):  # else the host cannot place it
                     self._execute(self._sync.add_orphan(block, from_peer, now))
-            released = [
-                child
-                for block in blocks
-                if block.block_id in result.accepted
-                for child in self._sync.orphans.release(block.block_id)
-            ]
-            c.orphans_released += len(released)
-            self.announce_status()
-            blocks = tuple(released)
+        self.announce_status()
 
 
 @asynccontextmanager

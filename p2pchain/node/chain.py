@@ -8,10 +8,12 @@ with ``record_forkchoice``. Events and status changes are published only after t
 returned, so nothing the node announced can be lost by a crash.
 
 Messages that arrive too early wait in bounded pools (`QuotaPool`: count and bytes, per peer
-and in total; the peer holding the most loses first): blocks with an unknown parent or from a
-slot at most `NodeLimits.max_future_slots` ahead, votes for an unknown head or from such a slot.
-They are retried when their parent arrives and at every slot tick; a block that can no longer
-extend the finalized chain leaves. Messages further ahead are ignored, not held.
+and in total; the peer holding the most loses first): blocks on a known parent from a slot at
+most `NodeLimits.max_future_slots` ahead, votes for an unknown head or from such a slot. They
+are retried at every slot tick; a block that can no longer extend the finalized chain leaves.
+Messages further ahead are ignored, not held. A block whose parent is unknown is not held here:
+`import_block` says `UNKNOWN_PARENT`, and the network's orphan pool keeps it, asks for the
+parent and hands it back once the parent is in.
 
 Finalized history costs memory per block, not per transaction: the bodies of finalized blocks
 more than `NodeLimits.history_blocks` (or `history_bytes`) below the finalized one are released
@@ -90,9 +92,11 @@ class Outcome(Enum):
     IMPORTED = "imported"
     KNOWN = "known"
     UNKNOWN_PARENT = "unknown-parent"
-    """A block waiting for its parent (bounded queue; retried when the parent arrives)."""
+    """A block whose parent we do not know: not held (the caller keeps it where blocks wait
+    for a parent, the network's orphan pool, and brings it back once the parent is in)."""
     FUTURE_SLOT = "future-slot"
-    """A block waiting for its slot to start (bounded queue; retried at every tick)."""
+    """A block on a known parent waiting for its slot to start (bounded queue; retried at
+    every tick)."""
     QUEUED = "queued"
     """A vote waiting for its head block or its slot."""
     TOO_EARLY = "too-early"
@@ -121,7 +125,7 @@ class ChainStatistics:
     import_seconds_sum: float = 0.0
     import_seconds_count: int = 0
     blocks_waiting_bytes: int = 0
-    """Encoded bytes of the blocks waiting for a parent or a slot."""
+    """Encoded bytes of the blocks waiting for their slot."""
     blocks_dropped: int = 0
     """Blocks not held or pushed out of the waiting pool by its bounds, or ignored as too far
     ahead of our clock."""
@@ -207,8 +211,8 @@ class ChainService:
             rejected_history=limits.rejected_history,
         )
         self._pending = PendingMessages(limits)
-        """Blocks waiting for their parent or their slot (both are checked at every retry),
-        votes waiting for their head or their slot."""
+        """Blocks on a known parent waiting for their slot, votes waiting for their head or
+        their slot."""
         self.vote_pool: OrderedDict[bytes, Vote] = OrderedDict()
         self._pool_added: dict[bytes, Vote] = {}
         self._pool_removed: dict[bytes, Vote] = {}
@@ -633,9 +637,10 @@ class ChainService:
         return slot
 
     async def import_block(self, block: Block, *, peer: Source = None) -> Outcome:
-        """Validate and import `block` (and the waiting blocks and votes it unlocks).
+        """Validate and import `block` (and the waiting votes it unlocks).
 
-        `peer` sent it (None: our own); a block that has to wait is charged to its quota.
+        `peer` sent it (None: our own); a block that has to wait for its slot is charged to
+        its quota. A block with an unknown parent is not held (`Outcome.UNKNOWN_PARENT`).
 
         Raises:
             InvalidBlock: the block breaks a rule (the store and database are unchanged), or
@@ -671,33 +676,19 @@ class ChainService:
         ):
             remember_pruned(store, [block_id])  # so its descendants need not wait for it
             raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED, "its chain conflicts with finality")
-        if not parent_known or header.slot > slot:
+        if not parent_known:
+            return Outcome.UNKNOWN_PARENT
+        if header.slot > slot:
             self._pending.hold_block(block, source=peer)
-            return Outcome.UNKNOWN_PARENT if not parent_known else Outcome.FUTURE_SLOT
-        results = await self._import_with_orphans(block, slot)
-        if not results:
+            return Outcome.FUTURE_SLOT
+        outcome = await self._import_one(block, slot)
+        if outcome is None:
             return Outcome.KNOWN
-        await self._after_imports(results, slot)
-        return Outcome.IMPORTED if results[0][1] is BlockOutcome.ADDED else Outcome.PRUNED
+        await self._after_imports([(block, outcome)], slot)
+        return Outcome.IMPORTED if outcome is BlockOutcome.ADDED else Outcome.PRUNED
 
     def _finalized_slot(self) -> int:
         return self.store.nodes[self.store.finalized_checkpoint.block_id].slot
-
-    async def _import_with_orphans(
-        self, block: Block, slot: int
-    ) -> list[tuple[Block, BlockOutcome]]:
-        """Import `block`, then the waiting blocks it (transitively) unlocks; [] if known.
-
-        Raises:
-            InvalidBlock: `block` breaks a rule (an invalid waiting block is dropped instead).
-        """
-        outcome = await self._import_one(block, slot)
-        if outcome is None:
-            return []
-        results = [(block, outcome)]
-        if outcome is BlockOutcome.ADDED:
-            results += await self._release_orphans(block.block_id, slot)
-        return results
 
     async def _after_imports(self, results: list[tuple[Block, BlockOutcome]], slot: int) -> None:
         """Persist and publish what a batch of imports did. The votes of a pruned block count
@@ -779,29 +770,6 @@ class ChainService:
         await trio.to_thread.run_sync(verify_all)
         self._offloaded += len(fresh)
 
-    async def _release_orphans(
-        self, parent: BlockId, slot: int
-    ) -> list[tuple[Block, BlockOutcome]]:
-        """Import the waiting blocks that `parent` (transitively) unlocks; return them. Those
-        whose slot has not come yet keep waiting."""
-        results: list[tuple[Block, BlockOutcome]] = []
-        ready = [parent]
-        pending = self._pending
-        while ready:
-            current = ready.pop()
-            for child in pending.children_due(current, slot):
-                pending.take_block(child.block_id)
-                try:
-                    outcome = await self._import_one(child, slot)
-                except InvalidBlock:
-                    continue
-                if outcome is None:
-                    continue
-                results.append((child, outcome))
-                if outcome is BlockOutcome.ADDED:
-                    ready.append(child.block_id)
-        return results
-
     async def on_slot(self) -> None:
         """Slot tick: import the waiting blocks whose slot has come, retry the waiting votes,
         drop waiting blocks that can no longer extend the finalized chain."""
@@ -812,12 +780,13 @@ class ChainService:
             due = pending.blocks_due(slot, self.store.nodes.__contains__)
             results: list[tuple[Block, BlockOutcome]] = []
             for block in due:
-                if pending.take_block(block.block_id) is None:
-                    continue  # imported meanwhile as a child of an earlier one
+                pending.take_block(block.block_id)
                 try:
-                    results += await self._import_with_orphans(block, slot)
+                    outcome = await self._import_one(block, slot)
                 except InvalidBlock:
                     continue
+                if outcome is not None:
+                    results.append((block, outcome))
             await self._after_imports(results, slot)
 
     async def import_vote(self, vote: Vote, *, peer: Source = None) -> Outcome:

@@ -56,7 +56,8 @@ class NodeLimits:
     """Approximate bytes of those events (transaction events count their transaction's
     encoding); the oldest leave first when either bound is reached."""
     pending_blocks: int = 256
-    """Blocks waiting for their parent or for their slot, from all peers together."""
+    """Blocks on a known parent waiting for their slot, from all peers together (blocks with
+    an unknown parent wait in the network's orphan pool, `SyncParams.max_orphans`)."""
     pending_block_bytes: int = 64 * 1024 * 1024
     """Encoded bytes of the waiting blocks, from all peers together."""
     pending_blocks_per_peer: int = 32

@@ -48,6 +48,7 @@ from p2pchain.net.service import (
     NetworkConfig,
     NetworkService,
     NetworkStatistics,
+    Orphan,
     open_network,
 )
 from p2pchain.net.swarm import PeerInfo, SwarmConfig
@@ -410,8 +411,9 @@ class Node:
     def block_at_height(self, height: int) -> Block | None:
         return self._chain.canonical_block(height)
 
-    async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict:
-        """Gossip validation: a valid message is also imported here, before it is relayed."""
+    async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict | Orphan:
+        """Gossip validation: a valid message is also imported here, before it is relayed; a
+        block with an unknown parent comes back as `Orphan`, for the network's orphan pool."""
         try:
             if topic is Topic.TRANSACTION:
                 return self._validate_transaction(Transaction.from_bytes(data), from_peer)
@@ -455,7 +457,7 @@ class Node:
         self._chain.mempool.mark_gossiped(tx.txid)
         return Verdict.ACCEPT
 
-    async def _validate_block(self, block: Block, from_peer: PeerId) -> Verdict:
+    async def _validate_block(self, block: Block, from_peer: PeerId) -> Verdict | Orphan:
         try:
             outcome = await self._chain.import_block(block, peer=from_peer)
         except InvalidBlock as exc:
@@ -465,7 +467,7 @@ class Node:
         if outcome in (Outcome.IMPORTED, Outcome.PRUNED):
             return Verdict.ACCEPT  # a pruned block is relayed: peers need its votes too
         if outcome is Outcome.UNKNOWN_PARENT:
-            raise GossipIgnore(Reason.UNKNOWN_PARENT)
+            return Orphan(block)
         if outcome in (Outcome.FUTURE_SLOT, Outcome.TOO_EARLY):
             raise GossipIgnore(Reason.FUTURE_SLOT)
         raise GossipIgnore(Reason.DUPLICATE_BLOCK)
@@ -489,7 +491,8 @@ class Node:
         """Blocks from sync: import in order; report which are in the tree and which broke a
         rule. Blocks from a future slot wait in our queue and count as accepted, and so do
         blocks too far ahead of our clock to be held (dropped without blaming the peer for a
-        clock difference; nor are they orphans to fetch parents for)."""
+        clock difference; nor are they orphans to fetch parents for). A block with an unknown
+        parent is neither: the network keeps it in its orphan pool."""
         accepted: set[BlockId] = set()
         invalid: set[BlockId] = set()
         for block in blocks:

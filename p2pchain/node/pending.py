@@ -1,8 +1,9 @@
-"""Blocks and votes that arrived before they can be imported, held within `NodeLimits`.
+"""Blocks and votes that arrived before their slot or their vote's head, held within `NodeLimits`.
 
 Both pools are `QuotaPool`s (count and bytes, per peer and in total; the peer holding the most
 loses first). `ChainService` decides what waits and retries the waiting messages; this module
-only holds them and says which are due. No trio, no clock: the slot is an argument.
+only holds them and says which are due. No trio, no clock: the slot is an argument. Blocks
+whose parent is unknown are not held here: they wait in the network's `OrphanPool`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ Source = PeerId | None
 
 
 class PendingMessages:
-    """Blocks waiting for their parent or their slot, and votes waiting for their head block
+    """Blocks on a known parent waiting for their slot, and votes waiting for their head block
     or their slot, each pool within its `NodeLimits` bounds."""
 
     def __init__(self, limits: NodeLimits) -> None:
@@ -74,17 +75,9 @@ class PendingMessages:
         """Remove and return a held block (None if it is not held, or no longer)."""
         return self._blocks.pop(block_id)
 
-    def children_due(self, parent: BlockId, slot: int) -> list[Block]:
-        """Held children of `parent` whose slot has come, in the order they arrived."""
-        return [
-            block
-            for _, block in self._blocks.items()
-            if block.header.parent == parent and block.header.slot <= slot
-        ]
-
     def blocks_due(self, slot: int, is_known: Callable[[BlockId], bool]) -> list[Block]:
-        """Held blocks whose slot has come and whose parent `is_known`, parents first (by
-        height; blocks of one height in the order they arrived)."""
+        """Held blocks whose slot has come and whose parent `is_known` (still: it may have been
+        pruned meanwhile), by height (blocks of one height in the order they arrived)."""
         due = [
             block
             for _, block in self._blocks.items()

@@ -11,14 +11,15 @@ pending blocks and bytes) or loop (a peer that returns nothing, or nothing withi
 to another peer). Time is the `now` argument, in seconds; nothing here reads a clock, and no
 deadline or penalty depends on the chain's slot or epoch length.
 
-`OrphanPool` holds gossiped blocks whose parent is unknown until the parent arrives, bounded in
-count and bytes globally and per peer (`QuotaPool`: a peer over its share loses its own oldest,
-a full pool the oldest of the peer holding the most) and expiring by `now`.
+`OrphanPool` is the one place where blocks whose parent is unknown wait (gossiped ones, and
+blocks of a sync answer that did not attach), until the parent is known, bounded in count and
+bytes globally and per peer (`QuotaPool`: a peer over its share loses its own oldest, a full
+pool the oldest of the peer holding the most) and expiring by `now`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -318,8 +319,9 @@ class SyncManager:
         return [*actions, *self._schedule(now)]
 
     def add_orphan(self, block: Block, from_peer: PeerId, now: float) -> list[SyncAction]:
-        """Hold a gossiped block with an unknown parent; ask its sender for the missing one,
-        unless `max_parent_requests` (in all, or to that peer) are already out."""
+        """Hold a block with an unknown parent (gossiped, or left over from a sync answer);
+        ask its sender for the missing one, unless `max_parent_requests` (in all, or to that
+        peer) are already out."""
         self.orphans.expire(now)
         asking = [r.peer_id for r in self._requests.values() if r.by_id]
         may_ask = (
@@ -494,6 +496,7 @@ class SyncManager:
 @dataclass(slots=True, eq=False)
 class _Orphan:
     block: Block
+    from_peer: PeerId
     expires: float
 
 
@@ -543,7 +546,7 @@ class OrphanPool:
         block_id = block.block_id
         if block_id in self._pool:
             return None
-        orphan = _Orphan(block, now + self.params.orphan_ttl)
+        orphan = _Orphan(block, from_peer, now + self.params.orphan_ttl)
         evicted = self._pool.add(block_id, orphan, source=from_peer, size=block_size(block))
         if any(gone is orphan for gone in evicted):
             self._unlink_all([gone for gone in evicted if gone is not orphan])
@@ -565,8 +568,33 @@ class OrphanPool:
 
         Parents come before their children, so the list can be imported in order.
         """
+        return [orphan.block for orphan in self._release(parent_id)]
+
+    def release_known(self, is_known: Callable[[BlockId], bool]) -> list[Import]:
+        """Remove every held descendant of the missing blocks that `is_known` now, however
+        they became known (gossip, sync, a slot tick, our own proposal).
+
+        Returns imports in order, parents before children; each is a run of orphans from one
+        sender, charged to it (an invalid one costs that peer, not the parent's sender).
+        """
+        missing = [parent for parent in self._children if parent not in self._pool]
+        imports: list[Import] = []
+        for parent in missing:
+            if not is_known(parent):
+                continue
+            for orphan in self._release(parent):
+                if imports and imports[-1].from_peer == orphan.from_peer:
+                    last = imports[-1]
+                    imports[-1] = Import(
+                        blocks=(*last.blocks, orphan.block), from_peer=last.from_peer
+                    )
+                else:
+                    imports.append(Import(blocks=(orphan.block,), from_peer=orphan.from_peer))
+        return imports
+
+    def _release(self, parent_id: BlockId) -> list[_Orphan]:
         self._requested.discard(parent_id)
-        released: list[Block] = []
+        released: list[_Orphan] = []
         frontier = [parent_id]
         while frontier:
             parent = frontier.pop(0)
@@ -575,7 +603,7 @@ class OrphanPool:
                 if orphan is None:
                     continue
                 self._unlink(orphan.block)
-                released.append(orphan.block)
+                released.append(orphan)
                 frontier.append(child_id)
         return released
 

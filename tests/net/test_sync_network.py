@@ -21,6 +21,7 @@ from p2pchain.net import (
     ImportResult,
     InboundMessage,
     NetworkConfig,
+    Orphan,
     PeerDisconnected,
     SwarmConfig,
     open_network,
@@ -102,7 +103,7 @@ class LedgerChain:
         if block.block_id in self.by_id:
             raise GossipIgnore(Reason.DUPLICATE_BLOCK)
         if block.header.parent not in self.by_id:
-            raise GossipIgnore(Reason.UNKNOWN_PARENT)
+            return Orphan(block)
         return Verdict.ACCEPT
 
     async def deliver(self, topic, data):
@@ -201,6 +202,60 @@ async def test_gossiped_block_with_unknown_parent_waits_for_its_parent():
             assert stats.sync.orphans == 0
             assert stats.gossip.ignored == 1
             assert producer.statistics().blocks_served == 1
+
+
+class OrphanWatch(LedgerChain):
+    """A `LedgerChain` that signals each block it hands back as an orphan."""
+
+    def __init__(self, blocks=()):
+        super().__init__(blocks)
+        self.orphaned = trio.Event()
+
+    async def validate(self, topic, data, from_peer):
+        verdict = await super().validate(topic, data, from_peer)
+        if isinstance(verdict, Orphan):
+            self.orphaned.set()
+        return verdict
+
+
+async def _orphan_nobody_can_serve(stack):
+    """A follower holding CHAIN[9] as an orphan, from a producer that lacks its parent."""
+    producer = await stack.enter_async_context(open_network(_config(12), LedgerChain(CHAIN[:8])))
+    follower_chain = OrphanWatch(CHAIN[:8])
+    follower = await stack.enter_async_context(open_network(_config(13), follower_chain))
+    await follower.swarm.connect(_tcp(producer))
+    await trio.testing.wait_all_tasks_blocked()  # both sides exchanged Status
+    assert producer.publish(Topic.BLOCK, encode_item(CHAIN[9].to_rlp())) == 1
+    await follower_chain.orphaned.wait()
+    await trio.testing.wait_all_tasks_blocked()  # the validation worker took the orphan
+    assert follower.statistics().sync.orphans == 1
+    return producer, follower, follower_chain
+
+
+async def test_an_orphan_whose_parent_comes_by_gossip_is_imported_after_it():
+    with trio.fail_after(WAIT):
+        async with AsyncExitStack() as stack:
+            producer, follower, follower_chain = await _orphan_nobody_can_serve(stack)
+            assert producer.publish(Topic.BLOCK, encode_item(CHAIN[8].to_rlp())) == 1
+            await follower_chain.wait_height(10)
+
+            assert follower_chain.blocks[1:] == CHAIN[:10]
+            stats = follower.statistics()
+            assert (stats.orphans_released, stats.sync.orphans) == (1, 0)
+            assert producer.statistics().blocks_served == 0
+
+
+async def test_an_orphan_whose_parent_the_host_learns_by_itself_is_imported_at_announce():
+    with trio.fail_after(WAIT):
+        async with AsyncExitStack() as stack:
+            _, follower, follower_chain = await _orphan_nobody_can_serve(stack)
+            follower_chain._connect(CHAIN[8])  # as a node's slot tick or own proposal would
+            follower.announce_status()
+            await follower_chain.wait_height(10)
+
+            assert follower_chain.blocks[1:] == CHAIN[:10]
+            stats = follower.statistics()
+            assert (stats.orphans_released, stats.sync.orphans) == (1, 0)
 
 
 async def _hostile_sync_peer(address, junk, done):

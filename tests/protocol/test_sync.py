@@ -1,5 +1,6 @@
 """Range sync, response shape checks, timeouts, the orphan pool and serving blocks."""
 
+import itertools
 import tracemalloc
 from dataclasses import replace
 
@@ -426,6 +427,41 @@ def test_release_returns_a_connectable_sequence_for_any_arrival_order(order):
     for height in order:
         pool.add(MAIN[height], peer(1), 0.0, request_id=height)
     assert pool.release(MAIN[0].block_id) == MAIN[1:30]
+    assert len(pool) == 0
+
+
+def test_known_parents_release_their_orphans_as_runs_charged_to_each_sender():
+    pool = OrphanPool()
+    for block, sender in ((MAIN[5], 1), (MAIN[6], 1), (MAIN[7], 2), (FORK[120], 3)):
+        pool.add(block, peer(sender), 0.0, request_id=None)
+    known = {MAIN[4].block_id}
+    assert pool.release_known(known.__contains__) == [
+        Import(blocks=(MAIN[5], MAIN[6]), from_peer=peer(1)),
+        Import(blocks=(MAIN[7],), from_peer=peer(2)),
+    ]
+    assert len(pool) == 1
+    assert pool.release_known(known.__contains__) == []
+    # A held orphan is no known parent, even to a predicate that claims it is.
+    pool.add(FORK[121], peer(3), 0.0, request_id=None)
+    assert pool.release_known(lambda block_id: block_id == FORK[120].block_id) == []
+    assert pool.release_known(lambda block_id: block_id == FORK[119].block_id) == [
+        Import(blocks=(FORK[120], FORK[121]), from_peer=peer(3))
+    ]
+
+
+@given(order=st.permutations(list(range(1, 20))), senders=st.lists(st.integers(1, 3), min_size=19))
+def test_released_runs_connect_in_order_whatever_the_arrival_order(order, senders):
+    pool = OrphanPool(SyncParams(max_orphans=64, max_orphans_per_peer=64))
+    for height in order:
+        pool.add(MAIN[height], peer(senders[height - 1]), 0.0, request_id=None)
+    imports = pool.release_known(lambda block_id: block_id == MAIN[0].block_id)
+    assert [block for action in imports for block in action.blocks] == MAIN[1:20]
+    assert all(
+        action.from_peer == peer(senders[block.header.height - 1])
+        for action in imports
+        for block in action.blocks
+    )
+    assert all(a.from_peer != b.from_peer for a, b in itertools.pairwise(imports))
     assert len(pool) == 0
 
 

@@ -27,6 +27,7 @@ from p2pchain.errors import GossipIgnore, GossipReject, Reason
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.types import BlockId, PublicKey
 from p2pchain.ledger.vote import Checkpoint
+from p2pchain.net import Orphan
 from p2pchain.node import Node, NodeConfig, open_node
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.messages import Topic
@@ -75,13 +76,15 @@ async def deliver_to_node(node: Node, step: Delivery) -> Observed:
     """Hand `step`'s bytes to the node as gossip from `SENDER`; report what it did."""
     pruned = node.statistics().chain.blocks_pruned
     try:
-        await node.validate(TOPICS[step.kind], step.data, SENDER)
+        result = await node.validate(TOPICS[step.kind], step.data, SENDER)
     except (GossipIgnore, GossipReject) as exc:
         if step.kind is MessageKind.VOTE and exc.reason is Reason.UNKNOWN_VOTE_HEAD:
             return Observed(valid=False, held=True)  # the verdict for every vote it holds
         return Observed(valid=False, reason=exc.reason, detail=str(exc))
     except Exception as exc:
         return Observed(valid=False, crashed=True, detail=f"{type(exc).__name__}: {exc}")
+    if isinstance(result, Orphan):  # for the network's orphan pool, which this runner skips
+        return Observed(valid=False, reason=Reason.UNKNOWN_PARENT)
     if step.kind is not MessageKind.BLOCK:
         return Observed(valid=True)
     was_pruned = node.statistics().chain.blocks_pruned > pruned
