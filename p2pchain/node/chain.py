@@ -76,7 +76,7 @@ from p2pchain.node.config import NodeLimits
 from p2pchain.node.events import EventHub, EventKind, HeadInfo, ReorgInfo, TxInfo, TxStatus
 from p2pchain.node.mempool import Mempool, PoolChange
 from p2pchain.node.pending import PendingMessages, Source
-from p2pchain.node.storage import BlockCommit, ChainStore, TxLocation
+from p2pchain.node.storage import BlockCommit, ChainStore, StorageWorker, TxLocation
 from p2pchain.node.txindex import TxIndex
 from p2pchain.params import ChainParams
 
@@ -166,6 +166,25 @@ class _Histogram:
         return tuple(result)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ChangeWrite:
+    """What one change of the store writes besides the head change (the path to the new head
+    is read from storage on the worker): side blocks, the vote pool's changes, and the new
+    checkpoints (None: unchanged) and latest votes."""
+
+    side_blocks: tuple[Block, ...]
+    pool_added: tuple[Vote, ...]
+    pool_removed: tuple[Vote, ...]
+    floor_epoch: int
+    justified: Checkpoint | None
+    finalized: Checkpoint | None
+    votes: tuple[Vote, ...]
+
+    @property
+    def moves_checkpoints(self) -> bool:
+        return self.justified is not None or self.finalized is not None
+
+
 def _trust_stored(tx: Transaction, txid: TxId) -> bool:
     """Signature check for blocks replayed from our own database (verified before storing)."""
     return True
@@ -180,7 +199,7 @@ class ChainService:
         params: ChainParams,
         genesis: GenesisConfig,
         storage: ChainStore,
-        durable: bool,
+        storage_worker: StorageWorker,
         offload: bool,
         limits: NodeLimits,
         events: EventHub,
@@ -198,8 +217,7 @@ class ChainService:
         self.events = events
         self.now_ms = now_ms
         self._offload = offload
-        self._write_in_thread = durable and offload
-        self._writer = trio.CapacityLimiter(1)
+        self._storage_worker = storage_worker
         self.store: Store = get_forkchoice_store(params, genesis)
         self.signatures = SignatureCache(params.chain_id, limits.signature_cache)
         self.mempool = Mempool(params, limits.mempool, signatures=self.signatures)
@@ -386,26 +404,10 @@ class ChainService:
         )
 
     # -- storage -------------------------------------------------------------------------------
-    async def _write(self, operations: Sequence[Callable[[], None]]) -> None:
-        """Run storage writes in order: in a worker thread for a durable store (its fsyncs must
-        not stall the loop), else inline (memory store, or simulations on a MockClock)."""
-        if not operations:
-            return
-
-        def run() -> None:
-            for operation in operations:
-                operation()
-
-        if self._write_in_thread:
-            await trio.to_thread.run_sync(run, limiter=self._writer)
-        else:
-            run()
-
     async def run_storage(self, function: Callable[[], _R]) -> _R:
-        """Run one blocking storage call (slashing protection) the way `_write` does."""
-        if self._write_in_thread:
-            return await trio.to_thread.run_sync(function, limiter=self._writer)
-        return function()
+        """Run blocking storage work (chain store, slashing protection) on the storage worker:
+        in its thread for a durable store, one call at a time, else inline."""
+        return await self._storage_worker.run(function)
 
     def _commits(self, applied: Sequence[Block]) -> list[BlockCommit]:
         """Commits for `applied` (oldest first) ending at the head view.
@@ -436,7 +438,11 @@ class ChainService:
 
     def _storage_path(self) -> tuple[list[BlockId], list[Block]]:
         """Blocks to revert (newest first) and to commit (oldest first) so that the stored
-        canonical chain ends at the store's head."""
+        canonical chain ends at the store's head.
+
+        It reads the chain store: call it on the storage worker, with the lock held (so the
+        fork-choice store it walks does not change meanwhile).
+        """
         store, storage = self.store, self.storage
         target = store.head
         reverts: list[BlockId] = []
@@ -458,40 +464,48 @@ class ChainService:
         return reverts, path
 
     async def _persist(self, side_blocks: Iterable[Block], votes: Iterable[Vote]) -> None:
-        reverts, path = self._storage_path()
-        storage = self.storage
-        operations: list[Callable[[], None]] = [partial(storage.revert_block, b) for b in reverts]
-        operations += [partial(storage.commit_block, commit) for commit in self._commits(path)]
-        on_chain = {block.block_id for block in path}
-        operations += [
-            partial(storage.store_block, block)
-            for block in side_blocks
-            if block.block_id not in on_chain
-        ]
         justified = self.store.justified_checkpoint
         finalized = self.store.finalized_checkpoint
         latest = self._latest_of(votes)
-        if self._pool_added or self._pool_removed:  # before the checkpoints its votes moved
-            operations.append(
-                partial(
-                    storage.record_vote_pool,
-                    added=tuple(self._pool_added.values()),
-                    removed=tuple(self._pool_removed.values()),
-                    floor_epoch=finalized.epoch,
-                )
-            )
-            self._pool_added, self._pool_removed = {}, {}
-        if latest or justified != self._saved_justified or finalized != self._saved_finalized:
-            operations.append(
-                partial(
-                    storage.record_forkchoice,
-                    justified=justified if justified != self._saved_justified else None,
-                    finalized=finalized if finalized != self._saved_finalized else None,
-                    votes=latest,
-                )
-            )
-        await self._write(operations)
+        write = _ChangeWrite(
+            side_blocks=tuple(side_blocks),
+            pool_added=tuple(self._pool_added.values()),
+            pool_removed=tuple(self._pool_removed.values()),
+            floor_epoch=finalized.epoch,
+            justified=justified if justified != self._saved_justified else None,
+            finalized=finalized if finalized != self._saved_finalized else None,
+            votes=latest,
+        )
+        self._pool_added, self._pool_removed = {}, {}
+        await self._write(write)
         self._saved_justified, self._saved_finalized = justified, finalized
+
+    async def _write(self, write: _ChangeWrite) -> None:
+        """Hand one change to the storage worker; return once it is durable."""
+        await self.run_storage(partial(self._write_blocking, write))
+
+    def _write_blocking(self, write: _ChangeWrite) -> None:
+        """Move the stored chain to the store's head (the path is read from storage here, on
+        the worker), then write side blocks, the vote pool's changes, and the checkpoints and
+        latest votes: each its own transaction."""
+        storage = self.storage
+        reverts, path = self._storage_path()
+        for block_id in reverts:
+            storage.revert_block(block_id)
+        for commit in self._commits(path):
+            storage.commit_block(commit)
+        on_chain = {block.block_id for block in path}
+        for block in write.side_blocks:
+            if block.block_id not in on_chain:
+                storage.store_block(block)
+        if write.pool_added or write.pool_removed:  # before the checkpoints its votes moved
+            storage.record_vote_pool(
+                added=write.pool_added, removed=write.pool_removed, floor_epoch=write.floor_epoch
+            )
+        if write.votes or write.moves_checkpoints:
+            storage.record_forkchoice(
+                justified=write.justified, finalized=write.finalized, votes=write.votes
+            )
 
     def _latest_of(self, votes: Iterable[Vote]) -> tuple[Vote, ...]:
         """The votes that are now their validator's latest in the fork choice."""
@@ -504,7 +518,8 @@ class ChainService:
 
     # -- restart -------------------------------------------------------------------------------
     def restore(self, slot: int) -> None:
-        """Rebuild the fork-choice store from the database (blocking; call before serving).
+        """Rebuild the fork-choice store from the database (blocking: run it on the storage
+        worker, before serving).
 
         Blocks are replayed through `on_block` (witnesses trusted: they were verified before
         they were stored), the finalized chain first, then every stored block above it, then
@@ -942,25 +957,25 @@ class ChainService:
     async def keep_submitted(self, tx: Transaction) -> None:
         """Persist a client's transaction before it is acknowledged: a crash does not lose it."""
         if tx.txid not in self._kept:
-            await self._write([partial(self.storage.keep_submitted, tx.txid, tx.encoded)])
+            await self.run_storage(partial(self.storage.keep_submitted, tx.txid, tx.encoded))
             self._kept[tx.txid] = None
 
-    def readmit_submitted(self) -> None:
-        """Admit the kept submissions again after a restart (call once, on the event loop).
+    async def readmit_submitted(self) -> None:
+        """Admit the kept submissions again after a restart (call once, before serving).
 
         Each goes through the normal admission against the restored head, so one that the
         chain meanwhile spent or settled is dropped, not trusted.
         """
-        for txid, raw in self.storage.submitted():
+        for txid, raw in await self.run_storage(self.storage.submitted):
             with contextlib.suppress(InvalidTransaction, DecodeError):  # settled just below
                 self.add_transaction(Transaction.from_bytes(raw), peer=None)
             self._kept[txid] = None
-        self.storage.forget_submitted(self._settled())
+        await self.forget_settled()
 
     async def forget_settled(self) -> None:
         """Stop keeping submissions that are finalized, rejected or gone from the pool."""
         if settled := self._settled():
-            await self._write([partial(self.storage.forget_submitted, settled)])
+            await self.run_storage(partial(self.storage.forget_submitted, settled))
 
     def pending_submissions(self, limit: int) -> list[Transaction]:
         """Up to `limit` of our clients' submissions still in the pool, oldest first."""

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Final
 
@@ -79,7 +80,12 @@ from p2pchain.node.protection import (
     SlashingProtection,
     SqliteSlashingProtection,
 )
-from p2pchain.node.storage import ChainStore, MemoryChainStore, SqliteChainStore
+from p2pchain.node.storage import (
+    ChainStore,
+    MemoryChainStore,
+    SqliteChainStore,
+    StorageWorker,
+)
 from p2pchain.params import ChainParams
 from p2pchain.protocol.connection import ConnectionConfig, PeerId
 from p2pchain.protocol.gossip import Verdict
@@ -649,10 +655,12 @@ class Node:
         await self._chain.run_storage(write)
         self._saved_bans = current
 
-    def restore_bans(self) -> None:
+    async def restore_bans(self) -> None:
         """Load the bans an earlier run saved (call once the network is open)."""
         offset = self._wall_offset_s()
-        saved = self._chain.storage.bans(trio.current_time() + offset)
+        saved = await self._chain.run_storage(
+            partial(self._chain.storage.bans, trio.current_time() + offset)
+        )
         entries = []
         for key, until in saved.items():
             kind, _, value = key.partition(":")
@@ -741,14 +749,17 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
         storage: ChainStore
         protection: SlashingProtection
         data_dir = config.data_dir
+        worker = StorageWorker(in_thread=data_dir is not None and config.offload_blocking)
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
             stack.enter_context(lock_data_dir(data_dir))
             database = data_dir / DATABASE_FILE
-            sqlite_store = SqliteChainStore(database, chain_id=params.chain_id, genesis=genesis)
-            stack.callback(sqlite_store.close)
-            sqlite_protection = SqliteSlashingProtection(database)
-            stack.callback(sqlite_protection.close)
+            sqlite_store = await worker.run(
+                partial(SqliteChainStore, database, chain_id=params.chain_id, genesis=genesis)
+            )
+            stack.push_async_callback(worker.close, sqlite_store.close)
+            sqlite_protection = await worker.run(partial(SqliteSlashingProtection, database))
+            stack.push_async_callback(worker.close, sqlite_protection.close)
             storage, protection = sqlite_store, sqlite_protection
         else:
             storage = MemoryChainStore(chain_id=params.chain_id, genesis=genesis)
@@ -758,18 +769,15 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             params=params,
             genesis=config.genesis,
             storage=storage,
-            durable=data_dir is not None,
+            storage_worker=worker,
             offload=config.offload_blocking,
             limits=config.limits,
             events=events,
             now_ms=clock.now_ms,
             node_id=node_key.public_key,
         )
-        if data_dir is not None and config.offload_blocking:
-            await trio.to_thread.run_sync(chain.restore, chain.current_slot())
-        else:
-            chain.restore(chain.current_slot())
-        chain.readmit_submitted()
+        await worker.run(partial(chain.restore, chain.current_slot()))
+        await chain.readmit_submitted()
         if clock.manual:  # never before blocks we already hold
             head_start = genesis_ms + chain.head_info().slot * params.slot_ms
             clock.set_time_ms(max(clock.now_ms(), head_start))
@@ -798,7 +806,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             open_network(NetworkConfig(swarm=swarm, seed=config.network_seed), node)
         )
         node._network = network
-        node.restore_bans()
+        await node.restore_bans()
         if config.validator_key is not None:
             node._duties = ValidatorDuties(
                 chain,

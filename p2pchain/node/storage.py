@@ -1,22 +1,34 @@
 """Persistence of the chain: blocks, undo data, the canonical UTXO set, fork-choice state, bans.
 
-A node loses nothing it acknowledged because every change of the canonical chain is *one*
-transaction: the block, its undo data, its UTXO and asset deltas, the new head and any new
-checkpoints and votes are committed together or not at all. `SqliteChainStore` is the durable
-default (WAL, ``synchronous=FULL``); `MemoryChainStore` has the same behaviour without a disk, for
-tests. Both are synchronous: the node calls them from one worker thread at a time. The schema and
-the crash semantics are written down in docs/storage.md.
+Every write is one transaction, all or nothing. `commit_block` connects one block: the block,
+its undo data, its canonical height and transaction index, its UTXO delta (outputs created and
+spent inside it cancel out), the records of the assets it touched and the new head, plus the
+checkpoints and latest votes its `BlockCommit` carries (the node leaves those empty and writes
+them with `record_forkchoice`, in a transaction of its own after the blocks). A head change is a
+series of such transactions (`revert_block` for each block left, `commit_block` for each block
+joined), so a crash leaves the store on a consistent chain of one branch or the other; side
+blocks (`store_block`), the vote pool (`record_vote_pool`), bans and kept submissions are
+transactions of their own. `SqliteChainStore` is the durable default (WAL,
+``synchronous=FULL``); `MemoryChainStore` has the same behaviour without a disk, for tests.
+
+Both are synchronous; the node makes every call through its `StorageWorker`: one worker thread at
+a time for a durable store (opening and closing it included), inline for memory. The one
+exception is the three reads a query about an old finalized block needs (`get_block`,
+`canonical_block_id`, `transaction_location`): they use a read-only connection of their own and
+run on the event loop. The schema and the crash semantics are written down in docs/storage.md.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol, Self
+from typing import Final, Protocol, Self, TypeVar
+
+import trio
 
 from p2pchain.errors import DecodeError, StorageError
 from p2pchain.ledger.block import Block
@@ -32,6 +44,32 @@ SCHEMA_VERSION: Final = 1
 BUSY_TIMEOUT_S: Final = 10.0
 """How long a connection waits for another connection's write lock before failing."""
 
+_R = TypeVar("_R")
+
+
+class StorageWorker:
+    """The one way the node calls its stores: blocking work runs here, one call at a time.
+
+    With `in_thread` (a durable store) each call runs in a worker thread behind a
+    `trio.CapacityLimiter(1)`, so fsyncs never stall the event loop and calls never overlap;
+    without it (a memory store, or a simulation on trio's MockClock) it runs inline.
+    """
+
+    def __init__(self, *, in_thread: bool) -> None:
+        self.in_thread = in_thread
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def run(self, function: Callable[[], _R]) -> _R:
+        """Run `function` (which blocks) and return its result; its exceptions propagate."""
+        if self.in_thread:
+            return await trio.to_thread.run_sync(function, limiter=self._limiter)
+        return function()
+
+    async def close(self, close: Callable[[], None]) -> None:
+        """Run `close` even inside a cancelled scope (a node stopping still closes its files)."""
+        with trio.CancelScope(shield=True):
+            await self.run(close)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxLocation:
@@ -44,12 +82,15 @@ class TxLocation:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BlockCommit:
-    """Everything that changes when `block` becomes the new head, committed as one unit.
+    """What `commit_block` writes in one transaction when `block` becomes the new head.
 
-    `assets` holds the records of the assets the block touched *after* the block (the undo data
-    holds the ones before); `BlockCommit.after_apply` reads them from the view that applied it.
-    `justified` / `finalized` of None leave the stored checkpoints unchanged; `votes` replace the
-    stored latest vote of their validators.
+    The block itself, `undo`, the block's canonical height, the location of each of its
+    transactions, the UTXO delta derived from the block and `undo` (spent outputs deleted,
+    created ones inserted, both cancelling out inside the block), `assets` (the records of the
+    assets the block touched *after* it; the undo data holds the ones before) and the new head.
+    With them, if set: `justified` / `finalized` (None leaves a stored checkpoint unchanged) and
+    `votes`, which replace the stored latest vote of their validators. The node sets neither: it
+    records checkpoints and votes with `record_forkchoice` once the blocks are written.
     """
 
     block: Block
@@ -65,36 +106,6 @@ class BlockCommit:
         touched = {asset for tx_undo in self.undo.txs for asset, _ in tx_undo.assets}
         if {info.asset for info in self.assets} != touched:
             raise ValueError("asset records do not match the assets the block touched")
-
-    @classmethod
-    def after_apply(
-        cls,
-        block: Block,
-        undo: UndoData,
-        view: UtxoView,
-        *,
-        justified: Checkpoint | None = None,
-        finalized: Checkpoint | None = None,
-        votes: tuple[Vote, ...] = (),
-    ) -> Self:
-        """The commit for `block`, given the view it was just applied to and the undo it gave."""
-        if view.tip != block.block_id:
-            raise ValueError("the view's tip is not this block")
-        touched = sorted({asset for tx_undo in undo.txs for asset, _ in tx_undo.assets})
-        assets = []
-        for asset in touched:
-            info = view.asset(asset)
-            if info is None:
-                raise ValueError("the view lost an asset the block touched")
-            assets.append(info)
-        return cls(
-            block=block,
-            undo=undo,
-            assets=tuple(assets),
-            justified=justified,
-            finalized=finalized,
-            votes=votes,
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,17 +185,11 @@ class ChainStore(Protocol):
         """
         ...
 
-    def get_undo(self, block_id: BlockId) -> UndoData | None:
-        """The undo data of a canonical block (None once it was reverted)."""
-        ...
-
     def canonical_block_id(self, height: int) -> BlockId | None: ...
 
     def transaction_location(self, txid: TxId) -> TxLocation | None:
         """Where `txid` is on the canonical chain, if it is."""
         ...
-
-    def get_utxo(self, outpoint: OutPoint) -> TxOutput | None: ...
 
     def load(self) -> StoredChain:
         """Everything a restarting node rebuilds its state from."""
@@ -194,15 +199,9 @@ class ChainStore(Protocol):
         """Ban `peer` (an id or address) until the wall-clock time `until` (Unix seconds)."""
         ...
 
-    def unban_peer(self, peer: str) -> None: ...
-
     def bans(self, now: float) -> dict[str, float]:
         """Bans still in force at `now`, and drop the expired ones."""
         ...
-
-    def put_metadata(self, key: str, value: bytes) -> None: ...
-
-    def get_metadata(self, key: str) -> bytes | None: ...
 
     def keep_submitted(self, txid: TxId, raw: bytes) -> None:
         """Persist a transaction a client submitted, before the node acknowledges it, so that a
@@ -252,7 +251,9 @@ def _block_delta(block: Block, undo: UndoData) -> _Delta:
 def _genesis_commit(genesis: Block) -> BlockCommit:
     view = UtxoView()
     undo = view.apply(genesis)
-    return BlockCommit.after_apply(genesis, undo, view)
+    touched = sorted({asset for tx_undo in undo.txs for asset, _ in tx_undo.assets})
+    assets = tuple(info for asset in touched if (info := view.asset(asset)) is not None)
+    return BlockCommit(block=genesis, undo=undo, assets=assets)
 
 
 def restore_view(
@@ -297,7 +298,6 @@ class MemoryChainStore:
         self._votes: dict[PublicKey, Vote] = {}
         self._pooled: dict[bytes, Vote] = {}
         self._bans: dict[str, float] = {}
-        self._metadata: dict[str, bytes] = {}
         self._submitted: dict[TxId, bytes] = {}
         self._justified: Checkpoint | None = None
         self._finalized: Checkpoint | None = None
@@ -393,17 +393,11 @@ class MemoryChainStore:
     def get_block(self, block_id: BlockId) -> Block | None:
         return self._blocks.get(block_id)
 
-    def get_undo(self, block_id: BlockId) -> UndoData | None:
-        return self._undo.get(block_id)
-
     def canonical_block_id(self, height: int) -> BlockId | None:
         return self._canonical.get(height)
 
     def transaction_location(self, txid: TxId) -> TxLocation | None:
         return self._txs.get(txid)
-
-    def get_utxo(self, outpoint: OutPoint) -> TxOutput | None:
-        return self._utxos.get(outpoint)
 
     def load(self) -> StoredChain:
         floor = 0
@@ -434,18 +428,9 @@ class MemoryChainStore:
     def ban_peer(self, peer: str, until: float) -> None:
         self._bans[peer] = until
 
-    def unban_peer(self, peer: str) -> None:
-        self._bans.pop(peer, None)
-
     def bans(self, now: float) -> dict[str, float]:
         self._bans = {peer: until for peer, until in self._bans.items() if until > now}
         return dict(self._bans)
-
-    def put_metadata(self, key: str, value: bytes) -> None:
-        self._metadata[key] = bytes(value)
-
-    def get_metadata(self, key: str) -> bytes | None:
-        return self._metadata.get(key)
 
     def keep_submitted(self, txid: TxId, raw: bytes) -> None:
         self._submitted.setdefault(txid, bytes(raw))
@@ -735,7 +720,7 @@ class SqliteChainStore:
         finalized = self._checkpoint("finalized")
         if finalized is not None and finalized.block_id == block_id:
             raise ValueError("the finalized block cannot be reverted")
-        block, undo = self._block(block_id, reader=False), self.get_undo(block_id)
+        block, undo = self._block(block_id, reader=False), self._undo(block_id)
         if block is None or undo is None:
             raise StorageError("the head block or its undo data is missing")
         delta = _block_delta(block, undo)
@@ -797,7 +782,7 @@ class SqliteChainStore:
         row = self._one("SELECT data FROM blocks WHERE id = ?", (block_id,), reader=reader)
         return None if row is None else _decoded(Block, row[0])
 
-    def get_undo(self, block_id: BlockId) -> UndoData | None:
+    def _undo(self, block_id: BlockId) -> UndoData | None:
         row = self._one("SELECT data FROM undo WHERE id = ?", (block_id,))
         return None if row is None else _decoded(UndoData, row[0])
 
@@ -815,10 +800,6 @@ class SqliteChainStore:
         return TxLocation(
             block_id=BlockId(_blob(block)), height=_int(height), position=_int(position)
         )
-
-    def get_utxo(self, outpoint: OutPoint) -> TxOutput | None:
-        row = self._one("SELECT output FROM utxos WHERE outpoint = ?", (outpoint_key(outpoint),))
-        return None if row is None else _decoded(TxOutput, row[0])
 
     def load(self) -> StoredChain:
         finalized = self._checkpoint("finalized")
@@ -861,25 +842,11 @@ class SqliteChainStore:
         with write_transaction(self._db) as db:
             db.execute("INSERT OR REPLACE INTO bans (peer, until) VALUES (?, ?)", (peer, until))
 
-    def unban_peer(self, peer: str) -> None:
-        with write_transaction(self._db) as db:
-            db.execute("DELETE FROM bans WHERE peer = ?", (peer,))
-
     def bans(self, now: float) -> dict[str, float]:
         with write_transaction(self._db) as db:
             db.execute("DELETE FROM bans WHERE until <= ?", (now,))
         rows = self._query("SELECT peer, until FROM bans")
         return {str(peer): _real(until) for peer, until in rows}
-
-    def put_metadata(self, key: str, value: bytes) -> None:
-        with write_transaction(self._db) as db:
-            db.execute(
-                "INSERT OR REPLACE INTO metadata (key, value) VALUES (?, ?)", (key, bytes(value))
-            )
-
-    def get_metadata(self, key: str) -> bytes | None:
-        row = self._one("SELECT value FROM metadata WHERE key = ?", (key,))
-        return None if row is None else _blob(row[0])
 
     def keep_submitted(self, txid: TxId, raw: bytes) -> None:
         with write_transaction(self._db) as db:

@@ -33,8 +33,9 @@ from p2pchain.ledger.types import AssetId
 from p2pchain.ledger.utxo import UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Wallet
-from p2pchain.node.storage import BlockCommit, SqliteChainStore
+from p2pchain.node.storage import SqliteChainStore
 from p2pchain.params import COIN, ChainParams
+from p2pchain.testing.stores import commit_after_apply
 
 PARAMS = ChainParams(reward_maturity=3)
 WALLETS = tuple(
@@ -171,11 +172,11 @@ def run(path: str, seed: int, target: int) -> None:
         while builder.view.height < target:
             if (builder.view.height + 1) % 5 == 0:
                 side, undo = builder.extend(side=True)
-                store.commit_block(BlockCommit.after_apply(side, undo, builder.view))
+                store.commit_block(commit_after_apply(side, undo, builder.view))
                 builder.view.undo(side, undo)
                 store.revert_block(side.block_id)
             block, undo = builder.extend()
-            store.commit_block(BlockCommit.after_apply(block, undo, builder.view))
+            store.commit_block(commit_after_apply(block, undo, builder.view))
             print(f"ACK {block.header.height}", flush=True)
 
 

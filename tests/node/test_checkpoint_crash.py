@@ -60,7 +60,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,10 +199,10 @@ class Child:
             await after_change(self, imported, votes)
 
         @functools.wraps(write)
-        async def _write(self: ChainService, operations: Any) -> None:
-            if any(_writes_checkpoint(operation) for operation in operations):
+        async def _write(self: ChainService, change: Any) -> None:
+            if change.moves_checkpoints:
                 child.hit("queued")
-            await write(self, operations)
+            await write(self, change)
 
         @functools.wraps(persist)
         async def _persist(self: ChainService, side_blocks: Any, votes: Any) -> None:
@@ -274,17 +274,6 @@ class Child:
         SqliteSlashingProtection.check_and_record_vote = check_and_record_vote  # type: ignore[method-assign]
         if self.mover == "block":
             ChainService.import_vote = pool_own_vote  # type: ignore[method-assign]
-
-
-def _writes_checkpoint(operation: Callable[[], None]) -> bool:
-    return (
-        isinstance(operation, functools.partial)
-        and getattr(operation.func, "__name__", "") == "record_forkchoice"
-        and (
-            operation.keywords.get("justified") is not None
-            or operation.keywords.get("finalized") is not None
-        )
-    )
 
 
 Expected = dict[str, list[Any]]

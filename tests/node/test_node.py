@@ -29,6 +29,7 @@ from p2pchain.ledger.tx import OutPoint, TxInput
 from p2pchain.ledger.types import TxId
 from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Wallet
+from p2pchain.node import protection, storage
 from p2pchain.node.events import HeadInfo, TxInfo
 from p2pchain.params import COIN
 from p2pchain.protocol.connection import PeerId
@@ -298,6 +299,55 @@ async def test_block_signatures_are_verified_off_the_event_loop(monkeypatch):
         assert len(verified_on) == len(txs)
         assert loop_thread not in verified_on
         assert node.statistics().chain.signatures_offloaded == len(txs)
+
+
+async def test_every_sqlite_statement_of_the_writer_runs_off_the_event_loop(monkeypatch, tmp_path):
+    """Opening, restoring, a reorg (the path to write is read from storage), closing: no
+    statement on the writer connections nor on the reader runs on the event loop's thread."""
+    params = TESTNET_PARAMS
+    key = derive_key(10, "validator", 0)
+    genesis = make_testnet_genesis(
+        params, [key], [], genesis_time_ms=0, stake=100 * COIN, balance=COIN
+    )
+    store = get_forkchoice_store(params, genesis)
+    on_tick(store, 2)
+    branches = sorted(
+        (build_block(store, store.genesis_id, slot, key) for slot in (1, 2)),
+        key=lambda block: block.block_id,
+    )
+    loop_thread = threading.get_ident()
+    ran_on: list[int] = []
+
+    def traced(connect):
+        def connect_traced(*args, **kwargs):
+            connection = connect(*args, **kwargs)
+            connection.set_trace_callback(lambda _sql: ran_on.append(threading.get_ident()))
+            return connection
+
+        return connect_traced
+
+    monkeypatch.setattr(storage, "connect_sqlite", traced(storage.connect_sqlite))
+    monkeypatch.setattr(storage, "connect_sqlite_reader", traced(storage.connect_sqlite_reader))
+    monkeypatch.setattr(protection, "connect_sqlite", traced(protection.connect_sqlite))
+    network = SimulatedNetwork(seed=10)
+    config = NodeConfig(
+        genesis=genesis,
+        params=params,
+        listen=(network.address("solo"),),
+        transport=network.transport("solo"),
+        clock_offset_ms=2_500 - round(trio.current_time() * 1000),  # half-way through slot 2
+        data_dir=tmp_path,
+    )
+    async with open_node(config) as node:
+        for block in reversed(branches):  # the higher id first: the lower one wins the tie
+            result = await node.import_blocks((block,), PeerId(bytes(32)))
+            assert result.accepted == {block.block_id}
+        assert node.head().block_id == branches[0].block_id
+        assert node.statistics().chain.reorgs == 1
+    async with open_node(config) as node:
+        assert node.head().block_id == branches[0].block_id
+    assert ran_on  # the trace saw the statements
+    assert loop_thread not in ran_on
 
 
 def _task_count():

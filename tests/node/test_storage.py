@@ -37,6 +37,7 @@ from p2pchain.node.storage import (
     SqliteChainStore,
     restore_view,
 )
+from p2pchain.testing.stores import commit_after_apply, stored_undo
 
 GENESIS, _ = genesis()
 
@@ -47,7 +48,7 @@ def open_sqlite(path: Path) -> SqliteChainStore:
 
 def extend(store: ChainStore, builder: ChainBuilder, finalized: Checkpoint | None = None) -> Block:
     block, undo = builder.extend()
-    store.commit_block(BlockCommit.after_apply(block, undo, builder.view, finalized=finalized))
+    store.commit_block(commit_after_apply(block, undo, builder.view, finalized=finalized))
     return block
 
 
@@ -136,8 +137,6 @@ def test_sqlite_round_trips_through_reopen(seed: int, count: int) -> None:
                     assert location is not None
                     assert (location.block_id, location.height) == (block.block_id, height)
                     assert location.position == position
-            for outpoint, output in builder.view:
-                assert store.get_utxo(outpoint) == output
         raw = sqlite3.connect(path).execute("SELECT id, data FROM blocks").fetchall()
         assert {decode(Block, data).block_id for _, data in raw} == {
             bytes(block_id) for block_id, _ in raw
@@ -164,7 +163,7 @@ def test_commit_then_revert_restores_the_utxo_table_exactly(
         assert head_summary[:2] == pre_summary[:2]
         assert head_summary[3:] == pre_summary[3:]
         assert store.get_block(blocks[-back].block_id) == blocks[-back]
-        assert store.get_undo(blocks[-back].block_id) is None
+        assert stored_undo(store, blocks[-back].block_id) is None
         for tx in blocks[-back].transactions:
             assert store.transaction_location(tx.txid) is None
 
@@ -177,7 +176,7 @@ def test_reverting_asset_blocks_restores_the_registry(tmp_path: Path, kind: TxKi
     while True:
         block, undo = builder.extend()
         for store in (sqlite_store, memory):
-            store.commit_block(BlockCommit.after_apply(block, undo, builder.view))
+            store.commit_block(commit_after_apply(block, undo, builder.view))
         if any(tx.kind is kind for tx in block.transactions):
             break
     registry_before = builder.view.copy()
@@ -197,7 +196,7 @@ def test_commit_must_extend_the_head(store: ChainStore) -> None:
     block, undo = stale.extend()
     before = summary(store)
     with pytest.raises(ValueError, match="does not extend"):
-        store.commit_block(BlockCommit.after_apply(block, undo, stale.view))
+        store.commit_block(commit_after_apply(block, undo, stale.view))
     assert summary(store) == before
     assert store.head == first.block_id
 
@@ -223,7 +222,7 @@ def test_block_commit_refuses_mismatched_parts() -> None:
     with pytest.raises(ValueError, match="undo data"):
         BlockCommit(block=block, undo=UndoData())
     with pytest.raises(ValueError, match="tip"):
-        BlockCommit.after_apply(GENESIS, undo, builder.view)
+        commit_after_apply(GENESIS, undo, builder.view)
 
 
 def test_load_returns_blocks_from_the_finalized_height_including_side_blocks(
@@ -256,7 +255,7 @@ def test_a_failed_sqlite_commit_changes_nothing(tmp_path: Path) -> None:
     )
     raw.commit()
     block, undo = builder.extend()
-    commit = BlockCommit.after_apply(block, undo, builder.view, votes=(vote(1, 1, block.block_id),))
+    commit = commit_after_apply(block, undo, builder.view, votes=(vote(1, 1, block.block_id),))
     with pytest.raises(StorageError, match="disk on fire"):
         store.commit_block(commit)
     assert summary(store) == before
@@ -289,14 +288,9 @@ def test_bans_expire_and_persist(tmp_path: Path) -> None:
     with open_sqlite(path) as store:
         store.ban_peer("peer-a", 100.0)
         store.ban_peer("10.0.0.1:9000", 50.0)
-        store.ban_peer("peer-b", 80.0)
-        store.unban_peer("peer-b")
-        store.put_metadata("node-key", b"\x01\x02")
     with open_sqlite(path) as store:
         assert store.bans(10.0) == {"peer-a": 100.0, "10.0.0.1:9000": 50.0}
         assert store.bans(60.0) == {"peer-a": 100.0}
-        assert store.get_metadata("node-key") == b"\x01\x02"
-        assert store.get_metadata("missing") is None
     with open_sqlite(path) as store:
         assert store.bans(0.0) == {"peer-a": 100.0}
 
@@ -346,7 +340,7 @@ def check_consistent(path: Path, last_ack: int, reference: list[Block]) -> int:
             block = store.get_block(store.canonical_block_id(height) or BlockId(b""))
             assert block is not None
             assert block.header.parent == store.canonical_block_id(height - 1)
-            assert store.get_undo(block.block_id) is not None
+            assert stored_undo(store, block.block_id) is not None
         return stored.view.height
 
 
@@ -426,7 +420,7 @@ class StoresAgree(RuleBasedStateMachine):
         block, undo = self.builder.extend()
         self.applied.append((block, undo))
         for store in self.both():
-            store.commit_block(BlockCommit.after_apply(block, undo, self.builder.view))
+            store.commit_block(commit_after_apply(block, undo, self.builder.view))
 
     @rule()
     def store_side_block(self) -> None:
@@ -442,7 +436,7 @@ class StoresAgree(RuleBasedStateMachine):
         undo = connect_block(self.builder.view, block, PARAMS)
         self.applied.append((block, undo))
         for store in self.both():
-            store.commit_block(BlockCommit.after_apply(block, undo, self.builder.view))
+            store.commit_block(commit_after_apply(block, undo, self.builder.view))
 
     @precondition(lambda self: self.applied)
     @rule()
