@@ -50,6 +50,9 @@ PAYLOAD_BYTES = 300
 MESH_DEGREE, MESH_DEGREE_LOW, MESH_DEGREE_HIGH = 6, 4, 12
 HEARTBEAT_INTERVAL_S = 1
 SETUP_TIMEOUT_S = 15.0
+# On a loaded machine a py-libp2p mesh sometimes does not form within the setup timeout; such a
+# network is torn down and built again from fresh hosts, this many times at most.
+SETUP_ATTEMPTS = 3
 LATENCY_TIMEOUT_S = 1.0
 # Latency messages are at least this far apart, so the default 10 msgs/s limit never drops them.
 PACING_S = 0.12
@@ -140,9 +143,10 @@ class _Deliveries:
 @asynccontextmanager
 async def _open_network(
     nodes: int, seed: int, spam_protection: bool, deliveries: _Deliveries
-) -> AsyncIterator[object]:
+) -> AsyncIterator[object | None]:
     """Start the hosts with gossipsub, connect them along the topology, subscribe every node, and
-    yield node 0's Pubsub once one of its messages reached everyone (the mesh is then usable)."""
+    yield node 0's Pubsub once one of its messages reached everyone (the mesh is then usable), or
+    None if that took longer than SETUP_TIMEOUT_S."""
     import multiaddr
     from libp2p import new_host
     from libp2p.peer.peerinfo import PeerInfo
@@ -206,7 +210,7 @@ async def _open_network(
             pubsubs.append(pubsub)
         readers = await stack.enter_async_context(trio.open_nursery())
         stack.callback(readers.cancel_scope.cancel)
-        with trio.fail_after(SETUP_TIMEOUT_S):
+        with trio.move_on_after(SETUP_TIMEOUT_S) as setup:
             for pubsub in pubsubs:
                 await pubsub.wait_until_ready()
             # Every dial waits out py-libp2p's 250 ms happy-eyeballs delay: dial concurrently.
@@ -218,7 +222,7 @@ async def _open_network(
                 subscription = await pubsub.subscribe(TOPIC)
                 readers.start_soon(_read, subscription, deliveries if node else None)
             await _wait_first_delivery(pubsubs[0], deliveries)
-        yield pubsubs[0]
+        yield None if setup.cancelled_caught else pubsubs[0]
 
 
 async def _read(subscription, deliveries: _Deliveries | None) -> None:
@@ -277,14 +281,22 @@ async def _burst(publisher, deliveries: _Deliveries, indexes: range) -> tuple[fl
 
 
 async def _measure(nodes: int, messages: int, seed: int, spam_protection: bool) -> LibP2PResult:
-    deliveries = _Deliveries(receivers=nodes - 1)
     budget = SETUP_TIMEOUT_S + messages * (LATENCY_TIMEOUT_S + PACING_S) + THROUGHPUT_TIMEOUT_S
-    with trio.fail_after(budget + SHUTDOWN_TIMEOUT_S):
-        async with _open_network(nodes, seed, spam_protection, deliveries) as publisher:
-            deliveries.drops.clear()
-            latencies = await _latencies(publisher, deliveries, messages)
-            indexes = range(messages, 2 * messages)
-            start, end = await _burst(publisher, deliveries, indexes)
+    for _ in range(SETUP_ATTEMPTS):
+        deliveries = _Deliveries(receivers=nodes - 1)
+        with trio.fail_after(budget + SHUTDOWN_TIMEOUT_S):
+            async with _open_network(nodes, seed, spam_protection, deliveries) as publisher:
+                if publisher is None:
+                    continue
+                deliveries.drops.clear()
+                latencies = await _latencies(publisher, deliveries, messages)
+                indexes = range(messages, 2 * messages)
+                start, end = await _burst(publisher, deliveries, indexes)
+                break
+    else:
+        raise trio.TooSlowError(
+            f"no py-libp2p mesh of {nodes} nodes within {SETUP_TIMEOUT_S} s, {SETUP_ATTEMPTS} times"
+        )
     pairs = [deliveries.arrivals[index] for index in range(2 * messages)]
     burst_pairs = pairs[messages:]
     delivered_to_all = sum(len(times) == nodes - 1 for times in burst_pairs)

@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import version
 
 import pytest
+import trio
 
 from benchmarks import bench_libp2p
 
@@ -63,3 +64,20 @@ def test_measure_libp2p_delivers_a_small_load_to_every_node():
     assert 0 < result.latency_median_s < bench_libp2p.LATENCY_TIMEOUT_S
     assert result.throughput_msgs_per_s > 0
     assert result.duplicates_per_delivery >= 0
+
+
+def test_a_mesh_that_never_forms_is_rebuilt_then_reported(monkeypatch):
+    pytest.importorskip("libp2p", reason=NEEDS_LIBP2P)
+    monkeypatch.setattr(bench_libp2p, "SETUP_TIMEOUT_S", 0.0)
+    built = []
+    open_network = bench_libp2p._open_network
+
+    def counting_open_network(*args):
+        built.append(args)
+        return open_network(*args)
+
+    monkeypatch.setattr(bench_libp2p, "_open_network", counting_open_network)
+
+    with pytest.raises(trio.TooSlowError, match="3 times"):
+        bench_libp2p.measure_libp2p(nodes=4, messages=3, seed=1)
+    assert len(built) == bench_libp2p.SETUP_ATTEMPTS
