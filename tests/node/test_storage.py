@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from crash_worker import PARAMS, ChainBuilder, genesis, reference_chain
+from crash_worker import PARAMS, ChainBuilder, genesis, is_side_block, reference_chain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -328,7 +328,9 @@ def acknowledged(line: str) -> int:
 
 
 def check_consistent(path: Path, last_ack: int, reference: list[Block]) -> int:
-    """The reopened store has every acknowledged block and a UTXO set matching its blocks."""
+    """The reopened store has every acknowledged block and a UTXO set matching its blocks; returns
+    the height of its last main-chain block (the head may be an unacknowledged side block that a
+    killed worker had not reverted yet)."""
     with open_sqlite(path) as store:
         stored = store.load()
         assert stored.view.height >= last_ack
@@ -341,7 +343,12 @@ def check_consistent(path: Path, last_ack: int, reference: list[Block]) -> int:
             assert block is not None
             assert block.header.parent == store.canonical_block_id(height - 1)
             assert stored_undo(store, block.block_id) is not None
-        return stored.view.height
+        head = store.get_block(stored.head)
+        assert head is not None
+        main_height = stored.view.height - is_side_block(head)
+        for height in range(main_height + 1):
+            assert store.canonical_block_id(height) == reference[height].block_id
+        return main_height
 
 
 def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) -> None:
