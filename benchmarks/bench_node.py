@@ -73,7 +73,7 @@ async def _longest_stall(
         nursery.start_soon(heartbeat)
         await trio.sleep(10 * HEARTBEAT_S)
         worst = 0.0
-        await node.import_blocks((block,), PeerId(bytes(32)))
+        await node.network.host.import_blocks((block,), PeerId(bytes(32)))
         importing = False
         if node.head().block_id != block.block_id:
             raise RuntimeError("the benchmark block was not imported")

@@ -5,8 +5,8 @@ A chain of a few hundred blocks, each carrying payments, is built with the pure 
 
 - consensus only (baseline): `on_block` into a fresh `Store`, every signature verified;
 - local import (the figure's baseline): a fresh node without peers given the whole chain through
-  `Node.import_blocks`, the path sync feeds (signature batches in a worker thread, storage
-  commits, events);
+  `node.network.host.import_blocks`, the path sync feeds (signature batches in a worker thread,
+  storage commits, events);
 - sync: a fresh node with the chain-holding node as its bootnode starts, dials it over loopback
   TCP and downloads the chain with the production range sync, until its head reaches the tip.
 
@@ -99,7 +99,7 @@ async def local_import(genesis: GenesisConfig, chain: list[Block]) -> float:
     tip = chain[-1].header
     async with open_node(_config(genesis, TESTNET_PARAMS, tip.slot, 0)) as node:
         start = time.perf_counter()
-        await node.import_blocks(tuple(chain), PeerId(bytes(32)))
+        await node.network.host.import_blocks(tuple(chain), PeerId(bytes(32)))
         elapsed = time.perf_counter() - start
         if node.head().block_id != chain[-1].block_id:
             raise RuntimeError("local import did not reach the tip")
@@ -111,7 +111,7 @@ async def sync_from_peer(genesis: GenesisConfig, chain: list[Block]) -> float:
     import `chain` from it."""
     tip = chain[-1].header
     async with open_node(_config(genesis, TESTNET_PARAMS, tip.slot, 1)) as server:
-        await server.import_blocks(tuple(chain), PeerId(bytes(32)))
+        await server.network.host.import_blocks(tuple(chain), PeerId(bytes(32)))
         address = next(a for a in server.info.listen_addresses if a.startswith("tcp://"))
         config = _config(genesis, TESTNET_PARAMS, tip.slot, 2, bootnodes=(address,))
         start = time.perf_counter()

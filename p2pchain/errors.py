@@ -73,7 +73,6 @@ class Reason(StrEnum):
     BAD_VOTE_SOURCE = "bad-vote-source"
     FUTURE_VOTE = "future-vote"
     STALE_VOTE = "stale-vote"
-    SLASHED_VALIDATOR = "slashed-validator"
     # mempool
     MEMPOOL_CONFLICT = "mempool-conflict"
     MEMPOOL_FULL = "mempool-full"

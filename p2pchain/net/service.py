@@ -1,8 +1,9 @@
 """`NetworkService`: gossip and block sync running on a `Swarm`, for the node to sit on.
 
 ``async with open_network(config, host) as network:`` opens the swarm and starts the tasks that
-drive the sans-IO `GossipRouter` and `SyncManager` on trio time. The node is the `host`: it reads
-its chain (`get_status`, `block_at_height`, `get_block`) and answers three hooks:
+drive the sans-IO `GossipRouter` and `SyncManager` on trio time. The `host` (the node's
+`ChainHost`; `service.host`) reads its chain (`get_status`, `block_at_height`, `get_block`) and
+answers three hooks:
 
 - ``await host.validate(topic, data, from_peer)`` before a gossip message is delivered or
   forwarded. It returns a `Verdict`, or raises `GossipIgnore` / `GossipReject`; a REJECT costs
@@ -269,6 +270,11 @@ class NetworkService:
     def peer_id(self) -> PeerId:
         """Our node key."""
         return self.swarm.peer_id
+
+    @property
+    def host(self) -> NetworkHost:
+        """The host this service was opened on: its chain reads and hooks."""
+        return self._host
 
     @property
     def faults(self) -> FaultLog:

@@ -23,38 +23,29 @@ import trio
 from p2pchain._version import __version__
 from p2pchain.errors import (
     ConfigError,
-    DecodeError,
-    GossipIgnore,
-    GossipReject,
-    InvalidBlock,
     InvalidTransaction,
-    InvalidVote,
     Reason,
     SlashingProtectionError,
     StorageError,
 )
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey
-from p2pchain.ledger.encoding import decode, encode, encode_item
-from p2pchain.ledger.evidence import decode_evidence
 from p2pchain.ledger.genesis import genesis_block
 from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
 from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo
 from p2pchain.ledger.validation import check_transaction
-from p2pchain.ledger.vote import Checkpoint, Vote
+from p2pchain.ledger.vote import Checkpoint
 from p2pchain.net.faults import Where
 from p2pchain.net.service import (
-    ImportResult,
     NetworkConfig,
     NetworkService,
     NetworkStatistics,
-    Orphan,
     open_network,
 )
 from p2pchain.net.swarm import PeerInfo, SwarmConfig
 from p2pchain.net.transports import SocketTransport
-from p2pchain.node.chain import ChainService, ChainStatistics, Outcome
+from p2pchain.node.chain import ChainService, ChainStatistics
 from p2pchain.node.clock import NodeClock
 from p2pchain.node.config import (
     DATABASE_FILE,
@@ -74,6 +65,7 @@ from p2pchain.node.events import (
     TxInfo,
     TxStatus,
 )
+from p2pchain.node.host import ChainHost
 from p2pchain.node.mempool import MempoolStatistics
 from p2pchain.node.protection import (
     MemorySlashingProtection,
@@ -88,41 +80,11 @@ from p2pchain.node.storage import (
 )
 from p2pchain.params import ChainParams
 from p2pchain.protocol.connection import ConnectionConfig, PeerId
-from p2pchain.protocol.gossip import Verdict
-from p2pchain.protocol.messages import Publish, Status, Topic
+from p2pchain.protocol.messages import Publish, Topic
 from p2pchain.protocol.scoring import BanEntry, BanKind
 
 PEER_POLL_INTERVAL: Final = 1.0
 """Seconds between two looks at the peer set for PEER events."""
-
-_IGNORED_TX = frozenset(
-    {
-        Reason.ALREADY_KNOWN,
-        Reason.MEMPOOL_CONFLICT,
-        Reason.MEMPOOL_FULL,
-        Reason.FEE_TOO_LOW,
-        Reason.PEER_LIMIT,
-        Reason.MISSING_INPUT,
-        Reason.IMMATURE,
-        Reason.LOCKED,
-        Reason.CONFLICTING_SPEND,
-        Reason.CAP_EXCEEDED,
-        Reason.VALUE_OVERFLOW,
-        Reason.UNKNOWN_ASSET,
-        Reason.BAD_UNBOND,
-    }
-)
-"""Transaction failures that depend on our view (a reorg or a race), so nobody is blamed."""
-_IGNORED_BLOCK = frozenset({Reason.CONFLICTS_WITH_FINALIZED, Reason.DUPLICATE_BLOCK})
-_IGNORED_VOTE = frozenset(
-    {
-        Reason.STALE_VOTE,
-        Reason.CONFLICTS_WITH_FINALIZED,
-        Reason.UNKNOWN_VOTE_HEAD,
-        Reason.FUTURE_VOTE,
-        Reason.SLASHED_VALIDATOR,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,11 +139,15 @@ class Node:
     def __init__(
         self,
         config: NodeConfig,
+        *,
         chain: ChainService,
         events: EventHub,
         node_key: SecretKey,
         clock: NodeClock,
         base_offset_ms: int,
+        host: ChainHost,
+        network: NetworkService,
+        duties: ValidatorDuties | None,
     ) -> None:
         self.config = config
         self._clock = clock
@@ -194,16 +160,14 @@ class Node:
         self._chain = chain
         self._events = events
         self._node_key = node_key
-        self._network: NetworkService | None = None
-        self._duties: ValidatorDuties | None = None
+        self._host = host
+        """The chain as the network sees it; it also gossips what the node produces."""
+        self._network = network
+        self._duties = duties
         self._rpc_url: str | None = None
         self._peers_seen: dict[PeerId, str] = {}
         self._saved_bans: dict[str, float] = {}
         """Bans as last written to storage (key "kind:hex" -> Unix time)."""
-        self._offload_decode_bytes = (
-            config.limits.offload_decode_bytes if config.offload_blocking else None
-        )
-        """Decode messages longer than this off the loop; None (simulations) decodes inline."""
 
     # -- identity ------------------------------------------------------------------------------
     @property
@@ -214,7 +178,7 @@ class Node:
             node_id=self._node_key.public_key,
             chain_id=self.params.chain_id,
             genesis=self._chain.store.genesis_id,
-            listen_addresses=() if network is None else network.swarm.listen_addresses,
+            listen_addresses=network.swarm.listen_addresses,
             rpc_url=self._rpc_url,
             validator=None if validator is None else validator.public_key,
             version=__version__,
@@ -227,8 +191,6 @@ class Node:
     @property
     def network(self) -> NetworkService:
         """The network service (peers, gossip, sync) this node runs on."""
-        if self._network is None:
-            raise RuntimeError("the node is not running")
         return self._network
 
     # -- chain queries -------------------------------------------------------------------------
@@ -295,12 +257,10 @@ class Node:
         return self._chain.state_root(BlockId(bytes(block_id)))
 
     def peers(self) -> tuple[PeerInfo, ...]:
-        return () if self._network is None else self._network.swarm.peers()
+        return self._network.swarm.peers()
 
     def sync_state(self) -> SyncState:
         head = self._chain.head_node().height
-        if self._network is None:
-            return SyncState(syncing=False, head_height=head, target_height=head)
         target = max(head, self._network.statistics().sync.target_height)
         return SyncState(
             syncing=self._network.is_syncing and target > head,
@@ -356,7 +316,7 @@ class Node:
             raise
         chain.add_transaction(tx, peer=None)
         await chain.keep_submitted(tx)
-        self._gossip_pool()
+        self._host.gossip_pool()
         await trio.lowlevel.checkpoint()
         return txid
 
@@ -403,150 +363,6 @@ class Node:
         """
         size = self.config.limits.subscriber_buffer if buffer is None else buffer
         return self._events.subscribe(kinds, since=since, buffer=size)
-
-    # -- network host ----------------------------------------------------------------------------
-    def get_status(self) -> Status:
-        head = self._chain.head_node()
-        return Status(
-            head=head.block_id,
-            head_height=head.height,
-            head_slot=head.slot,
-            finalized=self._chain.store.finalized_checkpoint,
-        )
-
-    def block_at_height(self, height: int) -> Block | None:
-        return self._chain.canonical_block(height)
-
-    async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict | Orphan:
-        """Gossip validation: a valid message is also imported here, before it is relayed; a
-        block with an unknown parent comes back as `Orphan`, for the network's orphan pool."""
-        try:
-            if topic is Topic.TRANSACTION:
-                return self._validate_transaction(Transaction.from_bytes(data), from_peer)
-            if topic is Topic.BLOCK:
-                return await self._validate_block(await self._decode_block(data), from_peer)
-            if topic is Topic.VOTE:
-                return await self._validate_vote(decode(Vote, data), from_peer)
-            await self._chain.import_evidence(decode_evidence(data))
-        except DecodeError as exc:
-            raise GossipReject(Reason.MALFORMED, str(exc)) from exc
-        except InvalidTransaction as exc:
-            if exc.reason is Reason.NOTHING_TO_SLASH:  # already slashed, or not a validator
-                raise GossipIgnore(exc.reason, exc.detail) from exc
-            raise GossipReject(exc.reason, exc.detail) from exc
-        finally:
-            self._after_import()
-        return Verdict.ACCEPT
-
-    async def _decode_block(self, data: bytes) -> Block:
-        """Decode a gossiped block; a large one in a worker thread, off the event loop."""
-        limit = self._offload_decode_bytes
-        if limit is None or len(data) <= limit:
-            return decode(Block, data)
-        return await trio.to_thread.run_sync(decode, Block, data)
-
-    def _validate_transaction(self, tx: Transaction, from_peer: PeerId) -> Verdict:
-        try:
-            # A context-free rule fails in every view: that is always the sender's fault,
-            # whatever the reason code (value-overflow also names a view-dependent mint rule).
-            check_transaction(tx, self.params)
-        except InvalidTransaction as exc:
-            raise GossipReject(exc.reason, exc.detail) from exc
-        try:
-            change = self._chain.add_transaction(tx, peer=from_peer.hex())
-        except InvalidTransaction as exc:
-            if exc.reason in _IGNORED_TX:
-                raise GossipIgnore(exc.reason, exc.detail) from exc
-            raise GossipReject(exc.reason, exc.detail) from exc
-        if tx.txid not in change.accepted:
-            raise GossipIgnore(Reason.MISSING_INPUT, "kept as an orphan")
-        self._chain.mempool.mark_gossiped(tx.txid)
-        return Verdict.ACCEPT
-
-    async def _validate_block(self, block: Block, from_peer: PeerId) -> Verdict | Orphan:
-        try:
-            outcome = await self._chain.import_block(block, peer=from_peer)
-        except InvalidBlock as exc:
-            if exc.reason in _IGNORED_BLOCK:
-                raise GossipIgnore(exc.reason, exc.detail) from exc
-            raise GossipReject(exc.reason, exc.detail) from exc
-        if outcome in (Outcome.IMPORTED, Outcome.PRUNED):
-            return Verdict.ACCEPT  # a pruned block is relayed: peers need its votes too
-        if outcome is Outcome.UNKNOWN_PARENT:
-            return Orphan(block)
-        if outcome in (Outcome.FUTURE_SLOT, Outcome.TOO_EARLY):
-            raise GossipIgnore(Reason.FUTURE_SLOT)
-        raise GossipIgnore(Reason.DUPLICATE_BLOCK)
-
-    async def _validate_vote(self, vote: Vote, from_peer: PeerId) -> Verdict:
-        try:
-            outcome = await self._chain.import_vote(vote, peer=from_peer)
-        except InvalidVote as exc:
-            if exc.reason in _IGNORED_VOTE:
-                raise GossipIgnore(exc.reason, exc.detail) from exc
-            raise GossipReject(exc.reason, exc.detail) from exc
-        if outcome is not Outcome.IMPORTED:
-            raise GossipIgnore(Reason.UNKNOWN_VOTE_HEAD)
-        return Verdict.ACCEPT
-
-    async def deliver(self, topic: Topic, data: bytes) -> None:
-        """Accepted gossip was already imported by `validate`; nothing is left to do."""
-        await trio.lowlevel.checkpoint()
-
-    async def import_blocks(self, blocks: tuple[Block, ...], from_peer: PeerId) -> ImportResult:
-        """Blocks from sync: import in order; report which are in the tree and which broke a
-        rule. Blocks from a future slot wait in our queue and count as accepted, and so do
-        blocks too far ahead of our clock to be held (dropped without blaming the peer for a
-        clock difference; nor are they orphans to fetch parents for). A block with an unknown
-        parent is neither: the network keeps it in its orphan pool."""
-        accepted: set[BlockId] = set()
-        invalid: set[BlockId] = set()
-        for block in blocks:
-            try:
-                outcome = await self._chain.import_block(block, peer=from_peer)
-            except InvalidBlock as exc:
-                if exc.reason is not Reason.CONFLICTS_WITH_FINALIZED:
-                    invalid.add(block.block_id)
-                continue
-            if outcome is not Outcome.UNKNOWN_PARENT:
-                accepted.add(block.block_id)
-        self._after_import()
-        return ImportResult(accepted=frozenset(accepted), invalid=frozenset(invalid))
-
-    def _after_import(self) -> None:
-        """Gossip what the last import produced: new evidence and pool transactions."""
-        network = self._network
-        if network is None:
-            return
-        chain = self._chain
-        evidence, chain.new_evidence = chain.new_evidence, []
-        for found in evidence:
-            network.publish(Topic.EVIDENCE, encode_item(found.to_rlp()))
-        self._gossip_pool()
-
-    def _gossip_pool(self) -> None:
-        """Announce each pool transaction once (again after a reorg brought it back)."""
-        network = self._network
-        if network is None:
-            return
-        mempool = self._chain.mempool
-        for txid in mempool.not_gossiped():
-            entry = mempool.get(txid)
-            if entry is not None and mempool.mark_gossiped(txid):
-                network.publish(Topic.TRANSACTION, entry.tx.encoded)
-
-    # -- tasks ---------------------------------------------------------------------------------
-    async def _publish_block(self, block: Block) -> None:
-        network = self.network
-        network.publish(Topic.BLOCK, encode(block))
-        network.announce_status()
-        self._after_import()
-        await trio.lowlevel.checkpoint()
-
-    async def _publish_vote(self, vote: Vote) -> None:
-        self.network.publish(Topic.VOTE, encode(vote))
-        self._after_import()
-        await trio.lowlevel.checkpoint()
 
     # -- clock (dev chains steer it) -----------------------------------------------------------
     def clock_status(self) -> ClockStatus:
@@ -624,7 +440,7 @@ class Node:
                 if duties.is_vote_slot(slot):
                     with contextlib.suppress(SlashingProtectionError):
                         await duties.vote(slot)
-            self._after_import()
+            self._host.gossip_news()
             await self._sleep_until_ms(self._slot_start_ms(slot + 1))
 
     def _wall_offset_s(self) -> float:
@@ -655,7 +471,7 @@ class Node:
         await self._chain.run_storage(write)
         self._saved_bans = current
 
-    async def restore_bans(self) -> None:
+    async def _restore_bans(self) -> None:
         """Load the bans an earlier run saved (call once the network is open)."""
         offset = self._wall_offset_s()
         saved = await self._chain.run_storage(
@@ -781,7 +597,13 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
         if clock.manual:  # never before blocks we already hold
             head_start = genesis_ms + chain.head_info().slot * params.slot_ms
             clock.set_time_ms(max(clock.now_ms(), head_start))
-        node = Node(config, chain, events, node_key, clock, offset)
+        host = ChainHost(
+            chain,
+            params,
+            offload_decode_bytes=(
+                config.limits.offload_decode_bytes if config.offload_blocking else None
+            ),
+        )
         swarm = SwarmConfig(
             identity=node_key,
             chain_id=params.chain_id,
@@ -798,23 +620,35 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             trusted_networks=config.limits.trusted_networks,
             connection=ConnectionConfig(
                 handshake_timeout=config.limits.handshake_timeout,
-                inline_decode_bytes=node._offload_decode_bytes,
+                inline_decode_bytes=host.offload_decode_bytes,
             ),
             transport=config.transport or SocketTransport(),
         )
         network = await stack.enter_async_context(
-            open_network(NetworkConfig(swarm=swarm, seed=config.network_seed), node)
+            open_network(NetworkConfig(swarm=swarm, seed=config.network_seed), host)
         )
-        node._network = network
-        await node.restore_bans()
+        host.attach(network)
+        duties = None
         if config.validator_key is not None:
-            node._duties = ValidatorDuties(
+            duties = ValidatorDuties(
                 chain,
                 config.validator_key,
                 protection,
-                publish_block=node._publish_block,
-                publish_vote=node._publish_vote,
+                publish_block=host.publish_block,
+                publish_vote=host.publish_vote,
             )
+        node = Node(
+            config,
+            chain=chain,
+            events=events,
+            node_key=node_key,
+            clock=clock,
+            base_offset_ms=offset,
+            host=host,
+            network=network,
+            duties=duties,
+        )
+        await node._restore_bans()
         nursery = await stack.enter_async_context(trio.open_nursery())
         nursery.start_soon(node._run_clock)
         nursery.start_soon(node._run_peer_watch)

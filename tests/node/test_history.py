@@ -67,7 +67,7 @@ async def test_old_finalized_blocks_and_transactions_are_served_from_storage(
             assert await node.submit_transaction(tx) == tx.txid  # still known as on the chain
             # Replayed by a peer, it is known too, not kept as an orphan of a spent output.
             with pytest.raises(GossipIgnore) as replayed:
-                await node.validate(Topic.TRANSACTION, tx.encoded, PEER)
+                await node.network.host.validate(Topic.TRANSACTION, tx.encoded, PEER)
             assert replayed.value.reason is Reason.ALREADY_KNOWN
             assert node.statistics().mempool.orphan_count == 0
         target = net.nodes[0].head().height

@@ -1,6 +1,7 @@
 """One node on its own (a single validator, so it finalizes alone), in virtual time."""
 
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import trio
 from node_kill_worker import PARAMS, node_config
 
-from p2pchain import EventKind, NodeConfig, NodeLimits, TxStatus, open_node
+from p2pchain import EventKind, Node, NodeConfig, NodeLimits, TxStatus, open_node
 from p2pchain.consensus import build_block, get_forkchoice_store, on_tick
 from p2pchain.errors import (
     EventHistoryExpired,
@@ -293,7 +294,7 @@ async def test_block_signatures_are_verified_off_the_event_loop(monkeypatch):
         clock_offset_ms=1_500 - round(trio.current_time() * 1000),  # half-way through slot 1
     )
     async with open_node(config) as node:
-        result = await node.import_blocks((block,), PeerId(bytes(32)))
+        result = await node.network.host.import_blocks((block,), PeerId(bytes(32)))
         assert result.accepted == {block.block_id}
         assert node.head().block_id == block.block_id
         assert len(verified_on) == len(txs)
@@ -340,7 +341,7 @@ async def test_every_sqlite_statement_of_the_writer_runs_off_the_event_loop(monk
     )
     async with open_node(config) as node:
         for block in reversed(branches):  # the higher id first: the lower one wins the tie
-            result = await node.import_blocks((block,), PeerId(bytes(32)))
+            result = await node.network.host.import_blocks((block,), PeerId(bytes(32)))
             assert result.accepted == {block.block_id}
         assert node.head().block_id == branches[0].block_id
         assert node.statistics().chain.reorgs == 1
@@ -348,6 +349,18 @@ async def test_every_sqlite_statement_of_the_writer_runs_off_the_event_loop(monk
         assert node.head().block_id == branches[0].block_id
     assert ran_on  # the trace saw the statements
     assert loop_thread not in ran_on
+
+
+def test_the_node_shows_only_what_docs_api_md_documents():
+    """Every public name of `Node` is named in docs/api.md's sections on the node and its
+    events; the network-host hooks live on `node.network.host`, not on the node."""
+    text = (Path(__file__).parents[2] / "docs" / "api.md").read_text()
+    sections = text[text.index("## The `Node`") : text.index("## Validator duties")]
+    documented = set(re.findall(r"`(?:await )?(?:node\.)?([a-z_]+)", sections))
+    public = {name for name in dir(Node) if not name.startswith("_")}
+    assert public <= documented, public - documented
+    hooks = {"get_status", "block_at_height", "validate", "deliver", "import_blocks"}
+    assert not hooks & public
 
 
 def _task_count():
@@ -423,7 +436,7 @@ async def test_a_gossiped_transaction_breaking_a_context_free_rule_is_rejected(a
         overflow = net.wallets[0].sign(replace(good, outputs=outputs))
         peer = PeerId(bytes(32))
         with pytest.raises(GossipReject) as rejected:
-            await node.validate(Topic.TRANSACTION, overflow.encoded, peer)
+            await node.network.host.validate(Topic.TRANSACTION, overflow.encoded, peer)
         assert rejected.value.reason is Reason.VALUE_OVERFLOW
         assert node.mempool_size() == 0
 

@@ -33,8 +33,8 @@ async def test_node_limits_set_the_per_address_limit_and_the_handshake_deadline(
 
         with trio.fail_after(WAIT_S):
             async with (
-                open_swarm(peer_config(1), node.get_status) as first,
-                open_swarm(peer_config(2), node.get_status) as second,
+                open_swarm(peer_config(1), node.network.host.get_status) as first,
+                open_swarm(peer_config(2), node.network.host.get_status) as second,
             ):
                 assert await first.connect(address) == node.info.node_id
                 with pytest.raises(PeerRefused) as refused:

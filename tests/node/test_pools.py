@@ -1,9 +1,10 @@
 """Every pool a peer can fill stays within its `NodeLimits` bound, in count and in bytes.
 
-Each test pushes 10^4 junk items through `Node.validate` (the gossip hook, as the network
-service calls it) and checks the node's own accounting, `tracemalloc` where the bytes matter,
-and that an honest peer's entry survives the flood. Blocks with unknown parents are not the
-node's to hold: they go back to the network's orphan pool (bounded in tests/protocol/test_sync.py).
+Each test pushes 10^4 junk items through `node.network.host.validate` (the gossip hook, as
+the network service calls it) and checks the node's own accounting, `tracemalloc` where the
+bytes matter, and that an honest peer's entry survives the flood. Blocks with unknown parents
+are not the node's to hold: they go back to the network's orphan pool (bounded in
+tests/protocol/test_sync.py).
 """
 
 import gc
@@ -92,7 +93,7 @@ def _junk_block(nonce: int, *, parent: BlockId, slot: int, padding: int = 0) -> 
 
 async def _offer(node, topic: Topic, data: bytes, peer: PeerId) -> Verdict:
     try:
-        return await node.validate(topic, data, peer)
+        return await node.network.host.validate(topic, data, peer)
     except GossipIgnore:
         return Verdict.IGNORE
     except GossipReject:
@@ -182,7 +183,7 @@ async def test_blocks_with_unknown_parents_are_handed_to_the_network_not_held(au
         try:
             before = tracemalloc.get_traced_memory()[0]
             for nonce, data in enumerate(junk):
-                result = await node.validate(Topic.BLOCK, data, _peer(nonce % 16))
+                result = await node.network.host.validate(Topic.BLOCK, data, _peer(nonce % 16))
                 assert result == Orphan(blocks[nonce])  # for the orphan pool, decoded once
             del result
             gc.collect()  # cyclic garbage is not held
@@ -200,7 +201,7 @@ async def test_blocks_far_ahead_of_our_clock_are_ignored_not_held(autojump_clock
             slot = NOW_SLOT + SMALL.max_future_slots + 1 + nonce
             junk = _junk_block(nonce, parent=BlockId(sha256(b"%d" % nonce)), slot=slot)
             with pytest.raises(GossipIgnore) as ignored:
-                await node.validate(Topic.BLOCK, encode(junk), _peer(nonce))
+                await node.network.host.validate(Topic.BLOCK, encode(junk), _peer(nonce))
             assert ignored.value.reason is Reason.FUTURE_SLOT
         stats = node.statistics().chain
         assert stats.blocks_waiting == 0
@@ -275,7 +276,7 @@ async def test_evidence_against_keys_without_stake_is_ignored_not_pooled(autojum
             before = tracemalloc.get_traced_memory()[0]
             for nonce, data in enumerate(junk):
                 with pytest.raises(GossipIgnore) as ignored:
-                    await node.validate(Topic.EVIDENCE, data, _peer(nonce))
+                    await node.network.host.validate(Topic.EVIDENCE, data, _peer(nonce))
                 assert ignored.value.reason is Reason.NOTHING_TO_SLASH
             held = tracemalloc.get_traced_memory()[0] - before
         finally:
@@ -283,7 +284,7 @@ async def test_evidence_against_keys_without_stake_is_ignored_not_pooled(autojum
         assert node.statistics().chain.evidence_pooled == 0
         assert held < 200_000  # nothing per piece of evidence (nor in the fork choice)
         data = encode_item(_equivocation(KEYS[1]).to_rlp())
-        assert await node.validate(Topic.EVIDENCE, data, HONEST) is Verdict.ACCEPT
+        assert await node.network.host.validate(Topic.EVIDENCE, data, HONEST) is Verdict.ACCEPT
         assert node.statistics().chain.evidence_pooled == 1
 
 

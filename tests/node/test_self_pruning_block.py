@@ -48,10 +48,10 @@ async def test_self_pruning_block_is_accepted_and_the_node_keeps_serving(autojum
     async with open_node(_config(chain, network)) as node:
         if path == "gossip":
             for block in chain.blocks:
-                verdict = await node.validate(Topic.BLOCK, encode(block), PEER)
+                verdict = await node.network.host.validate(Topic.BLOCK, encode(block), PEER)
                 assert verdict is Verdict.ACCEPT  # z too: peers need its votes
         else:
-            result = await node.import_blocks(chain.blocks, PEER)
+            result = await node.network.host.import_blocks(chain.blocks, PEER)
             assert result.invalid == frozenset()
             assert result.accepted == frozenset(b.block_id for b in chain.blocks)
         _assert_pruned_outcome(node, chain)

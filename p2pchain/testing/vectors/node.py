@@ -3,11 +3,11 @@
 The node gets the vector's genesis and parameters, no validator key (it neither proposes nor
 votes) and a manual consensus clock, so that a tick is `Node.advance_clock` to the start of the
 slot (its slot loop runs, as it would, before the next step). Every block, vote and piece of
-evidence goes through `Node.validate`, the gossip hook the network service calls with a peer's
-bytes: decoding, the waiting pools, slashing detection and the chain service's imports all run
-as they do for a message off the wire. Checks read the node's reported head and durable
-checkpoints; weights, validator sets and proposers (which a node does not publish) are read from
-its fork-choice store with the consensus queries.
+evidence goes through `node.network.host.validate`, the gossip hook the network service calls
+with a peer's bytes: decoding, the waiting pools, slashing detection and the chain service's
+imports all run as they do for a message off the wire. Checks read the node's reported head
+and durable checkpoints; weights, validator sets and proposers (which a node does not publish)
+are read from its fork-choice store with the consensus queries.
 
 Where a node may legitimately differ from the pure store, vectors are written so that it does
 not show (docs/testing.md): nothing a node holds for a retry is ever made valid later, and
@@ -76,7 +76,7 @@ async def deliver_to_node(node: Node, step: Delivery) -> Observed:
     """Hand `step`'s bytes to the node as gossip from `SENDER`; report what it did."""
     pruned = node.statistics().chain.blocks_pruned
     try:
-        result = await node.validate(TOPICS[step.kind], step.data, SENDER)
+        result = await node.network.host.validate(TOPICS[step.kind], step.data, SENDER)
     except (GossipIgnore, GossipReject) as exc:
         if step.kind is MessageKind.VOTE and exc.reason is Reason.UNKNOWN_VOTE_HEAD:
             return Observed(valid=False, held=True)  # the verdict for every vote it holds

@@ -1,0 +1,242 @@
+"""`ChainHost`: the node as its network service sees it (a `NetworkHost`).
+
+The network service reads the chain through it (status, blocks to serve) and calls its hooks:
+gossip validation, which imports what it accepts before it is relayed (a block with an unknown
+parent comes back as `Orphan`, for the service's orphan pool), delivery, and sync imports. It
+also gossips what the node produces: its own blocks and votes, evidence the chain found and
+transactions new to the pool. `Node` keeps only its documented API; this object is internal.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from p2pchain.errors import (
+    DecodeError,
+    GossipIgnore,
+    GossipReject,
+    InvalidBlock,
+    InvalidTransaction,
+    InvalidVote,
+    Reason,
+)
+from p2pchain.ledger.block import Block
+from p2pchain.ledger.encoding import decode, encode, encode_item
+from p2pchain.ledger.evidence import decode_evidence
+from p2pchain.ledger.tx import Transaction
+from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.validation import check_transaction
+from p2pchain.ledger.vote import Vote
+from p2pchain.net.service import ImportResult, NetworkService, Orphan
+from p2pchain.node.chain import ChainService, Outcome
+from p2pchain.params import ChainParams
+from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.gossip import Verdict
+from p2pchain.protocol.messages import Status, Topic
+
+_IGNORED_TX = frozenset(
+    {
+        Reason.ALREADY_KNOWN,
+        Reason.MEMPOOL_CONFLICT,
+        Reason.MEMPOOL_FULL,
+        Reason.FEE_TOO_LOW,
+        Reason.PEER_LIMIT,
+        Reason.MISSING_INPUT,
+        Reason.IMMATURE,
+        Reason.LOCKED,
+        Reason.CONFLICTING_SPEND,
+        Reason.CAP_EXCEEDED,
+        Reason.VALUE_OVERFLOW,
+        Reason.UNKNOWN_ASSET,
+        Reason.BAD_UNBOND,
+    }
+)
+"""Transaction failures that depend on our view (a reorg or a race), so nobody is blamed."""
+_IGNORED_BLOCK = frozenset({Reason.CONFLICTS_WITH_FINALIZED, Reason.DUPLICATE_BLOCK})
+_IGNORED_VOTE = frozenset(
+    {
+        Reason.STALE_VOTE,
+        Reason.CONFLICTS_WITH_FINALIZED,
+        Reason.UNKNOWN_VOTE_HEAD,
+        Reason.FUTURE_VOTE,
+    }
+)
+
+
+class ChainHost:
+    """The node's chain behind its network service: reads, gossip hooks and our own gossip.
+
+    Args:
+        chain: the chain service every import goes to.
+        params: the chain's parameters (for the context-free transaction rules).
+        offload_decode_bytes: gossiped blocks longer than this are decoded in a worker
+            thread; None (simulations) decodes every block inline.
+    """
+
+    def __init__(
+        self, chain: ChainService, params: ChainParams, *, offload_decode_bytes: int | None
+    ) -> None:
+        self._chain = chain
+        self.params = params
+        self.offload_decode_bytes = offload_decode_bytes
+        self.network: NetworkService | None = None
+        """The service this host sits behind, once `attach` bound it (gossip waits for it)."""
+
+    def attach(self, network: NetworkService) -> None:
+        """Bind the network service opened on this host: from now on our gossip goes out."""
+        self.network = network
+
+    def get_status(self) -> Status:
+        """Our head and finalized checkpoint, as announced to peers."""
+        head = self._chain.head_node()
+        return Status(
+            head=head.block_id,
+            head_height=head.height,
+            head_slot=head.slot,
+            finalized=self._chain.store.finalized_checkpoint,
+        )
+
+    def block_at_height(self, height: int) -> Block | None:
+        """The canonical block at `height`, for serving range requests."""
+        return self._chain.canonical_block(height)
+
+    def get_block(self, block_id: BlockId) -> Block | None:
+        """Any block of the tree or the finalized chain, for serving and for sync."""
+        return self._chain.get_block(block_id)
+
+    async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict | Orphan:
+        """Gossip validation: a valid message is also imported here, before it is relayed; a
+        block with an unknown parent comes back as `Orphan`, for the network's orphan pool."""
+        try:
+            if topic is Topic.TRANSACTION:
+                return self._validate_transaction(Transaction.from_bytes(data), from_peer)
+            if topic is Topic.BLOCK:
+                return await self._validate_block(await self._decode_block(data), from_peer)
+            if topic is Topic.VOTE:
+                return await self._validate_vote(decode(Vote, data), from_peer)
+            await self._chain.import_evidence(decode_evidence(data))
+        except DecodeError as exc:
+            raise GossipReject(Reason.MALFORMED, str(exc)) from exc
+        except InvalidTransaction as exc:
+            if exc.reason is Reason.NOTHING_TO_SLASH:  # already slashed, or not a validator
+                raise GossipIgnore(exc.reason, exc.detail) from exc
+            raise GossipReject(exc.reason, exc.detail) from exc
+        finally:
+            self.gossip_news()
+        return Verdict.ACCEPT
+
+    async def _decode_block(self, data: bytes) -> Block:
+        """Decode a gossiped block; a large one in a worker thread, off the event loop."""
+        limit = self.offload_decode_bytes
+        if limit is None or len(data) <= limit:
+            return decode(Block, data)
+        return await trio.to_thread.run_sync(decode, Block, data)
+
+    def _validate_transaction(self, tx: Transaction, from_peer: PeerId) -> Verdict:
+        try:
+            # A context-free rule fails in every view: that is always the sender's fault,
+            # whatever the reason code (value-overflow also names a view-dependent mint rule).
+            check_transaction(tx, self.params)
+        except InvalidTransaction as exc:
+            raise GossipReject(exc.reason, exc.detail) from exc
+        try:
+            change = self._chain.add_transaction(tx, peer=from_peer.hex())
+        except InvalidTransaction as exc:
+            if exc.reason in _IGNORED_TX:
+                raise GossipIgnore(exc.reason, exc.detail) from exc
+            raise GossipReject(exc.reason, exc.detail) from exc
+        if tx.txid not in change.accepted:
+            raise GossipIgnore(Reason.MISSING_INPUT, "kept as an orphan")
+        self._chain.mempool.mark_gossiped(tx.txid)
+        return Verdict.ACCEPT
+
+    async def _validate_block(self, block: Block, from_peer: PeerId) -> Verdict | Orphan:
+        try:
+            outcome = await self._chain.import_block(block, peer=from_peer)
+        except InvalidBlock as exc:
+            if exc.reason in _IGNORED_BLOCK:
+                raise GossipIgnore(exc.reason, exc.detail) from exc
+            raise GossipReject(exc.reason, exc.detail) from exc
+        if outcome in (Outcome.IMPORTED, Outcome.PRUNED):
+            return Verdict.ACCEPT  # a pruned block is relayed: peers need its votes too
+        if outcome is Outcome.UNKNOWN_PARENT:
+            return Orphan(block)
+        if outcome in (Outcome.FUTURE_SLOT, Outcome.TOO_EARLY):
+            raise GossipIgnore(Reason.FUTURE_SLOT)
+        raise GossipIgnore(Reason.DUPLICATE_BLOCK)
+
+    async def _validate_vote(self, vote: Vote, from_peer: PeerId) -> Verdict:
+        try:
+            outcome = await self._chain.import_vote(vote, peer=from_peer)
+        except InvalidVote as exc:
+            if exc.reason in _IGNORED_VOTE:
+                raise GossipIgnore(exc.reason, exc.detail) from exc
+            raise GossipReject(exc.reason, exc.detail) from exc
+        if outcome is not Outcome.IMPORTED:
+            raise GossipIgnore(Reason.UNKNOWN_VOTE_HEAD)
+        return Verdict.ACCEPT
+
+    async def deliver(self, topic: Topic, data: bytes) -> None:
+        """Accepted gossip was already imported by `validate`; nothing is left to do."""
+        await trio.lowlevel.checkpoint()
+
+    async def import_blocks(self, blocks: tuple[Block, ...], from_peer: PeerId) -> ImportResult:
+        """Blocks from sync: import in order; report which are in the tree and which broke a
+        rule. Blocks from a future slot wait in our queue and count as accepted, and so do
+        blocks too far ahead of our clock to be held (dropped without blaming the peer for a
+        clock difference; nor are they orphans to fetch parents for). A block with an unknown
+        parent is neither: the network keeps it in its orphan pool."""
+        accepted: set[BlockId] = set()
+        invalid: set[BlockId] = set()
+        for block in blocks:
+            try:
+                outcome = await self._chain.import_block(block, peer=from_peer)
+            except InvalidBlock as exc:
+                if exc.reason is not Reason.CONFLICTS_WITH_FINALIZED:
+                    invalid.add(block.block_id)
+                continue
+            if outcome is not Outcome.UNKNOWN_PARENT:
+                accepted.add(block.block_id)
+        self.gossip_news()
+        return ImportResult(accepted=frozenset(accepted), invalid=frozenset(invalid))
+
+    def gossip_news(self) -> None:
+        """Gossip what the last import produced: new evidence and pool transactions."""
+        network = self.network
+        if network is None:
+            return
+        chain = self._chain
+        evidence, chain.new_evidence = chain.new_evidence, []
+        for found in evidence:
+            network.publish(Topic.EVIDENCE, encode_item(found.to_rlp()))
+        self.gossip_pool()
+
+    def gossip_pool(self) -> None:
+        """Announce each pool transaction once (again after a reorg brought it back)."""
+        network = self.network
+        if network is None:
+            return
+        mempool = self._chain.mempool
+        for txid in mempool.not_gossiped():
+            entry = mempool.get(txid)
+            if entry is not None and mempool.mark_gossiped(txid):
+                network.publish(Topic.TRANSACTION, entry.tx.encoded)
+
+    # -- our own blocks and votes ---------------------------------------------------------------
+    async def publish_block(self, block: Block) -> None:
+        """Gossip our block (imported already), announce the new status, gossip the news."""
+        network = self.network
+        if network is None:
+            raise RuntimeError("the network is not open")
+        network.publish(Topic.BLOCK, encode(block))
+        network.announce_status()
+        self.gossip_news()
+        await trio.lowlevel.checkpoint()
+
+    async def publish_vote(self, vote: Vote) -> None:
+        """Gossip our vote (counted already), then the news."""
+        if self.network is None:
+            raise RuntimeError("the network is not open")
+        self.network.publish(Topic.VOTE, encode(vote))
+        self.gossip_news()
+        await trio.lowlevel.checkpoint()
