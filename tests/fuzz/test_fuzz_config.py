@@ -15,7 +15,16 @@ import tomli_w
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pchain.cli.config import NetworkFile, dump_network, load_network, load_node, read_key
+from p2pchain.cli.config import (
+    MAX_CLOCK_SKEW_MS,
+    NODE_KEYS,
+    NetworkFile,
+    dump_network,
+    dump_node,
+    load_network,
+    load_node,
+    read_key,
+)
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import decode_address, encode_address
 from p2pchain.ledger.genesis import genesis_block
@@ -133,11 +142,51 @@ def test_network_documents(document: dict[str, object]) -> None:
         _check_network(data)
 
 
-@given(document=st.dictionaries(st.text(max_size=10), _toml_values(), max_size=5))
+def _node_values(key: str) -> st.SearchStrategy[object]:
+    """Values near what `key` takes, and anything else."""
+    near: dict[str, st.SearchStrategy[object]] = {
+        "clock_skew_ms": st.one_of(
+            st.integers(min_value=-MAX_CLOCK_SKEW_MS - 1, max_value=MAX_CLOCK_SKEW_MS + 1),
+            st.sampled_from([MAX_CLOCK_SKEW_MS, -MAX_CLOCK_SKEW_MS, MAX_CLOCK_SKEW_MS + 1]),
+        ),
+        "log_level": st.sampled_from(["debug", "info", "warning", "error", "INFO", ""]),
+        "dev_rpc": st.booleans(),
+        "manual_clock": st.booleans(),
+        "listen": st.lists(st.sampled_from(["tcp://127.0.0.1:0", "ws://[::1]:9", "x"]), max_size=2),
+        "bootnodes": st.lists(st.text(max_size=20), max_size=2),
+        "advertise": st.lists(st.text(max_size=20), max_size=2),
+    }
+    paths = st.sampled_from(["network.toml", "node.key", "data", "../x", ""])
+    return st.one_of(near.get(key, paths), _toml_values())
+
+
+@st.composite
+def node_documents(draw: st.DrawFn) -> dict[str, object]:
+    """node.toml-shaped documents: the loader's own keys with values near theirs, and others."""
+    keys = draw(st.lists(st.sampled_from(sorted(NODE_KEYS)), max_size=len(NODE_KEYS), unique=True))
+    document = {key: draw(_node_values(key)) for key in keys}
+    if draw(st.booleans()):
+        document.update({"network": "network.toml", "node_key_file": "node.key"})
+    if draw(st.integers(0, 9)) == 0:
+        document[draw(st.text(string.ascii_lowercase, min_size=1, max_size=8))] = draw(
+            _toml_values()
+        )
+    return document
+
+
+@given(document=node_documents())
 def test_node_documents(document: dict[str, object]) -> None:
-    if (data := _dump(document)) is not None:
-        with contextlib.suppress(ConfigError):
-            load_node(_write(data))
+    """ConfigError, or a node file that survives being written back."""
+    if (data := _dump(document)) is None:
+        return
+    path = _write(data)
+    try:
+        node = load_node(path)
+    except ConfigError:
+        return
+    assert abs(node.clock_skew_ms) <= MAX_CLOCK_SKEW_MS
+    dump_node(node, path)
+    assert load_node(path) == node
 
 
 @given(data=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
