@@ -620,11 +620,10 @@ class GossipRouter:
             size = len(pending.data)
             self._pending_bytes -= size
             first = pending.senders[0]
-            remaining = self._pending_by_peer[first] - size
+            # An empty message holds no bytes, so the peer's entry may already be gone.
+            remaining = self._pending_by_peer.pop(first, 0) - size
             if remaining:
                 self._pending_by_peer[first] = remaining
-            else:
-                del self._pending_by_peer[first]
         return pending
 
     def _mark_seen(self, message_id: bytes, now: float) -> None:

@@ -354,6 +354,24 @@ def test_validation_queue_and_seen_cache_are_bounded():
     assert router.statistics().pending_validations <= params.max_pending_validations
 
 
+def test_empty_messages_from_one_peer_are_each_validated_and_released():
+    """Empty messages hold no pending bytes; releasing the second after the first must not
+    fail (it once raised KeyError)."""
+    router = GossipRouter(Random(0), PARAMS)
+    router.add_peer(peer(0), outbound=False)
+    validations = [
+        router.handle_message(peer(0), Publish(topic=topic, data=b""), 0.0)
+        for topic in (Topic.TRANSACTION, Topic.VOTE)
+    ]
+    ids = [actions[0].message_id for actions in validations]
+    for message_id in ids:
+        delivered = router.report_validation(message_id, Verdict.ACCEPT, 0.1)
+        assert [a.message_id for a in delivered if isinstance(a, Deliver)] == [message_id]
+    assert router.statistics().pending_validations == 0
+    follow_up = router.handle_message(peer(0), Publish(topic=Topic.BLOCK, data=b"b"), 0.2)
+    assert len(follow_up) == 1
+
+
 def test_seen_cache_expires_after_ttl():
     params = GossipParams(seen_ttl=10.0)
     router = GossipRouter(Random(0), params)
