@@ -160,7 +160,10 @@ class SwarmConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PeerConnected:
-    """A peer finished the handshake and was accepted."""
+    """A peer finished the handshake and was accepted, or a new link to an accepted peer
+    replaced its old one (both ends keep the same link of two crossed dials). Whatever the
+    layer above tied to the old link (requests awaiting an answer, mesh membership) ended
+    with it, so it registers the peer afresh."""
 
     peer_id: PeerId
     hello: Hello
@@ -803,14 +806,14 @@ class Swarm:
         self._notify()
         if evicted is not None:
             await self._forget_peer(evicted, DisconnectReason.TOO_MANY_PEERS, by_peer=False)
-        if peer_id not in self._announced:
-            # A link that replaced an announced one is the same peer to the layer above.
-            await self.events.send(
-                PeerConnected(peer_id=peer_id, hello=hello, outbound=handle.outbound)
-            )
-            self._announced.add(peer_id)
-            if peer_id not in self._peers:  # evicted while we waited for room in `events`
-                await self._forget_peer(handle, DisconnectReason.TOO_MANY_PEERS, by_peer=False)
+        # Sent for a link that replaced an announced one too: an answer to a request sent on
+        # the old link is lost with it, and waiting for it would cost the peer a timeout.
+        await self.events.send(
+            PeerConnected(peer_id=peer_id, hello=hello, outbound=handle.outbound)
+        )
+        self._announced.add(peer_id)
+        if peer_id not in self._peers:  # evicted while we waited for room in `events`
+            await self._forget_peer(handle, DisconnectReason.TOO_MANY_PEERS, by_peer=False)
 
     def _inbound_refusal(self, link: _Link | None) -> str | None:
         """Why a new inbound peer is over its address's or group's limit, or None."""

@@ -3,13 +3,14 @@
 `SyncManager` compares each peer's `Status` with what it has fetched, asks peers that are ahead
 for consecutive height ranges (`GetBlocksByRange`), checks the *shape* of every `Blocks` answer
 (solicited, not too many, contiguous heights, each block's parent the previous one, bounded
-bytes) and hands complete runs of blocks to the caller in height order. Whether a block is valid
-is for consensus to say; the caller imports what `Import` actions carry and calls `reset` if an
-import fails. A peer cannot make us buffer unbounded data (bounded in-flight requests, bounded
-pending blocks and bytes) or loop (a peer that returns nothing, or nothing within
-`request_timeout`, is no longer asked for that range; bad answers and timeouts cost score and go
-to another peer). Time is the `now` argument, in seconds; nothing here reads a clock, and no
-deadline or penalty depends on the chain's slot or epoch length.
+bytes) and hands complete runs of blocks to the caller in height order (and runs of another
+branch, which the caller places or holds as orphans, so that a fork is found). Whether a
+block is valid is for consensus to say; the caller imports what `Import` actions carry and
+calls `reset` if an import fails. A peer cannot make us buffer unbounded data (bounded
+in-flight requests, bounded pending blocks and bytes) or loop (a peer that returns nothing, or
+nothing within `request_timeout`, is no longer asked for that range; bad answers and timeouts
+cost score and go to another peer). Time is the `now` argument, in seconds; nothing here reads
+a clock, and no deadline or penalty depends on the chain's slot or epoch length.
 
 `OrphanPool` is the one place where blocks whose parent is unknown wait (gossiped ones, and
 blocks of a sync answer that did not attach), until the parent is known, bounded in count and
@@ -179,6 +180,7 @@ class SyncManager:
         self.params = params if params is not None else SyncParams()
         self.orphans = OrphanPool(self.params)
         self._peer_heads: dict[PeerId, int] = {}
+        self._peer_finalized: dict[PeerId, BlockId] = {}
         self._requests: dict[int, _Request] = {}
         self._next_request_id = 1
         self._retry: list[_Range] = []
@@ -234,14 +236,16 @@ class SyncManager:
     def on_status(self, peer_id: PeerId, status: Status, now: float) -> list[SyncAction]:
         """Record a peer's head; request ranges if it is ahead of us."""
         self._peer_heads[peer_id] = status.head_height
+        self._peer_finalized[peer_id] = status.finalized.block_id
         return self._schedule(now)
 
     def remove_peer(self, peer_id: PeerId, now: float) -> list[SyncAction]:
         """Forget a disconnected peer and hand its open requests to others."""
         self._peer_heads.pop(peer_id, None)
+        self._peer_finalized.pop(peer_id, None)
         for request_id, request in list(self._requests.items()):
             if request.peer_id == peer_id:
-                del self._requests[request_id]
+                self._close(request_id)
                 self._requeue(request, exclude=False)
         return self._schedule(now)
 
@@ -268,13 +272,14 @@ class SyncManager:
         request = self._requests.get(response.request_id)
         if request is None or request.peer_id != peer_id:
             return [self._bad_response(peer_id)]
-        del self._requests[response.request_id]
+        self._close(response.request_id)
         if request.stale:
             return self._schedule(now)
-        problem = self._shape_problem(request, response.blocks)
-        if problem:
+        if self._shape_problem(request, response.blocks):
             self._requeue(request, exclude=True)
             return [self._bad_response(peer_id), *self._schedule(now)]
+        if self._off_anchor(request, response.blocks):
+            return self._other_branch(peer_id, request, now)
         if request.by_id:
             actions: list[SyncAction] = []
             if response.blocks:
@@ -300,7 +305,7 @@ class SyncManager:
         for request_id, request in list(self._requests.items()):
             if request.deadline > now:
                 continue
-            del self._requests[request_id]
+            self._close(request_id)
             # Charged even if stale: a reset (our finality moving, once an epoch) must not
             # forgive silence, or epochs shorter than `request_timeout` forgive every timeout.
             self._counters.timeouts += 1
@@ -343,6 +348,33 @@ class SyncManager:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _close(self, request_id: int) -> None:
+        """End an open request however it ended (answer, timeout, disconnect); a parent
+        request's blocks may be asked for again by the next orphan that needs them."""
+        request = self._requests.pop(request_id)
+        if request.by_id:
+            self.orphans.forget_requested(request.block_ids)
+
+    def _off_anchor(self, request: _Request, blocks: tuple[Block, ...]) -> bool:
+        """True if a range just above the anchor does not begin with a child of it."""
+        return bool(
+            not request.by_id
+            and blocks
+            and request.start == self._anchor_height + 1
+            and blocks[0].header.parent != self._anchor_id
+        )
+
+    def _other_branch(self, peer_id: PeerId, request: _Request, now: float) -> list[SyncAction]:
+        """An answer off our anchor. It is malice only from a peer whose last `Status` named
+        our anchor as its finalized block; an honest peer that has not finalized it may still
+        be on a branch we finalized away (after a partition), so that peer is only not asked
+        at or above the range again until its next `Status`."""
+        self._requeue(request, exclude=True)
+        if self._peer_finalized.get(peer_id) == self._anchor_id:
+            return [self._bad_response(peer_id), *self._schedule(now)]
+        self._lower_head(peer_id, request.start - 1)
+        return self._schedule(now)
+
     def _shape_problem(self, request: _Request, blocks: tuple[Block, ...]) -> bool:
         if sum(block_size(block) for block in blocks) > self.params.max_response_bytes:
             return True
@@ -363,13 +395,7 @@ class SyncManager:
                 return True
             if offset and block.header.parent != blocks[offset - 1].block_id:
                 return True
-        # Every honest peer builds on our anchor (the finalized block); a block from another
-        # peer is no such proof, so attaching to it is checked later, in `_release`, unblamed.
-        return bool(
-            blocks
-            and request.start == self._anchor_height + 1
-            and blocks[0].header.parent != self._anchor_id
-        )
+        return False
 
     def _release(self) -> list[SyncAction]:
         actions: list[SyncAction] = []
@@ -378,10 +404,13 @@ class SyncManager:
             self._buffered_bytes -= sum(block_size(block) for block in blocks)
             if blocks[0].header.parent != self._expected_parent:
                 # Another branch than the run before it: not provably malice, so no penalty,
-                # but this peer is not asked again above it until its next Status.
+                # and this peer is not asked again above it until its next Status. The run is
+                # still handed over: a branch we do not know yet (after a partition heals) is
+                # fetched down to where it forks by its orphans' parent requests.
                 start = blocks[0].header.height
                 self._lower_head(peer_id, start - 1)
                 self._retry.append(_Range(start, len(blocks), frozenset({peer_id})))
+                actions.append(Import(blocks=blocks, from_peer=peer_id))
                 continue
             actions.append(Import(blocks=blocks, from_peer=peer_id))
             self._counters.blocks_imported += len(blocks)
@@ -562,6 +591,11 @@ class OrphanPool:
             return None
         self._requested.add(missing)
         return GetBlocksById(request_id=request_id, block_ids=(missing,))
+
+    def forget_requested(self, block_ids: Iterable[BlockId]) -> None:
+        """A request for `block_ids` ended: a later orphan may ask for them again (else one
+        lost answer would leave every orphan above it waiting until it expires)."""
+        self._requested.difference_update(block_ids)
 
     def release(self, parent_id: BlockId) -> list[Block]:
         """Remove and return every held descendant of a block that just became known.

@@ -249,6 +249,27 @@ async def test_leaving_the_context_closes_every_socket_and_task():
     assert [e async for e in node.events if isinstance(e, PeerConnected)]
 
 
+async def test_a_link_that_replaces_another_registers_the_peer_afresh_at_both_ends():
+    """The link dialed by the lower key replaces an earlier one; what the layer above tied to
+    the old link (requests awaiting answers on it) ended with it, so both ends announce the
+    peer again and it is registered afresh, never left waiting for a lost answer."""
+    with trio.fail_after(WAIT):
+        async with open_swarm(_config(62), _status) as a, open_swarm(_config(63), _status) as b:
+            low, high = sorted((a, b), key=lambda swarm: swarm.peer_id)
+            assert await high.connect(_tcp(low)) == low.peer_id
+            for swarm, other in ((low, high), (high, low)):
+                assert (await _next_event(swarm, PeerConnected)).peer_id == other.peer_id
+            assert await low.connect(_tcp(high)) == high.peer_id
+            for swarm, other in ((low, high), (high, low)):
+                event = await _next_event(swarm, PeerConnected | PeerDisconnected)
+                assert isinstance(event, PeerConnected)
+                assert (event.peer_id, event.outbound) == (other.peer_id, swarm is low)
+            await low.ping(high.peer_id)
+            await high.ping(low.peer_id)
+            assert [(p.peer_id, p.outbound) for p in low.peers()] == [(high.peer_id, True)]
+            assert [(p.peer_id, p.outbound) for p in high.peers()] == [(low.peer_id, False)]
+
+
 async def test_crossing_dials_both_succeed():
     """Two nodes dialing each other at once keep one link, and both `connect` calls succeed."""
     with trio.fail_after(WAIT):

@@ -106,8 +106,16 @@ def penalties(actions: list) -> list[Penalize]:
     return [a for a in actions if isinstance(a, Penalize)]
 
 
-def run_sync(manager: SyncManager, servers: dict[PeerId, MemoryChain], local: list[Block]) -> int:
-    """Serve every request in order until quiet; return how many messages went around."""
+def run_sync(
+    manager: SyncManager,
+    servers: dict[PeerId, MemoryChain],
+    local: list[Block],
+    side_runs: list[tuple[Block, ...]] | None = None,
+) -> int:
+    """Serve every request in order until quiet; return how many messages went around.
+
+    An import extends `local`, or is a run of another branch (each block the parent of the
+    next), handed over for the shell to place; those go to `side_runs`."""
     now = 0.0
     queue = []
     for peer_id, chain in servers.items():
@@ -117,9 +125,14 @@ def run_sync(manager: SyncManager, servers: dict[PeerId, MemoryChain], local: li
         action = queue.pop(0)
         now += 0.01
         if isinstance(action, Import):
-            for block in action.blocks:
-                assert block.header.parent == local[-1].block_id
-                local.append(block)
+            run = action.blocks
+            pairs = itertools.pairwise(run)
+            assert all(child.header.parent == parent.block_id for parent, child in pairs)
+            if run[0].header.parent != local[-1].block_id:
+                assert side_runs is not None, "a run off the synced chain"
+                side_runs.append(run)
+                continue
+            local.extend(run)
         elif isinstance(action, Send):
             exchanged += 1
             assert isinstance(action.message, GetBlocksByRange)
@@ -243,6 +256,33 @@ def test_malformed_answer_is_penalized_and_asked_elsewhere(kind):
     assert manager.statistics().bad_responses == 1
 
 
+def test_an_answer_off_our_anchor_costs_nothing_from_a_peer_that_has_not_finalized_it():
+    """After a partition an honest peer may still serve a branch we finalized away: its first
+    block does not build on our anchor, but only a peer that named our anchor as its finalized
+    block proves malice by that (the "other branch" case above)."""
+    manager = SyncManager(
+        anchor_height=100,
+        anchor_id=MAIN[100].block_id,
+        params=SyncParams(batch_size=5, max_requests_per_peer=3),
+    )
+    behind = MemoryChain(FORK[:151]).status()  # finalized: the shared genesis, not our anchor
+    requests = range_requests(manager.on_status(peer(1), behind, 0.0))
+    assert requests[0] == (peer(1), GetBlocksByRange(request_id=1, start_height=101, count=5))
+    answer = serve_blocks_by_range(requests[0][1], MemoryChain(FORK))
+    actions = manager.on_blocks(peer(1), answer, 0.1)
+    assert penalties(actions) == []
+    assert imported(actions) == []
+    assert range_requests(actions) == []  # not asked again
+    assert manager.statistics().bad_responses == 0
+    retried = range_requests(manager.on_status(peer(2), MemoryChain(MAIN[:151]).status(), 0.2))
+    assert retried[0][0] == peer(2)
+    assert retried[0][1].start_height == 101
+    # Its next Status makes it a candidate again.
+    manager.remove_peer(peer(2), 0.2)
+    again = range_requests(manager.on_status(peer(1), behind, 0.3))
+    assert {p for p, _ in again} == {peer(1)}
+
+
 @pytest.mark.parametrize("wrong", ["unknown id", "other peer's id"])
 def test_unsolicited_answer_is_penalized(wrong):
     manager = new_manager(batch_size=5)
@@ -307,10 +347,15 @@ def test_peers_on_two_branches_cannot_make_us_import_a_broken_chain_or_loop():
     servers = {peer(1): MemoryChain(MAIN[:300]), peer(2): MemoryChain(FORK[:300])}
     manager = new_manager(batch_size=30)
     local = [MAIN[0]]
-    exchanged = run_sync(manager, servers, local)  # asserts each import extends `local`
+    side_runs: list[tuple[Block, ...]] = []
+    exchanged = run_sync(manager, servers, local, side_runs)
     assert len(local) > 100
     assert local in (MAIN[: len(local)], FORK[: len(local)])
     assert exchanged < 50
+    # The other branch's runs are handed over too, so the shell can fetch where they fork.
+    other = FORK if local[-1] in MAIN else MAIN
+    assert side_runs
+    assert all(set(run) <= set(other[100:]) for run in side_runs)
 
 
 ADVERSARIAL_BLOCKS = st.lists(st.sampled_from(MAIN[:40] + FORK[95:110]), max_size=12).map(tuple)
@@ -478,6 +523,25 @@ def test_sync_manager_asks_the_announcer_for_a_missing_parent():
     again = manager.add_orphan(MAIN[70], peer(4), 0.2)[0].message
     wrong = Blocks(request_id=again.request_id, blocks=(MAIN[3],))
     assert penalties(manager.on_blocks(peer(4), wrong, 0.3))
+
+
+@pytest.mark.parametrize("ending", ["timeout", "empty answer", "disconnect"])
+def test_a_parent_request_that_ended_unanswered_is_asked_again_by_the_next_orphan(ending):
+    """A lost answer must not leave every orphan above it waiting until it expires (after a
+    heal this kept a node on its own branch for many epochs)."""
+    manager = new_manager(request_timeout=10.0)
+    (first,) = manager.add_orphan(MAIN[50], peer(4), 0.0)
+    assert manager.add_orphan(MAIN[51], peer(4), 1.0) == []  # its ancestor is asked for
+    if ending == "timeout":
+        assert penalties(manager.handle_timeouts(10.0))
+    elif ending == "empty answer":
+        reply = Blocks(request_id=first.message.request_id, blocks=())
+        assert manager.on_blocks(peer(4), reply, 2.0) == []
+    else:
+        manager.remove_peer(peer(4), 2.0)
+    (again,) = manager.add_orphan(MAIN[52], peer(5), 11.0)
+    assert again.peer_id == peer(5)
+    assert again.message.block_ids == (MAIN[49].block_id,)
 
 
 # -- serving -------------------------------------------------------------------------------
