@@ -76,7 +76,9 @@ async def test_finality_resumes_after_every_heal_of_many_partitions(autojump_clo
     ),
 )
 # Found by this test: a 2|2 heal where one node's parent request was lost with a replaced link
-# and never asked again, and a peer on the finalized-away branch was banned for serving it.
+# and never asked again, and a peer on the finalized-away branch was banned for serving it; and
+# one where range sync dropped the other side's branch, leaving it to the next gossiped block.
+@example(seed=853, splits=[([0, 1, 2, 3], 2, 6.0)])
 @example(
     seed=171869,
     splits=[
