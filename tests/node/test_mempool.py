@@ -6,7 +6,6 @@ import tracemalloc
 from fractions import Fraction
 
 import pytest
-from crash_worker import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +30,7 @@ from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.node.mempool import Mempool, MempoolLimits, Removal
+from p2pchain.testing.crash import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
 
 Coin = tuple[OutPoint, TxOutput]
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from crash_worker import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +27,7 @@ from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block, reward_lock
 from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.node.mempool import Mempool, MempoolLimits
+from p2pchain.testing.crash import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
 
 FEE = 1_000
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from crash_worker import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
 
 from p2pchain.errors import InvalidTransaction, Reason
 from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
@@ -27,6 +26,7 @@ from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.node.mempool import Mempool, MempoolLimits, Removal
+from p2pchain.testing.crash import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
 
 FEE = 1_000
 

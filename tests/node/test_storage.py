@@ -11,7 +11,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from crash_worker import PARAMS, ChainBuilder, genesis, is_side_block, reference_chain
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -37,6 +36,7 @@ from p2pchain.node.storage import (
     SqliteChainStore,
     restore_view,
 )
+from p2pchain.testing.crash import PARAMS, ChainBuilder, genesis, is_side_block, reference_chain
 from p2pchain.testing.stores import commit_after_apply, stored_undo
 
 GENESIS, _ = genesis()
@@ -310,12 +310,12 @@ def test_restore_view_keeps_indexes() -> None:
     assert restored.get(OutPoint(txid=utxos[0][0].txid, index=utxos[0][0].index)) is not None
 
 
-WORKER = Path(__file__).with_name("crash_worker.py")
+WORKER = [sys.executable, "-m", "p2pchain.testing.crash"]
 
 
 def spawn_worker(path: Path, seed: int, target: int, *extra: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(WORKER), str(path), str(seed), str(target), *map(str, extra)],
+        [*WORKER, str(path), str(seed), str(target), *map(str, extra)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -382,7 +382,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) ->
         heights.append(check_consistent(path, last_ack, reference))
     assert heights == sorted(heights)
     finished = subprocess.run(
-        [sys.executable, str(WORKER), str(path), str(seed), str(final)],
+        [*WORKER, str(path), str(seed), str(final)],
         capture_output=True,
         text=True,
         check=True,

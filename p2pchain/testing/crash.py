@@ -1,15 +1,15 @@
-"""A deterministic chain for storage tests, and a worker process that the crash test kills.
+"""A deterministic chain for storage tests, and a worker process that a crash test kills.
 
 `ChainBuilder` makes real blocks (signed transfers, an asset issue and mints, a reward) on top of
 a `UtxoView`; block `h` depends only on the seed and the view it extends, so a restarted worker
 continues exactly the sequence a never-killed one would have made. Headers are unsigned: the
 store does not check consensus.
 
-Run as ``python crash_worker.py DB SEED TARGET [KILL_AT]``: open (or create) the store, finish
-any interrupted side-branch round trip, then commit blocks up to height TARGET, printing
-``ACK <height>`` after each commit returns. With KILL_AT the worker SIGKILLs itself as SQLite
-starts its KILL_AT-th statement, which lands inside a transaction far more often than a kill
-from outside does.
+Run as ``python -m p2pchain.testing.crash DB SEED TARGET [KILL_AT]``: open (or create) the
+store, finish any interrupted side-branch round trip, then commit blocks up to height TARGET,
+printing ``ACK <height>`` after each commit returns. With KILL_AT the worker SIGKILLs itself as
+SQLite starts its KILL_AT-th statement, which lands inside a transaction far more often than a
+kill from outside does.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import signal
 import sqlite3
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
+from unittest import mock
 
 from p2pchain.errors import InsufficientFunds
 from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
@@ -153,12 +154,26 @@ def kill_at_statement(count: int) -> None:
         if seen >= count:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        connection = original_connect(*args, **kwargs)
+    def connect(
+        database: str,
+        *,
+        uri: bool = False,
+        isolation_level: Literal["DEFERRED", "EXCLUSIVE", "IMMEDIATE"] | None = "DEFERRED",
+        check_same_thread: bool = True,
+        timeout: float = 5.0,
+    ) -> sqlite3.Connection:
+        """`sqlite3.connect` with the options the stores pass, and the trace installed."""
+        connection = original_connect(
+            database,
+            uri=uri,
+            isolation_level=isolation_level,
+            check_same_thread=check_same_thread,
+            timeout=timeout,
+        )
         connection.set_trace_callback(trace)
         return connection
 
-    sqlite3.connect = connect
+    mock.patch.object(sqlite3, "connect", new=connect).start()  # until the process dies
 
 
 def run(path: str, seed: int, target: int) -> None:
