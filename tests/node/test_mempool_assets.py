@@ -334,10 +334,23 @@ def test_the_minted_total_equals_a_recount_of_the_pool(
             if rich.txid in pool:
                 flooders[index] = change_of(rich)
         if issuer_coin[0] not in view and pool.get(issuer_coin[0].txid) is None:
-            # what the issuer would spend left with an evicted or conflicted transaction
-            (issuer_coin,) = [c for c in coins_of(view, ISSUER) if pool.spender_of(c[0]) is None][
-                -1:
-            ] or [issuer_coin]
+            # What the issuer would spend left with an evicted or conflicted transaction: the
+            # change of its latest pooled transaction, else an unspent coin on chain (a stale
+            # coin would make the next mint an orphan, and a repeat of it already known).
+            unspent = [
+                change_of(tx)
+                for tx in chain
+                if tx.txid in pool and pool.spender_of(change_of(tx)[0]) is None
+            ]
+            unspent += sorted(
+                (
+                    c
+                    for c in coins_of(view, ISSUER)
+                    if c[1].asset == NATIVE and pool.spender_of(c[0]) is None
+                ),
+                key=lambda c: -c[1].amount,
+            )
+            issuer_coin = unspent[0] if unspent else issuer_coin
         recount = pool_minted_recount(pool, view, asset)
         assert pool.minted(asset) == recount
         info = pool.overlay(view).asset(asset)
