@@ -411,6 +411,61 @@ def test_transfer_cannot_create_asset_units(chain: FundedChain) -> None:
     assert rejects(chain, unheld) is Reason.UNKNOWN_ASSET
 
 
+def test_every_asset_of_a_transfer_is_conserved_whatever_its_output_order(
+    chain: FundedChain,
+) -> None:
+    """Outputs of the native asset (or of another asset) first must not end the check before
+    a later asset's outputs are counted."""
+    asset = _issue(chain, amount=50)
+    holder = chain.wallets[1]
+    held = [c for c in coins(chain, 1) if c[1].asset == asset]
+    native = [c for c in coins(chain, 1) if c[1].asset == NATIVE][:1]
+    value = native[0][1].amount
+    tx = signed(
+        holder, TxKind.TRANSFER, native + held, [pay(holder, value), pay(holder, 5_000, asset)]
+    )
+    assert rejects(chain, tx) is Reason.VALUE_NOT_CONSERVED
+    honest = signed(
+        holder, TxKind.TRANSFER, native + held, [pay(holder, value), pay(holder, 50, asset)]
+    )
+    assert accepts(chain, honest) == 0
+
+
+def test_a_mint_that_moves_old_units_counts_only_the_new_ones_against_the_cap(
+    chain: FundedChain,
+) -> None:
+    """Issued 10 of cap 45: spending the 10 into 40 mints 30 (40 in all), within the cap."""
+    asset = _issue(chain, amount=10, cap=45)
+    issuer = chain.wallets[1]
+    old = [c for c in coins(chain, 1) if c[1].asset == asset]
+    native = [c for c in coins(chain, 1) if c[1].asset == NATIVE][:1]
+    value = native[0][1].amount
+    tx = signed(
+        issuer,
+        TxKind.MINT,
+        native + old,
+        [pay(issuer, value), pay(issuer, 40, asset)],
+        MintPayload(asset=asset),
+    )
+    mine(chain, [tx])
+    info = chain.view.asset(asset)
+    assert info is not None
+    assert info.issued == 40
+
+
+def test_minting_up_to_max_money_is_allowed_and_one_unit_more_overflows() -> None:
+    params = replace(FAST_PARAMS, max_money=1_000 * COIN)
+    chain = funded_chain(3, params=params)
+    asset = _issue(chain, amount=params.max_money - 100)
+    issuer = chain.wallets[1]
+    context = next_context(chain.view)
+    spend = [c for c in coins(chain, 1) if c[1].asset == NATIVE][:1]
+    exact = issuer.build_mint(spend, asset=asset, amount=100, fee=0, context=context)
+    over = issuer.build_mint(spend, asset=asset, amount=101, fee=0, context=context)
+    assert rejects(chain, over) is Reason.VALUE_OVERFLOW
+    assert accepts(chain, exact) == 0
+
+
 # -- staking -------------------------------------------------------------------------------
 
 
