@@ -97,6 +97,33 @@ def test_surround_vote_is_detected():
     assert is_double_vote(double.first, double.second)
 
 
+def test_a_vote_that_is_both_a_double_and_a_surround_vote_yields_both_offences():
+    sim = Simulation.create(STAKES)
+    sim.run_epochs(6)
+    store = sim.store
+    key = sim.keys[sorted(sim.keys)[0]]
+    head = get_head(store)
+    spe = sim.params.slots_per_epoch
+
+    def vote(source_epoch, target_epoch):
+        return sign_vote_data(
+            store,
+            key,
+            slot=target_epoch * spe,
+            head=get_checkpoint(store, head, target_epoch).block_id,
+            source=get_checkpoint(store, head, source_epoch),
+            target=get_checkpoint(store, head, target_epoch),
+        )
+
+    detector = SlashingDetector(sim.params.chain_id)
+    first, inner = vote(2, 5), vote(2, 3)
+    assert detector.observe_vote(first) == []
+    assert detector.observe_vote(inner) == []
+    both = vote(1, 5)  # a second vote for epoch 5, and it surrounds 2 -> 3
+    found = detector.observe_vote(both)
+    assert {(e.first, e.second) for e in found} == {(first, both), (inner, both)}
+
+
 def equivocation(sim, key):
     store = sim.store
     first = make_vote(store, key, sim.slot)

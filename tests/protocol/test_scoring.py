@@ -174,6 +174,38 @@ def test_the_ban_list_is_bounded_and_keeps_the_longest_bans(untils):
     assert kept == sorted(untils)[len(untils) - len(kept) :]
 
 
+def test_a_ban_ends_at_its_until_and_expire_drops_it_then():
+    bans = BanList()
+    bans.ban_source(b"203.0.113.5", until=80.0)
+    assert bans.expire(79.9) == 0
+    assert bans.expire(80.0) == 1
+    assert len(bans) == 0
+
+
+def test_restored_bans_keep_their_kind_value_and_end():
+    saved = BanList()
+    saved.ban_peer(ALICE, until=100.0)
+    saved.ban_group(b"198.51.0.0/16", until=300.0)
+    restored = BanList()
+    restored.ban_peer(ALICE, until=50.0)  # a shorter ban is lengthened, never the reverse
+    restored.restore(saved.entries())
+    assert set(restored.entries()) == set(saved.entries())
+
+
+def test_a_full_ban_list_keeps_its_bans_against_one_that_ends_no_later():
+    bans = BanList(max_entries=1)
+    bans.ban_source(b"first", until=10.0)
+    bans.ban_source(b"second", until=10.0)
+    assert [entry.value for entry in bans.entries()] == [b"first"]
+    bans.ban_source(b"third", until=10.5)
+    assert [entry.value for entry in bans.entries()] == [b"third"]
+
+
+def test_one_tracked_peer_and_one_ban_are_enough():
+    params = ScoringParams(max_tracked_peers=1, max_bans=1)
+    assert (params.max_tracked_peers, params.max_bans) == (1, 1)
+
+
 def test_scores_keyed_by_address_use_their_own_threshold():
     params = ScoringParams(address_disconnect_threshold=-30.0)
     by_address = PeerScores(params, threshold=params.address_disconnect_threshold)
