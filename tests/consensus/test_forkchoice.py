@@ -392,6 +392,50 @@ def test_a_replay_that_ends_below_the_persisted_checkpoints_adopts_them():
     assert regressed > 0  # the scenario does exercise a replay that falls short
 
 
+def _replay_behind():
+    """A simulation whose block replay ends below its finalized checkpoint."""
+    for slots in range(8, 60):
+        sim = Simulation.create(STAKES)
+        for _ in range(slots):
+            sim.run_slot()
+        replay = _replay_blocks(sim)
+        if replay.finalized_checkpoint != sim.store.finalized_checkpoint:
+            return sim, replay
+    raise AssertionError("no replay fell behind")
+
+
+def test_a_persisted_pair_with_justified_equal_to_finalized_is_adopted():
+    sim, replay = _replay_behind()
+    finalized = sim.store.finalized_checkpoint
+    assert adopt_checkpoints(replay, finalized, finalized) is True
+    assert replay.finalized_checkpoint == finalized
+    assert replay.justified_checkpoint.epoch >= finalized.epoch
+
+
+def test_a_justified_checkpoint_off_the_finalized_chain_is_not_adopted():
+    """Genesis is its own chain's checkpoint for any later epoch, so only the consistency
+    rule refuses it as the justified checkpoint above a finalized one on another chain."""
+    sim, replay = _replay_behind()
+    finalized = sim.store.finalized_checkpoint
+    assert finalized.epoch > 0
+    before = outcome(replay)
+    stray = Checkpoint(epoch=finalized.epoch + 1, block_id=replay.genesis_id)
+    assert not adopt_checkpoints(replay, stray, finalized)
+    assert outcome(replay) == before
+
+
+def test_a_block_that_is_not_its_epochs_checkpoint_is_not_adopted():
+    sim, replay = _replay_behind()
+    finalized = sim.store.finalized_checkpoint
+    start = finalized.epoch * sim.params.slots_per_epoch
+    later = [node.block_id for node in replay.nodes.values() if node.slot > start]
+    assert later
+    before = outcome(replay)
+    mislabelled = Checkpoint(epoch=finalized.epoch, block_id=later[0])
+    assert not adopt_checkpoints(replay, mislabelled, mislabelled)
+    assert outcome(replay) == before
+
+
 def test_checkpoints_that_do_not_fit_the_store_are_not_adopted():
     sim = Simulation.create(STAKES)
     sim.run_epochs(4)
