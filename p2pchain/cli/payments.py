@@ -19,7 +19,7 @@ from p2pchain.cli.rpc_client import RpcClient, connect_rpc, parse_utxos
 from p2pchain.errors import InsufficientFunds
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.tx import NO_LOCK, OutPoint, Transaction, TxOutput
-from p2pchain.ledger.types import Address, AssetId
+from p2pchain.ledger.types import Address, AssetId, Height, Slot
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
@@ -68,7 +68,7 @@ async def _pay(rpc: RpcClient, payer: _DemoWallet, payee: _DemoWallet) -> str | 
             list(payer.coins.items()),
             [payment],
             fee=FEE,
-            context=BlockContext(height=0, slot=0),
+            context=BlockContext(height=Height(0), slot=Slot(0)),
         )
     except InsufficientFunds:
         await _refresh(rpc, payer)

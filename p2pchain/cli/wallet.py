@@ -18,7 +18,7 @@ from p2pchain.errors import ConfigError, Reason
 from p2pchain.ledger.address import address_of, decode_address, encode_address
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.tx import NO_LOCK, Transaction, TxOutput
-from p2pchain.ledger.types import AssetId
+from p2pchain.ledger.types import AssetId, Height, Slot
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.params import COIN, ChainParams
@@ -132,7 +132,7 @@ async def send(
                 await _spendable(session),
                 [payment],
                 fee=fee,
-                context=BlockContext(height=0, slot=0),
+                context=BlockContext(height=Height(0), slot=Slot(0)),
             )
             try:
                 return await _submit(session, tx, wait=wait)
@@ -163,7 +163,7 @@ async def issue_asset(
             amount=amount,
             cap=cap,
             fee=fee,
-            context=BlockContext(height=0, slot=0),
+            context=BlockContext(height=Height(0), slot=Slot(0)),
         )
         return "0x" + asset.hex(), await _submit(session, tx, wait=wait)
 

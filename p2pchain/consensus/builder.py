@@ -27,7 +27,7 @@ from p2pchain.ledger.evidence import Evidence
 from p2pchain.ledger.header import BlockHeader, header_signing_message
 from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
-from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.types import BlockId, Epoch, Height, Slot
 from p2pchain.ledger.utxo import TxUndo
 from p2pchain.ledger.validation import BlockContext, validate_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -97,8 +97,8 @@ def build_block(
     body = (reward, *chosen)
     header = BlockHeader(
         parent=parent_id,
-        height=height,
-        slot=slot,
+        height=Height(height),
+        slot=Slot(slot),
         proposer=proposer,
         body_root=compute_body_root(body, tuple(included)),
     )
@@ -116,7 +116,7 @@ def _select_transactions(
 ) -> tuple[list[Transaction], int, int]:
     """Greedy in-order selection on the parent's state; the state is restored afterwards."""
     params = store.params
-    context = BlockContext(height=height, slot=slot)
+    context = BlockContext(height=Height(height), slot=Slot(slot))
     view = move_view(store, parent_id)
     applied: list[tuple[Transaction, TxUndo]] = []
     txids: set[bytes] = set()
@@ -145,11 +145,11 @@ def _select_transactions(
     return [tx for tx, _ in applied], fees, used
 
 
-def get_vote_source(store: Store, head: BlockId, target_epoch: int) -> Checkpoint:
+def get_vote_source(store: Store, head: BlockId, target_epoch: Epoch) -> Checkpoint:
     """The source an honest vote uses: the latest justified checkpoint before `target_epoch`
     on `head`'s chain (the genesis checkpoint for epoch-0 votes)."""
     if target_epoch == 0:
-        return get_checkpoint(store, head, 0)
+        return get_checkpoint(store, head, Epoch(0))
     floor = store.finalized_checkpoint.epoch
     justified = [cp for cp in store.finality.justified if cp.epoch < target_epoch]
     recent = [cp for cp in justified if cp.epoch >= floor]
@@ -157,15 +157,15 @@ def get_vote_source(store: Store, head: BlockId, target_epoch: int) -> Checkpoin
         for checkpoint in sorted(candidates, key=lambda cp: (-cp.epoch, cp.block_id)):
             if get_checkpoint(store, head, checkpoint.epoch) == checkpoint:
                 return checkpoint
-    return get_checkpoint(store, head, 0)
+    return get_checkpoint(store, head, Epoch(0))
 
 
-def make_vote(store: Store, key: SecretKey, slot: int, *, head: BlockId | None = None) -> Vote:
+def make_vote(store: Store, key: SecretKey, slot: Slot, *, head: BlockId | None = None) -> Vote:
     """A signed vote for `slot`: the fork-choice head (or `head`), with honest source/target."""
     head_id = get_head(store) if head is None else head
     epoch = compute_epoch_at_slot(store.params, slot)
     vote = Vote(
-        slot=slot,
+        slot=Slot(slot),
         head=head_id,
         source=get_vote_source(store, head_id, epoch),
         target=get_checkpoint(store, head_id, epoch),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass, field
 
-from p2pchain.ledger.types import BlockId, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, PublicKey
 from p2pchain.ledger.vote import Checkpoint
 
 
@@ -88,7 +88,7 @@ def _cascade(state: FinalityState, work: list[tuple[Checkpoint, Checkpoint]]) ->
     return sorted(finalized)
 
 
-def prune_finality(state: FinalityState, known: Container[BlockId], finalized_epoch: int) -> None:
+def prune_finality(state: FinalityState, known: Container[BlockId], finalized_epoch: Epoch) -> None:
     """Forget links and justified checkpoints whose block is no longer `known`, and links whose
     target precedes `finalized_epoch`.
 

@@ -32,7 +32,7 @@ from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import encode_item
 from p2pchain.ledger.evidence import Evidence
 from p2pchain.ledger.tx import SlashPayload
-from p2pchain.ledger.types import BlockId, PublicKey
+from p2pchain.ledger.types import BlockId, PublicKey, Slot
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import SignatureCheck, connect_block
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -63,7 +63,7 @@ class BlockOutcome(Enum):
     checkpoints and the moved head are kept; the block is not in the tree."""
 
 
-def on_tick(store: Store, slot: int) -> None:
+def on_tick(store: Store, slot: Slot) -> None:
     """Advance the store's clock to `slot` (never backwards)."""
     store.current_slot = max(store.current_slot, slot)
 
@@ -117,7 +117,7 @@ def pop_head_change(store: Store) -> HeadChange:
 def on_block(
     store: Store,
     block: Block,
-    current_slot: int,
+    current_slot: Slot,
     *,
     signatures_valid: SignatureCheck | None = None,
 ) -> BlockOutcome:
@@ -201,7 +201,7 @@ def on_block(
     return BlockOutcome.ADDED if block_id in store.nodes else BlockOutcome.PRUNED
 
 
-def on_vote(store: Store, vote: Vote, current_slot: int) -> None:
+def on_vote(store: Store, vote: Vote, current_slot: Slot) -> None:
     """Count a gossiped vote for the fork choice and for finality.
 
     Raises:
@@ -257,7 +257,7 @@ def adopt_checkpoints(store: Store, justified: Checkpoint, finalized: Checkpoint
     return (store.justified_checkpoint, store.finalized_checkpoint) != before
 
 
-def _extends_finalized(store: Store, parent: BlockNode, slot: int) -> bool:
+def _extends_finalized(store: Store, parent: BlockNode, slot: Slot) -> bool:
     """A child of `parent` at `slot` keeps the finalized checkpoint on its chain."""
     finalized = store.finalized_checkpoint
     if parent.block_id not in store.tree:

@@ -21,7 +21,7 @@ from p2pchain.ledger.evidence import (
     is_surround_vote,
 )
 from p2pchain.ledger.header import SignedHeader
-from p2pchain.ledger.types import PublicKey
+from p2pchain.ledger.types import Epoch, PublicKey, Slot
 from p2pchain.ledger.vote import Vote
 
 
@@ -48,7 +48,7 @@ class SlashingDetector:
         """Keys with at least one piece of evidence against them."""
         return {found.offender for found in self._found.values()}
 
-    def forget_before(self, epoch: int, slot: int) -> None:
+    def forget_before(self, epoch: Epoch, slot: Slot) -> None:
         """Forget votes whose target precedes `epoch` and headers from before `slot`.
 
         Bounds the memory by the window the caller keeps (offences older than it go unseen,

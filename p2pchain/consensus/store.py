@@ -15,12 +15,16 @@ from typing import Final
 
 from p2pchain.consensus.finality import FinalityState
 from p2pchain.consensus.protoarray import ProtoArray
-from p2pchain.consensus.types import compute_epoch_at_slot, compute_start_slot_at_epoch
+from p2pchain.consensus.types import (
+    GENESIS_SLOT,
+    compute_epoch_at_slot,
+    compute_start_slot_at_epoch,
+)
 from p2pchain.consensus.validators import ValidatorSet, compute_proposer, compute_seed
 from p2pchain.errors import InvalidBlock, Reason
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.genesis import GenesisConfig, genesis_state
-from p2pchain.ledger.types import BlockId, Hash32, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, Hash32, Height, PublicKey, Slot
 from p2pchain.ledger.utxo import UndoData, UtxoView
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import ChainParams
@@ -41,8 +45,8 @@ class BlockNode:
     """
 
     block_id: BlockId
-    slot: int
-    height: int
+    slot: Slot
+    height: Height
     parent: BlockNode | None
     validator_set: ValidatorSet
     undo: UndoData | None
@@ -64,7 +68,7 @@ class BlockNode:
 class LatestVote:
     """A validator's latest vote as the fork choice counts it."""
 
-    slot: int
+    slot: Slot
     data: bytes
     """Encoded vote data: among votes of one slot, the lowest wins (order-independent)."""
     head: BlockId
@@ -91,7 +95,7 @@ class Store:
     params: ChainParams
     genesis_time_ms: int
     genesis_id: BlockId
-    current_slot: int
+    current_slot: Slot
     nodes: dict[BlockId, BlockNode]
     """The finalized chain back to genesis plus every block descending from the finalized one."""
     tree: ProtoArray
@@ -116,13 +120,13 @@ class Store:
 
 
 def get_forkchoice_store(
-    params: ChainParams, genesis_config: GenesisConfig, *, current_slot: int = 0
+    params: ChainParams, genesis_config: GenesisConfig, *, current_slot: Slot = GENESIS_SLOT
 ) -> Store:
     """A store holding only the genesis block, which is justified and finalized."""
     genesis, view = genesis_state(genesis_config, params)
     genesis_id = genesis.block_id
     validators = ValidatorSet.from_stakes(view.bonded_stake())
-    checkpoint = Checkpoint(epoch=0, block_id=genesis_id)
+    checkpoint = Checkpoint(epoch=Epoch(0), block_id=genesis_id)
     return Store(
         params=params,
         genesis_time_ms=genesis_config.genesis_time_ms,
@@ -153,7 +157,7 @@ def remember_pruned(store: Store, block_ids: Iterable[BlockId]) -> None:
         pruned.popitem(last=False)
 
 
-def get_ancestor_at_height(node: BlockNode, height: int) -> BlockNode | None:
+def get_ancestor_at_height(node: BlockNode, height: Height) -> BlockNode | None:
     """The ancestor (or `node` itself) at `height`, None above `node`."""
     if height > node.height:
         return None
@@ -171,7 +175,7 @@ def is_ancestor(store: Store, ancestor: BlockId, block_id: BlockId) -> bool:
     return found is low
 
 
-def get_checkpoint_node(store: Store, block_id: BlockId, epoch: int) -> BlockNode:
+def get_checkpoint_node(store: Store, block_id: BlockId, epoch: Epoch) -> BlockNode:
     """The block at, or last before, the first slot of `epoch` on `block_id`'s chain."""
     key = (block_id, epoch)
     cached = store.checkpoint_cache.get(key)
@@ -185,9 +189,11 @@ def get_checkpoint_node(store: Store, block_id: BlockId, epoch: int) -> BlockNod
     return node
 
 
-def get_checkpoint(store: Store, block_id: BlockId, epoch: int) -> Checkpoint:
+def get_checkpoint(store: Store, block_id: BlockId, epoch: Epoch) -> Checkpoint:
     """The checkpoint of `epoch` on `block_id`'s chain."""
-    return Checkpoint(epoch=epoch, block_id=get_checkpoint_node(store, block_id, epoch).block_id)
+    return Checkpoint(
+        epoch=Epoch(epoch), block_id=get_checkpoint_node(store, block_id, epoch).block_id
+    )
 
 
 def _lag_epoch(store: Store, epoch: int) -> int:
@@ -196,18 +202,18 @@ def _lag_epoch(store: Store, epoch: int) -> int:
 
 def get_validator_set(store: Store, block_id: BlockId, epoch: int) -> ValidatorSet:
     """Validators of `epoch` on `block_id`'s chain: stake after the epoch-2 checkpoint block."""
-    return get_checkpoint_node(store, block_id, _lag_epoch(store, epoch)).validator_set
+    return get_checkpoint_node(store, block_id, Epoch(_lag_epoch(store, epoch))).validator_set
 
 
 def get_seed(store: Store, block_id: BlockId, epoch: int) -> Hash32:
     """The proposer seed of `epoch` on `block_id`'s chain (from the epoch-2 checkpoint)."""
-    anchor = get_checkpoint_node(store, block_id, _lag_epoch(store, epoch))
+    anchor = get_checkpoint_node(store, block_id, Epoch(_lag_epoch(store, epoch)))
     return compute_seed(epoch, anchor.block_id)
 
 
 def get_proposer(store: Store, parent_id: BlockId, slot: int) -> PublicKey | None:
     """Who may propose at `slot` on top of `parent_id`; None if the set has no stake."""
-    epoch = compute_epoch_at_slot(store.params, slot)
+    epoch = compute_epoch_at_slot(store.params, Slot(slot))
     validators = get_validator_set(store, parent_id, epoch)
     if not validators.total:
         return None
@@ -270,7 +276,7 @@ def release_bodies(store: Store, height: int) -> list[Block]:
     stay, so checkpoint, validator-set and ancestry queries answer as before.
     """
     finalized = store.nodes[store.finalized_checkpoint.block_id]
-    node = get_ancestor_at_height(finalized, min(height, finalized.height) - 1)
+    node = get_ancestor_at_height(finalized, Height(min(height, finalized.height) - 1))
     released: list[Block] = []
     while node is not None and node.block is not None:
         released.append(node.block)

@@ -6,6 +6,7 @@ from p2pchain.ledger.types import Epoch, Slot
 from p2pchain.params import ChainParams
 
 __all__ = [
+    "GENESIS_SLOT",
     "Epoch",
     "Slot",
     "compute_epoch_at_slot",
@@ -13,13 +14,16 @@ __all__ = [
     "compute_start_slot_at_epoch",
 ]
 
+GENESIS_SLOT = Slot(0)
+"""The genesis block's slot, where a fresh store's clock starts."""
 
-def compute_epoch_at_slot(params: ChainParams, slot: int) -> Epoch:
+
+def compute_epoch_at_slot(params: ChainParams, slot: Slot) -> Epoch:
     """The epoch that `slot` belongs to."""
     return Epoch(slot // params.slots_per_epoch)
 
 
-def compute_start_slot_at_epoch(params: ChainParams, epoch: int) -> Slot:
+def compute_start_slot_at_epoch(params: ChainParams, epoch: Epoch) -> Slot:
     """The first slot of `epoch` (where its checkpoint sits)."""
     return Slot(epoch * params.slots_per_epoch)
 

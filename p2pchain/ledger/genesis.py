@@ -25,7 +25,7 @@ from p2pchain.ledger.encoding import (
 )
 from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.tx import NO_LOCK, Lock, LockKind, RewardPayload, Transaction, TxKind, TxOutput
-from p2pchain.ledger.types import Address, AssetId, BlockId, PublicKey
+from p2pchain.ledger.types import Address, AssetId, BlockId, Height, PublicKey, Slot
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.params import ChainParams
 
@@ -159,8 +159,8 @@ def genesis_block(config: GenesisConfig, params: ChainParams) -> Block:
     tx = Transaction(kind=TxKind.REWARD, outputs=tuple(outputs), payload=RewardPayload(height=0))
     header = BlockHeader(
         parent=BlockId(tagged_hash(_GENESIS_TAG, encode(config))),
-        height=0,
-        slot=0,
+        height=Height(0),
+        slot=Slot(0),
         proposer=NO_PROPOSER,
         body_root=compute_body_root((tx,), ()),
     )

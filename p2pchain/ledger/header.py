@@ -15,7 +15,7 @@ from p2pchain.ledger.encoding import (
     read_uint,
     uint_bytes,
 )
-from p2pchain.ledger.types import BlockId, Hash32, PublicKey
+from p2pchain.ledger.types import BlockId, Hash32, Height, PublicKey, Slot
 
 _HEADER_SIG_TAG = b"p2pchain/header"
 
@@ -28,8 +28,8 @@ class BlockHeader:
     """
 
     parent: BlockId
-    height: int
-    slot: int
+    height: Height
+    slot: Slot
     proposer: PublicKey
     body_root: Hash32
 
@@ -47,8 +47,8 @@ class BlockHeader:
         fields = read_list(item, "header", length=5)
         return cls(
             parent=BlockId(read_fixed(fields[0], "header.parent", 32)),
-            height=read_uint(fields[1], "header.height"),
-            slot=read_uint(fields[2], "header.slot"),
+            height=Height(read_uint(fields[1], "header.height")),
+            slot=Slot(read_uint(fields[2], "header.slot")),
             proposer=PublicKey(read_fixed(fields[3], "header.proposer", 32)),
             body_root=Hash32(read_fixed(fields[4], "header.body_root", 32)),
         )

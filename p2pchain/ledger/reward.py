@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from p2pchain.ledger.tx import RewardPayload, Transaction, TxKind, TxOutput
-from p2pchain.ledger.types import Address, AssetId
+from p2pchain.ledger.types import Address, AssetId, Height
 from p2pchain.ledger.validation import reward_lock
 from p2pchain.params import ChainParams
 
@@ -20,6 +20,6 @@ def reward_transaction(
         asset=AssetId(params.native_asset),
         amount=amount,
         address=address,
-        lock=reward_lock(height, params),
+        lock=reward_lock(Height(height), params),
     )
     return Transaction(kind=TxKind.REWARD, outputs=(output,), payload=RewardPayload(height=height))

@@ -30,7 +30,7 @@ from p2pchain.ledger.tx import (
     compute_asset_id,
     tx_signing_message,
 )
-from p2pchain.ledger.types import AssetId, TxId
+from p2pchain.ledger.types import AssetId, Epoch, Height, Slot, TxId
 from p2pchain.ledger.utxo import LedgerReader, TxUndo, UndoData, UtxoView
 from p2pchain.params import ChainParams
 
@@ -42,23 +42,23 @@ SignatureCheck = Callable[[Transaction, TxId], bool]
 class BlockContext:
     """Where a transaction would be included: the block's height and slot."""
 
-    height: int
-    slot: int
+    height: Height
+    slot: Slot
 
-    def epoch(self, params: ChainParams) -> int:
-        return self.slot // params.slots_per_epoch
+    def epoch(self, params: ChainParams) -> Epoch:
+        return Epoch(self.slot // params.slots_per_epoch)
 
 
 def _fail(reason: Reason, detail: str = "") -> InvalidTransaction:
     return InvalidTransaction(reason, detail)
 
 
-def reward_lock(height: int, params: ChainParams) -> Lock:
+def reward_lock(height: Height, params: ChainParams) -> Lock:
     """The lock every output of the reward at `height` must carry (maturity)."""
     return Lock(kind=LockKind.HEIGHT, value=height + params.reward_maturity)
 
 
-def unbonding_lock(key: bytes, epoch: int, params: ChainParams) -> Lock:
+def unbonding_lock(key: bytes, epoch: Epoch, params: ChainParams) -> Lock:
     """The lock every output of an UNBOND included in `epoch` must carry."""
     return Lock(kind=LockKind.UNBONDING, value=epoch + params.unbonding_epochs, key=key)
 
@@ -95,7 +95,7 @@ def _check_shape(tx: Transaction, params: ChainParams) -> None:
     kinds = {output.lock.kind for output in tx.outputs}
     if tx.kind is TxKind.REWARD:
         assert isinstance(tx.payload, RewardPayload)
-        expected = reward_lock(tx.payload.height, params)
+        expected = reward_lock(Height(tx.payload.height), params)
         if tx.inputs or not tx.outputs:
             raise _fail(Reason.BAD_REWARD, "a reward has no inputs and some outputs")
         if any(o.asset != params.native_asset or o.lock != expected for o in tx.outputs):
@@ -225,7 +225,9 @@ def validate_transaction(
     return fee
 
 
-def _check_spendable(tx: Transaction, output: TxOutput, height: int, epoch: int, i: int) -> None:
+def _check_spendable(
+    tx: Transaction, output: TxOutput, height: Height, epoch: Epoch, i: int
+) -> None:
     lock = output.lock
     if lock.kind is LockKind.HEIGHT and height < lock.value:
         raise _fail(Reason.IMMATURE, f"input {i}: spendable at height {lock.value}")
@@ -275,7 +277,9 @@ def _check_value(
     return fee
 
 
-def _check_unbond(tx: Transaction, spent: list[TxOutput], epoch: int, params: ChainParams) -> None:
+def _check_unbond(
+    tx: Transaction, spent: list[TxOutput], epoch: Epoch, params: ChainParams
+) -> None:
     keys = {output.lock.key for output in spent}
     if any(o.lock.kind is not LockKind.STAKE for o in spent) or len(keys) != 1:
         raise _fail(Reason.BAD_UNBOND, "UNBOND spends stake of exactly one validator")

@@ -18,7 +18,7 @@ from p2pchain.ledger.encoding import (
     read_uint,
     uint_bytes,
 )
-from p2pchain.ledger.types import BlockId, Hash32, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, Hash32, PublicKey, Slot
 
 _VOTE_SIG_TAG = b"p2pchain/vote"
 
@@ -27,7 +27,7 @@ _VOTE_SIG_TAG = b"p2pchain/vote"
 class Checkpoint:
     """The block at (or last before) the first slot of `epoch`, on some branch."""
 
-    epoch: int
+    epoch: Epoch
     block_id: BlockId
 
     def to_rlp(self) -> RLPItem:
@@ -37,7 +37,7 @@ class Checkpoint:
     def from_rlp(cls, item: RLPItem) -> Self:
         fields = read_list(item, "checkpoint", length=2)
         return cls(
-            epoch=read_uint(fields[0], "checkpoint.epoch"),
+            epoch=Epoch(read_uint(fields[0], "checkpoint.epoch")),
             block_id=BlockId(read_fixed(fields[1], "checkpoint.block_id", 32)),
         )
 
@@ -46,7 +46,7 @@ class Checkpoint:
 class Vote:
     """One validator's vote for `slot`: its head block and an FFG link source -> target."""
 
-    slot: int
+    slot: Slot
     head: BlockId
     source: Checkpoint
     target: Checkpoint
@@ -71,7 +71,7 @@ class Vote:
         outer = read_list(item, "vote", length=2)
         data = read_list(outer[0], "vote.data", length=5)
         return cls(
-            slot=read_uint(data[0], "vote.slot"),
+            slot=Slot(read_uint(data[0], "vote.slot")),
             head=BlockId(read_fixed(data[1], "vote.head", 32)),
             source=Checkpoint.from_rlp(data[2]),
             target=Checkpoint.from_rlp(data[3]),

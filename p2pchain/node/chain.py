@@ -68,7 +68,7 @@ from p2pchain.ledger.encoding import encode, encode_item
 from p2pchain.ledger.evidence import Evidence, evidence_key
 from p2pchain.ledger.genesis import GenesisConfig
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
-from p2pchain.ledger.types import AssetId, BlockId, Hash32, PublicKey, TxId
+from p2pchain.ledger.types import AssetId, BlockId, Epoch, Hash32, Height, PublicKey, Slot, TxId
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext, SignatureCache, validate_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -266,7 +266,9 @@ class ChainService:
     def next_context(self) -> BlockContext:
         """Where a transaction submitted now would be included: the next block on the head."""
         head = self.head_node()
-        return BlockContext(height=head.height + 1, slot=max(self.current_slot(), head.slot + 1))
+        return BlockContext(
+            height=Height(head.height + 1), slot=Slot(max(self.current_slot(), head.slot + 1))
+        )
 
     # -- queries -------------------------------------------------------------------------------
     def head_node(self) -> BlockNode:
@@ -535,7 +537,7 @@ class ChainService:
         for block, canonical in itertools.chain(history, ((b, False) for b in stored.blocks)):
             if block.block_id in self.store.nodes:
                 continue
-            on_tick(self.store, max(slot, block.header.slot))
+            on_tick(self.store, Slot(max(slot, block.header.slot)))
             finalized = self.store.finalized_checkpoint
             try:
                 outcome = on_block(
@@ -648,7 +650,7 @@ class ChainService:
     def tick(self) -> int:
         """Advance the store to the current slot; return it."""
         slot = self.current_slot()
-        on_tick(self.store, slot)
+        on_tick(self.store, Slot(slot))
         return slot
 
     async def import_block(self, block: Block, *, peer: Source = None) -> Outcome:
@@ -727,7 +729,7 @@ class ChainService:
         await self._verify_off_loop(block)
         found = self._observe_block(block)
         try:
-            outcome = on_block(self.store, block, slot, signatures_valid=self.signatures)
+            outcome = on_block(self.store, block, Slot(slot), signatures_valid=self.signatures)
         except InvalidBlock as exc:
             await self._take_evidence(found)
             if exc.reason is Reason.DUPLICATE_BLOCK:
@@ -821,7 +823,7 @@ class ChainService:
             found = self.detector.observe_vote(vote) if self._is_watched(vote.validator) else []
             await self._take_evidence(found)
             try:
-                on_vote(self.store, vote, slot)
+                on_vote(self.store, vote, Slot(slot))
             except InvalidVote as exc:
                 if exc.reason not in _RETRY_VOTE:
                     raise
@@ -873,7 +875,7 @@ class ChainService:
         pending = self._pending
         for key, vote in pending.votes():
             try:
-                on_vote(self.store, vote, slot)
+                on_vote(self.store, vote, Slot(slot))
             except InvalidVote as exc:
                 if exc.reason not in _RETRY_VOTE:
                     pending.take_vote(key)
@@ -1176,7 +1178,9 @@ class ChainService:
     def _prune_detector(self) -> None:
         window = self.limits.slashing_window_epochs
         epoch = max(self.store.finalized_checkpoint.epoch - window, 0)
-        self.detector.forget_before(epoch, compute_start_slot_at_epoch(self.params, epoch))
+        self.detector.forget_before(
+            Epoch(epoch), compute_start_slot_at_epoch(self.params, Epoch(epoch))
+        )
 
     def _prune_votes(self) -> None:
         floor = self.store.finalized_checkpoint.epoch

@@ -23,7 +23,7 @@ from p2pchain.consensus.builder import BLOCK_OVERHEAD_BYTES
 from p2pchain.errors import InvalidBlock, InvalidVote, SlashingProtectionError
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey
-from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.types import BlockId, Slot
 from p2pchain.ledger.vote import Vote
 from p2pchain.node.chain import ChainService
 from p2pchain.node.protection import SlashingProtection
@@ -62,7 +62,7 @@ class ValidatorDuties:
         return get_proposer(store, parent_id, slot) == self.key.public_key
 
     def is_vote_slot(self, slot: int) -> bool:
-        epoch = compute_epoch_at_slot(self.chain.params, slot)
+        epoch = compute_epoch_at_slot(self.chain.params, Slot(slot))
         return compute_vote_slot(self.chain.params, self.key.public_key, epoch) == slot
 
     async def propose(self, slot: int, *, parent: BlockId | None = None) -> Block | None:
@@ -130,7 +130,7 @@ class ValidatorDuties:
         """
         chain = self.chain
         async with chain.lock:
-            vote = make_vote(chain.store, self.key, slot, head=head)
+            vote = make_vote(chain.store, self.key, Slot(slot), head=head)
             try:
                 await chain.run_storage(partial(self.protection.check_and_record_vote, vote))
             except SlashingProtectionError:

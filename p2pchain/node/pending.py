@@ -13,7 +13,7 @@ from typing import Final
 
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import MAX_UINT64, encode
-from p2pchain.ledger.types import BlockId, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, PublicKey, Slot
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.node.config import NodeLimits
 from p2pchain.protocol.connection import PeerId
@@ -22,10 +22,10 @@ from p2pchain.protocol.quota import Quota, QuotaPool
 MAX_VOTE_BYTES: Final = len(
     encode(
         Vote(
-            slot=MAX_UINT64,
+            slot=Slot(MAX_UINT64),
             head=BlockId(bytes(32)),
-            source=Checkpoint(epoch=MAX_UINT64, block_id=BlockId(bytes(32))),
-            target=Checkpoint(epoch=MAX_UINT64, block_id=BlockId(bytes(32))),
+            source=Checkpoint(epoch=Epoch(MAX_UINT64), block_id=BlockId(bytes(32))),
+            target=Checkpoint(epoch=Epoch(MAX_UINT64), block_id=BlockId(bytes(32))),
             validator=PublicKey(bytes(32)),
             signature=bytes(64),
         )

@@ -41,7 +41,7 @@ from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, self_bonded_genesis
-from p2pchain.ledger.types import BlockId, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, PublicKey, Slot
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.params import COIN, ChainParams
 
@@ -89,7 +89,7 @@ def sign_vote_data(
 ) -> Vote:
     """Sign arbitrary vote data with `key` (for hostile or malformed votes)."""
     vote = Vote(
-        slot=slot,
+        slot=Slot(slot),
         head=head,
         source=source,
         target=target,
@@ -98,7 +98,7 @@ def sign_vote_data(
     )
     signature = key.sign(vote.signing_message(store.params.chain_id))
     return Vote(
-        slot=slot,
+        slot=Slot(slot),
         head=head,
         source=source,
         target=target,
@@ -158,15 +158,15 @@ class Simulation:
     def deliver(self, message: Message) -> None:
         """Hand a message to the shared view; invalid ones raise like `on_block`/`on_vote`."""
         if isinstance(message, Block):
-            on_block(self.store, message, self.slot)
+            on_block(self.store, message, Slot(self.slot))
         else:
-            on_vote(self.store, message, self.slot)
+            on_vote(self.store, message, Slot(self.slot))
         self.messages.append(message)
 
     def run_slot(self) -> None:
         """Advance one slot: proposal, hostile messages, then the votes of the honest on duty."""
         self.slot += 1
-        on_tick(self.store, self.slot)
+        on_tick(self.store, Slot(self.slot))
         head = get_head(self.store)
         proposer = get_proposer(self.store, head, self.slot)
         if proposer in self.honest:
@@ -182,7 +182,7 @@ class Simulation:
                 except (InvalidBlock, InvalidVote):
                     continue
         for key in get_duties(self.params, self.honest, self.slot):
-            vote = make_vote(self.store, self.keys[key], self.slot)
+            vote = make_vote(self.store, self.keys[key], Slot(self.slot))
             self.deliver(vote)
             self.pending_votes.append(vote)
         finalized = self.store.finalized_checkpoint
@@ -243,7 +243,7 @@ def scenarios(
     last_source: dict[PublicKey, int] = {}
     last_slot = epochs * params.slots_per_epoch - 1
     for slot in range(1, last_slot + 1):
-        on_tick(store, slot)
+        on_tick(store, Slot(slot))
         for _ in range(draw(st.integers(min_value=0, max_value=2))):
             parents = [
                 b for b in _recent_blocks(store, slot, fork_window) if store.nodes[b].slot < slot
@@ -254,7 +254,7 @@ def scenarios(
                 continue
             block = build_block(store, parent, slot, by_key[proposer])
             try:
-                on_block(store, block, slot)
+                on_block(store, block, Slot(slot))
             except InvalidBlock:
                 continue  # a duplicate, or a branch that finality has just ruled out
             blocks.append(block)
@@ -265,11 +265,11 @@ def scenarios(
             head = get_head(store)
             if behaviour == "stray":
                 head = draw(st.sampled_from(_recent_blocks(store, slot, fork_window)))
-            vote = make_vote(store, by_key[key], slot, head=head)
+            vote = make_vote(store, by_key[key], Slot(slot), head=head)
             if vote.source.epoch < last_source.get(key, 0):
                 continue
             last_source[key] = vote.source.epoch
-            on_vote(store, vote, slot)
+            on_vote(store, vote, Slot(slot))
             votes.append(vote)
     return Scenario(
         params=params,
@@ -300,16 +300,16 @@ def feed_in_order(
     (for example a block that conflicts with finality reached meanwhile) are dropped and
     reported to `on_refused`.
     """
-    store = get_forkchoice_store(params, genesis, current_slot=current_slot)
+    store = get_forkchoice_store(params, genesis, current_slot=Slot(current_slot))
     waiting: list[Message] = []
     queue = list(messages)
     while queue:
         message = queue.pop(0)
         try:
             if isinstance(message, Block):
-                on_block(store, message, current_slot)
+                on_block(store, message, Slot(current_slot))
             else:
-                on_vote(store, message, current_slot)
+                on_vote(store, message, Slot(current_slot))
         except (InvalidBlock, InvalidVote) as exc:
             if exc.reason in _RETRY:
                 waiting.append(message)
@@ -333,7 +333,7 @@ def adversarial_votes(
     no block that the fork choice still holds is as old as `slot`."""
     store = sim.store
     heads = sorted(b for b in store.tree.block_ids() if store.nodes[b].slot <= slot)
-    epoch = compute_epoch_at_slot(sim.params, slot)
+    epoch = compute_epoch_at_slot(sim.params, Slot(slot))
     if not heads:
         return st.just([])
 
@@ -346,7 +346,7 @@ def adversarial_votes(
             head = draw(st.sampled_from(heads))
             target = get_checkpoint(store, head, epoch)
             source_epoch = draw(st.integers(min_value=0, max_value=max(epoch - 1, 0)))
-            source = target if epoch == 0 else get_checkpoint(store, head, source_epoch)
+            source = target if epoch == 0 else get_checkpoint(store, head, Epoch(source_epoch))
             made.append(
                 sign_vote_data(store, key, slot=slot, head=head, source=source, target=target)
             )
@@ -429,10 +429,10 @@ def build_self_pruning_chain(params: ChainParams = CONSENSUS_PARAMS) -> SelfPrun
     def child(parent: BlockId, slot: int, votes: Sequence[Vote] = ()) -> Block:
         proposer = get_proposer(store, parent, slot)
         assert proposer is not None
-        on_tick(store, slot)
+        on_tick(store, Slot(slot))
         block = build_block(store, parent, slot, by_key[proposer], votes=votes)
         assert len(block.votes) == len(votes), "build_block dropped a vote of the scenario"
-        on_block(store, block, slot)
+        on_block(store, block, Slot(slot))
         return block
 
     def votes(slot: int, head: BlockId, source: Checkpoint, target: Checkpoint) -> list[Vote]:
@@ -444,12 +444,12 @@ def build_self_pruning_chain(params: ChainParams = CONSENSUS_PARAMS) -> SelfPrun
     g = store.genesis_id
     h = child(g, 3)
     x = child(h.block_id, 4)
-    h1 = Checkpoint(epoch=1, block_id=h.block_id)
-    y = child(x.block_id, 6, votes(5, h.block_id, Checkpoint(epoch=0, block_id=g), h1))
-    z_votes = votes(8, h.block_id, h1, Checkpoint(epoch=2, block_id=h.block_id))
+    h1 = Checkpoint(epoch=Epoch(1), block_id=h.block_id)
+    y = child(x.block_id, 6, votes(5, h.block_id, Checkpoint(epoch=Epoch(0), block_id=g), h1))
+    z_votes = votes(8, h.block_id, h1, Checkpoint(epoch=Epoch(2), block_id=h.block_id))
     proposer = get_proposer(store, y.block_id, 9)
     assert proposer is not None
-    on_tick(store, 9)
+    on_tick(store, Slot(9))
     z = build_block(store, y.block_id, 9, by_key[proposer], votes=z_votes)
     assert len(z.votes) == len(z_votes), "build_block dropped a vote of the scenario"
     return SelfPruningChain(keys=keys, genesis=genesis, h=h, x=x, y=y, z=z)

@@ -30,7 +30,7 @@ from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator,
 from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import Transaction, TxOutput
-from p2pchain.ledger.types import AssetId
+from p2pchain.ledger.types import AssetId, Height, Slot
 from p2pchain.ledger.utxo import UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Wallet
@@ -71,7 +71,7 @@ class ChainBuilder:
         """The next block on the view's tip (not applied); `side` makes a distinct sibling."""
         height = self.view.height + 1
         rng = random.Random(f"{self.seed}:{height}:{side}")
-        context = BlockContext(height=height, slot=height)
+        context = BlockContext(height=Height(height), slot=Slot(height))
         scratch = self.view.copy()
         txs: list[Transaction] = []
         fees = 0
@@ -94,8 +94,8 @@ class ChainBuilder:
         body = (reward, *txs)
         header = BlockHeader(
             parent=self.view.tip,
-            height=height,
-            slot=height,
+            height=Height(height),
+            slot=Slot(height),
             proposer=proposer.public_key,
             body_root=compute_body_root(body, ()),
         )

@@ -42,7 +42,7 @@ import trio
 from trio._core import _run as trio_run
 
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.types import BlockId, Epoch
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.net.service import ImportResult
 from p2pchain.net.transports import PeerAddress, Scheme, StreamHandler
@@ -450,7 +450,7 @@ class GossipHost:
             head=genesis,
             head_height=0,
             head_slot=0,
-            finalized=Checkpoint(epoch=0, block_id=genesis),
+            finalized=Checkpoint(epoch=Epoch(0), block_id=genesis),
         )
         self.validator = validator
         self.validated: list[tuple[Topic, bytes, PeerId]] = []

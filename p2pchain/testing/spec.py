@@ -30,7 +30,7 @@ from p2pchain.ledger.evidence import Evidence
 from p2pchain.ledger.genesis import GenesisConfig, genesis_state
 from p2pchain.ledger.header import header_signing_message
 from p2pchain.ledger.tx import LockKind, SlashPayload
-from p2pchain.ledger.types import BlockId, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, PublicKey
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import connect_block
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -127,7 +127,7 @@ def get_spec_store(
         genesis_id=genesis.block_id,
         current_slot=current_slot,
         blocks={genesis.block_id: AcceptedBlock(genesis, state)},
-        finalized=Checkpoint(epoch=0, block_id=genesis.block_id),
+        finalized=Checkpoint(epoch=Epoch(0), block_id=genesis.block_id),
     )
 
 
@@ -187,7 +187,7 @@ def checkpoint_block(store: SpecStore, block_id: BlockId, epoch: int) -> BlockId
 
 def get_checkpoint(store: SpecStore, block_id: BlockId, epoch: int) -> Checkpoint:
     """protocol.md, "Time": the checkpoint is `Checkpoint(E, that block's id)`."""
-    return Checkpoint(epoch=epoch, block_id=checkpoint_block(store, block_id, epoch))
+    return Checkpoint(epoch=Epoch(epoch), block_id=checkpoint_block(store, block_id, epoch))
 
 
 def _has_on_chain(store: SpecStore, later: Checkpoint, earlier: Checkpoint) -> bool:
@@ -337,7 +337,7 @@ def ffg_checkpoints(
     justified `C` is finalized when a supermajority link `C -> D` with `D.epoch == C.epoch + 1`
     exists.
     """
-    genesis = Checkpoint(epoch=0, block_id=store.genesis_id)
+    genesis = Checkpoint(epoch=Epoch(0), block_id=store.genesis_id)
     links = [
         link
         for link, voters in link_tallies(votes).items()

@@ -46,7 +46,17 @@ from p2pchain.ledger.tx import (
     TxKind,
     TxOutput,
 )
-from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, PublicKey, TxId
+from p2pchain.ledger.types import (
+    Address,
+    AssetId,
+    BlockId,
+    Epoch,
+    Hash32,
+    Height,
+    PublicKey,
+    Slot,
+    TxId,
+)
 from p2pchain.ledger.utxo import AssetInfo, TxUndo, UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -207,13 +217,13 @@ def slashable_evidence(draw: st.DrawFn, key: SecretKey, chain_id: int) -> Eviden
         outer_source, inner_source, inner_target, outer_target = epochs
         base = replace(
             base,
-            source=replace(base.source, epoch=outer_source),
-            target=replace(base.target, epoch=outer_target),
+            source=replace(base.source, epoch=Epoch(outer_source)),
+            target=replace(base.target, epoch=Epoch(outer_target)),
         )
         other = replace(
             base,
-            source=replace(base.source, epoch=inner_source),
-            target=replace(base.target, epoch=inner_target),
+            source=replace(base.source, epoch=Epoch(inner_source)),
+            target=replace(base.target, epoch=Epoch(inner_target)),
         )
     return VoteEquivocation(
         first=sign_vote(base, key, chain_id), second=sign_vote(other, key, chain_id)
@@ -463,8 +473,8 @@ def build_block(
     body = (pay, *transactions)
     header = BlockHeader(
         parent=view.tip,
-        height=height,
-        slot=height if slot is None else slot,
+        height=Height(height),
+        slot=Slot(height if slot is None else slot),
         proposer=proposer.public_key,
         body_root=compute_body_root(body, tuple(votes)),
     )
@@ -573,7 +583,7 @@ def valid_blocks(
     """
     params = wallets[0].params
     height = view.height + 1
-    context = BlockContext(height=height, slot=height)
+    context = BlockContext(height=Height(height), slot=Slot(height))
     work = view.copy()
     body: list[Transaction] = []
     for _ in range(draw(st.integers(min_value=min_txs, max_value=max_txs))):

@@ -32,7 +32,7 @@ from p2pchain.errors import ConfigError
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, self_bonded_genesis
 from p2pchain.ledger.tx import Transaction, TxOutput
-from p2pchain.ledger.types import Address, AssetId
+from p2pchain.ledger.types import Address, AssetId, Height, Slot
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.node import Node, NodeConfig, NodeLimits, open_node
@@ -251,7 +251,7 @@ class Testnet:
             source.utxos(payer.address),
             [payment],
             fee=fee,
-            context=BlockContext(height=head.height + 1, slot=head.slot + 1),
+            context=BlockContext(height=Height(head.height + 1), slot=Slot(head.slot + 1)),
         )
 
     # -- waiting -------------------------------------------------------------------------------

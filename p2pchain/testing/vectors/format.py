@@ -19,7 +19,7 @@ from typing import Final
 from p2pchain.cli.config import NetworkFile, network_from_tables, network_tables
 from p2pchain.errors import ConfigError, P2PChainError, Reason
 from p2pchain.ledger.genesis import GenesisConfig
-from p2pchain.ledger.types import BlockId, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, PublicKey
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import ChainParams
 
@@ -165,7 +165,7 @@ class _Reader:
         if "epoch" not in table or "block_id" not in table:
             raise self.fail(where, "a checkpoint has an epoch and a block_id")
         return Checkpoint(
-            epoch=self.integer(table["epoch"], f"{where}.epoch"),
+            epoch=Epoch(self.integer(table["epoch"], f"{where}.epoch")),
             block_id=BlockId(self.hex_bytes(table["block_id"], f"{where}.block_id", 32)),
         )
 

@@ -48,7 +48,17 @@ from p2pchain.ledger.tx import (
     TxKind,
     TxOutput,
 )
-from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, PublicKey, TxId
+from p2pchain.ledger.types import (
+    Address,
+    AssetId,
+    BlockId,
+    Epoch,
+    Hash32,
+    Height,
+    PublicKey,
+    Slot,
+    TxId,
+)
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
@@ -213,8 +223,8 @@ class Scene:
             body = (pay, *transactions)
         header = BlockHeader(
             parent=parent,
-            height=height,
-            slot=slot,
+            height=Height(height),
+            slot=Slot(slot),
             proposer=proposer or signer.public_key,
             body_root=body_root or compute_body_root(tuple(body), tuple(votes)),
         )
@@ -241,10 +251,10 @@ class Scene:
         signer = self.keys[key] if isinstance(key, int) else key
         on = store or self.store
         if source is None and target is None:
-            return make_vote(on, signer, slot, head=head)
+            return make_vote(on, signer, Slot(slot), head=head)
         epoch = slot // self.params.slots_per_epoch
-        target = target or get_checkpoint(on, head, epoch)
-        source = source or (target if epoch == 0 else get_checkpoint(on, head, 0))
+        target = target or get_checkpoint(on, head, Epoch(epoch))
+        source = source or (target if epoch == 0 else get_checkpoint(on, head, Epoch(0)))
         return sign_vote_data(on, signer, slot=slot, head=head, source=source, target=target)
 
     def scratch(self, blocks: Iterable[Block]) -> Store:
@@ -288,7 +298,7 @@ class Scene:
             [coin or self.genesis_coin(index)],
             [payment],
             fee=fee,
-            context=BlockContext(height=1, slot=1),
+            context=BlockContext(height=Height(1), slot=Slot(1)),
         )
 
 
@@ -367,9 +377,9 @@ def _block_unknown_parent(name: str) -> Vector:
     )
     other = s.scratch([])
     parent = s.make(s.g, 1, store=other)
-    on_tick(other, 1)
-    on_block(other, parent, 1)
-    on_tick(other, 2)
+    on_tick(other, Slot(1))
+    on_block(other, parent, Slot(1))
+    on_tick(other, Slot(2))
     child = s.make(parent.block_id, 2, store=other)
     s.tick(2)
     s.send(child, Reason.UNKNOWN_PARENT)
@@ -457,10 +467,10 @@ def _block_conflicts_with_finalized(name: str) -> Vector:
 
 def _junk_vote(index: int) -> Vote:
     return Vote(
-        slot=index,
+        slot=Slot(index),
         head=ZERO_ID,
-        source=Checkpoint(epoch=0, block_id=ZERO_ID),
-        target=Checkpoint(epoch=0, block_id=ZERO_ID),
+        source=Checkpoint(epoch=Epoch(0), block_id=ZERO_ID),
+        target=Checkpoint(epoch=Epoch(0), block_id=ZERO_ID),
         validator=PublicKey(bytes(32)),
         signature=bytes(64),
     )
@@ -664,7 +674,7 @@ def _block_vote_future(name: str) -> Vector:
         "with a proper slot-5 vote is valid.",
     )
     s.send(s.forge(c.block_id, 6, votes=[s.vote(0, 6, c.block_id)]), Reason.FUTURE_VOTE)
-    early = s.vote(1, 4, c.block_id, source=Checkpoint(epoch=0, block_id=s.g))
+    early = s.vote(1, 4, c.block_id, source=Checkpoint(epoch=Epoch(0), block_id=s.g))
     s.send(s.forge(c.block_id, 7, votes=[early]), Reason.FUTURE_VOTE)
     s.send(s.forge(c.block_id, 8, votes=[s.vote(2, 5, c.block_id)]))
     s.check()
@@ -679,13 +689,13 @@ def _block_vote_bad_target(name: str) -> Vector:
         "target block is not the head chain's checkpoint (c instead of a for epoch 1): "
         "bad-vote-target.",
     )
-    g0 = Checkpoint(epoch=0, block_id=s.g)
+    g0 = Checkpoint(epoch=Epoch(0), block_id=s.g)
     wrong_epoch = s.vote(
-        0, 5, c.block_id, source=g0, target=Checkpoint(epoch=2, block_id=a.block_id)
+        0, 5, c.block_id, source=g0, target=Checkpoint(epoch=Epoch(2), block_id=a.block_id)
     )
     s.send(s.forge(c.block_id, 6, votes=[wrong_epoch]), Reason.BAD_VOTE_TARGET)
     wrong_block = s.vote(
-        1, 5, c.block_id, source=g0, target=Checkpoint(epoch=1, block_id=c.block_id)
+        1, 5, c.block_id, source=g0, target=Checkpoint(epoch=Epoch(1), block_id=c.block_id)
     )
     s.send(s.forge(c.block_id, 7, votes=[wrong_block]), Reason.BAD_VOTE_TARGET)
     s.check()
@@ -700,9 +710,9 @@ def _block_vote_bad_source(name: str) -> Vector:
         "target, a source in the target's own epoch, and a source that is not the head "
         "chain's checkpoint of its epoch: bad-vote-source.",
     )
-    a0 = Checkpoint(epoch=0, block_id=a.block_id)
-    g0 = Checkpoint(epoch=0, block_id=s.g)
-    a1 = Checkpoint(epoch=1, block_id=a.block_id)
+    a0 = Checkpoint(epoch=Epoch(0), block_id=a.block_id)
+    g0 = Checkpoint(epoch=Epoch(0), block_id=s.g)
+    a1 = Checkpoint(epoch=Epoch(1), block_id=a.block_id)
     epoch0 = s.vote(0, 2, a.block_id, source=a0, target=g0)
     s.send(s.forge(c.block_id, 6, votes=[epoch0]), Reason.BAD_VOTE_SOURCE)
     same = s.vote(1, 5, c.block_id, source=a1, target=a1)
@@ -877,7 +887,7 @@ def _block_immature(name: str) -> Vector:
             )
         ],
         fee=1_000,
-        context=BlockContext(height=3, slot=3),
+        context=BlockContext(height=Height(3), slot=Slot(3)),
     )
     s.send(s.forge(a.block_id, 2, transactions=[spend]), Reason.IMMATURE)
     s.check()
@@ -1019,7 +1029,7 @@ def _vote_head_newer(name: str) -> Vector:
         "A vote of slot 1 whose head b is from slot 2: future-vote (rule 5, after the head is "
         "found and the checkpoint rules).",
     )
-    g0 = Checkpoint(epoch=0, block_id=s.g)
+    g0 = Checkpoint(epoch=Epoch(0), block_id=s.g)
     s.send(s.vote(0, 1, b.block_id, source=g0, target=g0), Reason.FUTURE_VOTE)
     s.check()
     return s.vector()
@@ -1034,10 +1044,10 @@ def _vote_unknown_head(name: str) -> Vector:
     )
     other = s.scratch([a])
     hidden = s.make(a.block_id, 3, store=other)
-    on_tick(other, 3)
-    on_block(other, hidden, 3)
+    on_tick(other, Slot(3))
+    on_block(other, hidden, Slot(3))
     s.send(s.vote(0, 3, hidden.block_id, store=other), Reason.UNKNOWN_VOTE_HEAD)
-    g0 = Checkpoint(epoch=0, block_id=s.g)
+    g0 = Checkpoint(epoch=Epoch(0), block_id=s.g)
     nowhere = BlockId(sha256(b"nowhere"))
     s.send(s.vote(1, 3, nowhere, source=g0, target=g0), Reason.UNKNOWN_VOTE_HEAD)
     s.check()
@@ -1055,7 +1065,7 @@ def _vote_conflicts_with_finalized(name: str) -> Vector:
     _finalize_epoch_one(s, range(4))
     s.tick(13)
     s.send(
-        s.vote(4, 13, s.g, source=Checkpoint(epoch=0, block_id=s.g)),
+        s.vote(4, 13, s.g, source=Checkpoint(epoch=Epoch(0), block_id=s.g)),
         Reason.CONFLICTS_WITH_FINALIZED,
     )
     s.check()
@@ -1072,7 +1082,7 @@ def _vote_stale(name: str) -> Vector:
     )
     c, _ = _finalize_epoch_one(s, range(4))
     s.tick(13)
-    g0 = Checkpoint(epoch=0, block_id=s.g)
+    g0 = Checkpoint(epoch=Epoch(0), block_id=s.g)
     s.send(s.vote(4, 3, c.block_id, source=g0, target=g0), Reason.STALE_VOTE)
     s.check()
     return s.vector()
@@ -1085,13 +1095,13 @@ def _vote_bad_target(name: str) -> Vector:
         "A slot-3 vote with an epoch-1 target, and a slot-5 vote whose epoch-1 target is a, "
         "not the checkpoint b: bad-vote-target.",
     )
-    g0 = Checkpoint(epoch=0, block_id=s.g)
+    g0 = Checkpoint(epoch=Epoch(0), block_id=s.g)
     s.send(
-        s.vote(0, 3, b.block_id, source=g0, target=Checkpoint(epoch=1, block_id=b.block_id)),
+        s.vote(0, 3, b.block_id, source=g0, target=Checkpoint(epoch=Epoch(1), block_id=b.block_id)),
         Reason.BAD_VOTE_TARGET,
     )
     s.send(
-        s.vote(1, 5, b.block_id, source=g0, target=Checkpoint(epoch=1, block_id=a.block_id)),
+        s.vote(1, 5, b.block_id, source=g0, target=Checkpoint(epoch=Epoch(1), block_id=a.block_id)),
         Reason.BAD_VOTE_TARGET,
     )
     s.check()
@@ -1106,9 +1116,9 @@ def _vote_bad_source(name: str) -> Vector:
         "target, and an epoch-1 vote whose epoch-0 source is not the head chain's checkpoint: "
         "bad-vote-source.",
     )
-    g0 = Checkpoint(epoch=0, block_id=s.g)
-    a0 = Checkpoint(epoch=0, block_id=a.block_id)
-    b1 = Checkpoint(epoch=1, block_id=b.block_id)
+    g0 = Checkpoint(epoch=Epoch(0), block_id=s.g)
+    a0 = Checkpoint(epoch=Epoch(0), block_id=a.block_id)
+    b1 = Checkpoint(epoch=Epoch(1), block_id=b.block_id)
     s.send(s.vote(0, 3, b.block_id, source=a0, target=g0), Reason.BAD_VOTE_SOURCE)
     s.send(s.vote(1, 5, b.block_id, source=b1, target=b1), Reason.BAD_VOTE_SOURCE)
     s.send(s.vote(2, 5, b.block_id, source=a0, target=b1), Reason.BAD_VOTE_SOURCE)
@@ -1261,15 +1271,15 @@ def _evidence_surround_vote(name: str) -> Vector:
         0,
         12,
         x.block_id,
-        source=Checkpoint(epoch=0, block_id=s.g),
-        target=Checkpoint(epoch=3, block_id=x.block_id),
+        source=Checkpoint(epoch=Epoch(0), block_id=s.g),
+        target=Checkpoint(epoch=Epoch(3), block_id=x.block_id),
     )
     inner = s.vote(
         0,
         8,
         x.block_id,
-        source=Checkpoint(epoch=1, block_id=x.block_id),
-        target=Checkpoint(epoch=2, block_id=x.block_id),
+        source=Checkpoint(epoch=Epoch(1), block_id=x.block_id),
+        target=Checkpoint(epoch=Epoch(2), block_id=x.block_id),
     )
     s.send(VoteEquivocation(first=outer, second=inner))
     s.check()
@@ -1354,15 +1364,15 @@ def _slash_tx_surround_vote(name: str) -> Vector:
         1,
         12,
         a.block_id,
-        source=Checkpoint(epoch=0, block_id=s.g),
-        target=Checkpoint(epoch=3, block_id=a.block_id),
+        source=Checkpoint(epoch=Epoch(0), block_id=s.g),
+        target=Checkpoint(epoch=Epoch(3), block_id=a.block_id),
     )
     inner = s.vote(
         1,
         8,
         a.block_id,
-        source=Checkpoint(epoch=1, block_id=a.block_id),
-        target=Checkpoint(epoch=2, block_id=a.block_id),
+        source=Checkpoint(epoch=Epoch(1), block_id=a.block_id),
+        target=Checkpoint(epoch=Epoch(2), block_id=a.block_id),
     )
     _slash_in_block(s, 1, VoteEquivocation(first=outer, second=inner), a.block_id)
     return s.vector()
@@ -1385,8 +1395,8 @@ def _slash_tx_already_slashed(name: str) -> Vector:
             0,
             6,
             s.g,
-            source=Checkpoint(epoch=0, block_id=s.g),
-            target=Checkpoint(epoch=1, block_id=s.g),
+            source=Checkpoint(epoch=Epoch(0), block_id=s.g),
+            target=Checkpoint(epoch=Epoch(1), block_id=s.g),
         ),
     )
     slashing = s.add(a.block_id, _slot_not_of(s, a.block_id, 2, 0), evidence=[first])
@@ -1557,19 +1567,23 @@ def _split_cascade(s: Scene, y_slots: Sequence[int]) -> None:
     """tests/consensus/test_split_cascade.py as steps. The three voters double-vote, which a
     node may detect and punish on its own at once, so only checkpoints are checked until the
     evidence of each double vote has been delivered; then everything is."""
-    genesis = Checkpoint(epoch=0, block_id=s.g)
+    genesis = Checkpoint(epoch=Epoch(0), block_id=s.g)
     base = s.add(s.g, EPOCH)
-    c1 = Checkpoint(epoch=1, block_id=base.block_id)
+    c1 = Checkpoint(epoch=Epoch(1), block_id=base.block_id)
     x = s.chain(base.block_id, [2 * EPOCH, 3 * EPOCH])
     y = s.chain(base.block_id, y_slots)
     s.tick(y_slots[-1] + 3)
-    x2 = get_checkpoint(s.store, x[-1].block_id, 2)
-    y2 = get_checkpoint(s.store, y[-1].block_id, 2)
+    x2 = get_checkpoint(s.store, x[-1].block_id, Epoch(2))
+    y2 = get_checkpoint(s.store, y[-1].block_id, Epoch(2))
     votes: dict[int, list[Vote]] = {voter: [] for voter in range(3)}
 
     def cast(voter: int, slot: int, head: BlockId, source: Checkpoint) -> None:
         vote = s.vote(
-            voter, slot, head, source=source, target=get_checkpoint(s.store, head, slot // EPOCH)
+            voter,
+            slot,
+            head,
+            source=source,
+            target=get_checkpoint(s.store, head, Epoch(slot // EPOCH)),
         )
         s.send(vote)
         votes[voter].append(vote)
@@ -1580,7 +1594,7 @@ def _split_cascade(s: Scene, y_slots: Sequence[int]) -> None:
         cast(voter, 2 * EPOCH + 2, y[0].block_id, c1)
         cast(voter, 3 * EPOCH + 2, y[1].block_id, y2)
         if len(y) > 2:
-            y3 = get_checkpoint(s.store, y[-1].block_id, 3)
+            y3 = get_checkpoint(s.store, y[-1].block_id, Epoch(3))
             cast(voter, 4 * EPOCH + 2, y[2].block_id, y3)
     s.check(head=False, weights=False)
     for voter in range(2):
@@ -1675,8 +1689,8 @@ def _self_pruning_block_with_a_vote_it_pruned(name: str) -> Vector:
         3,
         8,
         chain.y.block_id,
-        source=Checkpoint(epoch=1, block_id=chain.x.block_id),
-        target=Checkpoint(epoch=2, block_id=chain.y.block_id),
+        source=Checkpoint(epoch=Epoch(1), block_id=chain.x.block_id),
+        target=Checkpoint(epoch=Epoch(2), block_id=chain.y.block_id),
     )
     z = s.make(chain.y.block_id, chain.z.header.slot, votes=[*chain.z.votes, fourth])
     s.send(z, "pruned")
@@ -1738,9 +1752,9 @@ def _votes_of_a_losing_branch(name: str) -> Vector:
     b_slot = 5
     while s.keys.index(s.proposer(c.block_id, b_slot, other)) in side_a or b_slot == slot:
         b_slot += 1
-    on_tick(other, b_slot)
+    on_tick(other, Slot(b_slot))
     b = s.make(c.block_id, b_slot, store=other)
-    on_block(other, b, b_slot)
+    on_block(other, b, Slot(b_slot))
     vote_slot = max(slot, b_slot)
     assert vote_slot < 2 * EPOCH, "both sides propose in epoch 1"
     s.tick(vote_slot)
@@ -1771,7 +1785,7 @@ def _validator_set_bond(name: str) -> Vector:
         validator=newcomer.public_key,
         amount=50 * COIN,
         fee=1_000,
-        context=BlockContext(height=2, slot=2),
+        context=BlockContext(height=Height(2), slot=Slot(2)),
     )
     a = s.add(s.g, 1)
     b = s.add(a.block_id, 2, transactions=[bond])

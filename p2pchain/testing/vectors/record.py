@@ -23,7 +23,7 @@ from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import encode, encode_item
 from p2pchain.ledger.evidence import DoubleProposal, VoteEquivocation
 from p2pchain.ledger.genesis import GenesisConfig
-from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.types import BlockId, Slot
 from p2pchain.ledger.vote import Vote
 from p2pchain.params import ChainParams
 from p2pchain.testing.vectors.format import (
@@ -99,7 +99,7 @@ class VectorBuilder:
             raise GenerationError(f"{self.name}: tick {slot} after {self.store.current_slot}")
         if slot == self.store.current_slot and self.steps:
             return
-        on_tick(self.store, slot)
+        on_tick(self.store, Slot(slot))
         self.steps.append(Tick(slot))
 
     def deliver(
@@ -187,7 +187,7 @@ def _delivery_order(
 ) -> list[Message]:
     """The messages in the order a feed with an orphan buffer (like `feed_in_order`) tries
     them, each kept only at its successful try (or its first, if it never succeeds)."""
-    store = get_forkchoice_store(params, genesis, current_slot=slot)
+    store = get_forkchoice_store(params, genesis, current_slot=Slot(slot))
     attempts: list[tuple[int, bool]] = []
     waiting: list[int] = []
     queue = list(range(len(messages)))

@@ -28,7 +28,7 @@ from p2pchain.errors import DecodeError, InvalidBlock, InvalidTransaction, Inval
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode
 from p2pchain.ledger.evidence import decode_evidence
-from p2pchain.ledger.types import BlockId, PublicKey
+from p2pchain.ledger.types import BlockId, PublicKey, Slot
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.testing.vectors.format import (
     BlockOutcomeName,
@@ -236,7 +236,7 @@ def run_vector(vector: Vector) -> list[Failure]:
     view = StoreView(store)
     for index, step in enumerate(vector.steps):
         if isinstance(step, Tick):
-            on_tick(store, step.slot)
+            on_tick(store, Slot(step.slot))
             continue
         observed = deliver_to_store(store, step) if isinstance(step, Delivery) else None
         if failures := step_failures(vector, index, step, observed, view):
