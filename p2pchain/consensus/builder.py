@@ -39,7 +39,7 @@ BLOCK_OVERHEAD_BYTES = 1_024
 def build_block(
     store: Store,
     parent_id: BlockId,
-    slot: int,
+    slot: Slot,
     proposer_key: SecretKey,
     *,
     transactions: Iterable[Transaction] = (),
@@ -67,7 +67,7 @@ def build_block(
     proposer = proposer_key.public_key
     if get_proposer(store, parent_id, slot) != proposer:
         raise InvalidBlock(Reason.WRONG_PROPOSER, f"slot {slot} is not {proposer.hex()}'s")
-    height = parent.height + 1
+    height = Height(parent.height + 1)
     budget = params.max_block_bytes - BLOCK_OVERHEAD_BYTES
     slashes = [Transaction(kind=TxKind.SLASH, payload=SlashPayload(evidence=e)) for e in evidence]
     chosen, fees, used = _select_transactions(
@@ -109,8 +109,8 @@ def build_block(
 def _select_transactions(
     store: Store,
     parent_id: BlockId,
-    height: int,
-    slot: int,
+    height: Height,
+    slot: Slot,
     candidates: list[Transaction],
     budget: int,
 ) -> tuple[list[Transaction], int, int]:

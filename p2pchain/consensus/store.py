@@ -196,22 +196,22 @@ def get_checkpoint(store: Store, block_id: BlockId, epoch: Epoch) -> Checkpoint:
     )
 
 
-def _lag_epoch(store: Store, epoch: int) -> int:
+def _lag_epoch(store: Store, epoch: Epoch) -> int:
     return max(epoch - store.params.validator_set_lag_epochs, 0)
 
 
-def get_validator_set(store: Store, block_id: BlockId, epoch: int) -> ValidatorSet:
+def get_validator_set(store: Store, block_id: BlockId, epoch: Epoch) -> ValidatorSet:
     """Validators of `epoch` on `block_id`'s chain: stake after the epoch-2 checkpoint block."""
     return get_checkpoint_node(store, block_id, Epoch(_lag_epoch(store, epoch))).validator_set
 
 
-def get_seed(store: Store, block_id: BlockId, epoch: int) -> Hash32:
+def get_seed(store: Store, block_id: BlockId, epoch: Epoch) -> Hash32:
     """The proposer seed of `epoch` on `block_id`'s chain (from the epoch-2 checkpoint)."""
     anchor = get_checkpoint_node(store, block_id, Epoch(_lag_epoch(store, epoch)))
     return compute_seed(epoch, anchor.block_id)
 
 
-def get_proposer(store: Store, parent_id: BlockId, slot: int) -> PublicKey | None:
+def get_proposer(store: Store, parent_id: BlockId, slot: Slot) -> PublicKey | None:
     """Who may propose at `slot` on top of `parent_id`; None if the set has no stake."""
     epoch = compute_epoch_at_slot(store.params, Slot(slot))
     validators = get_validator_set(store, parent_id, epoch)
@@ -267,7 +267,7 @@ def move_view(store: Store, target: BlockId) -> UtxoView:
     return store.view
 
 
-def release_bodies(store: Store, height: int) -> list[Block]:
+def release_bodies(store: Store, height: Height) -> list[Block]:
     """Drop the bodies of the finalized block's ancestors below `height`; return them, oldest
     first (those released by an earlier call are not returned again).
 

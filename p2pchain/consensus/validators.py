@@ -90,12 +90,12 @@ def compute_stake_delta(block: Block, undo: UndoData) -> dict[PublicKey, int]:
     return delta
 
 
-def compute_seed(epoch: int, checkpoint_block: BlockId) -> Hash32:
+def compute_seed(epoch: Epoch, checkpoint_block: BlockId) -> Hash32:
     """Seed of `epoch`: tag, epoch (8 bytes big-endian), id of the epoch-2 checkpoint block."""
     return tagged_hash(_SEED_TAG, epoch.to_bytes(8, "big") + checkpoint_block)
 
 
-def compute_proposer(validators: ValidatorSet, seed: bytes, slot: int) -> PublicKey:
+def compute_proposer(validators: ValidatorSet, seed: bytes, slot: Slot) -> PublicKey:
     """Stake-weighted draw for `slot`: the validator whose cumulative-stake interval holds r.
 
     ``r = sha256(tag || seed || slot) mod total``; the modulo bias is below 2**-190 because the
@@ -111,7 +111,7 @@ def compute_proposer(validators: ValidatorSet, seed: bytes, slot: int) -> Public
     return validators.keys[bisect_right(validators.cumulative, draw)]
 
 
-def compute_vote_slot(params: ChainParams, key: PublicKey, epoch: int) -> Slot:
+def compute_vote_slot(params: ChainParams, key: PublicKey, epoch: Epoch) -> Slot:
     """The slot of `epoch` in which validator `key` votes (its duty; one vote per epoch).
 
     A second, different vote for the same target epoch is slashable (a double vote), so honest
@@ -123,7 +123,7 @@ def compute_vote_slot(params: ChainParams, key: PublicKey, epoch: int) -> Slot:
     return Slot(epoch * params.slots_per_epoch + offset)
 
 
-def get_duties(params: ChainParams, keys: Iterable[PublicKey], slot: int) -> list[PublicKey]:
+def get_duties(params: ChainParams, keys: Iterable[PublicKey], slot: Slot) -> list[PublicKey]:
     """The validators among `keys` whose vote duty falls on `slot`, in key order."""
     epoch = Epoch(slot // params.slots_per_epoch)
     return sorted(key for key in keys if compute_vote_slot(params, key, epoch) == slot)

@@ -16,12 +16,12 @@ from p2pchain.consensus.store import (
     get_checkpoint_node,
     get_validator_set,
 )
-from p2pchain.consensus.types import compute_epoch_at_slot
+from p2pchain.consensus.types import Slot, compute_epoch_at_slot
 from p2pchain.errors import InvalidVote, Reason
 from p2pchain.ledger.vote import Vote
 
 
-def validate_vote(store: Store, vote: Vote, current_slot: int) -> int:
+def validate_vote(store: Store, vote: Vote, current_slot: Slot) -> int:
     """Check a gossiped vote against the store; return the validator's stake.
 
     Raises:
@@ -83,7 +83,7 @@ def validate_vote_on_chain(
     return stake
 
 
-def validate_included_vote(store: Store, vote: Vote, parent: BlockNode, slot: int) -> int:
+def validate_included_vote(store: Store, vote: Vote, parent: BlockNode, slot: Slot) -> int:
     """Check a vote carried by a block at `slot` on top of `parent`; return the stake.
 
     The vote must be older than the block. If its head is on the block's own chain, the vote

@@ -156,7 +156,9 @@ def genesis_block(config: GenesisConfig, params: ChainParams) -> Block:
         )
         for v in config.validators
     ]
-    tx = Transaction(kind=TxKind.REWARD, outputs=tuple(outputs), payload=RewardPayload(height=0))
+    tx = Transaction(
+        kind=TxKind.REWARD, outputs=tuple(outputs), payload=RewardPayload(height=Height(0))
+    )
     header = BlockHeader(
         parent=BlockId(tagged_hash(_GENESIS_TAG, encode(config))),
         height=Height(0),

@@ -9,7 +9,7 @@ from p2pchain.params import ChainParams
 
 
 def reward_transaction(
-    *, height: int, amount: int, address: Address, params: ChainParams
+    *, height: Height, amount: int, address: Address, params: ChainParams
 ) -> Transaction:
     """The first transaction of the block at `height`: `amount` native coins to `address`,
     locked until the reward matures (the lock `connect_block` demands).

@@ -26,7 +26,7 @@ from p2pchain.ledger.encoding import (
     wrap_list,
 )
 from p2pchain.ledger.evidence import Evidence, evidence_from_rlp
-from p2pchain.ledger.types import Address, AssetId, Hash32, PublicKey, TxId
+from p2pchain.ledger.types import Address, AssetId, Hash32, Height, PublicKey, TxId
 from p2pchain.params import MAX_ASSET_NAME_BYTES
 
 _TX_SIG_TAG = b"p2pchain/tx"
@@ -174,7 +174,7 @@ class TxKind(IntEnum):
 class RewardPayload:
     """The height of the block whose reward this is (makes every reward txid unique)."""
 
-    height: int
+    height: Height
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,7 +236,7 @@ def _payload_from_rlp(kind: TxKind, item: RLPItem) -> Payload:
         return None
     if expected is RewardPayload:
         (height,) = read_list(item, "payload", length=1)
-        return RewardPayload(height=read_uint(height, "payload.height"))
+        return RewardPayload(height=Height(read_uint(height, "payload.height")))
     if expected is IssuePayload:
         name, cap = read_list(item, "payload", length=2)
         return IssuePayload(

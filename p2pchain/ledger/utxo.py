@@ -35,9 +35,9 @@ from p2pchain.ledger.tx import (
     TxOutput,
     compute_asset_id,
 )
-from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, PublicKey, TxId
+from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, Height, PublicKey, TxId
 
-GENESIS_PARENT_HEIGHT = -1
+GENESIS_PARENT_HEIGHT = Height(-1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,7 +145,7 @@ class UtxoView:
         self._by_address: defaultdict[Address, set[OutPoint]] = defaultdict(set)
         self._by_validator: defaultdict[PublicKey, set[OutPoint]] = defaultdict(set)
         self.tip: BlockId = BlockId(bytes(32))
-        self.height: int = GENESIS_PARENT_HEIGHT
+        self.height: Height = GENESIS_PARENT_HEIGHT
 
     # -- queries ---------------------------------------------------------------------------
     def get(self, outpoint: OutPoint) -> TxOutput | None:
@@ -208,7 +208,7 @@ class UtxoView:
         utxos: Iterable[tuple[OutPoint, TxOutput]],
         assets: Iterable[AssetInfo],
         tip: BlockId,
-        height: int,
+        height: Height,
     ) -> UtxoView:
         """A view holding exactly `utxos` and `assets` at `tip` (e.g. loaded from storage)."""
         view = cls()
@@ -338,4 +338,4 @@ class UtxoView:
             raise ValueError("can only undo the tip block")
         for tx, tx_undo in zip(reversed(block.transactions), reversed(undo.txs), strict=True):
             self.undo_transaction(tx, tx_undo)
-        self.tip, self.height = block.header.parent, block.header.height - 1
+        self.tip, self.height = block.header.parent, Height(block.header.height - 1)

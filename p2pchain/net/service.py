@@ -50,7 +50,7 @@ import trio
 
 from p2pchain.errors import ConfigError, GossipIgnore, GossipReject, StorageError
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.types import BlockId, Height
 from p2pchain.net.faults import FaultLog, Where
 from p2pchain.net.swarm import (
     InboundMessage,
@@ -132,7 +132,7 @@ class NetworkHost(Protocol):
         """Our head and finalized checkpoint, as announced to peers."""
         ...
 
-    def block_at_height(self, height: int) -> Block | None:
+    def block_at_height(self, height: Height) -> Block | None:
         """The canonical block at `height`, for serving range requests."""
         ...
 
@@ -244,7 +244,7 @@ class NetworkService:
         self._router = GossipRouter(Random(self._rng.getrandbits(64)), config.gossip)
         anchor_height, anchor_id = self._anchor()
         self._sync = SyncManager(
-            anchor_height=anchor_height, anchor_id=anchor_id, params=config.sync
+            anchor_height=Height(anchor_height), anchor_id=anchor_id, params=config.sync
         )
         self._counters = _Counters()
         self._generation: dict[PeerId, int] = {}
@@ -314,7 +314,7 @@ class NetworkService:
         if anchor_height >= self._sync.statistics().next_height:
             # Finality passed everything sync handed over: restart above it, skipping the
             # blocks gossip brought (safe, since every honest peer builds on finalized blocks).
-            self._execute(self._sync.reset(anchor_height, anchor_id, trio.current_time()))
+            self._execute(self._sync.reset(Height(anchor_height), anchor_id, trio.current_time()))
 
     def mesh_peers(self, topic: Topic) -> frozenset[PeerId]:
         """The peers we push full messages of `topic` to."""
@@ -537,7 +537,7 @@ class NetworkService:
 
     # -- sync ---------------------------------------------------------------------------------
 
-    def _anchor(self) -> tuple[int, BlockId]:
+    def _anchor(self) -> tuple[Height, BlockId]:
         """The finalized block as the sync anchor (every honest peer builds on it)."""
         status = self._host.get_status()
         finalized = self._host.get_block(status.finalized.block_id)

@@ -175,7 +175,7 @@ class _ChangeWrite:
     side_blocks: tuple[Block, ...]
     pool_added: tuple[Vote, ...]
     pool_removed: tuple[Vote, ...]
-    floor_epoch: int
+    floor_epoch: Epoch
     justified: Checkpoint | None
     finalized: Checkpoint | None
     votes: tuple[Vote, ...]
@@ -260,7 +260,7 @@ class ChainService:
         self._offloaded = 0
 
     # -- time ----------------------------------------------------------------------------------
-    def current_slot(self) -> int:
+    def current_slot(self) -> Slot:
         return compute_slot_at_time(self.params, self.genesis.genesis_time_ms, self.now_ms())
 
     def next_context(self) -> BlockContext:
@@ -309,7 +309,7 @@ class ChainService:
         node = self.store.nodes.get(block_id)
         return None if node is None else self._body(node)
 
-    def canonical_block(self, height: int) -> Block | None:
+    def canonical_block(self, height: Height) -> Block | None:
         block_id = self._index.block_id_at(height)
         return None if block_id is None else self._body(self.store.nodes[block_id])
 
@@ -519,7 +519,7 @@ class ChainService:
         return tuple(latest.values())
 
     # -- restart -------------------------------------------------------------------------------
-    def restore(self, slot: int) -> None:
+    def restore(self, slot: Slot) -> None:
         """Rebuild the fork-choice store from the database (blocking: run it on the storage
         worker, before serving).
 
@@ -588,7 +588,7 @@ class ChainService:
             StorageError: one of them is missing.
         """
         for height in range(1, floor):
-            block_id = self.storage.canonical_block_id(height)
+            block_id = self.storage.canonical_block_id(Height(height))
             block = None if block_id is None else self.storage.get_block(block_id)
             if block is None:
                 raise StorageError(f"canonical block at height {height} is missing")
@@ -638,7 +638,7 @@ class ChainService:
             floor = height + 1
         if floor <= self._history_floor:
             return
-        for block in release_bodies(self.store, floor):
+        for block in release_bodies(self.store, Height(floor)):
             self._index.release(block)
         self._history_floor = floor
 
@@ -698,16 +698,16 @@ class ChainService:
         if header.slot > slot:
             self._pending.hold_block(block, source=peer)
             return Outcome.FUTURE_SLOT
-        outcome = await self._import_one(block, slot)
+        outcome = await self._import_one(block, Slot(slot))
         if outcome is None:
             return Outcome.KNOWN
-        await self._after_imports([(block, outcome)], slot)
+        await self._after_imports([(block, outcome)], Slot(slot))
         return Outcome.IMPORTED if outcome is BlockOutcome.ADDED else Outcome.PRUNED
 
     def _finalized_slot(self) -> int:
         return self.store.nodes[self.store.finalized_checkpoint.block_id].slot
 
-    async def _after_imports(self, results: list[tuple[Block, BlockOutcome]], slot: int) -> None:
+    async def _after_imports(self, results: list[tuple[Block, BlockOutcome]], slot: Slot) -> None:
         """Persist and publish what a batch of imports did. The votes of a pruned block count
         (they moved finality) even though the block itself is not kept."""
         kept = [block for block, outcome in results if outcome is BlockOutcome.ADDED]
@@ -720,7 +720,7 @@ class ChainService:
         if results or votes:
             await self._after_change(kept, votes)
 
-    async def _import_one(self, block: Block, slot: int) -> BlockOutcome | None:
+    async def _import_one(self, block: Block, slot: Slot) -> BlockOutcome | None:
         """`on_block` plus slashing detection; None for a duplicate.
 
         Raises:
@@ -793,18 +793,18 @@ class ChainService:
         async with self.lock:
             slot = self.tick()
             pending = self._pending
-            pending.drop_blocks_through(self._finalized_slot())
-            due = pending.blocks_due(slot, self.store.nodes.__contains__)
+            pending.drop_blocks_through(Slot(self._finalized_slot()))
+            due = pending.blocks_due(Slot(slot), self.store.nodes.__contains__)
             results: list[tuple[Block, BlockOutcome]] = []
             for block in due:
                 pending.take_block(block.block_id)
                 try:
-                    outcome = await self._import_one(block, slot)
+                    outcome = await self._import_one(block, Slot(slot))
                 except InvalidBlock:
                     continue
                 if outcome is not None:
                     results.append((block, outcome))
-            await self._after_imports(results, slot)
+            await self._after_imports(results, Slot(slot))
 
     async def import_vote(self, vote: Vote, *, peer: Source = None) -> Outcome:
         """Count a vote (or queue it when its head or slot is ahead of us).
@@ -869,7 +869,7 @@ class ChainService:
         if self._pool_added.pop(key, None) is None:
             self._pool_removed[key] = vote
 
-    def _retry_votes(self, slot: int) -> list[Vote]:
+    def _retry_votes(self, slot: Slot) -> list[Vote]:
         """Count the waiting votes that became valid; drop those that never will."""
         counted: list[Vote] = []
         pending = self._pending
@@ -1055,7 +1055,7 @@ class ChainService:
         await self._persist(imported, votes)
         self._reindex(change)
         touched = self._reconcile_mempool(change)
-        self._publish(change, old_finalized, old_finalized_height, touched)
+        self._publish(change, old_finalized, Height(old_finalized_height), touched)
 
     def _reindex(self, change: HeadChange) -> None:
         """Move the canonical chain and the transaction index along the head change."""
@@ -1105,7 +1105,7 @@ class ChainService:
         self,
         change: HeadChange,
         old_finalized: Checkpoint,
-        old_finalized_height: int,
+        old_finalized_height: Height,
         touched: dict[TxId, None],
     ) -> None:
         """Report the new head, the reorg and finality, then every `touched` transaction's
@@ -1122,7 +1122,7 @@ class ChainService:
             )
             self.events.publish(EventKind.FINALIZED, finalized)
             for height in range(old_finalized_height + 1, self.finalized_height() + 1):
-                final_block = self.canonical_block(height)
+                final_block = self.canonical_block(Height(height))
                 if final_block is not None:
                     for tx in final_block.transactions:
                         if tx.kind is not TxKind.REWARD:

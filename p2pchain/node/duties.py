@@ -56,16 +56,16 @@ class ValidatorDuties:
         self._publish_vote = publish_vote
         self.counts = DutyStatistics()
 
-    def is_proposer(self, slot: int, parent: BlockId | None = None) -> bool:
+    def is_proposer(self, slot: Slot, parent: BlockId | None = None) -> bool:
         store = self.chain.store
         parent_id = get_head(store) if parent is None else parent
-        return get_proposer(store, parent_id, slot) == self.key.public_key
+        return get_proposer(store, parent_id, Slot(slot)) == self.key.public_key
 
-    def is_vote_slot(self, slot: int) -> bool:
+    def is_vote_slot(self, slot: Slot) -> bool:
         epoch = compute_epoch_at_slot(self.chain.params, Slot(slot))
         return compute_vote_slot(self.chain.params, self.key.public_key, epoch) == slot
 
-    async def propose(self, slot: int, *, parent: BlockId | None = None) -> Block | None:
+    async def propose(self, slot: Slot, *, parent: BlockId | None = None) -> Block | None:
         """Build, record, import and publish our block for `slot` on `parent` (the head).
 
         Returns None when it is not our slot there or the head is already at `slot`.
@@ -88,7 +88,7 @@ class ValidatorDuties:
                 block = build_block(
                     store,
                     parent_id,
-                    slot,
+                    Slot(slot),
                     self.key,
                     transactions=transactions,
                     votes=list(chain.vote_pool.values()),
@@ -122,7 +122,7 @@ class ValidatorDuties:
         await self._publish_block(block)
         return block
 
-    async def vote(self, slot: int, *, head: BlockId | None = None) -> Vote | None:
+    async def vote(self, slot: Slot, *, head: BlockId | None = None) -> Vote | None:
         """Sign, record, count and publish our vote for `slot` (for the fork-choice head).
 
         Raises:

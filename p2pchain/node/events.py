@@ -22,7 +22,7 @@ import trio
 
 from p2pchain.errors import EventHistoryExpired, Reason, SubscriptionOverflow
 from p2pchain.ledger.tx import Transaction
-from p2pchain.ledger.types import BlockId, TxId
+from p2pchain.ledger.types import BlockId, Height, Slot, TxId
 from p2pchain.ledger.vote import Checkpoint
 
 
@@ -49,8 +49,8 @@ class HeadInfo:
     """A block of the canonical chain (normally the head)."""
 
     block_id: BlockId
-    height: int
-    slot: int
+    height: Height
+    slot: Slot
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,7 +62,7 @@ class TxInfo:
     status: TxStatus
     tx: Transaction | None = None
     block_id: BlockId | None = None
-    height: int | None = None
+    height: Height | None = None
     reason: Reason | None = None
 
 

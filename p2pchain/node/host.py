@@ -24,7 +24,7 @@ from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.evidence import decode_evidence
 from p2pchain.ledger.tx import Transaction
-from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.types import BlockId, Height
 from p2pchain.ledger.validation import check_transaction
 from p2pchain.ledger.vote import Vote
 from p2pchain.net.service import ImportResult, NetworkService, Orphan
@@ -96,7 +96,7 @@ class ChainHost:
             finalized=self._chain.store.finalized_checkpoint,
         )
 
-    def block_at_height(self, height: int) -> Block | None:
+    def block_at_height(self, height: Height) -> Block | None:
         """The canonical block at `height`, for serving range requests."""
         return self._chain.canonical_block(height)
 

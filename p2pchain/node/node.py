@@ -32,7 +32,7 @@ from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.genesis import genesis_block
 from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
-from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, PublicKey, TxId
+from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, Height, PublicKey, Slot, TxId
 from p2pchain.ledger.utxo import AssetInfo
 from p2pchain.ledger.validation import check_transaction
 from p2pchain.ledger.vote import Checkpoint
@@ -95,7 +95,7 @@ class ClockStatus:
     skew_ms: int
     """Its offset from the wall clock (0 for a manual clock started on time: not meaningful)."""
     manual: bool
-    slot: int
+    slot: Slot
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,8 +112,8 @@ class NodeInfo:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncState:
     syncing: bool
-    head_height: int
-    target_height: int
+    head_height: Height
+    target_height: Height
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -209,7 +209,7 @@ class Node:
     def get_block(self, block_id: bytes) -> Block | None:
         return self._chain.get_block(BlockId(bytes(block_id)))
 
-    def get_block_at_height(self, height: int) -> Block | None:
+    def get_block_at_height(self, height: Height) -> Block | None:
         """The canonical block at `height`, or None above the head."""
         return self._chain.canonical_block(height)
 
@@ -371,7 +371,7 @@ class Node:
             now_ms=clock.now_ms(),
             skew_ms=clock.offset_ms - self._base_offset_ms,
             manual=clock.manual,
-            slot=self._chain.current_slot(),
+            slot=Slot(self._chain.current_slot()),
         )
 
     def set_clock_skew(self, skew_ms: int) -> None:
@@ -400,7 +400,7 @@ class Node:
         while self._clock_waits_for is None or self._clock_waits_for <= time_ms:
             await self._clock_progress.wait()
 
-    def _slot_start_ms(self, slot: int, fraction: float = 0.0) -> float:
+    def _slot_start_ms(self, slot: Slot, fraction: float = 0.0) -> float:
         """The clock time at which `slot` (plus `fraction` of a slot) starts."""
         return self.config.genesis.genesis_time_ms + (slot + fraction) * self.params.slot_ms
 
@@ -435,13 +435,13 @@ class Node:
             duties = self._duties
             if duties is not None and slot > 0:
                 with contextlib.suppress(SlashingProtectionError):  # counted; never sign around
-                    await duties.propose(slot)
-                await self._sleep_until_ms(self._slot_start_ms(slot, 0.5))
-                if duties.is_vote_slot(slot):
+                    await duties.propose(Slot(slot))
+                await self._sleep_until_ms(self._slot_start_ms(Slot(slot), 0.5))
+                if duties.is_vote_slot(Slot(slot)):
                     with contextlib.suppress(SlashingProtectionError):
-                        await duties.vote(slot)
+                        await duties.vote(Slot(slot))
             self._host.gossip_news()
-            await self._sleep_until_ms(self._slot_start_ms(slot + 1))
+            await self._sleep_until_ms(self._slot_start_ms(Slot(slot + 1)))
 
     def _wall_offset_s(self) -> float:
         """Seconds to add to trio's clock to get this node's Unix time."""

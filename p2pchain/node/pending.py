@@ -75,7 +75,7 @@ class PendingMessages:
         """Remove and return a held block (None if it is not held, or no longer)."""
         return self._blocks.pop(block_id)
 
-    def blocks_due(self, slot: int, is_known: Callable[[BlockId], bool]) -> list[Block]:
+    def blocks_due(self, slot: Slot, is_known: Callable[[BlockId], bool]) -> list[Block]:
         """Held blocks whose slot has come and whose parent `is_known` (still: it may have been
         pruned meanwhile), by height (blocks of one height in the order they arrived)."""
         due = [
@@ -85,7 +85,7 @@ class PendingMessages:
         ]
         return sorted(due, key=lambda block: block.header.height)
 
-    def drop_blocks_through(self, slot: int) -> None:
+    def drop_blocks_through(self, slot: Slot) -> None:
         """Drop held blocks at or below `slot` (the finalized block's: they can no longer
         extend the finalized chain)."""
         for block_id, block in self._blocks.items():

@@ -20,7 +20,7 @@ from typing import Protocol, Self
 from p2pchain.errors import SlashingProtectionError, StorageError
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.encoding import encode_item
-from p2pchain.ledger.types import BlockId, Hash32, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, Hash32, PublicKey, Slot
 from p2pchain.ledger.vote import Vote
 from p2pchain.node.storage import connect_sqlite, write_transaction
 
@@ -29,8 +29,8 @@ from p2pchain.node.storage import connect_sqlite, write_transaction
 class SignedVoteRecord:
     """What the record keeps of a signed vote: its FFG link and a hash of all its data."""
 
-    source_epoch: int
-    target_epoch: int
+    source_epoch: Epoch
+    target_epoch: Epoch
     data_root: Hash32
 
 
@@ -47,7 +47,7 @@ def record_of(vote: Vote) -> SignedVoteRecord:
     )
 
 
-def check_proposal(last: tuple[int, BlockId] | None, slot: int, block_id: BlockId) -> bool:
+def check_proposal(last: tuple[int, BlockId] | None, slot: Slot, block_id: BlockId) -> bool:
     """Whether signing `block_id` at `slot` is safe after `last`; True when it needs recording.
 
     Raises:
@@ -88,7 +88,7 @@ def check_vote(signed: Iterable[SignedVoteRecord], new: SignedVoteRecord) -> boo
 class SlashingProtection(Protocol):
     """Check-and-record before every signature; a refusal means: do not sign."""
 
-    def check_and_record_proposal(self, key: PublicKey, slot: int, block_id: BlockId) -> None:
+    def check_and_record_proposal(self, key: PublicKey, slot: Slot, block_id: BlockId) -> None:
         """Allow `key` to sign `block_id` at `slot` (recording it), or raise.
 
         Signing the very block recorded last again is allowed (a restart may resend it).
@@ -116,7 +116,7 @@ class MemorySlashingProtection:
         self._proposals: dict[PublicKey, tuple[int, BlockId]] = {}
         self._votes: dict[PublicKey, dict[int, SignedVoteRecord]] = {}
 
-    def check_and_record_proposal(self, key: PublicKey, slot: int, block_id: BlockId) -> None:
+    def check_and_record_proposal(self, key: PublicKey, slot: Slot, block_id: BlockId) -> None:
         if check_proposal(self._proposals.get(key), slot, block_id):
             self._proposals[key] = (slot, block_id)
 
@@ -155,7 +155,7 @@ class SqliteSlashingProtection:
             self._db.close()
             raise
 
-    def check_and_record_proposal(self, key: PublicKey, slot: int, block_id: BlockId) -> None:
+    def check_and_record_proposal(self, key: PublicKey, slot: Slot, block_id: BlockId) -> None:
         try:
             with write_transaction(self._db) as db:
                 row = db.execute(
@@ -189,8 +189,8 @@ class SqliteSlashingProtection:
                 ).fetchall()
                 signed = [
                     SignedVoteRecord(
-                        source_epoch=int(source),
-                        target_epoch=int(target),
+                        source_epoch=Epoch(int(source)),
+                        target_epoch=Epoch(int(target)),
                         data_root=Hash32(bytes(root)),
                     )
                     for source, target, root in rows

@@ -34,7 +34,7 @@ from p2pchain.errors import DecodeError, StorageError
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import W, decode, encode
 from p2pchain.ledger.tx import OutPoint, TxOutput
-from p2pchain.ledger.types import AssetId, BlockId, PublicKey, TxId
+from p2pchain.ledger.types import AssetId, BlockId, Epoch, Height, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
 from p2pchain.ledger.vote import Checkpoint, Vote
 
@@ -76,7 +76,7 @@ class TxLocation:
     """Where a transaction sits on the canonical chain."""
 
     block_id: BlockId
-    height: int
+    height: Height
     position: int
 
 
@@ -169,7 +169,7 @@ class ChainStore(Protocol):
         ...
 
     def record_vote_pool(
-        self, *, added: tuple[Vote, ...], removed: tuple[Vote, ...], floor_epoch: int
+        self, *, added: tuple[Vote, ...], removed: tuple[Vote, ...], floor_epoch: Epoch
     ) -> None:
         """Keep the votes a node counted until a block of its chain carries them, so that a
         crash cannot lose the only copies of the votes that justified a checkpoint; drop
@@ -185,7 +185,7 @@ class ChainStore(Protocol):
         """
         ...
 
-    def canonical_block_id(self, height: int) -> BlockId | None: ...
+    def canonical_block_id(self, height: Height) -> BlockId | None: ...
 
     def transaction_location(self, txid: TxId) -> TxLocation | None:
         """Where `txid` is on the canonical chain, if it is."""
@@ -260,7 +260,7 @@ def restore_view(
     utxos: list[tuple[OutPoint, TxOutput]],
     assets: list[AssetInfo],
     tip: BlockId,
-    height: int,
+    height: Height,
 ) -> UtxoView:
     """A `UtxoView` holding exactly `utxos` and `assets` at `tip`."""
     return UtxoView.from_snapshot(utxos, assets, tip, height)
@@ -381,7 +381,7 @@ class MemoryChainStore:
             self._votes[vote.validator] = vote
 
     def record_vote_pool(
-        self, *, added: tuple[Vote, ...], removed: tuple[Vote, ...], floor_epoch: int
+        self, *, added: tuple[Vote, ...], removed: tuple[Vote, ...], floor_epoch: Epoch
     ) -> None:
         for vote in added:
             self._pooled[encode(vote)] = vote
@@ -393,7 +393,7 @@ class MemoryChainStore:
     def get_block(self, block_id: BlockId) -> Block | None:
         return self._blocks.get(block_id)
 
-    def canonical_block_id(self, height: int) -> BlockId | None:
+    def canonical_block_id(self, height: Height) -> BlockId | None:
         return self._canonical.get(height)
 
     def transaction_location(self, txid: TxId) -> TxLocation | None:
@@ -762,7 +762,7 @@ class SqliteChainStore:
             self._write_forkchoice(justified, finalized, votes)
 
     def record_vote_pool(
-        self, *, added: tuple[Vote, ...], removed: tuple[Vote, ...], floor_epoch: int
+        self, *, added: tuple[Vote, ...], removed: tuple[Vote, ...], floor_epoch: Epoch
     ) -> None:
         with write_transaction(self._db) as db:
             db.executemany(
@@ -786,7 +786,7 @@ class SqliteChainStore:
         row = self._one("SELECT data FROM undo WHERE id = ?", (block_id,))
         return None if row is None else _decoded(UndoData, row[0])
 
-    def canonical_block_id(self, height: int) -> BlockId | None:
+    def canonical_block_id(self, height: Height) -> BlockId | None:
         row = self._one("SELECT id FROM canonical WHERE height = ?", (height,), reader=True)
         return None if row is None else BlockId(_blob(row[0]))
 
@@ -798,7 +798,7 @@ class SqliteChainStore:
             return None
         block, height, position = row
         return TxLocation(
-            block_id=BlockId(_blob(block)), height=_int(height), position=_int(position)
+            block_id=BlockId(_blob(block)), height=Height(_int(height)), position=_int(position)
         )
 
     def load(self) -> StoredChain:

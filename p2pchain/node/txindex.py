@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from p2pchain.errors import Reason
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.types import BlockId, TxId
+from p2pchain.ledger.types import BlockId, Height, TxId
 from p2pchain.node.storage import TxLocation
 
 
@@ -34,7 +34,7 @@ class TxIndex:
         """Height of the last canonical block."""
         return len(self._canonical) - 1
 
-    def block_id_at(self, height: int) -> BlockId | None:
+    def block_id_at(self, height: Height) -> BlockId | None:
         """The canonical block at `height`, or None above the head."""
         if not 0 <= height < len(self._canonical):
             return None

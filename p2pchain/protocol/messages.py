@@ -26,7 +26,7 @@ from p2pchain.ledger.encoding import (
     uint_bytes,
     wrap_list,
 )
-from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.types import BlockId, Height, Slot
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import DEFAULT_MAX_BLOCK_BYTES
 
@@ -101,7 +101,7 @@ class Hello:
     node_key: bytes
     listen_addresses: tuple[bytes, ...]
     head: BlockId
-    head_height: int
+    head_height: Height
     finalized: Checkpoint
 
     def to_rlp(self) -> RLPItem:
@@ -129,7 +129,7 @@ class Hello:
                 for x in read_list(f[4], "hello.listen_addresses", max_length=MAX_LISTEN_ADDRESSES)
             ),
             head=BlockId(read_fixed(f[5], "hello.head", 32)),
-            head_height=read_uint(f[6], "hello.head_height"),
+            head_height=Height(read_uint(f[6], "hello.head_height")),
             finalized=Checkpoint.from_rlp(f[7]),
         )
 
@@ -197,8 +197,8 @@ class Status:
     TYPE: ClassVar[int] = 5
     MAX_PAYLOAD_BYTES: ClassVar[int] = 256
     head: BlockId
-    head_height: int
-    head_slot: int
+    head_height: Height
+    head_slot: Slot
     finalized: Checkpoint
 
     def to_rlp(self) -> RLPItem:
@@ -214,8 +214,8 @@ class Status:
         f = read_list(item, "status", length=4)
         return cls(
             head=BlockId(read_fixed(f[0], "status.head", 32)),
-            head_height=read_uint(f[1], "status.head_height"),
-            head_slot=read_uint(f[2], "status.head_slot"),
+            head_height=Height(read_uint(f[1], "status.head_height")),
+            head_slot=Slot(read_uint(f[2], "status.head_slot")),
             finalized=Checkpoint.from_rlp(f[3]),
         )
 
@@ -329,7 +329,7 @@ class GetBlocksByRange:
     TYPE: ClassVar[int] = 20
     MAX_PAYLOAD_BYTES: ClassVar[int] = 64
     request_id: int
-    start_height: int
+    start_height: Height
     count: int
 
     def to_rlp(self) -> RLPItem:
@@ -340,7 +340,7 @@ class GetBlocksByRange:
         f = read_list(item, "get_blocks_by_range", length=3)
         return cls(
             request_id=read_uint(f[0], "get_blocks_by_range.request_id"),
-            start_height=read_uint(f[1], "get_blocks_by_range.start_height"),
+            start_height=Height(read_uint(f[1], "get_blocks_by_range.start_height")),
             count=read_uint(f[2], "get_blocks_by_range.count", max_value=MAX_BLOCKS_PER_REQUEST),
         )
 

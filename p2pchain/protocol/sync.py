@@ -26,7 +26,7 @@ from typing import Protocol
 
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.types import BlockId, Height
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Send
 from p2pchain.protocol.messages import (
@@ -130,7 +130,7 @@ class SyncStatistics:
     """Bytes of received blocks held back (in-flight reservations not included)."""
     orphans: int
     orphan_bytes: int
-    target_height: int
+    target_height: Height
     next_height: int
 
 
@@ -175,7 +175,7 @@ class SyncManager:
     """
 
     def __init__(
-        self, *, anchor_height: int, anchor_id: BlockId, params: SyncParams | None = None
+        self, *, anchor_height: Height, anchor_id: BlockId, params: SyncParams | None = None
     ) -> None:
         self.params = params if params is not None else SyncParams()
         self.orphans = OrphanPool(self.params)
@@ -189,7 +189,7 @@ class SyncManager:
         self._counters = _Counters()
         self._set_anchor(anchor_height, anchor_id)
 
-    def _set_anchor(self, height: int, block_id: BlockId) -> None:
+    def _set_anchor(self, height: Height, block_id: BlockId) -> None:
         self._anchor_height = height
         self._anchor_id = block_id
         self._expected_height = height + 1
@@ -227,7 +227,7 @@ class SyncManager:
             pending_bytes=self._buffered_bytes,
             orphans=len(self.orphans),
             orphan_bytes=self.orphans.bytes,
-            target_height=self.target_height,
+            target_height=Height(self.target_height),
             next_height=self._expected_height,
         )
 
@@ -249,7 +249,7 @@ class SyncManager:
                 self._requeue(request, exclude=False)
         return self._schedule(now)
 
-    def reset(self, anchor_height: int, anchor_id: BlockId, now: float) -> list[SyncAction]:
+    def reset(self, anchor_height: Height, anchor_id: BlockId, now: float) -> list[SyncAction]:
         """Start over on a new anchor (after a failed import, or to skip blocks gossip brought).
 
         Answers to requests already in flight are dropped without blame when they arrive; a
@@ -289,7 +289,7 @@ class SyncManager:
         if received < request.count:
             if received == 0:
                 # The peer has nothing from here on: stop asking it, so it cannot make us loop.
-                self._lower_head(peer_id, request.start - 1)
+                self._lower_head(peer_id, Height(request.start - 1))
             self._retry.append(
                 _Range(request.start + received, request.count - received, request.excluded)
             )
@@ -313,7 +313,7 @@ class SyncManager:
             if not request.by_id:
                 # Like an empty answer: not asked from here on until its next Status, so a
                 # peer claiming a high head and answering nothing cannot keep us syncing.
-                self._lower_head(request.peer_id, request.start - 1)
+                self._lower_head(request.peer_id, Height(request.start - 1))
             actions.append(
                 Penalize(
                     peer_id=request.peer_id,
@@ -372,7 +372,7 @@ class SyncManager:
         self._requeue(request, exclude=True)
         if self._peer_finalized.get(peer_id) == self._anchor_id:
             return [self._bad_response(peer_id), *self._schedule(now)]
-        self._lower_head(peer_id, request.start - 1)
+        self._lower_head(peer_id, Height(request.start - 1))
         return self._schedule(now)
 
     def _shape_problem(self, request: _Request, blocks: tuple[Block, ...]) -> bool:
@@ -408,7 +408,7 @@ class SyncManager:
                 # still handed over: a branch we do not know yet (after a partition heals) is
                 # fetched down to where it forks by its orphans' parent requests.
                 start = blocks[0].header.height
-                self._lower_head(peer_id, start - 1)
+                self._lower_head(peer_id, Height(start - 1))
                 self._retry.append(_Range(start, len(blocks), frozenset({peer_id})))
                 actions.append(Import(blocks=blocks, from_peer=peer_id))
                 continue
@@ -472,7 +472,9 @@ class SyncManager:
                 excluded=work.excluded,
             )
             self._counters.requests_sent += 1
-            message = GetBlocksByRange(request_id=request_id, start_height=work.start, count=count)
+            message = GetBlocksByRange(
+                request_id=request_id, start_height=Height(work.start), count=count
+            )
             actions.append(Send(peer_id=peer_id, message=message))
         return actions
 
@@ -510,7 +512,7 @@ class SyncManager:
             return None
         return min(candidates, key=lambda peer_id: (busy.get(peer_id, 0), peer_id))
 
-    def _lower_head(self, peer_id: PeerId, height: int) -> None:
+    def _lower_head(self, peer_id: PeerId, height: Height) -> None:
         """Ask `peer_id` for nothing above `height` until its next `Status`."""
         if peer_id in self._peer_heads:
             self._peer_heads[peer_id] = min(self._peer_heads[peer_id], height)
@@ -669,7 +671,7 @@ class OrphanPool:
 class ChainReader(Protocol):
     """Read access to the local canonical chain, for serving peers."""
 
-    def block_at_height(self, height: int) -> Block | None: ...
+    def block_at_height(self, height: Height) -> Block | None: ...
 
     def get_block(self, block_id: BlockId) -> Block | None: ...
 
@@ -682,7 +684,7 @@ def serve_blocks_by_range(
     return Blocks(
         request_id=request.request_id,
         blocks=_bounded(
-            (chain_reader.block_at_height(request.start_height + i) for i in range(count)),
+            (chain_reader.block_at_height(Height(request.start_height + i)) for i in range(count)),
             max_bytes,
             stop_at_missing=True,
         ),

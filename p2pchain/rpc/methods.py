@@ -26,7 +26,7 @@ from p2pchain.ledger.tx import (
     Transaction,
     TxOutput,
 )
-from p2pchain.ledger.types import Address
+from p2pchain.ledger.types import Address, Height
 from p2pchain.ledger.utxo import AssetInfo
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.net.swarm import PeerInfo
@@ -151,7 +151,7 @@ class NodeMethods:
         if isinstance(selector, int):
             if selector < 0:
                 raise invalid_params("block height must be non-negative")
-            return node.get_block_at_height(selector)
+            return node.get_block_at_height(Height(selector))
         if selector == "head":
             return node.get_block(node.head().block_id)
         if selector == "finalized":

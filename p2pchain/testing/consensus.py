@@ -168,10 +168,10 @@ class Simulation:
         self.slot += 1
         on_tick(self.store, Slot(self.slot))
         head = get_head(self.store)
-        proposer = get_proposer(self.store, head, self.slot)
+        proposer = get_proposer(self.store, head, Slot(self.slot))
         if proposer in self.honest:
             block = build_block(
-                self.store, head, self.slot, self.keys[proposer], votes=self.pending_votes
+                self.store, head, Slot(self.slot), self.keys[proposer], votes=self.pending_votes
             )
             self.deliver(block)
             self.pending_votes = []
@@ -181,7 +181,7 @@ class Simulation:
                     self.deliver(message)
                 except (InvalidBlock, InvalidVote):
                     continue
-        for key in get_duties(self.params, self.honest, self.slot):
+        for key in get_duties(self.params, self.honest, Slot(self.slot)):
             vote = make_vote(self.store, self.keys[key], Slot(self.slot))
             self.deliver(vote)
             self.pending_votes.append(vote)
@@ -249,16 +249,16 @@ def scenarios(
                 b for b in _recent_blocks(store, slot, fork_window) if store.nodes[b].slot < slot
             ]
             parent = draw(st.sampled_from(parents))
-            proposer = get_proposer(store, parent, slot)
+            proposer = get_proposer(store, parent, Slot(slot))
             if proposer is None:
                 continue
-            block = build_block(store, parent, slot, by_key[proposer])
+            block = build_block(store, parent, Slot(slot), by_key[proposer])
             try:
                 on_block(store, block, Slot(slot))
             except InvalidBlock:
                 continue  # a duplicate, or a branch that finality has just ruled out
             blocks.append(block)
-        for key in get_duties(params, by_key, slot):
+        for key in get_duties(params, by_key, Slot(slot)):
             behaviour = draw(st.sampled_from(["abstain", "stray", "honest", "honest"]))
             if behaviour == "abstain":
                 continue
@@ -365,9 +365,9 @@ def adversarial_blocks(sim: Simulation, slot: int) -> SearchStrategy[list[Block]
     def build(draw: st.DrawFn) -> list[Block]:
         made: list[Block] = []
         for parent in draw(st.lists(st.sampled_from(parents), max_size=2, unique=True)):
-            proposer = get_proposer(store, parent, slot)
+            proposer = get_proposer(store, parent, Slot(slot))
             if proposer in sim.hostile:
-                made.append(build_block(store, parent, slot, sim.keys[proposer]))
+                made.append(build_block(store, parent, Slot(slot), sim.keys[proposer]))
         return made
 
     return build()
@@ -427,10 +427,10 @@ def build_self_pruning_chain(params: ChainParams = CONSENSUS_PARAMS) -> SelfPrun
     by_key = {key.public_key: key for key in keys}
 
     def child(parent: BlockId, slot: int, votes: Sequence[Vote] = ()) -> Block:
-        proposer = get_proposer(store, parent, slot)
+        proposer = get_proposer(store, parent, Slot(slot))
         assert proposer is not None
         on_tick(store, Slot(slot))
-        block = build_block(store, parent, slot, by_key[proposer], votes=votes)
+        block = build_block(store, parent, Slot(slot), by_key[proposer], votes=votes)
         assert len(block.votes) == len(votes), "build_block dropped a vote of the scenario"
         on_block(store, block, Slot(slot))
         return block
@@ -447,9 +447,9 @@ def build_self_pruning_chain(params: ChainParams = CONSENSUS_PARAMS) -> SelfPrun
     h1 = Checkpoint(epoch=Epoch(1), block_id=h.block_id)
     y = child(x.block_id, 6, votes(5, h.block_id, Checkpoint(epoch=Epoch(0), block_id=g), h1))
     z_votes = votes(8, h.block_id, h1, Checkpoint(epoch=Epoch(2), block_id=h.block_id))
-    proposer = get_proposer(store, y.block_id, 9)
+    proposer = get_proposer(store, y.block_id, Slot(9))
     assert proposer is not None
     on_tick(store, Slot(9))
-    z = build_block(store, y.block_id, 9, by_key[proposer], votes=z_votes)
+    z = build_block(store, y.block_id, Slot(9), by_key[proposer], votes=z_votes)
     assert len(z.votes) == len(z_votes), "build_block dropped a vote of the scenario"
     return SelfPruningChain(keys=keys, genesis=genesis, h=h, x=x, y=y, z=z)

@@ -86,7 +86,7 @@ class ChainBuilder:
             fees += fee
         proposer = SIDE_PROPOSER if side else VALIDATOR
         reward = reward_transaction(
-            height=height,
+            height=Height(height),
             amount=PARAMS.block_reward + fees,
             address=rng.choice(WALLETS).address,
             params=PARAMS,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from p2pchain.ledger.crypto import SecretKey, sha256
-from p2pchain.ledger.types import BlockId, Epoch
+from p2pchain.ledger.types import BlockId, Epoch, Height
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.protocol.connection import (
     NEED_DATA,
@@ -81,7 +81,7 @@ def make_hello(
         node_key=identity.public_key,
         listen_addresses=listen_addresses,
         head=genesis,
-        head_height=0,
+        head_height=Height(0),
         finalized=Checkpoint(epoch=Epoch(0), block_id=genesis),
     )
 

@@ -42,7 +42,7 @@ import trio
 from trio._core import _run as trio_run
 
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.types import BlockId, Epoch
+from p2pchain.ledger.types import BlockId, Epoch, Height, Slot
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.net.service import ImportResult
 from p2pchain.net.transports import PeerAddress, Scheme, StreamHandler
@@ -448,8 +448,8 @@ class GossipHost:
     def __init__(self, genesis: BlockId, validator: Validator = accept_all) -> None:
         self.status = Status(
             head=genesis,
-            head_height=0,
-            head_slot=0,
+            head_height=Height(0),
+            head_slot=Slot(0),
             finalized=Checkpoint(epoch=Epoch(0), block_id=genesis),
         )
         self.validator = validator

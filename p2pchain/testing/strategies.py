@@ -466,9 +466,9 @@ def build_block(
         reward = params.block_reward + native_fee(view, transactions, params)
     recipient = address_of(proposer.public_key) if reward_to is None else reward_to
     pay = (
-        reward_transaction(height=height, amount=reward, address=recipient, params=params)
+        reward_transaction(height=Height(height), amount=reward, address=recipient, params=params)
         if reward
-        else Transaction(kind=TxKind.REWARD, payload=RewardPayload(height=height))
+        else Transaction(kind=TxKind.REWARD, payload=RewardPayload(height=Height(height)))
     )
     body = (pay, *transactions)
     header = BlockHeader(

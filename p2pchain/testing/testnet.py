@@ -195,7 +195,7 @@ class Testnet:
             raise ConfigError(f"slots must be 1..1000, got {slots}")
         slot = max(node.clock_status().slot for node in nodes)
         for _ in range(slots):
-            slot += 1
+            slot = Slot(slot + 1)
             start = self.genesis.genesis_time_ms + slot * self.params.slot_ms
             await self._advance_all(start)
             with trio.move_on_after(BLOCK_WAIT_S):

@@ -136,7 +136,7 @@ class Scene:
 
     # -- blocks --------------------------------------------------------------------------------
     def proposer(self, parent: BlockId, slot: int, store: Store | None = None) -> SecretKey:
-        key = get_proposer(store or self.store, parent, slot)
+        key = get_proposer(store or self.store, parent, Slot(slot))
         assert key is not None
         return self.signers[key]
 
@@ -155,7 +155,7 @@ class Scene:
         block = build_block(
             on,
             parent,
-            slot,
+            Slot(slot),
             self.proposer(parent, slot, on),
             votes=votes,
             transactions=transactions,
@@ -215,7 +215,7 @@ class Scene:
         signer = key or self.proposer(parent, slot)
         if body is None:
             pay = reward_transaction(
-                height=height,
+                height=Height(height),
                 amount=params.block_reward if reward is None else reward,
                 address=address_of(signer.public_key),
                 params=params,
@@ -781,7 +781,10 @@ def _block_bad_reward(name: str) -> Vector:
     s.send(s.forge(parent, 4, reward=PARAMS.block_reward + 1), Reason.BAD_REWARD)
     key = s.proposer(parent, 5)
     wrong = reward_transaction(  # the reward of another height
-        height=3, amount=PARAMS.block_reward, address=address_of(key.public_key), params=PARAMS
+        height=Height(3),
+        amount=PARAMS.block_reward,
+        address=address_of(key.public_key),
+        params=PARAMS,
     )
     s.send(s.forge(parent, 5, body=(wrong,)), Reason.BAD_REWARD)
     s.check()
@@ -795,7 +798,9 @@ def _block_misplaced_reward(name: str) -> Vector:
     )
     first = s.forge(a.block_id, 2)
     paid = first.transactions[0].outputs[0]
-    extra = reward_transaction(height=7, amount=paid.amount, address=paid.address, params=PARAMS)
+    extra = reward_transaction(
+        height=Height(7), amount=paid.amount, address=paid.address, params=PARAMS
+    )
     s.send(s.forge(a.block_id, 2, transactions=[extra]), Reason.MISPLACED_REWARD)
     s.check()
     return s.vector()

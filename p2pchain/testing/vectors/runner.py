@@ -28,7 +28,7 @@ from p2pchain.errors import DecodeError, InvalidBlock, InvalidTransaction, Inval
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode
 from p2pchain.ledger.evidence import decode_evidence
-from p2pchain.ledger.types import BlockId, PublicKey, Slot
+from p2pchain.ledger.types import BlockId, Epoch, PublicKey, Slot
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.testing.vectors.format import (
     BlockOutcomeName,
@@ -149,10 +149,10 @@ class StoreView:
         return get_weight(self.store, block_id)
 
     def validators(self, epoch: int) -> Mapping[PublicKey, int]:
-        return dict(get_validator_set(self.store, self.store.head, epoch).stakes)
+        return dict(get_validator_set(self.store, self.store.head, Epoch(epoch)).stakes)
 
     def proposer(self, slot: int) -> PublicKey | None:
-        return get_proposer(self.store, self.store.head, slot)
+        return get_proposer(self.store, self.store.head, Slot(slot))
 
 
 def _short(block_id: bytes) -> str:
