@@ -28,7 +28,7 @@ from p2pchain.ledger.address import ADDRESS_BYTES, decode_address, encode_addres
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import MAX_UINT64
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
-from p2pchain.ledger.types import Address, PublicKey
+from p2pchain.ledger.types import Address, Amount, PublicKey
 from p2pchain.node.config import MAX_CLOCK_SKEW_MS
 from p2pchain.params import ChainParams
 
@@ -145,7 +145,7 @@ def load_network(path: Path, tables: dict[str, object] | None = None) -> Network
     for entry in _records(genesis_table, "allocations", path):
         _refuse_unknown(entry, _ALLOCATION_KEYS, "genesis.allocations.", path)
         address = _address(entry, "address", path, params)
-        allocations.append(Allocation(address=address, amount=_int(entry, "amount", path)))
+        allocations.append(Allocation(address=address, amount=Amount(_int(entry, "amount", path))))
     validators = []
     for entry in _records(genesis_table, "validators", path):
         _refuse_unknown(entry, _VALIDATOR_KEYS, "genesis.validators.", path)
@@ -154,7 +154,9 @@ def load_network(path: Path, tables: dict[str, object] | None = None) -> Network
         except ValueError as exc:
             raise ConfigError(f"{path}: validator key must be hex") from exc
         owner = _address(entry, "owner", path, params)
-        validators.append(GenesisValidator(key=key, owner=owner, stake=_int(entry, "stake", path)))
+        validators.append(
+            GenesisValidator(key=key, owner=owner, stake=Amount(_int(entry, "stake", path)))
+        )
     genesis = GenesisConfig(
         chain_id=params.chain_id,
         genesis_time_ms=_int(genesis_table, "genesis_time_ms", path),

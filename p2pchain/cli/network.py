@@ -12,6 +12,7 @@ from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.genesis import Allocation, self_bonded_genesis
+from p2pchain.ledger.types import Amount
 from p2pchain.net.relay import relay_port
 from p2pchain.params import COIN, ChainParams
 
@@ -100,7 +101,7 @@ def init_network(
         genesis_time_ms=int((time.time() + genesis_delay_s) * 1000),
         stakes=[(key.public_key, VALIDATOR_STAKE_COINS * COIN) for key in validator_keys],
         allocations=[
-            Allocation(address=address_of(key.public_key), amount=DEMO_WALLET_COINS * COIN)
+            Allocation(address=address_of(key.public_key), amount=Amount(DEMO_WALLET_COINS * COIN))
             for key in demo_keys
         ],
     )

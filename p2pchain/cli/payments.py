@@ -19,7 +19,7 @@ from p2pchain.cli.rpc_client import RpcClient, connect_rpc, parse_utxos
 from p2pchain.errors import InsufficientFunds
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.tx import NO_LOCK, OutPoint, Transaction, TxOutput
-from p2pchain.ledger.types import Address, AssetId, Height, Slot
+from p2pchain.ledger.types import Address, Amount, AssetId, Height, Slot
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
@@ -62,12 +62,12 @@ class PaymentTally:
 async def _pay(rpc: RpcClient, payer: _DemoWallet, payee: _DemoWallet) -> str | None:
     """Send one payment; its txid when the node accepted it."""
     native = AssetId(payer.wallet.params.native_asset)
-    payment = TxOutput(asset=native, amount=PAYMENT, address=payee.wallet.address)
+    payment = TxOutput(asset=native, amount=Amount(PAYMENT), address=payee.wallet.address)
     try:
         tx = payer.wallet.build_transfer(
             list(payer.coins.items()),
             [payment],
-            fee=FEE,
+            fee=Amount(FEE),
             context=BlockContext(height=Height(0), slot=Slot(0)),
         )
     except InsufficientFunds:

@@ -10,7 +10,7 @@ from itertools import count
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from p2pchain.ledger.tx import NO_LOCK, Lock, LockKind, OutPoint, TxOutput
-from p2pchain.ledger.types import Address, AssetId, TxId
+from p2pchain.ledger.types import Address, Amount, AssetId, TxId
 from p2pchain.rpc.jsonrpc import INTERNAL_ERROR, RpcError
 
 JSON = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
@@ -66,7 +66,7 @@ def parse_utxos(result: JSON, owner: Address) -> list[tuple[OutPoint, TxOutput]]
         outpoint = OutPoint(txid=TxId(_hex(entry["txid"])), index=int(str(entry["index"])))
         output = TxOutput(
             asset=AssetId(_hex(entry["asset"])),
-            amount=int(str(entry["amount"])),
+            amount=Amount(int(str(entry["amount"]))),
             address=owner,
             lock=NO_LOCK if lock == NO_LOCK else lock,
         )

@@ -18,7 +18,7 @@ from p2pchain.errors import ConfigError, Reason
 from p2pchain.ledger.address import address_of, decode_address, encode_address
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.tx import NO_LOCK, Transaction, TxOutput
-from p2pchain.ledger.types import AssetId, Height, Slot
+from p2pchain.ledger.types import Amount, AssetId, Height, Slot
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.params import COIN, ChainParams
@@ -123,7 +123,7 @@ async def send(
         params = session.wallet.params
         payment = TxOutput(
             asset=parse_asset(asset, params),
-            amount=amount,
+            amount=Amount(amount),
             address=decode_address(to, params.address_prefix),
         )
         conflicts = 0
@@ -131,7 +131,7 @@ async def send(
             tx = session.wallet.build_transfer(
                 await _spendable(session),
                 [payment],
-                fee=fee,
+                fee=Amount(fee),
                 context=BlockContext(height=Height(0), slot=Slot(0)),
             )
             try:
@@ -160,9 +160,9 @@ async def issue_asset(
         tx, asset = session.wallet.build_issue(
             await _spendable(session),
             name=name.encode(),
-            amount=amount,
+            amount=Amount(amount),
             cap=cap,
-            fee=fee,
+            fee=Amount(fee),
             context=BlockContext(height=Height(0), slot=Slot(0)),
         )
         return "0x" + asset.hex(), await _submit(session, tx, wait=wait)

@@ -27,7 +27,7 @@ from p2pchain.ledger.evidence import Evidence
 from p2pchain.ledger.header import BlockHeader, header_signing_message
 from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
-from p2pchain.ledger.types import BlockId, Epoch, Height, Slot
+from p2pchain.ledger.types import Amount, BlockId, Epoch, Height, Slot
 from p2pchain.ledger.utxo import TxUndo
 from p2pchain.ledger.validation import BlockContext, validate_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
@@ -90,7 +90,7 @@ def build_block(
         used += len(encoded)
     reward = reward_transaction(
         height=height,
-        amount=params.block_reward + fees,
+        amount=Amount(params.block_reward + fees),
         address=address_of(proposer),
         params=params,
     )

@@ -25,7 +25,7 @@ from p2pchain.ledger.encoding import (
 )
 from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.tx import NO_LOCK, Lock, LockKind, RewardPayload, Transaction, TxKind, TxOutput
-from p2pchain.ledger.types import Address, AssetId, BlockId, Height, PublicKey, Slot
+from p2pchain.ledger.types import Address, Amount, AssetId, BlockId, Height, PublicKey, Slot
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.params import ChainParams
 
@@ -38,7 +38,7 @@ class Allocation:
     """Native coins given to `address` at genesis."""
 
     address: Address
-    amount: int
+    amount: Amount
 
     def to_rlp(self) -> RLPItem:
         return [self.address, uint_bytes(self.amount)]
@@ -48,7 +48,7 @@ class Allocation:
         address, amount = read_list(item, "allocation", length=2)
         return cls(
             address=Address(read_fixed(address, "allocation.address", 20)),
-            amount=read_uint(amount, "allocation.amount"),
+            amount=Amount(read_uint(amount, "allocation.amount")),
         )
 
 
@@ -58,7 +58,7 @@ class GenesisValidator:
 
     key: PublicKey
     owner: Address
-    stake: int
+    stake: Amount
 
     def to_rlp(self) -> RLPItem:
         return [self.key, self.owner, uint_bytes(self.stake)]
@@ -69,7 +69,7 @@ class GenesisValidator:
         return cls(
             key=PublicKey(read_fixed(key, "validator.key", 32)),
             owner=Address(read_fixed(owner, "validator.owner", 20)),
-            stake=read_uint(stake, "validator.stake"),
+            stake=Amount(read_uint(stake, "validator.stake")),
         )
 
 
@@ -115,7 +115,8 @@ def self_bonded_genesis(
         genesis_time_ms=genesis_time_ms,
         allocations=tuple(allocations),
         validators=tuple(
-            GenesisValidator(key=key, owner=address_of(key), stake=stake) for key, stake in stakes
+            GenesisValidator(key=key, owner=address_of(key), stake=Amount(stake))
+            for key, stake in stakes
         ),
     )
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from p2pchain.ledger.tx import RewardPayload, Transaction, TxKind, TxOutput
-from p2pchain.ledger.types import Address, AssetId, Height
+from p2pchain.ledger.types import Address, Amount, AssetId, Height
 from p2pchain.ledger.validation import reward_lock
 from p2pchain.params import ChainParams
 
 
 def reward_transaction(
-    *, height: Height, amount: int, address: Address, params: ChainParams
+    *, height: Height, amount: Amount, address: Address, params: ChainParams
 ) -> Transaction:
     """The first transaction of the block at `height`: `amount` native coins to `address`,
     locked until the reward matures (the lock `connect_block` demands).

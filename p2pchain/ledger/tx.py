@@ -26,7 +26,7 @@ from p2pchain.ledger.encoding import (
     wrap_list,
 )
 from p2pchain.ledger.evidence import Evidence, evidence_from_rlp
-from p2pchain.ledger.types import Address, AssetId, Hash32, Height, PublicKey, TxId
+from p2pchain.ledger.types import Address, Amount, AssetId, Hash32, Height, PublicKey, TxId
 from p2pchain.params import MAX_ASSET_NAME_BYTES
 
 _TX_SIG_TAG = b"p2pchain/tx"
@@ -140,7 +140,7 @@ class TxOutput:
     """`amount` base units of `asset`, spendable by `address` once `lock` allows it."""
 
     asset: AssetId
-    amount: int
+    amount: Amount
     address: Address
     lock: Lock = NO_LOCK
 
@@ -152,7 +152,7 @@ class TxOutput:
         fields = read_list(item, "output", length=4)
         return cls(
             asset=AssetId(read_fixed(fields[0], "output.asset", 32)),
-            amount=read_uint(fields[1], "output.amount"),
+            amount=Amount(read_uint(fields[1], "output.amount")),
             address=Address(read_fixed(fields[2], "output.address", 20)),
             lock=NO_LOCK if fields[3] == _NO_LOCK_RLP else Lock.from_rlp(fields[3]),
         )

@@ -26,7 +26,7 @@ from p2pchain.ledger.tx import (
     compute_asset_id,
     tx_signing_message,
 )
-from p2pchain.ledger.types import Address, AssetId, PublicKey
+from p2pchain.ledger.types import Address, Amount, AssetId, PublicKey
 from p2pchain.ledger.validation import BlockContext, unbonding_lock
 from p2pchain.params import ChainParams
 
@@ -102,7 +102,7 @@ class Wallet:
         coins: Sequence[Coin],
         context: BlockContext,
         needs: dict[AssetId, int],
-        fee: int,
+        fee: Amount,
     ) -> tuple[list[Coin], list[TxOutput]]:
         """Choose inputs for every asset in `needs` plus the fee; return them and the change.
 
@@ -125,7 +125,7 @@ class Wallet:
         for asset in sorted({c[1].asset for c in chosen}):
             excess = sum(c[1].amount for c in chosen if c[1].asset == asset) - needs.get(asset, 0)
             if excess > 0:
-                change.append(TxOutput(asset=asset, amount=excess, address=self.address))
+                change.append(TxOutput(asset=asset, amount=Amount(excess), address=self.address))
         return chosen, change
 
     def _build(
@@ -144,7 +144,7 @@ class Wallet:
         coins: Sequence[Coin],
         payments: Sequence[TxOutput],
         *,
-        fee: int,
+        fee: Amount,
         context: BlockContext,
     ) -> Transaction:
         """Pay each of `payments` from `coins`, returning change to this wallet."""
@@ -159,9 +159,9 @@ class Wallet:
         coins: Sequence[Coin],
         *,
         name: bytes,
-        amount: int,
+        amount: Amount,
         cap: int = 0,
-        fee: int,
+        fee: Amount,
         context: BlockContext,
     ) -> tuple[Transaction, AssetId]:
         """Create a new asset with `amount` units owned by this wallet; return the tx and id."""
@@ -176,8 +176,8 @@ class Wallet:
         coins: Sequence[Coin],
         *,
         asset: AssetId,
-        amount: int,
-        fee: int,
+        amount: Amount,
+        fee: Amount,
         context: BlockContext,
     ) -> Transaction:
         """Mint `amount` more of an asset this wallet issued."""
@@ -190,8 +190,8 @@ class Wallet:
         coins: Sequence[Coin],
         *,
         validator: PublicKey,
-        amount: int,
-        fee: int,
+        amount: Amount,
+        fee: Amount,
         context: BlockContext,
     ) -> Transaction:
         """Bond `amount` as stake of `validator`; this wallet stays the owner who may unbond."""
@@ -206,7 +206,7 @@ class Wallet:
         return self._build(TxKind.BOND, chosen, [stake, *change])
 
     def build_unbond(
-        self, stakes: Sequence[Coin], *, fee: int, context: BlockContext
+        self, stakes: Sequence[Coin], *, fee: Amount, context: BlockContext
     ) -> Transaction:
         """Unbond stake outputs of one validator; the value unlocks after the unbonding period."""
         keys = {output.lock.key for _, output in stakes}
@@ -218,7 +218,7 @@ class Wallet:
         lock = unbonding_lock(keys.pop(), context.epoch(self.params), self.params)
         released = TxOutput(
             asset=AssetId(self.params.native_asset),
-            amount=total - fee,
+            amount=Amount(total - fee),
             address=self.address,
             lock=lock,
         )

@@ -29,7 +29,7 @@ from p2pchain.ledger.tx import (
     TxOutput,
     compute_asset_id,
 )
-from p2pchain.ledger.types import AssetId, PublicKey, TxId
+from p2pchain.ledger.types import Amount, AssetId, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo, LedgerReader
 from p2pchain.ledger.validation import (
     BlockContext,
@@ -90,7 +90,7 @@ class MempoolEntry:
 
     tx: Transaction
     txid: TxId
-    fee: int
+    fee: Amount
     size: int
     peer: str | None
     sequence: int
@@ -394,7 +394,9 @@ class Mempool:
         evict = self._eviction_for(size, Fraction(fee, size), parents)
         removed = [r for victim in evict for r in self._remove_tree(victim, Reason.MEMPOOL_FULL)]
         self._insert(
-            MempoolEntry(tx=tx, txid=txid, fee=fee, size=size, peer=peer, sequence=self._sequence),
+            MempoolEntry(
+                tx=tx, txid=txid, fee=Amount(fee), size=size, peer=peer, sequence=self._sequence
+            ),
             parents,
             minted,
         )

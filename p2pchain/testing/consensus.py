@@ -41,7 +41,7 @@ from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, self_bonded_genesis
-from p2pchain.ledger.types import BlockId, Epoch, PublicKey, Slot
+from p2pchain.ledger.types import Amount, BlockId, Epoch, PublicKey, Slot
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.params import COIN, ChainParams
 
@@ -73,7 +73,7 @@ def make_genesis(
         genesis_time_ms=0,
         stakes=[(key.public_key, stake) for key, stake in zip(keys, stakes, strict=True)],
         allocations=[
-            Allocation(address=address_of(key.public_key), amount=balance) for key in keys
+            Allocation(address=address_of(key.public_key), amount=Amount(balance)) for key in keys
         ],
     )
 

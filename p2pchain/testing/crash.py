@@ -30,7 +30,7 @@ from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator,
 from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import Transaction, TxOutput
-from p2pchain.ledger.types import AssetId, Height, Slot
+from p2pchain.ledger.types import Amount, AssetId, Height, Slot
 from p2pchain.ledger.utxo import UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Wallet
@@ -48,9 +48,11 @@ SIDE_PROPOSER = SecretKey.from_entropy(b"side-branch" * 3)
 GENESIS_CONFIG = GenesisConfig(
     chain_id=PARAMS.chain_id,
     genesis_time_ms=0,
-    allocations=tuple(Allocation(address=w.address, amount=1_000 * COIN) for w in WALLETS),
+    allocations=tuple(Allocation(address=w.address, amount=Amount(1_000 * COIN)) for w in WALLETS),
     validators=(
-        GenesisValidator(key=VALIDATOR.public_key, owner=WALLETS[0].address, stake=10 * COIN),
+        GenesisValidator(
+            key=VALIDATOR.public_key, owner=WALLETS[0].address, stake=Amount(10 * COIN)
+        ),
     ),
 )
 NATIVE = AssetId(PARAMS.native_asset)
@@ -87,7 +89,7 @@ class ChainBuilder:
         proposer = SIDE_PROPOSER if side else VALIDATOR
         reward = reward_transaction(
             height=Height(height),
-            amount=PARAMS.block_reward + fees,
+            amount=Amount(PARAMS.block_reward + fees),
             address=rng.choice(WALLETS).address,
             params=PARAMS,
         )
@@ -110,18 +112,27 @@ class ChainBuilder:
         choice = rng.random()
         if choice < 0.08 and not issued:
             tx, _ = sender.build_issue(
-                coins, name=b"carbon", amount=1_000, cap=10**9, fee=fee, context=context
+                coins,
+                name=b"carbon",
+                amount=Amount(1_000),
+                cap=10**9,
+                fee=Amount(fee),
+                context=context,
             )
             return tx
         if choice < 0.16 and issued:
             return sender.build_mint(
-                coins, asset=issued[0], amount=rng.randint(1, 500), fee=fee, context=context
+                coins,
+                asset=issued[0],
+                amount=Amount(rng.randint(1, 500)),
+                fee=Amount(fee),
+                context=context,
             )
         assets = sorted({output.asset for _, output in coins if output.asset != NATIVE})
         asset = rng.choice(assets) if assets and choice < 0.4 else NATIVE
         amount = rng.randint(1, 50) if asset != NATIVE else rng.randint(1, 20 * COIN)
-        payment = TxOutput(asset=asset, amount=amount, address=receiver.address)
-        return sender.build_transfer(coins, [payment], fee=fee, context=context)
+        payment = TxOutput(asset=asset, amount=Amount(amount), address=receiver.address)
+        return sender.build_transfer(coins, [payment], fee=Amount(fee), context=context)
 
     def extend(self, *, side: bool = False) -> tuple[Block, UndoData]:
         """Build the next block and connect it to the view (validating it); return its undo."""

@@ -48,6 +48,7 @@ from p2pchain.ledger.tx import (
 )
 from p2pchain.ledger.types import (
     Address,
+    Amount,
     AssetId,
     BlockId,
     Epoch,
@@ -393,13 +394,15 @@ def funded_chain(
         chain_id=params.chain_id,
         genesis_time_ms=0,
         allocations=tuple(
-            Allocation(address=wallet.address, amount=coin_amount)
+            Allocation(address=wallet.address, amount=Amount(coin_amount))
             for wallet in wallets
             for _ in range(coins_per_wallet)
         ),
         validators=(
             GenesisValidator(
-                key=validator.public_key, owner=wallets[0].address, stake=2 * params.min_stake
+                key=validator.public_key,
+                owner=wallets[0].address,
+                stake=Amount(2 * params.min_stake),
             ),
         ),
     )
@@ -466,7 +469,9 @@ def build_block(
         reward = params.block_reward + native_fee(view, transactions, params)
     recipient = address_of(proposer.public_key) if reward_to is None else reward_to
     pay = (
-        reward_transaction(height=Height(height), amount=reward, address=recipient, params=params)
+        reward_transaction(
+            height=Height(height), amount=Amount(reward), address=recipient, params=params
+        )
         if reward
         else Transaction(kind=TxKind.REWARD, payload=RewardPayload(height=Height(height)))
     )
@@ -532,14 +537,14 @@ def valid_transaction(
         available = balance - fee if asset == native else balance
         amount = draw(st.integers(min_value=1, max_value=available))
         to = draw(st.sampled_from(wallets)).address
-        payment = TxOutput(asset=asset, amount=amount, address=to)
-        return wallet.build_transfer(coins, [payment], fee=fee, context=context)
+        payment = TxOutput(asset=asset, amount=Amount(amount), address=to)
+        return wallet.build_transfer(coins, [payment], fee=Amount(fee), context=context)
     if action == "issue":
         amount = draw(st.integers(min_value=1, max_value=10**9))
         cap = draw(st.just(0) | st.integers(min_value=amount, max_value=2 * 10**9))
         name = draw(st.binary(min_size=1, max_size=params.max_asset_name_bytes))
         tx, _ = wallet.build_issue(
-            coins, name=name, amount=amount, cap=cap, fee=fee, context=context
+            coins, name=name, amount=Amount(amount), cap=cap, fee=Amount(fee), context=context
         )
         return tx
     if action == "mint":
@@ -549,20 +554,22 @@ def valid_transaction(
         if room < 1:
             return None
         amount = draw(st.integers(min_value=1, max_value=min(room, 10**9)))
-        return wallet.build_mint(coins, asset=info.asset, amount=amount, fee=fee, context=context)
+        return wallet.build_mint(
+            coins, asset=info.asset, amount=Amount(amount), fee=Amount(fee), context=context
+        )
     if action == "bond":
         spendable = _spendable(view, wallet, context)
         native_balance = sum(o.amount for o in spendable if o.asset == native)
         amount = draw(st.integers(min_value=params.min_stake, max_value=native_balance - fee))
         validator = draw(st.sampled_from(wallets)).public_key
         return wallet.build_bond(
-            coins, validator=validator, amount=amount, fee=fee, context=context
+            coins, validator=validator, amount=Amount(amount), fee=Amount(fee), context=context
         )
     stakes = [c for c in coins if c[1].lock.kind is LockKind.STAKE]
     key = draw(st.sampled_from(sorted({o.lock.key for _, o in stakes})))
     of_key = [c for c in stakes if c[1].lock.key == key]
     total = sum(o.amount for _, o in of_key)
-    return wallet.build_unbond(of_key, fee=min(fee, total - 1), context=context)
+    return wallet.build_unbond(of_key, fee=Amount(min(fee, total - 1)), context=context)
 
 
 @st.composite

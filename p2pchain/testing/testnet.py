@@ -32,7 +32,7 @@ from p2pchain.errors import ConfigError
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, self_bonded_genesis
 from p2pchain.ledger.tx import Transaction, TxOutput
-from p2pchain.ledger.types import Address, AssetId, Height, Slot
+from p2pchain.ledger.types import Address, Amount, AssetId, Height, Slot
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.node import Node, NodeConfig, NodeLimits, open_node
@@ -244,13 +244,13 @@ class Testnet:
         payer = self.wallets[wallet]
         payment = TxOutput(
             asset=AssetId(self.params.native_asset if asset is None else asset),
-            amount=amount,
+            amount=Amount(amount),
             address=to,
         )
         return payer.build_transfer(
             source.utxos(payer.address),
             [payment],
-            fee=fee,
+            fee=Amount(fee),
             context=BlockContext(height=Height(head.height + 1), slot=Slot(head.slot + 1)),
         )
 
@@ -325,7 +325,7 @@ def make_testnet_genesis(
         chain_id=params.chain_id,
         genesis_time_ms=genesis_time_ms,
         stakes=[(key.public_key, stake) for key in validators],
-        allocations=[Allocation(address=w.address, amount=balance) for w in wallets],
+        allocations=[Allocation(address=w.address, amount=Amount(balance)) for w in wallets],
     )
 
 

@@ -50,6 +50,7 @@ from p2pchain.ledger.tx import (
 )
 from p2pchain.ledger.types import (
     Address,
+    Amount,
     AssetId,
     BlockId,
     Epoch,
@@ -216,7 +217,7 @@ class Scene:
         if body is None:
             pay = reward_transaction(
                 height=Height(height),
-                amount=params.block_reward if reward is None else reward,
+                amount=Amount(params.block_reward if reward is None else reward),
                 address=address_of(signer.public_key),
                 params=params,
             )
@@ -291,13 +292,13 @@ class Scene:
         """A signed transfer of `amount` from validator `index`'s genesis coin (or `coin`)."""
         payment = TxOutput(
             asset=AssetId(self.params.native_asset),
-            amount=amount,
+            amount=Amount(amount),
             address=to or address_of(self.strangers[0].public_key),
         )
         return self.wallet(index).build_transfer(
             [coin or self.genesis_coin(index)],
             [payment],
-            fee=fee,
+            fee=Amount(fee),
             context=BlockContext(height=Height(1), slot=Slot(1)),
         )
 
@@ -782,7 +783,7 @@ def _block_bad_reward(name: str) -> Vector:
     key = s.proposer(parent, 5)
     wrong = reward_transaction(  # the reward of another height
         height=Height(3),
-        amount=PARAMS.block_reward,
+        amount=Amount(PARAMS.block_reward),
         address=address_of(key.public_key),
         params=PARAMS,
     )
@@ -887,11 +888,11 @@ def _block_immature(name: str) -> Vector:
         [
             TxOutput(
                 asset=AssetId(PARAMS.native_asset),
-                amount=COIN,
+                amount=Amount(COIN),
                 address=address_of(s.strangers[0].public_key),
             )
         ],
-        fee=1_000,
+        fee=Amount(1_000),
         context=BlockContext(height=Height(3), slot=Slot(3)),
     )
     s.send(s.forge(a.block_id, 2, transactions=[spend]), Reason.IMMATURE)
@@ -906,7 +907,9 @@ def _block_stake_locked(name: str) -> Vector:
         "A block with a plain payment spending a validator's bonded genesis stake: stake-locked.",
     )
     outpoint, output = s.genesis_stake(0)
-    payment = TxOutput(asset=AssetId(PARAMS.native_asset), amount=COIN, address=output.address)
+    payment = TxOutput(
+        asset=AssetId(PARAMS.native_asset), amount=Amount(COIN), address=output.address
+    )
     tx = Transaction(kind=TxKind.TRANSFER, inputs=(TxInput(outpoint=outpoint),), outputs=(payment,))
     s.send(s.forge(a.block_id, 2, transactions=[s.wallet(0).sign(tx)]), Reason.STAKE_LOCKED)
     s.check()
@@ -920,7 +923,7 @@ def _block_negative_fee(name: str) -> Vector:
     )
     outpoint, output = s.genesis_coin(0)
     payment = TxOutput(
-        asset=AssetId(PARAMS.native_asset), amount=output.amount + 1, address=output.address
+        asset=AssetId(PARAMS.native_asset), amount=Amount(output.amount + 1), address=output.address
     )
     tx = Transaction(kind=TxKind.TRANSFER, inputs=(TxInput(outpoint=outpoint),), outputs=(payment,))
     s.send(s.forge(a.block_id, 2, transactions=[s.wallet(0).sign(tx)]), Reason.NEGATIVE_FEE)
@@ -1788,8 +1791,8 @@ def _validator_set_bond(name: str) -> Vector:
     bond = s.wallet(0).build_bond(
         [s.genesis_coin(0)],
         validator=newcomer.public_key,
-        amount=50 * COIN,
-        fee=1_000,
+        amount=Amount(50 * COIN),
+        fee=Amount(1_000),
         context=BlockContext(height=Height(2), slot=Slot(2)),
     )
     a = s.add(s.g, 1)
