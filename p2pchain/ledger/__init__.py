@@ -51,10 +51,12 @@ from p2pchain.ledger.tx import TxOutput as TxOutput
 from p2pchain.ledger.tx import compute_asset_id as compute_asset_id
 from p2pchain.ledger.tx import tx_signing_message as tx_signing_message
 from p2pchain.ledger.types import Address as Address
+from p2pchain.ledger.types import Amount as Amount
 from p2pchain.ledger.types import AssetId as AssetId
 from p2pchain.ledger.types import BlockId as BlockId
 from p2pchain.ledger.types import Epoch as Epoch
 from p2pchain.ledger.types import Hash32 as Hash32
+from p2pchain.ledger.types import Height as Height
 from p2pchain.ledger.types import PublicKey as PublicKey
 from p2pchain.ledger.types import Slot as Slot
 from p2pchain.ledger.types import TxId as TxId
@@ -80,6 +82,7 @@ __all__ = [
     "NO_LOCK",
     "Address",
     "Allocation",
+    "Amount",
     "AssetId",
     "AssetInfo",
     "Block",
@@ -94,6 +97,7 @@ __all__ = [
     "GenesisConfig",
     "GenesisValidator",
     "Hash32",
+    "Height",
     "IssuePayload",
     "LedgerReader",
     "Lock",
