@@ -19,6 +19,7 @@ import random
 import signal
 import sqlite3
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from unittest import mock
@@ -30,7 +31,7 @@ from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator,
 from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import Transaction, TxOutput
-from p2pchain.ledger.types import Amount, AssetId, Height, Slot
+from p2pchain.ledger.types import Address, Amount, AssetId, Height, Slot
 from p2pchain.ledger.utxo import UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Wallet
@@ -62,6 +63,34 @@ def genesis() -> tuple[Block, UtxoView]:
     return genesis_state(GENESIS_CONFIG, PARAMS)
 
 
+def next_block(
+    view: UtxoView,
+    transactions: Sequence[Transaction],
+    fees: int,
+    *,
+    proposer: SecretKey = VALIDATOR,
+    reward_to: Address = WALLETS[0].address,
+) -> Block:
+    """The next block on `view`'s tip: the reward (block reward plus `fees`), then
+    `transactions`. Unsigned: stores and pools do not check headers."""
+    height = Height(view.height + 1)
+    reward = reward_transaction(
+        height=height,
+        amount=Amount(PARAMS.block_reward + fees),
+        address=reward_to,
+        params=PARAMS,
+    )
+    body = (reward, *transactions)
+    header = BlockHeader(
+        parent=view.tip,
+        height=height,
+        slot=Slot(height),
+        proposer=proposer.public_key,
+        body_root=compute_body_root(body, ()),
+    )
+    return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=body)
+
+
 @dataclass
 class ChainBuilder:
     """Builds block after block on `view`; `seed` picks senders, receivers, amounts and fees."""
@@ -86,22 +115,13 @@ class ChainBuilder:
             scratch.apply_transaction(tx)
             txs.append(tx)
             fees += fee
-        proposer = SIDE_PROPOSER if side else VALIDATOR
-        reward = reward_transaction(
-            height=Height(height),
-            amount=Amount(PARAMS.block_reward + fees),
-            address=rng.choice(WALLETS).address,
-            params=PARAMS,
+        return next_block(
+            self.view,
+            txs,
+            fees,
+            proposer=SIDE_PROPOSER if side else VALIDATOR,
+            reward_to=rng.choice(WALLETS).address,
         )
-        body = (reward, *txs)
-        header = BlockHeader(
-            parent=self.view.tip,
-            height=Height(height),
-            slot=Slot(height),
-            proposer=proposer.public_key,
-            body_root=compute_body_root(body, ()),
-        )
-        return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=body)
 
     def _random_tx(
         self, rng: random.Random, view: UtxoView, context: BlockContext, fee: int

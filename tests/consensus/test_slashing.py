@@ -68,24 +68,30 @@ def test_detector_reports_exactly_the_slashable_vote_pairs(data):
         evidence.validate(sim.params.chain_id)
 
 
-def test_surround_vote_is_detected():
+def link_voter(epochs):
+    """A simulation run for `epochs`, and a function signing one validator's vote for the link
+    between two of its head chain's checkpoints."""
     sim = Simulation.create(STAKES)
-    sim.run_epochs(4)
+    sim.run_epochs(epochs)
     store = sim.store
     key = sim.keys[sorted(sim.keys)[0]]
     head = get_head(store)
-    spe = sim.params.slots_per_epoch
 
     def vote(source_epoch, target_epoch):
         return sign_vote_data(
             store,
             key,
-            slot=target_epoch * spe,
+            slot=target_epoch * sim.params.slots_per_epoch,
             head=get_checkpoint(store, head, target_epoch).block_id,
             source=get_checkpoint(store, head, source_epoch),
             target=get_checkpoint(store, head, target_epoch),
         )
 
+    return sim, vote
+
+
+def test_surround_vote_is_detected():
+    sim, vote = link_voter(4)
     detector = SlashingDetector(sim.params.chain_id)
     assert detector.observe_vote(vote(1, 2)) == []
     assert detector.observe_vote(vote(2, 3)) == []  # consecutive links never surround
@@ -98,23 +104,7 @@ def test_surround_vote_is_detected():
 
 
 def test_a_vote_that_is_both_a_double_and_a_surround_vote_yields_both_offences():
-    sim = Simulation.create(STAKES)
-    sim.run_epochs(6)
-    store = sim.store
-    key = sim.keys[sorted(sim.keys)[0]]
-    head = get_head(store)
-    spe = sim.params.slots_per_epoch
-
-    def vote(source_epoch, target_epoch):
-        return sign_vote_data(
-            store,
-            key,
-            slot=target_epoch * spe,
-            head=get_checkpoint(store, head, target_epoch).block_id,
-            source=get_checkpoint(store, head, source_epoch),
-            target=get_checkpoint(store, head, target_epoch),
-        )
-
+    sim, vote = link_voter(6)
     detector = SlashingDetector(sim.params.chain_id)
     first, inner = vote(2, 5), vote(2, 3)
     assert detector.observe_vote(first) == []

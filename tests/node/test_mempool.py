@@ -10,11 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pchain.errors import ConfigError, InvalidTransaction, Reason
-from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.evidence import VoteEquivocation
-from p2pchain.ledger.header import BlockHeader
-from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import (
     LockKind,
     OutPoint,
@@ -30,7 +27,7 @@ from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.node.mempool import Mempool, MempoolLimits, Removal
-from p2pchain.testing.crash import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
+from p2pchain.testing.crash import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis, next_block
 
 Coin = tuple[OutPoint, TxOutput]
 
@@ -56,25 +53,6 @@ def spend(
 def genesis_coin(view: UtxoView, index: int) -> Coin:
     (coin,) = [c for c in view.utxos_of(WALLETS[index].address) if c[1].lock.kind is LockKind.NONE]
     return coin
-
-
-def make_block(view: UtxoView, txs: list[Transaction], fees: int) -> Block:
-    height = view.height + 1
-    reward = reward_transaction(
-        height=height,
-        amount=PARAMS.block_reward + fees,
-        address=WALLETS[0].address,
-        params=PARAMS,
-    )
-    body = (reward, *txs)
-    header = BlockHeader(
-        parent=view.tip,
-        height=height,
-        slot=height,
-        proposer=VALIDATOR.public_key,
-        body_root=compute_body_root(body, ()),
-    )
-    return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=body)
 
 
 def pool_fees(pool: Mempool, txs: list[Transaction]) -> int:
@@ -152,7 +130,7 @@ def test_invalid_transactions_raise_the_ledger_reason(view: UtxoView) -> None:
 
 def test_rewards_and_slashing_evidence_are_not_pooled(view: UtxoView) -> None:
     pool = Mempool(PARAMS)
-    reward = make_block(view, [], 0).transactions[0]
+    reward = next_block(view, [], 0).transactions[0]
     with pytest.raises(InvalidTransaction) as failure:
         pool.add(reward, view, next_context(view), now=0.0)
     assert failure.value.reason is Reason.MISPLACED_REWARD
@@ -201,7 +179,7 @@ def test_chains_are_accepted_and_selected_parents_first(view: UtxoView) -> None:
     assert pool.select_for_block(max_bytes=10**6, max_count=2) == [other, parent]
     # without room for the parent, nothing that depends on it is chosen
     assert pool.select_for_block(max_bytes=other.size + parent.size - 1, max_count=100) == [other]
-    block = make_block(view, selected, pool_fees(pool, selected))
+    block = next_block(view, selected, pool_fees(pool, selected))
     connect_block(view.copy(), block, PARAMS)
 
 
@@ -215,7 +193,7 @@ def test_a_block_removes_included_and_conflicting_transactions(view: UtxoView) -
     for tx in (parent, child, doomed, doomed_child):
         pool.add(tx, view, context, now=0.0)
     rival, _ = spend(WALLETS[3], genesis_coin(view, 3), WALLETS[0].address, fee=100)
-    block = make_block(view, [parent, rival], 200)
+    block = next_block(view, [parent, rival], 200)
     connect_block(view, block, PARAMS)
     change = pool.remove_included(block, view, next_context(view))
     assert set(change.removed) == {
@@ -224,7 +202,7 @@ def test_a_block_removes_included_and_conflicting_transactions(view: UtxoView) -
     }
     assert [entry.txid for entry in pool.entries()] == [child.txid]
     assert pool.select_for_block(10**6, 100) == [child]
-    connect_block(view.copy(), make_block(view, [child], 100), PARAMS)
+    connect_block(view.copy(), next_block(view, [child], 100), PARAMS)
 
 
 def test_full_pool_evicts_the_lowest_fee_rate_with_descendants(view: UtxoView) -> None:
@@ -326,12 +304,12 @@ def test_a_reorg_returns_dropped_transactions_before_their_children(view: UtxoVi
     pool = Mempool(PARAMS)
     included, included_coins = spend(WALLETS[0], genesis_coin(view, 0), WALLETS[1].address, 100)
     dropped_child, _ = spend(WALLETS[1], included_coins[0], WALLETS[2].address, fee=100)
-    block = make_block(view, [included], 100)
+    block = next_block(view, [included], 100)
     undo = connect_block(view, block, PARAMS)
     pool.add(dropped_child, view, next_context(view), now=0.0)
     pool.mark_gossiped(dropped_child.txid)
     view.undo(block, undo)
-    sibling = make_block(view, [], 0)
+    sibling = next_block(view, [], 0)
     connect_block(view, sibling, PARAMS)
     pool.remove_included(sibling, view, next_context(view))
     change = pool.readd_after_reorg([block], view, next_context(view))
@@ -340,16 +318,16 @@ def test_a_reorg_returns_dropped_transactions_before_their_children(view: UtxoVi
     assert [e.txid for e in pool.entries()] == [included.txid, dropped_child.txid]
     assert pool.not_gossiped() == [included.txid]
     selected = pool.select_for_block(10**6, 10)
-    connect_block(view.copy(), make_block(view, selected, 200), PARAMS)
+    connect_block(view.copy(), next_block(view, selected, 200), PARAMS)
 
 
 def test_reorg_drops_pool_transactions_that_conflict_with_returning_ones(view: UtxoView) -> None:
     base = view.copy()
     included, _ = spend(WALLETS[0], genesis_coin(view, 0), WALLETS[1].address, fee=100)
-    block = make_block(view, [included], 100)
+    block = next_block(view, [included], 100)
     undo = connect_block(view, block, PARAMS)
     view.undo(block, undo)
-    sibling = make_block(view, [], 0)
+    sibling = next_block(view, [], 0)
     connect_block(view, sibling, PARAMS)
     pool = Mempool(PARAMS)
     rival, _ = spend(WALLETS[0], genesis_coin(base, 0), WALLETS[3].address, fee=100)
@@ -386,7 +364,7 @@ def check_invariants(pool: Mempool, view: UtxoView, max_bytes: int) -> None:
             )
             if entry.txid not in chosen and ready:
                 assert entry.fee_rate <= rate
-    block = make_block(view, selected, sum(entry.fee for entry in entries))
+    block = next_block(view, selected, sum(entry.fee for entry in entries))
     connect_block(view.copy(), block, PARAMS)
 
 

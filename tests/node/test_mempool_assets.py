@@ -10,24 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pchain.errors import InvalidTransaction, Reason
-from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
 from p2pchain.ledger.crypto import SecretKey
-from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.tx import (
     LockKind,
     MintPayload,
     OutPoint,
-    RewardPayload,
     Transaction,
-    TxKind,
     TxOutput,
 )
 from p2pchain.ledger.types import AssetId, PublicKey
 from p2pchain.ledger.utxo import UtxoView
-from p2pchain.ledger.validation import BlockContext, connect_block, reward_lock
+from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.node.mempool import Mempool, MempoolLimits
-from p2pchain.testing.crash import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
+from p2pchain.testing.crash import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis, next_block
 
 FEE = 1_000
 
@@ -94,35 +90,10 @@ def test_the_overlay_counts_pool_stake_for_slashing(view: UtxoView) -> None:
 ISSUER = WALLETS[1]
 
 
-def make_block(view: UtxoView, txs: list[Transaction], fees: int) -> Block:
-    height = view.height + 1
-    reward = Transaction(
-        kind=TxKind.REWARD,
-        outputs=(
-            TxOutput(
-                asset=NATIVE,
-                amount=PARAMS.block_reward + fees,
-                address=WALLETS[0].address,
-                lock=reward_lock(height, PARAMS),
-            ),
-        ),
-        payload=RewardPayload(height=height),
-    )
-    body = (reward, *txs)
-    header = BlockHeader(
-        parent=view.tip,
-        height=height,
-        slot=height,
-        proposer=VALIDATOR.public_key,
-        body_root=compute_body_root(body, ()),
-    )
-    return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=body)
-
-
 def confirm(pool: Mempool, view: UtxoView, txs: list[Transaction]) -> None:
     """Connect a block of `txs` (pool fees paid to the proposer) and tell the pool."""
     fees = sum(entry.fee for tx in txs if (entry := pool.get(tx.txid)) is not None)
-    block = make_block(view, txs, fees)
+    block = next_block(view, txs, fees)
     connect_block(view, block, PARAMS)
     pool.remove_included(block, view, next_context(view))
 
@@ -243,7 +214,7 @@ def test_a_conflicting_block_removes_the_issue_and_its_mints(view: UtxoView) -> 
     payment = TxOutput(asset=NATIVE, amount=5, address=ISSUER.address)
     rival = ISSUER.build_transfer([coin], [payment], fee=FEE, context=context)
     fees = FEE
-    block = make_block(view, [rival], fees)
+    block = next_block(view, [rival], fees)
     connect_block(view, block, PARAMS)
     change = pool.remove_included(block, view, next_context(view))
     assert {r.txid for r in change.removed} == {created.txid, minted.txid}

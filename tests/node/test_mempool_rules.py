@@ -9,9 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from p2pchain.errors import InvalidTransaction, Reason
-from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
-from p2pchain.ledger.header import BlockHeader
-from p2pchain.ledger.reward import reward_transaction
+from p2pchain.ledger.block import Block
 from p2pchain.ledger.tx import (
     LockKind,
     MintPayload,
@@ -26,7 +24,7 @@ from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.node.mempool import Mempool, MempoolLimits, Removal
-from p2pchain.testing.crash import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis
+from p2pchain.testing.crash import NATIVE, PARAMS, VALIDATOR, WALLETS, genesis, next_block
 
 FEE = 1_000
 
@@ -71,22 +69,6 @@ def unsigned(tx: Transaction, owner: Wallet) -> Transaction:
     )
 
 
-def make_block(view: UtxoView, txs: list[Transaction], fees: int) -> Block:
-    height = view.height + 1
-    reward = reward_transaction(
-        height=height, amount=PARAMS.block_reward + fees, address=WALLETS[0].address, params=PARAMS
-    )
-    body = (reward, *txs)
-    header = BlockHeader(
-        parent=view.tip,
-        height=height,
-        slot=height,
-        proposer=VALIDATOR.public_key,
-        body_root=compute_body_root(body, ()),
-    )
-    return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=body)
-
-
 def fees_of(view: UtxoView, txs: list[Transaction]) -> int:
     """The native fee each of `txs` pays, summed (inputs read from `view` or earlier `txs`)."""
     made = {outpoint: output for tx in txs for outpoint, output in coins_of(tx)}
@@ -99,7 +81,7 @@ def fees_of(view: UtxoView, txs: list[Transaction]) -> int:
 
 
 def connect(view: UtxoView, txs: list[Transaction]) -> Block:
-    block = make_block(view, txs, fees_of(view, txs))
+    block = next_block(view, txs, fees_of(view, txs))
     connect_block(view, block, PARAMS)
     return block
 
@@ -521,10 +503,10 @@ def test_revalidation_reports_the_invalid_and_keeps_the_rest_as_they_were(view: 
 
 def reorg(view: UtxoView, txs: list[Transaction]) -> Block:
     """Connect a block of `txs`, then replace it by an empty sibling; return the dropped block."""
-    block = make_block(view, txs, fees_of(view, txs))
+    block = next_block(view, txs, fees_of(view, txs))
     undo = connect_block(view, block, PARAMS)
     view.undo(block, undo)
-    connect_block(view, make_block(view, [], 0), PARAMS)
+    connect_block(view, next_block(view, [], 0), PARAMS)
     return block
 
 
@@ -533,11 +515,11 @@ def test_a_returning_transaction_is_gossiped_again(view: UtxoView) -> None:
     tx = pay(WALLETS[1], [head_coin(view, WALLETS[1])], WALLETS[2].address)
     pool.add(tx, view, next_context(view), now=0.0)
     pool.mark_gossiped(tx.txid)
-    block = make_block(view, [tx], FEE)
+    block = next_block(view, [tx], FEE)
     undo = connect_block(view, block, PARAMS)
     pool.remove_included(block, view, next_context(view))
     view.undo(block, undo)
-    sibling = make_block(view, [], 0)
+    sibling = next_block(view, [], 0)
     connect_block(view, sibling, PARAMS)
     pool.remove_included(sibling, view, next_context(view))
     assert pool.readd_after_reorg([block], view, next_context(view)).accepted == (tx.txid,)
