@@ -19,7 +19,7 @@ from p2pchain.ledger.tx import (
     TxKind,
     TxOutput,
 )
-from p2pchain.ledger.types import Address, TxId
+from p2pchain.ledger.types import Address, AssetId, TxId
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Coin, Wallet
@@ -84,6 +84,20 @@ def connect(view: UtxoView, txs: list[Transaction]) -> Block:
     block = next_block(view, txs, fees_of(view, txs))
     connect_block(view, block, PARAMS)
     return block
+
+
+def issued_on_chain(view: UtxoView, issuer: Wallet, *, cap: int) -> tuple[Transaction, AssetId]:
+    """`issuer` issues 10 units of "kelp" (capped at `cap`) in a block on `view`."""
+    created, asset = issuer.build_issue(
+        [head_coin(view, issuer)],
+        name=b"kelp",
+        amount=10,
+        cap=cap,
+        fee=FEE,
+        context=next_context(view),
+    )
+    connect(view, [created])
+    return created, asset
 
 
 def ordered_by_txid(build: Callable[[int], Transaction], above: TxId | None) -> Transaction:
@@ -205,15 +219,7 @@ def test_a_pool_issue_gives_its_asset_a_record_under_its_own_id(view: UtxoView) 
 
 def test_a_mint_that_also_moves_old_units_counts_only_the_new_ones(view: UtxoView) -> None:
     issuer = WALLETS[1]
-    created, asset = issuer.build_issue(
-        [head_coin(view, issuer)],
-        name=b"kelp",
-        amount=10,
-        cap=0,
-        fee=FEE,
-        context=next_context(view),
-    )
-    connect(view, [created])
+    created, asset = issued_on_chain(view, issuer, cap=0)
     old_units, change = coins_of(created)
     mint = issuer.sign(
         Transaction(
@@ -449,15 +455,7 @@ def test_a_block_that_mints_rechecks_the_pool_and_keeps_what_it_accepted(view: U
     """The block mints up to the cap, so the pool's own mint must go; the block also conflicts
     with a pool transfer and unlocks an orphan, and the change reports all three."""
     issuer = WALLETS[1]
-    created, asset = issuer.build_issue(
-        [head_coin(view, issuer)],
-        name=b"kelp",
-        amount=10,
-        cap=50,
-        fee=FEE,
-        context=next_context(view),
-    )
-    connect(view, [created])
+    created, asset = issued_on_chain(view, issuer, cap=50)
     _, change_coin = coins_of(created)
     split = pay(issuer, [change_coin], issuer.address, parts=2)
     connect(view, [split])
