@@ -466,6 +466,73 @@ def test_minting_up_to_max_money_is_allowed_and_one_unit_more_overflows() -> Non
     assert accepts(chain, exact) == 0
 
 
+def test_asset_names_and_caps_reach_their_bounds_inclusively(chain: FundedChain) -> None:
+    issuer = chain.wallets[1]
+    spend = coins(chain, 1)[:1]
+    longest = b"n" * chain.params.max_asset_name_bytes
+    widest = IssuePayload(name=longest, cap=chain.params.max_money)
+    tx = signed(issuer, TxKind.ISSUE, spend, [pay(issuer, COIN)], widest)
+    assert accepts(chain, tx) >= 0
+
+
+def test_a_block_reads_locks_at_its_own_height(chain: FundedChain) -> None:
+    """connect_block checks each transaction where the block sits: a reward spent one block
+    before it matures fails there, and the same spend one block later is accepted."""
+    owner = chain.wallets[1]
+    rewarded = mine(chain, reward_to=owner.address)
+    reward_coin = (
+        OutPoint(txid=rewarded.transactions[0].txid, index=0),
+        rewarded.transactions[0].outputs[0],
+    )
+    maturity = rewarded.header.height + chain.params.reward_maturity
+    while chain.view.height < maturity - 2:
+        mine(chain)
+    spend = signed(owner, TxKind.TRANSFER, [reward_coin], [pay(owner, COIN)])
+    early = build_block(chain.view, chain.params, [spend], proposer=chain.validator)
+    assert early.header.height == maturity - 1
+    assert block_rejects(chain, early) is Reason.IMMATURE
+    mine(chain)
+    mine(chain, [spend])
+    assert chain.view.get(reward_coin[0]) is None
+
+
+def test_a_block_that_fails_after_applying_some_transactions_leaves_the_view_unchanged(
+    chain: FundedChain,
+) -> None:
+    sender, receiver = chain.wallets[0], chain.wallets[1]
+    context = next_context(chain.view)
+    good = sender.build_transfer(coins(chain, 0), [pay(receiver, COIN)], fee=0, context=context)
+    bad = signed(receiver, TxKind.TRANSFER, coins(chain, 1), [pay(receiver, 10**15)])
+    block = build_block(chain.view, chain.params, [good, bad], proposer=chain.validator)
+    assert block_rejects(chain, block) is Reason.NEGATIVE_FEE  # after `good` was applied
+
+
+def test_a_block_may_hold_exactly_max_block_txs(chain: FundedChain) -> None:
+    params = replace(chain.params, max_block_txs=2)
+    sender, receiver = chain.wallets[0], chain.wallets[1]
+    context = next_context(chain.view)
+    payment = sender.build_transfer(coins(chain, 0), [pay(receiver, COIN)], fee=0, context=context)
+    block = build_block(chain.view, params, [payment], proposer=chain.validator)
+    connect_block(chain.view, block, params)
+    assert chain.view.tip == block.block_id
+    crowded = build_block(
+        chain.view,
+        params,
+        [
+            receiver.build_transfer(
+                coins(chain, 1), [pay(sender, 1)], fee=0, context=next_context(chain.view)
+            ),
+            sender.build_transfer(
+                coins(chain, 0)[:1], [pay(receiver, 1)], fee=0, context=next_context(chain.view)
+            ),
+        ],
+        proposer=chain.validator,
+    )
+    with pytest.raises(InvalidBlock) as info:
+        connect_block(chain.view, crowded, params)
+    assert info.value.reason is Reason.BLOCK_TOO_LARGE
+
+
 # -- staking -------------------------------------------------------------------------------
 
 
