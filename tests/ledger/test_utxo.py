@@ -8,12 +8,12 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from p2pchain.errors import InvalidBlock, Reason
+from p2pchain.errors import DecodeError, InvalidBlock, Reason
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode, encode
-from p2pchain.ledger.tx import Transaction, TxInput
-from p2pchain.ledger.types import AssetId
-from p2pchain.ledger.utxo import UndoData, UtxoView
+from p2pchain.ledger.tx import OutPoint, Transaction, TxInput, TxOutput
+from p2pchain.ledger.types import Address, Amount, AssetId, TxId
+from p2pchain.ledger.utxo import AssetInfo, TxUndo, UndoData, UtxoView
 from p2pchain.ledger.validation import connect_block
 from p2pchain.testing import (
     FAST_PARAMS,
@@ -184,3 +184,53 @@ def test_the_state_root_depends_on_the_contents_only(data: st.DataObject, seed: 
     assert UtxoView.from_snapshot(richer, assets.values(), view.tip, view.height).state_root() != (
         view.state_root()
     )
+
+
+# -- stored records decode strictly ---------------------------------------------------------
+
+_INFO = AssetInfo(
+    asset=AssetId(b"\x01" * 32), name=b"carbon", issuer=Address(b"\x02" * 20), cap=9, issued=5
+)
+_UNDO = TxUndo(
+    spent=(
+        (
+            OutPoint(txid=TxId(b"\x03" * 32), index=1),
+            TxOutput(asset=AssetId(b"\x00" * 32), amount=Amount(7), address=Address(b"\x04" * 20)),
+        ),
+    ),
+    assets=((_INFO.asset, _INFO), (AssetId(b"\x05" * 32), None)),
+)
+
+
+def test_stored_asset_records_and_undo_entries_round_trip() -> None:
+    assert AssetInfo.from_rlp(_INFO.to_rlp()) == _INFO
+    assert TxUndo.from_rlp(_UNDO.to_rlp()) == _UNDO
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "asset record with an extra field",
+        "asset record missing a field",
+        "asset name over 32 bytes",
+        "spent entry with an extra field",
+        "asset entry with an extra field",
+    ],
+)
+def test_damaged_stored_records_fail_as_decode_errors(damage: str) -> None:
+    """A record the store reads back is checked field by field like a wire object: a wrong
+    shape is a DecodeError, never an unpacking error or a silently accepted value."""
+    info = _INFO.to_rlp()
+    undo = _UNDO.to_rlp()
+    if damage == "asset record with an extra field":
+        item, decoder = [*info, b"\x01"], AssetInfo.from_rlp
+    elif damage == "asset record missing a field":
+        item, decoder = info[:4], AssetInfo.from_rlp
+    elif damage == "asset name over 32 bytes":
+        item, decoder = [info[0], b"n" * 33, *info[2:]], AssetInfo.from_rlp
+    elif damage == "spent entry with an extra field":
+        item, decoder = [[[*undo[0][0], b"\x01"]], undo[1]], TxUndo.from_rlp
+    else:
+        item, decoder = [undo[0], [[*undo[1][0], b"\x01"]]], TxUndo.from_rlp
+    with pytest.raises(DecodeError):
+        decoder(item)
