@@ -22,7 +22,7 @@ class Link:
     """Votes for one ``source -> target`` link: each validator counted once."""
 
     total_stake: int
-    voters: dict[PublicKey, int] = field(default_factory=dict)
+    voters: set[PublicKey] = field(default_factory=set)
     voted_stake: int = 0
 
     def is_supermajority(self) -> bool:
@@ -67,7 +67,7 @@ def process_link_vote(
         state.links_from.setdefault(source, set()).add(target)
     if validator in link.voters:
         return []
-    link.voters[validator] = stake
+    link.voters.add(validator)
     link.voted_stake += stake
     return _cascade(state, [(source, target)])
 

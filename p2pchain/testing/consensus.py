@@ -388,7 +388,7 @@ def store_state(store: Store) -> object:
         set(store.slashed),
         set(finality.justified),
         set(finality.finalized),
-        {link: dict(tally.voters) for link, tally in finality.links.items()},
+        {link: set(tally.voters) for link, tally in finality.links.items()},
         store.current_slot,
         store.view.snapshot(),
         store.view.tip,

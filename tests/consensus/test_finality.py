@@ -17,6 +17,7 @@ from p2pchain.consensus import (
     on_block,
     on_vote,
 )
+from p2pchain.consensus.finality import Link
 from p2pchain.consensus.store import is_ancestor
 from p2pchain.params import COIN
 from p2pchain.testing.consensus import (
@@ -194,3 +195,11 @@ def test_equivocating_minority_neither_stops_finality_nor_escapes_detection():
     sim.run_epochs(5)
     assert sim.store.finalized_checkpoint.epoch == 3
     assert detector.offenders == {smallest}
+
+
+@pytest.mark.parametrize(
+    ("total", "voted", "supermajority"),
+    [(0, 0, False), (1, 0, False), (1, 1, True), (3, 2, True), (3, 1, False), (100, 66, False)],
+)
+def test_a_link_is_a_supermajority_at_two_thirds_of_any_positive_stake(total, voted, supermajority):
+    assert Link(total_stake=total, voted_stake=voted).is_supermajority() is supermajority
