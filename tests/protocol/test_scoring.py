@@ -88,8 +88,9 @@ def test_tracked_scores_are_bounded():
     for i in range(10):
         scores.penalize(PeerId(bytes([i]) * 32), float(i + 1), 0.0)
     assert len(scores) == 3
-    # The worst offenders are the ones remembered.
-    assert scores.score(PeerId(bytes([9]) * 32), 0.0) == -10.0
+    # The worst offenders are the ones remembered; the mildest make room.
+    remembered = [scores.score(PeerId(bytes([i]) * 32), 0.0) for i in range(10)]
+    assert remembered == [0.0] * 7 + [-8.0, -9.0, -10.0]
 
 
 def test_forget_recovered_drops_only_decayed_entries():
