@@ -49,6 +49,21 @@ def test_double_proposal_is_detected():
     assert SlashingDetector(sim.params.chain_id).observe_header(forged.signed_header) == []
 
 
+@pytest.mark.parametrize(("forget_before_slot", "caught"), [(2, True), (3, False)])
+def test_the_window_keeps_headers_from_its_first_slot_on(forget_before_slot, caught):
+    sim = Simulation.create(STAKES)
+    sim.run_slot()
+    store = sim.store
+    head = get_head(store)
+    proposer = sim.keys[get_proposer(store, head, 2)]
+    first = build_block(store, head, 2, proposer)
+    second = build_block(store, head, 2, proposer, votes=[make_vote(store, proposer, 1)])
+    detector = SlashingDetector(sim.params.chain_id)
+    assert detector.observe_block(first) == []
+    detector.forget_before(0, forget_before_slot)
+    assert bool(detector.observe_block(second)) is caught
+
+
 @given(st.data())
 def test_detector_reports_exactly_the_slashable_vote_pairs(data):
     sim = Simulation.create(STAKES)
