@@ -141,7 +141,7 @@ def test_spans_are_the_element_encodings(elements: list[RLPItem]) -> None:
 )
 def test_rusty_rlp_decoder_is_not_strict(data: bytes) -> None:
     """Why decoding never goes to `rusty-rlp`: it drops a truncated last element of a list."""
-    rusty_rlp = pytest.importorskip("rusty_rlp")
+    rusty_rlp = pytest.importorskip("rusty_rlp", reason="needs the fast extra (rusty-rlp)")
     with pytest.raises(DecodeError):
         decode_item(data)
     with pytest.raises(rlp.exceptions.DecodingError):
