@@ -49,10 +49,12 @@ PAYLOAD_BYTES = 300
 # four, py-libp2p's defaults for everything else.
 MESH_DEGREE, MESH_DEGREE_LOW, MESH_DEGREE_HIGH = 6, 4, 12
 HEARTBEAT_INTERVAL_S = 1
-SETUP_TIMEOUT_S = 15.0
-# On a loaded machine a py-libp2p mesh sometimes does not form within the setup timeout; such a
-# network is torn down and built again from fresh hosts, this many times at most.
-SETUP_ATTEMPTS = 3
+# A 10-node py-libp2p network either forms its mesh in about 0.5 s or not at all: in about 3
+# of 8 builds on these machines the first message never reaches every node, even after 60 s
+# (some dial or subscription of py-libp2p's hangs). Such a network is torn down and built again
+# from fresh hosts after SETUP_TIMEOUT_S, SETUP_ATTEMPTS times at most (all failing: ~0.04 %).
+SETUP_TIMEOUT_S = 5.0
+SETUP_ATTEMPTS = 8
 LATENCY_TIMEOUT_S = 1.0
 # Latency messages are at least this far apart, so the default 10 msgs/s limit never drops them.
 PACING_S = 0.12
@@ -282,21 +284,34 @@ async def _burst(publisher, deliveries: _Deliveries, indexes: range) -> tuple[fl
 
 async def _measure(nodes: int, messages: int, seed: int, spam_protection: bool) -> LibP2PResult:
     budget = SETUP_TIMEOUT_S + messages * (LATENCY_TIMEOUT_S + PACING_S) + THROUGHPUT_TIMEOUT_S
+    measured: tuple[list[float], float, float] | None = None
+    failures: list[str] = []
     for _ in range(SETUP_ATTEMPTS):
         deliveries = _Deliveries(receivers=nodes - 1)
-        with trio.fail_after(budget + SHUTDOWN_TIMEOUT_S):
-            async with _open_network(nodes, seed, spam_protection, deliveries) as publisher:
-                if publisher is None:
-                    continue
-                deliveries.drops.clear()
-                latencies = await _latencies(publisher, deliveries, messages)
-                indexes = range(messages, 2 * messages)
-                start, end = await _burst(publisher, deliveries, indexes)
-                break
-    else:
+        try:
+            with trio.fail_after(budget + SHUTDOWN_TIMEOUT_S):
+                async with _open_network(nodes, seed, spam_protection, deliveries) as publisher:
+                    if publisher is None:
+                        failures.append(f"no mesh within {SETUP_TIMEOUT_S} s")
+                        continue
+                    deliveries.drops.clear()
+                    latencies = await _latencies(publisher, deliveries, messages)
+                    indexes = range(messages, 2 * messages)
+                    start, end = await _burst(publisher, deliveries, indexes)
+                    measured = latencies, start, end
+        except Exception as exc:
+            # py-libp2p's own service tasks fail now and then on a loaded machine, while the
+            # hosts start or stop; that is the baseline's flakiness, not a figure. A run that
+            # was measured before its teardown failed still counts.
+            failures.append(f"{type(exc).__name__}: {exc}")
+        if measured is not None:
+            break
+    if measured is None:
         raise trio.TooSlowError(
-            f"no py-libp2p mesh of {nodes} nodes within {SETUP_TIMEOUT_S} s, {SETUP_ATTEMPTS} times"
+            f"no py-libp2p measurement of {nodes} nodes in {SETUP_ATTEMPTS} attempts: "
+            + "; ".join(failures)
         )
+    latencies, start, end = measured
     pairs = [deliveries.arrivals[index] for index in range(2 * messages)]
     burst_pairs = pairs[messages:]
     delivered_to_all = sum(len(times) == nodes - 1 for times in burst_pairs)

@@ -5,6 +5,7 @@ The missing-package path is exercised by hiding the package; the figures need th
 so those tests skip, with the reason, where it is absent rather than pass without asserting."""
 
 import sys
+from contextlib import asynccontextmanager
 from importlib.metadata import version
 
 import pytest
@@ -78,6 +79,33 @@ def test_a_mesh_that_never_forms_is_rebuilt_then_reported(monkeypatch):
 
     monkeypatch.setattr(bench_libp2p, "_open_network", counting_open_network)
 
-    with pytest.raises(trio.TooSlowError, match="3 times"):
+    with pytest.raises(trio.TooSlowError, match=r"in 8 attempts: no mesh within 0\.0 s"):
         bench_libp2p.measure_libp2p(nodes=4, messages=3, seed=1)
     assert len(built) == bench_libp2p.SETUP_ATTEMPTS
+
+
+def test_a_failing_py_libp2p_network_is_rebuilt_and_a_failed_teardown_keeps_its_figures(
+    monkeypatch,
+):
+    """py-libp2p's own tasks sometimes fail while hosts start or stop on a loaded machine: a
+    network that fails before it is measured is built again, and one whose teardown fails
+    after it was measured still gives its figures."""
+    pytest.importorskip("libp2p", reason=NEEDS_LIBP2P)
+    open_network = bench_libp2p._open_network
+    built = []
+
+    @asynccontextmanager
+    async def flaky_open_network(*args):
+        built.append(args)
+        if len(built) == 1:
+            raise RuntimeError("a host failed to start")
+        async with open_network(*args) as publisher:
+            yield publisher
+        raise RuntimeError("a host failed to stop")
+
+    monkeypatch.setattr(bench_libp2p, "_open_network", flaky_open_network)
+
+    result = bench_libp2p.measure_libp2p(nodes=4, messages=3, seed=1)
+
+    assert len(built) == 2
+    assert result.delivered_fraction == 1.0
