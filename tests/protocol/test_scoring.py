@@ -102,6 +102,14 @@ def test_forget_recovered_drops_only_decayed_entries():
     assert scores.score(BOB, 100.0) == -1.0
 
 
+def test_a_score_is_forgotten_only_below_a_thousandth():
+    scores = PeerScores(ScoringParams())
+    scores.penalize(ALICE, 1e-3, 0.0)
+    scores.penalize(BOB, 0.999e-3, 0.0)
+    assert scores.forget_recovered(0.0) == 1
+    assert scores.score(ALICE, 0.0) == -1e-3
+
+
 def test_ban_by_peer_and_by_address_expires():
     bans = BanList()
     bans.ban_peer(ALICE, until=50.0)
