@@ -97,8 +97,8 @@ def build_block(
     body = (reward, *chosen)
     header = BlockHeader(
         parent=parent_id,
-        height=Height(height),
-        slot=Slot(slot),
+        height=height,
+        slot=slot,
         proposer=proposer,
         body_root=compute_body_root(body, tuple(included)),
     )
@@ -116,7 +116,7 @@ def _select_transactions(
 ) -> tuple[list[Transaction], int, int]:
     """Greedy in-order selection on the parent's state; the state is restored afterwards."""
     params = store.params
-    context = BlockContext(height=Height(height), slot=Slot(slot))
+    context = BlockContext(height=height, slot=slot)
     view = move_view(store, parent_id)
     applied: list[tuple[Transaction, TxUndo]] = []
     txids: set[bytes] = set()
@@ -165,7 +165,7 @@ def make_vote(store: Store, key: SecretKey, slot: Slot, *, head: BlockId | None 
     head_id = get_head(store) if head is None else head
     epoch = compute_epoch_at_slot(store.params, slot)
     vote = Vote(
-        slot=Slot(slot),
+        slot=slot,
         head=head_id,
         source=get_vote_source(store, head_id, epoch),
         target=get_checkpoint(store, head_id, epoch),

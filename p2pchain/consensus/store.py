@@ -191,9 +191,7 @@ def get_checkpoint_node(store: Store, block_id: BlockId, epoch: Epoch) -> BlockN
 
 def get_checkpoint(store: Store, block_id: BlockId, epoch: Epoch) -> Checkpoint:
     """The checkpoint of `epoch` on `block_id`'s chain."""
-    return Checkpoint(
-        epoch=Epoch(epoch), block_id=get_checkpoint_node(store, block_id, epoch).block_id
-    )
+    return Checkpoint(epoch=epoch, block_id=get_checkpoint_node(store, block_id, epoch).block_id)
 
 
 def _lag_epoch(store: Store, epoch: Epoch) -> int:
@@ -213,7 +211,7 @@ def get_seed(store: Store, block_id: BlockId, epoch: Epoch) -> Hash32:
 
 def get_proposer(store: Store, parent_id: BlockId, slot: Slot) -> PublicKey | None:
     """Who may propose at `slot` on top of `parent_id`; None if the set has no stake."""
-    epoch = compute_epoch_at_slot(store.params, Slot(slot))
+    epoch = compute_epoch_at_slot(store.params, slot)
     validators = get_validator_set(store, parent_id, epoch)
     if not validators.total:
         return None

@@ -20,6 +20,6 @@ def reward_transaction(
         asset=AssetId(params.native_asset),
         amount=amount,
         address=address,
-        lock=reward_lock(Height(height), params),
+        lock=reward_lock(height, params),
     )
     return Transaction(kind=TxKind.REWARD, outputs=(output,), payload=RewardPayload(height=height))

@@ -95,7 +95,7 @@ def _check_shape(tx: Transaction, params: ChainParams) -> None:
     kinds = {output.lock.kind for output in tx.outputs}
     if tx.kind is TxKind.REWARD:
         assert isinstance(tx.payload, RewardPayload)
-        expected = reward_lock(Height(tx.payload.height), params)
+        expected = reward_lock(tx.payload.height, params)
         if tx.inputs or not tx.outputs:
             raise _fail(Reason.BAD_REWARD, "a reward has no inputs and some outputs")
         if any(o.asset != params.native_asset or o.lock != expected for o in tx.outputs):

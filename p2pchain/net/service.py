@@ -244,7 +244,7 @@ class NetworkService:
         self._router = GossipRouter(Random(self._rng.getrandbits(64)), config.gossip)
         anchor_height, anchor_id = self._anchor()
         self._sync = SyncManager(
-            anchor_height=Height(anchor_height), anchor_id=anchor_id, params=config.sync
+            anchor_height=anchor_height, anchor_id=anchor_id, params=config.sync
         )
         self._counters = _Counters()
         self._generation: dict[PeerId, int] = {}
@@ -314,7 +314,7 @@ class NetworkService:
         if anchor_height >= self._sync.statistics().next_height:
             # Finality passed everything sync handed over: restart above it, skipping the
             # blocks gossip brought (safe, since every honest peer builds on finalized blocks).
-            self._execute(self._sync.reset(Height(anchor_height), anchor_id, trio.current_time()))
+            self._execute(self._sync.reset(anchor_height, anchor_id, trio.current_time()))
 
     def mesh_peers(self, topic: Topic) -> frozenset[PeerId]:
         """The peers we push full messages of `topic` to."""

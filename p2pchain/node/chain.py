@@ -650,7 +650,7 @@ class ChainService:
     def tick(self) -> int:
         """Advance the store to the current slot; return it."""
         slot = self.current_slot()
-        on_tick(self.store, Slot(slot))
+        on_tick(self.store, slot)
         return slot
 
     async def import_block(self, block: Block, *, peer: Source = None) -> Outcome:
@@ -729,7 +729,7 @@ class ChainService:
         await self._verify_off_loop(block)
         found = self._observe_block(block)
         try:
-            outcome = on_block(self.store, block, Slot(slot), signatures_valid=self.signatures)
+            outcome = on_block(self.store, block, slot, signatures_valid=self.signatures)
         except InvalidBlock as exc:
             await self._take_evidence(found)
             if exc.reason is Reason.DUPLICATE_BLOCK:
@@ -875,7 +875,7 @@ class ChainService:
         pending = self._pending
         for key, vote in pending.votes():
             try:
-                on_vote(self.store, vote, Slot(slot))
+                on_vote(self.store, vote, slot)
             except InvalidVote as exc:
                 if exc.reason not in _RETRY_VOTE:
                     pending.take_vote(key)
@@ -1177,10 +1177,8 @@ class ChainService:
 
     def _prune_detector(self) -> None:
         window = self.limits.slashing_window_epochs
-        epoch = max(self.store.finalized_checkpoint.epoch - window, 0)
-        self.detector.forget_before(
-            Epoch(epoch), compute_start_slot_at_epoch(self.params, Epoch(epoch))
-        )
+        epoch = Epoch(max(self.store.finalized_checkpoint.epoch - window, 0))
+        self.detector.forget_before(epoch, compute_start_slot_at_epoch(self.params, epoch))
 
     def _prune_votes(self) -> None:
         floor = self.store.finalized_checkpoint.epoch

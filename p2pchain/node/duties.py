@@ -59,10 +59,10 @@ class ValidatorDuties:
     def is_proposer(self, slot: Slot, parent: BlockId | None = None) -> bool:
         store = self.chain.store
         parent_id = get_head(store) if parent is None else parent
-        return get_proposer(store, parent_id, Slot(slot)) == self.key.public_key
+        return get_proposer(store, parent_id, slot) == self.key.public_key
 
     def is_vote_slot(self, slot: Slot) -> bool:
-        epoch = compute_epoch_at_slot(self.chain.params, Slot(slot))
+        epoch = compute_epoch_at_slot(self.chain.params, slot)
         return compute_vote_slot(self.chain.params, self.key.public_key, epoch) == slot
 
     async def propose(self, slot: Slot, *, parent: BlockId | None = None) -> Block | None:
@@ -88,7 +88,7 @@ class ValidatorDuties:
                 block = build_block(
                     store,
                     parent_id,
-                    Slot(slot),
+                    slot,
                     self.key,
                     transactions=transactions,
                     votes=list(chain.vote_pool.values()),
@@ -130,7 +130,7 @@ class ValidatorDuties:
         """
         chain = self.chain
         async with chain.lock:
-            vote = make_vote(chain.store, self.key, Slot(slot), head=head)
+            vote = make_vote(chain.store, self.key, slot, head=head)
             try:
                 await chain.run_storage(partial(self.protection.check_and_record_vote, vote))
             except SlashingProtectionError:

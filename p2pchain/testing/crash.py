@@ -84,7 +84,7 @@ def next_block(
     header = BlockHeader(
         parent=view.tip,
         height=height,
-        slot=Slot(height),
+        slot=Slot(height),  # one block per slot
         proposer=proposer.public_key,
         body_root=compute_body_root(body, ()),
     )
