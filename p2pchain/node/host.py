@@ -9,6 +9,8 @@ transactions new to the pool. `Node` keeps only its documented API; this object 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import trio
 
 from p2pchain.errors import (
@@ -61,6 +63,16 @@ _IGNORED_VOTE = frozenset(
         Reason.FUTURE_VOTE,
     }
 )
+
+
+def _gossip_error(
+    exc: InvalidTransaction | InvalidBlock | InvalidVote, ignored: Collection[Reason]
+) -> GossipIgnore | GossipReject:
+    """The gossip verdict for a rule a message broke: ignored (not the sender's fault) for the
+    reasons in `ignored`, rejected (penalised) for the rest."""
+    if exc.reason in ignored:
+        return GossipIgnore(exc.reason, exc.detail)
+    return GossipReject(exc.reason, exc.detail)
 
 
 class ChainHost:
@@ -118,9 +130,8 @@ class ChainHost:
         except DecodeError as exc:
             raise GossipReject(Reason.MALFORMED, str(exc)) from exc
         except InvalidTransaction as exc:
-            if exc.reason is Reason.NOTHING_TO_SLASH:  # already slashed, or not a validator
-                raise GossipIgnore(exc.reason, exc.detail) from exc
-            raise GossipReject(exc.reason, exc.detail) from exc
+            # NOTHING_TO_SLASH: already slashed, or not a validator.
+            raise _gossip_error(exc, {Reason.NOTHING_TO_SLASH}) from exc
         finally:
             self.gossip_news()
         return Verdict.ACCEPT
@@ -142,9 +153,7 @@ class ChainHost:
         try:
             change = self._chain.add_transaction(tx, peer=from_peer.hex())
         except InvalidTransaction as exc:
-            if exc.reason in _IGNORED_TX:
-                raise GossipIgnore(exc.reason, exc.detail) from exc
-            raise GossipReject(exc.reason, exc.detail) from exc
+            raise _gossip_error(exc, _IGNORED_TX) from exc
         if tx.txid not in change.accepted:
             raise GossipIgnore(Reason.MISSING_INPUT, "kept as an orphan")
         self._chain.mempool.mark_gossiped(tx.txid)
@@ -154,9 +163,7 @@ class ChainHost:
         try:
             outcome = await self._chain.import_block(block, peer=from_peer)
         except InvalidBlock as exc:
-            if exc.reason in _IGNORED_BLOCK:
-                raise GossipIgnore(exc.reason, exc.detail) from exc
-            raise GossipReject(exc.reason, exc.detail) from exc
+            raise _gossip_error(exc, _IGNORED_BLOCK) from exc
         if outcome in (Outcome.IMPORTED, Outcome.PRUNED):
             return Verdict.ACCEPT  # a pruned block is relayed: peers need its votes too
         if outcome is Outcome.UNKNOWN_PARENT:
@@ -169,9 +176,7 @@ class ChainHost:
         try:
             outcome = await self._chain.import_vote(vote, peer=from_peer)
         except InvalidVote as exc:
-            if exc.reason in _IGNORED_VOTE:
-                raise GossipIgnore(exc.reason, exc.detail) from exc
-            raise GossipReject(exc.reason, exc.detail) from exc
+            raise _gossip_error(exc, _IGNORED_VOTE) from exc
         if outcome is not Outcome.IMPORTED:
             raise GossipIgnore(Reason.UNKNOWN_VOTE_HEAD)
         return Verdict.ACCEPT
