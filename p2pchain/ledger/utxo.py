@@ -336,6 +336,10 @@ class UtxoView:
         """Reverse `apply(block)` using the undo data it returned."""
         if block.block_id != self.tip:
             raise ValueError("can only undo the tip block")
+        if len(undo.txs) != len(block.transactions):  # checked first: undo is all or nothing
+            raise ValueError(
+                f"{len(undo.txs)} undo records for {len(block.transactions)} transactions"
+            )
         for tx, tx_undo in zip(reversed(block.transactions), reversed(undo.txs), strict=True):
             self.undo_transaction(tx, tx_undo)
         self.tip, self.height = block.header.parent, Height(block.header.height - 1)

@@ -316,12 +316,15 @@ def connect_block(
     assert isinstance(reward.payload, RewardPayload)
     if reward.payload.height != header.height:
         raise InvalidBlock(Reason.BAD_REWARD, "reward height differs from block height")
+    try:
+        check_transaction(reward, params)
+    except InvalidTransaction as exc:
+        raise InvalidBlock(exc.reason, f"reward: {exc}") from exc
     context = BlockContext(height=header.height, slot=header.slot)
     applied: list[tuple[Transaction, TxUndo]] = []
     txids: set[TxId] = set()
     fees = 0
     try:
-        check_transaction(reward, params)
         for index, tx in enumerate(block.transactions[1:], start=1):
             txid = tx.txid
             if txid in txids:
@@ -341,9 +344,6 @@ def connect_block(
                 Reason.BAD_REWARD, f"{paid} > reward + fees {params.block_reward + fees}"
             )
         applied.insert(0, (reward, view.apply_transaction(reward)))
-    except InvalidTransaction as exc:
-        _roll_back(view, applied)
-        raise InvalidBlock(exc.reason, f"reward: {exc}") from exc
     except InvalidBlock:
         _roll_back(view, applied)
         raise

@@ -481,3 +481,77 @@ def test_a_vote_whose_target_an_earlier_vote_of_its_block_pruned_is_not_counted(
     assert store.finalized_checkpoint == Checkpoint(epoch=1, block_id=chain.h.block_id)
     assert store.head == get_head(store) == chain.h.block_id
     assert chain.y.block_id not in store.nodes
+
+
+def test_a_block_of_exactly_max_block_bytes_is_accepted_and_one_byte_more_is_not(sim):
+    block = next_block(sim)
+    size = len(block.encoded)
+    sim.store.params = replace(sim.params, max_block_bytes=size - 1)
+    reject(sim, block, Reason.BLOCK_TOO_LARGE)
+    sim.store.params = replace(sim.params, max_block_bytes=size)
+    assert on_block(sim.store, block, sim.slot + 1) is BlockOutcome.ADDED
+
+
+def _proposer_key(sim: Simulation, parent: BlockId, slot: int):
+    return sim.keys[get_proposer(sim.store, parent, slot)]
+
+
+def test_a_carried_vote_whose_head_is_on_another_branch_counts_for_finality_only():
+    """Siblings a (slot 2) and b (slot 3); b carries a vote for a. The vote's links count,
+    but it must not become its validator's latest head vote: weight moves only for votes
+    whose head is on the carrying block's chain."""
+    sim = Simulation.create(STAKES)
+    sim.run_slot()
+    store = sim.store
+    base = get_head(store)
+    on_tick(store, 3)
+    a = build_block(store, base, 2, _proposer_key(sim, base, 2))
+    on_block(store, a, 3)
+    voter = min(sim.keys)
+    before = store.latest_votes.get(voter)
+    assert before is None or before.slot < 2
+    vote = make_vote(store, sim.keys[voter], 2, head=a.block_id)
+    b = build_block(store, base, 3, _proposer_key(sim, base, 3), votes=[vote])
+    assert b.votes == (vote,)
+    weight_of_a = get_weight(store, a.block_id)
+    on_block(store, b, 3)
+    assert store.latest_votes.get(voter) == before
+    assert get_weight(store, a.block_id) == weight_of_a
+    # The same vote on a's own chain does move the weight.
+    c = build_block(store, a.block_id, 4, _proposer_key(sim, a.block_id, 4), votes=[vote])
+    on_tick(store, 4)
+    on_block(store, c, 4)
+    assert store.latest_votes[voter].head == a.block_id
+    assert get_weight(store, a.block_id) > weight_of_a
+
+
+def test_a_child_of_the_finalized_block_may_not_take_its_epochs_start_slot():
+    """The proposer of epoch 3's first slot is offline, so the finalized checkpoint (3, f)
+    names a block of the slot before. A child of f at that first slot would become epoch 3's
+    checkpoint of its own chain, so it conflicts with finality; one slot later it does not."""
+    sim = Simulation.create(STAKES)
+    start = 3 * sim.params.slots_per_epoch
+    while sim.slot < start - 1:
+        sim.run_slot()
+    f = get_head(sim.store)
+    skipped = get_proposer(sim.store, f, start)
+    sim.offline.add(skipped)
+    sim.run_slot()
+    sim.offline.discard(skipped)
+    while sim.store.finalized_checkpoint.epoch < 3:
+        sim.run_slot()
+    store = sim.store
+    assert store.finalized_checkpoint == Checkpoint(epoch=3, block_id=f)
+    assert store.nodes[f].slot == start - 1
+    on_start = resign(
+        sim,
+        next_block(sim),
+        key=sim.keys[skipped],
+        parent=f,
+        slot=start,
+        height=store.nodes[f].height + 1,
+        proposer=skipped,
+    )
+    reject(sim, on_start, Reason.CONFLICTS_WITH_FINALIZED)
+    after = build_block(store, f, start + 1, _proposer_key(sim, f, start + 1))
+    assert on_block(store, after, sim.slot) is BlockOutcome.ADDED

@@ -14,7 +14,7 @@ from p2pchain.ledger.encoding import decode, encode
 from p2pchain.ledger.tx import OutPoint, Transaction, TxInput, TxOutput
 from p2pchain.ledger.types import Address, Amount, AssetId, TxId
 from p2pchain.ledger.utxo import AssetInfo, TxUndo, UndoData, UtxoView
-from p2pchain.ledger.validation import connect_block
+from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.testing import (
     FAST_PARAMS,
     FundedChain,
@@ -143,6 +143,24 @@ def test_an_overpaid_reward_leaves_the_view_unchanged(data: st.DataObject, extra
     assert view_state(chain.view) == before
 
 
+def test_undo_with_records_of_another_block_is_refused_and_changes_nothing(
+    chain: FundedChain,
+) -> None:
+    empty = build_block(chain.view, chain.params, proposer=chain.validator)
+    undo_of_empty = connect_block(chain.view, empty, chain.params)
+    sender = chain.wallets[0]
+    context = BlockContext(height=chain.view.height + 1, slot=chain.view.height + 1)
+    payment = sender.build_transfer(
+        chain.view.utxos_of(sender.address), [], fee=1_000, context=context
+    )
+    fuller = build_block(chain.view, chain.params, [payment], proposer=chain.validator)
+    connect_block(chain.view, fuller, chain.params)
+    before = view_state(chain.view)
+    with pytest.raises(ValueError, match="undo records"):
+        chain.view.undo(fuller, undo_of_empty)
+    assert view_state(chain.view) == before
+
+
 def test_undo_of_a_block_that_is_not_the_tip_is_refused(chain: FundedChain) -> None:
     first = build_block(chain.view, chain.params, proposer=chain.validator)
     undo = connect_block(chain.view, first, chain.params)
@@ -158,6 +176,9 @@ def test_balances_follow_the_outputs(chain: FundedChain) -> None:
     assert chain.view.balances(wallet.address) == {native: 20 * 10**8}
     assert chain.view.balance(wallet.address, native) == 20 * 10**8
     assert chain.view.bonded_stake() == {chain.validator.public_key: 2 * chain.params.min_stake}
+    stranger = Address(bytes(20))
+    assert chain.view.utxos_of(stranger) == []
+    assert chain.view.balances(stranger) == {}
 
 
 @given(data=st.data(), seed=st.integers(min_value=0, max_value=2**32))

@@ -231,15 +231,18 @@ def test_size_limits(limits: dict[str, int], reason: Reason) -> None:
 # -- locks -----------------------------------------------------------------------------------
 
 
+def _mine_reward(chain: FundedChain, owner: Wallet) -> tuple[Coin, int]:
+    """Mine a block rewarding `owner`; return the reward coin and the height it matures at."""
+    rewarded = mine(chain, reward_to=owner.address)
+    reward = rewarded.transactions[0]
+    maturity = rewarded.header.height + chain.params.reward_maturity
+    return (OutPoint(txid=reward.txid, index=0), reward.outputs[0]), maturity
+
+
 @pytest.mark.parametrize(("offset", "ok"), [(-1, False), (0, True), (1, True)])
 def test_reward_matures_at_its_height_lock(chain: FundedChain, offset: int, ok: bool) -> None:
     owner = chain.wallets[1]
-    rewarded = mine(chain, reward_to=owner.address)
-    reward_coin = (
-        OutPoint(txid=rewarded.transactions[0].txid, index=0),
-        rewarded.transactions[0].outputs[0],
-    )
-    maturity = rewarded.header.height + chain.params.reward_maturity
+    reward_coin, maturity = _mine_reward(chain, owner)
     assert reward_coin[1].lock == Lock(kind=LockKind.HEIGHT, value=maturity)
     tx = signed(owner, TxKind.TRANSFER, [reward_coin], [pay(owner, COIN)])
     context = BlockContext(height=maturity + offset, slot=maturity + offset)
@@ -479,12 +482,7 @@ def test_a_block_reads_locks_at_its_own_height(chain: FundedChain) -> None:
     """connect_block checks each transaction where the block sits: a reward spent one block
     before it matures fails there, and the same spend one block later is accepted."""
     owner = chain.wallets[1]
-    rewarded = mine(chain, reward_to=owner.address)
-    reward_coin = (
-        OutPoint(txid=rewarded.transactions[0].txid, index=0),
-        rewarded.transactions[0].outputs[0],
-    )
-    maturity = rewarded.header.height + chain.params.reward_maturity
+    reward_coin, maturity = _mine_reward(chain, owner)
     while chain.view.height < maturity - 2:
         mine(chain)
     spend = signed(owner, TxKind.TRANSFER, [reward_coin], [pay(owner, COIN)])
@@ -505,6 +503,33 @@ def test_a_block_that_fails_after_applying_some_transactions_leaves_the_view_unc
     bad = signed(receiver, TxKind.TRANSFER, coins(chain, 1), [pay(receiver, 10**15)])
     block = build_block(chain.view, chain.params, [good, bad], proposer=chain.validator)
     assert block_rejects(chain, block) is Reason.NEGATIVE_FEE  # after `good` was applied
+
+
+def test_block_signature_checks_are_asked_about_each_transaction_and_its_id(
+    chain: FundedChain,
+) -> None:
+    sender, receiver = chain.wallets[0], chain.wallets[1]
+    context = next_context(chain.view)
+    first = sender.build_transfer(coins(chain, 0)[:1], [pay(receiver, 1)], fee=0, context=context)
+    second = receiver.build_transfer(coins(chain, 1), [pay(sender, 1)], fee=0, context=context)
+    block = build_block(chain.view, chain.params, [first, second], proposer=chain.validator)
+    asked: list[tuple[Transaction, TxId]] = []
+
+    def record(tx: Transaction, txid: TxId) -> bool:
+        asked.append((tx, txid))
+        return True
+
+    connect_block(chain.view, block, chain.params, signatures_valid=record)
+    assert asked == [(first, first.txid), (second, second.txid)]
+    spend = sender.build_transfer(
+        coins(chain, 0)[:1], [pay(receiver, 1)], fee=0, context=next_context(chain.view)
+    )
+    refused = build_block(chain.view, chain.params, [spend], proposer=chain.validator)
+    before = view_state(chain.view)
+    with pytest.raises(InvalidBlock) as info:
+        connect_block(chain.view, refused, chain.params, signatures_valid=lambda tx, txid: False)
+    assert info.value.reason is Reason.BAD_SIGNATURE
+    assert view_state(chain.view) == before
 
 
 def test_a_block_may_hold_exactly_max_block_txs(chain: FundedChain) -> None:
