@@ -5,6 +5,10 @@ A count alone does not bound memory: 1,024 waiting `IHave` messages of 5,000 ids
 `message_weight`); a sender waits while the held weight would pass `max_bytes`, which stops that
 peer's reader (TCP back-pressure) instead of buffering more. One event heavier than the bound
 still passes when the inbox is empty, so nothing is ever stuck.
+
+Neither side switches tasks per event when it need not: `send` returns at once while there is
+room, and `receive_batch` takes everything waiting in one wake-up. A reader therefore hands
+every message of one receive to the consumer for the price of one task switch.
 """
 
 from __future__ import annotations
@@ -55,15 +59,40 @@ class Inbox(Generic[_T]):
         return self._held
 
     async def send(self, event: _T, weight: int = BASE_WEIGHT) -> None:
-        """Queue `event`; wait while there is no room for its count or its weight."""
+        """Queue `event`; wait while there is no room for its count or its weight.
+
+        With room, it returns without a checkpoint: the caller's next receive is one.
+        """
         while self._held and self._held + weight > self.max_bytes:
             await self._room.wait()
         self._held += weight
         try:
-            await self._send.send((event, weight))
+            try:
+                self._send.send_nowait((event, weight))
+            except trio.WouldBlock:
+                await self._send.send((event, weight))
         except BaseException:
             self._release(weight)
             raise
+
+    async def receive_batch(self, max_events: int) -> list[_T]:
+        """Wait for one event, then take up to `max_events` of those waiting, in order; an
+        empty list once the inbox is closed and drained."""
+        try:
+            batch = [await self.__anext__()]
+        except StopAsyncIteration:
+            return []
+        taken = 0
+        while len(batch) < max_events:
+            try:
+                event, weight = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            taken += weight
+            batch.append(event)
+        if taken:
+            self._release(taken)
+        return batch
 
     def close(self) -> None:
         """No more events: the consumer's iteration ends once it has taken the rest."""

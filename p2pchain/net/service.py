@@ -40,11 +40,11 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from random import Random
-from typing import Protocol
+from typing import Final, Protocol, TypeVar
 
 import trio
 
@@ -123,6 +123,15 @@ class Orphan:
     """
 
     block: Block
+
+
+_A = TypeVar("_A")
+
+EVENT_BATCH: Final = 128
+"""Swarm events handled per wake-up of the event task (what arrived meanwhile, in order).
+
+Half of the default `max_validations_per_peer`: one batch from one busy peer never meets
+the quota while the validation workers keep up."""
 
 
 class NetworkHost(Protocol):
@@ -342,13 +351,17 @@ class NetworkService:
     # -- swarm events -------------------------------------------------------------------------
 
     async def _run_events(self) -> None:
-        async for event in self.swarm.events:
-            try:
-                self._on_event(event)
-            except StorageError:
-                raise
-            except Exception as exc:
-                self._contain(Where.GOSSIP, exc, event.peer_id)
+        while batch := await self.swarm.events.receive_batch(EVENT_BATCH):
+            for event in batch:
+                try:
+                    self._on_event(event)
+                except StorageError:
+                    raise
+                except Exception as exc:
+                    self._contain(Where.GOSSIP, exc, event.peer_id)
+            # The workers woken by this batch run before the next one is taken, so what one
+            # batch queued is validated (and relayed) before more arrives behind it.
+            await trio.lowlevel.checkpoint()
 
     def _contain(self, where: str, error: Exception, peer_id: PeerId) -> None:
         """Record our own failure on `peer_id`'s input and drop that peer (never the node)."""
@@ -455,41 +468,45 @@ class NetworkService:
     # -- workers ------------------------------------------------------------------------------
 
     async def _run_validator(self) -> None:
-        async for action in self._validation_receive:
-            penalty: float = GossipReject.penalty
-            orphan: Block | None = None
-            try:
-                result = await self._host.validate(action.topic, action.data, action.from_peer)
-            except GossipReject as exc:
-                verdict, penalty = Verdict.REJECT, type(exc).penalty
-            except GossipIgnore:
-                verdict = Verdict.IGNORE
-            except StorageError:
-                raise
-            except Exception as exc:
-                verdict = Verdict.IGNORE  # our bug: nobody is blamed, nothing is relayed
-                self._contain(Where.VALIDATION, exc, action.from_peer)
+        async for first in self._validation_receive:
+            for action in _with_waiting(first, self._validation_receive):
+                await self._validate(action)
+
+    async def _validate(self, action: Validate) -> None:
+        penalty: float = GossipReject.penalty
+        orphan: Block | None = None
+        try:
+            result = await self._host.validate(action.topic, action.data, action.from_peer)
+        except GossipReject as exc:
+            verdict, penalty = Verdict.REJECT, type(exc).penalty
+        except GossipIgnore:
+            verdict = Verdict.IGNORE
+        except StorageError:
+            raise
+        except Exception as exc:
+            verdict = Verdict.IGNORE  # our bug: nobody is blamed, nothing is relayed
+            self._contain(Where.VALIDATION, exc, action.from_peer)
+        else:
+            if isinstance(result, Orphan):
+                verdict, orphan = Verdict.IGNORE, result.block
             else:
-                if isinstance(result, Orphan):
-                    verdict, orphan = Verdict.IGNORE, result.block
-                else:
-                    verdict = result
-            finally:
-                remaining = self._validating[action.from_peer] - 1
-                if remaining:
-                    self._validating[action.from_peer] = remaining
-                else:
-                    del self._validating[action.from_peer]
-            now = trio.current_time()
-            if verdict is Verdict.ACCEPT:
-                self.swarm.credit(action.from_peer, action.topic)  # protects it from eviction
-            self._execute(
-                self._router.report_validation(action.message_id, verdict, now, penalty=penalty)
-            )
-            if orphan is not None:
-                self._hold_orphan(orphan, action.from_peer, now)
-            elif verdict is Verdict.ACCEPT and action.topic is Topic.BLOCK:
-                self._release_orphans()
+                verdict = result
+        finally:
+            remaining = self._validating[action.from_peer] - 1
+            if remaining:
+                self._validating[action.from_peer] = remaining
+            else:
+                del self._validating[action.from_peer]
+        now = trio.current_time()
+        if verdict is Verdict.ACCEPT:
+            self.swarm.credit(action.from_peer, action.topic)  # protects it from eviction
+        self._execute(
+            self._router.report_validation(action.message_id, verdict, now, penalty=penalty)
+        )
+        if orphan is not None:
+            self._hold_orphan(orphan, action.from_peer, now)
+        elif verdict is Verdict.ACCEPT and action.topic is Topic.BLOCK:
+            self._release_orphans()
 
     def _knows(self, block_id: BlockId) -> bool:
         return self._host.get_block(block_id) is not None
@@ -515,15 +532,16 @@ class NetworkService:
         self._execute(imports)
 
     async def _run_deliveries(self) -> None:
-        async for action in self._delivery_receive:
-            try:
-                await self._host.deliver(action.topic, action.data)
-            except StorageError:
-                raise
-            except Exception as exc:  # the message came from several peers: nobody to drop
-                self.faults.record(Where.DELIVERY, exc)
-            if action.topic is Topic.BLOCK:
-                self._release_orphans()  # for a host that imports on delivery
+        async for first in self._delivery_receive:
+            for action in _with_waiting(first, self._delivery_receive):
+                try:
+                    await self._host.deliver(action.topic, action.data)
+                except StorageError:
+                    raise
+                except Exception as exc:  # the message came from several peers: nobody to drop
+                    self.faults.record(Where.DELIVERY, exc)
+                if action.topic is Topic.BLOCK:
+                    self._release_orphans()  # for a host that imports on delivery
 
     async def _run_heartbeat(self) -> None:
         interval = self.config.gossip.heartbeat_interval
@@ -607,6 +625,17 @@ class NetworkService:
                 if not self._knows(block.header.parent):  # else the host cannot place it
                     self._execute(self._sync.add_orphan(block, from_peer, now))
         self.announce_status()
+
+
+def _with_waiting(first: _A, channel: trio.MemoryReceiveChannel[_A]) -> Iterator[_A]:
+    """`first`, then whatever waits in `channel` as each is taken, without a task switch:
+    one wake-up of a worker carries every message queued meanwhile."""
+    yield first
+    while True:
+        try:
+            yield channel.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
 
 
 @asynccontextmanager

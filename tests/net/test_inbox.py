@@ -44,3 +44,45 @@ async def test_one_event_heavier_than_the_bound_still_passes_an_empty_inbox():
     await inbox.send("huge", 1_000)
     inbox.close()
     assert [event async for event in inbox] == ["huge"]
+
+
+async def test_a_batch_takes_what_waits_in_order_up_to_its_size_and_frees_its_weight():
+    inbox = Inbox[int](max_events=100, max_bytes=1_000)
+    for n in range(5):
+        await inbox.send(n, 200)
+    blocked = []
+
+    async def late_sender():
+        await inbox.send(99, 200)
+        blocked.append(99)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(late_sender)
+        await trio.testing.wait_all_tasks_blocked()
+        assert blocked == []  # 1,000 held: no room for a sixth
+        assert await inbox.receive_batch(3) == [0, 1, 2]
+        assert inbox.held_bytes == 400
+        await trio.testing.wait_all_tasks_blocked()
+        assert blocked == [99]
+    assert await inbox.receive_batch(10) == [3, 4, 99]
+    assert inbox.held_bytes == 0
+    inbox.close()
+    assert await inbox.receive_batch(10) == []
+
+
+async def test_sending_into_room_does_not_switch_tasks():
+    """A reader hands a whole receive's messages over without yielding between them."""
+    inbox = Inbox[int](max_events=10, max_bytes=10_000)
+    ran = []
+
+    async def other():
+        ran.append(True)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        for n in range(10):
+            await inbox.send(n)
+        assert ran == []  # no checkpoint yet: the other task has not run
+        await trio.testing.wait_all_tasks_blocked()
+        assert ran == [True]
+    assert await inbox.receive_batch(20) == list(range(10))

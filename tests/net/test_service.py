@@ -17,6 +17,7 @@ from p2pchain.net import (
     open_network,
     open_swarm,
 )
+from p2pchain.net.service import EVENT_BATCH
 from p2pchain.net.transports import parse_address
 from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import DisconnectReason, Publish, Status, Topic
@@ -131,6 +132,29 @@ async def test_a_peer_is_capped_at_its_share_of_the_validation_queue_without_bla
             assert node.statistics().validations_waiting == 0
             # Dropped messages are forgotten as ignored: nothing is blamed twice.
             assert node.statistics().gossip.ignored == 3
+
+
+async def test_a_burst_from_one_peer_in_one_read_is_validated_in_full():
+    """Messages are handed over in batches of at most `EVENT_BATCH`, and the workers drain what
+    a batch queued before the next one is taken, so a burst far beyond the per-peer quota
+    loses nothing while validation keeps up (down to a quota of one batch)."""
+    host = GossipHost(TEST_GENESIS)
+    config = _config(11, max_validations_per_peer=EVENT_BATCH)
+    burst = [b"tx %-300d" % n for n in range(1_000)]
+    with trio.fail_after(WAIT):
+        async with (
+            open_network(config, host) as node,
+            open_swarm(_swarm_config(12), GossipHost(TEST_GENESIS).get_status) as sender,
+        ):
+            node_id = await sender.connect(_tcp(node))
+            await trio.testing.wait_all_tasks_blocked()
+            for data in burst:
+                assert sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=data))
+            for data in burst:
+                await host.wait_delivered(Topic.TRANSACTION, data)
+            stats = node.statistics()
+            assert stats.validations_over_quota == stats.validations_dropped == 0
+            assert sorted(data for _, data, _ in host.validated) == sorted(burst)
 
 
 async def test_status_goes_to_new_peers_and_again_when_the_head_changes():
