@@ -52,6 +52,8 @@ class TokenBucket:
 
     def ready_at(self, now: float) -> float:
         """When the bucket is back at zero or above."""
+        if self.tokens >= 0:  # refilling only adds: asked on every read, so skip the work
+            return now
         self._refill(now)
         return now if self.tokens >= 0 else now - self.tokens / self.rate
 
@@ -130,6 +132,10 @@ class Charge:
     """Its type has an `abusive_beyond` budget and this message went over it."""
 
 
+_ABUSIVE: Final = Charge(abusive=True)
+_NOT_ABUSIVE: Final = Charge(abusive=False)
+
+
 class RateLimiter:
     """The budgets of one peer link: charge every message and every byte read, and say when
     reading may resume."""
@@ -142,8 +148,9 @@ class RateLimiter:
         self._types = {
             kind: TokenBucket(budget.rate, budget.burst, now) for kind, budget in limits.per_type
         }
-        self._paced = [
-            self._types[kind] for kind, budget in limits.per_type if not budget.abusive_beyond
+        self._volume = [
+            self._messages,
+            *(self._types[kind] for kind, budget in limits.per_type if not budget.abusive_beyond),
         ]
         self.over_limit = 0
         """Messages that went over some budget (volume or type)."""
@@ -167,12 +174,15 @@ class RateLimiter:
             if abusive:
                 bucket.tokens = max(bucket.tokens, -bucket.burst)
         self.over_limit += not within
-        return Charge(abusive=abusive)
+        return _ABUSIVE if abusive else _NOT_ABUSIVE
 
     def ready_at(self, now: float) -> float:
         """When every volume budget is back at zero or above: before then, read nothing more."""
-        resume = max(self._messages.ready_at(now), self.bytes_ready_at(now))
-        return max([resume, *(bucket.ready_at(now) for bucket in self._paced)])
+        resume = self.bytes_ready_at(now)
+        for bucket in self._volume:
+            if bucket.tokens < 0:
+                resume = max(resume, bucket.ready_at(now))
+        return resume
 
     def bytes_ready_at(self, now: float) -> float:
         """When the byte budget allows the next read."""

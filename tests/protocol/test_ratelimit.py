@@ -42,7 +42,8 @@ def test_a_bucket_refills_at_its_rate_up_to_its_burst():
     assert bucket.ready_at(0.0) == pytest.approx(0.1)
     assert bucket.consume(1, 0.2)
     assert bucket.ready_at(100.0) == 100.0
-    assert bucket.tokens == 5
+    assert all(bucket.consume(1, 100.0) for _ in range(5))  # full again, never more than burst
+    assert not bucket.consume(1, 100.0)
 
 
 @given(
