@@ -492,7 +492,56 @@ def decode_message(body: bytes) -> Message:
         raise DecodeError(f"unknown message type {body[0]}")
     if len(body) - 1 > MAX_PAYLOAD_BYTES[body[0]]:
         raise DecodeError(f"{cls.__name__} payload of {len(body) - 1} bytes exceeds its limit")
+    if cls is Publish:
+        publish = _read_common_publish(body)
+        if publish is not None:
+            return publish
     return cls.from_rlp(decode_item(body[1:]))
+
+
+_TOPIC_BY_ENCODING: Final = {encode_item(uint_bytes(topic))[0]: topic for topic in Topic}
+
+
+def _read_common_publish(body: bytes) -> Publish | None:
+    """A Publish frame body of the usual shape (a topic, then data of 2 bytes or more), read
+    in place: most frames are these, and the generic decoder builds lists to get there.
+    None for any other shape, which the generic decoder then accepts or refuses, so the two
+    paths cannot disagree (`tests/fuzz/test_fuzz_messages.py` checks that they do not)."""
+    end = len(body)
+    if end < 5:
+        return None
+    prefix = body[1]
+    if 0xC0 <= prefix < 0xF8:
+        start = 2
+        length = prefix - 0xC0
+    elif 0xF8 <= prefix < 0xFB:
+        start = 2 + prefix - 0xF7
+        if body[2] == 0:
+            return None
+        length = int.from_bytes(body[2:start], "big")
+        if length < 56:
+            return None
+    else:
+        return None
+    if start + length != end or start + 1 >= end:
+        return None
+    topic = _TOPIC_BY_ENCODING.get(body[start])
+    data_prefix = body[start + 1]
+    if topic is None or not 0x82 <= data_prefix < 0xC0:
+        return None
+    if data_prefix < 0xB8:
+        data_start = start + 2
+        data_length = data_prefix - 0x80
+    else:
+        data_start = start + 2 + data_prefix - 0xB7
+        if data_start > end or body[start + 2] == 0:
+            return None
+        data_length = int.from_bytes(body[start + 2 : data_start], "big")
+        if data_length < 56:
+            return None
+    if data_start + data_length != end or data_length > MAX_GOSSIP_DATA_BYTES:
+        return None
+    return Publish(topic=topic, data=body[data_start:end])
 
 
 def compute_message_id(topic: Topic, data: bytes) -> bytes:

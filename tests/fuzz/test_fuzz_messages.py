@@ -5,6 +5,7 @@ variants of valid messages. Only `DecodeError` may come out, and whatever is acc
 the canonical encoding of what was decoded.
 """
 
+import itertools
 import tracemalloc
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from p2pchain.ledger.evidence import decode_evidence
 from p2pchain.ledger.tx import Transaction
 from p2pchain.ledger.vote import Vote
 from p2pchain.protocol.messages import (
+    MAX_GOSSIP_DATA_BYTES,
     MAX_PAYLOAD_BYTES,
     MESSAGE_TYPES,
     Blocks,
@@ -183,3 +185,76 @@ def test_huge_integer_in_a_publish_topic_is_a_decode_error(size: int) -> None:
     body = bytes([Publish.TYPE]) + encode_item([b"\x01" * size, b""])
     with pytest.raises(DecodeError, match=r"publish\.topic"):
         decode_message(body)
+
+
+def _header(offset: int, length: int, form: str) -> bytes:
+    """An RLP header for `length`: its canonical form, or a long form of 1 or 2 length
+    bytes whatever the length (non-canonical below 56, or with a leading zero)."""
+    if form == "canonical":
+        if length < 56:
+            return bytes([offset + length])
+        size = (length.bit_length() + 7) // 8
+    else:
+        size = 1 if form == "long1" else 2
+        if length >= 256**size:
+            size = (length.bit_length() + 7) // 8
+    return bytes([offset + 55 + size]) + length.to_bytes(size, "big")
+
+
+def _publish_body(
+    topic: int, data: bytes, forms: tuple[str, str], deltas: tuple[int, int]
+) -> bytes:
+    """A Publish body from its parts: the topic's byte, then `data` under a header of form
+    ``forms[0]`` declaring ``deltas[0]`` bytes more than it has ("single": no header), all in
+    a list header of form ``forms[1]`` declaring ``deltas[1]`` bytes more than the payload."""
+    if forms[0] == "single":
+        data_item = data
+    else:
+        data_item = _header(0x80, max(0, len(data) + deltas[0]), forms[0]) + data
+    payload = bytes([topic]) + data_item
+    return (
+        bytes([Publish.TYPE]) + _header(0xC0, max(0, len(payload) + deltas[1]), forms[1]) + payload
+    )
+
+
+def _decode_or_error(decoder: Callable[[bytes], object], body: bytes) -> object:
+    try:
+        return decoder(body)
+    except DecodeError:
+        return DecodeError
+
+
+def test_the_in_place_publish_reader_agrees_with_the_generic_decoder_at_every_edge() -> None:
+    """Every combination of topic byte, data length at a form boundary, header form and
+    declared length off by one: both decoders give the same message or both refuse."""
+    forms = ("canonical", "long1", "long2")
+    count = 0
+    for topic, length, data_form, list_form, data_delta, list_delta in itertools.product(
+        (0x80, 0x00, 0x01, 0x03, 0x04, 0x81, 0xC0),
+        (0, 1, 2, 50, 54, 55, 56, 300, 70_000),
+        (*forms, "single"),
+        forms,
+        (-1, 0, 1),
+        (-1, 0, 1),
+    ):
+        for data in {bytes([0x7F]) * length, bytes([0x80]) * length}:
+            body = _publish_body(topic, data, (data_form, list_form), (data_delta, list_delta))
+            expected = _decode_or_error(lambda b: Publish.from_rlp(decode_item(b[1:])), body)
+            assert _decode_or_error(decode_message, body) == expected, body.hex()
+            count += expected is not DecodeError
+    assert count > 100  # the grid does reach valid messages, not only refusals
+    for length in (MAX_GOSSIP_DATA_BYTES, MAX_GOSSIP_DATA_BYTES + 1):  # within the frame limit
+        body = encode_message(Publish(topic=Topic.BLOCK, data=bytes(length)))
+        expected = _decode_or_error(lambda b: Publish.from_rlp(decode_item(b[1:])), body)
+        assert _decode_or_error(decode_message, body) == expected
+        assert (expected is DecodeError) is (length > MAX_GOSSIP_DATA_BYTES)
+
+
+@given(st.sampled_from(Topic), st.binary(max_size=300), st.data())
+def test_hostile_variants_of_a_publish_decode_alike_on_both_paths(
+    topic: Topic, data: bytes, draw: st.DataObject
+) -> None:
+    message = Publish(topic=topic, data=data)
+    body = bytes([Publish.TYPE]) + draw.draw(hostile_encodings(message.to_rlp()))
+    expected = _decode_or_error(lambda b: Publish.from_rlp(decode_item(b[1:])), body)
+    assert _decode_or_error(decode_message, body) == expected
