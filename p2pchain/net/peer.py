@@ -142,8 +142,9 @@ class PeerHandle:
         """True while messages can be sent."""
         return self.conn.state is State.ACTIVE
 
-    def send_nowait(self, message: Message) -> bool:
-        """Queue `message`; False if the link is not active or the send queue is full.
+    def send_nowait(self, message: Message, *, frame: bytes | None = None) -> bool:
+        """Queue `message` (already encoded as `frame`, if given); False if the link is not
+        active or the send queue is full.
 
         A queue that stays full for `slow_peer_timeout` closes the link with SLOW_PEER.
         """
@@ -159,7 +160,7 @@ class PeerHandle:
                 self.close(DisconnectReason.SLOW_PEER)
             return False
         self._full_since = None
-        self.conn.send(message)
+        self.conn.send(message, frame=frame)
         self._wake_writer.set()
         return True
 

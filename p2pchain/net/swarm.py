@@ -70,6 +70,7 @@ from p2pchain.protocol.connection import (
     PeerId,
 )
 from p2pchain.protocol.eviction import EvictionCandidate, EvictionParams, select_peer_to_evict
+from p2pchain.protocol.framing import encode_frame
 from p2pchain.protocol.messages import (
     MAX_PEERS_IN_RESPONSE,
     PROTOCOL_VERSION,
@@ -78,6 +79,7 @@ from p2pchain.protocol.messages import (
     Hello,
     Message,
     Peers,
+    Publish,
     Status,
     Topic,
 )
@@ -332,6 +334,8 @@ class Swarm:
         self._wake = trio.Event()
         self._refused = 0
         self._protocol_errors = 0
+        self._last_published: Publish | None = None
+        self._last_frame = b""
         self._last_exchange = -float("inf")
         self.events: Inbox[SwarmEvent] = Inbox(config.inbox_size, config.inbox_bytes)
         """Events for the layer above, in order per peer (``async for event in swarm.events``)."""
@@ -368,7 +372,13 @@ class Swarm:
         return handle is not None and self._send(handle, message)
 
     def _send(self, handle: PeerHandle, message: Message) -> bool:
-        queued = handle.send_nowait(message)
+        frame = None
+        if isinstance(message, Publish):
+            # A relayed message goes to several peers in a row: encode it once for all.
+            if message is not self._last_published:
+                self._last_published, self._last_frame = message, encode_frame(message)
+            frame = self._last_frame
+        queued = handle.send_nowait(message, frame=frame)
         if queued:
             self._messages_out[type(message).__name__] += 1
         return queued

@@ -424,8 +424,9 @@ class PeerConnection:
 
     # -- outbound -----------------------------------------------------------------------------
 
-    def send(self, message: Message) -> None:
-        """Queue `message` for the peer.
+    def send(self, message: Message, *, frame: bytes | None = None) -> None:
+        """Queue `message` for the peer; `frame` is its `encode_frame`, when the caller
+        already has it (one message relayed to many peers is encoded once).
 
         Raises:
             LocalProtocolError: the link is not ACTIVE, or the message is Hello/Disconnect
@@ -437,7 +438,10 @@ class PeerConnection:
             raise LocalProtocolError(f"{type(message).__name__} is sent by the connection itself")
         if isinstance(message, GetBlocksByRange | GetBlocksById):
             self._blocks_expected += 1
-        self._write_message(message)
+        if frame is None:
+            self._write_message(message)
+        else:
+            self._write_plaintext(frame)
 
     def close(self, reason: DisconnectReason, detail: bytes = b"") -> None:
         """Close with `reason`, telling the peer if the channel is up. Idempotent."""

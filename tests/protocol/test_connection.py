@@ -94,6 +94,15 @@ def test_ping_is_answered_by_the_connection():
     assert pair.deliver_to_listener() == [MessageReceived(message=Pong(nonce=77))]
 
 
+def test_a_message_sent_with_its_ready_frame_arrives_as_itself():
+    """A relayed message is encoded once and its frame handed to every link."""
+    pair = _active_pair()
+    message = Publish(topic=Topic.VOTE, data=b"vote bytes" * 20)
+    pair.listener.send(message, frame=encode_frame(message))
+    pair.listener.send(message)
+    assert pair.deliver_to_dialer() == [MessageReceived(message=message)] * 2
+
+
 def test_local_misuse_raises_local_protocol_error():
     pair = ConnectionPair()
     with pytest.raises(LocalProtocolError, match="cannot send"):
