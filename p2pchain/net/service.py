@@ -3,8 +3,11 @@
 ``async with open_network(config, host) as network:`` opens the swarm and starts the tasks that
 drive the sans-IO `GossipRouter` and `SyncManager` on trio time. The `host` (the node's
 `ChainHost`; `service.host`) reads its chain (`get_status`, `block_at_height`, `get_block`) and
-answers three hooks:
+answers four hooks:
 
+- ``await host.prepare(batch)`` with the (topic, data) of up to `VALIDATION_BATCH` messages a
+  validation worker took at once, before it validates them one by one: the host may verify
+  their signatures together (in a worker thread).
 - ``await host.validate(topic, data, from_peer)`` before a gossip message is delivered or
   forwarded. It returns a `Verdict`, or raises `GossipIgnore` / `GossipReject`; a REJECT costs
   every sender the raised class's `penalty`. For a block whose parent it does not know it
@@ -40,7 +43,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from random import Random
@@ -127,6 +130,10 @@ class Orphan:
 
 _A = TypeVar("_A")
 
+VALIDATION_BATCH: Final = 64
+"""Messages a validation worker hands to `NetworkHost.prepare` together. It takes batch after
+batch until the queue is empty; while it waits (a thread verifying), the others take the rest."""
+
 EVENT_BATCH: Final = 128
 """Swarm events handled per wake-up of the event task (what arrived meanwhile, in order).
 
@@ -147,6 +154,12 @@ class NetworkHost(Protocol):
 
     def get_block(self, block_id: BlockId) -> Block | None:
         """Any block we hold (canonical or not), for serving and for status comparison."""
+        ...
+
+    async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
+        """Messages about to be validated one by one: check together what can be checked
+        together (signatures, in a worker thread where that pays). Only a head start: each
+        message's `validate` still decides, and a failure in here blames nobody."""
         ...
 
     async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict | Orphan:
@@ -259,9 +272,9 @@ class NetworkService:
         self._generation: dict[PeerId, int] = {}
         self._next_generation = 0
         self._validating: dict[PeerId, int] = {}
-        self._validation_send, self._validation_receive = trio.open_memory_channel[Validate](
-            config.validation_queue
-        )
+        self._validations: deque[Validate] = deque()
+        """Messages waiting for a validation worker, oldest first (at most `validation_queue`)."""
+        self._validations_ready = trio.Event()
         self._delivery_send, self._delivery_receive = trio.open_memory_channel[Deliver](
             config.delivery_queue
         )
@@ -454,22 +467,36 @@ class NetworkService:
         now = trio.current_time()
         if queued >= self.config.max_validations_per_peer:
             self._counters.validations_over_quota += 1
+        elif len(self._validations) >= self.config.validation_queue:
+            self._counters.validations_dropped += 1
         else:
-            try:
-                self._validation_send.send_nowait(action)
-            except trio.WouldBlock:
-                self._counters.validations_dropped += 1
-            else:
-                self._validating[sender] = queued + 1
-                return
+            self._validations.append(action)
+            self._validations_ready.set()
+            self._validating[sender] = queued + 1
+            return
         # The router holds the message as pending: clear it, blaming nobody.
         self._execute(self._router.report_validation(action.message_id, Verdict.IGNORE, now))
 
     # -- workers ------------------------------------------------------------------------------
 
     async def _run_validator(self) -> None:
-        async for first in self._validation_receive:
-            for action in _with_waiting(first, self._validation_receive):
+        """Take the oldest waiting messages, up to a batch, until none wait. A batch keeps
+        arrival order (a block before the votes that name it); workers overlap only while
+        one of them waits inside a hook."""
+        queue = self._validations
+        while True:
+            while not queue:
+                if self._validations_ready.is_set():
+                    self._validations_ready = trio.Event()
+                await self._validations_ready.wait()
+            batch = [queue.popleft() for _ in range(min(VALIDATION_BATCH, len(queue)))]
+            try:
+                await self._host.prepare([(action.topic, action.data) for action in batch])
+            except StorageError:
+                raise
+            except Exception as exc:  # our bug; the messages are still validated one by one
+                self.faults.record(Where.VALIDATION, exc)
+            for action in batch:
                 await self._validate(action)
 
     async def _validate(self, action: Validate) -> None:

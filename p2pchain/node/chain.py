@@ -769,11 +769,16 @@ class ChainService:
         return found
 
     async def _verify_off_loop(self, block: Block) -> None:
-        """Verify the witnesses of a block's new transactions in a worker thread, filling the
-        signature cache, when there are enough of them to be worth the hand-over."""
+        """Verify the witnesses of a block's new transactions in a worker thread."""
+        await self.verify_off_loop(block.transactions)
+
+    async def verify_off_loop(self, txs: Iterable[Transaction]) -> None:
+        """Verify the witnesses of transactions not in the pool in a worker thread, filling
+        the signature cache, when there are enough of them to be worth the hand-over (a
+        block's, or a batch of gossip about to be validated)."""
         fresh = [
             tx
-            for tx in block.transactions
+            for tx in txs
             if tx.inputs and tx.kind is not TxKind.REWARD and tx.txid not in self.mempool
         ]
         if not self._offload or len(fresh) < self.limits.offload_signatures:

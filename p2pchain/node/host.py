@@ -9,7 +9,7 @@ transactions new to the pool. `Node` keeps only its documented API; this object 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import trio
 
@@ -91,6 +91,8 @@ class ChainHost:
         self._chain = chain
         self.params = params
         self.offload_decode_bytes = offload_decode_bytes
+        self._decoded: dict[bytes, Transaction] = {}
+        """The transactions of the batch last prepared, by their bytes, until validated."""
         self.network: NetworkService | None = None
         """The service this host sits behind, once `attach` bound it (gossip waits for it)."""
 
@@ -116,12 +118,27 @@ class ChainHost:
         """Any block of the tree or the finalized chain, for serving and for sync."""
         return self._chain.get_block(block_id)
 
+    async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
+        """Verify the witnesses of the batch's transactions together, in a worker thread
+        when there are enough (`NodeLimits.offload_signatures`); `validate` then finds them in
+        the signature cache, and takes each one as decoded here."""
+        decoded: dict[bytes, Transaction] = {}
+        for topic, data in batch:
+            if topic is Topic.TRANSACTION:
+                try:
+                    decoded[data] = Transaction.from_bytes(data)
+                except DecodeError:
+                    continue  # `validate` rejects it
+        self._decoded.update(decoded)  # each one is validated (and popped) next
+        await self._chain.verify_off_loop(decoded.values())
+
     async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict | Orphan:
         """Gossip validation: a valid message is also imported here, before it is relayed; a
         block with an unknown parent comes back as `Orphan`, for the network's orphan pool."""
         try:
             if topic is Topic.TRANSACTION:
-                return self._validate_transaction(Transaction.from_bytes(data), from_peer)
+                tx = self._decoded.pop(data, None) or Transaction.from_bytes(data)
+                return self._validate_transaction(tx, from_peer)
             if topic is Topic.BLOCK:
                 return await self._validate_block(await self._decode_block(data), from_peer)
             if topic is Topic.VOTE:

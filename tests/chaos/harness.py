@@ -57,8 +57,9 @@ RANK = {"unknown": 0, "rejected": 0, "pending": 1, "included": 2, "finalized": 3
 TOLERATED_SKEW_MS = PARAMS.slot_ms // 2
 """Within `max_future_slots` (2): the node's blocks and votes are held, not ignored, by peers."""
 BEYOND_SKEW_MS = 10 * PARAMS.slot_ms
-RESUME_EPOCHS = 3
-"""The documented bound on finality after a heal (docs/consensus.md)."""
+RESUME_SLOTS = 3 * PARAMS.slots_per_epoch + 1
+"""The documented bound on finality after a heal (docs/consensus.md): three epochs, and the
+slot in which the last votes of the third one arrive."""
 
 
 class RunFailed(AssertionError):
@@ -240,7 +241,7 @@ class ChaosRun:
         moved = [self.moved_after[i] for i in self._running_indices()]
         earliest = max((at for at in moved if at is not None), default=healed)
         earliest_slots = (earliest - healed) / SLOT_S
-        allowed = RESUME_EPOCHS * PARAMS.slots_per_epoch
+        allowed = RESUME_SLOTS
         if earliest_slots > allowed:
             self.violations.append(
                 f"finality resumed {earliest_slots:.1f} to {slots:.1f} slots after a heal,"

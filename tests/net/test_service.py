@@ -17,7 +17,8 @@ from p2pchain.net import (
     open_network,
     open_swarm,
 )
-from p2pchain.net.service import EVENT_BATCH
+from p2pchain.net.faults import Where
+from p2pchain.net.service import EVENT_BATCH, VALIDATION_BATCH
 from p2pchain.net.transports import parse_address
 from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import DisconnectReason, Publish, Status, Topic
@@ -155,6 +156,61 @@ async def test_a_burst_from_one_peer_in_one_read_is_validated_in_full():
             stats = node.statistics()
             assert stats.validations_over_quota == stats.validations_dropped == 0
             assert sorted(data for _, data, _ in host.validated) == sorted(burst)
+
+
+class PreparingHost(GossipHost):
+    """Records every batch `prepare` receives; the first call fails like a bug would."""
+
+    def __init__(self, **kwargs):
+        super().__init__(TEST_GENESIS, **kwargs)
+        self.batches = []
+
+    async def prepare(self, batch):
+        self.batches.append(list(batch))
+        await super().prepare(batch)
+        if len(self.batches) == 1:
+            raise RuntimeError("injected failure in prepare")
+
+
+async def test_each_message_is_prepared_in_a_batch_then_validated_even_if_prepare_fails():
+    host = PreparingHost()
+    messages = [b"tx %d" % n for n in range(20)]
+    with trio.fail_after(WAIT):
+        async with (
+            open_network(_config(13), host) as node,
+            open_swarm(_swarm_config(14), GossipHost(TEST_GENESIS).get_status) as sender,
+        ):
+            node_id = await sender.connect(_tcp(node))
+            for data in messages:
+                sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=data))
+            for data in messages:
+                await host.wait_delivered(Topic.TRANSACTION, data)
+            prepared = [data for batch in host.batches for _, data in batch]
+            assert sorted(prepared) == sorted(messages)  # each once, before its validation
+            assert all(len(batch) <= VALIDATION_BATCH for batch in host.batches)
+            assert dict(node.faults.counts()) == {Where.VALIDATION: 1}
+            assert node.swarm.score(sender.peer_id) == 0  # nobody blamed for our failure
+
+
+async def test_verdicts_of_a_batch_validator_judge_the_messages_it_prepared():
+    def odd_ones_out(batch):
+        return [Verdict.REJECT if data.endswith(b"!") else Verdict.ACCEPT for _, data in batch]
+
+    host = GossipHost(TEST_GENESIS, batch_validator=odd_ones_out)
+    with trio.fail_after(WAIT):
+        async with (
+            open_network(_config(15), host) as node,
+            open_swarm(_swarm_config(16), GossipHost(TEST_GENESIS).get_status) as sender,
+        ):
+            node_id = await sender.connect(_tcp(node))
+            for data in (b"good", b"bad!", b"fine"):
+                sender.send(node_id, Publish(topic=Topic.VOTE, data=data))
+            await host.wait_delivered(Topic.VOTE, b"fine")
+            await host.wait_delivered(Topic.VOTE, b"good")
+            await sender.ping(node_id)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not host.has(Topic.VOTE, b"bad!")
+            assert node.statistics().gossip.rejected == 1
 
 
 async def test_status_goes_to_new_peers_and_again_when_the_head_changes():

