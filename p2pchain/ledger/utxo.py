@@ -295,7 +295,7 @@ class UtxoView:
                 name=previous.name,
                 issuer=previous.issuer,
                 cap=previous.cap,
-                issued=previous.issued + max(minted, 0),
+                issued=previous.issued + minted,  # > 0: validation refuses a MINT of nothing
             )
         for index, output in enumerate(tx.outputs):
             self._add(OutPoint(txid=txid, index=index), output)

@@ -28,7 +28,9 @@ from p2pchain.ledger.genesis import genesis_state
 from p2pchain.ledger.header import header_signing_message
 from p2pchain.ledger.tx import OutPoint
 from p2pchain.ledger.types import BlockId, Hash32
+from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint
+from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
 from p2pchain.testing.consensus import (
     CONSENSUS_PARAMS,
@@ -150,6 +152,33 @@ def test_valid_block_is_accepted_and_becomes_head(sim):
     block = next_block(sim)
     on_block(sim.store, block, sim.slot + 1)
     assert get_head(sim.store) == block.block_id
+
+
+def test_block_import_asks_the_given_signature_check_about_each_transaction(sim):
+    """The node passes its signature cache here, so a transaction verified in the pool is
+    not verified again when a block brings it."""
+    view = get_head_view(sim.store)
+    height = view.height + 1
+    context = BlockContext(height=height, slot=sim.slot + 1)
+    spends = []
+    for key in sim.keys.values():
+        wallet = Wallet(key, sim.params)
+        mature = [c for c in view.utxos_of(wallet.address) if c[1].lock.value < height]
+        if mature:
+            spends.append(wallet.build_transfer(mature, [], fee=1_000, context=context))
+    assert spends  # the first rewards have matured
+    head = get_head(sim.store)
+    proposer = sim.keys[get_proposer(sim.store, head, sim.slot + 1)]
+    block = build_block(sim.store, head, sim.slot + 1, proposer, transactions=spends)
+    assert block.transactions[1:] == tuple(spends)
+    asked = []
+
+    def cache(tx, txid):
+        asked.append(txid)
+        return True
+
+    on_block(sim.store, block, sim.slot + 1, signatures_valid=cache)
+    assert asked == [tx.txid for tx in spends]
 
 
 def test_duplicate_block(sim):

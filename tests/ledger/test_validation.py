@@ -28,6 +28,7 @@ from p2pchain.ledger.types import AssetId, BlockId, PublicKey, TxId
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import (
     BlockContext,
+    check_transaction,
     connect_block,
     reward_lock,
     unbonding_lock,
@@ -226,6 +227,23 @@ def test_size_limits(limits: dict[str, int], reason: Reason) -> None:
         chain.wallets[0], TxKind.TRANSFER, coins(chain, 0), [pay(receiver, 1), pay(receiver, 2)]
     )
     assert rejects(chain, tx) is reason
+
+
+def test_size_limits_are_inclusive(chain: FundedChain) -> None:
+    receiver = chain.wallets[1]
+    tx = signed(
+        chain.wallets[0], TxKind.TRANSFER, coins(chain, 0), [pay(receiver, 1), pay(receiver, 2)]
+    )
+    sizes = {
+        "max_tx_inputs": (len(tx.inputs), Reason.TOO_MANY_INPUTS),
+        "max_tx_outputs": (len(tx.outputs), Reason.TOO_MANY_OUTPUTS),
+        "max_tx_bytes": (tx.size, Reason.TX_TOO_LARGE),
+    }
+    for field, (size, reason) in sizes.items():
+        check_transaction(tx, replace(chain.params, **{field: size}))
+        with pytest.raises(InvalidTransaction) as info:
+            check_transaction(tx, replace(chain.params, **{field: size - 1}))
+        assert info.value.reason is reason
 
 
 # -- locks -----------------------------------------------------------------------------------
