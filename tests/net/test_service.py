@@ -161,8 +161,8 @@ async def test_a_burst_from_one_peer_in_one_read_is_validated_in_full():
 class PreparingHost(GossipHost):
     """Records every batch `prepare` receives; the first call fails like a bug would."""
 
-    def __init__(self, **kwargs):
-        super().__init__(TEST_GENESIS, **kwargs)
+    def __init__(self):
+        super().__init__(TEST_GENESIS)
         self.batches = []
 
     async def prepare(self, batch):
@@ -190,27 +190,6 @@ async def test_each_message_is_prepared_in_a_batch_then_validated_even_if_prepar
             assert all(len(batch) <= VALIDATION_BATCH for batch in host.batches)
             assert dict(node.faults.counts()) == {Where.VALIDATION: 1}
             assert node.swarm.score(sender.peer_id) == 0  # nobody blamed for our failure
-
-
-async def test_verdicts_of_a_batch_validator_judge_the_messages_it_prepared():
-    def odd_ones_out(batch):
-        return [Verdict.REJECT if data.endswith(b"!") else Verdict.ACCEPT for _, data in batch]
-
-    host = GossipHost(TEST_GENESIS, batch_validator=odd_ones_out)
-    with trio.fail_after(WAIT):
-        async with (
-            open_network(_config(15), host) as node,
-            open_swarm(_swarm_config(16), GossipHost(TEST_GENESIS).get_status) as sender,
-        ):
-            node_id = await sender.connect(_tcp(node))
-            for data in (b"good", b"bad!", b"fine"):
-                sender.send(node_id, Publish(topic=Topic.VOTE, data=data))
-            await host.wait_delivered(Topic.VOTE, b"fine")
-            await host.wait_delivered(Topic.VOTE, b"good")
-            await sender.ping(node_id)
-            await trio.testing.wait_all_tasks_blocked()
-            assert not host.has(Topic.VOTE, b"bad!")
-            assert node.statistics().gossip.rejected == 1
 
 
 async def test_status_goes_to_new_peers_and_again_when_the_head_changes():
