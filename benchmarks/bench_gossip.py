@@ -240,7 +240,7 @@ def _compare_with_libp2p(
         f"{theirs.silent_drops}",
     )
     ratio = latency_s / theirs.latency_median_s
-    report.figure("gossip median latency / py-libp2p's", ratio, "<= 0.2", ratio <= 0.2)
+    report.figure("gossip median latency / py-libp2p's", ratio, "<= 0.1", ratio <= 0.1)
     ratio = throughput / max(theirs.throughput_msgs_per_s, 1e-9)
     report.figure(
         "gossip delivered-to-all throughput / py-libp2p's",
