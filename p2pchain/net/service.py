@@ -25,8 +25,9 @@ sync and at every `announce_status` (the node calls it after its own imports: sl
 proposals).
 
 Nothing waits on the node inside the swarm's event loop: validations run in a pool of worker
-tasks fed by a bounded channel, deliveries in one worker, imports in the sync task. Every queue
-is bounded, and every message dropped at a full queue is counted in `statistics()`. A peer over
+tasks taking batches from one bounded queue in arrival order, deliveries in one worker,
+imports in the sync task. Every queue is bounded, and every message dropped at a full queue
+is counted in `statistics()`. A peer over
 its share of the validation queue loses the message without blame (our own slowness must never
 score honest peers into a ban); a `Blocks` answer to nothing we asked is judged at once (it
 costs score) and never takes room in the answer queue.
@@ -142,7 +143,7 @@ the quota while the validation workers keep up."""
 
 
 class NetworkHost(Protocol):
-    """The node as the network service sees it: its chain and its three hooks."""
+    """The node as the network service sees it: its chain and its four hooks."""
 
     def get_status(self) -> Status:
         """Our head and finalized checkpoint, as announced to peers."""

@@ -523,7 +523,7 @@ def _read_common_publish(body: bytes) -> Publish | None:
             return None
     else:
         return None
-    if start + length != end or start + 1 >= end:
+    if start + length != end:  # with `end >= 5`, at least the topic and a data header remain
         return None
     topic = _TOPIC_BY_ENCODING.get(body[start])
     data_prefix = body[start + 1]

@@ -178,11 +178,7 @@ class RateLimiter:
 
     def ready_at(self, now: float) -> float:
         """When every volume budget is back at zero or above: before then, read nothing more."""
-        resume = self.bytes_ready_at(now)
-        for bucket in self._volume:
-            if bucket.tokens < 0:
-                resume = max(resume, bucket.ready_at(now))
-        return resume
+        return max(self.bytes_ready_at(now), *(bucket.ready_at(now) for bucket in self._volume))
 
     def bytes_ready_at(self, now: float) -> float:
         """When the byte budget allows the next read."""
