@@ -108,11 +108,7 @@ async def gossip_run(
         stats = [service.statistics() for service, _ in nodes]
         deliveries = sum(s.gossip.delivered for s in stats)
         drops = sum(
-            s.validations_dropped
-            + s.validations_over_quota
-            + s.deliveries_dropped
-            + s.sends_dropped
-            + s.gossip.dropped
+            s.validations_dropped + s.deliveries_dropped + s.sends_dropped + s.gossip.dropped
             for s in stats
         )
         duplicates = sum(s.gossip.duplicates for s in stats)

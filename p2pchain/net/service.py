@@ -27,10 +27,12 @@ proposals).
 Nothing waits on the node inside the swarm's event loop: validations run in a pool of worker
 tasks taking batches from one bounded queue in arrival order, deliveries in one worker,
 imports in the sync task. Every queue is bounded, and every message dropped at a full queue
-is counted in `statistics()`. A peer over
-its share of the validation queue loses the message without blame (our own slowness must never
-score honest peers into a ban); a `Blocks` answer to nothing we asked is judged at once (it
-costs score) and never takes room in the answer queue.
+is counted in `statistics()` (our own slowness never costs an honest peer score). One peer's
+messages are paced rather than dropped: each holds a unit of its sender's share of the swarm's
+inbox (`SwarmConfig.inbox_per_peer`) until this service is done with it (a gossip message
+until its validation ends), and a sender with its whole share held is not read meanwhile. A
+`Blocks` answer to nothing we asked is judged at once (it costs score) and never takes room in
+the answer queue.
 
 Fault containment: an unexpected exception while handling one peer's message (in the router,
 the validation or delivery hook, or a sync import) is recorded in the swarm's `FaultLog` and
@@ -44,7 +46,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from random import Random
@@ -130,16 +132,16 @@ class Orphan:
 
 
 _A = TypeVar("_A")
+Release = Callable[[], None]
+"""Gives back the inbox share a peer's message holds (`InboundMessage.release`)."""
 
 VALIDATION_BATCH: Final = 64
 """Messages a validation worker hands to `NetworkHost.prepare` together. It takes batch after
 batch until the queue is empty; while it waits (a thread verifying), the others take the rest."""
 
 EVENT_BATCH: Final = 128
-"""Swarm events handled per wake-up of the event task (what arrived meanwhile, in order).
-
-Half of the default `max_validations_per_peer`: one batch from one busy peer never meets
-the quota while the validation workers keep up."""
+"""Swarm events handled per wake-up of the event task (what arrived meanwhile, in order); the
+workers it woke run before the next batch, so no batch waits behind more than one other."""
 
 
 class NetworkHost(Protocol):
@@ -189,10 +191,9 @@ class NetworkConfig:
     validation_workers: int = 4
     """Validation hooks running at once."""
     validation_queue: int = 1_024
-    """Messages waiting for a validation worker; more are dropped (counted)."""
-    max_validations_per_peer: int = 256
-    """Queued or running validations of messages first sent by one peer; more are dropped
-    (counted, not blamed: the queue backs up because we are slow)."""
+    """Messages waiting for a validation worker, from all peers; more are dropped (counted,
+    not blamed: the queue backs up because we are slow). One peer's are bounded by its share
+    of the swarm's inbox (`SwarmConfig.inbox_per_peer`)."""
     delivery_queue: int = 1_024
     """Accepted messages waiting for `deliver`; more are dropped (counted)."""
     max_sync_responses: int = 64
@@ -206,8 +207,8 @@ class NetworkConfig:
     def __post_init__(self) -> None:
         if min(self.validation_workers, self.validation_queue, self.delivery_queue) < 1:
             raise ConfigError("worker and queue sizes must be positive")
-        if self.max_validations_per_peer < 1 or self.max_sync_responses < 1:
-            raise ConfigError("per-peer and sync queue limits must be positive")
+        if self.max_sync_responses < 1:
+            raise ConfigError("the sync answer queue limit must be positive")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,8 +222,6 @@ class NetworkStatistics:
     """Messages queued or being validated now."""
     validations_dropped: int
     """Messages dropped because the validation queue was full (our overload, nobody blamed)."""
-    validations_over_quota: int
-    """Messages dropped because their sender had its share queued (not scored)."""
     deliveries_dropped: int
     """Accepted messages dropped because `deliver` fell behind."""
     sync_responses_dropped: int
@@ -238,7 +237,6 @@ class NetworkStatistics:
 @dataclass(slots=True)
 class _Counters:
     validations_dropped: int = 0
-    validations_over_quota: int = 0
     deliveries_dropped: int = 0
     sync_responses_dropped: int = 0
     sends_dropped: int = 0
@@ -272,9 +270,11 @@ class NetworkService:
         self._counters = _Counters()
         self._generation: dict[PeerId, int] = {}
         self._next_generation = 0
-        self._validating: dict[PeerId, int] = {}
-        self._validations: deque[Validate] = deque()
-        """Messages waiting for a validation worker, oldest first (at most `validation_queue`)."""
+        self._validating = 0
+        """Messages queued or being validated."""
+        self._validations: deque[tuple[Validate, Release | None]] = deque()
+        """Messages waiting for a validation worker, oldest first (at most `validation_queue`),
+        each with the release of the share its sender's message holds."""
         self._validations_ready = trio.Event()
         self._delivery_send, self._delivery_receive = trio.open_memory_channel[Deliver](
             config.delivery_queue
@@ -350,9 +350,8 @@ class NetworkService:
             swarm=self.swarm.statistics(),
             gossip=self._router.statistics(),
             sync=self._sync.statistics(),
-            validations_waiting=sum(self._validating.values()),
+            validations_waiting=self._validating,
             validations_dropped=c.validations_dropped,
-            validations_over_quota=c.validations_over_quota,
             deliveries_dropped=c.deliveries_dropped,
             sync_responses_dropped=c.sync_responses_dropped,
             sends_dropped=c.sends_dropped,
@@ -367,12 +366,16 @@ class NetworkService:
     async def _run_events(self) -> None:
         while batch := await self.swarm.events.receive_batch(EVENT_BATCH):
             for event in batch:
+                held = False
                 try:
-                    self._on_event(event)
+                    held = self._on_event(event)
                 except StorageError:
                     raise
                 except Exception as exc:
                     self._contain(Where.GOSSIP, exc, event.peer_id)
+                finally:
+                    if not held and isinstance(event, InboundMessage):
+                        event.release()
             # The workers woken by this batch run before the next one is taken, so what one
             # batch queued is validated (and relayed) before more arrives behind it.
             await trio.lowlevel.checkpoint()
@@ -382,9 +385,10 @@ class NetworkService:
         self.faults.record(where, error, peer=peer_id.hex()[:12])
         self.swarm.disconnect(peer_id, DisconnectReason.INTERNAL_ERROR)
 
-    def _on_event(self, event: SwarmEvent) -> None:
+    def _on_event(self, event: SwarmEvent) -> bool:
         """Peer events in any order: a repeated connect re-registers, an unknown disconnect or
-        a message from a peer not registered is dropped."""
+        a message from a peer not registered is dropped. True when a queued validation holds
+        the message's share now (it releases it)."""
         now = trio.current_time()
         if isinstance(event, PeerConnected):
             if event.peer_id in self._generation:
@@ -397,7 +401,8 @@ class NetworkService:
             if event.peer_id in self._generation:
                 self._forget(event.peer_id)
         elif event.peer_id in self._generation:
-            self._on_message(event, now)
+            return self._on_message(event, now)
+        return False
 
     def _forget(self, peer_id: PeerId) -> None:
         del self._generation[peer_id]
@@ -406,11 +411,11 @@ class NetworkService:
         self._departed.append(peer_id)
         self._sync_wake.set()
 
-    def _on_message(self, event: InboundMessage, now: float) -> None:
+    def _on_message(self, event: InboundMessage, now: float) -> bool:
         peer_id, message = event.peer_id, event.message
         if isinstance(message, Publish | IHave | IWant | Graft | Prune):
-            self._execute(self._router.handle_message(peer_id, message, now))
-        elif isinstance(message, Status):
+            return self._execute(self._router.handle_message(peer_id, message, now), event.release)
+        if isinstance(message, Status):
             self._statuses[peer_id] = message
             self._sync_wake.set()
         elif isinstance(message, GetBlocksByRange | GetBlocksById):
@@ -425,6 +430,7 @@ class NetworkService:
             else:
                 self._responses.append(_Response(peer_id, self._generation[peer_id], message))
                 self._sync_wake.set()
+        return False
 
     def _serve(self, peer_id: PeerId, request: GetBlocksByRange | GetBlocksById) -> None:
         max_bytes = self.config.serve_max_bytes
@@ -443,8 +449,15 @@ class NetworkService:
         self._counters.sends_dropped += 1
         return False
 
-    def _execute(self, actions: Iterable[GossipAction | SyncAction]) -> None:
-        """Carry out router and sync actions without waiting; imports go to the sync task."""
+    def _execute(
+        self, actions: Iterable[GossipAction | SyncAction], release: Release | None = None
+    ) -> bool:
+        """Carry out router and sync actions without waiting; imports go to the sync task.
+
+        `release` is the share held by the message these actions answer: a queued validation
+        of it takes it over (True), else the caller releases it.
+        """
+        held = False
         for action in actions:
             if isinstance(action, Send):
                 if not self.swarm.send(action.peer_id, action.message):
@@ -452,7 +465,8 @@ class NetworkService:
             elif isinstance(action, Penalize):
                 self.swarm.penalize(action.peer_id, action.amount, action.reason)
             elif isinstance(action, Validate):
-                self._queue_validation(action)
+                if self._queue_validation(action, release):
+                    held, release = release is not None, None
             elif isinstance(action, Deliver):
                 try:
                     self._delivery_send.send_nowait(action)
@@ -461,22 +475,19 @@ class NetworkService:
             else:
                 self._imports.append(action)
                 self._sync_wake.set()
+        return held
 
-    def _queue_validation(self, action: Validate) -> None:
-        sender = action.from_peer
-        queued = self._validating.get(sender, 0)
-        now = trio.current_time()
-        if queued >= self.config.max_validations_per_peer:
-            self._counters.validations_over_quota += 1
-        elif len(self._validations) >= self.config.validation_queue:
-            self._counters.validations_dropped += 1
-        else:
-            self._validations.append(action)
+    def _queue_validation(self, action: Validate, release: Release | None) -> bool:
+        if len(self._validations) < self.config.validation_queue:
+            self._validations.append((action, release))
             self._validations_ready.set()
-            self._validating[sender] = queued + 1
-            return
+            self._validating += 1
+            return True
+        self._counters.validations_dropped += 1
         # The router holds the message as pending: clear it, blaming nobody.
+        now = trio.current_time()
         self._execute(self._router.report_validation(action.message_id, Verdict.IGNORE, now))
+        return False
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -492,15 +503,15 @@ class NetworkService:
                 await self._validations_ready.wait()
             batch = [queue.popleft() for _ in range(min(VALIDATION_BATCH, len(queue)))]
             try:
-                await self._host.prepare([(action.topic, action.data) for action in batch])
+                await self._host.prepare([(action.topic, action.data) for action, _ in batch])
             except StorageError:
                 raise
             except Exception as exc:  # our bug; the messages are still validated one by one
                 self.faults.record(Where.VALIDATION, exc)
-            for action in batch:
-                await self._validate(action)
+            for action, release in batch:
+                await self._validate(action, release)
 
-    async def _validate(self, action: Validate) -> None:
+    async def _validate(self, action: Validate, release: Release | None) -> None:
         penalty: float = GossipReject.penalty
         orphan: Block | None = None
         try:
@@ -520,11 +531,9 @@ class NetworkService:
             else:
                 verdict = result
         finally:
-            remaining = self._validating[action.from_peer] - 1
-            if remaining:
-                self._validating[action.from_peer] = remaining
-            else:
-                del self._validating[action.from_peer]
+            self._validating -= 1
+            if release is not None:
+                release()  # its sender may be read again
         now = trio.current_time()
         if verdict is Verdict.ACCEPT:
             self.swarm.credit(action.from_peer, action.topic)  # protects it from eviction

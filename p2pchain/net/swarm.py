@@ -4,8 +4,9 @@
 bootnodes and keeps `target_outbound` outbound peers, learning addresses by peer exchange
 (GetPeers/Peers) and re-dialing with exponential backoff. Connection-level messages stay here;
 everything else reaches the layer above through `swarm.events`, together with
-`PeerConnected` / `PeerDisconnected`. Leaving the context says goodbye (SHUTDOWN) to every peer
-and then cancels every task and closes every socket.
+`PeerConnected` / `PeerDisconnected`; one peer's messages there and in the layer above's hands
+are bounded by `inbox_per_peer` (the layer above releases each when done). Leaving the context
+says goodbye (SHUTDOWN) to every peer and then cancels every task and closes every socket.
 
 Admission (the decisions are the pure functions of `p2pchain.protocol.admission` and
 `p2pchain.protocol.eviction`): an inbound connection is *pending* from its TCP accept (a
@@ -136,6 +137,11 @@ class SwarmConfig:
     inbox_bytes: int = 8 * 1024 * 1024
     """Estimated memory of the messages waiting in `events` (`message_weight`); past it, the
     same back-pressure applies (1,024 large IHaves alone would hold 300 MiB)."""
+    inbox_per_peer: int = 256
+    """Messages of one peer that the layers above hold at once: waiting in `events`, or taken
+    and not yet released (`InboundMessage.release`; a gossip message is held until it is
+    validated). A peer at its share is not read until one comes back, so a burst is paced
+    by TCP instead of dropped, and one peer never fills `events` for everyone."""
     shutdown_timeout: float = 2.0
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
     limits: PeerLimits = field(default_factory=PeerLimits)
@@ -157,6 +163,8 @@ class SwarmConfig:
         )
         if min(per_source) < 1:
             raise ConfigError("per-address, per-group and pending-handshake limits must be >= 1")
+        if min(self.inbox_size, self.inbox_bytes, self.inbox_per_peer) < 1:
+            raise ConfigError("inbox limits must be positive")
         parse_networks(self.trusted_networks)
 
 
@@ -181,12 +189,21 @@ class PeerDisconnected:
     by_peer: bool
 
 
+def _nothing_held() -> None:
+    """The release of a message that holds no share (built by hand, as tests do)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InboundMessage:
-    """A message for the layer above (gossip, status, sync)."""
+    """A message for the layer above (gossip, status, sync).
+
+    It holds one unit of its sender's `inbox_per_peer` share until the layer above calls
+    `release()`, exactly once, when it is done with it.
+    """
 
     peer_id: PeerId
     message: Message
+    release: Callable[[], None] = field(default=_nothing_held, compare=False, repr=False)
 
 
 SwarmEvent = PeerConnected | PeerDisconnected | InboundMessage
@@ -230,6 +247,8 @@ class SwarmStatistics:
     """Pending connections closed to make room for a newer one."""
     evicted: int = 0
     """Accepted inbound peers evicted to make room for a newcomer."""
+    reads_paused: int = 0
+    """Times a peer's next message waited because its `inbox_per_peer` share was all held."""
 
 
 _ORDINARY_CLOSES: Final = frozenset(
@@ -268,10 +287,11 @@ class _Known:
 
 @dataclass(slots=True, kw_only=True)
 class _Link:
-    """What admission and eviction know about one link."""
+    """What admission and eviction know about one link, and its share of the inbox."""
 
     host: str | None
     started_at: float
+    share: trio.Semaphore
     trusted: bool = False
     connected_at: float = 0.0
     min_rtt: float = math.inf
@@ -330,6 +350,7 @@ class Swarm:
         self._eviction_salt = os.urandom(32)
         self._pending_evicted = 0
         self._evicted = 0
+        self._reads_paused = 0
         self._changed = trio.Event()
         self._wake = trio.Event()
         self._refused = 0
@@ -338,7 +359,9 @@ class Swarm:
         self._last_frame = b""
         self._last_exchange = -float("inf")
         self.events: Inbox[SwarmEvent] = Inbox(config.inbox_size, config.inbox_bytes)
-        """Events for the layer above, in order per peer (``async for event in swarm.events``)."""
+        """Events for the layer above, in order per peer (``async for event in swarm.events``).
+        Call `release()` on every `InboundMessage` once done with it, or its sender stops
+        being read when `inbox_per_peer` of them are held."""
         self._bootnodes = frozenset(str(parse_address(text)) for text in config.bootnodes)
         for text in config.bootnodes:
             self._learn(text)
@@ -606,6 +629,7 @@ class Swarm:
             pending=len(self._pending),
             pending_evicted=self._pending_evicted,
             evicted=self._evicted,
+            reads_paused=self._reads_paused,
         )
 
     # -- links ----------------------------------------------------------------------------------
@@ -661,7 +685,9 @@ class Swarm:
             self._pending_evicted += 1
             self.log.debug("pending link from %s closed for a newer one", victim.address)
             victim.close(DisconnectReason.TOO_MANY_PEERS, b"too many pending handshakes")
-        self._links[handle] = _Link(host=host, started_at=now, trusted=trusted)
+        self._links[handle] = _Link(
+            host=host, started_at=now, trusted=trusted, share=self._new_share()
+        )
         await self._run(stream, handle)
 
     async def _dial(self, address: PeerAddress, dial: _Dial | None = None) -> None:
@@ -681,7 +707,9 @@ class Swarm:
         self._dialing.discard(text)
         conn = self._new_connection(initiator=True)
         handle = PeerHandle(stream, conn, self.config.limits, address=text, outbound=True)
-        self._links[handle] = _Link(host=address.host, started_at=trio.current_time())
+        self._links[handle] = _Link(
+            host=address.host, started_at=trio.current_time(), share=self._new_share()
+        )
         await self._run(stream, handle, dial=dial)
 
     async def _run(
@@ -746,9 +774,18 @@ class Swarm:
                     self._learn(address)
                 self._wake.set()
             else:
-                await self.events.send(
-                    InboundMessage(peer_id=peer_id, message=message), message_weight(message)
-                )
+                share = self._links[handle].share
+                if share.value == 0:
+                    self._reads_paused += 1
+                await share.acquire()  # this peer's reader waits here: TCP back-pressure
+                try:
+                    await self.events.send(
+                        InboundMessage(peer_id=peer_id, message=message, release=share.release),
+                        message_weight(message),
+                    )
+                except BaseException:
+                    share.release()
+                    raise
         elif isinstance(event, PeerMisbehaved):
             self._protocol_errors += event.offence is Offence.PROTOCOL_ERROR
             amount = {
@@ -973,6 +1010,10 @@ class Swarm:
         if address in self._bootnodes:
             longest = min(longest, self.config.bootnode_backoff_max)
         known.next_attempt = trio.current_time() + min(longest, delay)
+
+    def _new_share(self) -> trio.Semaphore:
+        limit = self.config.inbox_per_peer
+        return trio.Semaphore(limit, max_value=limit)  # a second release of one message fails
 
     def _addresses_for(self, requester: PeerId) -> tuple[bytes, ...]:
         addresses: list[bytes] = []

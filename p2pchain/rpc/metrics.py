@@ -150,6 +150,29 @@ class NodeMetrics(Collector):
             internal.add_metric([where], count)
         yield internal
 
+        dropped = CounterMetricFamily(
+            f"{PREFIX}_network_dropped",
+            "Messages dropped at a full queue of this node's (its own overload; nobody blamed).",
+            labels=["queue"],
+        )
+        for queue, count in (
+            ("validation", network.validations_dropped),
+            ("delivery", network.deliveries_dropped),
+            ("sync_response", network.sync_responses_dropped),
+            ("send", network.sends_dropped),
+        ):
+            dropped.add_metric([queue], count)
+        yield dropped
+        yield _gauge(
+            "validations_waiting",
+            "Gossip messages queued or being validated.",
+            network.validations_waiting,
+        )
+        yield _counter(
+            "peer_reads_paused",
+            "Times a peer was not read because the node held its whole inbox share.",
+            swarm.reads_paused,
+        )
         yield _counter("blocks_imported", "Blocks added to the block tree.", chain.blocks_imported)
         yield _counter(
             "blocks_pruned",

@@ -80,6 +80,8 @@ class PoisonHost(GossipHost):
 
 async def _until_disconnected(swarm, node_id):
     async for event in swarm.events:
+        if isinstance(event, InboundMessage):
+            event.release()
         if isinstance(event, PeerDisconnected) and event.peer_id == node_id:
             return event
     raise AssertionError("the events channel closed first")

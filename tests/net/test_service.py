@@ -18,7 +18,7 @@ from p2pchain.net import (
     open_swarm,
 )
 from p2pchain.net.faults import Where
-from p2pchain.net.service import EVENT_BATCH, VALIDATION_BATCH
+from p2pchain.net.service import VALIDATION_BATCH
 from p2pchain.net.transports import parse_address
 from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import DisconnectReason, Publish, Status, Topic
@@ -52,13 +52,18 @@ def _tcp(service):
     [
         ("validation_workers", "worker and queue sizes"),
         ("delivery_queue", "worker and queue sizes"),
-        ("max_validations_per_peer", "per-peer and sync queue"),
-        ("max_sync_responses", "per-peer and sync queue"),
+        ("max_sync_responses", "sync answer queue"),
     ],
 )
 def test_bad_queue_limits_are_config_errors(field, message):
     with pytest.raises(ConfigError, match=message):
         _config(1, **{field: 0})
+
+
+@pytest.mark.parametrize("field", ["inbox_size", "inbox_bytes", "inbox_per_peer"])
+def test_bad_inbox_limits_are_config_errors(field):
+    with pytest.raises(ConfigError, match="inbox limits"):
+        _swarm_config(1, **{field: 0})
 
 
 class SevereReject(GossipReject):
@@ -107,40 +112,75 @@ async def test_raised_reject_costs_its_class_penalty_and_delivers_nothing():
             assert sender.publish(Topic.VOTE, b"fine vote") == 0
 
 
-async def test_a_peer_is_capped_at_its_share_of_the_validation_queue_without_blame():
+async def test_a_peer_at_its_inbox_share_is_not_read_until_its_validations_end():
+    """A peer's messages held by the service count against its share; at the share its reader
+    waits (TCP back-pressure) instead of anything being dropped, and other peers are read."""
     host = GatedHost()
-    config = _config(3, validation_workers=1, max_validations_per_peer=2)
+    config = NetworkConfig(swarm=_swarm_config(3, inbox_per_peer=2), seed=3, validation_workers=1)
+    burst = [b"tx %d" % n for n in range(5)]
     with trio.fail_after(WAIT):
         async with (
             open_network(config, host) as node,
             open_swarm(_swarm_config(4), GossipHost(TEST_GENESIS).get_status) as flooder,
+            open_swarm(_swarm_config(9), GossipHost(TEST_GENESIS).get_status) as other,
         ):
             node_id = await flooder.connect(_tcp(node))
-            for n in range(5):
-                flooder.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx %d" % n))
-            await flooder.ping(node_id)
+            await other.connect(_tcp(node))
+            for data in burst:
+                flooder.send(node_id, Publish(topic=Topic.TRANSACTION, data=data))
+            await _until(lambda: node.swarm.statistics().reads_paused > 0)
             await trio.testing.wait_all_tasks_blocked()
             stats = node.statistics()
+            # One validating, one queued; the third was read and waits for a share.
             assert (host.started, stats.validations_waiting) == (1, 2)
-            assert stats.validations_over_quota == 3
-            # The queue backs up because we are slow: an honest peer under load is not scored.
-            assert node.swarm.score(flooder.peer_id) == 0
+            assert dict(stats.swarm.messages_in)["Publish"] == 3
+            # A paused peer holds up nobody else: another peer's message is read and queued.
+            other.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"other tx"))
+            await _until(lambda: node.statistics().validations_waiting == 3)
 
             host.gate.set()
-            await host.wait_delivered(Topic.TRANSACTION, b"tx 1")
+            for data in [*burst, b"other tx"]:
+                await host.wait_delivered(Topic.TRANSACTION, data)
             await trio.testing.wait_all_tasks_blocked()
-            assert [data for _, data, _ in host.validated] == [b"tx 0", b"tx 1"]
-            assert node.statistics().validations_waiting == 0
-            # Dropped messages are forgotten as ignored: nothing is blamed twice.
-            assert node.statistics().gossip.ignored == 3
+            validated = [data for _, data, _ in host.validated]
+            assert [data for data in validated if data in burst] == burst  # in order, all
+            stats = node.statistics()
+            assert stats.validations_waiting == stats.validations_dropped == 0
+            assert stats.gossip.ignored == 0
+            # Our slowness costs an honest peer nothing.
+            assert node.swarm.score(flooder.peer_id) == 0
 
 
-async def test_a_burst_from_one_peer_in_one_read_is_validated_in_full():
-    """Messages are handed over in batches of at most `EVENT_BATCH`, and the workers drain what
-    a batch queued before the next one is taken, so a burst far beyond the per-peer quota
-    loses nothing while validation keeps up (down to a quota of one batch)."""
-    host = GossipHost(TEST_GENESIS)
-    config = _config(11, max_validations_per_peer=EVENT_BATCH)
+async def test_past_the_validation_queue_messages_are_ignored_without_blame():
+    host = GatedHost()
+    config = NetworkConfig(
+        swarm=_swarm_config(15), seed=15, validation_workers=1, validation_queue=2
+    )
+    with trio.fail_after(WAIT):
+        async with (
+            open_network(config, host) as node,
+            open_swarm(_swarm_config(16), GossipHost(TEST_GENESIS).get_status) as sender,
+        ):
+            node_id = await sender.connect(_tcp(node))
+            for n in range(5):
+                sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx %d" % n))
+            await sender.ping(node_id)  # read after the five: all were handled
+            await trio.testing.wait_all_tasks_blocked()
+            stats = node.statistics()
+            # One validating, two queued, two dropped: our overload, nobody blamed.
+            assert (host.started, stats.validations_waiting) == (1, 3)
+            assert stats.validations_dropped == stats.gossip.ignored == 2
+            assert node.swarm.score(sender.peer_id) == 0
+            host.gate.set()
+            await host.wait_delivered(Topic.TRANSACTION, b"tx 2")
+            assert [data for _, data, _ in host.validated] == [b"tx 0", b"tx 1", b"tx 2"]
+
+
+async def test_a_burst_far_beyond_a_peers_share_is_paced_and_validated_in_full():
+    """With validation held, a 1,000-message burst stops at a share of 16 (the rest stays
+    unread) and, once validation runs, is read and validated to the last message."""
+    host = GatedHost()
+    config = NetworkConfig(swarm=_swarm_config(11, inbox_per_peer=16), seed=11)
     burst = [b"tx %-300d" % n for n in range(1_000)]
     with trio.fail_after(WAIT):
         async with (
@@ -148,14 +188,23 @@ async def test_a_burst_from_one_peer_in_one_read_is_validated_in_full():
             open_swarm(_swarm_config(12), GossipHost(TEST_GENESIS).get_status) as sender,
         ):
             node_id = await sender.connect(_tcp(node))
-            await trio.testing.wait_all_tasks_blocked()
             for data in burst:
                 assert sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=data))
+            await _until(lambda: node.swarm.statistics().reads_paused > 0)
+            await trio.testing.wait_all_tasks_blocked()
+            assert node.statistics().validations_waiting == 16
+            host.gate.set()
             for data in burst:
                 await host.wait_delivered(Topic.TRANSACTION, data)
             stats = node.statistics()
-            assert stats.validations_over_quota == stats.validations_dropped == 0
+            assert stats.validations_dropped == stats.gossip.ignored == 0
             assert sorted(data for _, data, _ in host.validated) == sorted(burst)
+
+
+async def _until(condition):
+    """Poll `condition` (state moved by socket data: no event to wait on); callers bound it."""
+    while not condition():  # noqa: ASYNC110
+        await trio.sleep(0.01)
 
 
 class PreparingHost(GossipHost):
@@ -202,6 +251,8 @@ async def test_status_goes_to_new_peers_and_again_when_the_head_changes():
             node_id = await peer.connect(_tcp(node))
             statuses = []
             async for event in peer.events:
+                if isinstance(event, InboundMessage):
+                    event.release()
                 if isinstance(event, InboundMessage) and isinstance(event.message, Status):
                     statuses.append(event.message)
                     if len(statuses) == 1:

@@ -55,6 +55,8 @@ def _config(seed, **overrides):
 
 async def _next_event(swarm, kind):
     async for event in swarm.events:
+        if isinstance(event, InboundMessage):
+            event.release()
         if isinstance(event, kind):
             return event
     raise AssertionError("event channel closed")

@@ -4,7 +4,7 @@ import trio
 
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.vote import Checkpoint
-from p2pchain.net import PeerConnected, SwarmConfig, open_swarm
+from p2pchain.net import InboundMessage, PeerConnected, SwarmConfig, open_swarm
 from p2pchain.protocol.messages import Status
 from p2pchain.testing.link import TEST_CHAIN_ID, TEST_GENESIS
 from p2pchain.testing.simnet import SimulatedNetwork
@@ -36,6 +36,8 @@ def _config(seed, transport, **overrides):
 async def _hello_seen_by(hub, peer):
     await peer.connect(SimulatedNetwork.address("hub"))
     async for event in hub.events:
+        if isinstance(event, InboundMessage):
+            event.release()
         if isinstance(event, PeerConnected) and event.peer_id == peer.peer_id:
             return event.hello
     raise AssertionError("no PeerConnected")

@@ -439,6 +439,7 @@ async def test_honest_volume_past_the_budgets_is_slowed_never_scored():
             async def consume():
                 async for event in node.events:
                     if isinstance(event, InboundMessage):
+                        event.release()
                         received.append(event.message)
 
             nursery.start_soon(consume)

@@ -271,6 +271,8 @@ async def _hostile_sync_peer(address, junk, done):
         node_id = await swarm.connect(address)
         swarm.send(node_id, claimed)
         async for event in swarm.events:
+            if isinstance(event, InboundMessage):
+                event.release()
             if isinstance(event, InboundMessage) and isinstance(
                 event.message, GetBlocksByRange | GetBlocksById
             ):

@@ -61,6 +61,8 @@ async def test_no_answer_to_a_sync_request_costs_the_timeout_penalty(
 
             async def listen(swarm):
                 async for event in swarm.events:
+                    if isinstance(event, InboundMessage):
+                        event.release()
                     if isinstance(event, InboundMessage) and isinstance(
                         event.message, GetBlocksByRange
                     ):

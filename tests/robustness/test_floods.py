@@ -27,7 +27,7 @@ import trio
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.types import BlockId
 from p2pchain.ledger.vote import Checkpoint
-from p2pchain.net import SwarmConfig, open_swarm
+from p2pchain.net import InboundMessage, SwarmConfig, open_swarm
 from p2pchain.net.swarm import Swarm
 from p2pchain.net.transports import parse_address
 from p2pchain.protocol.connection import ConnectionKeys
@@ -875,8 +875,9 @@ async def test_a_peers_flood_keeps_the_known_address_table_within_its_bound(
     async with open_swarm(config, lambda: status) as swarm, trio.open_nursery() as nursery:
 
         async def drain() -> None:
-            async for _ in swarm.events:
-                pass
+            async for event in swarm.events:
+                if isinstance(event, InboundMessage):
+                    event.release()
 
         nursery.start_soon(drain)
         target = _InProcess(

@@ -57,6 +57,16 @@ async def test_the_http_endpoint_serves_the_node_gauges(served):
     assert got[("p2pchain_blocks_proposed_total", ())] >= head.height
     assert got[("p2pchain_gossip_messages_total", (("outcome", "published"),))] >= 0
     assert got[("p2pchain_invalid_messages_total", (("kind", "gossip"),))] == 0
+    network = node.statistics().network
+    for queue, count in (
+        ("validation", network.validations_dropped),
+        ("delivery", network.deliveries_dropped),
+        ("sync_response", network.sync_responses_dropped),
+        ("send", network.sends_dropped),
+    ):
+        assert got[("p2pchain_network_dropped_total", (("queue", queue),))] == count
+    assert got[("p2pchain_validations_waiting", ())] == network.validations_waiting
+    assert got[("p2pchain_peer_reads_paused_total", ())] == network.swarm.reads_paused
     assert got[("p2pchain_rpc_connections", ())] == 0
     assert got[("p2pchain_syncing", ())] == 0
     imported = got[("p2pchain_block_import_seconds_count", ())]
