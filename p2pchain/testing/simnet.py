@@ -421,6 +421,8 @@ def _seed_trio_scheduler(seed: int) -> None:
 
 
 Validator = Callable[[Topic, bytes], Verdict]
+BatchValidator = Callable[[Sequence[tuple[Topic, bytes]]], Sequence[Verdict]]
+"""Verdicts for a whole batch at once (see `GossipHost`)."""
 
 
 def accept_all(topic: Topic, data: bytes) -> Verdict:
@@ -443,9 +445,18 @@ class GossipHost:
     Args:
         genesis: the head and finalized block announced in Status.
         validator: the verdict for each gossip message.
+        batch_validator: if given, `prepare` runs it in a worker thread on each batch the
+            network hands over, and `validate` answers from its verdicts (as a node checks
+            a batch's signatures off the event loop); `validator` judges anything else.
     """
 
-    def __init__(self, genesis: BlockId, validator: Validator = accept_all) -> None:
+    def __init__(
+        self,
+        genesis: BlockId,
+        validator: Validator = accept_all,
+        *,
+        batch_validator: BatchValidator | None = None,
+    ) -> None:
         self.status = Status(
             head=genesis,
             head_height=Height(0),
@@ -453,6 +464,8 @@ class GossipHost:
             finalized=Checkpoint(epoch=Epoch(0), block_id=genesis),
         )
         self.validator = validator
+        self.batch_validator = batch_validator
+        self._prepared: dict[tuple[Topic, bytes], Verdict] = {}
         self.validated: list[tuple[Topic, bytes, PeerId]] = []
         """Every validation request, in order: topic, data and the peer it came from."""
         self.delivered: list[Delivery] = []
@@ -468,11 +481,16 @@ class GossipHost:
         return None
 
     async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
-        """Nothing to check together: `validator` judges each message."""
+        check = self.batch_validator
+        if check is None:
+            return
+        verdicts = await trio.to_thread.run_sync(check, batch)
+        self._prepared.update(zip(batch, verdicts, strict=True))  # each is validated next
 
     async def validate(self, topic: Topic, data: bytes, from_peer: PeerId) -> Verdict:
         self.validated.append((topic, data, from_peer))
-        return self.validator(topic, data)
+        verdict = self._prepared.pop((topic, data), None)
+        return self.validator(topic, data) if verdict is None else verdict
 
     async def deliver(self, topic: Topic, data: bytes) -> None:
         message_id = compute_message_id(topic, data)
