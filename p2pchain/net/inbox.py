@@ -9,6 +9,9 @@ still passes when the inbox is empty, so nothing is ever stuck.
 Neither side switches tasks per event when it need not: `send` returns at once while there is
 room, and `receive_batch` takes everything waiting in one wake-up. A reader therefore hands
 every message of one receive to the consumer for the price of one task switch.
+
+`InboxShare` bounds what one sender has in the consumer's hands (in the inbox or taken and not
+yet released), so one busy peer is paced rather than dropped and never fills the inbox alone.
 """
 
 from __future__ import annotations
@@ -42,6 +45,42 @@ def message_weight(message: Message) -> int:
     if isinstance(message, Prune):
         return BASE_WEIGHT + ADDRESS_WEIGHT * len(message.peers)
     return BASE_WEIGHT
+
+
+class InboxShare:
+    """How many of one sender's events the consumer holds; the sender waits at `limit`.
+
+    A waiting sender resumes once half the share is back, not at each release: waking a paced
+    reader per released message would cost a task switch per message again.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._waiting = False
+        self._room = trio.Event()
+
+    async def acquire(self) -> None:
+        """Take one unit; at the limit, wait until at most half of the share is held."""
+        if self.held >= self.limit:
+            self._waiting = True
+            while self.held > self.limit // 2:
+                await self._room.wait()
+        self.held += 1
+
+    def release(self) -> None:
+        """Give one unit back (exactly once per `acquire`).
+
+        Raises:
+            RuntimeError: more releases than acquisitions (a bug of the consumer's).
+        """
+        if self.held <= 0:
+            raise RuntimeError("inbox share released more often than taken")
+        self.held -= 1
+        if self._waiting and self.held <= self.limit // 2:
+            self._waiting = False
+            self._room.set()
+            self._room = trio.Event()
 
 
 class Inbox(Generic[_T]):

@@ -38,7 +38,7 @@ from p2pchain.errors import ConfigError, StorageError
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.types import BlockId
 from p2pchain.net.faults import FaultLog, Where
-from p2pchain.net.inbox import Inbox, message_weight
+from p2pchain.net.inbox import Inbox, InboxShare, message_weight
 from p2pchain.net.peer import (
     PeerEvent,
     PeerFailed,
@@ -140,8 +140,8 @@ class SwarmConfig:
     inbox_per_peer: int = 256
     """Messages of one peer that the layers above hold at once: waiting in `events`, or taken
     and not yet released (`InboundMessage.release`; a gossip message is held until it is
-    validated). A peer at its share is not read until one comes back, so a burst is paced
-    by TCP instead of dropped, and one peer never fills `events` for everyone."""
+    validated). A peer at its share is not read until half of it is back, so a burst is
+    paced by TCP instead of dropped, and one peer never fills `events` for everyone."""
     shutdown_timeout: float = 2.0
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
     limits: PeerLimits = field(default_factory=PeerLimits)
@@ -291,7 +291,7 @@ class _Link:
 
     host: str | None
     started_at: float
-    share: trio.Semaphore
+    share: InboxShare
     trusted: bool = False
     connected_at: float = 0.0
     min_rtt: float = math.inf
@@ -775,7 +775,7 @@ class Swarm:
                 self._wake.set()
             else:
                 share = self._links[handle].share
-                if share.value == 0:
+                if share.held >= share.limit:
                     self._reads_paused += 1
                 await share.acquire()  # this peer's reader waits here: TCP back-pressure
                 try:
@@ -1011,9 +1011,8 @@ class Swarm:
             longest = min(longest, self.config.bootnode_backoff_max)
         known.next_attempt = trio.current_time() + min(longest, delay)
 
-    def _new_share(self) -> trio.Semaphore:
-        limit = self.config.inbox_per_peer
-        return trio.Semaphore(limit, max_value=limit)  # a second release of one message fails
+    def _new_share(self) -> InboxShare:
+        return InboxShare(self.config.inbox_per_peer)
 
     def _addresses_for(self, requester: PeerId) -> tuple[bytes, ...]:
         addresses: list[bytes] = []

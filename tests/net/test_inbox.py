@@ -1,9 +1,12 @@
 """`Inbox`: bounded in count and in the estimated memory of what waits in it."""
 
+import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from p2pchain.net.inbox import ID_WEIGHT, Inbox, message_weight
+from p2pchain.net.inbox import ID_WEIGHT, Inbox, InboxShare, message_weight
 from p2pchain.protocol.messages import MAX_IHAVE_IDS, IHave, Ping, Publish, Topic
 
 
@@ -86,3 +89,43 @@ async def test_sending_into_room_does_not_switch_tasks():
         await trio.testing.wait_all_tasks_blocked()
         assert ran == [True]
     assert await inbox.receive_batch(20) == list(range(10))
+
+
+@settings(deadline=None)
+@given(limit=st.integers(1, 12), releases=st.integers(0, 60))
+def test_a_paced_sender_resumes_only_when_half_its_share_is_back(limit, releases):
+    """Against a model: a sender that always has more to send fills its share, waits at the
+    limit, and refills it only once at most half is held (one wake-up per half share)."""
+
+    async def scenario():
+        share = InboxShare(limit)
+        taken = 0
+
+        async def greedy_sender():
+            nonlocal taken
+            while True:
+                await share.acquire()
+                taken += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(greedy_sender)
+            await trio.testing.wait_all_tasks_blocked()
+            model_held, model_taken = limit, limit
+            assert (share.held, taken) == (model_held, model_taken)
+            for _ in range(releases):
+                share.release()
+                model_held -= 1
+                if model_held <= limit // 2:
+                    model_taken += limit - model_held
+                    model_held = limit
+                await trio.testing.wait_all_tasks_blocked()
+                assert (share.held, taken) == (model_held, model_taken)
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
+
+
+def test_releasing_more_than_was_taken_is_a_bug_that_raises():
+    share = InboxShare(2)
+    with pytest.raises(RuntimeError, match="released more often"):
+        share.release()
