@@ -164,6 +164,12 @@ class SignatureCache:
         with self._lock:
             return len(self._verified)
 
+    def knows(self, tx: Transaction) -> bool:
+        """True when `tx`, witnesses included, verified before (no lookup is counted)."""
+        key = sha256(tx.encoded)
+        with self._lock:
+            return key in self._verified
+
     def __call__(self, tx: Transaction, txid: TxId) -> bool:
         """A `SignatureCheck`: True from the cache, else verify and remember a success."""
         key = sha256(tx.encoded)

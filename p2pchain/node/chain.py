@@ -666,6 +666,9 @@ class ChainService:
         """
         if block.block_id in self.store.nodes:
             return Outcome.KNOWN
+        if block.header.parent in self.store.nodes:
+            # Before the lock, so that votes and other blocks need not wait for the thread.
+            await self._verify_off_loop(block)
         async with self.lock:
             return await self._import_block_locked(block, peer)
 
@@ -773,17 +776,22 @@ class ChainService:
         await self.verify_off_loop(block.transactions)
 
     async def verify_off_loop(self, txs: Iterable[Transaction]) -> None:
-        """Verify the witnesses of transactions not in the pool in a worker thread, filling
-        the signature cache, when there are enough of them to be worth the hand-over (a
-        block's, or a batch of gossip about to be validated)."""
+        """Verify the witnesses of transactions neither in the pool nor in the signature cache
+        in a worker thread, filling the cache, when there are enough of them to be worth the
+        hand-over (a block's, or a batch of gossip about to be validated)."""
+        if not self._offload:
+            return
+        cache = self.signatures
         fresh = [
             tx
             for tx in txs
-            if tx.inputs and tx.kind is not TxKind.REWARD and tx.txid not in self.mempool
+            if tx.inputs
+            and tx.kind is not TxKind.REWARD
+            and tx.txid not in self.mempool
+            and not cache.knows(tx)
         ]
-        if not self._offload or len(fresh) < self.limits.offload_signatures:
+        if len(fresh) < self.limits.offload_signatures:
             return
-        cache = self.signatures
 
         def verify_all() -> None:
             for tx in fresh:

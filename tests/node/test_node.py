@@ -315,6 +315,40 @@ async def test_block_signatures_are_verified_off_the_event_loop(monkeypatch):
         assert node.statistics().chain.signatures_offloaded == len(txs)
 
 
+async def test_a_blocks_signatures_are_verified_before_the_chain_lock_is_taken(monkeypatch):
+    """While a block's witnesses are checked in a thread, the chain is not locked: votes and
+    other imports do not queue behind that thread. The block then imports from the cache."""
+    key, genesis, store, txs = _twelve_payments(12)
+    block = build_block(store, store.genesis_id, 1, key, transactions=txs)
+    started, proceed = threading.Event(), threading.Event()
+    verified = []
+    original = validation.verify_input_signatures
+
+    def gated(tx, txid, chain_id):
+        started.set()
+        proceed.wait(30)
+        verified.append(txid)
+        return original(tx, txid, chain_id)
+
+    monkeypatch.setattr(validation, "verify_input_signatures", gated)
+    async with open_node(_solo_config(genesis, 12)) as node:
+        results = []
+
+        async def import_it():
+            results.append(await node.network.host.import_blocks((block,), PeerId(bytes(32))))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(import_it)
+            try:
+                await trio.to_thread.run_sync(started.wait, 30)
+                assert not node._chain.lock.locked()
+            finally:
+                proceed.set()  # a failing check must not leave the thread waiting
+        assert results[0].accepted == {block.block_id}
+        assert node.head().block_id == block.block_id
+        assert sorted(verified) == sorted(tx.txid for tx in txs)  # once each, then cached
+
+
 async def test_a_gossip_batch_has_its_signatures_verified_together_off_the_event_loop(
     monkeypatch,
 ):
