@@ -5,10 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
+from p2pchain.errors import DecodeError
 from p2pchain.ledger.crypto import sha256
-from p2pchain.ledger.encoding import RLPItem, encode_item, read_fixed, read_list, wrap_list
+from p2pchain.ledger.encoding import (
+    RLPItem,
+    budget_for,
+    charge,
+    decode_span,
+    encode_item,
+    item_header,
+    list_payload,
+    read_fixed,
+    read_list,
+    wrap_list,
+)
 from p2pchain.ledger.header import BlockHeader, SignedHeader
-from p2pchain.ledger.tx import Transaction
+from p2pchain.ledger.tx import Transaction, read_transaction
 from p2pchain.ledger.types import BlockId, Hash32
 from p2pchain.ledger.vote import Vote
 
@@ -56,6 +68,17 @@ class Block:
             votes=tuple(Vote.from_rlp(x) for x in read_list(fields[3], "block.votes")),
         )
 
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Block:
+        """Decode untrusted bytes; the same result and errors as ``decode(Block, data)``, with
+        each transaction read in place from its own bytes (see `read_block`).
+
+        Raises:
+            DecodeError: when `data` is not a canonical block.
+        """
+        data = bytes(data)
+        return read_block(data, 0, len(data), 0, budget_for(data))[0]
+
     @property
     def encoded(self) -> bytes:
         """The canonical encoding, equal to ``encode(block)`` but reusing the txs' encodings."""
@@ -73,3 +96,42 @@ class Block:
     def has_valid_body_root(self) -> bool:
         """True when the header commits to exactly this body."""
         return self.header.body_root == compute_body_root(self.transactions, self.votes)
+
+
+def read_block(data: bytes, start: int, end: int, depth: int, budget: int) -> tuple[Block, int]:
+    """The block encoded in `data[start:end]`, nested `depth` lists deep, and the decode budget
+    left: walks the block in place and hands each transaction's bytes to `read_transaction`,
+    charging the budget exactly what the generic decoder charges for the whole block, so both
+    accept the same bytes. Decoding all of a block first and then its transactions from the
+    lists was most of the cost of receiving one.
+    """
+    position, stop = list_payload(data, start, end)
+    if stop != end:
+        raise DecodeError(f"invalid RLP: {end - stop} trailing bytes")
+    budget = charge(budget, 1, 4)
+    fields: list[RLPItem] = []
+    for _ in range(2):  # the header and the signature
+        field_end = item_header(data, position, stop)[2]
+        field, budget = decode_span(data, position, field_end, depth + 1, budget)
+        fields.append(field)
+        position = field_end
+    tx_position, txs_end = list_payload(data, position, stop)
+    budget = charge(budget, 1, 0)
+    transactions: list[Transaction] = []
+    while tx_position < txs_end:
+        tx_end = item_header(data, tx_position, txs_end)[2]
+        tx, budget = read_transaction(data, tx_position, tx_end, depth + 2, budget)
+        transactions.append(tx)
+        tx_position = tx_end
+    budget = charge(budget, 0, len(transactions))
+    votes_end = item_header(data, txs_end, stop)[2]
+    votes, budget = decode_span(data, txs_end, votes_end, depth + 1, budget)
+    if votes_end != stop:
+        raise DecodeError("block: expected 4 fields, got more")
+    block = Block(
+        header=BlockHeader.from_rlp(fields[0]),
+        signature=read_fixed(fields[1], "block.signature", 64),
+        transactions=tuple(transactions),
+        votes=tuple(Vote.from_rlp(x) for x in read_list(votes, "block.votes")),
+    )
+    return block, budget

@@ -166,48 +166,94 @@ def _decode_at(
     return data[body:stop], stop, budget
 
 
-def _budget(data: bytes) -> int:
+def budget_for(data: bytes) -> int:
+    """What decoding all of `data` may cost (see the module docstring)."""
     return len(data) + COST_ALLOWANCE
 
 
 def decode_item(data: bytes) -> RLPItem:
     """Parse one RLP item that spans all of `data`, or raise `DecodeError`."""
     data = bytes(data)
-    item, stop, _ = _decode_at(data, 0, len(data), 0, _budget(data))
+    item, stop, _ = _decode_at(data, 0, len(data), 0, budget_for(data))
     if stop != len(data):
         raise DecodeError(f"invalid RLP: {len(data) - stop} trailing bytes")
     return item
 
 
-def decode_list_with_spans(data: bytes) -> tuple[list[RLPItem], list[bytes]]:
-    """Parse a list spanning all of `data`; return its elements and each one's raw encoding.
+def item_header(data: bytes, start: int, end: int) -> tuple[bool, int, int]:
+    """The header of the item at `start`: (is a list, where its payload starts, where it ends).
 
-    Lets a decoder reuse the exact bytes of a field (e.g. to hash part of an object) instead of
-    encoding it again.
+    Checked as `decode_item` checks it (canonical length, within `end`) without decoding the
+    payload, so that a reader can walk to the fields it wants in place.
     """
-    data = bytes(data)
-    if not data or data[0] < 0xC0:
-        raise DecodeError("expected a list")
-    prefix = data[0]
-    if prefix < 0xF8:
-        length, body = prefix - 0xC0, 1
+    if start >= end:
+        raise DecodeError("invalid RLP: truncated")
+    prefix = data[start]
+    if prefix < 0x80:
+        return False, start, start + 1
+    if prefix < 0xB8:
+        length, body = prefix - 0x80, start + 1
+        if length == 1 and body < end and data[body] < 0x80:
+            raise DecodeError("invalid RLP: single byte below 0x80 must not be prefixed")
+    elif prefix < 0xC0:
+        size = prefix - 0xB7
+        length, body = _read_length(data, start + 1, size, end), start + 1 + size
+    elif prefix < 0xF8:
+        length, body = prefix - 0xC0, start + 1
     else:
         size = prefix - 0xF7
-        length, body = _read_length(data, 1, size, len(data)), 1 + size
-    if body + length != len(data):
-        raise DecodeError("invalid RLP: list length does not match the data")
-    items: list[RLPItem] = []
-    spans: list[bytes] = []
-    budget = _budget(data) - LIST_COST
-    position = body
-    while position < len(data):
-        item, end, budget = _decode_at(data, position, len(data), 1, budget)
-        items.append(item)
-        spans.append(data[position:end])
-        position = end
-    if budget < ELEMENT_COST * len(items):
+        length, body = _read_length(data, start + 1, size, end), start + 1 + size
+    stop = body + length
+    if stop > end:
+        raise DecodeError("invalid RLP: item runs past the end of its container")
+    return prefix >= 0xC0, body, stop
+
+
+def list_payload(data: bytes, start: int, end: int) -> tuple[int, int]:
+    """Where the payload of the list at `start` begins and ends, checked as `item_header` checks.
+
+    The short forms are read inline: readers walking transactions in place call this per input
+    and per output.
+    """
+    if start >= end:
+        raise DecodeError("invalid RLP: truncated")
+    prefix = data[start]
+    if prefix < 0xC0:
+        raise DecodeError("expected a list")
+    if prefix < 0xF8:
+        body, stop = start + 1, start + 1 + prefix - 0xC0
+    elif prefix == 0xF8 and start + 1 < end:
+        length = data[start + 1]
+        if length < 56:
+            raise DecodeError("invalid RLP: long form used for a short item")
+        body, stop = start + 2, start + 2 + length
+    else:
+        size = prefix - 0xF7
+        body = start + 1 + size
+        stop = body + _read_length(data, start + 1, size, end)
+    if stop > end:
+        raise DecodeError("invalid RLP: list runs past the end of its container")
+    return body, stop
+
+
+def decode_span(data: bytes, start: int, end: int, depth: int, budget: int) -> tuple[RLPItem, int]:
+    """Decode the one item in `data[start:end]`, nested `depth` lists deep, within `budget`.
+
+    Returns the item and the budget left, so that a reader walking a large object in place
+    charges its parts to one budget, exactly as `decode_item` on the whole would.
+    """
+    item, stop, budget = _decode_at(data, start, end, depth, budget)
+    if stop != end:
+        raise DecodeError(f"invalid RLP: {end - stop} trailing bytes")
+    return item, budget
+
+
+def charge(budget: int, lists: int, elements: int) -> int:
+    """`budget` less what `lists` lists holding `elements` elements in all cost to decode."""
+    budget -= LIST_COST * lists + ELEMENT_COST * elements
+    if budget < 0:
         raise DecodeError("invalid RLP: more items than its size allows")
-    return items, spans
+    return budget
 
 
 def decode(cls: type[W], data: bytes) -> W:

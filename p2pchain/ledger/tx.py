@@ -15,9 +15,13 @@ from p2pchain.errors import DecodeError
 from p2pchain.ledger.crypto import sha256, tagged_hash
 from p2pchain.ledger.encoding import (
     RLPItem,
-    decode_list_with_spans,
+    budget_for,
+    charge,
+    decode_item,
+    decode_span,
     encode,
     encode_item,
+    list_payload,
     read_bytes,
     read_fixed,
     read_list,
@@ -308,12 +312,8 @@ class Transaction:
         Raises:
             DecodeError: when `data` is not a canonical transaction.
         """
-        item, spans = decode_list_with_spans(data)
-        tx = cls.from_rlp(item)
-        outpoints = encode_item([tx_input.outpoint.to_rlp() for tx_input in tx.inputs])
-        body = wrap_list(spans[0] + outpoints + spans[2] + spans[3])
-        tx.__dict__["_encodings"] = (bytes(data), body)  # prime the cached_property
-        return tx
+        data = bytes(data)
+        return read_transaction(data, 0, len(data), 0, budget_for(data))[0]
 
     @cached_property
     def txid(self) -> TxId:
@@ -333,6 +333,129 @@ class Transaction:
     def with_inputs(self, inputs: tuple[TxInput, ...]) -> Transaction:
         """The same transaction with other inputs (used to attach witnesses)."""
         return replace(self, inputs=inputs)
+
+
+def read_transaction(
+    data: bytes, start: int, end: int, depth: int, budget: int
+) -> tuple[Transaction, int]:
+    """The transaction encoded in `data[start:end]`, nested `depth` lists deep, and the decode
+    budget left (see `decode_span`): the same result and the same errors as the generic decoder,
+    but a transaction of the usual shape is read in place, which is over twice as fast.
+    """
+    raw = data[start:end]
+    try:
+        tx, inputs, outputs = _read_in_place(raw)
+    except (DecodeError, IndexError):  # an unusual shape, or malformed: the generic path decides
+        pass
+    else:
+        return tx, charge(budget, 4 + 2 * inputs + 2 * outputs, 4 + 6 * inputs + 8 * outputs)
+    item, budget = decode_span(data, start, end, depth, budget)
+    return Transaction.from_rlp(item), budget  # canonical: its encodings are `raw` again
+
+
+_IN_PLACE_KINDS: dict[int, TxKind] = {
+    encode_item(uint_bytes(kind))[0]: kind
+    for kind, payload in _PAYLOAD_TYPE.items()
+    if payload is None
+}
+_NO_LOCK_BYTES = encode_item(_NO_LOCK_RLP)
+
+
+# What `_read_in_place` builds its objects with: `object.__new__` and the slots' own setters.
+# The frozen dataclasses' __init__ (`object.__setattr__` per field) was 55 % of the in-place
+# read; every field here has been checked by the reader, and these classes have no
+# `__post_init__`, so skipping __init__ skips nothing.
+_new = object.__new__
+_set_txid, _set_index = (OutPoint.__dict__[name].__set__ for name in ("txid", "index"))
+_set_outpoint, _set_key, _set_signature = (
+    TxInput.__dict__[name].__set__ for name in ("outpoint", "public_key", "signature")
+)
+_set_asset, _set_amount, _set_address, _set_lock = (
+    TxOutput.__dict__[name].__set__ for name in ("asset", "amount", "address", "lock")
+)
+
+
+def _uint_at(data: bytes, position: int, max_bytes: int) -> tuple[int, int]:
+    """A canonical integer of at most `max_bytes` bytes at `position`, and where it ends."""
+    prefix = data[position]
+    if prefix < 0x80:
+        if prefix == 0:
+            raise DecodeError("integer with leading zero")
+        return prefix, position + 1
+    length = prefix - 0x80
+    if length > max_bytes:
+        raise DecodeError("integer too long")
+    stop = position + 1 + length
+    if length and (data[position + 1] == 0 or (length == 1 and data[position + 1] < 0x80)):
+        raise DecodeError("non-canonical integer")
+    return int.from_bytes(data[position + 1 : stop], "big"), stop
+
+
+def _read_in_place(data: bytes) -> tuple[Transaction, int, int]:
+    """A transaction without payload whose inputs all carry 32-byte keys and 64-byte signatures,
+    read straight from its bytes; the id's body is built from the outpoints' own bytes.
+
+    Returns it with its input and output counts. Raises `DecodeError` or `IndexError` for any
+    other shape, malformed or not; the caller then decodes `data` the generic way.
+    """
+    end = len(data)
+    body, stop = list_payload(data, 0, end)
+    kind = _IN_PLACE_KINDS.get(data[body])
+    if kind is None or stop != end:
+        raise DecodeError("not an in-place shape")
+    position, inputs_end = list_payload(data, body + 1, end)
+    inputs: list[TxInput] = []
+    outpoints: list[bytes] = []
+    while position < inputs_end:
+        field, input_end = list_payload(data, position, inputs_end)
+        if data[field + 1] != 0xA0:
+            raise DecodeError("not an in-place shape")
+        index, key = _uint_at(data, field + 34, 4)
+        if data[field] != 0xBF + key - field or data[key] != 0xA0 or data[key + 33] != 0xB8:
+            raise DecodeError("not an in-place shape")
+        if data[key + 34] != 0x40 or key + 99 != input_end:
+            raise DecodeError("not an in-place shape")
+        outpoints.append(data[field:key])
+        outpoint = _new(OutPoint)
+        _set_txid(outpoint, data[field + 2 : field + 34])
+        _set_index(outpoint, index)
+        tx_input = _new(TxInput)
+        _set_outpoint(tx_input, outpoint)
+        _set_key(tx_input, data[key + 1 : key + 33])
+        _set_signature(tx_input, data[key + 35 : input_end])
+        inputs.append(tx_input)
+        position = input_end
+    outputs_start = inputs_end
+    position, outputs_end = list_payload(data, outputs_start, end)
+    outputs: list[TxOutput] = []
+    while position < outputs_end:
+        field, output_end = list_payload(data, position, outputs_end)
+        if data[field] != 0xA0:
+            raise DecodeError("not an in-place shape")
+        amount, address = _uint_at(data, field + 33, 8)
+        if data[address] != 0x94:
+            raise DecodeError("not an in-place shape")
+        lock_bytes = data[address + 21 : output_end]
+        lock = NO_LOCK if lock_bytes == _NO_LOCK_BYTES else Lock.from_rlp(decode_item(lock_bytes))
+        output = _new(TxOutput)
+        _set_asset(output, data[field + 1 : field + 33])
+        _set_amount(output, amount)
+        _set_address(output, data[address + 1 : address + 21])
+        _set_lock(output, lock)
+        outputs.append(output)
+        position = output_end
+    if outputs_end + 1 != end or data[outputs_end] != 0xC0:
+        raise DecodeError("not an in-place shape")
+    txid_body = data[body : body + 1] + wrap_list(b"".join(outpoints)) + data[outputs_start:end]
+    tx = _new(Transaction)  # a payload-free kind with no payload: what __post_init__ checks
+    tx.__dict__.update(
+        kind=kind,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        payload=None,
+        _encodings=(data, wrap_list(txid_body)),  # primes the cached_property
+    )
+    return tx, len(inputs), len(outputs)
 
 
 def tx_signing_message(chain_id: int, txid: bytes) -> Hash32:

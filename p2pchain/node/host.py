@@ -157,8 +157,8 @@ class ChainHost:
         """Decode a gossiped block; a large one in a worker thread, off the event loop."""
         limit = self.offload_decode_bytes
         if limit is None or len(data) <= limit:
-            return decode(Block, data)
-        return await trio.to_thread.run_sync(decode, Block, data)
+            return Block.from_bytes(data)
+        return await trio.to_thread.run_sync(Block.from_bytes, data)
 
     def _validate_transaction(self, tx: Transaction, from_peer: PeerId) -> Verdict:
         try:

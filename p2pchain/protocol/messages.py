@@ -13,12 +13,17 @@ from enum import IntEnum
 from typing import ClassVar, Final, Self
 
 from p2pchain.errors import DecodeError
-from p2pchain.ledger.block import Block
+from p2pchain.ledger.block import Block, read_block
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.encoding import (
+    COST_ALLOWANCE,
     RLPItem,
+    charge,
     decode_item,
+    decode_span,
     encode_item,
+    item_header,
+    list_payload,
     read_bytes,
     read_fixed,
     read_list,
@@ -496,7 +501,37 @@ def decode_message(body: bytes) -> Message:
         publish = _read_common_publish(body)
         if publish is not None:
             return publish
+    if cls is Blocks:
+        return _read_blocks(body)
     return cls.from_rlp(decode_item(body[1:]))
+
+
+def _read_blocks(body: bytes) -> Blocks:
+    """A `Blocks` frame body walked in place, each block read by `read_block`: the same result
+    and budget as the generic decoder, without first building every transaction as lists (or
+    copying the payload out of the body)."""
+    end = len(body)
+    budget = end - 1 + COST_ALLOWANCE
+    position, stop = list_payload(body, 1, end)
+    if stop != end:
+        raise DecodeError(f"invalid RLP: {end - stop} trailing bytes")
+    budget = charge(budget, 1, 2)
+    request_end = item_header(body, position, stop)[2]
+    request_id, budget = decode_span(body, position, request_end, 1, budget)
+    block_position, blocks_end = list_payload(body, request_end, stop)
+    if blocks_end != stop:
+        raise DecodeError("blocks: expected 2 fields, got more")
+    budget = charge(budget, 1, 0)
+    blocks: list[Block] = []
+    while block_position < blocks_end:
+        if len(blocks) == MAX_BLOCKS_PER_REQUEST:
+            raise DecodeError(f"blocks.blocks: more than {MAX_BLOCKS_PER_REQUEST} elements")
+        block_end = item_header(body, block_position, blocks_end)[2]
+        block, budget = read_block(body, block_position, block_end, 2, budget)
+        blocks.append(block)
+        block_position = block_end
+    charge(budget, 0, len(blocks))
+    return Blocks(request_id=read_uint(request_id, "blocks.request_id"), blocks=tuple(blocks))
 
 
 _TOPIC_BY_ENCODING: Final = {encode_item(uint_bytes(topic))[0]: topic for topic in Topic}

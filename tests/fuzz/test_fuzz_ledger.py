@@ -21,9 +21,10 @@ from p2pchain.ledger.encoding import (
     COST_ALLOWANCE,
     ELEMENT_COST,
     LIST_COST,
+    budget_for,
     decode,
     decode_item,
-    decode_list_with_spans,
+    decode_span,
     encode,
     encode_item,
     wrap_list,
@@ -246,8 +247,13 @@ def _header() -> BlockHeader:
     )
 
 
-def test_spans_decoder_shares_the_limits() -> None:
+def test_in_place_readers_share_the_limits() -> None:
+    deep = wrap_list(nested_lists(100_000))
     with pytest.raises(DecodeError, match="nested too deeply"):
-        decode_list_with_spans(wrap_list(nested_lists(100_000)))
+        decode_span(deep, 0, len(deep), 0, budget_for(deep))
     with pytest.raises(DecodeError, match="more items than its size allows"):
-        decode_list_with_spans(wrap_list(b"\xc0" * 10_000))
+        Transaction.from_bytes(wrap_list(b"\xc0" * 10_000))
+    header = encode(_header())
+    junk_txs = wrap_list(header + encode_item(bytes(64)) + wrap_list(b"\xc0" * 10_000) + b"\xc0")
+    with pytest.raises(DecodeError, match="tx: expected 4 fields"):  # at the first, not the last
+        Block.from_bytes(junk_txs)

@@ -176,7 +176,16 @@ def test_max_size_blocks_frame_of_empty_lists_is_refused_within_its_budget() -> 
     (1.2 GB, 6 s) before `Blocks.from_rlp` saw that 128 is the most it may hold."""
     payload = _filled(lambda n: wrap_list(b"\x80" + wrap_list(b"\xc0" * n)), BLOCKS_LIMIT)
     with pytest.raises(DecodeError, match="more items than its size allows"):
-        decode_message(bytes([Blocks.TYPE]) + payload)
+        decode_item(payload)  # the generic decoder, the reference of the in-place reader
+    body = bytes([Blocks.TYPE]) + payload
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError):  # in place: the first block is already no block
+            decode_message(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < len(payload) // 100
 
 
 @pytest.mark.parametrize("size", [9, 2_000, 100_000])

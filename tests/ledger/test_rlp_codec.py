@@ -18,9 +18,13 @@ from p2pchain.ledger.encoding import (
     LIST_COST,
     MAX_DEPTH,
     RLPItem,
+    budget_for,
+    charge,
     decode_item,
-    decode_list_with_spans,
+    decode_span,
     encode_item,
+    item_header,
+    list_payload,
     wrap_list,
 )
 
@@ -120,15 +124,46 @@ def test_deep_nesting_is_a_decode_error_not_a_recursion_error() -> None:
 
 
 @given(st.lists(items, max_size=6))
-def test_spans_are_the_element_encodings(elements: list[RLPItem]) -> None:
+def test_walking_a_list_in_place_finds_each_element_and_charges_what_decode_item_does(
+    elements: list[RLPItem],
+) -> None:
+    """`item_header` finds each element's encoding without decoding it, and `decode_span`
+    decodes the elements one by one charging one budget exactly as `decode_item` would."""
     encoded = encode_item(elements)
-    if not _within_limits(elements, len(encoded)):
-        with pytest.raises(DecodeError):
-            decode_list_with_spans(encoded)
+    budget = budget_for(encoded)
+    try:
+        position, stop = list_payload(encoded, 0, len(encoded))
+        budget = charge(budget, 1, 0)
+        walked: list[RLPItem] = []
+        while position < stop:
+            end = item_header(encoded, position, stop)[2]
+            assert encoded[position:end] == encode_item(elements[len(walked)])
+            element, budget = decode_span(encoded, position, end, 1, budget)
+            walked.append(element)
+            position = end
+        charge(budget, 0, len(walked))
+    except DecodeError:
+        assert not _within_limits(elements, len(encoded))
         return
-    decoded, spans = decode_list_with_spans(encoded)
-    assert decoded == elements
-    assert spans == [encode_item(element) for element in elements]
+    assert _within_limits(elements, len(encoded))
+    assert walked == elements == decode_item(encoded)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\xc2\x80", b"\xf8\x05\x80", b"\xf8\x37" + b"\x80" * 54, b"\xf9\x00\x38"],
+    ids=["empty", "overrun", "short-long-form", "long-form-under-56", "leading-zero"],
+)
+def test_list_payload_refuses_what_decode_item_refuses(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_item(data)
+    with pytest.raises(DecodeError):
+        list_payload(data, 0, len(data))
+
+
+def test_list_payload_refuses_a_string() -> None:
+    with pytest.raises(DecodeError, match="expected a list"):
+        list_payload(b"\x82ab", 0, 3)
 
 
 @pytest.mark.parametrize(
