@@ -191,8 +191,8 @@ def run(quick: bool = False) -> Report:
     report.figure(
         "tx decode + structural checks / rlp Serializable decode",
         lean.median / serializable.median,
-        ">= 5",
-        lean.median / serializable.median >= 5,
+        ">= 8",
+        lean.median / serializable.median >= 8,
         f"({lean})",
     )
 
@@ -207,8 +207,8 @@ def run(quick: bool = False) -> Report:
     report.figure(
         "validated 2-in/2-out tx/s / (verify/s / 2), 1 core",
         ratio,
-        ">= 0.7",
-        ratio >= 0.7,
+        ">= 0.8",
+        ratio >= 0.8,
         f"({validated})",
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Self
 
 from p2pchain.errors import DecodeError
@@ -46,9 +47,13 @@ def body_rlp(transactions: tuple[Transaction, ...], votes: tuple[Vote, ...]) -> 
     return [[tx.to_rlp() for tx in transactions], [vote.to_rlp() for vote in votes]]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class Block:
-    """``[header, signature, transactions, votes]``; its id is its header's id."""
+    """``[header, signature, transactions, votes]``; its id is its header's id.
+
+    Not slotted, so that `encoded` is computed once per object (and not at all for a block
+    read from bytes): byte bounds, serving and storage each ask for it.
+    """
 
     header: BlockHeader
     signature: bytes
@@ -79,7 +84,7 @@ class Block:
         data = bytes(data)
         return read_block(data, 0, len(data), 0, budget_for(data))[0]
 
-    @property
+    @cached_property
     def encoded(self) -> bytes:
         """The canonical encoding, equal to ``encode(block)`` but reusing the txs' encodings."""
         signed = encode_item(self.header.to_rlp()) + encode_item(self.signature)
@@ -134,4 +139,5 @@ def read_block(data: bytes, start: int, end: int, depth: int, budget: int) -> tu
         transactions=tuple(transactions),
         votes=tuple(Vote.from_rlp(x) for x in read_list(votes, "block.votes")),
     )
+    block.__dict__["encoded"] = data[start:end]  # canonical, so these bytes are its encoding
     return block, budget

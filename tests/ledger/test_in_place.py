@@ -99,6 +99,7 @@ def test_a_block_read_in_place_equals_the_generic_decode(block: Block) -> None:
     read, left = read_block(data, 0, len(data), 0, budget_for(data))
     assert read == block == decode(Block, data)
     assert [tx.txid for tx in read.transactions] == [tx.txid for tx in block.transactions]
+    assert read.encoded == data == block.encoded  # kept from the bytes read, cached when built
     assert left == _generic_budget_left(data)
 
 

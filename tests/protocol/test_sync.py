@@ -612,7 +612,8 @@ def test_orphan_flood_stays_within_count_and_bytes_and_spares_the_honest_orphan(
     honest = MAIN[50]
     pool.add(honest, peer(200), 0.0, request_id=0)
     blocks = [_padded_orphan(nonce, nonce % 7) for nonce in range(JUNK)]
-    assert len({block.block_id for block in blocks}) == JUNK  # (ids cached before measuring)
+    # Ids and encodings are cached on the blocks themselves: compute them before measuring.
+    assert len({(block.block_id, block.encoded) for block in blocks}) == JUNK
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
