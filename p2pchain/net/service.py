@@ -2,8 +2,10 @@
 
 ``async with open_network(config, host) as network:`` opens the swarm and starts the tasks that
 drive the sans-IO `GossipRouter` and `SyncManager` on trio time. The `host` (the node's
-`ChainHost`; `service.host`) reads its chain (`get_status`, `block_at_height`, `get_block`) and
-answers four hooks:
+`ChainHost`; `service.host`) reads its chain (`get_status`, `get_block`), answers peers'
+block requests (``await host.serve_blocks(request, max_bytes)``, one at a time in a serving task
+that takes peers in turn; a waiting request holds its sender's inbox share) and answers four
+hooks:
 
 - ``await host.prepare(batch)`` with the (topic, data) of up to `VALIDATION_BATCH` messages a
   validation worker took at once, before it validates them one by one: the host may verify
@@ -101,8 +103,6 @@ from p2pchain.protocol.sync import (
     SyncManager,
     SyncParams,
     SyncStatistics,
-    serve_blocks_by_id,
-    serve_blocks_by_range,
 )
 
 
@@ -151,12 +151,15 @@ class NetworkHost(Protocol):
         """Our head and finalized checkpoint, as announced to peers."""
         ...
 
-    def block_at_height(self, height: Height) -> Block | None:
-        """The canonical block at `height`, for serving range requests."""
+    def get_block(self, block_id: BlockId) -> Block | None:
+        """Any block we hold (canonical or not), for status comparison and the sync anchor."""
         ...
 
-    def get_block(self, block_id: BlockId) -> Block | None:
-        """Any block we hold (canonical or not), for serving and for status comparison."""
+    async def serve_blocks(
+        self, request: GetBlocksByRange | GetBlocksById, max_bytes: int
+    ) -> Blocks:
+        """Our answer to a peer's block request (`serve_blocks` in `p2pchain.protocol.sync`
+        says which blocks): bodies kept only in storage are read off the event loop."""
         ...
 
     async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
@@ -200,6 +203,7 @@ class NetworkConfig:
     """`Blocks` answers to our open requests waiting for the sync task; more are dropped."""
     serve_max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
     """Byte bound of one `Blocks` answer we serve."""
+
     invalid_block_penalty: float = 200.0
     """Score a sync peer loses for serving a block that breaks a rule: provable, so twice the
     ban threshold (a ban whatever its score was)."""
@@ -228,6 +232,9 @@ class NetworkStatistics:
     """Answers to our open requests dropped because the sync task fell behind (retried)."""
     sends_dropped: int
     """Messages the swarm refused to queue (peer gone or its send queue full)."""
+    serves_waiting: int
+    """Block requests from peers waiting to be answered now (each holds a unit of its
+    sender's inbox share, so a peer asking faster than it is answered is not read)."""
     blocks_served: int
     blocks_accepted: int
     blocks_invalid: int
@@ -244,6 +251,14 @@ class _Counters:
     blocks_accepted: int = 0
     blocks_invalid: int = 0
     orphans_released: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    peer_id: PeerId
+    generation: int
+    request: GetBlocksByRange | GetBlocksById
+    release: Release
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +299,9 @@ class NetworkService:
         self._responses: deque[_Response] = deque()
         self._imports: deque[Import] = deque()
         self._sync_wake = trio.Event()
+        self._serving: dict[PeerId, deque[_Request]] = {}
+        """Block requests waiting to be answered, per peer, the next peer to serve first."""
+        self._serving_wake = trio.Event()
         self._announced = host.get_status()
         """The status last sent to every peer (new peers get the current one on connect)."""
 
@@ -355,6 +373,7 @@ class NetworkService:
             deliveries_dropped=c.deliveries_dropped,
             sync_responses_dropped=c.sync_responses_dropped,
             sends_dropped=c.sends_dropped,
+            serves_waiting=sum(map(len, self._serving.values())),
             blocks_served=c.blocks_served,
             blocks_accepted=c.blocks_accepted,
             blocks_invalid=c.blocks_invalid,
@@ -406,6 +425,7 @@ class NetworkService:
 
     def _forget(self, peer_id: PeerId) -> None:
         del self._generation[peer_id]
+        self._drop_serving(peer_id)
         self._router.remove_peer(peer_id)
         self._statuses.pop(peer_id, None)
         self._departed.append(peer_id)
@@ -419,7 +439,7 @@ class NetworkService:
             self._statuses[peer_id] = message
             self._sync_wake.set()
         elif isinstance(message, GetBlocksByRange | GetBlocksById):
-            self._serve(peer_id, message)
+            return self._serve(peer_id, message, event.release)
         elif isinstance(message, Blocks):
             if not self._sync.is_awaiting(peer_id, message.request_id):
                 # Judged at once (a penalty, counted as a bad response), never queued: only
@@ -432,14 +452,48 @@ class NetworkService:
                 self._sync_wake.set()
         return False
 
-    def _serve(self, peer_id: PeerId, request: GetBlocksByRange | GetBlocksById) -> None:
-        max_bytes = self.config.serve_max_bytes
-        if isinstance(request, GetBlocksByRange):
-            response = serve_blocks_by_range(request, self._host, max_bytes)
-        else:
-            response = serve_blocks_by_id(request, self._host, max_bytes)
-        if self._send(peer_id, response):
-            self._counters.blocks_served += len(response.blocks)
+    def _serve(
+        self, peer_id: PeerId, request: GetBlocksByRange | GetBlocksById, release: Release
+    ) -> bool:
+        """Queue a peer's block request for the serving task; it holds its inbox share until
+        answered (True), so a peer's unanswered requests are bounded by that share."""
+        queued = _Request(peer_id, self._generation[peer_id], request, release)
+        self._serving.setdefault(peer_id, deque()).append(queued)
+        self._serving_wake.set()
+        return True
+
+    def _drop_serving(self, peer_id: PeerId) -> None:
+        for queued in self._serving.pop(peer_id, ()):
+            queued.release()
+
+    async def _run_serving(self) -> None:
+        """Answer queued block requests one at a time, taking peers in turn (a peer with many
+        waiting delays another peer's by one answer at most): the host may read bodies from
+        storage off the event loop, and meanwhile every other message is handled."""
+        while True:
+            await self._serving_wake.wait()
+            self._serving_wake = trio.Event()
+            while self._serving:
+                peer_id, waiting = next(iter(self._serving.items()))
+                queued = waiting.popleft()
+                del self._serving[peer_id]
+                if waiting:
+                    self._serving[peer_id] = waiting  # to the back of the turn
+                try:
+                    response = await self._host.serve_blocks(
+                        queued.request, self.config.serve_max_bytes
+                    )
+                except StorageError:
+                    raise
+                except Exception as exc:
+                    self._contain(Where.GOSSIP, exc, peer_id)
+                    continue
+                finally:
+                    queued.release()
+                if self._generation.get(peer_id) != queued.generation:
+                    continue  # it left (and maybe came back) meanwhile
+                if self._send(peer_id, response):
+                    self._counters.blocks_served += len(response.blocks)
 
     # -- actions ------------------------------------------------------------------------------
 
@@ -683,6 +737,7 @@ async def open_network(config: NetworkConfig, host: NetworkHost) -> AsyncIterato
         nursery.start_soon(service._run_events)
         nursery.start_soon(service._run_heartbeat)
         nursery.start_soon(service._run_sync)
+        nursery.start_soon(service._run_serving)
         nursery.start_soon(service._run_deliveries)
         for _ in range(config.validation_workers):
             nursery.start_soon(service._run_validator)

@@ -313,6 +313,39 @@ class ChainService:
         block_id = self._index.block_id_at(height)
         return None if block_id is None else self._body(self.store.nodes[block_id])
 
+    def canonical_id(self, height: Height) -> BlockId | None:
+        return self._index.block_id_at(height)
+
+    async def bodies(self, block_ids: Sequence[BlockId], max_bytes: int) -> list[Block]:
+        """The bodies of the known blocks among `block_ids`, in order, up to and including
+        the first that brings their bytes past `max_bytes`. Bodies finality released are read
+        on the storage worker (decoded there, their stored bytes kept as their encoding), so
+        a peer syncing old history never costs the event loop a database read or a decode.
+
+        Raises:
+            StorageError: a released body is not in storage.
+        """
+        nodes = self.store.nodes
+        wanted = [(block_id, nodes[block_id].block) for block_id in block_ids if block_id in nodes]
+
+        def load() -> list[Block]:
+            found: list[Block] = []
+            total = 0
+            for block_id, body in wanted:
+                if body is None:
+                    body = self.storage.get_block(block_id)
+                    if body is None:
+                        raise StorageError(f"finalized block {block_id.hex()} is missing")
+                found.append(body)
+                total += len(body.encoded)
+                if total > max_bytes:
+                    break
+            return found
+
+        if all(body is not None for _, body in wanted):
+            return load()  # all in memory: no hand-over
+        return await self.run_storage(load)
+
     def _body(self, node: BlockNode) -> Block:
         """A known block's body: in memory, or from storage once finality released it.
 

@@ -34,7 +34,16 @@ from p2pchain.node.chain import ChainService, Outcome
 from p2pchain.params import ChainParams
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Verdict
-from p2pchain.protocol.messages import Status, Topic
+from p2pchain.protocol.messages import (
+    MAX_BLOCK_IDS_PER_REQUEST,
+    MAX_BLOCKS_PER_REQUEST,
+    Blocks,
+    GetBlocksById,
+    GetBlocksByRange,
+    Status,
+    Topic,
+)
+from p2pchain.protocol.sync import serve_blocks
 
 _IGNORED_TX = frozenset(
     {
@@ -110,13 +119,29 @@ class ChainHost:
             finalized=self._chain.store.finalized_checkpoint,
         )
 
-    def block_at_height(self, height: Height) -> Block | None:
-        """The canonical block at `height`, for serving range requests."""
-        return self._chain.canonical_block(height)
-
     def get_block(self, block_id: BlockId) -> Block | None:
-        """Any block of the tree or the finalized chain, for serving and for sync."""
+        """Any block of the tree or the finalized chain, for sync."""
         return self._chain.get_block(block_id)
+
+    async def serve_blocks(
+        self, request: GetBlocksByRange | GetBlocksById, max_bytes: int
+    ) -> Blocks:
+        """A peer's block request answered from the blocks it names, loaded first (`bodies`:
+        old ones on the storage worker); `serve_blocks` picks and bounds the answer."""
+        chain = self._chain
+        if isinstance(request, GetBlocksByRange):
+            ids: list[BlockId] = []
+            for offset in range(min(request.count, MAX_BLOCKS_PER_REQUEST)):
+                block_id = chain.canonical_id(Height(request.start_height + offset))
+                if block_id is None:
+                    break
+                ids.append(block_id)
+        else:
+            nodes = chain.store.nodes
+            named = dict.fromkeys(request.block_ids[:MAX_BLOCK_IDS_PER_REQUEST])
+            ids = sorted((i for i in named if i in nodes), key=lambda i: nodes[i].height)
+        loaded = await chain.bodies(ids, max_bytes)
+        return serve_blocks(request, _Loaded(loaded), max_bytes)
 
     async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
         """Verify the witnesses of the batch's transactions together, in a worker thread
@@ -319,3 +344,17 @@ class _VerifyAhead:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
+
+
+class _Loaded:
+    """The blocks loaded for one request, as the `ChainReader` that `serve_blocks` reads."""
+
+    def __init__(self, blocks: Sequence[Block]) -> None:
+        self._by_height = {block.header.height: block for block in blocks}
+        self._by_id = {block.block_id: block for block in blocks}
+
+    def block_at_height(self, height: Height) -> Block | None:
+        return self._by_height.get(height)
+
+    def get_block(self, block_id: BlockId) -> Block | None:
+        return self._by_id.get(block_id)

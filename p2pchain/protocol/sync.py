@@ -676,6 +676,17 @@ class ChainReader(Protocol):
     def get_block(self, block_id: BlockId) -> Block | None: ...
 
 
+def serve_blocks(
+    request: GetBlocksByRange | GetBlocksById,
+    chain_reader: ChainReader,
+    max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES,
+) -> Blocks:
+    """Answer either kind of block request (see the two functions below)."""
+    if isinstance(request, GetBlocksByRange):
+        return serve_blocks_by_range(request, chain_reader, max_bytes)
+    return serve_blocks_by_id(request, chain_reader, max_bytes)
+
+
 def serve_blocks_by_range(
     request: GetBlocksByRange, chain_reader: ChainReader, max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
 ) -> Blocks:

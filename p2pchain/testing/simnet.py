@@ -48,7 +48,14 @@ from p2pchain.net.service import ImportResult
 from p2pchain.net.transports import PeerAddress, Scheme, StreamHandler
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Verdict
-from p2pchain.protocol.messages import Status, Topic, compute_message_id
+from p2pchain.protocol.messages import (
+    Blocks,
+    GetBlocksById,
+    GetBlocksByRange,
+    Status,
+    Topic,
+    compute_message_id,
+)
 from p2pchain.testing.gossip_sim import random_connected_graph
 
 SEED_VARIABLE: Final = "P2PCHAIN_SIM_SEED"
@@ -474,11 +481,13 @@ class GossipHost:
     def get_status(self) -> Status:
         return self.status
 
-    def block_at_height(self, height: int) -> Block | None:
-        return None
-
     def get_block(self, block_id: BlockId) -> Block | None:
         return None
+
+    async def serve_blocks(
+        self, request: GetBlocksByRange | GetBlocksById, max_bytes: int
+    ) -> Blocks:
+        return Blocks(request_id=request.request_id, blocks=())  # it holds no blocks
 
     async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
         check = self.batch_validator

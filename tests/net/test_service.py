@@ -21,7 +21,14 @@ from p2pchain.net.faults import Where
 from p2pchain.net.service import VALIDATION_BATCH
 from p2pchain.net.transports import parse_address
 from p2pchain.protocol.gossip import Verdict
-from p2pchain.protocol.messages import DisconnectReason, Publish, Status, Topic
+from p2pchain.protocol.messages import (
+    Blocks,
+    DisconnectReason,
+    GetBlocksByRange,
+    Publish,
+    Status,
+    Topic,
+)
 from p2pchain.testing.link import TEST_CHAIN_ID, TEST_GENESIS
 from p2pchain.testing.simnet import GossipHost
 
@@ -344,3 +351,70 @@ def _all_tasks():
         tasks.append(task)
         stack.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
     return len(tasks)
+
+
+class ServingGate(GossipHost):
+    """Answers block requests only once `gate` is set; records the requests it began."""
+
+    def __init__(self):
+        super().__init__(TEST_GENESIS)
+        self.gate = trio.Event()
+        self.started = []
+
+    async def serve_blocks(self, request, max_bytes):
+        self.started.append(request.request_id)
+        await self.gate.wait()
+        return await super().serve_blocks(request, max_bytes)
+
+
+async def test_block_requests_are_answered_in_turn_and_hold_their_senders_share():
+    """While the host is slow, a peer's waiting block requests hold its inbox share (its
+    reader pauses at the share: nothing is dropped); another peer's request is answered after
+    at most one of the first peer's, and every request is answered once, in order."""
+    host = ServingGate()
+    config = NetworkConfig(swarm=_swarm_config(1, inbox_per_peer=6), seed=1)
+    status = GossipHost(TEST_GENESIS).get_status
+    with trio.fail_after(WAIT):
+        async with (
+            open_network(config, host) as node,
+            open_swarm(_swarm_config(2), status) as flooder,
+            open_swarm(_swarm_config(3), status) as other,
+            trio.open_nursery() as nursery,
+        ):
+            answers = {flooder.peer_id: [], other.peer_id: []}
+
+            async def collect(asker):
+                async for event in asker.events:
+                    if isinstance(event, InboundMessage):
+                        event.release()
+                        if isinstance(event.message, Blocks):
+                            answers[asker.peer_id].append(event.message.request_id)
+
+            for asker in (flooder, other):
+                await asker.connect(_tcp(node))
+                nursery.start_soon(collect, asker)
+
+            def ask(asker, request_id):
+                request = GetBlocksByRange(request_id=request_id, start_height=1, count=4)
+                assert asker.send(node.peer_id, request)
+
+            flooded = 20
+            for request_id in range(flooded):
+                ask(flooder, request_id)
+            while not host.started:
+                await trio.testing.wait_all_tasks_blocked()
+            ask(other, 100)
+            while node.statistics().serves_waiting < 6:
+                await trio.testing.wait_all_tasks_blocked()
+            await trio.testing.wait_all_tasks_blocked()
+            stats = node.statistics()
+            # The flooder's share less the one being answered, and the other peer's one.
+            assert stats.serves_waiting == 5 + 1
+            assert stats.swarm.reads_paused >= 1  # ... so it is not read meanwhile
+            host.gate.set()
+            while len(answers[flooder.peer_id]) < flooded or not answers[other.peer_id]:
+                await trio.testing.wait_all_tasks_blocked()
+            assert answers == {flooder.peer_id: list(range(flooded)), other.peer_id: [100]}
+            assert host.started.index(100) <= 2  # one of the flooder's at most before it
+            assert node.swarm.score(flooder.peer_id) == node.swarm.score(other.peer_id) == 0
+            nursery.cancel_scope.cancel()

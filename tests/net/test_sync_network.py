@@ -36,7 +36,7 @@ from p2pchain.protocol.messages import (
     Status,
     Topic,
 )
-from p2pchain.protocol.sync import SyncParams
+from p2pchain.protocol.sync import SyncParams, serve_blocks
 from p2pchain.testing import build_block, funded_chain
 
 WAIT = 20
@@ -97,6 +97,9 @@ class LedgerChain:
 
     def get_block(self, block_id):
         return self.by_id.get(block_id)
+
+    async def serve_blocks(self, request, max_bytes):
+        return serve_blocks(request, self, max_bytes)
 
     async def validate(self, topic, data, from_peer):
         block = Block.from_rlp(decode_item(data))

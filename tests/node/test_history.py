@@ -16,9 +16,10 @@ from p2pchain import NodeLimits, TxStatus
 from p2pchain.errors import GossipIgnore, Reason
 from p2pchain.ledger.tx import OutPoint
 from p2pchain.ledger.validation import BlockContext
+from p2pchain.node import storage
 from p2pchain.params import COIN
 from p2pchain.protocol.connection import PeerId
-from p2pchain.protocol.messages import Topic
+from p2pchain.protocol.messages import MAX_BLOCKS_RESPONSE_BYTES, GetBlocksByRange, Topic
 from p2pchain.testing.simnet import SimulatedNetwork
 from p2pchain.testing.testnet import TESTNET_PARAMS, testnet
 
@@ -37,7 +38,7 @@ def _assert_window(node) -> None:
 
 @pytest.mark.parametrize("on_disk", [False, True])
 async def test_old_finalized_blocks_and_transactions_are_served_from_storage(
-    autojump_clock, tmp_path, on_disk
+    autojump_clock, tmp_path, on_disk, monkeypatch
 ):
     network = SimulatedNetwork(seed=3)
     data_dir = tmp_path if on_disk else None
@@ -70,6 +71,39 @@ async def test_old_finalized_blocks_and_transactions_are_served_from_storage(
                 await node.network.host.validate(Topic.TRANSACTION, tx.encoded, PEER)
             assert replayed.value.reason is Reason.ALREADY_KNOWN
             assert node.statistics().mempool.orphan_count == 0
+        # A peer's range request over the released blocks: answered from storage, each body
+        # read on the storage worker (its thread for a durable store on a real clock; inline
+        # on this simulated one), not straight from the event loop.
+        reads = []
+        on_worker = []
+        original_get_block = storage.SqliteChainStore.get_block
+        original_run = storage.StorageWorker.run
+
+        def recording(self, block_id):
+            reads.append(bool(on_worker))
+            return original_get_block(self, block_id)
+
+        async def worker_run(self, function):
+            def marked():
+                on_worker.append(True)
+                try:
+                    return function()
+                finally:
+                    on_worker.pop()
+
+            return await original_run(self, marked)
+
+        monkeypatch.setattr(storage.SqliteChainStore, "get_block", recording)
+        monkeypatch.setattr(storage.StorageWorker, "run", worker_run)
+        request = GetBlocksByRange(request_id=7, start_height=1, count=included.height)
+        answer = await net.nodes[0].network.host.serve_blocks(request, MAX_BLOCKS_RESPONSE_BYTES)
+        assert answer.request_id == 7
+        assert [b.header.height for b in answer.blocks] == list(range(1, included.height + 1))
+        assert answer.blocks[-1] == block
+        if on_disk:
+            assert reads
+            assert all(reads)
+        monkeypatch.undo()
         target = net.nodes[0].head().height
         late = await net.add_node()  # syncs from genesis: old blocks come from storage
         with trio.fail_after(LIMIT_S):

@@ -429,7 +429,7 @@ def test_the_node_shows_only_what_docs_api_md_documents():
     documented = set(re.findall(r"`(?:await )?(?:node\.)?([a-z_]+)", sections))
     public = {name for name in dir(Node) if not name.startswith("_")}
     assert public <= documented, public - documented
-    hooks = {"get_status", "block_at_height", "validate", "deliver", "import_blocks"}
+    hooks = {"get_status", "serve_blocks", "validate", "deliver", "import_blocks"}
     assert not hooks & public
 
 
