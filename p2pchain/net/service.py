@@ -203,7 +203,6 @@ class NetworkConfig:
     """`Blocks` answers to our open requests waiting for the sync task; more are dropped."""
     serve_max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
     """Byte bound of one `Blocks` answer we serve."""
-
     invalid_block_penalty: float = 200.0
     """Score a sync peer loses for serving a block that breaks a rule: provable, so twice the
     ban threshold (a ban whatever its score was)."""

@@ -310,7 +310,7 @@ class ChainService:
         return None if node is None else self._body(node)
 
     def canonical_block(self, height: Height) -> Block | None:
-        block_id = self._index.block_id_at(height)
+        block_id = self.canonical_id(height)
         return None if block_id is None else self._body(self.store.nodes[block_id])
 
     def canonical_id(self, height: Height) -> BlockId | None:
@@ -333,9 +333,7 @@ class ChainService:
             total = 0
             for block_id, body in wanted:
                 if body is None:
-                    body = self.storage.get_block(block_id)
-                    if body is None:
-                        raise StorageError(f"finalized block {block_id.hex()} is missing")
+                    body = self._stored_body(block_id)
                 found.append(body)
                 total += len(body.encoded)
                 if total > max_bytes:
@@ -354,9 +352,13 @@ class ChainService:
         """
         if node.block is not None:
             return node.block
-        block = self.storage.get_block(node.block_id)
+        return self._stored_body(node.block_id)
+
+    def _stored_body(self, block_id: BlockId) -> Block:
+        """A released body, read from storage (it is stored before release)."""
+        block = self.storage.get_block(block_id)
         if block is None:
-            raise StorageError(f"finalized block {node.block_id.hex()} is missing from storage")
+            raise StorageError(f"finalized block {block_id.hex()} is missing from storage")
         return block
 
     def _locate(self, txid: TxId) -> TxLocation | None:
