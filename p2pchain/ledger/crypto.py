@@ -36,10 +36,14 @@ class SecretKey:
     """A secp256k1 secret key; its repr never shows the secret."""
 
     secret: bytes = field(repr=False)
+    _public_key: PublicKey = field(init=False, repr=False, compare=False)
+    """Derived once: a wallet or a validator asks for its key at every signature, and the
+    derivation is a scalar multiplication."""
 
     def __post_init__(self) -> None:
         if not is_valid_secret(self.secret):
             raise ValueError("secret key must be 32 bytes in [1, n-1]")
+        object.__setattr__(self, "_public_key", public_key_of(self.secret))
 
     @classmethod
     def from_entropy(cls, entropy: bytes) -> SecretKey:
@@ -56,7 +60,7 @@ class SecretKey:
     @property
     def public_key(self) -> PublicKey:
         """The 32-byte x-only public key."""
-        return public_key_of(self.secret)
+        return self._public_key
 
     def sign(self, message: bytes) -> bytes:
         """BIP-340 signature of a 32-byte message."""

@@ -365,12 +365,14 @@ class ChainService:
         """Where `txid` is on the canonical chain, or None.
 
         The memory index covers the blocks whose bodies are in memory; storage answers for the
-        older, finalized ones (it agrees with memory there, and only there, so its answer is
-        taken below `_history_floor` only).
+        older, finalized ones.
         """
-        location = self._index.locate(txid)
-        if location is not None:
-            return location
+        return self._index.locate(txid) or self._stored_location(txid)
+
+    def _stored_location(self, txid: TxId) -> TxLocation | None:
+        """Where `txid` is in the finalized blocks whose bodies left memory (storage agrees
+        with the memory index there, and only there, so its answer is taken below
+        `_history_floor` only). A query of the database: ask the memory index first."""
         stored = self.storage.transaction_location(txid)
         if stored is None or stored.height >= self._history_floor:
             return None
@@ -385,8 +387,17 @@ class ChainService:
         return get_block_view(self.store, block_id).state_root()
 
     def transaction(self, txid: TxId) -> TxInfo:
-        """The status of `txid`: on the canonical chain, in the pool, rejected, or unknown."""
-        location = self._locate(txid)
+        """The status of `txid`: on the canonical chain, in the pool, rejected, or unknown.
+
+        A pool transaction is on no block whose body left memory (its inputs would be spent),
+        so the pool answers before the database is asked.
+        """
+        location = self._index.locate(txid)
+        if location is None:
+            entry = self.mempool.get(txid)
+            if entry is not None:
+                return TxInfo(txid=txid, status=TxStatus.PENDING, tx=entry.tx)
+            location = self._stored_location(txid)
         if location is not None:
             block_id, height = location.block_id, location.height
             block = self.get_block(block_id)
@@ -400,9 +411,6 @@ class ChainService:
                 block_id=block_id,
                 height=height,
             )
-        entry = self.mempool.get(txid)
-        if entry is not None:
-            return TxInfo(txid=txid, status=TxStatus.PENDING, tx=entry.tx)
         if self.mempool.is_orphan(txid):
             return TxInfo(txid=txid, status=TxStatus.PENDING)
         reason = self._index.rejection(txid)
@@ -1052,16 +1060,19 @@ class ChainService:
         Raises:
             InvalidTransaction: `ALREADY_KNOWN` or `CONFLICTING_SPEND`.
         """
-        if self._locate(tx.txid) is not None:
-            raise InvalidTransaction(Reason.ALREADY_KNOWN, "on the chain")
         view = self.head_view()
-        for index, tx_input in enumerate(tx.inputs):
-            outpoint = tx_input.outpoint
-            if (
-                view.get(outpoint) is None
-                and outpoint.txid not in self.mempool
-                and self._locate(outpoint.txid) is not None
-            ):
+        missing = [
+            (index, tx_input.outpoint)
+            for index, tx_input in enumerate(tx.inputs)
+            if view.get(tx_input.outpoint) is None and tx_input.outpoint.txid not in self.mempool
+        ]
+        # A transaction on the chain spent its inputs there, and its parents are on it: one
+        # whose inputs are all unspent at the head or outputs of the pool is not, and the index
+        # need not be asked (for old blocks, a database query).
+        if (missing or not tx.inputs) and self._locate(tx.txid) is not None:
+            raise InvalidTransaction(Reason.ALREADY_KNOWN, "on the chain")
+        for index, outpoint in missing:
+            if self._locate(outpoint.txid) is not None:
                 raise InvalidTransaction(Reason.CONFLICTING_SPEND, f"input {index} is spent")
 
     def _reason_off_chain(self, tx: Transaction) -> Reason | None:

@@ -233,7 +233,9 @@ class Mempool:
         self._per_peer: Counter[str] = Counter()
         self._bytes = 0
         self._sequence = 0
-        self._gossiped: set[TxId] = set()
+        self._quiet: dict[TxId, None] = {}
+        """Pool transactions not gossiped yet, in arrival order (so that announcing them
+        costs what is new, not a scan of the pool)."""
         self._orphans: QuotaPool[TxId, str | None, _Orphan] = QuotaPool(self.limits.orphan_quota())
         self._orphans_by_parent: dict[TxId, set[TxId]] = {}
         self._epoch: int | None = None
@@ -281,20 +283,20 @@ class Mempool:
             total_fees=sum(entry.fee for entry in self._entries.values()),
             orphan_count=len(self._orphans),
             orphan_bytes=self._orphans.bytes,
-            not_gossiped=len(self._entries.keys() - self._gossiped),
+            not_gossiped=len(self._quiet),
         )
 
     # -- gossip ------------------------------------------------------------------------------
     def mark_gossiped(self, txid: TxId) -> bool:
         """Record that `txid` was gossiped; True the first time (gossip it), False after."""
-        if txid not in self._entries or txid in self._gossiped:
+        if txid not in self._quiet:
             return False
-        self._gossiped.add(txid)
+        del self._quiet[txid]
         return True
 
     def not_gossiped(self) -> list[TxId]:
         """Pool transactions never gossiped yet, in arrival order."""
-        return [txid for txid in self._entries if txid not in self._gossiped]
+        return list(self._quiet)
 
     # -- admission ---------------------------------------------------------------------------
     def add(
@@ -464,6 +466,7 @@ class Mempool:
     def _insert(self, entry: MempoolEntry, parents: set[TxId], minted: int) -> None:
         txid, tx = entry.txid, entry.tx
         self._entries[txid] = entry
+        self._quiet[txid] = None
         self._links[txid] = _Links(parents=set(parents))
         for parent in parents:
             self._links[parent].children.add(txid)
@@ -503,7 +506,7 @@ class Mempool:
             if not self._per_peer[entry.peer]:
                 del self._per_peer[entry.peer]
         self._bytes -= entry.size
-        self._gossiped.discard(txid)
+        self._quiet.pop(txid, None)
         return entry
 
     def _remove_tree(self, txid: TxId, reason: Reason) -> list[Removal]:
@@ -683,7 +686,7 @@ class Mempool:
     ) -> PoolChange:
         previous = list(self._entries.values())
         previous_ids = {entry.txid for entry in previous}
-        gossiped = set(self._gossiped)
+        gossiped = previous_ids - self._quiet.keys()
         for entry in previous:
             self._remove(entry.txid)
         self._epoch = context.epoch(self.params)
@@ -702,7 +705,7 @@ class Mempool:
                     removed.append(Removal(txid=txid, reason=exc.reason))
                 continue
             if was_pooled and txid in gossiped:
-                self._gossiped.add(txid)
+                self._quiet.pop(txid, None)
             elif not was_pooled:
                 accepted.append(txid)
         removed = [r for r in removed if r.txid in previous_ids and r.txid not in self._entries]

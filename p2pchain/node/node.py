@@ -296,20 +296,26 @@ class Node:
         """
         chain = self._chain
         txid = tx.txid
-        if chain.transaction(txid).status in (
-            TxStatus.PENDING,
-            TxStatus.INCLUDED,
-            TxStatus.FINALIZED,
-        ):
+        mempool = chain.mempool
+        if txid in mempool or mempool.is_orphan(txid):
             return txid
         try:
             # The context-free rules come first, as for a gossiped transaction.
             check_transaction(tx, self.params)
             view = chain.head_view()
-            for index, tx_input in enumerate(tx.inputs):
-                outpoint = tx_input.outpoint
-                if view.get(outpoint) is None and outpoint.txid not in chain.mempool:
-                    raise InvalidTransaction(Reason.MISSING_INPUT, f"input {index}")
+            missing = [
+                index
+                for index, tx_input in enumerate(tx.inputs)
+                if view.get(tx_input.outpoint) is None and tx_input.outpoint.txid not in mempool
+            ]
+            # Only a transaction with a spent input (or none) can be on the chain already.
+            if (missing or not tx.inputs) and chain.transaction(txid).status in (
+                TxStatus.INCLUDED,
+                TxStatus.FINALIZED,
+            ):
+                return txid
+            if missing:
+                raise InvalidTransaction(Reason.MISSING_INPUT, f"input {missing[0]}")
         except InvalidTransaction as exc:
             chain.reject(txid, exc.reason)
             chain.publish_tx(txid)

@@ -458,6 +458,8 @@ _SUBMITTED_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS submitted (txid BLOB PRIMARY KEY, seq INTEGER NOT NULL,"
     " data BLOB NOT NULL) WITHOUT ROWID"
 )
+_SUBMITTED_ORDER: Final = "CREATE INDEX IF NOT EXISTS submitted_by_seq ON submitted (seq)"
+"""So that numbering the next submission (the highest `seq` plus one) reads one row."""
 _POOLED_VOTES_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS pooled_votes (vote BLOB PRIMARY KEY, target INTEGER NOT NULL)"
     " WITHOUT ROWID"
@@ -479,6 +481,7 @@ _SCHEMA = (
     "CREATE TABLE bans (peer TEXT PRIMARY KEY, until REAL NOT NULL) WITHOUT ROWID",
     "CREATE TABLE metadata (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
     _SUBMITTED_TABLE,
+    _SUBMITTED_ORDER,
     _POOLED_VOTES_TABLE,
 )
 
@@ -597,6 +600,7 @@ class SqliteChainStore:
             if exists:
                 self._check_identity()
                 db.execute(_SUBMITTED_TABLE)  # added to schema 1 later: created if missing
+                db.execute(_SUBMITTED_ORDER)  # likewise
                 db.execute(_POOLED_VOTES_TABLE)  # likewise
             else:
                 for statement in _SCHEMA:
