@@ -29,7 +29,7 @@ from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
 from p2pchain.ledger.types import Amount, BlockId, Epoch, Height, Slot
 from p2pchain.ledger.utxo import TxUndo
-from p2pchain.ledger.validation import BlockContext, validate_transaction
+from p2pchain.ledger.validation import BlockContext, SignatureCheck, validate_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
 
 BLOCK_OVERHEAD_BYTES = 1_024
@@ -45,6 +45,7 @@ def build_block(
     transactions: Iterable[Transaction] = (),
     votes: Iterable[Vote] = (),
     evidence: Iterable[Evidence] = (),
+    signatures_valid: SignatureCheck | None = None,
 ) -> Block:
     """A signed block on `parent_id` at `slot` that `on_block` accepts.
 
@@ -52,7 +53,9 @@ def build_block(
     the given order (dependants after what they spend), skipping any that do not validate on
     the state built so far or would break the size limits. Votes that are not valid inside this
     block are skipped too. The reward pays ``block_reward + fees`` to the proposer's address,
-    locked until ``height + reward_maturity``.
+    locked until ``height + reward_maturity``. `signatures_valid` checks the candidates'
+    witnesses (default: verify each); a node passes the cache its pool filled, so that building
+    a block does not verify again what admission verified.
 
     Raises:
         InvalidBlock: `UNKNOWN_PARENT`, `SLOT_NOT_AFTER_PARENT` or `WRONG_PROPOSER` when this
@@ -71,7 +74,7 @@ def build_block(
     budget = params.max_block_bytes - BLOCK_OVERHEAD_BYTES
     slashes = [Transaction(kind=TxKind.SLASH, payload=SlashPayload(evidence=e)) for e in evidence]
     chosen, fees, used = _select_transactions(
-        store, parent_id, height, slot, [*slashes, *transactions], budget
+        store, parent_id, height, slot, [*slashes, *transactions], budget, signatures_valid
     )
     included: list[Vote] = []
     seen_votes: set[bytes] = set()
@@ -113,6 +116,7 @@ def _select_transactions(
     slot: Slot,
     candidates: list[Transaction],
     budget: int,
+    signatures_valid: SignatureCheck | None,
 ) -> tuple[list[Transaction], int, int]:
     """Greedy in-order selection on the parent's state; the state is restored afterwards."""
     params = store.params
@@ -129,7 +133,9 @@ def _select_transactions(
             if txid in txids or used + tx.size > budget:
                 continue
             try:
-                fee = validate_transaction(tx, view, params, context)
+                fee = validate_transaction(
+                    tx, view, params, context, signatures_valid=signatures_valid
+                )
             except InvalidTransaction:
                 continue
             if params.block_reward + fees + fee > params.max_money:

@@ -27,14 +27,14 @@ sync and at every `announce_status` (the node calls it after its own imports: sl
 proposals).
 
 Nothing waits on the node inside the swarm's event loop: validations run in a pool of worker
-tasks taking batches from one bounded queue in arrival order, deliveries in one worker,
-imports in the sync task. Every queue is bounded, and every message dropped at a full queue
-is counted in `statistics()` (our own slowness never costs an honest peer score). One peer's
-messages are paced rather than dropped: each holds a unit of its sender's share of the swarm's
-inbox (`SwarmConfig.inbox_per_peer`) until this service is done with it (a gossip message
-until its validation ends), and a sender with its whole share held is not read meanwhile. A
-`Blocks` answer to nothing we asked is judged at once (it costs score) and never takes room in
-the answer queue.
+tasks taking batches from two bounded queues in arrival order (blocks, votes and evidence
+before transactions), deliveries in one worker, imports in the sync task. Every queue is
+bounded, and every message dropped at a full queue is counted in `statistics()` (our own
+slowness never costs an honest peer score). One peer's messages are paced rather than dropped:
+each holds a unit of its sender's share of the swarm's inbox (`SwarmConfig.inbox_per_peer`)
+until this service is done with it (a gossip message until its validation ends), and a sender
+with its whole share held is not read meanwhile. A `Blocks` answer to nothing we asked is
+judged at once (it costs score) and never takes room in the answer queue.
 
 Fault containment: an unexpected exception while handling one peer's message (in the router,
 the validation or delivery hook, or a sync import) is recorded in the swarm's `FaultLog` and
@@ -194,9 +194,10 @@ class NetworkConfig:
     validation_workers: int = 4
     """Validation hooks running at once."""
     validation_queue: int = 1_024
-    """Messages waiting for a validation worker, from all peers; more are dropped (counted,
-    not blamed: the queue backs up because we are slow). One peer's are bounded by its share
-    of the swarm's inbox (`SwarmConfig.inbox_per_peer`)."""
+    """Messages waiting for a validation worker, from all peers, in each of the two queues
+    (blocks, votes and evidence; transactions); more are dropped (counted, not blamed: the
+    queue backs up because we are slow). One peer's are bounded by its share of the swarm's
+    inbox (`SwarmConfig.inbox_per_peer`)."""
     delivery_queue: int = 1_024
     """Accepted messages waiting for `deliver`; more are dropped (counted)."""
     max_sync_responses: int = 64
@@ -287,8 +288,11 @@ class NetworkService:
         self._validating = 0
         """Messages queued or being validated."""
         self._validations: deque[tuple[Validate, Release | None]] = deque()
-        """Messages waiting for a validation worker, oldest first (at most `validation_queue`),
-        each with the release of the share its sender's message holds."""
+        """Blocks, votes and evidence waiting for a validation worker, oldest first (at most
+        `validation_queue`), each with the release of the share its sender's message holds.
+        Workers take these first: a vote never waits behind a flood of transactions."""
+        self._tx_validations: deque[tuple[Validate, Release | None]] = deque()
+        """Transactions waiting for a validation worker, likewise."""
         self._validations_ready = trio.Event()
         self._delivery_send, self._delivery_receive = trio.open_memory_channel[Deliver](
             config.delivery_queue
@@ -531,8 +535,9 @@ class NetworkService:
         return held
 
     def _queue_validation(self, action: Validate, release: Release | None) -> bool:
-        if len(self._validations) < self.config.validation_queue:
-            self._validations.append((action, release))
+        queue = self._tx_validations if action.topic is Topic.TRANSACTION else self._validations
+        if len(queue) < self.config.validation_queue:
+            queue.append((action, release))
             self._validations_ready.set()
             self._validating += 1
             return True
@@ -545,15 +550,16 @@ class NetworkService:
     # -- workers ------------------------------------------------------------------------------
 
     async def _run_validator(self) -> None:
-        """Take the oldest waiting messages, up to a batch, until none wait. A batch keeps
-        arrival order (a block before the votes that name it); workers overlap only while
-        one of them waits inside a hook."""
-        queue = self._validations
+        """Take the oldest waiting messages, up to a batch, until none wait: blocks, votes and
+        evidence before transactions. A batch keeps arrival order (a block before the votes
+        that name it); workers overlap only while one of them waits inside a hook."""
+        consensus, transactions = self._validations, self._tx_validations
         while True:
-            while not queue:
+            while not consensus and not transactions:
                 if self._validations_ready.is_set():
                     self._validations_ready = trio.Event()
                 await self._validations_ready.wait()
+            queue = consensus or transactions
             batch = [queue.popleft() for _ in range(min(VALIDATION_BATCH, len(queue)))]
             try:
                 await self._host.prepare([(action.topic, action.data) for action, _ in batch])

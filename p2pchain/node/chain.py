@@ -253,6 +253,9 @@ class ChainService:
         self._changed = trio.Event()
         self._blocks_imported = 0
         self._import_times = _Histogram(IMPORT_SECONDS_BUCKETS)
+        self.last_import_s = 0.0
+        """Seconds on the node's clock that the last imported block held the lock (the
+        proposer's pace counts it; waiting for the lock is not the block's cost)."""
         self._blocks_invalid = 0
         self._blocks_pruned = 0
         self._votes_imported = 0
@@ -315,6 +318,11 @@ class ChainService:
 
     def canonical_id(self, height: Height) -> BlockId | None:
         return self._index.block_id_at(height)
+
+    def height_of(self, block_id: BlockId) -> Height | None:
+        """The height of a block `get_block` serves (the tree, the finalized chain), or None."""
+        node = self.store.nodes.get(block_id)
+        return None if node is None else node.height
 
     async def bodies(self, block_ids: Sequence[BlockId], max_bytes: int) -> list[Block]:
         """The bodies of the known blocks among `block_ids`, in order, up to and including
@@ -716,10 +724,11 @@ class ChainService:
             return await self._import_block_locked(block, peer)
 
     async def _import_block_locked(self, block: Block, peer: Source) -> Outcome:
-        started = time.perf_counter()
+        started, clock_started = time.perf_counter(), trio.current_time()
         outcome = await self._import_block_timed(block, peer)
         if outcome is Outcome.IMPORTED:
             self._import_times.observe(time.perf_counter() - started)
+            self.last_import_s = trio.current_time() - clock_started
         return outcome
 
     async def _import_block_timed(self, block: Block, peer: Source) -> Outcome:

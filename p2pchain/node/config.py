@@ -98,6 +98,11 @@ class NodeLimits:
     offload_decode_bytes: int = 256 * 1024
     """Peer frames and gossiped blocks longer than this are decoded in a worker thread, so
     that one peer's large message never stalls the event loop (and every other peer)."""
+    proposal_budget: float = 0.25
+    """Fraction of a slot our proposal may take to select, build, sign and import: its
+    transactions are capped at what the cost per transaction of our last proposals (measured
+    on the node's clock) fits in it, so that a saturated pool does not make the block late
+    for the slot's votes."""
     rebroadcast_slots: int = 8
     """Every this many slots, our clients' submissions still pending are sent to every peer
     again (gossip may have lost them, or no peer was connected when they came)."""
@@ -141,6 +146,8 @@ class NodeLimits:
         )
         if min(values + per_source) < 1 or min(naturals) < 0:
             raise ConfigError("node limits must be positive")
+        if not 0 < self.proposal_budget <= 1:
+            raise ConfigError("proposal_budget must be a fraction of the slot in (0, 1]")
         if not self.handshake_timeout > 0:
             raise ConfigError("handshake_timeout must be positive")
         if (

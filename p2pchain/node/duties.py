@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
+import trio
+
 from p2pchain.consensus import (
     build_block,
     compute_epoch_at_slot,
@@ -25,7 +27,7 @@ from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.types import BlockId, Slot
 from p2pchain.ledger.vote import Vote
-from p2pchain.node.chain import ChainService
+from p2pchain.node.chain import ChainService, Outcome
 from p2pchain.node.protection import SlashingProtection
 
 
@@ -35,6 +37,30 @@ class DutyStatistics:
     voted: int = 0
     refused: int = 0
     """Signatures the slashing-protection record refused."""
+
+
+@dataclass(slots=True)
+class ProposalPace:
+    """What our proposals cost per transaction, so that the next one fits its time budget.
+
+    The cost counted is what grows with the block: building it (validating and applying each
+    transaction) and importing it, each timed once it holds the chain lock, so that a wait
+    for the lock or a slow moment does not make a small block look expensive per transaction
+    and shrink the next ones for long.
+    """
+
+    budget_s: float
+    seconds_per_tx: float = 0.0
+    """The last proposal's; 0 before any, or when the clock did not move (no cap)."""
+
+    def cap(self, most: int) -> int:
+        """Transactions the next proposal may take, at most `most` and at least one."""
+        if self.seconds_per_tx <= 0:
+            return most
+        return max(1, min(most, int(self.budget_s / self.seconds_per_tx)))
+
+    def observe(self, seconds: float, transactions: int) -> None:
+        self.seconds_per_tx = seconds / max(1, transactions)
 
 
 class ValidatorDuties:
@@ -55,6 +81,7 @@ class ValidatorDuties:
         self._publish_block = publish_block
         self._publish_vote = publish_vote
         self.counts = DutyStatistics()
+        self.pace = ProposalPace(chain.limits.proposal_budget * chain.params.slot_ms / 1000)
 
     def is_proposer(self, slot: Slot, parent: BlockId | None = None) -> bool:
         store = self.chain.store
@@ -81,8 +108,10 @@ class ValidatorDuties:
             if node is None or node.slot >= slot or not self.is_proposer(slot, parent_id):
                 return None
             params = chain.params
+            started = trio.current_time()
             transactions = chain.mempool.select_for_block(
-                params.max_block_bytes - BLOCK_OVERHEAD_BYTES, params.max_block_txs - 1
+                params.max_block_bytes - BLOCK_OVERHEAD_BYTES,
+                self.pace.cap(params.max_block_txs - 1),
             )
             try:
                 block = build_block(
@@ -93,9 +122,11 @@ class ValidatorDuties:
                     transactions=transactions,
                     votes=list(chain.vote_pool.values()),
                     evidence=list(chain.evidence_pool.values()),
+                    signatures_valid=chain.signatures,
                 )
             except InvalidBlock:
                 return None
+            build_s = trio.current_time() - started
             record = partial(
                 self.protection.check_and_record_proposal,
                 self.key.public_key,
@@ -108,16 +139,20 @@ class ValidatorDuties:
                 self.counts.refused += 1
                 raise
         try:
-            await chain.import_block(block)
+            outcome = await chain.import_block(block)
         except InvalidBlock:
             return None  # finality moved past our parent meanwhile: the block is useless
+        cost_s = build_s + chain.last_import_s
+        if outcome is Outcome.IMPORTED:
+            self.pace.observe(cost_s, len(transactions))
         self.counts.proposed += 1
         chain.log.info(
-            "proposed block %s height=%d slot=%d txs=%d",
+            "proposed block %s height=%d slot=%d txs=%d (built and imported in %.0f ms)",
             block.block_id.hex()[:16],
             block.header.height,
             slot,
             len(block.transactions),
+            cost_s * 1000,
         )
         await self._publish_block(block)
         return block

@@ -185,6 +185,44 @@ async def test_past_the_validation_queue_messages_are_ignored_without_blame():
             assert [data for _, data, _ in host.validated] == [b"tx 0", b"tx 1", b"tx 2"]
 
 
+async def test_votes_and_blocks_are_validated_before_waiting_transactions():
+    """Blocks, votes and evidence have their own queue, served first: under a flood of
+    transactions a vote waits for at most the batch in hand, and a full transaction queue
+    drops no vote."""
+    host = GatedHost()
+    config = NetworkConfig(
+        swarm=_swarm_config(17), seed=17, validation_workers=1, validation_queue=3
+    )
+    with trio.fail_after(WAIT):
+        async with (
+            open_network(config, host) as node,
+            open_swarm(_swarm_config(18), GossipHost(TEST_GENESIS).get_status) as sender,
+        ):
+            node_id = await sender.connect(_tcp(node))
+            sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx 0"))
+            await _until(lambda: host.started == 1)  # the only worker holds "tx 0" alone
+            for n in range(1, 6):
+                sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx %d" % n))
+            sender.send(node_id, Publish(topic=Topic.VOTE, data=b"vote"))
+            sender.send(node_id, Publish(topic=Topic.BLOCK, data=b"block"))
+            await sender.ping(node_id)  # read after all of them: all were handled
+            await trio.testing.wait_all_tasks_blocked()
+            stats = node.statistics()
+            # Three transactions queued, two dropped; the vote and the block are queued.
+            assert stats.validations_dropped == 2
+            assert stats.validations_waiting == 1 + 3 + 2
+            host.gate.set()
+            await host.wait_delivered(Topic.TRANSACTION, b"tx 3")
+            assert [data for _, data, _ in host.validated] == [
+                b"tx 0",
+                b"vote",
+                b"block",
+                b"tx 1",
+                b"tx 2",
+                b"tx 3",
+            ]
+
+
 async def test_a_burst_far_beyond_a_peers_share_is_paced_and_validated_in_full():
     """With validation held, a 1,000-message burst stops at a share of 16 (the rest stays
     unread) and, once validation runs, is read and validated to the last message."""
