@@ -125,45 +125,23 @@ def _decode_at(
 
     Returns the item, where it ends, and the budget left.
     """
-    if start >= end:
-        raise DecodeError("invalid RLP: truncated")
-    prefix = data[start]
-    if prefix < 0x80:
-        return data[start : start + 1], start + 1, budget
-    if prefix < 0xB8:
-        length, body = prefix - 0x80, start + 1
-        if length == 1 and body < end and data[body] < 0x80:
-            raise DecodeError("invalid RLP: single byte below 0x80 must not be prefixed")
-    elif prefix < 0xC0:
-        size = prefix - 0xB7
-        length, body = _read_length(data, start + 1, size, end), start + 1 + size
-    else:
-        if depth >= MAX_DEPTH:
-            raise DecodeError("invalid RLP: nested too deeply")
-        budget -= LIST_COST
-        if budget < 0:
-            raise DecodeError("invalid RLP: more items than its size allows")
-        if prefix < 0xF8:
-            length, body = prefix - 0xC0, start + 1
-        else:
-            size = prefix - 0xF7
-            length, body = _read_length(data, start + 1, size, end), start + 1 + size
-        stop = body + length
-        if stop > end:
-            raise DecodeError("invalid RLP: list runs past the end of its container")
-        items: list[RLPItem] = []
-        position = body
-        while position < stop:
-            item, position, budget = _decode_at(data, position, stop, depth + 1, budget)
-            items.append(item)
-        budget -= ELEMENT_COST * len(items)  # after the fact: strings alone cost < 1 per byte
-        if budget < 0:
-            raise DecodeError("invalid RLP: more items than its size allows")
-        return items, stop, budget
-    stop = body + length
-    if stop > end:
-        raise DecodeError("invalid RLP: string runs past the end of its container")
-    return data[body:stop], stop, budget
+    is_list, body, stop = item_header(data, start, end)
+    if not is_list:
+        return data[body:stop], stop, budget
+    if depth >= MAX_DEPTH:
+        raise DecodeError("invalid RLP: nested too deeply")
+    budget -= LIST_COST
+    if budget < 0:
+        raise DecodeError("invalid RLP: more items than its size allows")
+    items: list[RLPItem] = []
+    position = body
+    while position < stop:
+        item, position, budget = _decode_at(data, position, stop, depth + 1, budget)
+        items.append(item)
+    budget -= ELEMENT_COST * len(items)  # after the fact: strings alone cost < 1 per byte
+    if budget < 0:
+        raise DecodeError("invalid RLP: more items than its size allows")
+    return items, stop, budget
 
 
 def budget_for(data: bytes) -> int:

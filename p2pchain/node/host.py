@@ -26,7 +26,7 @@ from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.evidence import decode_evidence
 from p2pchain.ledger.tx import Transaction
-from p2pchain.ledger.types import BlockId, Height
+from p2pchain.ledger.types import BlockId
 from p2pchain.ledger.validation import check_transaction
 from p2pchain.ledger.vote import Vote
 from p2pchain.net.service import ImportResult, NetworkService, Orphan
@@ -35,15 +35,13 @@ from p2pchain.params import ChainParams
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import (
-    MAX_BLOCK_IDS_PER_REQUEST,
-    MAX_BLOCKS_PER_REQUEST,
     Blocks,
     GetBlocksById,
     GetBlocksByRange,
     Status,
     Topic,
 )
-from p2pchain.protocol.sync import serve_blocks
+from p2pchain.protocol.sync import bounded_answer, requested_block_ids
 
 _IGNORED_TX = frozenset(
     {
@@ -126,22 +124,11 @@ class ChainHost:
     async def serve_blocks(
         self, request: GetBlocksByRange | GetBlocksById, max_bytes: int
     ) -> Blocks:
-        """A peer's block request answered from the blocks it names, loaded first (`bodies`:
-        old ones on the storage worker); `serve_blocks` picks and bounds the answer."""
+        """A peer's block request answered with the blocks `requested_block_ids` picks,
+        loaded first (`bodies`: old ones on the storage worker), within `max_bytes`."""
         chain = self._chain
-        if isinstance(request, GetBlocksByRange):
-            ids: list[BlockId] = []
-            for offset in range(min(request.count, MAX_BLOCKS_PER_REQUEST)):
-                block_id = chain.canonical_id(Height(request.start_height + offset))
-                if block_id is None:
-                    break
-                ids.append(block_id)
-        else:
-            nodes = chain.store.nodes
-            named = dict.fromkeys(request.block_ids[:MAX_BLOCK_IDS_PER_REQUEST])
-            ids = sorted((i for i in named if i in nodes), key=lambda i: nodes[i].height)
-        loaded = await chain.bodies(ids, max_bytes)
-        return serve_blocks(request, _Loaded(loaded), max_bytes)
+        loaded = await chain.bodies(requested_block_ids(request, chain), max_bytes)
+        return bounded_answer(request.request_id, loaded, max_bytes)
 
     async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
         """Verify the witnesses of the batch's transactions together, in a worker thread
@@ -344,17 +331,3 @@ class _VerifyAhead:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = trio.Event()
-
-
-class _Loaded:
-    """The blocks loaded for one request, as the `ChainReader` that `serve_blocks` reads."""
-
-    def __init__(self, blocks: Sequence[Block]) -> None:
-        self._by_height = {block.header.height: block for block in blocks}
-        self._by_id = {block.block_id: block for block in blocks}
-
-    def block_at_height(self, height: Height) -> Block | None:
-        return self._by_height.get(height)
-
-    def get_block(self, block_id: BlockId) -> Block | None:
-        return self._by_id.get(block_id)

@@ -72,14 +72,16 @@ from p2pchain.protocol.scoring import Offence as Offence
 from p2pchain.protocol.scoring import PeerScores as PeerScores
 from p2pchain.protocol.scoring import Penalize as Penalize
 from p2pchain.protocol.scoring import ScoringParams as ScoringParams
+from p2pchain.protocol.sync import ChainIndex as ChainIndex
 from p2pchain.protocol.sync import ChainReader as ChainReader
 from p2pchain.protocol.sync import Import as Import
 from p2pchain.protocol.sync import SyncAction as SyncAction
 from p2pchain.protocol.sync import SyncManager as SyncManager
 from p2pchain.protocol.sync import SyncParams as SyncParams
 from p2pchain.protocol.sync import SyncStatistics as SyncStatistics
-from p2pchain.protocol.sync import serve_blocks_by_id as serve_blocks_by_id
-from p2pchain.protocol.sync import serve_blocks_by_range as serve_blocks_by_range
+from p2pchain.protocol.sync import bounded_answer as bounded_answer
+from p2pchain.protocol.sync import requested_block_ids as requested_block_ids
+from p2pchain.protocol.sync import serve_blocks as serve_blocks
 
 __all__ = [
     "MESSAGE_TYPES",
@@ -91,6 +93,7 @@ __all__ = [
     "BanList",
     "Blocks",
     "Budget",
+    "ChainIndex",
     "ChainReader",
     "ConnectionClosed",
     "ConnectionConfig",
@@ -147,13 +150,14 @@ __all__ = [
     "Topic",
     "Validate",
     "Verdict",
+    "bounded_answer",
     "check_hello",
     "check_inbound",
     "compute_message_id",
     "decode_message",
     "encode_frame",
     "encode_message",
+    "requested_block_ids",
     "select_peer_to_evict",
-    "serve_blocks_by_id",
-    "serve_blocks_by_range",
+    "serve_blocks",
 ]

@@ -668,12 +668,58 @@ class OrphanPool:
             self._requested.discard(parent)
 
 
-class ChainReader(Protocol):
-    """Read access to the local canonical chain, for serving peers."""
+class ChainIndex(Protocol):
+    """Which blocks a node has, by height on its canonical chain and by id: what deciding an
+    answer to a block request reads (the bodies may still have to be loaded)."""
 
-    def block_at_height(self, height: Height) -> Block | None: ...
+    def canonical_id(self, height: Height) -> BlockId | None: ...
+
+    def height_of(self, block_id: BlockId) -> Height | None:
+        """The height of a block we can serve, or None."""
+        ...
+
+
+class ChainReader(ChainIndex, Protocol):
+    """Read access to the local chain, for serving peers."""
 
     def get_block(self, block_id: BlockId) -> Block | None: ...
+
+
+def requested_block_ids(
+    request: GetBlocksByRange | GetBlocksById, chain: ChainIndex
+) -> list[BlockId]:
+    """The blocks that answer `request`, in answer order, before the byte bound: for a range,
+    the canonical blocks from its start up to the first we lack (at most
+    `MAX_BLOCKS_PER_REQUEST`); for ids, the known ones among the first
+    `MAX_BLOCK_IDS_PER_REQUEST` named, each once, ascending by height."""
+    if isinstance(request, GetBlocksByRange):
+        ids: list[BlockId] = []
+        for offset in range(min(request.count, MAX_BLOCKS_PER_REQUEST)):
+            block_id = chain.canonical_id(Height(request.start_height + offset))
+            if block_id is None:
+                break
+            ids.append(block_id)
+        return ids
+    heights = {
+        block_id: height
+        for block_id in dict.fromkeys(request.block_ids[:MAX_BLOCK_IDS_PER_REQUEST])
+        if (height := chain.height_of(block_id)) is not None
+    }
+    return sorted(heights, key=heights.__getitem__)
+
+
+def bounded_answer(
+    request_id: int, blocks: Iterable[Block], max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
+) -> Blocks:
+    """The `Blocks` answer carrying `blocks` in order up to the last that fits `max_bytes`."""
+    chosen: list[Block] = []
+    total = 0
+    for block in blocks:
+        total += block_size(block)
+        if total > max_bytes:
+            break
+        chosen.append(block)
+    return Blocks(request_id=request_id, blocks=tuple(chosen))
 
 
 def serve_blocks(
@@ -681,57 +727,12 @@ def serve_blocks(
     chain_reader: ChainReader,
     max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES,
 ) -> Blocks:
-    """Answer either kind of block request (see the two functions below)."""
-    if isinstance(request, GetBlocksByRange):
-        return serve_blocks_by_range(request, chain_reader, max_bytes)
-    return serve_blocks_by_id(request, chain_reader, max_bytes)
-
-
-def serve_blocks_by_range(
-    request: GetBlocksByRange, chain_reader: ChainReader, max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
-) -> Blocks:
-    """Answer a range request from the canonical chain, stopping at a gap or the byte bound."""
-    count = min(request.count, MAX_BLOCKS_PER_REQUEST)
-    return Blocks(
-        request_id=request.request_id,
-        blocks=_bounded(
-            (chain_reader.block_at_height(Height(request.start_height + i)) for i in range(count)),
-            max_bytes,
-            stop_at_missing=True,
-        ),
-    )
-
-
-def serve_blocks_by_id(
-    request: GetBlocksById, chain_reader: ChainReader, max_bytes: int = MAX_BLOCKS_RESPONSE_BYTES
-) -> Blocks:
-    """Answer a by-id request with the known blocks, ascending by height, within `max_bytes`."""
-    found = [
-        block
-        for block in (
-            chain_reader.get_block(block_id)
-            for block_id in dict.fromkeys(request.block_ids[:MAX_BLOCK_IDS_PER_REQUEST])
-        )
-        if block is not None
-    ]
-    found.sort(key=lambda block: block.header.height)
-    return Blocks(
-        request_id=request.request_id, blocks=_bounded(found, max_bytes, stop_at_missing=False)
-    )
-
-
-def _bounded(
-    blocks: Iterable[Block | None], max_bytes: int, *, stop_at_missing: bool
-) -> tuple[Block, ...]:
-    chosen: list[Block] = []
-    total = 0
-    for block in blocks:
+    """Answer either kind of block request from `chain_reader` (`requested_block_ids`, then
+    `bounded_answer`), stopping at the first body the reader lacks."""
+    found: list[Block] = []
+    for block_id in requested_block_ids(request, chain_reader):
+        block = chain_reader.get_block(block_id)
         if block is None:
-            if stop_at_missing:
-                break
-            continue
-        total += block_size(block)
-        if total > max_bytes:
             break
-        chosen.append(block)
-    return tuple(chosen)
+        found.append(block)
+    return bounded_answer(request.request_id, found, max_bytes)

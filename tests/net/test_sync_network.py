@@ -92,8 +92,12 @@ class LedgerChain:
             finalized=Checkpoint(epoch=0, block_id=GENESIS.block_id),
         )
 
-    def block_at_height(self, height):
-        return self.blocks[height] if 0 <= height < len(self.blocks) else None
+    def canonical_id(self, height):
+        return self.blocks[height].block_id if 0 <= height < len(self.blocks) else None
+
+    def height_of(self, block_id):
+        block = self.by_id.get(block_id)
+        return None if block is None else block.header.height
 
     def get_block(self, block_id):
         return self.by_id.get(block_id)

@@ -17,6 +17,8 @@ from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Send
 from p2pchain.protocol.messages import (
+    MAX_BLOCK_IDS_PER_REQUEST,
+    MAX_BLOCKS_PER_REQUEST,
     Blocks,
     GetBlocksById,
     GetBlocksByRange,
@@ -29,8 +31,8 @@ from p2pchain.protocol.sync import (
     SyncManager,
     SyncParams,
     block_size,
-    serve_blocks_by_id,
-    serve_blocks_by_range,
+    requested_block_ids,
+    serve_blocks,
 )
 
 BODY_ROOT = compute_body_root((), ())
@@ -66,8 +68,12 @@ class MemoryChain:
         self.blocks = list(blocks)
         self.by_id = {block.block_id: block for block in blocks}
 
-    def block_at_height(self, height: int) -> Block | None:
-        return self.blocks[height] if 0 <= height < len(self.blocks) else None
+    def canonical_id(self, height: int) -> BlockId | None:
+        return self.blocks[height].block_id if 0 <= height < len(self.blocks) else None
+
+    def height_of(self, block_id: BlockId) -> int | None:
+        block = self.by_id.get(block_id)
+        return None if block is None else block.header.height
 
     def get_block(self, block_id: BlockId) -> Block | None:
         return self.by_id.get(block_id)
@@ -136,7 +142,7 @@ def run_sync(
         elif isinstance(action, Send):
             exchanged += 1
             assert isinstance(action.message, GetBlocksByRange)
-            response = serve_blocks_by_range(action.message, servers[action.peer_id])
+            response = serve_blocks(action.message, servers[action.peer_id])
             queue.extend(manager.on_blocks(action.peer_id, response, now))
         else:
             pytest.fail(f"unexpected {action}")
@@ -190,7 +196,7 @@ def test_pending_blocks_are_bounded():
     assert sum(r.count for _, r in requests) == 40
     # Answers far ahead of the missing first batch are held, and still count against the bound.
     for peer_id, request in requests[1:]:
-        response = serve_blocks_by_range(request, MemoryChain(MAIN))
+        response = serve_blocks(request, MemoryChain(MAIN))
         actions = manager.on_blocks(peer_id, response, 1.0)
         assert imported(actions) == []
         assert range_requests(actions) == []
@@ -268,7 +274,7 @@ def test_an_answer_off_our_anchor_costs_nothing_from_a_peer_that_has_not_finaliz
     behind = MemoryChain(FORK[:151]).status()  # finalized: the shared genesis, not our anchor
     requests = range_requests(manager.on_status(peer(1), behind, 0.0))
     assert requests[0] == (peer(1), GetBlocksByRange(request_id=1, start_height=101, count=5))
-    answer = serve_blocks_by_range(requests[0][1], MemoryChain(FORK))
+    answer = serve_blocks(requests[0][1], MemoryChain(FORK))
     actions = manager.on_blocks(peer(1), answer, 0.1)
     assert penalties(actions) == []
     assert imported(actions) == []
@@ -302,7 +308,7 @@ def test_oversized_answer_is_penalized():
     small = block_size(MAIN[1]) * 3
     manager = new_manager(batch_size=5, max_response_bytes=small)
     request = first_request(manager)
-    response = serve_blocks_by_range(request, MemoryChain(MAIN))
+    response = serve_blocks(request, MemoryChain(MAIN))
     assert len(response.blocks) == 5
     assert penalties(manager.on_blocks(peer(1), response, 0.1))
 
@@ -318,7 +324,7 @@ def test_timeout_is_penalized_and_retried_elsewhere():
     retried = [r for _, r in range_requests(actions) if r.start_height == request.start_height]
     assert len(retried) == 1
     # The late answer to the expired request is unsolicited now.
-    late = serve_blocks_by_range(request, MemoryChain(MAIN))
+    late = serve_blocks(request, MemoryChain(MAIN))
     assert penalties(manager.on_blocks(peer(1), late, 10.5))
     assert manager.statistics().timeouts == 2
 
@@ -337,7 +343,7 @@ def test_reset_drops_answers_to_old_requests_without_blame():
     manager = new_manager(batch_size=5, max_requests_per_peer=3)
     request = first_request(manager)
     manager.reset(10, MAIN[10].block_id, 1.0)
-    late = serve_blocks_by_range(request, MemoryChain(MAIN))
+    late = serve_blocks(request, MemoryChain(MAIN))
     actions = manager.on_blocks(peer(1), late, 1.1)
     assert penalties(actions) == []
     assert imported(actions) == []
@@ -394,7 +400,7 @@ def test_adversarial_answers_never_break_bounds_or_order(steps):
             actions = manager.handle_timeouts(now)
         elif open_requests:
             peer_id, request = open_requests.pop(0)
-            response = serve_blocks_by_range(request, MemoryChain(MAIN[:40]))
+            response = serve_blocks(request, MemoryChain(MAIN[:40]))
             actions = manager.on_blocks(peer_id, response, now)
         else:
             actions = []
@@ -517,7 +523,7 @@ def test_sync_manager_asks_the_announcer_for_a_missing_parent():
     assert sent.peer_id == peer(4)
     assert isinstance(sent.message, GetBlocksById)
     assert sent.message.block_ids == (MAIN[49].block_id,)
-    reply = serve_blocks_by_id(sent.message, MemoryChain(MAIN))
+    reply = serve_blocks(sent.message, MemoryChain(MAIN))
     assert imported(manager.on_blocks(peer(4), reply, 0.1)) == [MAIN[49]]
     # Blocks that were not asked for are a bad answer.
     again = manager.add_orphan(MAIN[70], peer(4), 0.2)[0].message
@@ -549,14 +555,10 @@ def test_a_parent_request_that_ended_unanswered_is_asked_again_by_the_next_orpha
 
 def test_serve_by_range_stops_at_the_head_and_at_the_byte_bound():
     chain = MemoryChain(MAIN[:10])
-    response = serve_blocks_by_range(
-        GetBlocksByRange(request_id=7, start_height=5, count=20), chain
-    )
+    response = serve_blocks(GetBlocksByRange(request_id=7, start_height=5, count=20), chain)
     assert response == Blocks(request_id=7, blocks=tuple(MAIN[5:10]))
     budget = block_size(MAIN[1]) * 2
-    bounded = serve_blocks_by_range(
-        GetBlocksByRange(request_id=8, start_height=1, count=9), chain, budget
-    )
+    bounded = serve_blocks(GetBlocksByRange(request_id=8, start_height=1, count=9), chain, budget)
     assert bounded.blocks == tuple(MAIN[1:3])
 
 
@@ -565,8 +567,43 @@ def test_serve_by_id_skips_unknown_and_sorts_by_height():
     request = GetBlocksById(
         request_id=3, block_ids=(MAIN[7].block_id, FORK[150].block_id, MAIN[2].block_id)
     )
-    assert serve_blocks_by_id(request, chain).blocks == (MAIN[2], MAIN[7])
-    assert serve_blocks_by_id(request, chain, max_bytes=block_size(MAIN[1])).blocks == (MAIN[2],)
+    assert serve_blocks(request, chain).blocks == (MAIN[2], MAIN[7])
+    assert serve_blocks(request, chain, max_bytes=block_size(MAIN[1])).blocks == (MAIN[2],)
+
+
+@given(
+    chain_length=st.integers(1, 400),
+    start=st.integers(0, 500),
+    count=st.integers(0, 2 * MAX_BLOCKS_PER_REQUEST),
+)
+def test_a_range_answer_is_the_canonical_run_from_its_start(chain_length, start, count):
+    chain = MemoryChain(MAIN[:chain_length])
+    request = GetBlocksByRange(request_id=1, start_height=start, count=count)
+    ids = requested_block_ids(request, chain)
+    expected = MAIN[start : min(chain_length, start + min(count, MAX_BLOCKS_PER_REQUEST))]
+    assert ids == [block.block_id for block in expected]
+    assert serve_blocks(request, chain).blocks == tuple(expected)
+
+
+@given(
+    chain_length=st.integers(1, 400),
+    named=st.lists(st.integers(0, 399), max_size=2 * MAX_BLOCK_IDS_PER_REQUEST),
+    from_fork=st.lists(st.integers(100, 399), max_size=20),
+)
+def test_an_id_answer_is_the_known_named_blocks_once_by_height(chain_length, named, from_fork):
+    """Unknown ids (fork blocks we never saw) are skipped, duplicates count once, only the
+    first `MAX_BLOCK_IDS_PER_REQUEST` named are looked at, and the answer is by height."""
+    chain = MemoryChain(MAIN[:chain_length])
+    block_ids = [MAIN[h].block_id for h in named] + [FORK[h].block_id for h in from_fork]
+    request = GetBlocksById(request_id=2, block_ids=tuple(block_ids))
+    looked_at = block_ids[:MAX_BLOCK_IDS_PER_REQUEST]
+    known = {block_id for block_id in looked_at if block_id in chain.by_id}
+    expected = sorted(known, key=lambda block_id: chain.by_id[block_id].header.height)
+    assert requested_block_ids(request, chain) == expected
+    budget = 3 * block_size(MAIN[1])
+    blocks = [chain.by_id[block_id] for block_id in expected]
+    fitting = max(n for n in range(len(blocks) + 1) if sum(map(block_size, blocks[:n])) <= budget)
+    assert serve_blocks(request, chain, max_bytes=budget).blocks == tuple(blocks[:fitting])
 
 
 def test_bad_parameters_are_refused():
@@ -651,11 +688,11 @@ def test_held_sync_bytes_never_exceed_max_pending_bytes():
     for step in range(JUNK):
         if not answered:
             # A flooding peer answers again and again: unsolicited, never held.
-            stale = serve_blocks_by_range(held_back[1], chain)
+            stale = serve_blocks(held_back[1], chain)
             assert penalties(manager.on_blocks(peer(2), stale, float(step)))
         else:
             peer_id, request = answered.pop(0)
-            actions = manager.on_blocks(peer_id, serve_blocks_by_range(request, chain), 0.0)
+            actions = manager.on_blocks(peer_id, serve_blocks(request, chain), 0.0)
             handed += len(imported(actions))
             answered += [r for r in range_requests(actions) if r[1] != held_back[1]]
         stats = manager.statistics()

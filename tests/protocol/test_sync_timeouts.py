@@ -19,7 +19,7 @@ from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Send
 from p2pchain.protocol.messages import GetBlocksByRange, Status
 from p2pchain.protocol.scoring import Offence, Penalize
-from p2pchain.protocol.sync import SyncAction, SyncManager, SyncParams, serve_blocks_by_range
+from p2pchain.protocol.sync import SyncAction, SyncManager, SyncParams, serve_blocks
 from tests.protocol.test_sync import MAIN, MemoryChain
 
 PARAMS = SyncParams()
@@ -94,7 +94,7 @@ class Shell:
             self.now = min(due)
             while self.answers and self.answers[0][0] <= self.now:
                 _, _, request = heapq.heappop(self.answers)
-                response = serve_blocks_by_range(request, MemoryChain(MAIN))
+                response = serve_blocks(request, MemoryChain(MAIN))
                 self.run(self.manager.on_blocks(HONEST, response, self.now))
             self.run(self.manager.handle_timeouts(self.now))
             if next_epoch is not None and self.now >= next_epoch:
@@ -179,7 +179,7 @@ def test_an_answer_in_time_after_a_reset_is_dropped_without_blame():
     actions = manager.on_status(HONEST, MemoryChain(MAIN[:20]).status(), 0.0)
     (request,) = [a.message for a in actions if isinstance(a, Send)]
     manager.reset(10, MAIN[10].block_id, 1.0)
-    response = serve_blocks_by_range(request, MemoryChain(MAIN))
+    response = serve_blocks(request, MemoryChain(MAIN))
     assert not [a for a in manager.on_blocks(HONEST, response, 2.0) if isinstance(a, Penalize)]
     assert not [
         a for a in manager.handle_timeouts(PARAMS.request_timeout) if isinstance(a, Penalize)
