@@ -419,8 +419,25 @@ class Node:
         finally:
             self._clock_waits_for = None
 
+    async def _until_head_at(self, slot: Slot, deadline_ms: float) -> None:
+        """Return once our head is a block of `slot`, or at `deadline_ms` if none comes: a vote
+        goes out as soon as the slot's block is in (it has the most time to reach the next
+        proposer), and never later than the deadline for a block that is late or missing."""
+        chain = self._chain
+        async with trio.open_nursery() as nursery:
+
+            async def watch_head() -> None:
+                while chain.head_node().slot < slot:
+                    await chain.wait_changed()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_head)
+            await self._sleep_until_ms(deadline_ms)
+            nursery.cancel_scope.cancel()
+
     async def _run_clock(self) -> None:
-        """Each slot: release waiting blocks and votes, propose at its start, vote half-way."""
+        """Each slot: release waiting blocks and votes, propose at its start, vote once the
+        slot's block is in or half-way through the slot, whichever comes first."""
         chain = self._chain
         last = -1
         while True:
@@ -442,10 +459,13 @@ class Node:
             if duties is not None and slot > 0:
                 with contextlib.suppress(SlashingProtectionError):  # counted; never sign around
                     await duties.propose(Slot(slot))
-                await self._sleep_until_ms(self._slot_start_ms(Slot(slot), 0.5))
+                half_way = self._slot_start_ms(Slot(slot), 0.5)
                 if duties.is_vote_slot(Slot(slot)):
+                    await self._until_head_at(Slot(slot), half_way)
                     with contextlib.suppress(SlashingProtectionError):
                         await duties.vote(Slot(slot))
+                else:
+                    await self._sleep_until_ms(half_way)
             self._host.gossip_news()
             await self._sleep_until_ms(self._slot_start_ms(Slot(slot + 1)))
 

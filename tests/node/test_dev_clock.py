@@ -51,7 +51,8 @@ async def test_manual_clocks_make_exactly_the_slots_mined_and_finality_follows(
         for _ in range(8):
             store = net.nodes[0]._chain.store
             head = net.nodes[0].head()
-            empty += get_proposer(store, head.block_id, head.slot + 1) == killed_key
+            mined = net.nodes[0].clock_status().slot + 1  # after an empty slot, not head + 1
+            empty += get_proposer(store, head.block_id, mined) == killed_key
             with trio.fail_after(LIMIT_S):
                 await net.mine(1)
         head = net.nodes[0].head()
@@ -96,3 +97,44 @@ async def test_a_skew_moves_a_running_nodes_slots_at_once(autojump_clock):
         await net.kill(1)
         with pytest.raises(ConfigError, match="node 1 is not running"):
             await net.skew(1, 10)
+
+
+async def test_a_vote_goes_out_when_its_slots_block_is_in_and_at_half_way_without_one(
+    autojump_clock,
+):
+    """On manual clocks nothing moves between the slot's start and half-way but the block:
+    the validator due votes once the block reached it, before half-way; when the slot's
+    proposer is down, it votes at half-way, for the head it has."""
+    network = SimulatedNetwork(seed=5)
+    async with testnet(4, transport=network, manual_clock=True) as net:
+        with trio.fail_after(LIMIT_S):
+            await net.mine(2)
+        slot_ms, genesis_ms = TESTNET_PARAMS.slot_ms, net.genesis.genesis_time_ms
+        proposer_down = False
+        for slot in range(3, 3 + 4 * TESTNET_PARAMS.slots_per_epoch):
+            running = net.nodes
+            head = running[0].head()
+            due = [n for n in running if n._duties is not None and n._duties.is_vote_slot(slot)]
+            proposer = get_proposer(running[0]._chain.store, head.block_id, slot)
+            has_proposer = any(n._duties.key.public_key == proposer for n in running)
+            votes_before = [n._duties.counts.voted for n in due]
+            for node in running:
+                await node.advance_clock(genesis_ms + slot * slot_ms)
+            with trio.fail_after(LIMIT_S):
+                if has_proposer:
+                    await net.wait_for(lambda s=slot, r=running: all(n.head().slot == s for n in r))
+                    await net.wait_for(
+                        lambda d=due, v=votes_before: (
+                            [n._duties.counts.voted for n in d] == [c + 1 for c in v]
+                        )
+                    )
+                else:
+                    proposer_down = True
+                    await trio.sleep(10 * slot_ms / 1000)  # consensus time stands still
+                    assert [n._duties.counts.voted for n in due] == votes_before
+            for node in running:
+                await node.advance_clock(genesis_ms + slot * slot_ms + slot_ms // 2)
+            assert [n._duties.counts.voted for n in due] == [c + 1 for c in votes_before]
+            if slot == 6 and not proposer_down:
+                await net.kill(3)  # some later slots have no block
+        assert proposer_down
