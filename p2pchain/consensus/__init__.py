@@ -10,6 +10,7 @@ from p2pchain.consensus.builder import get_vote_source as get_vote_source
 from p2pchain.consensus.builder import make_vote as make_vote
 from p2pchain.consensus.forkchoice import BlockOutcome as BlockOutcome
 from p2pchain.consensus.forkchoice import adopt_checkpoints as adopt_checkpoints
+from p2pchain.consensus.forkchoice import check_block_header as check_block_header
 from p2pchain.consensus.forkchoice import get_block_view as get_block_view
 from p2pchain.consensus.forkchoice import get_head as get_head
 from p2pchain.consensus.forkchoice import get_head_view as get_head_view
@@ -44,6 +45,7 @@ __all__ = [
     "ValidatorSet",
     "adopt_checkpoints",
     "build_block",
+    "check_block_header",
     "compute_epoch_at_slot",
     "compute_proposer",
     "compute_slot_at_time",

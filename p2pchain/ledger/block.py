@@ -103,6 +103,29 @@ class Block:
         return self.header.body_root == compute_body_root(self.transactions, self.votes)
 
 
+def read_signed_header(data: bytes) -> SignedHeader:
+    """The header and proposer signature of the block encoded in `data`, read without its body,
+    so that a block whose header breaks a rule costs its receiver no more than this. The
+    body is not checked here: decoding the whole block later still may fail.
+
+    Raises:
+        DecodeError: the first two fields are not a header and a signature.
+    """
+    end = len(data)
+    position, stop = list_payload(data, 0, end)
+    budget = budget_for(data)
+    fields: list[RLPItem] = []
+    for _ in range(2):
+        field_end = item_header(data, position, stop)[2]
+        field, budget = decode_span(data, position, field_end, 1, budget)
+        fields.append(field)
+        position = field_end
+    return SignedHeader(
+        header=BlockHeader.from_rlp(fields[0]),
+        signature=read_fixed(fields[1], "block.signature", 64),
+    )
+
+
 def read_block(data: bytes, start: int, end: int, depth: int, budget: int) -> tuple[Block, int]:
     """The block encoded in `data[start:end]`, nested `depth` lists deep, and the decode budget
     left: walks the block in place and hands each transaction's bytes to `read_transaction`,

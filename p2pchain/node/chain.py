@@ -43,6 +43,7 @@ from p2pchain.consensus import (
     SlashingDetector,
     Store,
     adopt_checkpoints,
+    check_block_header,
     compute_slot_at_time,
     compute_start_slot_at_epoch,
     get_block_view,
@@ -67,6 +68,7 @@ from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import encode, encode_item
 from p2pchain.ledger.evidence import Evidence, evidence_key
 from p2pchain.ledger.genesis import GenesisConfig
+from p2pchain.ledger.header import SignedHeader
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
 from p2pchain.ledger.types import AssetId, BlockId, Epoch, Hash32, Height, PublicKey, Slot, TxId
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
@@ -703,6 +705,31 @@ class ChainService:
         slot = self.current_slot()
         on_tick(self.store, slot)
         return slot
+
+    def check_header(self, signed: SignedHeader, size: int) -> None:
+        """The rules a block's header decides (`check_block_header`), against our store at
+        the current slot, for a block whose body is not decoded yet. A block that breaks one
+        counts as invalid, as it would on import; one on a pruned parent is remembered as
+        pruned, so that its descendants need not wait for it.
+
+        Raises:
+            InvalidBlock: as `check_block_header`.
+        """
+        store = self.store
+        try:
+            check_block_header(
+                store, signed, size, Slot(max(store.current_slot, self.current_slot()))
+            )
+        except InvalidBlock as exc:
+            reason = exc.reason
+            if (
+                reason is Reason.CONFLICTS_WITH_FINALIZED
+                and signed.header.parent not in store.nodes
+            ):
+                remember_pruned(store, [signed.header.block_id])
+            if reason not in (Reason.DUPLICATE_BLOCK, Reason.UNKNOWN_PARENT, Reason.FUTURE_SLOT):
+                self._blocks_invalid += 1
+            raise
 
     async def import_block(self, block: Block, *, peer: Source = None) -> Outcome:
         """Validate and import `block` (and the waiting votes it unlocks).

@@ -22,7 +22,7 @@ from p2pchain.errors import (
     InvalidVote,
     Reason,
 )
-from p2pchain.ledger.block import Block
+from p2pchain.ledger.block import Block, read_signed_header
 from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.evidence import decode_evidence
 from p2pchain.ledger.tx import Transaction
@@ -152,6 +152,7 @@ class ChainHost:
                 tx = self._decoded.pop(data, None) or Transaction.from_bytes(data)
                 return self._validate_transaction(tx, from_peer)
             if topic is Topic.BLOCK:
+                self._check_header_first(data)
                 return await self._validate_block(await self._decode_block(data), from_peer)
             if topic is Topic.VOTE:
                 return await self._validate_vote(decode(Vote, data), from_peer)
@@ -164,6 +165,18 @@ class ChainHost:
         finally:
             self.gossip_news()
         return Verdict.ACCEPT
+
+    def _check_header_first(self, data: bytes) -> None:
+        """Judge a gossiped block by its header before its body is decoded: a block on a
+        known parent with a wrong proposer, a bad signature or too many bytes costs us one
+        signature check, not the decode and validation of up to `max_block_bytes`. A block
+        on an unknown parent or for a later slot is judged whole, as before (the orphan pool
+        and the waiting blocks need it decoded)."""
+        try:
+            self._chain.check_header(read_signed_header(data), len(data))
+        except InvalidBlock as exc:
+            if exc.reason not in (Reason.UNKNOWN_PARENT, Reason.FUTURE_SLOT):
+                raise _gossip_error(exc, _IGNORED_BLOCK) from exc
 
     async def _decode_block(self, data: bytes) -> Block:
         """Decode a gossiped block; a large one in a worker thread, off the event loop."""

@@ -28,7 +28,7 @@ from p2pchain.consensus import build_block, get_forkchoice_store, make_vote, on_
 from p2pchain.consensus.store import Store
 from p2pchain.errors import DecodeError, GossipReject, InvalidBlock, InvalidTransaction, Reason
 from p2pchain.ledger.block import Block, compute_body_root
-from p2pchain.ledger.crypto import SecretKey, sha256
+from p2pchain.ledger.crypto import SecretKey, sha256, sign
 from p2pchain.ledger.encoding import encode, encode_item
 from p2pchain.ledger.evidence import DoubleProposal, decode_evidence
 from p2pchain.ledger.genesis import genesis_state
@@ -177,14 +177,18 @@ def local_store(node: NodeProcess) -> Store:
 def resign(
     node: NodeProcess, block: Block, key: SecretKey | None = None, **header: object
 ) -> Block:
-    """`block` with header fields replaced and the body root recomputed, signed by `key`."""
+    """`block` with header fields replaced and the body root recomputed, signed by `key` with
+    fresh auxiliary randomness: the same header signed twice gives two signatures, so that two
+    rows gossiping one header (a block with no transactions has no salted reward) never send
+    the same bytes (a repeat would be a duplicate, dropped unjudged)."""
     key = key or node.validator_key
     new_header = replace(
         block.header,
         body_root=compute_body_root(block.transactions, block.votes),
         **header,  # type: ignore[arg-type]
     )
-    signature = key.sign(header_signing_message(node.params.chain_id, new_header.block_id))
+    message = header_signing_message(node.params.chain_id, new_header.block_id)
+    signature = sign(key.secret, message, os.urandom(32))
     return replace(block, header=new_header, signature=signature)
 
 
