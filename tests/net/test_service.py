@@ -1,6 +1,7 @@
 """`NetworkService` on loopback: hooks, verdict penalties, bounded queues, status, shutdown."""
 
 import gc
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -158,19 +159,30 @@ async def test_a_peer_at_its_inbox_share_is_not_read_until_its_validations_end()
             assert node.swarm.score(flooder.peer_id) == 0
 
 
-async def test_past_the_validation_queue_messages_are_ignored_without_blame():
+@asynccontextmanager
+async def _one_worker_holding_a_transaction(seed, validation_queue):
+    """A node with one validation worker and `validation_queue`, and a sender whose "tx 0"
+    that worker holds until `host.gate` is set: (host, node, sender, node's peer id)."""
     host = GatedHost()
     config = NetworkConfig(
-        swarm=_swarm_config(15), seed=15, validation_workers=1, validation_queue=2
+        swarm=_swarm_config(seed),
+        seed=seed,
+        validation_workers=1,
+        validation_queue=validation_queue,
     )
+    async with (
+        open_network(config, host) as node,
+        open_swarm(_swarm_config(seed + 1), GossipHost(TEST_GENESIS).get_status) as sender,
+    ):
+        node_id = await sender.connect(_tcp(node))
+        sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx 0"))
+        await _until(lambda: host.started == 1)
+        yield host, node, sender, node_id
+
+
+async def test_past_the_validation_queue_messages_are_ignored_without_blame():
     with trio.fail_after(WAIT):
-        async with (
-            open_network(config, host) as node,
-            open_swarm(_swarm_config(16), GossipHost(TEST_GENESIS).get_status) as sender,
-        ):
-            node_id = await sender.connect(_tcp(node))
-            sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx 0"))
-            await _until(lambda: host.started == 1)  # the only worker holds "tx 0" alone
+        async with _one_worker_holding_a_transaction(15, 2) as (host, node, sender, node_id):
             for n in range(1, 5):
                 sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx %d" % n))
             await sender.ping(node_id)  # read after the five: all were handled
@@ -189,18 +201,8 @@ async def test_votes_and_blocks_are_validated_before_waiting_transactions():
     """Blocks, votes and evidence have their own queue, served first: under a flood of
     transactions a vote waits for at most the batch in hand, and a full transaction queue
     drops no vote."""
-    host = GatedHost()
-    config = NetworkConfig(
-        swarm=_swarm_config(17), seed=17, validation_workers=1, validation_queue=3
-    )
     with trio.fail_after(WAIT):
-        async with (
-            open_network(config, host) as node,
-            open_swarm(_swarm_config(18), GossipHost(TEST_GENESIS).get_status) as sender,
-        ):
-            node_id = await sender.connect(_tcp(node))
-            sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx 0"))
-            await _until(lambda: host.started == 1)  # the only worker holds "tx 0" alone
+        async with _one_worker_holding_a_transaction(17, 3) as (host, node, sender, node_id):
             for n in range(1, 6):
                 sender.send(node_id, Publish(topic=Topic.TRANSACTION, data=b"tx %d" % n))
             sender.send(node_id, Publish(topic=Topic.VOTE, data=b"vote"))
