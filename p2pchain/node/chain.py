@@ -708,12 +708,15 @@ class ChainService:
 
     def check_header(self, signed: SignedHeader, size: int) -> None:
         """The rules a block's header decides (`check_block_header`), against our store at
-        the current slot, for a block whose body is not decoded yet. A block that breaks one
-        counts as invalid, as it would on import; one on a pruned parent is remembered as
-        pruned, so that its descendants need not wait for it.
+        the current slot, for a block whose body is not decoded yet. A block on an unknown
+        parent or for a later slot must still carry its proposer's valid signature (that rule
+        needs no parent, and honest peers do not forward such a block: it is ignored, not
+        relayed). A block that breaks a rule counts as invalid, as it would on import; one on
+        a pruned parent is remembered as pruned, so that its descendants need not wait for it.
 
         Raises:
-            InvalidBlock: as `check_block_header`.
+            InvalidBlock: as `check_block_header`; `BAD_PROPOSER_SIGNATURE` also for a block
+                on an unknown parent or for a later slot.
         """
         store = self.store
         try:
@@ -722,12 +725,17 @@ class ChainService:
             )
         except InvalidBlock as exc:
             reason = exc.reason
+            if reason in (Reason.UNKNOWN_PARENT, Reason.FUTURE_SLOT):
+                if signed.is_signature_valid(self.params.chain_id):
+                    raise
+                self._blocks_invalid += 1
+                raise InvalidBlock(Reason.BAD_PROPOSER_SIGNATURE) from exc
             if (
                 reason is Reason.CONFLICTS_WITH_FINALIZED
                 and signed.header.parent not in store.nodes
             ):
                 remember_pruned(store, [signed.header.block_id])
-            if reason not in (Reason.DUPLICATE_BLOCK, Reason.UNKNOWN_PARENT, Reason.FUTURE_SLOT):
+            if reason is not Reason.DUPLICATE_BLOCK:
                 self._blocks_invalid += 1
             raise
 

@@ -171,7 +171,7 @@ class ChainHost:
         known parent with a wrong proposer, a bad signature or too many bytes costs us one
         signature check, not the decode and validation of up to `max_block_bytes`. A block
         on an unknown parent or for a later slot is judged whole, as before (the orphan pool
-        and the waiting blocks need it decoded)."""
+        and the waiting blocks need it decoded), once its proposer's signature holds."""
         try:
             self._chain.check_header(read_signed_header(data), len(data))
         except InvalidBlock as exc:

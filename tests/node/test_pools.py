@@ -21,7 +21,7 @@ from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.encoding import encode, encode_item
 from p2pchain.ledger.evidence import VoteEquivocation
-from p2pchain.ledger.header import BlockHeader
+from p2pchain.ledger.header import BlockHeader, header_signing_message
 from p2pchain.ledger.tx import OutPoint, Transaction, TxInput, TxKind, TxOutput
 from p2pchain.ledger.types import AssetId, BlockId, Hash32, PublicKey, TxId
 from p2pchain.ledger.validation import SignatureCache
@@ -71,15 +71,21 @@ def _peer(index: int) -> PeerId:
     return PeerId(index.to_bytes(32, "big"))
 
 
+JUNK_KEY = SecretKey.from_entropy(sha256(b"nobody's proposer"))
+
+
 def _junk_block(nonce: int, *, parent: BlockId, slot: int, padding: int = 0) -> Block:
-    """A well-formed block nobody may propose (checked only once it can be imported)."""
+    """A well-formed block nobody may propose (checked only once it can be imported), signed
+    by its stranger of a proposer: a block on an unknown parent or for a later slot is held
+    only when its signature holds, so a flood that fills the pools has to sign each block."""
     header = BlockHeader(
         parent=parent,
         height=1,
         slot=slot,
-        proposer=PublicKey(sha256(nonce.to_bytes(8, "big"))),
-        body_root=Hash32(bytes(32)),
+        proposer=JUNK_KEY.public_key,
+        body_root=Hash32(sha256(nonce.to_bytes(8, "big"))),
     )
+    signature = JUNK_KEY.sign(header_signing_message(CONSENSUS_PARAMS.chain_id, header.block_id))
     filler = Vote(
         slot=0,
         head=BlockId(bytes(32)),
@@ -88,7 +94,7 @@ def _junk_block(nonce: int, *, parent: BlockId, slot: int, padding: int = 0) -> 
         validator=PublicKey(bytes(32)),
         signature=bytes(64),
     )
-    return Block(header=header, signature=bytes(64), votes=(filler,) * padding)
+    return Block(header=header, signature=signature, votes=(filler,) * padding)
 
 
 async def _offer(node, topic: Topic, data: bytes, peer: PeerId) -> Verdict:
