@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import trio
 from node_kill_worker import PARAMS, node_config
+from solo_node import solo_config
 
-from p2pchain import EventKind, Node, NodeConfig, NodeLimits, TxStatus, open_node
+from p2pchain import EventKind, Node, NodeLimits, TxStatus, open_node
 from p2pchain.consensus import build_block, get_forkchoice_store, on_tick
 from p2pchain.errors import (
     EventHistoryExpired,
@@ -292,14 +293,7 @@ def _record_verifying_threads(monkeypatch):
 
 
 def _solo_config(genesis, seed):
-    network = SimulatedNetwork(seed=seed)
-    return NodeConfig(
-        genesis=genesis,
-        params=TESTNET_PARAMS,
-        listen=(network.address("solo"),),
-        transport=network.transport("solo"),
-        clock_offset_ms=1_500 - round(trio.current_time() * 1000),  # half-way through slot 1
-    )
+    return solo_config(genesis, seed, at_ms=1_500)  # half-way through slot 1
 
 
 async def test_block_signatures_are_verified_off_the_event_loop(monkeypatch):
@@ -400,15 +394,8 @@ async def test_every_sqlite_statement_of_the_writer_runs_off_the_event_loop(monk
     monkeypatch.setattr(storage, "connect_sqlite", traced(storage.connect_sqlite))
     monkeypatch.setattr(storage, "connect_sqlite_reader", traced(storage.connect_sqlite_reader))
     monkeypatch.setattr(protection, "connect_sqlite", traced(protection.connect_sqlite))
-    network = SimulatedNetwork(seed=10)
-    config = NodeConfig(
-        genesis=genesis,
-        params=params,
-        listen=(network.address("solo"),),
-        transport=network.transport("solo"),
-        clock_offset_ms=2_500 - round(trio.current_time() * 1000),  # half-way through slot 2
-        data_dir=tmp_path,
-    )
+    # half-way through slot 2
+    config = solo_config(genesis, 10, at_ms=2_500, params=params, data_dir=tmp_path)
     async with open_node(config) as node:
         for block in reversed(branches):  # the higher id first: the lower one wins the tie
             result = await node.network.host.import_blocks((block,), PeerId(bytes(32)))

@@ -6,8 +6,9 @@ from types import SimpleNamespace
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
+from solo_node import solo_config
 
-from p2pchain import NodeConfig, open_node
+from p2pchain import open_node
 from p2pchain.consensus import build_block, get_forkchoice_store, on_block, on_tick
 from p2pchain.ledger import validation
 from p2pchain.ledger.validation import BlockContext
@@ -16,7 +17,6 @@ from p2pchain.node import chain as chain_module
 from p2pchain.node.host import _VerifyAhead
 from p2pchain.params import COIN
 from p2pchain.protocol.connection import PeerId
-from p2pchain.testing.simnet import SimulatedNetwork
 from p2pchain.testing.testnet import TESTNET_PARAMS, derive_key, make_testnet_genesis
 
 PER_BLOCK = 8  # NodeLimits.offload_signatures: enough to go to the worker thread
@@ -73,14 +73,7 @@ async def test_the_next_blocks_witnesses_are_checked_while_a_block_imports(monke
 
     monkeypatch.setattr(validation, "verify_input_signatures", recording)
     monkeypatch.setattr(chain_module, "on_block", importing)
-    network = SimulatedNetwork(seed=21)
-    config = NodeConfig(
-        genesis=genesis,
-        params=TESTNET_PARAMS,
-        listen=(network.address("solo"),),
-        transport=network.transport("solo"),
-        clock_offset_ms=2_500 - round(trio.current_time() * 1000),  # half-way through slot 2
-    )
+    config = solo_config(genesis, 21, at_ms=2_500)  # half-way through slot 2
     async with open_node(config) as node:
         result = await node.network.host.import_blocks(blocks, PeerId(bytes(32)))
         assert result.accepted == {block.block_id for block in blocks}
