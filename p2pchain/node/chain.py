@@ -707,16 +707,17 @@ class ChainService:
         return slot
 
     def check_header(self, signed: SignedHeader, size: int) -> None:
-        """The rules a block's header decides (`check_block_header`), against our store at
-        the current slot, for a block whose body is not decoded yet. A block on an unknown
-        parent or for a later slot must still carry its proposer's valid signature (that rule
-        needs no parent, and honest peers do not forward such a block: it is ignored, not
+        """Judge a block by its header (`check_block_header`), against our store at the
+        current slot, before its body is decoded. It returns when the header passes, and for
+        a block on an unknown parent or for a later slot (judged whole later: the orphan pool
+        and the waiting blocks need it decoded) whose proposer's signature holds: that rule
+        needs no parent, and honest peers do not forward such a block (it is ignored, not
         relayed). A block that breaks a rule counts as invalid, as it would on import; one on
         a pruned parent is remembered as pruned, so that its descendants need not wait for it.
 
         Raises:
-            InvalidBlock: as `check_block_header`; `BAD_PROPOSER_SIGNATURE` also for a block
-                on an unknown parent or for a later slot.
+            InvalidBlock: as `check_block_header`, but for `UNKNOWN_PARENT` and `FUTURE_SLOT`;
+                `BAD_PROPOSER_SIGNATURE` also for a block on an unknown parent or a later slot.
         """
         store = self.store
         try:
@@ -727,7 +728,7 @@ class ChainService:
             reason = exc.reason
             if reason in (Reason.UNKNOWN_PARENT, Reason.FUTURE_SLOT):
                 if signed.is_signature_valid(self.params.chain_id):
-                    raise
+                    return
                 self._blocks_invalid += 1
                 raise InvalidBlock(Reason.BAD_PROPOSER_SIGNATURE) from exc
             if (
@@ -1104,20 +1105,30 @@ class ChainService:
         Raises:
             InvalidTransaction: `ALREADY_KNOWN` or `CONFLICTING_SPEND`.
         """
-        view = self.head_view()
-        missing = [
-            (index, tx_input.outpoint)
-            for index, tx_input in enumerate(tx.inputs)
-            if view.get(tx_input.outpoint) is None and tx_input.outpoint.txid not in self.mempool
-        ]
-        # A transaction on the chain spent its inputs there, and its parents are on it: one
-        # whose inputs are all unspent at the head or outputs of the pool is not, and the index
-        # need not be asked (for old blocks, a database query).
-        if (missing or not tx.inputs) and self._locate(tx.txid) is not None:
+        missing = self.missing_inputs(tx)
+        if self.may_be_on_chain(tx, missing) and self._locate(tx.txid) is not None:
             raise InvalidTransaction(Reason.ALREADY_KNOWN, "on the chain")
-        for index, outpoint in missing:
-            if self._locate(outpoint.txid) is not None:
+        for index in missing:
+            if self._locate(tx.inputs[index].outpoint.txid) is not None:
                 raise InvalidTransaction(Reason.CONFLICTING_SPEND, f"input {index} is spent")
+
+    def missing_inputs(self, tx: Transaction) -> list[int]:
+        """The indexes of the inputs that spend neither an unspent output at the head nor an
+        output of a pool transaction."""
+        view, mempool = self.head_view(), self.mempool
+        return [
+            index
+            for index, tx_input in enumerate(tx.inputs)
+            if view.get(tx_input.outpoint) is None and tx_input.outpoint.txid not in mempool
+        ]
+
+    @staticmethod
+    def may_be_on_chain(tx: Transaction, missing: Sequence[int]) -> bool:
+        """False when `tx` cannot be on the chain, so that the index need not be asked (for
+        old blocks, a database query): a transaction on the chain spent its inputs there and
+        its parents are on it, so one whose inputs (`missing`: `missing_inputs`) are all
+        unspent at the head or outputs of the pool is not."""
+        return bool(missing) or not tx.inputs
 
     def _reason_off_chain(self, tx: Transaction) -> Reason | None:
         """Why a transaction of a dropped block is neither back in the pool nor on the chain."""

@@ -175,8 +175,7 @@ class ChainHost:
         try:
             self._chain.check_header(read_signed_header(data), len(data))
         except InvalidBlock as exc:
-            if exc.reason not in (Reason.UNKNOWN_PARENT, Reason.FUTURE_SLOT):
-                raise _gossip_error(exc, _IGNORED_BLOCK) from exc
+            raise _gossip_error(exc, _IGNORED_BLOCK) from exc
 
     async def _decode_block(self, data: bytes) -> Block:
         """Decode a gossiped block; a large one in a worker thread, off the event loop."""

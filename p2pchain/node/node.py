@@ -302,14 +302,8 @@ class Node:
         try:
             # The context-free rules come first, as for a gossiped transaction.
             check_transaction(tx, self.params)
-            view = chain.head_view()
-            missing = [
-                index
-                for index, tx_input in enumerate(tx.inputs)
-                if view.get(tx_input.outpoint) is None and tx_input.outpoint.txid not in mempool
-            ]
-            # Only a transaction with a spent input (or none) can be on the chain already.
-            if (missing or not tx.inputs) and chain.transaction(txid).status in (
+            missing = chain.missing_inputs(tx)
+            if chain.may_be_on_chain(tx, missing) and chain.transaction(txid).status in (
                 TxStatus.INCLUDED,
                 TxStatus.FINALIZED,
             ):
