@@ -111,19 +111,27 @@ def read_signed_header(data: bytes) -> SignedHeader:
     Raises:
         DecodeError: the first two fields are not a header and a signature.
     """
-    end = len(data)
-    position, stop = list_payload(data, 0, end)
-    budget = budget_for(data)
+    position, stop = list_payload(data, 0, len(data))
+    return _signed_header_at(data, position, stop, 1, budget_for(data))[0]
+
+
+def _signed_header_at(
+    data: bytes, position: int, stop: int, depth: int, budget: int
+) -> tuple[SignedHeader, int, int]:
+    """The header and signature fields of a block at `position` (its list ends at `stop`),
+    each nested `depth` lists deep: the signed header, where the body starts, and the decode
+    budget left."""
     fields: list[RLPItem] = []
     for _ in range(2):
         field_end = item_header(data, position, stop)[2]
-        field, budget = decode_span(data, position, field_end, 1, budget)
+        field, budget = decode_span(data, position, field_end, depth, budget)
         fields.append(field)
         position = field_end
-    return SignedHeader(
+    signed = SignedHeader(
         header=BlockHeader.from_rlp(fields[0]),
         signature=read_fixed(fields[1], "block.signature", 64),
     )
+    return signed, position, budget
 
 
 def read_block(data: bytes, start: int, end: int, depth: int, budget: int) -> tuple[Block, int]:
@@ -137,12 +145,7 @@ def read_block(data: bytes, start: int, end: int, depth: int, budget: int) -> tu
     if stop != end:
         raise DecodeError(f"invalid RLP: {end - stop} trailing bytes")
     budget = charge(budget, 1, 4)
-    fields: list[RLPItem] = []
-    for _ in range(2):  # the header and the signature
-        field_end = item_header(data, position, stop)[2]
-        field, budget = decode_span(data, position, field_end, depth + 1, budget)
-        fields.append(field)
-        position = field_end
+    signed, position, budget = _signed_header_at(data, position, stop, depth + 1, budget)
     tx_position, txs_end = list_payload(data, position, stop)
     budget = charge(budget, 1, 0)
     transactions: list[Transaction] = []
@@ -157,8 +160,8 @@ def read_block(data: bytes, start: int, end: int, depth: int, budget: int) -> tu
     if votes_end != stop:
         raise DecodeError("block: expected 4 fields, got more")
     block = Block(
-        header=BlockHeader.from_rlp(fields[0]),
-        signature=read_fixed(fields[1], "block.signature", 64),
+        header=signed.header,
+        signature=signed.signature,
         transactions=tuple(transactions),
         votes=tuple(Vote.from_rlp(x) for x in read_list(votes, "block.votes")),
     )
