@@ -44,6 +44,14 @@ class Reason(StrEnum):
     NOT_ISSUER = "not-issuer"
     CAP_EXCEEDED = "cap-exceeded"
     BAD_ASSET_NAME = "bad-asset-name"
+    BAD_RETIREMENT = "bad-retirement"
+    # offers
+    BAD_OFFER = "bad-offer"
+    OFFER_EXPIRED = "offer-expired"
+    OFFER_BOOK_FULL = "offer-book-full"
+    # partially signed transactions
+    PARTIAL_MISMATCH = "partial-mismatch"
+    UNSIGNED_INPUT = "unsigned-input"
     # staking and slashing
     STAKE_TOO_SMALL = "stake-too-small"
     BAD_STAKE_OUTPUT = "bad-stake-output"
@@ -114,6 +122,14 @@ class InvalidBlock(ValidationError):
 
 class InvalidVote(ValidationError):
     """A vote the fork choice must not count."""
+
+
+class InvalidOffer(ValidationError):
+    """A standing offer that no transaction could take (or that our offer book refuses)."""
+
+
+class InvalidPartial(ValidationError):
+    """Partially signed transactions that cannot be combined or finished as asked."""
 
 
 class ProtocolError(P2PChainError):

@@ -23,6 +23,12 @@ MAX_ASSET_NAME_BYTES: Final = 32
 """The longest asset name the wire format decodes; `ChainParams.max_asset_name_bytes` may only
 lower it."""
 
+MAX_BENEFICIARY_BYTES: Final = 64
+"""The longest beneficiary a retirement record carries (UTF-8 by convention)."""
+
+MAX_PURPOSE_BYTES: Final = 256
+"""The longest purpose a retirement record carries (UTF-8 by convention)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainParams:

@@ -52,28 +52,48 @@ def test_local_testnet_finalizes_epochs_on_every_node():
 
 
 @pytest.mark.timeout(TIMEOUT_S + 10)
-def test_carbon_credits_trade_retire_and_cap():
+def test_carbon_credits_offers_trades_retires_and_caps():
     code, out = run_example("carbon_credits.py")
     assert code == 0, out
     steps = out.split("\n\n")
     expected = [
         ("issued 6000", "issued 6000 of cap 10000", 6000, 0, 0),
-        ("sold 1500 t", "issued 6000 of cap 10000", 4500, 1500, 0),
-        ("resold 400 t", "issued 6000 of cap 10000", 4500, 1100, 400),
-        ("retired 250 t", "issued 6000 of cap 10000", 4500, 1100, 150),
-        ("minted 4000 t", "issued 10000 of cap 10000", 8500, 1100, 150),
+        ("split 3000 t into 6 lots of 500 t", "issued 6000 of cap 10000", 6000, 0, 0),
+        ("buyer took 3 lots (1500 t at 12 coin/t)", "issued 6000 of cap 10000", 4500, 1500, 0),
+        (
+            "offsetter took 2 lots (1000 t at 15 coin/t)",
+            "issued 6000 of cap 10000",
+            3500,
+            1500,
+            1000,
+        ),
+        ("offsetter retired 250 t", "issued 6000 of cap 10000", 3500, 1500, 750),
+        ("minted 4000 t", "issued 10000 of cap 10000", 7500, 1500, 750),
     ]
-    assert len(steps) >= len(expected) + 1, out
-    for step, (action, supply, registry, buyer, offsetter) in zip(steps, expected, strict=False):
+    trades = [s for s in steps if "finalized at height" in s]
+    assert len(trades) == len(expected), out
+    for step, (action, supply, registry, buyer, offsetter) in zip(trades, expected, strict=True):
         assert action in step, step
-        assert "finalized at height" in step, step
         assert supply in step, step
         assert re.search(rf"registry\s+{registry} t CO2", step), step
         assert re.search(rf"buyer\s+{buyer} t CO2", step), step
         assert re.search(rf"offsetter\s+{offsetter} t CO2", step), step
+    book = re.findall(r"^  offer [0-9a-f]{12}  500 t  at\s+(\d+\.\d\d) coin/t", out, re.M)
+    assert book == ["12.00"] * 3 + ["15.00"] * 3, out
+    assert "the registry was paid exactly 18,000.0000 coin and buyer got 1500 t" in out
+    assert "the registry was paid exactly 15,000.0000 coin and offsetter got 1000 t" in out
+    assert re.search(
+        r"certificate [0-9a-f]{64}\n\s+250 t retired by offsetter at height \d+"
+        r" for Acme Stahl GmbH: 2026 scope 1",
+        out,
+    ), out
     assert "minting 1 t more was rejected: cap-exceeded" in out
     assert "status on node 0: rejected" in out
     assert "held 9750 t + retired 250 t = issued 10000 t" in out
+    assert (
+        "registry: 32,999.9997 coin = 33,000.0000 coin from taken offers - 0.0003 coin in fees"
+        in out
+    )
 
 
 @pytest.mark.timeout(TIMEOUT_S + 10)

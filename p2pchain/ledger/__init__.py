@@ -34,6 +34,11 @@ from p2pchain.ledger.genesis import self_bonded_genesis as self_bonded_genesis
 from p2pchain.ledger.header import BlockHeader as BlockHeader
 from p2pchain.ledger.header import SignedHeader as SignedHeader
 from p2pchain.ledger.header import header_signing_message as header_signing_message
+from p2pchain.ledger.offer import Offer as Offer
+from p2pchain.ledger.offer import check_offer as check_offer
+from p2pchain.ledger.offer import sign_offer as sign_offer
+from p2pchain.ledger.partial import PartialTransaction as PartialTransaction
+from p2pchain.ledger.partial import combine as combine_partials
 from p2pchain.ledger.reward import reward_transaction as reward_transaction
 from p2pchain.ledger.tx import NO_LOCK as NO_LOCK
 from p2pchain.ledger.tx import IssuePayload as IssuePayload
@@ -42,6 +47,7 @@ from p2pchain.ledger.tx import LockKind as LockKind
 from p2pchain.ledger.tx import MintPayload as MintPayload
 from p2pchain.ledger.tx import OutPoint as OutPoint
 from p2pchain.ledger.tx import Payload as Payload
+from p2pchain.ledger.tx import RetirePayload as RetirePayload
 from p2pchain.ledger.tx import RewardPayload as RewardPayload
 from p2pchain.ledger.tx import SlashPayload as SlashPayload
 from p2pchain.ledger.tx import Transaction as Transaction
@@ -49,6 +55,7 @@ from p2pchain.ledger.tx import TxInput as TxInput
 from p2pchain.ledger.tx import TxKind as TxKind
 from p2pchain.ledger.tx import TxOutput as TxOutput
 from p2pchain.ledger.tx import compute_asset_id as compute_asset_id
+from p2pchain.ledger.tx import offer_signing_message as offer_signing_message
 from p2pchain.ledger.tx import tx_signing_message as tx_signing_message
 from p2pchain.ledger.types import Address as Address
 from p2pchain.ledger.types import Amount as Amount
@@ -103,9 +110,12 @@ __all__ = [
     "Lock",
     "LockKind",
     "MintPayload",
+    "Offer",
     "OutPoint",
+    "PartialTransaction",
     "Payload",
     "PublicKey",
+    "RetirePayload",
     "RewardPayload",
     "SecretKey",
     "SignatureCache",
@@ -124,7 +134,9 @@ __all__ = [
     "VoteEquivocation",
     "Wallet",
     "address_of",
+    "check_offer",
     "check_transaction",
+    "combine_partials",
     "compute_asset_id",
     "compute_body_root",
     "connect_block",
@@ -139,12 +151,14 @@ __all__ = [
     "is_double_proposal",
     "is_double_vote",
     "is_surround_vote",
+    "offer_signing_message",
     "reward_lock",
     "reward_transaction",
     "select_coins",
     "self_bonded_genesis",
     "sha256",
     "sign",
+    "sign_offer",
     "tagged_hash",
     "tx_signing_message",
     "unbonding_lock",

@@ -31,9 +31,10 @@ from p2pchain.ledger.encoding import (
 )
 from p2pchain.ledger.evidence import Evidence, evidence_from_rlp
 from p2pchain.ledger.types import Address, Amount, AssetId, Hash32, Height, PublicKey, TxId
-from p2pchain.params import MAX_ASSET_NAME_BYTES
+from p2pchain.params import MAX_ASSET_NAME_BYTES, MAX_BENEFICIARY_BYTES, MAX_PURPOSE_BYTES
 
 _TX_SIG_TAG = b"p2pchain/tx"
+_OFFER_SIG_TAG = b"p2pchain/offer"
 _ASSET_ID_TAG = b"p2pchain/asset"
 MAX_OUTPUT_INDEX = 2**32 - 1
 EMPTY_KEY = PublicKey(bytes(32))
@@ -120,22 +121,38 @@ class OutPoint:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxInput:
-    """Spends `outpoint`; the witness is the owner's x-only key and BIP-340 signature."""
+    """Spends `outpoint`; the witness is the owner's x-only key and BIP-340 signature.
+
+    The signature covers the whole transaction, unless `offer_until` is set: then it is a
+    standing offer's, covering only this outpoint, the output at this input's own index and
+    the last height the offer may be taken at (`offer_signing_message`), so that anyone may
+    complete the transaction around it.
+    """
 
     outpoint: OutPoint
     public_key: PublicKey = EMPTY_KEY
     signature: bytes = EMPTY_SIGNATURE
+    offer_until: Height | None = None
 
     def to_rlp(self) -> RLPItem:
-        return [self.outpoint.to_rlp(), self.public_key, self.signature]
+        fields: list[RLPItem] = [self.outpoint.to_rlp(), self.public_key, self.signature]
+        if self.offer_until is not None:
+            fields.append(uint_bytes(self.offer_until))
+        return fields
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
-        fields = read_list(item, "input", length=3)
+        fields = read_list(item, "input")
+        if len(fields) not in (3, 4):
+            raise DecodeError(f"input: expected 3 or 4 fields, got {len(fields)}")
+        until = None
+        if len(fields) == 4:
+            until = Height(read_uint(fields[3], "input.offer_until"))
         return cls(
             outpoint=OutPoint.from_rlp(fields[0]),
             public_key=PublicKey(read_fixed(fields[1], "input.public_key", 32)),
             signature=read_fixed(fields[2], "input.signature", 64),
+            offer_until=until,
         )
 
 
@@ -172,6 +189,7 @@ class TxKind(IntEnum):
     BOND = 4
     UNBOND = 5
     SLASH = 6
+    RETIRE = 7
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,16 +215,29 @@ class MintPayload:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetirePayload:
+    """A public record that `amount` units of `asset` leave the supply for good, on behalf of
+    `beneficiary` and for `purpose` (UTF-8 text by convention): a carbon credit's retirement.
+    The retiring transaction's id is the certificate."""
+
+    asset: AssetId
+    amount: Amount
+    beneficiary: bytes
+    purpose: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SlashPayload:
     """Proof that a validator signed two conflicting messages."""
 
     evidence: Evidence
 
 
-Payload = RewardPayload | IssuePayload | MintPayload | SlashPayload | None
+Payload = RewardPayload | IssuePayload | MintPayload | SlashPayload | RetirePayload | None
 
 _PAYLOAD_TYPE: dict[
-    TxKind, type[RewardPayload | IssuePayload | MintPayload | SlashPayload] | None
+    TxKind,
+    type[RewardPayload | IssuePayload | MintPayload | SlashPayload | RetirePayload] | None,
 ] = {
     TxKind.TRANSFER: None,
     TxKind.REWARD: RewardPayload,
@@ -215,6 +246,7 @@ _PAYLOAD_TYPE: dict[
     TxKind.BOND: None,
     TxKind.UNBOND: None,
     TxKind.SLASH: SlashPayload,
+    TxKind.RETIRE: RetirePayload,
 }
 
 
@@ -230,6 +262,8 @@ def _payload_to_rlp(payload: Payload) -> RLPItem:
             return [asset]
         case SlashPayload(evidence=evidence):
             return [evidence.to_rlp()]
+        case RetirePayload(asset=asset, amount=amount, beneficiary=beneficiary, purpose=purpose):
+            return [asset, uint_bytes(amount), beneficiary, purpose]
     raise TypeError(f"unknown payload {payload!r}")  # pragma: no cover
 
 
@@ -250,6 +284,14 @@ def _payload_from_rlp(kind: TxKind, item: RLPItem) -> Payload:
     if expected is MintPayload:
         (asset,) = read_list(item, "payload", length=1)
         return MintPayload(asset=AssetId(read_fixed(asset, "payload.asset", 32)))
+    if expected is RetirePayload:
+        asset, amount, beneficiary, purpose = read_list(item, "payload", length=4)
+        return RetirePayload(
+            asset=AssetId(read_fixed(asset, "payload.asset", 32)),
+            amount=Amount(read_uint(amount, "payload.amount")),
+            beneficiary=read_bytes(beneficiary, "payload.beneficiary", MAX_BENEFICIARY_BYTES),
+            purpose=read_bytes(purpose, "payload.purpose", MAX_PURPOSE_BYTES),
+        )
     (evidence,) = read_list(item, "payload", length=1)
     return SlashPayload(evidence=evidence_from_rlp(evidence))
 
@@ -367,8 +409,9 @@ _NO_LOCK_BYTES = encode_item(_NO_LOCK_RLP)
 # `__post_init__`, so skipping __init__ skips nothing.
 _new = object.__new__
 _set_txid, _set_index = (OutPoint.__dict__[name].__set__ for name in ("txid", "index"))
-_set_outpoint, _set_key, _set_signature = (
-    TxInput.__dict__[name].__set__ for name in ("outpoint", "public_key", "signature")
+_set_outpoint, _set_key, _set_signature, _set_offer_until = (
+    TxInput.__dict__[name].__set__
+    for name in ("outpoint", "public_key", "signature", "offer_until")
 )
 _set_asset, _set_amount, _set_address, _set_lock = (
     TxOutput.__dict__[name].__set__ for name in ("asset", "amount", "address", "lock")
@@ -392,7 +435,8 @@ def _uint_at(data: bytes, position: int, max_bytes: int) -> tuple[int, int]:
 
 
 def _read_in_place(data: bytes) -> tuple[Transaction, int, int]:
-    """A transaction without payload whose inputs all carry 32-byte keys and 64-byte signatures,
+    """A transaction without payload whose inputs all carry 32-byte keys, 64-byte signatures
+    and no offer terms,
     read straight from its bytes; the id's body is built from the outpoints' own bytes.
 
     Returns it with its input and output counts. Raises `DecodeError` or `IndexError` for any
@@ -423,6 +467,7 @@ def _read_in_place(data: bytes) -> tuple[Transaction, int, int]:
         _set_outpoint(tx_input, outpoint)
         _set_key(tx_input, data[key + 1 : key + 33])
         _set_signature(tx_input, data[key + 35 : input_end])
+        _set_offer_until(tx_input, None)
         inputs.append(tx_input)
         position = input_end
     outputs_start = inputs_end
@@ -461,6 +506,16 @@ def _read_in_place(data: bytes) -> tuple[Transaction, int, int]:
 def tx_signing_message(chain_id: int, txid: bytes) -> Hash32:
     """What every input's key signs: tag, chain id (8 bytes big-endian), txid."""
     return tagged_hash(_TX_SIG_TAG, chain_id.to_bytes(8, "big") + txid)
+
+
+def offer_signing_message(
+    chain_id: int, outpoint: OutPoint, wanted: TxOutput, until: Height
+) -> Hash32:
+    """What a standing offer's key signs: tag, chain id (8 bytes big-endian) and
+    ``rlp([outpoint, wanted, until])``. The signature spends `outpoint` in any transaction that
+    pays `wanted` at the same index as the input, in a block at height `until` or lower."""
+    terms = encode_item([outpoint.to_rlp(), wanted.to_rlp(), uint_bytes(until)])
+    return tagged_hash(_OFFER_SIG_TAG, chain_id.to_bytes(8, "big") + terms)
 
 
 def compute_asset_id(first_input: OutPoint) -> AssetId:

@@ -22,17 +22,19 @@ from p2pchain.ledger.tx import (
     Lock,
     LockKind,
     MintPayload,
+    RetirePayload,
     RewardPayload,
     SlashPayload,
     Transaction,
     TxKind,
     TxOutput,
     compute_asset_id,
+    offer_signing_message,
     tx_signing_message,
 )
 from p2pchain.ledger.types import AssetId, Epoch, Height, Slot, TxId
 from p2pchain.ledger.utxo import LedgerReader, TxUndo, UndoData, UtxoView
-from p2pchain.params import ChainParams
+from p2pchain.params import MAX_BENEFICIARY_BYTES, MAX_PURPOSE_BYTES, ChainParams
 
 SignatureCheck = Callable[[Transaction, TxId], bool]
 """Returns True when every input signature of the transaction is valid (may be cached)."""
@@ -88,7 +90,21 @@ def check_transaction(tx: Transaction, params: ChainParams) -> None:
             raise _fail(Reason.VALUE_OVERFLOW, f"asset {asset.hex()[:16]}: {total}")
     if len({tx_input.outpoint for tx_input in tx.inputs}) != len(tx.inputs):
         raise _fail(Reason.DUPLICATE_INPUT)
+    _check_offers(tx)
     _check_shape(tx, params)
+
+
+def _check_offers(tx: Transaction) -> None:
+    """An offer's witness pairs its input with the output at the same index, in a TRANSFER:
+    each offer has its own output (no two offers can be paid by one), and no kind with rules
+    about its first input (ISSUE, MINT) or its stake (BOND, UNBOND) can be built around it."""
+    for index, tx_input in enumerate(tx.inputs):
+        if tx_input.offer_until is None:
+            continue
+        if tx.kind is not TxKind.TRANSFER:
+            raise _fail(Reason.BAD_OFFER, f"input {index}: offers are taken by TRANSFER only")
+        if index >= len(tx.outputs):
+            raise _fail(Reason.BAD_OFFER, f"input {index}: no output {index} to pay the offer")
 
 
 def _check_shape(tx: Transaction, params: ChainParams) -> None:
@@ -132,13 +148,34 @@ def _check_shape(tx: Transaction, params: ChainParams) -> None:
             raise _fail(Reason.BAD_ASSET_NAME, f"name must be 1..{longest} bytes")
         if tx.payload.cap > params.max_money:
             raise _fail(Reason.AMOUNT_OUT_OF_RANGE, f"cap {tx.payload.cap}")
+    if isinstance(tx.payload, RetirePayload):
+        retired = tx.payload
+        if retired.asset == params.native_asset:
+            raise _fail(Reason.BAD_RETIREMENT, "only issued assets are retired")
+        if not 0 < retired.amount <= params.max_money:
+            raise _fail(Reason.AMOUNT_OUT_OF_RANGE, f"retired amount {retired.amount}")
+        if len(retired.beneficiary) > MAX_BENEFICIARY_BYTES:
+            raise _fail(Reason.BAD_RETIREMENT, f"beneficiary over {MAX_BENEFICIARY_BYTES} bytes")
+        if len(retired.purpose) > MAX_PURPOSE_BYTES:
+            raise _fail(Reason.BAD_RETIREMENT, f"purpose over {MAX_PURPOSE_BYTES} bytes")
 
 
 def verify_input_signatures(tx: Transaction, txid: TxId, chain_id: int) -> bool:
-    """Every input's witness signs the tx message; identical witnesses are checked once."""
+    """Every input's witness signs its message (the tx's, or its offer's terms); identical
+    witnesses over one message are checked once."""
     message = tx_signing_message(chain_id, txid)
-    witnesses = {(tx_input.public_key, tx_input.signature) for tx_input in tx.inputs}
-    return all(verify(key, message, signature) for key, signature in witnesses)
+    witnesses = set()
+    for index, tx_input in enumerate(tx.inputs):
+        signed = message
+        if tx_input.offer_until is not None:
+            if index >= len(tx.outputs):
+                return False
+            wanted = tx.outputs[index]
+            signed = offer_signing_message(
+                chain_id, tx_input.outpoint, wanted, tx_input.offer_until
+            )
+        witnesses.add((tx_input.public_key, signed, tx_input.signature))
+    return all(verify(key, signed, signature) for key, signed, signature in witnesses)
 
 
 class SignatureCache:
@@ -217,6 +254,8 @@ def validate_transaction(
             raise _fail(Reason.MISSING_INPUT, f"input {index}")
         if address_of(tx_input.public_key) != output.address:
             raise _fail(Reason.WITNESS_KEY_MISMATCH, f"input {index}")
+        if tx_input.offer_until is not None and context.height > tx_input.offer_until:
+            raise _fail(Reason.OFFER_EXPIRED, f"input {index}: until {tx_input.offer_until}")
         _check_spendable(tx, output, context.height, epoch, index)
         spent.append(output)
     fee = _check_value(tx, spent, view, params)
@@ -270,6 +309,13 @@ def _check_value(
             raise _fail(Reason.VALUE_OVERFLOW, f"issued would be {info.issued + minted}")
         if info.cap and info.issued + minted > info.cap:
             raise _fail(Reason.CAP_EXCEEDED, f"{info.issued + minted} > cap {info.cap}")
+    elif isinstance(tx.payload, RetirePayload):
+        retired = tx.payload
+        if view.asset(retired.asset) is None:
+            raise _fail(Reason.UNKNOWN_ASSET, retired.asset.hex())
+        burned = ins[retired.asset] - outs[retired.asset]
+        if burned != retired.amount:
+            raise _fail(Reason.BAD_RETIREMENT, f"burns {burned}, records {retired.amount}")
     for asset, total_out in outs.items():
         if asset == created or asset == params.native_asset:
             continue

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from p2pchain.errors import InsufficientFunds
 from p2pchain.ledger.address import address_of, encode_address
 from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.offer import Offer, sign_offer
+from p2pchain.ledger.partial import PartialTransaction
 from p2pchain.ledger.tx import (
     IssuePayload,
     Lock,
@@ -19,6 +21,7 @@ from p2pchain.ledger.tx import (
     MintPayload,
     OutPoint,
     Payload,
+    RetirePayload,
     Transaction,
     TxInput,
     TxKind,
@@ -26,7 +29,7 @@ from p2pchain.ledger.tx import (
     compute_asset_id,
     tx_signing_message,
 )
-from p2pchain.ledger.types import Address, Amount, AssetId, PublicKey
+from p2pchain.ledger.types import Address, Amount, AssetId, Height, PublicKey
 from p2pchain.ledger.validation import BlockContext, unbonding_lock
 from p2pchain.params import ChainParams
 
@@ -69,6 +72,38 @@ def select_coins(coins: Iterable[Coin], asset: AssetId, target: int) -> list[Coi
     return chosen
 
 
+def fund(
+    coins: Sequence[Coin],
+    owner: Address,
+    needs: dict[AssetId, int],
+    context: BlockContext,
+    params: ChainParams,
+) -> tuple[list[Coin], list[TxOutput]]:
+    """Choose `owner`'s inputs for every asset in `needs`; return them and the change to
+    `owner`. At least one native coin is chosen when nothing is needed, because every
+    non-reward transaction has inputs (and an issue derives its asset id from the first).
+
+    Raises:
+        InsufficientFunds: when the spendable coins do not cover an asset's need.
+    """
+    native = AssetId(params.native_asset)
+    spendable = [c for c in coins if is_spendable(c[1], context, params)]
+    chosen: list[Coin] = []
+    for asset, amount in sorted(needs.items()):
+        have = sum(c[1].amount for c in chosen if c[1].asset == asset)
+        rest = [c for c in spendable if c not in chosen]
+        if amount > have:
+            chosen += select_coins(rest, asset, amount - have)
+    if not chosen:
+        chosen = select_coins(spendable, native, 1)
+    change = []
+    for asset in sorted({c[1].asset for c in chosen}):
+        excess = sum(c[1].amount for c in chosen if c[1].asset == asset) - needs.get(asset, 0)
+        if excess > 0:
+            change.append(TxOutput(asset=asset, amount=Amount(excess), address=owner))
+    return chosen, change
+
+
 @dataclass(frozen=True, slots=True)
 class Wallet:
     """One key and the chain it signs for."""
@@ -89,10 +124,12 @@ class Wallet:
         return encode_address(self.address, self.params.address_prefix)
 
     def sign(self, tx: Transaction) -> Transaction:
-        """Attach this key's witness to every input."""
+        """Attach this key's witness to every input that has no offer's witness."""
         signature = self.key.sign(tx_signing_message(self.params.chain_id, tx.txid))
         inputs = tuple(
-            TxInput(outpoint=i.outpoint, public_key=self.public_key, signature=signature)
+            i
+            if i.offer_until is not None
+            else TxInput(outpoint=i.outpoint, public_key=self.public_key, signature=signature)
             for i in tx.inputs
         )
         return tx.with_inputs(inputs)
@@ -104,29 +141,10 @@ class Wallet:
         needs: dict[AssetId, int],
         fee: Amount,
     ) -> tuple[list[Coin], list[TxOutput]]:
-        """Choose inputs for every asset in `needs` plus the fee; return them and the change.
-
-        At least one native coin is chosen even when nothing is needed, because every
-        non-reward transaction has inputs (and an issue derives its asset id from the first).
-        """
         native = AssetId(self.params.native_asset)
-        spendable = [c for c in coins if is_spendable(c[1], context, self.params)]
         needs = dict(needs)
         needs[native] = needs.get(native, 0) + fee
-        chosen: list[Coin] = []
-        for asset, amount in sorted(needs.items()):
-            have = sum(c[1].amount for c in chosen if c[1].asset == asset)
-            rest = [c for c in spendable if c not in chosen]
-            if amount > have:
-                chosen += select_coins(rest, asset, amount - have)
-        if not chosen:
-            chosen = select_coins(spendable, native, 1)
-        change = []
-        for asset in sorted({c[1].asset for c in chosen}):
-            excess = sum(c[1].amount for c in chosen if c[1].asset == asset) - needs.get(asset, 0)
-            if excess > 0:
-                change.append(TxOutput(asset=asset, amount=Amount(excess), address=self.address))
-        return chosen, change
+        return fund(coins, self.address, needs, context, self.params)
 
     def _build(
         self,
@@ -223,3 +241,101 @@ class Wallet:
             lock=lock,
         )
         return self._build(TxKind.UNBOND, list(stakes), [released])
+
+    def build_retire(
+        self,
+        coins: Sequence[Coin],
+        *,
+        asset: AssetId,
+        amount: Amount,
+        beneficiary: bytes,
+        purpose: bytes,
+        fee: Amount,
+        context: BlockContext,
+    ) -> Transaction:
+        """Retire (burn) `amount` units of an issued asset on behalf of `beneficiary`, with the
+        record on chain; the txid is the retirement's certificate."""
+        chosen, change = self._fund(coins, context, {asset: amount}, fee)
+        payload = RetirePayload(
+            asset=asset, amount=amount, beneficiary=beneficiary, purpose=purpose
+        )
+        return self._build(TxKind.RETIRE, chosen, change, payload)
+
+    def make_offer(self, coin: Coin, wanted: TxOutput, *, until: Height) -> Offer:
+        """Offer the coin `coin` (this wallet's) to whoever pays `wanted`, up to height `until`.
+
+        Raises:
+            ValueError: the coin is not this wallet's.
+        """
+        outpoint, output = coin
+        if output.address != self.address:
+            raise ValueError(f"{outpoint} is not this wallet's coin")
+        return sign_offer(self.key, self.params.chain_id, outpoint, wanted, until)
+
+    def build_take(
+        self,
+        offers: Sequence[tuple[Offer, TxOutput]],
+        coins: Sequence[Coin],
+        *,
+        fee: Amount,
+        context: BlockContext,
+    ) -> Transaction:
+        """Take each `(offer, offered coin)` of `offers` in one transaction: the makers' inputs
+        and wanted outputs first (index by index, as offers require), then this wallet's
+        inputs paying for them and the fee, and one output per asset bringing the offered
+        coins and the change to this wallet."""
+        if not offers:
+            raise ValueError("no offer to take")
+        needs: dict[AssetId, int] = {}
+        for offer, _ in offers:
+            needs[offer.wanted.asset] = needs.get(offer.wanted.asset, 0) + offer.wanted.amount
+        taken = {offer.outpoint for offer, _ in offers}
+        chosen, change = self._fund([c for c in coins if c[0] not in taken], context, needs, fee)
+        received: dict[AssetId, int] = {}
+        for output in [*(offered for _, offered in offers), *change]:
+            received[output.asset] = received.get(output.asset, 0) + output.amount
+        inputs = [offer.as_input() for offer, _ in offers]
+        inputs += [TxInput(outpoint=outpoint) for outpoint, _ in chosen]
+        outputs = [offer.wanted for offer, _ in offers]
+        outputs += [
+            TxOutput(asset=asset, amount=Amount(amount), address=self.address)
+            for asset, amount in sorted(received.items())
+        ]
+        tx = Transaction(kind=TxKind.TRANSFER, inputs=tuple(inputs), outputs=tuple(outputs))
+        return self.sign(tx)
+
+    def build_swap(
+        self,
+        coins: Sequence[Coin],
+        their_coins: Sequence[Coin],
+        *,
+        give: TxOutput,
+        get: TxOutput,
+        fee: Amount,
+        context: BlockContext,
+    ) -> PartialTransaction:
+        """A two-party swap, signed by this wallet: `give` (paid to the counterparty) from our
+        coins and the fee, `get` (paid to us) from theirs. The counterparty checks `flows`,
+        signs its inputs (`PartialTransaction.sign`) and submits the finished transaction."""
+        if get.address != self.address:
+            raise ValueError("`get` must pay this wallet")
+        their_address = give.address
+        native = AssetId(self.params.native_asset)
+        our_needs: dict[AssetId, int] = {give.asset: give.amount}
+        our_needs[native] = our_needs.get(native, 0) + fee
+        ours, our_change = fund(coins, self.address, our_needs, context, self.params)
+        theirs, their_change = fund(
+            [c for c in their_coins if c[1].address == their_address],
+            their_address,
+            {get.asset: get.amount},
+            context,
+            self.params,
+        )
+        chosen = ours + theirs
+        tx = Transaction(
+            kind=TxKind.TRANSFER,
+            inputs=tuple(TxInput(outpoint=outpoint) for outpoint, _ in chosen),
+            outputs=(give, get, *our_change, *their_change),
+        )
+        partial = PartialTransaction.unsigned(tx, [output for _, output in chosen])
+        return partial.sign(self.key, self.params.chain_id)[0]

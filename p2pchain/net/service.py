@@ -139,6 +139,9 @@ VALIDATION_BATCH: Final = 64
 """Messages a validation worker hands to `NetworkHost.prepare` together. It takes batch after
 batch until the queue is empty; while it waits (a thread verifying), the others take the rest."""
 
+_WAITING_TOPICS: Final = frozenset({Topic.TRANSACTION, Topic.OFFER})
+"""Topics validated after blocks, votes and evidence (their own queue, served second)."""
+
 EVENT_BATCH: Final = 128
 """Swarm events handled per wake-up of the event task (what arrived meanwhile, in order); the
 workers it woke run before the next batch, so no batch waits behind more than one other."""
@@ -292,7 +295,7 @@ class NetworkService:
         `validation_queue`), each with the release of the share its sender's message holds.
         Workers take these first: a vote never waits behind a flood of transactions."""
         self._tx_validations: deque[tuple[Validate, Release | None]] = deque()
-        """Transactions waiting for a validation worker, likewise."""
+        """Transactions and offers waiting for a validation worker, likewise."""
         self._validations_ready = trio.Event()
         self._delivery_send, self._delivery_receive = trio.open_memory_channel[Deliver](
             config.delivery_queue
@@ -535,7 +538,8 @@ class NetworkService:
         return held
 
     def _queue_validation(self, action: Validate, release: Release | None) -> bool:
-        queue = self._tx_validations if action.topic is Topic.TRANSACTION else self._validations
+        waits = action.topic in _WAITING_TOPICS
+        queue = self._tx_validations if waits else self._validations
         if len(queue) < self.config.validation_queue:
             queue.append((action, release))
             self._validations_ready.set()

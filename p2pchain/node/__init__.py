@@ -17,8 +17,12 @@ from p2pchain.node.node import NodeInfo as NodeInfo
 from p2pchain.node.node import NodeStatistics as NodeStatistics
 from p2pchain.node.node import SyncState as SyncState
 from p2pchain.node.node import open_node as open_node
+from p2pchain.node.offers import BookEntry as BookEntry
+from p2pchain.node.offers import OfferBookLimits as OfferBookLimits
+from p2pchain.node.storage import Retirement as Retirement
 
 __all__ = [
+    "BookEntry",
     "ClockStatus",
     "Event",
     "EventKind",
@@ -29,8 +33,10 @@ __all__ = [
     "NodeInfo",
     "NodeLimits",
     "NodeStatistics",
+    "OfferBookLimits",
     "PeerEvent",
     "ReorgInfo",
+    "Retirement",
     "Subscription",
     "SyncState",
     "TxInfo",

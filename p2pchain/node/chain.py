@@ -59,6 +59,7 @@ from p2pchain.consensus.store import BlockNode, is_ancestor, remember_pruned
 from p2pchain.errors import (
     DecodeError,
     InvalidBlock,
+    InvalidOffer,
     InvalidTransaction,
     InvalidVote,
     Reason,
@@ -69,6 +70,7 @@ from p2pchain.ledger.encoding import encode, encode_item
 from p2pchain.ledger.evidence import Evidence, evidence_key
 from p2pchain.ledger.genesis import GenesisConfig
 from p2pchain.ledger.header import SignedHeader
+from p2pchain.ledger.offer import Offer
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
 from p2pchain.ledger.types import AssetId, BlockId, Epoch, Hash32, Height, PublicKey, Slot, TxId
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
@@ -77,6 +79,7 @@ from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.node.config import NodeLimits
 from p2pchain.node.events import EventHub, EventKind, HeadInfo, ReorgInfo, TxInfo, TxStatus
 from p2pchain.node.mempool import Mempool, PoolChange
+from p2pchain.node.offers import BookEntry, OfferBook
 from p2pchain.node.pending import PendingMessages, Source
 from p2pchain.node.storage import BlockCommit, ChainStore, StorageWorker, TxLocation
 from p2pchain.node.txindex import TxIndex
@@ -223,6 +226,7 @@ class ChainService:
         self.store: Store = get_forkchoice_store(params, genesis)
         self.signatures = SignatureCache(params.chain_id, limits.signature_cache)
         self.mempool = Mempool(params, limits.mempool, signatures=self.signatures)
+        self.offers = OfferBook(params, limits.offers)
         self.detector = SlashingDetector(params.chain_id)
         self.lock = trio.Lock()
         self._undo: dict[BlockId, UndoData] = {}
@@ -1056,6 +1060,18 @@ class ChainService:
         self._notify()
         return change
 
+    # -- offers --------------------------------------------------------------------------------
+    def add_offer(self, offer: Offer) -> tuple[BookEntry, bool]:
+        """Check `offer` against the head (and the pool: a coin a pending transaction spends
+        is being spent) and keep it in the book; return its entry and whether it is new.
+
+        Raises:
+            InvalidOffer: with the book's or the ledger's reason; the book is unchanged.
+        """
+        if self.mempool.spender_of(offer.outpoint) is not None:
+            raise InvalidOffer(Reason.MEMPOOL_CONFLICT, f"{offer.outpoint} is being spent")
+        return self.offers.add(offer, self.head_view(), self.next_context().height)
+
     # -- submissions that survive a crash --------------------------------------------------------
     async def keep_submitted(self, tx: Transaction) -> None:
         """Persist a client's transaction before it is acknowledged: a crash does not lose it."""
@@ -1169,6 +1185,8 @@ class ChainService:
         await self._persist(imported, votes)
         self._reindex(change)
         touched = self._reconcile_mempool(change)
+        if change.old_head != change.new_head:
+            self.offers.prune(self.head_view(), self.next_context().height)
         self._publish(change, old_finalized, Height(old_finalized_height), touched)
 
     def _reindex(self, change: HeadChange) -> None:

@@ -12,6 +12,7 @@ from p2pchain.ledger.genesis import GenesisConfig
 from p2pchain.net.swarm import DEFAULT_LISTEN
 from p2pchain.net.transports import Transport
 from p2pchain.node.mempool import MempoolLimits
+from p2pchain.node.offers import OfferBookLimits
 from p2pchain.params import ChainParams
 from p2pchain.protocol.admission import DEFAULT_TRUSTED_NETWORKS, parse_networks
 
@@ -31,6 +32,7 @@ class NodeLimits:
     """Node-local bounds on everything that peers or subscribers can make the node hold."""
 
     mempool: MempoolLimits = field(default_factory=MempoolLimits)
+    offers: OfferBookLimits = field(default_factory=OfferBookLimits)
     target_outbound: int = 8
     max_inbound: int = 32
     """Inbound peers; a newcomer beyond it evicts one (Bitcoin Core's rules) or is refused."""

@@ -18,6 +18,7 @@ from p2pchain.errors import (
     GossipIgnore,
     GossipReject,
     InvalidBlock,
+    InvalidOffer,
     InvalidTransaction,
     InvalidVote,
     Reason,
@@ -25,6 +26,7 @@ from p2pchain.errors import (
 from p2pchain.ledger.block import Block, read_signed_header
 from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.evidence import decode_evidence
+from p2pchain.ledger.offer import MAX_OFFER_BYTES, Offer
 from p2pchain.ledger.tx import Transaction
 from p2pchain.ledger.types import BlockId
 from p2pchain.ledger.validation import check_transaction
@@ -61,6 +63,15 @@ _IGNORED_TX = frozenset(
     }
 )
 """Transaction failures that depend on our view (a reorg or a race), so nobody is blamed."""
+_IGNORED_OFFER = frozenset(
+    {
+        Reason.MISSING_INPUT,
+        Reason.OFFER_EXPIRED,
+        Reason.OFFER_BOOK_FULL,
+        Reason.MEMPOOL_CONFLICT,
+    }
+)
+"""Offer failures that depend on our view or our book's room, so nobody is blamed."""
 _IGNORED_BLOCK = frozenset({Reason.CONFLICTS_WITH_FINALIZED, Reason.DUPLICATE_BLOCK})
 _IGNORED_VOTE = frozenset(
     {
@@ -73,7 +84,8 @@ _IGNORED_VOTE = frozenset(
 
 
 def _gossip_error(
-    exc: InvalidTransaction | InvalidBlock | InvalidVote, ignored: Collection[Reason]
+    exc: InvalidTransaction | InvalidBlock | InvalidVote | InvalidOffer,
+    ignored: Collection[Reason],
 ) -> GossipIgnore | GossipReject:
     """The gossip verdict for a rule a message broke: ignored (not the sender's fault) for the
     reasons in `ignored`, rejected (penalised) for the rest."""
@@ -156,6 +168,8 @@ class ChainHost:
                 return await self._validate_block(await self._decode_block(data), from_peer)
             if topic is Topic.VOTE:
                 return await self._validate_vote(decode(Vote, data), from_peer)
+            if topic is Topic.OFFER:
+                return self._validate_offer(data)
             await self._chain.import_evidence(decode_evidence(data))
         except DecodeError as exc:
             raise GossipReject(Reason.MALFORMED, str(exc)) from exc
@@ -212,6 +226,17 @@ class ChainHost:
         if outcome in (Outcome.FUTURE_SLOT, Outcome.TOO_EARLY):
             raise GossipIgnore(Reason.FUTURE_SLOT)
         raise GossipIgnore(Reason.DUPLICATE_BLOCK)
+
+    def _validate_offer(self, data: bytes) -> Verdict:
+        if len(data) > MAX_OFFER_BYTES:
+            raise GossipReject(Reason.MALFORMED, f"{len(data)}-byte offer")
+        try:
+            _, new = self._chain.add_offer(decode(Offer, data))
+        except InvalidOffer as exc:
+            raise _gossip_error(exc, _IGNORED_OFFER) from exc
+        if not new:
+            raise GossipIgnore(Reason.ALREADY_KNOWN)
+        return Verdict.ACCEPT
 
     async def _validate_vote(self, vote: Vote, from_peer: PeerId) -> Verdict:
         try:
@@ -284,6 +309,12 @@ class ChainHost:
         network.announce_status()
         self.gossip_news()
         await trio.lowlevel.checkpoint()
+
+    def publish_offer(self, offer: Offer) -> None:
+        """Gossip an offer our book took from a client."""
+        if self.network is None:
+            raise RuntimeError("the network is not open")
+        self.network.publish(Topic.OFFER, encode(offer))
 
     async def publish_vote(self, vote: Vote) -> None:
         """Gossip our vote (counted already), then the news."""

@@ -31,6 +31,7 @@ from p2pchain.errors import (
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.genesis import genesis_block
+from p2pchain.ledger.offer import Offer
 from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
 from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, Height, PublicKey, Slot, TxId
 from p2pchain.ledger.utxo import AssetInfo
@@ -67,6 +68,7 @@ from p2pchain.node.events import (
 )
 from p2pchain.node.host import ChainHost
 from p2pchain.node.mempool import MempoolStatistics
+from p2pchain.node.offers import BookEntry, OfferBookStatistics
 from p2pchain.node.protection import (
     MemorySlashingProtection,
     SlashingProtection,
@@ -75,6 +77,7 @@ from p2pchain.node.protection import (
 from p2pchain.node.storage import (
     ChainStore,
     MemoryChainStore,
+    Retirement,
     SqliteChainStore,
     StorageWorker,
 )
@@ -83,6 +86,10 @@ from p2pchain.protocol.connection import ConnectionConfig, PeerId
 from p2pchain.protocol.messages import Publish, Topic
 from p2pchain.protocol.scoring import BanEntry, BanKind
 
+MAX_RETIREMENTS: Final = 1_000
+"""Most retirement records one `Node.retirements` call returns."""
+MAX_OFFERS_LISTED: Final = 1_000
+"""Most offers one `Node.offers` call returns."""
 PEER_POLL_INTERVAL: Final = 1.0
 """Seconds between two looks at the peer set for PEER events."""
 
@@ -120,6 +127,7 @@ class SyncState:
 class NodeStatistics:
     chain: ChainStatistics
     mempool: MempoolStatistics
+    offers: OfferBookStatistics
     network: NetworkStatistics
     blocks_proposed: int
     votes_cast: int
@@ -246,6 +254,27 @@ class Node:
     def asset(self, asset: bytes) -> AssetInfo | None:
         return self._chain.head_view().asset(AssetId(bytes(asset)))
 
+    def retirements(
+        self, asset: bytes, *, offset: int = 0, limit: int = MAX_RETIREMENTS
+    ) -> list[Retirement]:
+        """The canonical chain's retirements of `asset`, oldest first (at most `limit`, after
+        skipping `offset`); each one's `certificate` is its RETIRE transaction's id."""
+        limit = max(0, min(limit, MAX_RETIREMENTS))
+        return self._chain.storage.retirements(
+            AssetId(bytes(asset)), offset=max(0, offset), limit=limit
+        )
+
+    def offers(
+        self, offered: bytes, wanted: bytes, *, limit: int = MAX_OFFERS_LISTED
+    ) -> list[BookEntry]:
+        """Standing offers in this node's book giving `offered` for `wanted`, the best price
+        for a taker (fewest wanted units per offered unit) first."""
+        limit = max(0, min(limit, MAX_OFFERS_LISTED))
+        return self._chain.offers.matching(AssetId(bytes(offered)), AssetId(bytes(wanted)), limit)
+
+    def get_offer(self, offer_id: bytes) -> BookEntry | None:
+        return self._chain.offers.get(Hash32(bytes(offer_id)))
+
     def state_root(self, block_id: bytes) -> Hash32:
         """`UtxoView.state_root` of the state after `block_id` (the finalized block or one
         above it): nodes that agree on the finalized block must agree on this.
@@ -276,6 +305,7 @@ class Node:
         return NodeStatistics(
             chain=self._chain.statistics(),
             mempool=self._chain.mempool.statistics(),
+            offers=self._chain.offers.statistics(),
             network=self.network.statistics(),
             blocks_proposed=0 if duties is None else duties.counts.proposed,
             votes_cast=0 if duties is None else duties.counts.voted,
@@ -319,6 +349,19 @@ class Node:
         self._host.gossip_pool()
         await trio.lowlevel.checkpoint()
         return txid
+
+    async def submit_offer(self, offer: Offer) -> Hash32:
+        """Check `offer` against the head and the pool, keep it in the book and gossip it;
+        return its id. Submitting an offer already in the book returns its id again.
+
+        Raises:
+            InvalidOffer: with the reason (docs/protocol.md, "Offers").
+        """
+        entry, new = self._chain.add_offer(offer)
+        if new:
+            self._host.publish_offer(offer)
+        await trio.lowlevel.checkpoint()
+        return entry.offer_id
 
     async def wait_for_status(self, txid: bytes, status: TxStatus) -> TxInfo:
         """Wait until the transaction reaches `status` (FINALIZED also satisfies INCLUDED).

@@ -31,10 +31,11 @@ from typing import Final, Protocol, Self, TypeVar
 import trio
 
 from p2pchain.errors import DecodeError, StorageError
+from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import W, decode, encode
-from p2pchain.ledger.tx import OutPoint, TxOutput
-from p2pchain.ledger.types import AssetId, BlockId, Epoch, Height, PublicKey, TxId
+from p2pchain.ledger.tx import OutPoint, RetirePayload, Transaction, TxKind, TxOutput
+from p2pchain.ledger.types import Address, Amount, AssetId, BlockId, Epoch, Height, PublicKey, TxId
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
 from p2pchain.ledger.vote import Checkpoint, Vote
 
@@ -78,6 +79,45 @@ class TxLocation:
     block_id: BlockId
     height: Height
     position: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retirement:
+    """A RETIRE transaction of the canonical chain: the certificate (its txid), where it is,
+    what it retired for whom and why, and who retired it (the owner of its first input)."""
+
+    certificate: TxId
+    location: TxLocation
+    asset: AssetId
+    amount: Amount
+    beneficiary: bytes
+    purpose: bytes
+    retired_by: Address
+
+    @classmethod
+    def of(cls, tx: Transaction, location: TxLocation) -> Retirement:
+        """The record of `tx` (a RETIRE transaction) at `location`."""
+        payload = tx.payload
+        if not isinstance(payload, RetirePayload):
+            raise ValueError("not a retirement")
+        return cls(
+            certificate=tx.txid,
+            location=location,
+            asset=payload.asset,
+            amount=payload.amount,
+            beneficiary=payload.beneficiary,
+            purpose=payload.purpose,
+            retired_by=address_of(tx.inputs[0].public_key),
+        )
+
+
+def _retirements_of(block: Block) -> list[Retirement]:
+    header = block.header
+    return [
+        Retirement.of(tx, TxLocation(block_id=block.block_id, height=header.height, position=i))
+        for i, tx in enumerate(block.transactions)
+        if tx.kind is TxKind.RETIRE
+    ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,6 +231,11 @@ class ChainStore(Protocol):
         """Where `txid` is on the canonical chain, if it is."""
         ...
 
+    def retirements(self, asset: AssetId, *, offset: int, limit: int) -> list[Retirement]:
+        """The canonical chain's retirements of `asset`, oldest first, skipping `offset` and
+        returning at most `limit`."""
+        ...
+
     def load(self) -> StoredChain:
         """Everything a restarting node rebuilds its state from."""
         ...
@@ -293,6 +338,7 @@ class MemoryChainStore:
         self._undo: dict[BlockId, UndoData] = {}
         self._canonical: dict[int, BlockId] = {}
         self._txs: dict[TxId, TxLocation] = {}
+        self._retirements: dict[AssetId, dict[TxId, Retirement]] = {}
         self._utxos: dict[OutPoint, TxOutput] = {}
         self._assets: dict[AssetId, AssetInfo] = {}
         self._votes: dict[PublicKey, Vote] = {}
@@ -326,6 +372,8 @@ class MemoryChainStore:
             self._txs[tx.txid] = TxLocation(
                 block_id=block_id, height=block.header.height, position=position
             )
+        for retirement in _retirements_of(block):
+            self._retirements.setdefault(retirement.asset, {})[retirement.certificate] = retirement
         for outpoint, _ in delta.spent:
             self._utxos.pop(outpoint, None)
         self._utxos.update(delta.created)
@@ -351,6 +399,8 @@ class MemoryChainStore:
             location = self._txs.get(tx.txid)
             if location is not None and location.block_id == block_id:
                 del self._txs[tx.txid]
+        for retirement in _retirements_of(block):
+            self._retirements[retirement.asset].pop(retirement.certificate, None)
         del self._canonical[block.header.height]
         self._head = block.header.parent
 
@@ -398,6 +448,13 @@ class MemoryChainStore:
 
     def transaction_location(self, txid: TxId) -> TxLocation | None:
         return self._txs.get(txid)
+
+    def retirements(self, asset: AssetId, *, offset: int, limit: int) -> list[Retirement]:
+        found = sorted(
+            self._retirements.get(asset, {}).values(),
+            key=lambda r: (r.location.height, r.location.position),
+        )
+        return found[offset : offset + limit]
 
     def load(self) -> StoredChain:
         floor = 0
@@ -464,6 +521,13 @@ _POOLED_VOTES_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS pooled_votes (vote BLOB PRIMARY KEY, target INTEGER NOT NULL)"
     " WITHOUT ROWID"
 )
+_RETIREMENTS_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS retirements (asset BLOB NOT NULL, height INTEGER NOT NULL,"
+    " position INTEGER NOT NULL, block BLOB NOT NULL, txid BLOB NOT NULL, amount TEXT NOT NULL,"
+    " beneficiary BLOB NOT NULL, purpose BLOB NOT NULL, retired_by BLOB NOT NULL,"
+    " PRIMARY KEY (asset, height, position)) WITHOUT ROWID"
+)
+"""The canonical chain's RETIRE transactions by asset, in chain order (`asset_retirements`)."""
 _SCHEMA = (
     "CREATE TABLE chain (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE blocks (id BLOB PRIMARY KEY, parent BLOB NOT NULL, height INTEGER NOT NULL,"
@@ -483,6 +547,7 @@ _SCHEMA = (
     _SUBMITTED_TABLE,
     _SUBMITTED_ORDER,
     _POOLED_VOTES_TABLE,
+    _RETIREMENTS_TABLE,
 )
 
 Row = tuple[object, ...]
@@ -602,6 +667,7 @@ class SqliteChainStore:
                 db.execute(_SUBMITTED_TABLE)  # added to schema 1 later: created if missing
                 db.execute(_SUBMITTED_ORDER)  # likewise
                 db.execute(_POOLED_VOTES_TABLE)  # likewise
+                db.execute(_RETIREMENTS_TABLE)  # likewise
             else:
                 for statement in _SCHEMA:
                     db.execute(statement)
@@ -692,6 +758,24 @@ class SqliteChainStore:
             [(tx.txid, block_id, height, i) for i, tx in enumerate(block.transactions)],
         )
         db.executemany(
+            "INSERT OR REPLACE INTO retirements (asset, height, position, block, txid, amount,"
+            " beneficiary, purpose, retired_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.asset,
+                    height,
+                    r.location.position,
+                    block_id,
+                    r.certificate,
+                    str(r.amount),
+                    r.beneficiary,
+                    r.purpose,
+                    r.retired_by,
+                )
+                for r in _retirements_of(block)
+            ],
+        )
+        db.executemany(
             "DELETE FROM utxos WHERE outpoint = ?", [(outpoint_key(op),) for op, _ in delta.spent]
         )
         db.executemany(
@@ -747,6 +831,10 @@ class SqliteChainStore:
                         (asset, encode(previous)),
                     )
             db.execute("DELETE FROM txs WHERE block = ?", (block_id,))
+            db.executemany(
+                "DELETE FROM retirements WHERE asset = ? AND height = ? AND position = ?",
+                [(r.asset, r.location.height, r.location.position) for r in _retirements_of(block)],
+            )
             db.execute("DELETE FROM canonical WHERE height = ?", (block.header.height,))
             db.execute("DELETE FROM undo WHERE id = ?", (block_id,))
             self._set("head", block.header.parent)
@@ -794,6 +882,28 @@ class SqliteChainStore:
     def canonical_block_id(self, height: Height) -> BlockId | None:
         row = self._one("SELECT id FROM canonical WHERE height = ?", (height,), reader=True)
         return None if row is None else BlockId(_blob(row[0]))
+
+    def retirements(self, asset: AssetId, *, offset: int, limit: int) -> list[Retirement]:
+        rows = self._query(
+            "SELECT block, height, position, txid, amount, beneficiary, purpose, retired_by"
+            " FROM retirements WHERE asset = ? ORDER BY height, position LIMIT ? OFFSET ?",
+            (asset, limit, offset),
+            reader=True,
+        )
+        return [
+            Retirement(
+                certificate=TxId(_blob(txid)),
+                location=TxLocation(
+                    block_id=BlockId(_blob(block)), height=Height(_int(height)), position=_int(i)
+                ),
+                asset=asset,
+                amount=Amount(int(str(amount))),
+                beneficiary=_blob(beneficiary),
+                purpose=_blob(purpose),
+                retired_by=Address(_blob(by)),
+            )
+            for block, height, i, txid, amount, beneficiary, purpose, by in rows
+        ]
 
     def transaction_location(self, txid: TxId) -> TxLocation | None:
         row = self._one(

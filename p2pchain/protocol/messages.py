@@ -35,7 +35,7 @@ from p2pchain.ledger.types import BlockId, Height, Slot
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import DEFAULT_MAX_BLOCK_BYTES
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 MESSAGE_ID_BYTES: Final = 20
 MAX_ADDRESS_BYTES: Final = 128
 MAX_LISTEN_ADDRESSES: Final = 8
@@ -59,6 +59,7 @@ class Topic(IntEnum):
     BLOCK = 1
     VOTE = 2
     EVIDENCE = 3
+    OFFER = 4
 
 
 class DisconnectReason(IntEnum):

@@ -18,7 +18,9 @@ from p2pchain.testing.strategies import genesis_configs as genesis_configs
 from p2pchain.testing.strategies import hashes as hashes
 from p2pchain.testing.strategies import locks as locks
 from p2pchain.testing.strategies import native_fee as native_fee
+from p2pchain.testing.strategies import offers as offers
 from p2pchain.testing.strategies import outpoints as outpoints
+from p2pchain.testing.strategies import partial_transactions as partial_transactions
 from p2pchain.testing.strategies import payloads as payloads
 from p2pchain.testing.strategies import public_keys as public_keys
 from p2pchain.testing.strategies import secret_keys as secret_keys
@@ -58,7 +60,9 @@ __all__ = [
     "hashes",
     "locks",
     "native_fee",
+    "offers",
     "outpoints",
+    "partial_transactions",
     "payloads",
     "public_keys",
     "secret_keys",

@@ -149,6 +149,16 @@ class ChainBuilder:
                 context=context,
             )
         assets = sorted({output.asset for _, output in coins if output.asset != NATIVE})
+        if choice < 0.22 and assets:
+            return sender.build_retire(
+                coins,
+                asset=assets[0],
+                amount=Amount(rng.randint(1, 5)),
+                beneficiary=b"beneficiary %d" % rng.randint(0, 9),
+                purpose=b"offset",
+                fee=Amount(fee),
+                context=context,
+            )
         asset = rng.choice(assets) if assets and choice < 0.4 else NATIVE
         amount = rng.randint(1, 50) if asset != NATIVE else rng.randint(1, 20 * COIN)
         payment = TxOutput(asset=asset, amount=Amount(amount), address=receiver.address)

@@ -30,6 +30,8 @@ from p2pchain.ledger.genesis import (
     genesis_state,
 )
 from p2pchain.ledger.header import BlockHeader, SignedHeader, header_signing_message
+from p2pchain.ledger.offer import Offer
+from p2pchain.ledger.partial import PartialTransaction
 from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import (
     MAX_OUTPUT_INDEX,
@@ -39,6 +41,7 @@ from p2pchain.ledger.tx import (
     MintPayload,
     OutPoint,
     Payload,
+    RetirePayload,
     RewardPayload,
     SlashPayload,
     Transaction,
@@ -62,7 +65,14 @@ from p2pchain.ledger.utxo import AssetInfo, TxUndo, UndoData, UtxoView
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet, is_spendable
-from p2pchain.params import COIN, MAX_ASSET_NAME_BYTES, NATIVE_ASSET, ChainParams
+from p2pchain.params import (
+    COIN,
+    MAX_ASSET_NAME_BYTES,
+    MAX_BENEFICIARY_BYTES,
+    MAX_PURPOSE_BYTES,
+    NATIVE_ASSET,
+    ChainParams,
+)
 
 # -- primitives ----------------------------------------------------------------------------
 
@@ -132,12 +142,13 @@ def tx_outputs(
 
 
 def tx_inputs() -> SearchStrategy[TxInput]:
-    """Inputs with arbitrary (almost surely invalid) witnesses."""
+    """Inputs with arbitrary (almost surely invalid) witnesses, some of them offers'."""
     return st.builds(
         TxInput,
         outpoint=outpoints(),
         public_key=st.binary(min_size=32, max_size=32).map(PublicKey),
         signature=st.binary(min_size=64, max_size=64),
+        offer_until=st.none() | uint64s().map(Height),
     )
 
 
@@ -247,6 +258,14 @@ def payloads(kind: TxKind) -> SearchStrategy[Payload]:
             return st.builds(MintPayload, asset=hashes().map(AssetId))
         case TxKind.SLASH:
             return st.builds(SlashPayload, evidence=evidence())
+        case TxKind.RETIRE:
+            return st.builds(
+                RetirePayload,
+                asset=hashes().map(AssetId),
+                amount=uint64s().map(Amount),
+                beneficiary=st.binary(max_size=MAX_BENEFICIARY_BYTES),
+                purpose=st.binary(max_size=MAX_PURPOSE_BYTES),
+            )
         case _:
             return st.none()
 
@@ -267,6 +286,26 @@ def transactions(
         outputs=tuple(draw(st.lists(tx_outputs(), max_size=max_outputs))),
         payload=draw(payloads(kind)),
     )
+
+
+def offers() -> SearchStrategy[Offer]:
+    """Standing offers with arbitrary fields and (almost surely invalid) signatures."""
+    return st.builds(
+        Offer,
+        outpoint=outpoints(),
+        public_key=st.binary(min_size=32, max_size=32).map(PublicKey),
+        signature=st.binary(min_size=64, max_size=64),
+        wanted=tx_outputs(),
+        until=uint64s().map(Height),
+    )
+
+
+@st.composite
+def partial_transactions(draw: st.DrawFn) -> PartialTransaction:
+    """Partially signed transactions: any transaction and one claimed output per input."""
+    tx = draw(transactions())
+    spent = draw(st.lists(tx_outputs(), min_size=len(tx.inputs), max_size=len(tx.inputs)))
+    return PartialTransaction(tx=tx, spent=tuple(spent))
 
 
 def blocks(*, max_txs: int = 3, max_votes: int = 2) -> SearchStrategy[Block]:

@@ -17,6 +17,7 @@ from p2pchain.errors import DecodeError
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode, decode_item, encode_item, wrap_list
 from p2pchain.ledger.evidence import decode_evidence
+from p2pchain.ledger.offer import Offer
 from p2pchain.ledger.tx import Transaction
 from p2pchain.ledger.vote import Vote
 from p2pchain.protocol.messages import (
@@ -30,7 +31,7 @@ from p2pchain.protocol.messages import (
     decode_message,
     encode_message,
 )
-from p2pchain.testing import blocks, evidence, transactions, votes
+from p2pchain.testing import blocks, evidence, offers, transactions, votes
 from p2pchain.testing.link import message_strategies
 from p2pchain.testing.mutations import (
     check_strict_decode,
@@ -48,6 +49,7 @@ TOPIC_DECODERS: dict[Topic, Callable[[bytes], object]] = {
     Topic.BLOCK: lambda data: decode(Block, data),
     Topic.VOTE: lambda data: decode(Vote, data),
     Topic.EVIDENCE: decode_evidence,
+    Topic.OFFER: lambda data: decode(Offer, data),
 }
 """What the node runs on a Publish's data, per topic (p2pchain/node/node.py)."""
 TOPIC_VALUES = {
@@ -55,6 +57,7 @@ TOPIC_VALUES = {
     Topic.BLOCK: blocks(max_txs=2, max_votes=1),
     Topic.VOTE: votes(),
     Topic.EVIDENCE: evidence(),
+    Topic.OFFER: offers(),
 }
 
 

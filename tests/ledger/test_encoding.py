@@ -18,6 +18,8 @@ from p2pchain.ledger.encoding import ENCODERS, RLPItem, decode, encode, encode_i
 from p2pchain.ledger.evidence import decode_evidence
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
 from p2pchain.ledger.header import BlockHeader, SignedHeader
+from p2pchain.ledger.offer import Offer
+from p2pchain.ledger.partial import PartialTransaction
 from p2pchain.ledger.tx import (
     Lock,
     LockKind,
@@ -75,6 +77,8 @@ CODECS = [
         _decoder(GenesisValidator),
     ),
     Codec("asset-info", pt.asset_infos(), _decoder(AssetInfo)),
+    Codec("offer", pt.offers(), _decoder(Offer)),
+    Codec("partial", pt.partial_transactions(), _decoder(PartialTransaction)),
     Codec("tx-undo", pt.tx_undos(), _decoder(TxUndo)),
     Codec("undo-data", pt.undo_data(), _decoder(UndoData)),
 ]

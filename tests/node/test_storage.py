@@ -189,6 +189,52 @@ def test_reverting_asset_blocks_restores_the_registry(tmp_path: Path, kind: TxKi
     assert summary(sqlite_store) == summary(memory)
 
 
+def test_retirements_follow_the_canonical_chain_in_both_stores(tmp_path: Path) -> None:
+    """Each RETIRE on the stored chain is listed under its asset, in chain order, with its
+    record; a revert takes its block's away; SQLite answers as memory does, also reopened."""
+    builder = fresh_builder(5)
+    sqlite_store = open_sqlite(tmp_path / "chain.db")
+    memory = MemoryChainStore(chain_id=PARAMS.chain_id, genesis=GENESIS)
+    retires: list[tuple[Block, int]] = []
+    while len(retires) < 3:
+        block, undo = builder.extend()
+        for store in (sqlite_store, memory):
+            store.commit_block(commit_after_apply(block, undo, builder.view))
+        retires += [
+            (block, i) for i, tx in enumerate(block.transactions) if tx.kind is TxKind.RETIRE
+        ]
+    last_block = retires[-1][0]
+    asset = last_block.transactions[retires[-1][1]].payload.asset  # type: ignore[union-attr]
+    expected = [
+        (b.transactions[i].txid, b.header.height, i)
+        for b, i in retires
+        if b.transactions[i].payload.asset == asset  # type: ignore[union-attr]
+    ]
+
+    def listed(store: ChainStore, offset: int = 0, limit: int = 100) -> list[object]:
+        return [
+            (r.certificate, r.location.height, r.location.position)
+            for r in store.retirements(asset, offset=offset, limit=limit)
+        ]
+
+    for store in (sqlite_store, memory):
+        assert listed(store) == expected
+        assert listed(store, offset=1, limit=1) == expected[1:2]
+        record = store.retirements(asset, offset=len(expected) - 1, limit=1)[0]
+        payload = last_block.transactions[retires[-1][1]].payload
+        assert (record.amount, record.beneficiary, record.purpose) == (
+            payload.amount,  # type: ignore[union-attr]
+            payload.beneficiary,  # type: ignore[union-attr]
+            payload.purpose,  # type: ignore[union-attr]
+        )
+    sqlite_store.close()
+    sqlite_store = open_sqlite(tmp_path / "chain.db")
+    assert listed(sqlite_store) == listed(memory)
+    for store in (sqlite_store, memory):
+        store.revert_block(last_block.block_id)
+        assert listed(store) == [item for item in expected if item[1] < last_block.header.height]
+
+
 def test_commit_must_extend_the_head(store: ChainStore) -> None:
     builder = fresh_builder(5)
     first = extend(store, builder)

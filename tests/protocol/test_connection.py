@@ -27,6 +27,7 @@ from p2pchain.protocol.connection import (
 )
 from p2pchain.protocol.framing import encode_frame
 from p2pchain.protocol.messages import (
+    PROTOCOL_VERSION,
     Blocks,
     DisconnectReason,
     GetBlocksById,
@@ -168,7 +169,7 @@ def test_hello_mismatch_closes_both_sides_with_the_reason(overrides, reason):
 
 def test_incompatible_version_is_refused():
     keys = connection_keys(2)
-    hello = make_hello(keys.identity, protocol_version=2)
+    hello = make_hello(keys.identity, protocol_version=PROTOCOL_VERSION + 1)
     listener = PeerConnection(initiator=False, keys=keys, hello=hello, now=0.0)
     seen = ConnectionPair(listener=listener).exchange()
     assert [e.reason for e in _closed(seen.dialer)] == [DisconnectReason.INCOMPATIBLE_VERSION]

@@ -26,13 +26,21 @@ import trio
 
 from p2pchain.consensus import build_block, get_forkchoice_store, make_vote, on_block, on_tick
 from p2pchain.consensus.store import Store
-from p2pchain.errors import DecodeError, GossipReject, InvalidBlock, InvalidTransaction, Reason
+from p2pchain.errors import (
+    DecodeError,
+    GossipReject,
+    InvalidBlock,
+    InvalidOffer,
+    InvalidTransaction,
+    Reason,
+)
 from p2pchain.ledger.block import Block, compute_body_root
 from p2pchain.ledger.crypto import SecretKey, sha256, sign
 from p2pchain.ledger.encoding import encode, encode_item
 from p2pchain.ledger.evidence import DoubleProposal, decode_evidence
 from p2pchain.ledger.genesis import genesis_state
 from p2pchain.ledger.header import BlockHeader, SignedHeader, header_signing_message
+from p2pchain.ledger.offer import MAX_OFFER_BYTES, Offer, check_offer, sign_offer
 from p2pchain.ledger.tx import (
     IssuePayload,
     Lock,
@@ -47,7 +55,7 @@ from p2pchain.ledger.tx import (
     TxOutput,
     compute_asset_id,
 )
-from p2pchain.ledger.types import AssetId, BlockId, TxId
+from p2pchain.ledger.types import AssetId, BlockId, Height, TxId
 from p2pchain.ledger.validation import BlockContext, validate_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
@@ -518,7 +526,7 @@ def _with_long_name(ledger: Ledger) -> bytes:
 
 MALFORMED_TXS: dict[str, Callable[[Ledger], bytes]] = {
     "junk": lambda x: os.urandom(64),
-    "unknown-kind": lambda x: encode(x.transfer())[:2] + b"\x07" + encode(x.transfer())[3:],
+    "unknown-kind": lambda x: encode(x.transfer())[:2] + b"\x08" + encode(x.transfer())[3:],
     "bad-lock": _with_lock_bytes,
     "asset-name-past-32-bytes": _with_long_name,
     "trailing-bytes": lambda x: encode(x.transfer()) + b"\x00",
@@ -632,6 +640,97 @@ async def test_a_gossiped_transaction_failing_in_our_view_is_ignored(
         await node.rpc("tx_submit", "0x" + encode(tx).hex())
     assert refused.value.reason == submitted.value
     await verdict.check(transport)
+
+
+# -- standing offers ---------------------------------------------------------------------------
+
+
+def _offer(
+    ledger: Ledger,
+    *,
+    coin: tuple[OutPoint, TxOutput] | None = None,
+    wanted: TxOutput | None = None,
+    until: int = 10**6,
+    signer: SecretKey | None = None,
+) -> Offer:
+    """An offer of wallet 0's genesis coin for a salted amount (no two rows send the same
+    bytes), signed by `signer` (wallet 0's key by default)."""
+    wallet = ledger.wallets[0]
+    coin = coin or ledger.coin(0)
+    wanted = wanted or ledger.pay(0, COIN + next(_salts))
+    return sign_offer(signer or wallet.key, ledger.params.chain_id, coin[0], wanted, Height(until))
+
+
+def _forged_offer(ledger: Ledger) -> Offer:
+    offer = _offer(ledger)
+    return replace(offer, signature=_offer(ledger).signature)
+
+
+def _offer_by_a_stranger(ledger: Ledger) -> Offer:
+    return _offer(ledger, signer=_stranger())
+
+
+def _offer_wanting_stake(ledger: Ledger) -> Offer:
+    lock = Lock(kind=LockKind.STAKE, key=ledger.node.validator_key.public_key)
+    return _offer(ledger, wanted=replace(ledger.pay(0, COIN + next(_salts)), lock=lock))
+
+
+OFFER_CASES: dict[str, tuple[Reason, Callable[[Ledger], Offer], float]] = {
+    # case: (the rules' reason, the offer, what gossiping it costs its sender)
+    "bad-signature": (Reason.BAD_SIGNATURE, _forged_offer, REJECT),
+    "signed-by-a-stranger": (Reason.WITNESS_KEY_MISMATCH, _offer_by_a_stranger, REJECT),
+    "wants-a-stake-output": (Reason.BAD_OFFER, _offer_wanting_stake, REJECT),
+    # failures that depend on the view: ignored
+    "expired": (Reason.OFFER_EXPIRED, lambda x: _offer(x, until=0), 0.0),
+    "coin-not-unspent": (
+        Reason.MISSING_INPUT,
+        lambda x: _offer(x, coin=(OutPoint(txid=x.reward.txid, index=99), x.pay(0))),
+        0.0,
+    ),
+}
+
+
+def _offer_verdict(ledger: Ledger, offer: Offer) -> Reason | None:
+    """What the rules say of `offer` against the genesis state, computed here."""
+    offered = ledger.view.get(offer.outpoint)
+    if offered is None:
+        return Reason.MISSING_INPUT
+    try:
+        check_offer(offer, offered, ledger.params, Height(1))
+    except InvalidOffer as exc:
+        return exc.reason
+    return None
+
+
+async def _gossip_costs(
+    node: NodeProcess, sources: Sources, transport: str, data: bytes, expected: float
+) -> None:
+    """A raw peer gossips `data` as an offer: it costs `expected`, the node changes nothing."""
+    verdict = await Verdict.before_attack(node)
+    attacker = await Attacker.connect(node, transport, next(sources.group()))
+    try:
+        assert await attacker.costs(Topic.OFFER, data, expected)
+    finally:
+        await attacker.aclose()
+    await verdict.check(transport)
+
+
+@pytest.mark.parametrize("case", sorted(OFFER_CASES))
+async def test_a_gossiped_offer_that_cannot_be_taken_is_refused(
+    node: NodeProcess, sources: Sources, transport: str, case: str
+) -> None:
+    reason, build, cost = OFFER_CASES[case]
+    ledger = Ledger(node, transport)
+    offer = build(ledger)
+    assert _offer_verdict(ledger, offer) is reason  # the case breaks exactly the rule it names
+    await _gossip_costs(node, sources, transport, encode(offer), cost)
+
+
+async def test_an_oversize_offer_is_rejected_before_decoding(
+    node: NodeProcess, sources: Sources, transport: str
+) -> None:
+    data = encode(_offer(Ledger(node, transport))) + bytes(MAX_OFFER_BYTES)
+    await _gossip_costs(node, sources, transport, data, REJECT)
 
 
 # -- evidence and votes ------------------------------------------------------------------------
