@@ -230,6 +230,8 @@ class Mempool:
         self._mints: dict[TxId, tuple[AssetId, int]] = {}
         self._minted: Counter[AssetId] = Counter()
         self._issues: dict[AssetId, TxId] = {}
+        self._offers_until: dict[TxId, int] = {}
+        """Pool transactions taking offers, with the earliest `offer_until` of their inputs."""
         self._per_peer: Counter[str] = Counter()
         self._bytes = 0
         self._sequence = 0
@@ -474,6 +476,9 @@ class Mempool:
             self._spent_by[tx_input.outpoint] = txid
         if isinstance(tx.payload, IssuePayload):
             self._issues[_issued_asset(tx)] = txid
+        offers = [i.offer_until for i in tx.inputs if i.offer_until is not None]
+        if offers:
+            self._offers_until[txid] = min(offers)
         if isinstance(tx.payload, MintPayload):
             self._mints[txid] = (tx.payload.asset, minted)
             self._minted[tx.payload.asset] += minted
@@ -495,6 +500,7 @@ class Mempool:
                 del self._spent_by[tx_input.outpoint]
         if isinstance(entry.tx.payload, IssuePayload):
             self._issues.pop(_issued_asset(entry.tx), None)
+        self._offers_until.pop(txid, None)
         mint = self._mints.pop(txid, None)
         if mint is not None:
             asset, minted = mint
@@ -652,6 +658,11 @@ class Mempool:
             change = self.revalidate(view, context)
             accepted = [t for t in accepted if t in self._entries]
             removed += change.removed
+        # Heights only ever unlock outputs, except an offer's: past its height it expires.
+        for txid, until in list(self._offers_until.items()):
+            if until < context.height and txid in self._entries:
+                removed += self._remove_tree(txid, Reason.OFFER_EXPIRED)
+        accepted = [t for t in accepted if t in self._entries]
         return PoolChange(accepted=tuple(accepted), removed=tuple(removed))
 
     def revalidate(self, view: LedgerReader, context: BlockContext) -> PoolChange:

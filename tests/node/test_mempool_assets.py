@@ -398,3 +398,32 @@ def test_an_expired_orphan_releases_its_peers_quota(view: UtxoView) -> None:
     assert_at_quota(pool, view, "p")
     assert_released(pool, view, "p")  # at now=5.0: the orphan expired first
     assert not pool.is_orphan(orphan.txid)
+
+
+def test_a_pool_transaction_taking_an_offer_leaves_when_the_offer_expires(view: UtxoView) -> None:
+    """Heights otherwise only unlock outputs, so the pool would keep a transaction whose offer
+    expired (no block could take it) forever; it leaves, with its children, as offer-expired."""
+    pool = Mempool(PARAMS)
+    maker, taker = WALLETS[1], WALLETS[2]
+    context = next_context(view)
+    (lot,) = coins_of(view, maker)
+    wanted = TxOutput(asset=NATIVE, amount=5 * FEE, address=maker.address)
+    offer = maker.make_offer(lot, wanted, until=context.height + 1)
+    take = taker.build_take([(offer, lot[1])], coins_of(view, taker), fee=FEE, context=context)
+    child = taker.build_transfer(
+        [c for c in outputs_of(take) if c[1].address == taker.address],
+        [TxOutput(asset=NATIVE, amount=FEE, address=maker.address)],
+        fee=FEE,
+        context=context,
+    )
+    pool.add(take, view, context, now=0.0)
+    pool.add(child, view, context, now=0.0)
+    for expected_len in (2, 0):  # still takeable at until, expired after
+        block = next_block(view, [], 0, proposer=VALIDATOR)
+        connect_block(view, block, PARAMS)
+        change = pool.remove_included(block, view, next_context(view))
+        assert len(pool) == expected_len
+    assert [(r.txid, r.reason) for r in change.removed] == [
+        (take.txid, Reason.OFFER_EXPIRED),
+        (child.txid, Reason.OFFER_EXPIRED),
+    ]
