@@ -1061,7 +1061,7 @@ class ChainService:
         return change
 
     # -- offers --------------------------------------------------------------------------------
-    def add_offer(self, offer: Offer) -> tuple[BookEntry, bool]:
+    def add_offer(self, offer: Offer, *, local: bool = False) -> tuple[BookEntry, bool]:
         """Check `offer` against the head (and the pool: a coin a pending transaction spends
         is being spent) and keep it in the book; return its entry and whether it is new.
 
@@ -1070,7 +1070,7 @@ class ChainService:
         """
         if self.mempool.spender_of(offer.outpoint) is not None:
             raise InvalidOffer(Reason.MEMPOOL_CONFLICT, f"{offer.outpoint} is being spent")
-        return self.offers.add(offer, self.head_view(), self.next_context().height)
+        return self.offers.add(offer, self.head_view(), self.next_context().height, local=local)
 
     # -- submissions that survive a crash --------------------------------------------------------
     async def keep_submitted(self, tx: Transaction) -> None:

@@ -30,6 +30,7 @@ from p2pchain.errors import (
 )
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey
+from p2pchain.ledger.encoding import encode
 from p2pchain.ledger.genesis import genesis_block
 from p2pchain.ledger.offer import Offer
 from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
@@ -357,7 +358,7 @@ class Node:
         Raises:
             InvalidOffer: with the reason (docs/protocol.md, "Offers").
         """
-        entry, new = self._chain.add_offer(offer)
+        entry, new = self._chain.add_offer(offer, local=True)
         if new:
             self._host.publish_offer(offer)
         await trio.lowlevel.checkpoint()
@@ -553,14 +554,18 @@ class Node:
         self._saved_bans = saved
 
     def _send_pending_submissions(self, peers: Iterable[PeerId]) -> None:
-        """Send our clients' pending submissions to `peers`, bypassing the seen cache: a peer
-        that connected after we gossiped them (or that gossip missed) learns them this way,
-        and one that has them ignores the duplicates at no cost."""
-        pending = self._chain.pending_submissions(self.config.limits.max_rebroadcast)
-        if not pending:
+        """Send our clients' pending submissions and their offers still in the book to
+        `peers`, bypassing the seen cache: a peer that connected after we gossiped them (or
+        that gossip missed) learns them this way, and one that has them ignores the
+        duplicates at no cost."""
+        limit = self.config.limits.max_rebroadcast
+        pending = self._chain.pending_submissions(limit)
+        offers = self._chain.offers.local_offers(limit)
+        if not pending and not offers:
             return
         swarm = self.network.swarm
         messages = [Publish(topic=Topic.TRANSACTION, data=tx.encoded) for tx in pending]
+        messages += [Publish(topic=Topic.OFFER, data=encode(offer)) for offer in offers]
         for peer_id in peers:
             for message in messages:
                 swarm.send(peer_id, message)

@@ -78,6 +78,8 @@ class OfferBook:
         self._entries: OrderedDict[Hash32, BookEntry] = OrderedDict()
         self._by_maker: dict[Address, OrderedDict[Hash32, None]] = {}
         self._by_coin: dict[OutPoint, set[Hash32]] = {}
+        self._local: dict[Hash32, None] = {}
+        """Offers our own clients submitted, oldest first (sent to newly connected peers)."""
         self._makers_by_count: dict[int, dict[Address, None]] = {}
         """Makers by how many offers they hold, so the most crowded is found in O(1)."""
         self._most = 0
@@ -97,9 +99,12 @@ class OfferBook:
     def get(self, offer_id: Hash32) -> BookEntry | None:
         return self._entries.get(offer_id)
 
-    def add(self, offer: Offer, view: LedgerReader, height: Height) -> tuple[BookEntry, bool]:
+    def add(
+        self, offer: Offer, view: LedgerReader, height: Height, *, local: bool = False
+    ) -> tuple[BookEntry, bool]:
         """Check `offer` against `view` for a block at `height` and keep it; return its entry
-        and whether it is new (an offer already in the book is returned as it is).
+        and whether it is new (an offer already in the book is returned as it is). A `local`
+        offer (our client's) is also listed by `local_offers`.
 
         Raises:
             InvalidOffer: `missing-input` (the coin is not unspent), `offer-book-full` (the
@@ -109,6 +114,8 @@ class OfferBook:
         offer_id = offer.offer_id(self.params.chain_id)
         known = self._entries.get(offer_id)
         if known is not None:
+            if local:
+                self._local[offer_id] = None
             return known, False
         offered = view.get(offer.outpoint)
         if offered is None:
@@ -131,6 +138,8 @@ class OfferBook:
         self._by_maker.setdefault(maker, OrderedDict())[offer_id] = None
         self._by_coin.setdefault(offer.outpoint, set()).add(offer_id)
         self._recount(maker, mine, mine + 1)
+        if local:
+            self._local[offer_id] = None
         self._added += 1
         return entry, True
 
@@ -146,6 +155,11 @@ class OfferBook:
             self._remove(offer_id)
         self._dropped += len(gone)
         return gone
+
+    def local_offers(self, limit: int) -> list[Offer]:
+        """Up to `limit` of the offers our clients submitted that are still in the book,
+        oldest first."""
+        return [self._entries[offer_id].offer for offer_id in list(self._local)[:limit]]
 
     def matching(self, offered: AssetId, wanted: AssetId, limit: int) -> list[BookEntry]:
         """Offers giving `offered` for `wanted`, best price for the taker first (then oldest)."""
@@ -181,6 +195,7 @@ class OfferBook:
 
     def _remove(self, offer_id: Hash32) -> None:
         entry = self._entries.pop(offer_id)
+        self._local.pop(offer_id, None)
         maker = self._by_maker[entry.maker]
         del maker[offer_id]
         self._recount(entry.maker, len(maker) + 1, len(maker))

@@ -152,3 +152,25 @@ async def test_every_node_lists_a_retirement_with_its_certificate(autojump_clock
             assert info is not None
             assert info.issued == 1_000
         assert node.retirements(credit, offset=1) == []
+
+
+async def test_a_node_that_joins_later_learns_the_offers_of_its_peers_clients(autojump_clock):
+    """Gossip happened before it connected, and its seen cache is empty: the node that took
+    the offer from its client sends it to each newcomer, as it does pending submissions."""
+    network = SimulatedNetwork(seed=seed_from_env(20), latency=(0.005, 0.05))
+    async with testnet(3, transport=network) as net:
+        maker = net.wallets[0]
+        node = net.nodes[0]
+        credit = await issue_lots(net, maker, 1, 10)
+        lot = next(c for c in node.utxos(maker.address) if c[1].asset == credit)
+        wanted = TxOutput(
+            asset=AssetId(net.params.native_asset), amount=Amount(COIN), address=maker.address
+        )
+        offer_id = await node.submit_offer(
+            maker.make_offer(lot, wanted, until=Height(node.head().height + 1_000))
+        )
+        late = await net.add_node()
+        with trio.fail_after(LIMIT_S):
+            await late.wait_for(lambda n: n.head().height >= node.head().height)
+            await late.wait_for(lambda n: n.get_offer(offer_id) is not None)
+        assert late.offers(credit, AssetId(net.params.native_asset))[0].offer_id == offer_id
