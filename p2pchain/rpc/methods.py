@@ -14,13 +14,16 @@ import trio
 from p2pchain.errors import ConfigError, InvalidAddress
 from p2pchain.ledger.address import decode_address, encode_address
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.encoding import encode_item
+from p2pchain.ledger.encoding import decode, encode, encode_item
+from p2pchain.ledger.offer import MAX_OFFER_BYTES, Offer
+from p2pchain.ledger.partial import PartialTransaction, combine
 from p2pchain.ledger.tx import (
     IssuePayload,
     Lock,
     MintPayload,
     OutPoint,
     Payload,
+    RetirePayload,
     RewardPayload,
     SlashPayload,
     Transaction,
@@ -32,8 +35,15 @@ from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.net.swarm import PeerInfo
 from p2pchain.node import Event, HeadInfo, Node, PeerEvent, ReorgInfo, TxInfo
 from p2pchain.node.config import MAX_CLOCK_TIME_MS
+from p2pchain.node.offers import BookEntry
 from p2pchain.rpc.jsonrpc import Json, Method, Params, invalid_params, parse_hex, to_hex
 
+DEFAULT_LISTED: Final = 100
+"""Offers or retirements one call lists unless its ``limit`` asks otherwise."""
+MAX_LISTED: Final = 1_000
+"""Most offers or retirements one call lists."""
+MAX_PARTS: Final = 16
+"""Most partially signed copies one `partial_combine` takes."""
 MAX_UTXOS: Final = 1_000
 """Most outputs one `address_utxos` call returns (its ``limit`` param may ask for fewer)."""
 DEV_SET_TIME_TIMEOUT_S: Final = 10.0
@@ -70,6 +80,13 @@ class NodeMethods:
             "address_utxos": Method(self.address_utxos, ("address", "limit", "pending"), 1),
             "address_balances": Method(self.address_balances, ("address",), 1),
             "asset_get": Method(self.asset_get, ("asset",), 1),
+            "asset_retirements": Method(self.asset_retirements, ("asset", "offset", "limit"), 1),
+            "offer_submit": Method(self.offer_submit, ("raw",), 1),
+            "offer_list": Method(self.offer_list, ("offered", "wanted", "limit"), 2),
+            "offer_get": Method(self.offer_get, ("offerId",), 1),
+            "partial_inspect": Method(self.partial_inspect, ("raw",), 1),
+            "partial_combine": Method(self.partial_combine, ("raws",), 1),
+            "partial_submit": Method(self.partial_submit, ("raw",), 1),
             "net_peers": Method(self.net_peers),
             "mempool_status": Method(self.mempool_status),
         }
@@ -195,6 +212,108 @@ class NodeMethods:
         info = self.node.asset(params.hex_bytes("asset", length=32))
         return None if info is None else self.asset_json(info)
 
+    async def asset_retirements(self, params: Params) -> Json:
+        asset = params.hex_bytes("asset", length=32)
+        offset = params.integer("offset", default=0)
+        limit = params.integer("limit", default=DEFAULT_LISTED, maximum=MAX_LISTED)
+        final = self.node.get_block(self.node.finalized().block_id)
+        final_height = -1 if final is None else final.header.height
+        return [
+            {
+                "certificate": to_hex(r.certificate),
+                "blockId": to_hex(r.location.block_id),
+                "height": r.location.height,
+                "final": r.location.height <= final_height,
+                "asset": to_hex(r.asset),
+                "amount": str(r.amount),
+                "beneficiary": r.beneficiary.decode("utf-8", "replace"),
+                "beneficiaryHex": to_hex(r.beneficiary),
+                "purpose": r.purpose.decode("utf-8", "replace"),
+                "purposeHex": to_hex(r.purpose),
+                "retiredBy": self.address_text(r.retired_by),
+            }
+            for r in self.node.retirements(asset, offset=offset, limit=limit)
+        ]
+
+    async def offer_submit(self, params: Params) -> Json:
+        raw = params.hex_bytes("raw")
+        if len(raw) > MAX_OFFER_BYTES:
+            raise invalid_params(f"raw: an offer is at most {MAX_OFFER_BYTES} bytes")
+        return to_hex(await self.node.submit_offer(decode(Offer, raw)))
+
+    async def offer_list(self, params: Params) -> Json:
+        offered = params.hex_bytes("offered", length=32)
+        wanted = params.hex_bytes("wanted", length=32)
+        limit = params.integer("limit", default=DEFAULT_LISTED, maximum=MAX_LISTED)
+        return [self.offer_json(entry) for entry in self.node.offers(offered, wanted, limit=limit)]
+
+    async def offer_get(self, params: Params) -> Json:
+        entry = self.node.get_offer(params.hex_bytes("offerId", length=32))
+        return None if entry is None else self.offer_json(entry)
+
+    async def partial_inspect(self, params: Params) -> Json:
+        partial = self._partial(params.hex_bytes("raw"))
+        tx = partial.tx
+        native = self.node.params.native_asset
+        inputs: list[Json] = []
+        coins: dict[Address, dict[OutPoint, TxOutput]] = {}
+        for index, (tx_input, claimed) in enumerate(zip(tx.inputs, partial.spent, strict=True)):
+            if claimed.address not in coins:  # one read of each signer's coins
+                coins[claimed.address] = dict(self.node.utxos(claimed.address))
+            on_chain = coins[claimed.address].get(tx_input.outpoint) == claimed
+            inputs.append(
+                {
+                    **outpoint_json(tx_input.outpoint),
+                    "spent": {
+                        "address": self.address_text(claimed.address),
+                        **self.output_json(claimed),
+                    },
+                    "onChain": on_chain,
+                    "signed": partial.is_signed(index),
+                    "offer": tx_input.offer_until is not None,
+                }
+            )
+        addresses = dict.fromkeys(o.address for o in (*partial.spent, *tx.outputs))
+        fee = sum(o.amount for o in partial.spent if o.asset == native) - sum(
+            o.amount for o in tx.outputs if o.asset == native
+        )
+        missing: list[Json] = list(partial.missing())
+        return {
+            "txid": to_hex(tx.txid),
+            "kind": tx.kind.name.lower(),
+            "inputs": inputs,
+            "outputs": [
+                {"address": self.address_text(o.address), **self.output_json(o)} for o in tx.outputs
+            ],
+            "fee": str(fee),
+            "missing": missing,
+            "signersNeeded": [self.address_text(a) for a in partial.signers_needed()],
+            "flows": {
+                self.address_text(address): {
+                    to_hex(asset): str(amount) for asset, amount in partial.flows(address).items()
+                }
+                for address in addresses
+            },
+        }
+
+    async def partial_combine(self, params: Params) -> Json:
+        raws = params.value("raws")
+        if not isinstance(raws, list) or not raws or len(raws) > MAX_PARTS:
+            raise invalid_params(f"raws must be a list of 1..{MAX_PARTS} hex strings")
+        parts = []
+        for raw in raws:
+            if not isinstance(raw, str):
+                raise invalid_params("raws must be hex strings")
+            parts.append(self._partial(parse_hex(raw, "raws")))
+        return to_hex(encode(combine(parts)))
+
+    async def partial_submit(self, params: Params) -> Json:
+        tx = self._partial(params.hex_bytes("raw")).finish()
+        return to_hex(await self.node.submit_transaction(tx))
+
+    def _partial(self, raw: bytes) -> PartialTransaction:
+        return decode(PartialTransaction, raw)
+
     async def net_peers(self, params: Params) -> Json:
         return [peer_json(peer) for peer in self.node.peers()]
 
@@ -240,7 +359,11 @@ class NodeMethods:
             "txid": to_hex(tx.txid),
             "kind": tx.kind.name.lower(),
             "inputs": [
-                {**outpoint_json(tx_input.outpoint), "publicKey": to_hex(tx_input.public_key)}
+                {
+                    **outpoint_json(tx_input.outpoint),
+                    "publicKey": to_hex(tx_input.public_key),
+                    "offerUntil": tx_input.offer_until,
+                }
                 for tx_input in tx.inputs
             ],
             "outputs": [
@@ -257,6 +380,22 @@ class NodeMethods:
             "asset": to_hex(output.asset),
             "amount": str(output.amount),
             "lock": lock_json(output.lock),
+        }
+
+    def offer_json(self, entry: BookEntry) -> dict[str, Json]:
+        offer, offered = entry.offer, entry.offered
+        return {
+            "offerId": to_hex(entry.offer_id),
+            "raw": to_hex(encode(offer)),
+            **outpoint_json(offer.outpoint),
+            "maker": self.address_text(entry.maker),
+            "offered": self.output_json(offered),
+            "wanted": {
+                "address": self.address_text(offer.wanted.address),
+                **self.output_json(offer.wanted),
+            },
+            "until": offer.until,
+            "price": f"{entry.price.numerator}/{entry.price.denominator}",
         }
 
     def asset_json(self, info: AssetInfo) -> dict[str, Json]:
@@ -361,6 +500,15 @@ def payload_json(payload: Payload) -> Json:
             return {"asset": to_hex(asset)}
         case SlashPayload(evidence=evidence):
             return {"evidence": to_hex(encode_item(evidence.to_rlp()))}
+        case RetirePayload(asset=asset, amount=amount, beneficiary=beneficiary, purpose=purpose):
+            return {
+                "asset": to_hex(asset),
+                "amount": str(amount),
+                "beneficiary": beneficiary.decode("utf-8", "replace"),
+                "beneficiaryHex": to_hex(beneficiary),
+                "purpose": purpose.decode("utf-8", "replace"),
+                "purposeHex": to_hex(purpose),
+            }
     raise TypeError(f"unknown payload {payload!r}")
 
 
