@@ -635,6 +635,163 @@ def wallet_issue_asset(
     click.echo(status)
 
 
+@wallet.command("offer")
+@KEY_OPTION
+@click.option("--sell", required=True, help="ASSET:AMOUNT offered (ASSET: native or hex id).")
+@click.option("--for", "wanted", required=True, help="ASSET:AMOUNT wanted in return.")
+@click.option("--lots", type=POSITIVE, default=1, show_default=True, help="Equal lots.")
+@click.option(
+    "--blocks", type=POSITIVE, default=1_000, show_default=True, help="Takeable for this long."
+)
+@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Split fee.")
+@RPC_OPTION
+def wallet_offer(
+    key_file: Path, sell: str, wanted: str, lots: int, blocks: int, fee: int, rpc_url: str
+) -> None:
+    """Post standing offers: anyone may take a lot by paying its share of --for, without
+    talking to you. Coins of the lot size are split off first when needed (and waited for)."""
+    import trio
+
+    from p2pchain.cli.wallet import offer
+
+    for offer_id in trio.run(
+        partial(offer, rpc_url, key_file, sell, wanted, lots=lots, blocks=blocks, fee=fee)
+    ):
+        click.echo(f"offer {offer_id}")
+
+
+@wallet.command("offers")
+@click.option("--sell", required=True, help="Asset offered: native or a hex id.")
+@click.option("--for", "wanted", required=True, help="Asset wanted: native or a hex id.")
+@click.option("--json", "as_json", is_flag=True, help="The offer_list answer as JSON.")
+@RPC_OPTION
+def wallet_offers(sell: str, wanted: str, as_json: bool, rpc_url: str) -> None:
+    """List the node's offers of --sell for --for, best price first."""
+    import json
+
+    import trio
+
+    from p2pchain.cli.wallet import list_offers
+
+    found = trio.run(list_offers, rpc_url, sell, wanted)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for entry in found if isinstance(found, list) else []:
+        assert isinstance(entry, dict)
+        offered, want = entry["offered"], entry["wanted"]
+        assert isinstance(offered, dict)
+        assert isinstance(want, dict)
+        click.echo(
+            f"{entry['offerId']} {offered['amount']} for {want['amount']}"
+            f" (price {entry['price']}) by {entry['maker']} until {entry['until']}"
+        )
+
+
+@wallet.command("take")
+@click.argument("offer_id")
+@KEY_OPTION
+@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Base units.")
+@click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
+@RPC_OPTION
+def wallet_take(offer_id: str, key_file: Path, fee: int, wait: bool, rpc_url: str) -> None:
+    """Take OFFER_ID from the node's book: pay what it wants, receive its coin, atomically."""
+    import trio
+
+    from p2pchain.cli.wallet import take
+
+    click.echo(trio.run(partial(take, rpc_url, key_file, offer_id, fee=fee, wait=wait)))
+
+
+@wallet.command("retire")
+@KEY_OPTION
+@click.option("--asset", required=True, help="Issued asset id (hex).")
+@click.option("--amount", type=POSITIVE, required=True, help="Units retired.")
+@click.option("--beneficiary", required=True, help="On whose behalf (<= 64 bytes UTF-8).")
+@click.option("--purpose", required=True, help="What for (<= 256 bytes UTF-8).")
+@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Base units.")
+@click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
+@RPC_OPTION
+def wallet_retire(
+    key_file: Path,
+    asset: str,
+    amount: int,
+    beneficiary: str,
+    purpose: str,
+    fee: int,
+    wait: bool,
+    rpc_url: str,
+) -> None:
+    """Retire (burn) units of an issued asset with a public record; the printed transaction
+    id is the retirement's certificate."""
+    import trio
+
+    from p2pchain.cli.wallet import retire
+
+    run = partial(retire, rpc_url, key_file, asset, amount, beneficiary=beneficiary)
+    click.echo(trio.run(partial(run, purpose=purpose, fee=fee, wait=wait)))
+
+
+@wallet.command("retirements")
+@click.option("--asset", required=True, help="Issued asset id (hex).")
+@click.option("--json", "as_json", is_flag=True, help="The asset_retirements answer as JSON.")
+@RPC_OPTION
+def wallet_retirements(asset: str, as_json: bool, rpc_url: str) -> None:
+    """List the retirements of an asset with their certificates, oldest first."""
+    import json
+
+    import trio
+
+    from p2pchain.cli.wallet import list_retirements
+
+    found = trio.run(list_retirements, rpc_url, asset)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    for entry in found if isinstance(found, list) else []:
+        assert isinstance(entry, dict)
+        click.echo(
+            f"{entry['certificate']} {entry['amount']} for {entry['beneficiary']!r}:"
+            f" {entry['purpose']!r} at height {entry['height']}"
+            f"{' (final)' if entry['final'] else ''}"
+        )
+
+
+@wallet.command("swap")
+@KEY_OPTION
+@click.option("--give", required=True, help="ASSET:AMOUNT you pay the counterparty.")
+@click.option("--get", "get_", required=True, help="ASSET:AMOUNT the counterparty pays you.")
+@click.option("--with", "counterparty", required=True, help="The counterparty's address.")
+@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="You pay it.")
+@RPC_OPTION
+def wallet_swap(
+    key_file: Path, give: str, get_: str, counterparty: str, fee: int, rpc_url: str
+) -> None:
+    """Build a two-party swap signed by you; print it as a partially signed transaction for
+    the counterparty to inspect (`p2pchain rpc partial_inspect RAW`), sign (`wallet
+    partial-sign`) and submit (`p2pchain rpc partial_submit RAW`)."""
+    import trio
+
+    from p2pchain.cli.wallet import swap
+
+    click.echo(trio.run(partial(swap, rpc_url, key_file, give, get_, counterparty, fee=fee)))
+
+
+@wallet.command("partial-sign")
+@click.argument("raw")
+@KEY_OPTION
+@RPC_OPTION
+def wallet_partial_sign(raw: str, key_file: Path, rpc_url: str) -> None:
+    """Sign this key's inputs of the partially signed transaction RAW; print the new one."""
+    import trio
+
+    from p2pchain.cli.wallet import sign_partial
+
+    signed, count = trio.run(sign_partial, rpc_url, key_file, raw)
+    click.echo(signed)
+    click.echo(f"signed {count} input(s)", err=True)
+
+
 @cli.command("rpc")
 @click.argument("method")
 @click.argument("params", nargs=-1)
