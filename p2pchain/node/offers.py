@@ -10,10 +10,12 @@ or whose expiry passed. Plain bookkeeping: no trio, no I/O.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
+from operator import attrgetter
 
 from p2pchain.errors import ConfigError, InvalidOffer, Reason
 from p2pchain.ledger.offer import Offer, check_offer, offer_price
@@ -47,15 +49,17 @@ class BookEntry:
     offer_id: Hash32
     offer: Offer
     offered: TxOutput
+    price: Fraction
+    """Wanted units per offered unit (`offer_price`), computed once."""
+    seq: int
+    """Arrival order in the book: equal prices list the oldest first."""
+    rank: tuple[float, Fraction, int]
+    """`matching`'s sort key: the price as a float first (rounding is monotonic, so unequal
+    floats order the exact prices alike, and compare far faster), then exactly, then `seq`."""
 
     @property
     def maker(self) -> Address:
         return self.offered.address
-
-    @property
-    def price(self) -> Fraction:
-        """Wanted units per offered unit."""
-        return offer_price(self.offer, self.offered)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +82,8 @@ class OfferBook:
         self._entries: OrderedDict[Hash32, BookEntry] = OrderedDict()
         self._by_maker: dict[Address, OrderedDict[Hash32, None]] = {}
         self._by_coin: dict[OutPoint, set[Hash32]] = {}
+        self._by_pair: dict[tuple[AssetId, AssetId], dict[Hash32, None]] = {}
+        """Offer ids by (offered asset, wanted asset), for `matching`."""
         self._local: dict[Hash32, None] = {}
         """Offers our own clients submitted, oldest first (sent to newly connected peers)."""
         self._makers_by_count: dict[int, dict[Address, None]] = {}
@@ -133,8 +139,18 @@ class OfferBook:
             crowded = next(iter(self._makers_by_count[self._most]))
             self._remove(next(iter(self._by_maker[crowded])))
             self._evicted += 1
-        entry = BookEntry(offer_id=offer_id, offer=offer, offered=offered)
+        price = offer_price(offer, offered)
+        entry = BookEntry(
+            offer_id=offer_id,
+            offer=offer,
+            offered=offered,
+            price=price,
+            seq=self._added,
+            rank=(float(price), price, self._added),
+        )
         self._entries[offer_id] = entry
+        pair = (offered.asset, offer.wanted.asset)
+        self._by_pair.setdefault(pair, {})[offer_id] = None
         self._by_maker.setdefault(maker, OrderedDict())[offer_id] = None
         self._by_coin.setdefault(offer.outpoint, set()).add(offer_id)
         self._recount(maker, mine, mine + 1)
@@ -162,14 +178,11 @@ class OfferBook:
         return [self._entries[offer_id].offer for offer_id in list(self._local)[:limit]]
 
     def matching(self, offered: AssetId, wanted: AssetId, limit: int) -> list[BookEntry]:
-        """Offers giving `offered` for `wanted`, best price for the taker first (then oldest)."""
-        found = [
-            (entry.price, index, entry)
-            for index, entry in enumerate(self._entries.values())
-            if entry.offered.asset == offered and entry.offer.wanted.asset == wanted
-        ]
-        found.sort(key=lambda item: (item[0], item[1]))
-        return [entry for _, _, entry in found[:limit]]
+        """Offers giving `offered` for `wanted`, best price for the taker first (then oldest):
+        only that pair's offers are looked at, and only `limit` of them are sorted."""
+        ids = self._by_pair.get((offered, wanted), {})
+        entries = (self._entries[offer_id] for offer_id in ids)
+        return heapq.nsmallest(limit, entries, key=attrgetter("rank"))
 
     def statistics(self) -> OfferBookStatistics:
         return OfferBookStatistics(
@@ -195,6 +208,10 @@ class OfferBook:
 
     def _remove(self, offer_id: Hash32) -> None:
         entry = self._entries.pop(offer_id)
+        pair = (entry.offered.asset, entry.offer.wanted.asset)
+        del self._by_pair[pair][offer_id]
+        if not self._by_pair[pair]:
+            del self._by_pair[pair]
         self._local.pop(offer_id, None)
         maker = self._by_maker[entry.maker]
         del maker[offer_id]
