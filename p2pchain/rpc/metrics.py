@@ -207,6 +207,11 @@ class NodeMetrics(Collector):
         yield _gauge("mempool_transactions", "Transactions in the mempool.", mempool.tx_count)
         yield _gauge("mempool_bytes", "Encoded bytes of the mempool.", mempool.total_bytes)
         yield _gauge("mempool_orphans", "Transactions waiting for a parent.", mempool.orphan_count)
+        offers = stats.offers
+        yield _gauge("offer_book_offers", "Standing offers in the offer book.", offers.offers)
+        yield _counter("offers_added", "Offers the book took in.", offers.added)
+        yield _counter("offers_evicted", "Offers evicted from a full book.", offers.evicted)
+        yield _counter("offers_dropped", "Offers dropped as spent or expired.", offers.dropped)
 
         yield _gauge("event_subscribers", "Open node event subscriptions.", stats.subscribers)
         yield _counter(
