@@ -85,6 +85,10 @@ BLOCK_REASONS = {
     Reason.NEGATIVE_FEE,
     Reason.BAD_EVIDENCE,
     Reason.NOTHING_TO_SLASH,
+    # offers and retirements
+    Reason.BAD_OFFER,
+    Reason.OFFER_EXPIRED,
+    Reason.BAD_RETIREMENT,
     # decoding
     Reason.MALFORMED,
 }

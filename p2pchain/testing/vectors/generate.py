@@ -42,6 +42,7 @@ from p2pchain.ledger.header import BlockHeader, header_signing_message
 from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import (
     OutPoint,
+    RetirePayload,
     SlashPayload,
     Transaction,
     TxInput,
@@ -928,6 +929,73 @@ def _block_negative_fee(name: str) -> Vector:
     tx = Transaction(kind=TxKind.TRANSFER, inputs=(TxInput(outpoint=outpoint),), outputs=(payment,))
     s.send(s.forge(a.block_id, 2, transactions=[s.wallet(0).sign(tx)]), Reason.NEGATIVE_FEE)
     s.check()
+    return s.vector()
+
+
+@vector("block-offers")
+def _block_offers(name: str) -> Vector:
+    s, a = _ledger_scene(
+        name,
+        "Validator 0 offers its genesis coin for 7 coins, takeable up to height 2; validator 1 "
+        "takes it. Refused first: the payment cut by one unit (bad-signature), the offer's "
+        "input in a BOND (bad-offer) and the take at height 3 (offer-expired, on a valid block "
+        "at height 2 that does not touch the coin); then the take at height 2 is valid.",
+    )
+    maker, taker = s.wallet(0), s.wallet(1)
+    coin = s.genesis_coin(0)
+    wanted = TxOutput(
+        asset=AssetId(PARAMS.native_asset), amount=Amount(7 * COIN), address=maker.address
+    )
+    offer = maker.make_offer(coin, wanted, until=Height(2))
+    context = BlockContext(height=Height(2), slot=Slot(2))
+    take = taker.build_take([(offer, coin[1])], [s.genesis_coin(1)], fee=Amount(0), context=context)
+    cut = replace(take.outputs[0], amount=Amount(7 * COIN - 1))
+    cheat = taker.sign(replace(take, outputs=(cut, *take.outputs[1:])))
+    s.send(s.forge(a.block_id, 2, transactions=[cheat]), Reason.BAD_SIGNATURE)
+    bond = taker.sign(replace(take, kind=TxKind.BOND))
+    s.send(s.forge(a.block_id, 3, transactions=[bond]), Reason.BAD_OFFER)
+    b = s.add(a.block_id, 4, transactions=[s.pay(2, COIN)])
+    s.send(s.forge(b.block_id, 5, transactions=[take]), Reason.OFFER_EXPIRED)
+    s.send(s.forge(a.block_id, 6, transactions=[take]))
+    s.check(head=False)
+    return s.vector()
+
+
+@vector("block-retirement")
+def _block_retirement(name: str) -> Vector:
+    s, a = _ledger_scene(
+        name,
+        "Validator 0 issues 100 units of an asset (height 2) and retires 30 of them for a named "
+        "beneficiary (height 3). Refused on the way: a retirement recording 31 units while "
+        "burning 30 (bad-retirement) and one of the native coin (bad-retirement).",
+    )
+    holder = s.wallet(0)
+    issue_context = BlockContext(height=Height(2), slot=Slot(2))
+    issue, asset = holder.build_issue(
+        [s.genesis_coin(0)], name=b"CO2-t", amount=Amount(100), fee=Amount(0), context=issue_context
+    )
+    b = s.add(a.block_id, 2, transactions=[issue])
+    coins = [(OutPoint(txid=issue.txid, index=i), o) for i, o in enumerate(issue.outputs)]
+    context = BlockContext(height=Height(3), slot=Slot(3))
+    retire = holder.build_retire(
+        coins,
+        asset=asset,
+        amount=Amount(30),
+        beneficiary="Zürich Tram AG".encode(),
+        purpose=b"fleet 2026",
+        fee=Amount(0),
+        context=context,
+    )
+    payload = retire.payload
+    assert isinstance(payload, RetirePayload)
+    overstated = holder.sign(replace(retire, payload=replace(payload, amount=Amount(31))))
+    s.send(s.forge(b.block_id, 3, transactions=[overstated]), Reason.BAD_RETIREMENT)
+    native = holder.sign(
+        replace(retire, payload=replace(payload, asset=AssetId(PARAMS.native_asset)))
+    )
+    s.send(s.forge(b.block_id, 4, transactions=[native]), Reason.BAD_RETIREMENT)
+    s.send(s.forge(b.block_id, 5, transactions=[retire]))
+    s.check(head=False)
     return s.vector()
 
 
