@@ -126,16 +126,20 @@ class OfferBook:
         offered = view.get(offer.outpoint)
         if offered is None:
             raise InvalidOffer(Reason.MISSING_INPUT, str(offer.outpoint))
-        check_offer(offer, offered, self.params, height)
+        # The book's room is judged before the signature, so that a flood of offers the book
+        # would refuse anyway costs a lookup, not a verification; nothing is evicted before
+        # the signature holds.
         maker = offered.address
         if len(self._by_coin.get(offer.outpoint, ())) >= self.limits.max_per_coin:
             raise InvalidOffer(Reason.OFFER_BOOK_FULL, f"{offer.outpoint} has its offers")
         mine = len(self._by_maker.get(maker, ()))
         if mine >= self.limits.max_per_maker:
             raise InvalidOffer(Reason.OFFER_BOOK_FULL, "the maker has its share of the book")
-        if len(self._entries) >= self.limits.max_offers:
-            if self._most <= mine + 1:
-                raise InvalidOffer(Reason.OFFER_BOOK_FULL, "the book is full")
+        full = len(self._entries) >= self.limits.max_offers
+        if full and self._most <= mine + 1:
+            raise InvalidOffer(Reason.OFFER_BOOK_FULL, "the book is full")
+        check_offer(offer, offered, self.params, height)
+        if full:
             crowded = next(iter(self._makers_by_count[self._most]))
             self._remove(next(iter(self._by_maker[crowded])))
             self._evicted += 1

@@ -89,24 +89,22 @@ class BookMachine(RuleBasedStateMachine):
             entry, is_new = self.book.add(new, self.coins, Height(self.height))  # type: ignore[arg-type]
             assert not is_new
             return
+        counts = [sum(self._maker(o) == m for o in self.model) for m in range(MAKERS)]
+        full = len(self.model) >= LIMITS.max_offers
+        # room first (no signature spent on what the book refuses anyway), then the rules
         if new.outpoint not in self.coins.unspent:
             expected = Reason.MISSING_INPUT
+        elif (
+            sum(o.outpoint == new.outpoint for o in self.model) >= LIMITS.max_per_coin
+            or counts[maker] >= LIMITS.max_per_maker
+            or (full and max(counts) <= counts[maker] + 1)
+        ):
+            expected = Reason.OFFER_BOOK_FULL
         elif until < self.height:
             expected = Reason.OFFER_EXPIRED
-        elif sum(o.outpoint == new.outpoint for o in self.model) >= LIMITS.max_per_coin:
-            expected = Reason.OFFER_BOOK_FULL
-        else:
-            counts = [sum(self._maker(o) == m for o in self.model) for m in range(MAKERS)]
-            if counts[maker] >= LIMITS.max_per_maker:
-                expected = Reason.OFFER_BOOK_FULL
-            elif len(self.model) >= LIMITS.max_offers:
-                most = max(counts)
-                if most <= counts[maker] + 1:
-                    expected = Reason.OFFER_BOOK_FULL
-                else:
-                    # the oldest offer of one of the makers holding the most goes
-                    crowded = [m for m in range(MAKERS) if counts[m] == most]
-                    victims = [next(o for o in self.model if self._maker(o) == m) for m in crowded]
+        elif full:  # the oldest offer of one of the makers holding the most goes
+            crowded = [m for m in range(MAKERS) if counts[m] == max(counts)]
+            victims = [next(o for o in self.model if self._maker(o) == m) for m in crowded]
         if expected is not None:
             before = list(self.book)
             with pytest.raises(InvalidOffer) as info:
@@ -234,3 +232,24 @@ def test_a_flood_of_offers_from_many_makers_keeps_the_book_bounded_and_an_honest
         per_maker[entry.maker] = per_maker.get(entry.maker, 0) + 1
     assert max(per_maker.values()) <= limits.max_per_maker
     assert refused + stats.evicted + stats.offers == 48 * 64 * limits.max_per_coin + 1
+
+
+def test_an_offer_the_book_has_no_room_for_costs_no_signature_check() -> None:
+    """A coin at its share: a forged offer on it is refused for room (offer-book-full), not
+    for its signature, so a flood of such offers costs a lookup each, never a verification."""
+    book = OfferBook(PARAMS, LIMITS)
+    coins = Coins()
+    for price in range(1, LIMITS.max_per_coin + 1):
+        book.add(offer(1, 1, price, 9), coins, Height(1))  # type: ignore[arg-type]
+    genuine = offer(1, 1, 9, 9)
+    forged = Offer(
+        outpoint=genuine.outpoint,
+        public_key=genuine.public_key,
+        signature=bytes(64),
+        wanted=genuine.wanted,
+        until=genuine.until,
+    )
+    with pytest.raises(InvalidOffer) as info:
+        book.add(forged, coins, Height(1))  # type: ignore[arg-type]
+    assert info.value.reason is Reason.OFFER_BOOK_FULL
+    assert len(book) == LIMITS.max_per_coin
