@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -14,8 +15,11 @@ from p2pchain.cli.config import LOG_LEVELS, load_node
 from p2pchain.cli.logs import configure_logging
 from p2pchain.cli.network import init_network
 from p2pchain.cli.rpc_client import JSON
-from p2pchain.errors import P2PChainError
-from p2pchain.params import NATIVE_ASSET, ChainParams
+from p2pchain.errors import ConfigError, P2PChainError
+from p2pchain.ledger.encoding import decode
+from p2pchain.ledger.partial import PartialTransaction
+from p2pchain.ledger.types import AssetId
+from p2pchain.params import MAX_BENEFICIARY_BYTES, MAX_PURPOSE_BYTES, NATIVE_ASSET, ChainParams
 
 
 def _innermost(exc: BaseException) -> BaseException:
@@ -499,7 +503,7 @@ def testnet_faucet(root: Path, address: str, amount: int, asset: str | None) -> 
 
 @cli.group()
 def wallet() -> None:
-    """Keys, addresses, balances and payments (signs locally, talks to a node over RPC)."""
+    """Keys, balances, payments and trades (signs locally, talks to a node over RPC)."""
 
 
 def _rpc_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -635,67 +639,166 @@ def wallet_issue_asset(
     click.echo(status)
 
 
+class _Asset(click.ParamType[AssetId, object]):
+    """``native`` or a 32-byte hex asset id (``0x`` optional); only the latter when `issued`."""
+
+    name = "ASSET"
+
+    def __init__(self, *, issued: bool = False) -> None:
+        self.issued = issued
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> AssetId:
+        from p2pchain.cli.wallet import parse_asset
+
+        if self.issued and value == "native":
+            self.fail("the native coin is not an issued asset", param, ctx)
+        try:
+            return parse_asset(str(value), ChainParams())
+        except ConfigError:
+            kinds = "a" if self.issued else "native or a"
+            self.fail(f"{value!r} is not {kinds} 32-byte hex asset id", param, ctx)
+
+
+class _AssetAmount(click.ParamType[tuple[AssetId, int], object]):
+    """``ASSET:AMOUNT``: ASSET ``native`` or a hex asset id, AMOUNT base units (at least 1)."""
+
+    name = "ASSET:AMOUNT"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[AssetId, int]:
+        asset, sep, amount = str(value).rpartition(":")
+        if not sep or not amount.isdigit() or int(amount) < 1:
+            self.fail(f"{value!r} is not ASSET:AMOUNT with AMOUNT >= 1 base unit", param, ctx)
+        return _Asset().convert(asset, param, ctx), int(amount)
+
+
+class _Id(click.ParamType[bytes, object]):
+    """A 32-byte id in hex (``0x`` optional)."""
+
+    name = "ID"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> bytes:
+        try:
+            data = bytes.fromhex(str(value).removeprefix("0x"))
+        except ValueError:
+            self.fail(f"{value!r} is not hex", param, ctx)
+        if len(data) != 32:
+            self.fail(f"{value!r} is {len(data)} bytes, not 32", param, ctx)
+        return data
+
+
+class _Partial(click.ParamType[PartialTransaction, object]):
+    """A partially signed transaction: the hex (``0x`` optional) of its encoding."""
+
+    name = "RAW"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> PartialTransaction:
+        try:
+            return decode(PartialTransaction, bytes.fromhex(str(value).removeprefix("0x")))
+        except (ValueError, P2PChainError) as exc:
+            self.fail(f"not a partially signed transaction ({exc})", param, ctx)
+
+
+def _at_most_bytes(limit: int) -> Callable[[click.Context, click.Parameter, str], str]:
+    """A callback refusing text longer than `limit` bytes of UTF-8 (a retirement's fields)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        size = len(value.encode())
+        if size > limit:
+            raise click.BadParameter(f"{size} bytes of UTF-8, over the limit of {limit}")
+        return value
+
+    return check
+
+
+FEE_OPTION = click.option(
+    "--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Base units."
+)
+WAIT_OPTION = click.option(
+    "--wait/--no-wait", default=False, help="Wait until finalized or rejected."
+)
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="The node's answer as JSON.")
+
+
 @wallet.command("offer")
 @KEY_OPTION
-@click.option("--sell", required=True, help="ASSET:AMOUNT offered (ASSET: native or hex id).")
-@click.option("--for", "wanted", required=True, help="ASSET:AMOUNT wanted in return.")
-@click.option("--lots", type=POSITIVE, default=1, show_default=True, help="Equal lots.")
+@click.option("--sell", type=_AssetAmount(), required=True, help="What you give, in all.")
+@click.option("--for", "wanted", type=_AssetAmount(), required=True, help="What you get, in all.")
+@click.option("--lots", type=POSITIVE, default=1, show_default=True, help="Equal offers.")
 @click.option(
     "--blocks", type=POSITIVE, default=1_000, show_default=True, help="Takeable for this long."
 )
-@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Split fee.")
+@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Fee of a split.")
 @RPC_OPTION
 def wallet_offer(
-    key_file: Path, sell: str, wanted: str, lots: int, blocks: int, fee: int, rpc_url: str
+    key_file: Path,
+    sell: tuple[AssetId, int],
+    wanted: tuple[AssetId, int],
+    lots: int,
+    blocks: int,
+    fee: int,
+    rpc_url: str,
 ) -> None:
-    """Post standing offers: anyone may take a lot by paying its share of --for, without
-    talking to you. Coins of the lot size are split off first when needed (and waited for)."""
+    """Post standing offers of --sell for --for in --lots equal lots; print their ids.
+
+    Anyone may take a lot until --blocks blocks past the head, paying its share of --for,
+    without talking to you. Each lot is one coin of the lot size: when the wallet lacks them,
+    a transfer to itself splits them off first, and the offers wait until it is included.
+    """
     import trio
 
     from p2pchain.cli.wallet import offer
 
-    for offer_id in trio.run(
-        partial(offer, rpc_url, key_file, sell, wanted, lots=lots, blocks=blocks, fee=fee)
-    ):
+    run = partial(offer, rpc_url, key_file, sell, wanted, lots=lots, blocks=blocks, fee=fee)
+    for offer_id in trio.run(run):
         click.echo(f"offer {offer_id}")
 
 
 @wallet.command("offers")
-@click.option("--sell", required=True, help="Asset offered: native or a hex id.")
-@click.option("--for", "wanted", required=True, help="Asset wanted: native or a hex id.")
-@click.option("--json", "as_json", is_flag=True, help="The offer_list answer as JSON.")
+@click.option("--sell", type=_Asset(), required=True, help="Asset offered (native or hex).")
+@click.option("--for", "wanted", type=_Asset(), required=True, help="Asset wanted.")
+@JSON_OPTION
 @RPC_OPTION
-def wallet_offers(sell: str, wanted: str, as_json: bool, rpc_url: str) -> None:
-    """List the node's offers of --sell for --for, best price first."""
+def wallet_offers(sell: AssetId, wanted: AssetId, as_json: bool, rpc_url: str) -> None:
+    """List the node's offers giving --sell for --for, best price for a taker first."""
     import json
 
     import trio
 
     from p2pchain.cli.wallet import list_offers
 
-    found = trio.run(list_offers, rpc_url, sell, wanted)
+    book = trio.run(list_offers, rpc_url, sell, wanted)
     if as_json:
-        click.echo(json.dumps(found))
+        click.echo(json.dumps(book))
         return
-    for entry in found if isinstance(found, list) else []:
-        assert isinstance(entry, dict)
+    if not book:
+        click.echo("no offers")
+    for entry in book:
         offered, want = entry["offered"], entry["wanted"]
         assert isinstance(offered, dict)
         assert isinstance(want, dict)
         click.echo(
             f"{entry['offerId']} {offered['amount']} for {want['amount']}"
-            f" (price {entry['price']}) by {entry['maker']} until {entry['until']}"
+            f" (price {entry['price']}) by {entry['maker']} until height {entry['until']}"
         )
 
 
 @wallet.command("take")
-@click.argument("offer_id")
+@click.argument("offer_id", type=_Id())
 @KEY_OPTION
-@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Base units.")
-@click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
+@FEE_OPTION
+@WAIT_OPTION
 @RPC_OPTION
-def wallet_take(offer_id: str, key_file: Path, fee: int, wait: bool, rpc_url: str) -> None:
-    """Take OFFER_ID from the node's book: pay what it wants, receive its coin, atomically."""
+def wallet_take(offer_id: bytes, key_file: Path, fee: int, wait: bool, rpc_url: str) -> None:
+    """Take OFFER_ID from the node's book: pay what it wants and receive its coin in one
+    transaction; print the transaction id."""
     import trio
 
     from p2pchain.cli.wallet import take
@@ -705,16 +808,26 @@ def wallet_take(offer_id: str, key_file: Path, fee: int, wait: bool, rpc_url: st
 
 @wallet.command("retire")
 @KEY_OPTION
-@click.option("--asset", required=True, help="Issued asset id (hex).")
+@click.option("--asset", type=_Asset(issued=True), required=True, help="Asset id (hex).")
 @click.option("--amount", type=POSITIVE, required=True, help="Units retired.")
-@click.option("--beneficiary", required=True, help="On whose behalf (<= 64 bytes UTF-8).")
-@click.option("--purpose", required=True, help="What for (<= 256 bytes UTF-8).")
-@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Base units.")
-@click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
+@click.option(
+    "--beneficiary",
+    required=True,
+    callback=_at_most_bytes(MAX_BENEFICIARY_BYTES),
+    help=f"On whose behalf (at most {MAX_BENEFICIARY_BYTES} bytes of UTF-8).",
+)
+@click.option(
+    "--purpose",
+    required=True,
+    callback=_at_most_bytes(MAX_PURPOSE_BYTES),
+    help=f"What for (at most {MAX_PURPOSE_BYTES} bytes of UTF-8).",
+)
+@FEE_OPTION
+@WAIT_OPTION
 @RPC_OPTION
 def wallet_retire(
     key_file: Path,
-    asset: str,
+    asset: AssetId,
     amount: int,
     beneficiary: str,
     purpose: str,
@@ -722,8 +835,8 @@ def wallet_retire(
     wait: bool,
     rpc_url: str,
 ) -> None:
-    """Retire (burn) units of an issued asset with a public record; the printed transaction
-    id is the retirement's certificate."""
+    """Retire (burn) units of an issued asset with a public record; print the transaction id,
+    which is the retirement's certificate."""
     import trio
 
     from p2pchain.cli.wallet import retire
@@ -733,23 +846,31 @@ def wallet_retire(
 
 
 @wallet.command("retirements")
-@click.option("--asset", required=True, help="Issued asset id (hex).")
-@click.option("--json", "as_json", is_flag=True, help="The asset_retirements answer as JSON.")
+@click.option("--asset", type=_Asset(issued=True), required=True, help="Asset id (hex).")
+@click.option("--offset", type=NOT_NEGATIVE, default=0, show_default=True, help="Skip these.")
+@click.option(
+    "--limit", type=click.IntRange(1, 1_000), default=100, show_default=True, help="List these."
+)
+@JSON_OPTION
 @RPC_OPTION
-def wallet_retirements(asset: str, as_json: bool, rpc_url: str) -> None:
-    """List the retirements of an asset with their certificates, oldest first."""
+def wallet_retirements(
+    asset: AssetId, offset: int, limit: int, as_json: bool, rpc_url: str
+) -> None:
+    """List the retirements of an asset on the node's chain, oldest first: certificate,
+    amount, beneficiary, purpose, height, and whether it is final."""
     import json
 
     import trio
 
     from p2pchain.cli.wallet import list_retirements
 
-    found = trio.run(list_retirements, rpc_url, asset)
+    found = trio.run(partial(list_retirements, rpc_url, asset, offset=offset, limit=limit))
     if as_json:
         click.echo(json.dumps(found))
         return
-    for entry in found if isinstance(found, list) else []:
-        assert isinstance(entry, dict)
+    if not found:
+        click.echo("no retirements")
+    for entry in found:
         click.echo(
             f"{entry['certificate']} {entry['amount']} for {entry['beneficiary']!r}:"
             f" {entry['purpose']!r} at height {entry['height']}"
@@ -759,17 +880,22 @@ def wallet_retirements(asset: str, as_json: bool, rpc_url: str) -> None:
 
 @wallet.command("swap")
 @KEY_OPTION
-@click.option("--give", required=True, help="ASSET:AMOUNT you pay the counterparty.")
-@click.option("--get", "get_", required=True, help="ASSET:AMOUNT the counterparty pays you.")
+@click.option("--give", type=_AssetAmount(), required=True, help="What you pay them.")
+@click.option("--get", "get_", type=_AssetAmount(), required=True, help="What they pay you.")
 @click.option("--with", "counterparty", required=True, help="The counterparty's address.")
 @click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="You pay it.")
 @RPC_OPTION
 def wallet_swap(
-    key_file: Path, give: str, get_: str, counterparty: str, fee: int, rpc_url: str
+    key_file: Path,
+    give: tuple[AssetId, int],
+    get_: tuple[AssetId, int],
+    counterparty: str,
+    fee: int,
+    rpc_url: str,
 ) -> None:
-    """Build a two-party swap signed by you; print it as a partially signed transaction for
-    the counterparty to inspect (`p2pchain rpc partial_inspect RAW`), sign (`wallet
-    partial-sign`) and submit (`p2pchain rpc partial_submit RAW`)."""
+    """Build a two-party swap from both sides' coins on the node's chain, signed by you; print
+    it as a partially signed transaction for the counterparty to check (`wallet partial
+    inspect`), sign (`wallet partial sign`) and submit (`wallet partial submit`)."""
     import trio
 
     from p2pchain.cli.wallet import swap
@@ -777,12 +903,53 @@ def wallet_swap(
     click.echo(trio.run(partial(swap, rpc_url, key_file, give, get_, counterparty, fee=fee)))
 
 
-@wallet.command("partial-sign")
-@click.argument("raw")
+@wallet.group("partial")
+def wallet_partial() -> None:
+    """Partially signed transactions (RAW: their hex): inspect, sign, combine, submit."""
+
+
+@wallet_partial.command("inspect")
+@click.argument("raw", type=_Partial())
+@JSON_OPTION
+@RPC_OPTION
+def wallet_partial_inspect(raw: PartialTransaction, as_json: bool, rpc_url: str) -> None:
+    """Show what RAW does, checked against the node's chain: what each address gives and gets,
+    whose signatures are missing, and any input whose claimed coin the chain lacks."""
+    import json
+
+    import trio
+
+    from p2pchain.cli.wallet import inspect_partial
+
+    report = trio.run(inspect_partial, rpc_url, raw)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"{report['kind']} {report['txid']}, fee {report['fee']}")
+    flows = report["flows"]
+    assert isinstance(flows, dict)
+    for address, changes in flows.items():
+        assert isinstance(changes, dict)
+        text = ", ".join(f"{int(str(n)):+d} {asset}" for asset, n in changes.items())
+        click.echo(f"  {address}: {text or 'nothing'}")
+    inputs = report["inputs"]
+    assert isinstance(inputs, list)
+    for index, shown in enumerate(inputs):
+        assert isinstance(shown, dict)
+        if not shown["onChain"]:
+            click.echo(f"  WARNING: input {index} spends no such coin on the node's chain")
+    needed = report["signersNeeded"]
+    assert isinstance(needed, list)
+    click.echo(f"needs signatures of: {', '.join(map(str, needed))}" if needed else "signed")
+
+
+@wallet_partial.command("sign")
+@click.argument("raw", type=_Partial())
 @KEY_OPTION
 @RPC_OPTION
-def wallet_partial_sign(raw: str, key_file: Path, rpc_url: str) -> None:
-    """Sign this key's inputs of the partially signed transaction RAW; print the new one."""
+def wallet_partial_sign(raw: PartialTransaction, key_file: Path, rpc_url: str) -> None:
+    """Sign the inputs of RAW that --key owns, after checking their claimed coins against the
+    node's chain; print the new RAW (and, on stderr, how many inputs were signed)."""
     import trio
 
     from p2pchain.cli.wallet import sign_partial
@@ -790,6 +957,30 @@ def wallet_partial_sign(raw: str, key_file: Path, rpc_url: str) -> None:
     signed, count = trio.run(sign_partial, rpc_url, key_file, raw)
     click.echo(signed)
     click.echo(f"signed {count} input(s)", err=True)
+
+
+@wallet_partial.command("combine")
+@click.argument("raws", metavar="RAW...", nargs=-1, required=True, type=_Partial())
+def wallet_partial_combine(raws: tuple[PartialTransaction, ...]) -> None:
+    """Combine copies of one partially signed transaction, signed by different parties, into
+    one RAW with every signature (offline)."""
+    from p2pchain.ledger.encoding import encode
+    from p2pchain.ledger.partial import combine
+
+    click.echo("0x" + encode(combine(raws)).hex())
+
+
+@wallet_partial.command("submit")
+@click.argument("raw", type=_Partial())
+@WAIT_OPTION
+@RPC_OPTION
+def wallet_partial_submit(raw: PartialTransaction, wait: bool, rpc_url: str) -> None:
+    """Submit RAW once every input is signed; print the transaction id."""
+    import trio
+
+    from p2pchain.cli.wallet import submit_partial
+
+    click.echo(trio.run(partial(submit_partial, rpc_url, raw, wait=wait)))
 
 
 @cli.command("rpc")

@@ -21,11 +21,12 @@ from p2pchain.ledger.encoding import decode, encode
 from p2pchain.ledger.offer import Offer
 from p2pchain.ledger.partial import PartialTransaction
 from p2pchain.ledger.tx import NO_LOCK, OutPoint, Transaction, TxOutput
-from p2pchain.ledger.types import Amount, AssetId, Height, Slot
+from p2pchain.ledger.types import Address, Amount, AssetId, Height, Slot
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.params import COIN, ChainParams
 from p2pchain.rpc import RpcError
+from p2pchain.rpc.jsonrpc import INTERNAL_ERROR
 
 FINALITY_POLL_S = 0.5
 
@@ -64,8 +65,8 @@ MAX_WALLET_COINS = 1_000
 
 
 def parse_asset(text: str | None, params: ChainParams) -> AssetId:
-    """`None` is the native coin; otherwise a 32-byte hex asset id."""
-    if text is None:
+    """`None` or ``native`` is the native coin; otherwise a 32-byte hex asset id."""
+    if text is None or text == "native":
         return AssetId(params.native_asset)
     try:
         asset = bytes.fromhex(text.removeprefix("0x"))
@@ -88,9 +89,14 @@ async def _spendable(session: Session) -> list[Coin]:
 
 async def _submit(session: Session, tx: Transaction, *, wait: bool) -> str:
     txid = await session.rpc.call("tx_submit", "0x" + tx.encoded.hex())
+    return await _final(session.rpc, txid, wait=wait)
+
+
+async def _final(rpc: RpcClient, txid: JSON, *, wait: bool) -> str:
+    """`txid`; with `wait`, once the node has finalized or rejected it, with that status."""
     if wait:
         while True:
-            info = await session.rpc.call("tx_get", txid)
+            info = await rpc.call("tx_get", txid)
             if isinstance(info, dict) and info.get("status") in ("finalized", "rejected"):
                 return f"{txid} {info['status']} at height {info.get('height')}"
             await trio.sleep(FINALITY_POLL_S)
@@ -183,112 +189,157 @@ def coins_text(base_units: int) -> str:
 
 
 # -- trades ------------------------------------------------------------------------------------
-OFFER_INCLUSION_TIMEOUT_S = 120.0
-"""How long `wallet offer` waits for the transaction that splits its lots to be included."""
+INCLUSION_TIMEOUT_S = 120.0
+"""How long `wallet offer` waits for the transaction splitting off its lots to be included."""
+MAX_LISTED = 1_000
+"""Most offers or retirements one call asks for (the node's own limit)."""
+ANY_BLOCK = BlockContext(height=Height(0), slot=Slot(0))
+"""The context for choosing among plain coins, which no lock holds back."""
 
 
-def parse_amount_of(text: str, params: ChainParams) -> tuple[AssetId, int]:
-    """``ASSET:AMOUNT``, ASSET ``native`` or a 32-byte hex id, AMOUNT in base units (> 0)."""
-    asset_text, sep, amount_text = text.rpartition(":")
-    if not sep or not amount_text.isdigit() or int(amount_text) < 1:
-        raise ConfigError(f"expected ASSET:AMOUNT (AMOUNT > 0 base units), got {text!r}")
-    asset = parse_asset(None if asset_text == "native" else asset_text, params)
-    return asset, int(amount_text)
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
 
 
-async def _wait_included(session: Session, txid: str, timeout_s: float) -> None:
-    with trio.fail_after(timeout_s):
+def _object(result: JSON, method: str) -> dict[str, JSON]:
+    """An object in a node's answer, checked: an answer of another shape is not followed."""
+    if not isinstance(result, dict):
+        raise RpcError(INTERNAL_ERROR, f"unexpected {method} answer {result!r}")
+    return result
+
+
+def _objects(result: JSON, method: str) -> list[dict[str, JSON]]:
+    if not isinstance(result, list):
+        raise RpcError(INTERNAL_ERROR, f"unexpected {method} answer {result!r}")
+    return [_object(entry, method) for entry in result]
+
+
+def _int(value: JSON) -> int:
+    return int(str(value))
+
+
+def lot_sizes(sell: int, wanted: int, lots: int) -> tuple[int, int]:
+    """Each lot's share of `sell` and of `wanted`: both must split into `lots` whole parts.
+
+    Raises:
+        ConfigError: `lots` does not divide both amounts.
+    """
+    if sell % lots or wanted % lots:
+        raise ConfigError(f"--lots {lots} does not divide both {sell} and {wanted} exactly")
+    return sell // lots, wanted // lots
+
+
+async def _settled(session: Session, address: Address) -> list[Coin]:
+    """Plain coins of `address` at the head that no pending transaction spends: the node
+    checks an offer's coin at the head, and a swap's signer checks the claimed inputs against
+    the head (`partial_inspect`'s ``onChain``), so coins still in the pool will not do."""
+    text = encode_address(address, session.wallet.params.address_prefix)
+    confirmed = await session.rpc.call("address_utxos", text, MAX_WALLET_COINS)
+    pending = await session.rpc.call("address_utxos", text, MAX_WALLET_COINS, True)
+    unspent = set(parse_utxos(pending, address))
+    return [c for c in parse_utxos(confirmed, address) if c in unspent and c[1].lock == NO_LOCK]
+
+
+async def _wait_included(rpc: RpcClient, txid: str) -> None:
+    """Return once the node has `txid` in a block.
+
+    Raises:
+        ConfigError: the node rejected it, or did not include it within INCLUSION_TIMEOUT_S.
+    """
+    with trio.move_on_after(INCLUSION_TIMEOUT_S):
         while True:
-            info = await session.rpc.call("tx_get", txid)
-            status = info.get("status") if isinstance(info, dict) else None
-            if status in ("included", "finalized"):
+            info = _object(await rpc.call("tx_get", txid), "tx_get")
+            if info["status"] in ("included", "finalized"):
                 return
-            if status == "rejected":
-                raise ConfigError(f"transaction {txid} was rejected: {info.get('reason')}")  # type: ignore[union-attr]
+            if info["status"] == "rejected":
+                raise ConfigError(f"transaction {txid} was rejected ({info['reason']})")
             await trio.sleep(FINALITY_POLL_S)
+    raise ConfigError(f"transaction {txid} was not included within {INCLUSION_TIMEOUT_S:.0f} s")
+
+
+async def _split(session: Session, asset: AssetId, lot: int, lots: int, fee: int) -> list[Coin]:
+    """Pay `lots` coins of `lot` units of `asset` to this wallet; return them once included."""
+    wallet = session.wallet
+    coins = [TxOutput(asset=asset, amount=Amount(lot), address=wallet.address)] * lots
+    tx = wallet.build_transfer(await _spendable(session), coins, fee=Amount(fee), context=ANY_BLOCK)
+    await _wait_included(session.rpc, await _submit(session, tx, wait=False))
+    return [(OutPoint(txid=tx.txid, index=index), coin) for index, coin in enumerate(coins)]
 
 
 async def offer(
     rpc_url: str,
     key_file: Path,
-    sell: str,
-    wanted: str,
+    sell: tuple[AssetId, int],
+    wanted: tuple[AssetId, int],
     *,
     lots: int,
     blocks: int,
     fee: int,
 ) -> list[str]:
-    """Offer `sell` (ASSET:AMOUNT) for `wanted` in `lots` equal lots, each takeable for
-    `blocks` blocks; return the offer ids. Coins of the lot size are split off first (and
-    waited for) when the wallet has too few of them."""
+    """Offer `sell` (asset, amount) for `wanted` in `lots` equal lots, each takeable until
+    `blocks` blocks past the head; return the offer ids.
+
+    Each offer is one coin of exactly the lot size. Unless the wallet has `lots` such coins
+    that no offer of this pair in the node's book holds already, one transfer to itself first
+    splits off `lots` new ones, and the offers wait until it is included (the node checks an
+    offer's coin at the head).
+    """
+    (sell_asset, sell_amount), (want_asset, want_amount) = sell, wanted
+    lot, price = lot_sizes(sell_amount, want_amount, lots)
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
-        wallet, params = session.wallet, session.wallet.params
-        sell_asset, sell_amount = parse_amount_of(sell, params)
-        want_asset, want_amount = parse_amount_of(wanted, params)
-        if sell_amount % lots or want_amount % lots:
-            raise ConfigError(f"{lots} lots must divide both amounts exactly")
-        lot, price = sell_amount // lots, want_amount // lots
-        confirmed = parse_utxos(
-            await rpc.call("address_utxos", wallet.address_text, MAX_WALLET_COINS), wallet.address
-        )
-        exact = [c for c in confirmed if c[1].asset == sell_asset and c[1].amount == lot]
-        exact = [c for c in exact if c[1].lock == NO_LOCK]
-        if len(exact) < lots:
-            split = [TxOutput(asset=sell_asset, amount=Amount(lot), address=wallet.address)] * (
-                lots - len(exact)
-            )
-            tx = wallet.build_transfer(
-                await _spendable(session),
-                split,
-                fee=Amount(fee),
-                context=BlockContext(height=Height(0), slot=Slot(0)),
-            )
-            txid = await _submit(session, tx, wait=False)
-            await _wait_included(session, txid, OFFER_INCLUSION_TIMEOUT_S)
-            exact += [
-                (OutPoint(txid=tx.txid, index=i), output)
-                for i, output in enumerate(tx.outputs[: lots - len(exact)])
-            ]
-        head = await rpc.call("chain_head")
-        until = Height(int(str(head["height"])) + blocks) if isinstance(head, dict) else Height(0)
+        wallet = session.wallet
+        book = await rpc.call("offer_list", _hex(sell_asset), _hex(want_asset), MAX_LISTED)
+        held = {(str(e["txid"]), _int(e["index"])) for e in _objects(book, "offer_list")}
+        coins = [
+            (outpoint, output)
+            for outpoint, output in await _settled(session, wallet.address)
+            if output.asset == sell_asset
+            and output.amount == lot
+            and (_hex(outpoint.txid), outpoint.index) not in held
+        ]
+        if len(coins) < lots:
+            coins = await _split(session, sell_asset, lot, lots, fee)
+        head = _object(await rpc.call("chain_head"), "chain_head")
+        until = Height(_int(head["height"]) + blocks)
         want = TxOutput(asset=want_asset, amount=Amount(price), address=wallet.address)
         ids = []
-        for coin in exact[:lots]:
+        for coin in coins[:lots]:
             made = wallet.make_offer(coin, want, until=until)
-            ids.append(str(await rpc.call("offer_submit", "0x" + encode(made).hex())))
+            ids.append(str(await rpc.call("offer_submit", _hex(encode(made)))))
         return ids
 
 
-async def list_offers(rpc_url: str, sell: str, wanted: str) -> JSON:
-    """The node's offers giving asset `sell` for asset `wanted` (``native`` or hex ids)."""
+async def list_offers(rpc_url: str, sell: AssetId, wanted: AssetId) -> list[dict[str, JSON]]:
+    """The node's book of offers giving `sell` for `wanted`, best price first."""
     async with connect_rpc(rpc_url) as rpc:
-        params = ChainParams()
-        offered = parse_asset(None if sell == "native" else sell, params)
-        want = parse_asset(None if wanted == "native" else wanted, params)
-        return await rpc.call("offer_list", "0x" + offered.hex(), "0x" + want.hex())
+        book = await rpc.call("offer_list", _hex(sell), _hex(wanted), MAX_LISTED)
+    return _objects(book, "offer_list")
 
 
-async def take(rpc_url: str, key_file: Path, offer_id: str, *, fee: int, wait: bool) -> str:
-    """Take the offer `offer_id` from the node's book; return the txid (and status if waited)."""
+async def take(rpc_url: str, key_file: Path, offer_id: bytes, *, fee: int, wait: bool) -> str:
+    """Take the offer `offer_id` of the node's book: pay what it wants from this wallet's
+    coins (and the fee), receive its coin; return the txid (and status if waited).
+
+    Raises:
+        ConfigError: the offer is not in the book, or the node answered with another one.
+    """
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
-        params = session.wallet.params
-        entry = await rpc.call("offer_get", offer_id)
-        if not isinstance(entry, dict):
-            raise ConfigError(f"offer {offer_id} is not in the node's book")
+        wallet = session.wallet
+        entry = await rpc.call("offer_get", _hex(offer_id))
+        if entry is None:
+            raise ConfigError(f"offer {_hex(offer_id)} is not in the node's book (any more)")
+        entry = _object(entry, "offer_get")
         made = decode(Offer, bytes.fromhex(str(entry["raw"]).removeprefix("0x")))
-        offered_json = entry["offered"]
-        assert isinstance(offered_json, dict)
-        maker = decode_address(str(entry["maker"]), params.address_prefix)
-        ((_, offered),) = parse_utxos(
-            [{"txid": entry["txid"], "index": entry["index"], **offered_json}], maker
-        )
-        tx = session.wallet.build_take(
-            [(made, offered)],
-            await _spendable(session),
-            fee=Amount(fee),
-            context=BlockContext(height=Height(0), slot=Slot(0)),
+        if made.offer_id(wallet.params.chain_id) != offer_id:
+            raise ConfigError(f"the node answered offer_get {_hex(offer_id)} with another offer")
+        # The coin as the node has it; the chain checks it again when the take is included.
+        outpoint: dict[str, JSON] = {"txid": _hex(made.outpoint.txid), "index": made.outpoint.index}
+        coin: JSON = [{**_object(entry["offered"], "offer_get"), **outpoint}]
+        ((_, offered),) = parse_utxos(coin, address_of(made.public_key))
+        tx = wallet.build_take(
+            [(made, offered)], await _spendable(session), fee=Amount(fee), context=ANY_BLOCK
         )
         return await _submit(session, tx, wait=wait)
 
@@ -296,7 +347,7 @@ async def take(rpc_url: str, key_file: Path, offer_id: str, *, fee: int, wait: b
 async def retire(
     rpc_url: str,
     key_file: Path,
-    asset: str,
+    asset: AssetId,
     amount: int,
     *,
     beneficiary: str,
@@ -304,59 +355,99 @@ async def retire(
     fee: int,
     wait: bool,
 ) -> str:
-    """Retire `amount` units of `asset` for `beneficiary` and `purpose` (UTF-8 text)."""
+    """Retire `amount` units of `asset` for `beneficiary` and `purpose` (stored as UTF-8);
+    return the txid, which is the certificate (and the status if waited)."""
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
-        wallet = session.wallet
-        tx = wallet.build_retire(
+        tx = session.wallet.build_retire(
             await _spendable(session),
-            asset=parse_asset(asset, wallet.params),
+            asset=asset,
             amount=Amount(amount),
             beneficiary=beneficiary.encode(),
             purpose=purpose.encode(),
             fee=Amount(fee),
-            context=BlockContext(height=Height(0), slot=Slot(0)),
+            context=ANY_BLOCK,
         )
         return await _submit(session, tx, wait=wait)
 
 
-async def list_retirements(rpc_url: str, asset: str) -> JSON:
+async def list_retirements(
+    rpc_url: str, asset: AssetId, *, offset: int, limit: int
+) -> list[dict[str, JSON]]:
+    """The retirements of `asset` on the node's chain, oldest first."""
     async with connect_rpc(rpc_url) as rpc:
-        return await rpc.call("asset_retirements", "0x" + parse_asset(asset, ChainParams()).hex())
+        found = await rpc.call("asset_retirements", _hex(asset), offset, limit)
+    return _objects(found, "asset_retirements")
 
 
 async def swap(
-    rpc_url: str, key_file: Path, give: str, get: str, counterparty: str, *, fee: int
+    rpc_url: str,
+    key_file: Path,
+    give: tuple[AssetId, int],
+    get: tuple[AssetId, int],
+    counterparty: str,
+    *,
+    fee: int,
 ) -> str:
-    """A swap with `counterparty` signed by this key (we pay `give` and the fee; they pay
-    `get`), as the hex of a partially signed transaction for them to sign."""
+    """A swap with `counterparty` (address text), signed by this key: we pay `give` (asset,
+    amount) and the fee, they pay `get`. Returns the partially signed transaction as hex,
+    for them to inspect, sign and submit.
+
+    Raises:
+        ConfigError: `counterparty` is this key's own address.
+    """
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
-        wallet, params = session.wallet, session.wallet.params
-        their_address = decode_address(counterparty, params.address_prefix)
-        give_asset, give_amount = parse_amount_of(give, params)
-        get_asset, get_amount = parse_amount_of(get, params)
-        theirs = parse_utxos(
-            await rpc.call("address_utxos", counterparty, MAX_WALLET_COINS, True), their_address
-        )
+        wallet = session.wallet
+        theirs = decode_address(counterparty, wallet.params.address_prefix)
+        if theirs == wallet.address:
+            raise ConfigError("--with is this key's own address: a swap needs two parties")
         partial = wallet.build_swap(
-            await _spendable(session),
-            [coin for coin in theirs if coin[1].lock == NO_LOCK],
-            give=TxOutput(asset=give_asset, amount=Amount(give_amount), address=their_address),
-            get=TxOutput(asset=get_asset, amount=Amount(get_amount), address=wallet.address),
+            await _settled(session, wallet.address),
+            await _settled(session, theirs),
+            give=TxOutput(asset=give[0], amount=Amount(give[1]), address=theirs),
+            get=TxOutput(asset=get[0], amount=Amount(get[1]), address=wallet.address),
             fee=Amount(fee),
-            context=BlockContext(height=Height(0), slot=Slot(0)),
+            context=ANY_BLOCK,
         )
-        return "0x" + encode(partial).hex()
+        return _hex(encode(partial))
 
 
-async def sign_partial(rpc_url: str, key_file: Path, raw: str) -> tuple[str, int]:
-    """Sign this key's inputs of a partially signed transaction: the new hex and the count."""
+async def inspect_partial(rpc_url: str, partial: PartialTransaction) -> dict[str, JSON]:
+    """The node's `partial_inspect` of `partial`: claims checked, flows, missing signers."""
+    async with connect_rpc(rpc_url) as rpc:
+        report = await rpc.call("partial_inspect", _hex(encode(partial)))
+    return _object(report, "partial_inspect")
+
+
+async def sign_partial(
+    rpc_url: str, key_file: Path, partial: PartialTransaction
+) -> tuple[str, int]:
+    """Sign this key's unsigned inputs of `partial`; return the new hex and how many.
+
+    Raises:
+        ConfigError: an input this key would sign claims an output that the node's head does
+            not have there (the flows shown would be a lie), or the key signs no input.
+    """
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
-        try:
-            partial = decode(PartialTransaction, bytes.fromhex(raw.removeprefix("0x")))
-        except ValueError as exc:
-            raise ConfigError(f"not a partially signed transaction: {exc}") from exc
-        signed, count = partial.sign(session.wallet.key, session.wallet.params.chain_id)
-        return "0x" + encode(signed).hex(), count
+        wallet = session.wallet
+        report = await rpc.call("partial_inspect", _hex(encode(partial)))
+        inputs = _object(report, "partial_inspect")["inputs"]
+        for index, shown in enumerate(_objects(inputs, "partial_inspect")):
+            if partial.spent[index].address == wallet.address and not shown["onChain"]:
+                raise ConfigError(
+                    f"input {index} claims an output the node's head does not have unspent at"
+                    f" {shown['txid']}:{shown['index']}; not signing"
+                )
+        signed, count = partial.sign(wallet.key, wallet.params.chain_id)
+        if not count:
+            raise ConfigError(f"{wallet.address_text} owns none of the unsigned inputs")
+        return _hex(encode(signed)), count
+
+
+async def submit_partial(rpc_url: str, partial: PartialTransaction, *, wait: bool) -> str:
+    """Submit a fully signed `partial`; return the txid (and status if waited)."""
+    async with connect_rpc(rpc_url) as rpc:
+        txid = await rpc.call("partial_submit", _hex(encode(partial)))
+        return await _final(rpc, txid, wait=wait)

@@ -185,3 +185,61 @@ def test_a_node_toml_flag_that_is_not_a_boolean_is_refused_by_name(
     assert code == 1
     assert f"{key} must be true or false" in output
     assert output.count("\n") == 1
+
+
+ASSET = "0x" + "ab" * 32
+UNREACHABLE = ("--rpc", "ws://127.0.0.1:1")  # a flag accepted would end in a connection error
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (("offer", "--sell", "gold", "--for", "native:1"), "'gold' is not ASSET:AMOUNT"),
+        (("offer", "--sell", "gold:5", "--for", "native:1"), "'gold' is not native or a 32-byte"),
+        (("offer", "--sell", "0xabcd:5", "--for", "native:1"), "'0xabcd' is not native or a"),
+        (("offer", "--sell", "native:0", "--for", f"{ASSET}:1"), "'native:0' is not ASSET:AMOUNT"),
+        (("offer", "--sell", "native:5", "--for", f"{ASSET}:-1"), "is not ASSET:AMOUNT"),
+        (("offer", "--sell", "native:5", "--for", f"{ASSET}:1", "--lots", "0"), "'--lots': 0"),
+        (("offer", "--sell", "native:5", "--for", f"{ASSET}:1", "--blocks", "0"), "'--blocks'"),
+        (("offers", "--sell", "gold", "--for", "native"), "'gold' is not native or a 32-byte"),
+        (("take", "0x1234"), "'0x1234' is 2 bytes, not 32"),
+        (("take", "offer-1"), "'offer-1' is not hex"),
+        (("retire", "--asset", "native", "--amount", "1", "--beneficiary", "b", "--purpose", "p"),
+         "the native coin is not an issued asset"),
+        (("retire", "--asset", ASSET, "--amount", "0", "--beneficiary", "b", "--purpose", "p"),
+         "Invalid value for '--amount': 0"),
+        (("retire", "--asset", ASSET, "--amount", "1", "--beneficiary", "b" * 65, "--purpose",
+          "p"), "65 bytes of UTF-8, over the limit of 64"),
+        (("retire", "--asset", ASSET, "--amount", "1", "--beneficiary", "b", "--purpose",
+          "ü" * 129), "258 bytes of UTF-8, over the limit of 256"),
+        (("retirements", "--asset", ASSET, "--limit", "1001"), "'--limit': 1001"),
+        (("swap", "--give", "native", "--get", f"{ASSET}:1", "--with", "x"), "'--give'"),
+        (("partial", "inspect", "0xzz"), "not a partially signed transaction"),
+        (("partial", "inspect", "0xc0"), "not a partially signed transaction"),
+        (("partial", "sign", "0x"), "not a partially signed transaction"),
+        (("partial", "submit", "0xc26f6b"), "not a partially signed transaction"),
+        (("partial", "combine", "0xc0"), "not a partially signed transaction"),
+        (("partial", "combine"), "Missing argument 'RAW...'"),
+    ],
+)  # fmt: skip
+def test_trade_commands_refuse_bad_values_before_contacting_the_node(
+    key_file: str, args: tuple[str, ...], complaint: str
+) -> None:
+    keyed = args[0] in ("offer", "take", "retire", "swap") or args[:2] == ("partial", "sign")
+    offline = args[:2] == ("partial", "combine")
+    extra = (*(("--key", key_file) if keyed else ()), *(() if offline else UNREACHABLE))
+    code, output = _invoke("wallet", *args, *extra)
+    assert code == 2, output
+    assert complaint in output
+    assert "Traceback" not in output
+
+
+def test_lots_that_do_not_divide_the_amounts_are_refused_before_contacting_the_node(
+    key_file: str,
+) -> None:
+    code, output = _invoke(
+        "wallet", "offer", "--key", key_file, "--sell", f"{ASSET}:600", "--for", "native:10",
+        "--lots", "4", *UNREACHABLE,
+    )  # fmt: skip
+    assert code == 1
+    assert output == "Error: ConfigError: --lots 4 does not divide both 600 and 10 exactly\n"
