@@ -66,7 +66,7 @@ from p2pchain.errors import (
     StorageError,
 )
 from p2pchain.ledger.block import Block
-from p2pchain.ledger.encoding import encode, encode_item
+from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.evidence import Evidence, evidence_key
 from p2pchain.ledger.genesis import GenesisConfig
 from p2pchain.ledger.header import SignedHeader
@@ -217,6 +217,8 @@ class ChainService:
         self.genesis = genesis
         self.storage = storage
         self._kept: dict[TxId, None] = {}
+        self._kept_offers: dict[Hash32, None] = {}
+        """Offers of our clients kept in storage while the book holds them, oldest first."""
         """Submissions of our clients kept in storage until they are settled, oldest first."""
         self.limits = limits
         self.events = events
@@ -1095,6 +1097,30 @@ class ChainService:
         """Stop keeping submissions that are finalized, rejected or gone from the pool."""
         if settled := self._settled():
             await self.run_storage(partial(self.storage.forget_submitted, settled))
+
+    async def keep_offer(self, offer: Offer) -> None:
+        """Persist a client's offer before it is acknowledged: a restart does not lose it."""
+        offer_id = offer.offer_id(self.params.chain_id)
+        if offer_id not in self._kept_offers:
+            await self.run_storage(partial(self.storage.keep_offer, offer_id, encode(offer)))
+            self._kept_offers[offer_id] = None
+
+    async def readmit_offers(self) -> None:
+        """Put the kept offers in the book again after a restart (call once, before serving);
+        one that no longer holds against the restored head is forgotten."""
+        for offer_id, raw in await self.run_storage(self.storage.kept_offers):
+            with contextlib.suppress(InvalidOffer, DecodeError):  # forgotten just below
+                self.add_offer(decode(Offer, raw), local=True)
+            self._kept_offers[offer_id] = None
+        await self.forget_gone_offers()
+
+    async def forget_gone_offers(self) -> None:
+        """Stop keeping the offers the book no longer holds (taken, spent, expired, evicted)."""
+        gone = [offer_id for offer_id in self._kept_offers if offer_id not in self.offers]
+        for offer_id in gone:
+            del self._kept_offers[offer_id]
+        if gone:
+            await self.run_storage(partial(self.storage.forget_offers, gone))
 
     def pending_submissions(self, limit: int) -> list[Transaction]:
         """Up to `limit` of our clients' submissions still in the pool, oldest first."""

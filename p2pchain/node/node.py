@@ -359,6 +359,7 @@ class Node:
             InvalidOffer: with the reason (docs/protocol.md, "Offers").
         """
         entry, new = self._chain.add_offer(offer, local=True)
+        await self._chain.keep_offer(offer)
         if new:
             self._host.publish_offer(offer)
         await trio.lowlevel.checkpoint()
@@ -490,6 +491,7 @@ class Node:
                 network.faults.record(Where.IMPORT, exc)
             network.announce_status()
             await chain.forget_settled()
+            await chain.forget_gone_offers()
             await self._save_bans()
             if slot % self.config.limits.rebroadcast_slots == 0:
                 self._send_pending_submissions(peer.peer_id for peer in network.swarm.peers())
@@ -662,6 +664,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
         )
         await worker.run(partial(chain.restore, chain.current_slot()))
         await chain.readmit_submitted()
+        await chain.readmit_offers()
         if clock.manual:  # never before blocks we already hold
             head_start = genesis_ms + chain.head_info().slot * params.slot_ms
             clock.set_time_ms(max(clock.now_ms(), head_start))

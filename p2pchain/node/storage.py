@@ -35,7 +35,17 @@ from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import W, decode, encode
 from p2pchain.ledger.tx import OutPoint, RetirePayload, Transaction, TxKind, TxOutput
-from p2pchain.ledger.types import Address, Amount, AssetId, BlockId, Epoch, Height, PublicKey, TxId
+from p2pchain.ledger.types import (
+    Address,
+    Amount,
+    AssetId,
+    BlockId,
+    Epoch,
+    Hash32,
+    Height,
+    PublicKey,
+    TxId,
+)
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
 from p2pchain.ledger.vote import Checkpoint, Vote
 
@@ -261,6 +271,19 @@ class ChainStore(Protocol):
         """Every kept submission, oldest first: what a restarting node admits again."""
         ...
 
+    def keep_offer(self, offer_id: Hash32, raw: bytes) -> None:
+        """Persist an offer a client submitted, before the node acknowledges it (kept until
+        `forget_offers`)."""
+        ...
+
+    def forget_offers(self, offer_ids: Sequence[Hash32]) -> None:
+        """Drop kept offers (taken, cancelled by a spend, expired or evicted)."""
+        ...
+
+    def kept_offers(self) -> list[tuple[Hash32, bytes]]:
+        """Every kept offer, oldest first: what a restarting node puts in its book again."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -345,6 +368,7 @@ class MemoryChainStore:
         self._pooled: dict[bytes, Vote] = {}
         self._bans: dict[str, float] = {}
         self._submitted: dict[TxId, bytes] = {}
+        self._offers: dict[Hash32, bytes] = {}
         self._justified: Checkpoint | None = None
         self._finalized: Checkpoint | None = None
         self._head = BlockId(genesis.header.parent)
@@ -499,6 +523,16 @@ class MemoryChainStore:
     def submitted(self) -> list[tuple[TxId, bytes]]:
         return list(self._submitted.items())
 
+    def keep_offer(self, offer_id: Hash32, raw: bytes) -> None:
+        self._offers.setdefault(offer_id, bytes(raw))
+
+    def forget_offers(self, offer_ids: Sequence[Hash32]) -> None:
+        for offer_id in offer_ids:
+            self._offers.pop(offer_id, None)
+
+    def kept_offers(self) -> list[tuple[Hash32, bytes]]:
+        return list(self._offers.items())
+
     def close(self) -> None:
         """Nothing to release; present so both stores are used the same way."""
 
@@ -528,6 +562,11 @@ _RETIREMENTS_TABLE: Final = (
     " PRIMARY KEY (asset, height, position)) WITHOUT ROWID"
 )
 """The canonical chain's RETIRE transactions by asset, in chain order (`asset_retirements`)."""
+_KEPT_OFFERS_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS kept_offers (offer_id BLOB PRIMARY KEY, seq INTEGER NOT NULL,"
+    " data BLOB NOT NULL) WITHOUT ROWID"
+)
+_KEPT_OFFERS_ORDER: Final = "CREATE INDEX IF NOT EXISTS kept_offers_by_seq ON kept_offers (seq)"
 _SCHEMA = (
     "CREATE TABLE chain (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE blocks (id BLOB PRIMARY KEY, parent BLOB NOT NULL, height INTEGER NOT NULL,"
@@ -548,6 +587,8 @@ _SCHEMA = (
     _SUBMITTED_ORDER,
     _POOLED_VOTES_TABLE,
     _RETIREMENTS_TABLE,
+    _KEPT_OFFERS_TABLE,
+    _KEPT_OFFERS_ORDER,
 )
 
 Row = tuple[object, ...]
@@ -668,6 +709,8 @@ class SqliteChainStore:
                 db.execute(_SUBMITTED_ORDER)  # likewise
                 db.execute(_POOLED_VOTES_TABLE)  # likewise
                 db.execute(_RETIREMENTS_TABLE)  # likewise
+                db.execute(_KEPT_OFFERS_TABLE)  # likewise
+                db.execute(_KEPT_OFFERS_ORDER)  # likewise
             else:
                 for statement in _SCHEMA:
                     db.execute(statement)
@@ -980,6 +1023,26 @@ class SqliteChainStore:
     def submitted(self) -> list[tuple[TxId, bytes]]:
         rows = self._query("SELECT txid, data FROM submitted ORDER BY seq")
         return [(TxId(_blob(txid)), _blob(data)) for txid, data in rows]
+
+    def keep_offer(self, offer_id: Hash32, raw: bytes) -> None:
+        with write_transaction(self._db) as db:
+            db.execute(
+                "INSERT OR IGNORE INTO kept_offers (offer_id, seq, data) VALUES"
+                " (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM kept_offers), ?)",
+                (bytes(offer_id), bytes(raw)),
+            )
+
+    def forget_offers(self, offer_ids: Sequence[Hash32]) -> None:
+        if not offer_ids:
+            return
+        with write_transaction(self._db) as db:
+            db.executemany(
+                "DELETE FROM kept_offers WHERE offer_id = ?", [(bytes(i),) for i in offer_ids]
+            )
+
+    def kept_offers(self) -> list[tuple[Hash32, bytes]]:
+        rows = self._query("SELECT offer_id, data FROM kept_offers ORDER BY seq")
+        return [(Hash32(_blob(offer_id)), _blob(data)) for offer_id, data in rows]
 
     def close(self) -> None:
         """Close the connections; committed data is already on disk."""

@@ -15,7 +15,11 @@ import pytest
 
 from p2pchain.cli.wallet import send
 from p2pchain.ledger.address import address_of, encode_address
-from p2pchain.ledger.tx import Transaction
+from p2pchain.ledger.encoding import encode
+from p2pchain.ledger.genesis import genesis_block
+from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
+from p2pchain.ledger.types import Amount, AssetId, Height
+from p2pchain.ledger.wallet import Wallet
 from p2pchain.node.config import DATABASE_FILE
 from p2pchain.params import COIN
 from p2pchain.protocol.messages import Publish, Topic
@@ -94,5 +98,40 @@ async def test_a_submission_accepted_without_peers_reaches_the_first_peer_that_c
             assert got_it(), peer.ending
         finally:
             await peer.aclose()
+    finally:
+        node.stop()
+
+
+async def test_an_offer_acknowledged_right_before_a_sigkill_is_in_the_book_after_restart(
+    tmp_path: Path,
+) -> None:
+    """`offer_submit`'s answer is a promise too: the offer is on disk before it, a restarted
+    node puts it in its book again, and a kept row that no longer holds is forgotten."""
+    node = start_node(tmp_path)
+    try:
+        reward = genesis_block(node.genesis, node.params).transactions[0]
+        maker = Wallet(node.wallet_keys[0], node.params)
+        index = next(i for i, o in enumerate(reward.outputs) if o.address == maker.address)
+        coin = (OutPoint(txid=reward.txid, index=index), reward.outputs[index])
+        wanted = TxOutput(
+            asset=AssetId(node.params.native_asset), amount=Amount(COIN), address=maker.address
+        )
+        offer = maker.make_offer(coin, wanted, until=Height(10**6))
+        offer_id = await node.rpc("offer_submit", "0x" + encode(offer).hex())
+        node.kill()  # no shutdown code runs
+        database = node.directory / "data" / DATABASE_FILE
+        with contextlib.closing(sqlite3.connect(database)) as db, db:
+            assert db.execute("SELECT COUNT(*) FROM kept_offers").fetchone() == (1,)
+            db.execute(
+                "INSERT INTO kept_offers (offer_id, seq, data) VALUES (?, 99, ?)",
+                (bytes(32), b"junk"),
+            )
+        restart_node(node)
+        entry = await node.rpc("offer_get", offer_id)
+        assert isinstance(entry, dict)
+        assert entry["raw"] == "0x" + encode(offer).hex()
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            kept = db.execute("SELECT offer_id FROM kept_offers").fetchall()
+        assert kept == [(bytes.fromhex(str(offer_id)[2:]),)]
     finally:
         node.stop()
