@@ -24,9 +24,10 @@ from p2pchain.ledger.tx import NO_LOCK, OutPoint, Transaction, TxOutput
 from p2pchain.ledger.types import Address, Amount, AssetId, Height, Slot
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Coin, Wallet
+from p2pchain.node.node import MAX_LISTED
 from p2pchain.params import COIN, ChainParams
 from p2pchain.rpc import RpcError
-from p2pchain.rpc.jsonrpc import INTERNAL_ERROR
+from p2pchain.rpc.jsonrpc import INTERNAL_ERROR, to_hex
 
 FINALITY_POLL_S = 0.5
 
@@ -88,7 +89,7 @@ async def _spendable(session: Session) -> list[Coin]:
 
 
 async def _submit(session: Session, tx: Transaction, *, wait: bool) -> str:
-    txid = await session.rpc.call("tx_submit", "0x" + tx.encoded.hex())
+    txid = await session.rpc.call("tx_submit", to_hex(tx.encoded))
     return await _final(session.rpc, txid, wait=wait)
 
 
@@ -191,14 +192,8 @@ def coins_text(base_units: int) -> str:
 # -- trades ------------------------------------------------------------------------------------
 INCLUSION_TIMEOUT_S = 120.0
 """How long `wallet offer` waits for the transaction splitting off its lots to be included."""
-MAX_LISTED = 1_000
-"""Most offers or retirements one call asks for (the node's own limit)."""
 ANY_BLOCK = BlockContext(height=Height(0), slot=Slot(0))
 """The context for choosing among plain coins, which no lock holds back."""
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
 
 
 def _object(result: JSON, method: str) -> dict[str, JSON]:
@@ -289,14 +284,14 @@ async def offer(
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
         wallet = session.wallet
-        book = await rpc.call("offer_list", _hex(sell_asset), _hex(want_asset), MAX_LISTED)
+        book = await rpc.call("offer_list", to_hex(sell_asset), to_hex(want_asset), MAX_LISTED)
         held = {(str(e["txid"]), _int(e["index"])) for e in _objects(book, "offer_list")}
         coins = [
             (outpoint, output)
             for outpoint, output in await _settled(session, wallet.address)
             if output.asset == sell_asset
             and output.amount == lot
-            and (_hex(outpoint.txid), outpoint.index) not in held
+            and (to_hex(outpoint.txid), outpoint.index) not in held
         ]
         if len(coins) < lots:
             coins = await _split(session, sell_asset, lot, lots, fee)
@@ -306,14 +301,14 @@ async def offer(
         ids = []
         for coin in coins[:lots]:
             made = wallet.make_offer(coin, want, until=until)
-            ids.append(str(await rpc.call("offer_submit", _hex(encode(made)))))
+            ids.append(str(await rpc.call("offer_submit", to_hex(encode(made)))))
         return ids
 
 
 async def list_offers(rpc_url: str, sell: AssetId, wanted: AssetId) -> list[dict[str, JSON]]:
     """The node's book of offers giving `sell` for `wanted`, best price first."""
     async with connect_rpc(rpc_url) as rpc:
-        book = await rpc.call("offer_list", _hex(sell), _hex(wanted), MAX_LISTED)
+        book = await rpc.call("offer_list", to_hex(sell), to_hex(wanted), MAX_LISTED)
     return _objects(book, "offer_list")
 
 
@@ -327,15 +322,18 @@ async def take(rpc_url: str, key_file: Path, offer_id: bytes, *, fee: int, wait:
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
         wallet = session.wallet
-        entry = await rpc.call("offer_get", _hex(offer_id))
+        entry = await rpc.call("offer_get", to_hex(offer_id))
         if entry is None:
-            raise ConfigError(f"offer {_hex(offer_id)} is not in the node's book (any more)")
+            raise ConfigError(f"offer {to_hex(offer_id)} is not in the node's book (any more)")
         entry = _object(entry, "offer_get")
         made = decode(Offer, bytes.fromhex(str(entry["raw"]).removeprefix("0x")))
         if made.offer_id(wallet.params.chain_id) != offer_id:
-            raise ConfigError(f"the node answered offer_get {_hex(offer_id)} with another offer")
+            raise ConfigError(f"the node answered offer_get {to_hex(offer_id)} with another offer")
         # The coin as the node has it; the chain checks it again when the take is included.
-        outpoint: dict[str, JSON] = {"txid": _hex(made.outpoint.txid), "index": made.outpoint.index}
+        outpoint: dict[str, JSON] = {
+            "txid": to_hex(made.outpoint.txid),
+            "index": made.outpoint.index,
+        }
         coin: JSON = [{**_object(entry["offered"], "offer_get"), **outpoint}]
         ((_, offered),) = parse_utxos(coin, address_of(made.public_key))
         tx = wallet.build_take(
@@ -376,7 +374,7 @@ async def list_retirements(
 ) -> list[dict[str, JSON]]:
     """The retirements of `asset` on the node's chain, oldest first."""
     async with connect_rpc(rpc_url) as rpc:
-        found = await rpc.call("asset_retirements", _hex(asset), offset, limit)
+        found = await rpc.call("asset_retirements", to_hex(asset), offset, limit)
     return _objects(found, "asset_retirements")
 
 
@@ -410,14 +408,17 @@ async def swap(
             fee=Amount(fee),
             context=ANY_BLOCK,
         )
-        return _hex(encode(partial))
+        return to_hex(encode(partial))
+
+
+async def _inspect(rpc: RpcClient, partial: PartialTransaction) -> dict[str, JSON]:
+    return _object(await rpc.call("partial_inspect", to_hex(encode(partial))), "partial_inspect")
 
 
 async def inspect_partial(rpc_url: str, partial: PartialTransaction) -> dict[str, JSON]:
     """The node's `partial_inspect` of `partial`: claims checked, flows, missing signers."""
     async with connect_rpc(rpc_url) as rpc:
-        report = await rpc.call("partial_inspect", _hex(encode(partial)))
-    return _object(report, "partial_inspect")
+        return await _inspect(rpc, partial)
 
 
 async def sign_partial(
@@ -432,8 +433,7 @@ async def sign_partial(
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
         wallet = session.wallet
-        report = await rpc.call("partial_inspect", _hex(encode(partial)))
-        inputs = _object(report, "partial_inspect")["inputs"]
+        inputs = (await _inspect(rpc, partial))["inputs"]
         for index, shown in enumerate(_objects(inputs, "partial_inspect")):
             if partial.spent[index].address == wallet.address and not shown["onChain"]:
                 raise ConfigError(
@@ -443,11 +443,11 @@ async def sign_partial(
         signed, count = partial.sign(wallet.key, wallet.params.chain_id)
         if not count:
             raise ConfigError(f"{wallet.address_text} owns none of the unsigned inputs")
-        return _hex(encode(signed)), count
+        return to_hex(encode(signed)), count
 
 
 async def submit_partial(rpc_url: str, partial: PartialTransaction, *, wait: bool) -> str:
     """Submit a fully signed `partial`; return the txid (and status if waited)."""
     async with connect_rpc(rpc_url) as rpc:
-        txid = await rpc.call("partial_submit", _hex(encode(partial)))
+        txid = await rpc.call("partial_submit", to_hex(encode(partial)))
         return await _final(rpc, txid, wait=wait)

@@ -87,10 +87,8 @@ from p2pchain.protocol.connection import ConnectionConfig, PeerId
 from p2pchain.protocol.messages import Publish, Topic
 from p2pchain.protocol.scoring import BanEntry, BanKind
 
-MAX_RETIREMENTS: Final = 1_000
-"""Most retirement records one `Node.retirements` call returns."""
-MAX_OFFERS_LISTED: Final = 1_000
-"""Most offers one `Node.offers` call returns."""
+MAX_LISTED: Final = 1_000
+"""Most offers or retirement records one `Node.offers` or `Node.retirements` call returns."""
 PEER_POLL_INTERVAL: Final = 1.0
 """Seconds between two looks at the peer set for PEER events."""
 
@@ -256,21 +254,19 @@ class Node:
         return self._chain.head_view().asset(AssetId(bytes(asset)))
 
     def retirements(
-        self, asset: bytes, *, offset: int = 0, limit: int = MAX_RETIREMENTS
+        self, asset: bytes, *, offset: int = 0, limit: int = MAX_LISTED
     ) -> list[Retirement]:
         """The canonical chain's retirements of `asset`, oldest first (at most `limit`, after
         skipping `offset`); each one's `certificate` is its RETIRE transaction's id."""
-        limit = max(0, min(limit, MAX_RETIREMENTS))
+        limit = max(0, min(limit, MAX_LISTED))
         return self._chain.storage.retirements(
             AssetId(bytes(asset)), offset=max(0, offset), limit=limit
         )
 
-    def offers(
-        self, offered: bytes, wanted: bytes, *, limit: int = MAX_OFFERS_LISTED
-    ) -> list[BookEntry]:
+    def offers(self, offered: bytes, wanted: bytes, *, limit: int = MAX_LISTED) -> list[BookEntry]:
         """Standing offers in this node's book giving `offered` for `wanted`, the best price
         for a taker (fewest wanted units per offered unit) first."""
-        limit = max(0, min(limit, MAX_OFFERS_LISTED))
+        limit = max(0, min(limit, MAX_LISTED))
         return self._chain.offers.matching(AssetId(bytes(offered)), AssetId(bytes(wanted)), limit)
 
     def get_offer(self, offer_id: bytes) -> BookEntry | None:

@@ -51,11 +51,10 @@ class BookEntry:
     offered: TxOutput
     price: Fraction
     """Wanted units per offered unit (`offer_price`), computed once."""
-    seq: int
-    """Arrival order in the book: equal prices list the oldest first."""
     rank: tuple[float, Fraction, int]
     """`matching`'s sort key: the price as a float first (rounding is monotonic, so unequal
-    floats order the exact prices alike, and compare far faster), then exactly, then `seq`."""
+    floats order the exact prices alike, and compare far faster), then exactly, then arrival
+    order (equal prices list the oldest first)."""
 
     @property
     def maker(self) -> Address:
@@ -149,7 +148,6 @@ class OfferBook:
             offer=offer,
             offered=offered,
             price=price,
-            seq=self._added,
             rank=(float(price), price, self._added),
         )
         self._entries[offer_id] = entry

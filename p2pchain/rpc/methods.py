@@ -35,13 +35,12 @@ from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.net.swarm import PeerInfo
 from p2pchain.node import Event, HeadInfo, Node, PeerEvent, ReorgInfo, TxInfo
 from p2pchain.node.config import MAX_CLOCK_TIME_MS
+from p2pchain.node.node import MAX_LISTED
 from p2pchain.node.offers import BookEntry
 from p2pchain.rpc.jsonrpc import Json, Method, Params, invalid_params, parse_hex, to_hex
 
 DEFAULT_LISTED: Final = 100
 """Offers or retirements one call lists unless its ``limit`` asks otherwise."""
-MAX_LISTED: Final = 1_000
-"""Most offers or retirements one call lists."""
 MAX_PARTS: Final = 16
 """Most partially signed copies one `partial_combine` takes."""
 MAX_UTXOS: Final = 1_000
