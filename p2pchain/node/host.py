@@ -55,6 +55,7 @@ _IGNORED_TX = frozenset(
         Reason.MISSING_INPUT,
         Reason.IMMATURE,
         Reason.LOCKED,
+        Reason.OFFER_EXPIRED,
         Reason.CONFLICTING_SPEND,
         Reason.CAP_EXCEEDED,
         Reason.VALUE_OVERFLOW,

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from p2pchain.errors import InvalidOffer, Reason
+from p2pchain.errors import ConfigError, InvalidOffer, Reason
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.offer import Offer, sign_offer
@@ -253,3 +253,9 @@ def test_an_offer_the_book_has_no_room_for_costs_no_signature_check() -> None:
         book.add(forged, coins, Height(1))  # type: ignore[arg-type]
     assert info.value.reason is Reason.OFFER_BOOK_FULL
     assert len(book) == LIMITS.max_per_coin
+
+
+@pytest.mark.parametrize("field", ["max_offers", "max_per_maker", "max_per_coin"])
+def test_a_limit_below_one_is_a_config_error(field: str) -> None:
+    with pytest.raises(ConfigError):
+        OfferBookLimits(**{field: 0})  # type: ignore[arg-type]

@@ -107,6 +107,7 @@ async def test_offers_over_rpc_are_checked_listed_best_first_and_taken(autojump_
         assert await rpc.call("offer_list", hex_of(native), hex_of(credit)) == []
         assert await rpc.call("offer_get", listed[1]["offerId"]) == listed[1]
         assert await rpc.call("offer_get", hex_of(bytes(32))) is None
+        assert (await rpc.reason("offer_list", hex_of(credit), "0x00"))[0] == -32602
         # hostile input: too long, junk, a forged signature
         assert (await rpc.reason("offer_submit", hex_of(bytes(MAX_OFFER_BYTES + 1))))[0] == -32602
         assert await rpc.reason("offer_submit", "0xc0") == (-32000, "malformed")
@@ -170,6 +171,8 @@ async def test_a_swap_is_inspected_combined_and_submitted_over_rpc(autojump_cloc
         mismatch = hex_of(encode(lying))
         assert await rpc.reason("partial_combine", [raw, mismatch]) == (-32000, "partial-mismatch")
         assert (await rpc.reason("partial_combine", []))[0] == -32602
+        assert await rpc.reason("partial_inspect", "0xc0") == (-32000, "malformed")
+        assert (await rpc.reason("partial_inspect", "0xzz"))[0] == -32602
         txid = await rpc.call("partial_submit", combined)
         assert txid == hex_of(partial.tx.txid)
         with trio.fail_after(LIMIT_S):
