@@ -49,6 +49,14 @@ class Reason(StrEnum):
     BAD_OFFER = "bad-offer"
     OFFER_EXPIRED = "offer-expired"
     OFFER_BOOK_FULL = "offer-book-full"
+    # governance
+    BAD_PROPOSAL = "bad-proposal"
+    BAD_GOV_VOTE = "bad-gov-vote"
+    GOVERNANCE_FULL = "governance-full"
+    UNKNOWN_PROPOSAL = "unknown-proposal"
+    VOTING_CLOSED = "voting-closed"
+    NOT_A_VOTER = "not-a-voter"
+    DOUBLE_GOV_VOTE = "double-gov-vote"
     # partially signed transactions
     PARTIAL_MISMATCH = "partial-mismatch"
     UNSIGNED_INPUT = "unsigned-input"

@@ -20,11 +20,17 @@ from p2pchain.consensus.forkchoice import on_evidence as on_evidence
 from p2pchain.consensus.forkchoice import on_tick as on_tick
 from p2pchain.consensus.forkchoice import on_vote as on_vote
 from p2pchain.consensus.forkchoice import pop_head_change as pop_head_change
+from p2pchain.consensus.governance import GovernanceDraft as GovernanceDraft
+from p2pchain.consensus.governance import GovernanceState as GovernanceState
+from p2pchain.consensus.governance import Proposal as Proposal
+from p2pchain.consensus.governance import ProposalStatus as ProposalStatus
+from p2pchain.consensus.governance import Tally as Tally
 from p2pchain.consensus.slashing import SlashingDetector as SlashingDetector
 from p2pchain.consensus.store import HeadChange as HeadChange
 from p2pchain.consensus.store import Store as Store
 from p2pchain.consensus.store import get_checkpoint as get_checkpoint
 from p2pchain.consensus.store import get_forkchoice_store as get_forkchoice_store
+from p2pchain.consensus.store import get_governance as get_governance
 from p2pchain.consensus.store import get_proposer as get_proposer
 from p2pchain.consensus.store import get_validator_set as get_validator_set
 from p2pchain.consensus.store import release_bodies as release_bodies
@@ -39,9 +45,14 @@ from p2pchain.consensus.votes import validate_vote as validate_vote
 
 __all__ = [
     "BlockOutcome",
+    "GovernanceDraft",
+    "GovernanceState",
     "HeadChange",
+    "Proposal",
+    "ProposalStatus",
     "SlashingDetector",
     "Store",
+    "Tally",
     "ValidatorSet",
     "adopt_checkpoints",
     "build_block",
@@ -55,6 +66,7 @@ __all__ = [
     "get_checkpoint",
     "get_duties",
     "get_forkchoice_store",
+    "get_governance",
     "get_head",
     "get_head_view",
     "get_proposer",

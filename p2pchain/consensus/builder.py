@@ -10,9 +10,11 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from p2pchain.consensus.forkchoice import get_head
+from p2pchain.consensus.governance import GovernanceDraft
 from p2pchain.consensus.store import (
     Store,
     get_checkpoint,
+    get_governance,
     get_proposer,
     move_view,
 )
@@ -34,6 +36,9 @@ from p2pchain.ledger.vote import Checkpoint, Vote
 
 BLOCK_OVERHEAD_BYTES = 1_024
 """Room kept for the header, signature, reward transaction and list prefixes."""
+
+REFUND_BYTES = 80
+"""Room kept per governance refund the reward carries (one output: 70 bytes encoded)."""
 
 
 def build_block(
@@ -61,7 +66,6 @@ def build_block(
         InvalidBlock: `UNKNOWN_PARENT`, `SLOT_NOT_AFTER_PARENT` or `WRONG_PROPOSER` when this
             key may not build here.
     """
-    params = store.params
     parent = store.nodes.get(parent_id)
     if parent is None or parent_id not in store.tree:
         raise InvalidBlock(Reason.UNKNOWN_PARENT, parent_id.hex())
@@ -71,10 +75,19 @@ def build_block(
     if get_proposer(store, parent_id, slot) != proposer:
         raise InvalidBlock(Reason.WRONG_PROPOSER, f"slot {slot} is not {proposer.hex()}'s")
     height = Height(parent.height + 1)
-    budget = params.max_block_bytes - BLOCK_OVERHEAD_BYTES
+    governance = get_governance(store, parent_id, slot)
+    params = governance.params
+    refunds = governance.refunds
+    budget = params.max_block_bytes - BLOCK_OVERHEAD_BYTES - REFUND_BYTES * len(refunds)
     slashes = [Transaction(kind=TxKind.SLASH, payload=SlashPayload(evidence=e)) for e in evidence]
     chosen, fees, used = _select_transactions(
-        store, parent_id, height, slot, [*slashes, *transactions], budget, signatures_valid
+        store,
+        GovernanceDraft(governance),
+        parent_id,
+        BlockContext(height=height, slot=slot),
+        [*slashes, *transactions],
+        budget,
+        signatures_valid,
     )
     included: list[Vote] = []
     seen_votes: set[bytes] = set()
@@ -96,6 +109,7 @@ def build_block(
         amount=Amount(params.block_reward + fees),
         address=address_of(proposer),
         params=params,
+        refunds=refunds,
     )
     body = (reward, *chosen)
     header = BlockHeader(
@@ -111,16 +125,16 @@ def build_block(
 
 def _select_transactions(
     store: Store,
+    governance: GovernanceDraft,
     parent_id: BlockId,
-    height: Height,
-    slot: Slot,
+    context: BlockContext,
     candidates: list[Transaction],
     budget: int,
     signatures_valid: SignatureCheck | None,
 ) -> tuple[list[Transaction], int, int]:
-    """Greedy in-order selection on the parent's state; the state is restored afterwards."""
-    params = store.params
-    context = BlockContext(height=height, slot=slot)
+    """Greedy in-order selection on the parent's state (ledger and governance); the ledger
+    state is restored afterwards."""
+    params = governance.state.params
     view = move_view(store, parent_id)
     applied: list[tuple[Transaction, TxUndo]] = []
     txids: set[bytes] = set()
@@ -133,6 +147,7 @@ def _select_transactions(
             if txid in txids or used + tx.size > budget:
                 continue
             try:
+                governance.check(tx)
                 fee = validate_transaction(
                     tx, view, params, context, signatures_valid=signatures_valid
                 )
@@ -140,6 +155,7 @@ def _select_transactions(
                 continue
             if params.block_reward + fees + fee > params.max_money:
                 continue
+            governance.take(tx, txid)
             applied.append((tx, view.apply_transaction(tx, txid)))
             txids.add(txid)
             fees += fee

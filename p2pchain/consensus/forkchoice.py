@@ -11,6 +11,7 @@ from __future__ import annotations
 from enum import Enum
 
 from p2pchain.consensus.finality import process_link_vote, prune_finality
+from p2pchain.consensus.governance import apply_block
 from p2pchain.consensus.store import (
     BlockNode,
     HeadChange,
@@ -18,6 +19,7 @@ from p2pchain.consensus.store import (
     Store,
     get_checkpoint,
     get_forkchoice_store,
+    get_governance,
     get_proposer,
     get_validator_set,
     move_view,
@@ -139,7 +141,6 @@ def on_block(
         `BlockOutcome.PRUNED` when the block's own votes finalized a checkpoint that rules the
         block out (it is then absent from ``store.nodes``), else `BlockOutcome.ADDED`.
     """
-    params = store.params
     now = max(store.current_slot, current_slot)
     header = block.header
     block_id = block.block_id
@@ -155,16 +156,23 @@ def on_block(
         except InvalidVote as exc:
             raise InvalidBlock(exc.reason, f"vote {index}: {exc.detail}") from exc
     on_chain = [is_head_on_chain(store, vote, parent) for vote in block.votes]
+    governance = apply_block(get_governance(store, parent.block_id, header.slot), block)
     move_view(store, parent.block_id)
     try:
-        undo = connect_block(store.view, block, params, signatures_valid=signatures_valid)
+        undo = connect_block(
+            store.view,
+            block,
+            governance.params,
+            signatures_valid=signatures_valid,
+            refunds=governance.refunds,
+        )
     except InvalidBlock:
         move_view(store, store.head)
         raise
     # Every check passed: from here on nothing raises.
     record_applied(store, block)
     validators = parent.validator_set.with_changes(compute_stake_delta(block, undo))
-    store.nodes[block_id] = BlockNode.of(block, parent, validators, undo)
+    store.nodes[block_id] = BlockNode.of(block, parent, validators, governance, undo)
     store.tree.add_block(block_id, parent.block_id)
     store.current_slot = now
     for tx in block.transactions:

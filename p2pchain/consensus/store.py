@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from p2pchain.consensus.finality import FinalityState
+from p2pchain.consensus.governance import GovernanceState, advance
 from p2pchain.consensus.protoarray import ProtoArray
 from p2pchain.consensus.types import (
     GENESIS_SLOT,
@@ -37,7 +38,8 @@ instead of waiting for a parent that will never come; the oldest are forgotten f
 
 @dataclass(slots=True, eq=False)
 class BlockNode:
-    """A known block's place in the chain, the bonded stake after it and how to undo it.
+    """A known block's place in the chain, the bonded stake and governance after it and how
+    to undo it.
 
     `block` is the body; `release_bodies` drops it for finalized blocks the caller keeps
     elsewhere (its database), so the finalized history costs a few hundred bytes per block
@@ -49,6 +51,7 @@ class BlockNode:
     height: Height
     parent: BlockNode | None
     validator_set: ValidatorSet
+    governance: GovernanceState
     undo: UndoData | None
     block: Block | None
 
@@ -58,10 +61,20 @@ class BlockNode:
         block: Block,
         parent: BlockNode | None,
         validator_set: ValidatorSet,
+        governance: GovernanceState,
         undo: UndoData | None,
     ) -> BlockNode:
         header = block.header
-        return cls(block.block_id, header.slot, header.height, parent, validator_set, undo, block)
+        return cls(
+            block.block_id,
+            header.slot,
+            header.height,
+            parent,
+            validator_set,
+            governance,
+            undo,
+            block,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,7 +145,11 @@ def get_forkchoice_store(
         genesis_time_ms=genesis_config.genesis_time_ms,
         genesis_id=genesis_id,
         current_slot=current_slot,
-        nodes={genesis_id: BlockNode.of(genesis, None, validators, None)},
+        nodes={
+            genesis_id: BlockNode.of(
+                genesis, None, validators, GovernanceState.at_genesis(params), None
+            )
+        },
         tree=ProtoArray(genesis_id),
         finality=FinalityState.at_genesis(checkpoint),
         finalized_checkpoint=checkpoint,
@@ -201,6 +218,14 @@ def _lag_epoch(store: Store, epoch: Epoch) -> int:
 def get_validator_set(store: Store, block_id: BlockId, epoch: Epoch) -> ValidatorSet:
     """Validators of `epoch` on `block_id`'s chain: stake after the epoch-2 checkpoint block."""
     return get_checkpoint_node(store, block_id, Epoch(_lag_epoch(store, epoch))).validator_set
+
+
+def get_governance(store: Store, parent_id: BlockId, slot: Slot) -> GovernanceState:
+    """Governance as a block at `slot` on top of `parent_id` starts from: the parameters it is
+    validated with and the deposits its reward returns."""
+    parent = store.nodes[parent_id]
+    epoch = compute_epoch_at_slot(store.params, slot)
+    return advance(parent.governance, epoch, parent.validator_set)
 
 
 def get_seed(store: Store, block_id: BlockId, epoch: Epoch) -> Hash32:

@@ -30,11 +30,26 @@ from p2pchain.ledger.encoding import (
     wrap_list,
 )
 from p2pchain.ledger.evidence import Evidence, evidence_from_rlp
-from p2pchain.ledger.types import Address, Amount, AssetId, Hash32, Height, PublicKey, TxId
-from p2pchain.params import MAX_ASSET_NAME_BYTES, MAX_BENEFICIARY_BYTES, MAX_PURPOSE_BYTES
+from p2pchain.ledger.types import (
+    Address,
+    Amount,
+    AssetId,
+    Epoch,
+    Hash32,
+    Height,
+    PublicKey,
+    TxId,
+)
+from p2pchain.params import (
+    MAX_ASSET_NAME_BYTES,
+    MAX_BENEFICIARY_BYTES,
+    MAX_PROPOSAL_CHANGES,
+    MAX_PURPOSE_BYTES,
+)
 
 _TX_SIG_TAG = b"p2pchain/tx"
 _OFFER_SIG_TAG = b"p2pchain/offer"
+_GOV_VOTE_SIG_TAG = b"p2pchain/gov-vote"
 _ASSET_ID_TAG = b"p2pchain/asset"
 MAX_OUTPUT_INDEX = 2**32 - 1
 EMPTY_KEY = PublicKey(bytes(32))
@@ -190,6 +205,16 @@ class TxKind(IntEnum):
     UNBOND = 5
     SLASH = 6
     RETIRE = 7
+    PROPOSE = 8
+    GOV_VOTE = 9
+
+
+class VoteChoice(IntEnum):
+    """A validator's answer to a governance proposal."""
+
+    YES = 0
+    NO = 1
+    ABSTAIN = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,17 +252,58 @@ class RetirePayload:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProposePayload:
+    """A governance proposal: set each named parameter to its value from epoch `activation`
+    on, if the stake votes for it; `refund` receives the deposit back when the vote reaches
+    quorum. Names are ASCII parameter names (`params.GOVERNABLE`)."""
+
+    changes: tuple[tuple[bytes, int], ...]
+    activation: Epoch
+    refund: Address
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GovVotePayload:
+    """Validator `validator`'s vote on the proposal whose PROPOSE transaction is `proposal`,
+    signed by that validator's key (`gov_vote_signing_message`): whoever pays the fee, only
+    the validator decides the vote."""
+
+    proposal: TxId
+    choice: VoteChoice
+    validator: PublicKey
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SlashPayload:
     """Proof that a validator signed two conflicting messages."""
 
     evidence: Evidence
 
 
-Payload = RewardPayload | IssuePayload | MintPayload | SlashPayload | RetirePayload | None
+Payload = (
+    RewardPayload
+    | IssuePayload
+    | MintPayload
+    | SlashPayload
+    | RetirePayload
+    | ProposePayload
+    | GovVotePayload
+    | None
+)
 
 _PAYLOAD_TYPE: dict[
     TxKind,
-    type[RewardPayload | IssuePayload | MintPayload | SlashPayload | RetirePayload] | None,
+    type[
+        RewardPayload
+        | IssuePayload
+        | MintPayload
+        | SlashPayload
+        | RetirePayload
+        | ProposePayload
+        | GovVotePayload
+    ]
+    | None,
 ] = {
     TxKind.TRANSFER: None,
     TxKind.REWARD: RewardPayload,
@@ -247,7 +313,12 @@ _PAYLOAD_TYPE: dict[
     TxKind.UNBOND: None,
     TxKind.SLASH: SlashPayload,
     TxKind.RETIRE: RetirePayload,
+    TxKind.PROPOSE: ProposePayload,
+    TxKind.GOV_VOTE: GovVotePayload,
 }
+
+MAX_PARAM_NAME_BYTES = 32
+"""The longest parameter name a proposal's change carries."""
 
 
 def _payload_to_rlp(payload: Payload) -> RLPItem:
@@ -264,6 +335,16 @@ def _payload_to_rlp(payload: Payload) -> RLPItem:
             return [evidence.to_rlp()]
         case RetirePayload(asset=asset, amount=amount, beneficiary=beneficiary, purpose=purpose):
             return [asset, uint_bytes(amount), beneficiary, purpose]
+        case ProposePayload(changes=changes, activation=activation, refund=refund):
+            return [
+                [[name, uint_bytes(value)] for name, value in changes],
+                uint_bytes(activation),
+                refund,
+            ]
+        case GovVotePayload(
+            proposal=proposal, choice=choice, validator=validator, signature=signature
+        ):
+            return [proposal, uint_bytes(choice), validator, signature]
     raise TypeError(f"unknown payload {payload!r}")  # pragma: no cover
 
 
@@ -291,6 +372,35 @@ def _payload_from_rlp(kind: TxKind, item: RLPItem) -> Payload:
             amount=Amount(read_uint(amount, "payload.amount")),
             beneficiary=read_bytes(beneficiary, "payload.beneficiary", MAX_BENEFICIARY_BYTES),
             purpose=read_bytes(purpose, "payload.purpose", MAX_PURPOSE_BYTES),
+        )
+    if expected is ProposePayload:
+        changes, activation, refund = read_list(item, "payload", length=3)
+        pairs = []
+        for change in read_list(changes, "payload.changes"):
+            name, value = read_list(change, "payload.change", length=2)
+            pairs.append(
+                (
+                    read_bytes(name, "payload.change.name", MAX_PARAM_NAME_BYTES),
+                    read_uint(value, "payload.change.value"),
+                )
+            )
+        if len(pairs) > MAX_PROPOSAL_CHANGES:
+            raise DecodeError(f"more than {MAX_PROPOSAL_CHANGES} changes")
+        return ProposePayload(
+            changes=tuple(pairs),
+            activation=Epoch(read_uint(activation, "payload.activation")),
+            refund=Address(read_fixed(refund, "payload.refund", 20)),
+        )
+    if expected is GovVotePayload:
+        proposal, choice, validator, signature = read_list(item, "payload", length=4)
+        choice_value = read_uint(choice, "payload.choice")
+        if choice_value > max(VoteChoice):
+            raise DecodeError(f"vote choice {choice_value}")
+        return GovVotePayload(
+            proposal=TxId(read_fixed(proposal, "payload.proposal", 32)),
+            choice=VoteChoice(choice_value),
+            validator=PublicKey(read_fixed(validator, "payload.validator", 32)),
+            signature=read_fixed(signature, "payload.signature", 64),
         )
     (evidence,) = read_list(item, "payload", length=1)
     return SlashPayload(evidence=evidence_from_rlp(evidence))
@@ -516,6 +626,14 @@ def offer_signing_message(
     pays `wanted` at the same index as the input, in a block at height `until` or lower."""
     terms = encode_item([outpoint.to_rlp(), wanted.to_rlp(), uint_bytes(until)])
     return tagged_hash(_OFFER_SIG_TAG, chain_id.to_bytes(8, "big") + terms)
+
+
+def gov_vote_signing_message(chain_id: int, proposal: TxId, choice: VoteChoice) -> Hash32:
+    """What a validator's key signs to vote: tag, chain id (8 bytes big-endian), the
+    proposal's txid and the choice (one byte)."""
+    return tagged_hash(
+        _GOV_VOTE_SIG_TAG, chain_id.to_bytes(8, "big") + proposal + bytes([int(choice)])
+    )
 
 
 def compute_asset_id(first_input: OutPoint) -> AssetId:

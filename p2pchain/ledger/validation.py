@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from p2pchain.errors import InvalidBlock, InvalidTransaction, Reason
@@ -18,10 +18,12 @@ from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import is_valid_public_key, sha256, verify
 from p2pchain.ledger.tx import (
+    GovVotePayload,
     IssuePayload,
     Lock,
     LockKind,
     MintPayload,
+    ProposePayload,
     RetirePayload,
     RewardPayload,
     SlashPayload,
@@ -29,10 +31,11 @@ from p2pchain.ledger.tx import (
     TxKind,
     TxOutput,
     compute_asset_id,
+    gov_vote_signing_message,
     offer_signing_message,
     tx_signing_message,
 )
-from p2pchain.ledger.types import AssetId, Epoch, Height, Slot, TxId
+from p2pchain.ledger.types import Address, Amount, AssetId, Epoch, Height, Slot, TxId
 from p2pchain.ledger.utxo import LedgerReader, TxUndo, UndoData, UtxoView
 from p2pchain.params import MAX_BENEFICIARY_BYTES, MAX_PURPOSE_BYTES, ChainParams
 
@@ -58,6 +61,17 @@ def _fail(reason: Reason, detail: str = "") -> InvalidTransaction:
 def reward_lock(height: Height, params: ChainParams) -> Lock:
     """The lock every output of the reward at `height` must carry (maturity)."""
     return Lock(kind=LockKind.HEIGHT, value=height + params.reward_maturity)
+
+
+def refund_outputs(
+    refunds: Sequence[tuple[Address, Amount]], height: Height, params: ChainParams
+) -> tuple[TxOutput, ...]:
+    """The outputs that return governance deposits in the reward of the block at `height`."""
+    lock = reward_lock(height, params)
+    return tuple(
+        TxOutput(asset=AssetId(params.native_asset), amount=amount, address=address, lock=lock)
+        for address, amount in refunds
+    )
 
 
 def unbonding_lock(key: bytes, epoch: Epoch, params: ChainParams) -> Lock:
@@ -123,8 +137,8 @@ def _check_shape(tx: Transaction, params: ChainParams) -> None:
         return
     if not tx.inputs:
         raise _fail(Reason.NO_INPUTS)
-    if not tx.outputs:
-        raise _fail(Reason.NO_OUTPUTS)
+    if not tx.outputs and tx.kind not in (TxKind.PROPOSE, TxKind.GOV_VOTE):
+        raise _fail(Reason.NO_OUTPUTS)  # governance may spend everything on deposit and fee
     if LockKind.STAKE in kinds and tx.kind is not TxKind.BOND:
         raise _fail(Reason.BAD_STAKE_OUTPUT, "only BOND creates stake outputs")
     if LockKind.UNBONDING in kinds and tx.kind is not TxKind.UNBOND:
@@ -158,13 +172,22 @@ def _check_shape(tx: Transaction, params: ChainParams) -> None:
             raise _fail(Reason.BAD_RETIREMENT, f"beneficiary over {MAX_BENEFICIARY_BYTES} bytes")
         if len(retired.purpose) > MAX_PURPOSE_BYTES:
             raise _fail(Reason.BAD_RETIREMENT, f"purpose over {MAX_PURPOSE_BYTES} bytes")
+    if isinstance(tx.payload, ProposePayload) and not tx.payload.changes:
+        raise _fail(Reason.BAD_PROPOSAL, "a proposal changes at least one parameter")
+    if isinstance(tx.payload, GovVotePayload) and not is_valid_public_key(tx.payload.validator):
+        raise _fail(Reason.BAD_GOV_VOTE, "the voter is not a valid validator key")
 
 
 def verify_input_signatures(tx: Transaction, txid: TxId, chain_id: int) -> bool:
-    """Every input's witness signs its message (the tx's, or its offer's terms); identical
-    witnesses over one message are checked once."""
+    """Every input's witness signs its message (the tx's, or its offer's terms), and a
+    governance vote's validator signs the vote; identical witnesses over one message are
+    checked once."""
     message = tx_signing_message(chain_id, txid)
     witnesses = set()
+    if isinstance(tx.payload, GovVotePayload):
+        vote = tx.payload
+        signed_vote = gov_vote_signing_message(chain_id, vote.proposal, vote.choice)
+        witnesses.add((vote.validator, signed_vote, vote.signature))
     for index, tx_input in enumerate(tx.inputs):
         signed = message
         if tx_input.offer_until is not None:
@@ -259,6 +282,8 @@ def validate_transaction(
         _check_spendable(tx, output, context.height, epoch, index)
         spent.append(output)
     fee = _check_value(tx, spent, view, params)
+    if fee < params.min_fee_rate * tx.size:
+        raise _fail(Reason.FEE_TOO_LOW, f"fee {fee} < {params.min_fee_rate} per byte")
     if tx.kind is TxKind.UNBOND:
         _check_unbond(tx, spent, epoch, params)
     if signatures_valid is None:
@@ -324,6 +349,10 @@ def _check_value(
             raise _fail(reason, f"asset {asset.hex()[:16]}: in {ins[asset]} < out {total_out}")
     native = AssetId(params.native_asset)
     fee = ins[native] - outs[native]
+    if tx.kind is TxKind.PROPOSE:
+        fee -= params.gov_deposit
+        if fee < 0:
+            raise _fail(Reason.BAD_PROPOSAL, f"pays {fee + params.gov_deposit} of the deposit")
     if fee < 0:
         raise _fail(Reason.NEGATIVE_FEE, f"native in {ins[native]} < out {outs[native]}")
     return fee
@@ -346,11 +375,14 @@ def connect_block(
     params: ChainParams,
     *,
     signatures_valid: SignatureCheck | None = None,
+    refunds: Sequence[tuple[Address, Amount]] = (),
 ) -> UndoData:
     """Validate the block's transactions in order and apply them; all or nothing.
 
     Transactions may spend outputs of earlier transactions in the same block. The first
-    transaction must be the reward, paying at most the block reward plus the fees.
+    transaction must be the reward, paying at most the block reward plus the fees; its last
+    outputs must be exactly `refunds` (governance deposits returned in this block, decided by
+    the consensus layer), each locked like the rest of the reward.
 
     On success the view's tip is the block (`UtxoView.finish_block` moves it).
 
@@ -390,7 +422,10 @@ def connect_block(
                 reason = Reason.CONFLICTING_SPEND if _spends_spent(tx, applied) else exc.reason
                 raise InvalidBlock(reason, f"tx {index}: {exc}") from exc
             applied.append((tx, view.apply_transaction(tx, txid)))
-        paid = sum(output.amount for output in reward.outputs)
+        kept = len(reward.outputs) - len(refunds)
+        if kept < 1 or reward.outputs[kept:] != refund_outputs(refunds, header.height, params):
+            raise InvalidBlock(Reason.BAD_REWARD, f"the reward must end in {len(refunds)} refunds")
+        paid = sum(output.amount for output in reward.outputs[:kept])
         if paid > params.block_reward + fees:
             raise InvalidBlock(
                 Reason.BAD_REWARD, f"{paid} > reward + fees {params.block_reward + fees}"

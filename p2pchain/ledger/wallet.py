@@ -15,21 +15,25 @@ from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.offer import Offer, sign_offer
 from p2pchain.ledger.partial import PartialTransaction
 from p2pchain.ledger.tx import (
+    GovVotePayload,
     IssuePayload,
     Lock,
     LockKind,
     MintPayload,
     OutPoint,
     Payload,
+    ProposePayload,
     RetirePayload,
     Transaction,
     TxInput,
     TxKind,
     TxOutput,
+    VoteChoice,
     compute_asset_id,
+    gov_vote_signing_message,
     tx_signing_message,
 )
-from p2pchain.ledger.types import Address, Amount, AssetId, Height, PublicKey
+from p2pchain.ledger.types import Address, Amount, AssetId, Epoch, Height, PublicKey, TxId
 from p2pchain.ledger.validation import BlockContext, unbonding_lock
 from p2pchain.params import ChainParams
 
@@ -260,6 +264,51 @@ class Wallet:
             asset=asset, amount=amount, beneficiary=beneficiary, purpose=purpose
         )
         return self._build(TxKind.RETIRE, chosen, change, payload)
+
+    def build_propose(
+        self,
+        coins: Sequence[Coin],
+        *,
+        changes: Sequence[tuple[str, int]],
+        activation: Epoch,
+        fee: Amount,
+        context: BlockContext,
+        refund: Address | None = None,
+    ) -> Transaction:
+        """Propose setting governable parameters from epoch `activation` on, paying the
+        chain's deposit (returned to `refund`, default this wallet, if the vote reaches
+        quorum) and `fee`."""
+        deposit = Amount(self.params.gov_deposit)
+        chosen, change = self._fund(coins, context, {}, Amount(fee + deposit))
+        payload = ProposePayload(
+            changes=tuple((name.encode("ascii"), value) for name, value in changes),
+            activation=activation,
+            refund=self.address if refund is None else refund,
+        )
+        return self._build(TxKind.PROPOSE, chosen, change, payload)
+
+    def build_gov_vote(
+        self,
+        coins: Sequence[Coin],
+        *,
+        proposal: TxId,
+        choice: VoteChoice,
+        fee: Amount,
+        context: BlockContext,
+        validator: SecretKey | None = None,
+    ) -> Transaction:
+        """Vote `choice` on `proposal` as `validator` (default: this wallet's key, which is
+        how a validator's own wallet votes), this wallet paying the fee."""
+        voter = self.key if validator is None else validator
+        message = gov_vote_signing_message(self.params.chain_id, proposal, choice)
+        payload = GovVotePayload(
+            proposal=proposal,
+            choice=choice,
+            validator=voter.public_key,
+            signature=voter.sign(message),
+        )
+        chosen, change = self._fund(coins, context, {}, fee)
+        return self._build(TxKind.GOV_VOTE, chosen, change, payload)
 
     def make_offer(self, coin: Coin, wanted: TxOutput, *, until: Height) -> Offer:
         """Offer the coin `coin` (this wallet's) to whoever pays `wanted`, up to height `until`.

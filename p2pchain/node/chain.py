@@ -39,6 +39,7 @@ import trio
 
 from p2pchain.consensus import (
     BlockOutcome,
+    GovernanceState,
     HeadChange,
     SlashingDetector,
     Store,
@@ -48,6 +49,7 @@ from p2pchain.consensus import (
     compute_start_slot_at_epoch,
     get_block_view,
     get_forkchoice_store,
+    get_governance,
     on_block,
     on_evidence,
     on_tick,
@@ -280,6 +282,11 @@ class ChainService:
         return BlockContext(
             height=Height(head.height + 1), slot=Slot(max(self.current_slot(), head.slot + 1))
         )
+
+    def next_governance(self) -> GovernanceState:
+        """Governance as the next block on the head starts from: the parameters it is
+        validated with (what the pool admits by) and the proposals it may vote on."""
+        return get_governance(self.store, self.store.head, self.next_context().slot)
 
     # -- queries -------------------------------------------------------------------------------
     def head_node(self) -> BlockNode:
@@ -1048,6 +1055,7 @@ class ChainService:
         """
         try:
             self._check_not_on_chain(tx)
+            self.mempool.set_rules(self.next_governance())
             change = self.mempool.add(
                 tx, self.head_view(), self.next_context(), now=trio.current_time(), peer=peer
             )
@@ -1179,7 +1187,7 @@ class ChainService:
             validate_transaction(
                 tx,
                 self.head_view(),
-                self.params,
+                self.next_governance().params,
                 self.next_context(),
                 signatures_valid=_trust_stored,
             )
@@ -1228,6 +1236,7 @@ class ChainService:
         status may have changed (in order, once each)."""
         touched: dict[TxId, None] = {}
         view, context = self.head_view(), self.next_context()
+        self.mempool.set_rules(self.next_governance())
         pool_changes: list[PoolChange] = []
         for block in change.applied:
             pool_changes.append(self.mempool.remove_included(block, view, context))

@@ -17,6 +17,7 @@ from p2pchain.consensus import (
     build_block,
     compute_epoch_at_slot,
     compute_vote_slot,
+    get_governance,
     get_head,
     get_proposer,
     make_vote,
@@ -107,7 +108,7 @@ class ValidatorDuties:
             node = store.nodes.get(parent_id)
             if node is None or node.slot >= slot or not self.is_proposer(slot, parent_id):
                 return None
-            params = chain.params
+            params = get_governance(store, parent_id, slot).params
             started = trio.current_time()
             transactions = chain.mempool.select_for_block(
                 params.max_block_bytes - BLOCK_OVERHEAD_BYTES,

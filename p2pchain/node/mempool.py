@@ -16,10 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
+from p2pchain.consensus.governance import GovernanceDraft, GovernanceState, is_governance
 from p2pchain.errors import ConfigError, InvalidTransaction, Reason
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.tx import (
+    GovVotePayload,
     IssuePayload,
     LockKind,
     MintPayload,
@@ -232,6 +234,12 @@ class Mempool:
         self._issues: dict[AssetId, TxId] = {}
         self._offers_until: dict[TxId, int] = {}
         """Pool transactions taking offers, with the earliest `offer_until` of their inputs."""
+        self.governance = GovernanceState.at_genesis(params)
+        """Governance as the next block starts from (`set_rules`)."""
+        self._gov_votes: dict[tuple[TxId, PublicKey], TxId] = {}
+        """Pool GOV_VOTEs by (proposal, validator): one each, as a block may carry."""
+        self._proposals: set[TxId] = set()
+        """Pool PROPOSE transactions (they count against the proposals in flight)."""
         self._per_peer: Counter[str] = Counter()
         self._bytes = 0
         self._sequence = 0
@@ -241,6 +249,13 @@ class Mempool:
         self._orphans: QuotaPool[TxId, str | None, _Orphan] = QuotaPool(self.limits.orphan_quota())
         self._orphans_by_parent: dict[TxId, set[TxId]] = {}
         self._epoch: int | None = None
+
+    def set_rules(self, governance: GovernanceState) -> None:
+        """Validate from now on for a block starting from `governance` (its parameters and
+        proposals); the node calls it before every admission and head change, and the pool is
+        re-checked whenever the epoch changes, which is the only time parameters change."""
+        self.governance = governance
+        self.params = governance.params
 
     # -- queries -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -374,6 +389,8 @@ class Mempool:
                 raise InvalidTransaction(
                     Reason.MEMPOOL_CONFLICT, f"{tx_input.outpoint} is spent by {spender.hex()}"
                 )
+        if is_governance(tx):
+            self._check_governance(tx)
         pool_view = self.overlay(view)
         fee = validate_transaction(
             tx,
@@ -406,6 +423,18 @@ class Mempool:
         )
         self._sequence += 1
         return removed
+
+    def _check_governance(self, tx: Transaction) -> None:
+        """The governance rules for the next block, with the pool's own proposals and votes
+        counted as if they were in it."""
+        GovernanceDraft(self.governance).check(tx)
+        payload = tx.payload
+        if isinstance(payload, GovVotePayload):
+            earlier = self._gov_votes.get((payload.proposal, payload.validator))
+            if earlier is not None:
+                raise InvalidTransaction(Reason.DOUBLE_GOV_VOTE, f"pool has {earlier.hex()}")
+        elif len(self.governance.active) + len(self._proposals) >= self.params.gov_max_proposals:
+            raise InvalidTransaction(Reason.GOVERNANCE_FULL, "with the pool's proposals")
 
     def _pool_parents(self, tx: Transaction) -> set[TxId]:
         parents = {i.outpoint.txid for i in tx.inputs if i.outpoint.txid in self._entries}
@@ -479,6 +508,10 @@ class Mempool:
         offers = [i.offer_until for i in tx.inputs if i.offer_until is not None]
         if offers:
             self._offers_until[txid] = min(offers)
+        if isinstance(tx.payload, GovVotePayload):
+            self._gov_votes[(tx.payload.proposal, tx.payload.validator)] = txid
+        elif tx.kind is TxKind.PROPOSE:
+            self._proposals.add(txid)
         if isinstance(tx.payload, MintPayload):
             self._mints[txid] = (tx.payload.asset, minted)
             self._minted[tx.payload.asset] += minted
@@ -501,6 +534,9 @@ class Mempool:
         if isinstance(entry.tx.payload, IssuePayload):
             self._issues.pop(_issued_asset(entry.tx), None)
         self._offers_until.pop(txid, None)
+        if isinstance(entry.tx.payload, GovVotePayload):
+            del self._gov_votes[(entry.tx.payload.proposal, entry.tx.payload.validator)]
+        self._proposals.discard(txid)
         mint = self._mints.pop(txid, None)
         if mint is not None:
             asset, minted = mint

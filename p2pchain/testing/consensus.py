@@ -41,6 +41,7 @@ from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.crypto import SecretKey, sha256
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, self_bonded_genesis
+from p2pchain.ledger.tx import Transaction
 from p2pchain.ledger.types import Amount, BlockId, Epoch, PublicKey, Slot
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.params import COIN, ChainParams
@@ -131,6 +132,8 @@ class Simulation:
     messages: list[Message] = field(default_factory=list)
     finalized_history: list[Checkpoint] = field(default_factory=list)
     pending_votes: list[Vote] = field(default_factory=list)
+    pending_transactions: list[Transaction] = field(default_factory=list)
+    """Offered to every honest proposer, in order; each leaves once a block includes it."""
 
     @classmethod
     def create(
@@ -171,10 +174,19 @@ class Simulation:
         proposer = get_proposer(self.store, head, Slot(self.slot))
         if proposer in self.honest:
             block = build_block(
-                self.store, head, Slot(self.slot), self.keys[proposer], votes=self.pending_votes
+                self.store,
+                head,
+                Slot(self.slot),
+                self.keys[proposer],
+                votes=self.pending_votes,
+                transactions=self.pending_transactions,
             )
             self.deliver(block)
             self.pending_votes = []
+            included = {tx.txid for tx in block.transactions}
+            self.pending_transactions = [
+                tx for tx in self.pending_transactions if tx.txid not in included
+            ]
         if self.adversary is not None:
             for message in self.adversary(self, self.slot):
                 try:

@@ -35,12 +35,14 @@ from p2pchain.ledger.partial import PartialTransaction
 from p2pchain.ledger.reward import reward_transaction
 from p2pchain.ledger.tx import (
     MAX_OUTPUT_INDEX,
+    GovVotePayload,
     IssuePayload,
     Lock,
     LockKind,
     MintPayload,
     OutPoint,
     Payload,
+    ProposePayload,
     RetirePayload,
     RewardPayload,
     SlashPayload,
@@ -48,6 +50,7 @@ from p2pchain.ledger.tx import (
     TxInput,
     TxKind,
     TxOutput,
+    VoteChoice,
 )
 from p2pchain.ledger.types import (
     Address,
@@ -67,8 +70,10 @@ from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet, is_spendable
 from p2pchain.params import (
     COIN,
+    GOVERNABLE,
     MAX_ASSET_NAME_BYTES,
     MAX_BENEFICIARY_BYTES,
+    MAX_PROPOSAL_CHANGES,
     MAX_PURPOSE_BYTES,
     NATIVE_ASSET,
     ChainParams,
@@ -265,6 +270,27 @@ def payloads(kind: TxKind) -> SearchStrategy[Payload]:
                 amount=uint64s().map(Amount),
                 beneficiary=st.binary(max_size=MAX_BENEFICIARY_BYTES),
                 purpose=st.binary(max_size=MAX_PURPOSE_BYTES),
+            )
+        case TxKind.PROPOSE:
+            change = st.tuples(
+                st.one_of(
+                    st.sampled_from([n.encode() for n in GOVERNABLE]), st.binary(max_size=32)
+                ),
+                uint64s(),
+            )
+            return st.builds(
+                ProposePayload,
+                changes=st.lists(change, max_size=MAX_PROPOSAL_CHANGES).map(tuple),
+                activation=uint64s().map(Epoch),
+                refund=addresses(),
+            )
+        case TxKind.GOV_VOTE:
+            return st.builds(
+                GovVotePayload,
+                proposal=hashes().map(TxId),
+                choice=st.sampled_from(VoteChoice),
+                validator=public_keys(),
+                signature=st.binary(min_size=64, max_size=64),
             )
         case _:
             return st.none()
