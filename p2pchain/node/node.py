@@ -21,6 +21,7 @@ from typing import Final
 import trio
 
 from p2pchain._version import __version__
+from p2pchain.consensus.governance import GovernanceState, Proposal
 from p2pchain.errors import (
     ConfigError,
     InvalidTransaction,
@@ -271,6 +272,21 @@ class Node:
 
     def get_offer(self, offer_id: bytes) -> BookEntry | None:
         return self._chain.offers.get(Hash32(bytes(offer_id)))
+
+    def governance(self) -> GovernanceState:
+        """Governance as the next block on the head starts from: the chain parameters in
+        force (`.params`), the proposals in flight and the recently finished ones."""
+        return self._chain.next_governance()
+
+    def chain_params(self) -> ChainParams:
+        """The parameters the next block is validated with: the genesis ones with every
+        enacted governance change applied (what a wallet must build transactions for)."""
+        return self._chain.next_governance().params
+
+    def proposal(self, proposal_id: bytes) -> Proposal | None:
+        """A governance proposal in flight or recently finished (the newest
+        `FINISHED_KEPT`), by its PROPOSE transaction's id; None otherwise."""
+        return self._chain.next_governance().proposal(TxId(bytes(proposal_id)))
 
     def state_root(self, block_id: bytes) -> Hash32:
         """`UtxoView.state_root` of the state after `block_id` (the finalized block or one

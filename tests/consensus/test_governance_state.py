@@ -1,0 +1,201 @@
+"""The pure governance rules without a chain: tallies, snapshots, calendar, bounds."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pchain.consensus import GovernanceDraft, GovernanceState, ProposalStatus, Tally
+from p2pchain.consensus.governance import FINISHED_KEPT, advance, check_proposal
+from p2pchain.consensus.validators import ValidatorSet
+from p2pchain.errors import InvalidTransaction, Reason
+from p2pchain.ledger.crypto import SecretKey, sha256
+from p2pchain.ledger.tx import (
+    GovVotePayload,
+    ProposePayload,
+    Transaction,
+    TxKind,
+    VoteChoice,
+)
+from p2pchain.ledger.types import Address, Epoch, PublicKey, TxId
+from p2pchain.params import GOVERNABLE, ChainParams
+
+PARAMS = ChainParams(gov_voting_epochs=2, gov_max_proposals=3)
+KEYS = [SecretKey.from_entropy(sha256(bytes([i]))).public_key for i in range(6)]
+REFUND = Address(bytes(20))
+
+
+def _propose(changes: list[tuple[str, int]], activation: int) -> Transaction:
+    payload = ProposePayload(
+        changes=tuple((name.encode(), value) for name, value in changes),
+        activation=Epoch(activation),
+        refund=REFUND,
+    )
+    return Transaction(kind=TxKind.PROPOSE, payload=payload)
+
+
+def _vote(proposal: TxId, key: PublicKey, choice: VoteChoice) -> Transaction:
+    payload = GovVotePayload(proposal=proposal, choice=choice, validator=key, signature=bytes(64))
+    return Transaction(kind=TxKind.GOV_VOTE, payload=payload)
+
+
+def _take(state: GovernanceState, *txs: Transaction) -> GovernanceState:
+    draft = GovernanceDraft(state)
+    for tx in txs:
+        draft.check(tx)
+        draft.take(tx, tx.txid)
+    return draft.finish()
+
+
+def _stakes(values: list[int]) -> ValidatorSet:
+    return ValidatorSet.from_stakes(dict(zip(KEYS, values, strict=False)))
+
+
+def test_quorum_and_threshold_at_their_exact_boundaries() -> None:
+    params = PARAMS  # quorum 40 %, threshold 50 %
+    assert Tally(yes=40, total=100).reaches_quorum(params)
+    assert not Tally(yes=39, abstain=0, total=100).reaches_quorum(params)
+    assert Tally(abstain=40, total=100).reaches_quorum(params)
+    assert not Tally(abstain=40, total=100).passes(params)  # quorum, but no yes
+    assert not Tally(yes=25, no=25, total=100).passes(params)  # exactly half is not more
+    assert Tally(yes=26, no=25, total=100).passes(params)
+    assert not Tally().reaches_quorum(params)  # no stake: never
+
+
+@given(
+    early=st.lists(st.integers(1, 10**12), min_size=3, max_size=6),
+    later=st.lists(st.lists(st.integers(0, 10**12), min_size=6, max_size=6), max_size=4),
+    choices=st.lists(st.sampled_from(VoteChoice), min_size=3, max_size=3),
+)
+def test_stake_moved_after_the_snapshot_does_not_change_the_tally(
+    early: list[int], later: list[list[int]], choices: list[VoteChoice]
+) -> None:
+    """The snapshot is the stake handed to `advance` when the window opens; every stake map
+    passed after that (stake bonded, unbonded, slashed) leaves the tally as it was."""
+    state = _take(GovernanceState.at_genesis(PARAMS), _propose([("block_reward", 1)], 4))
+    proposal = next(iter(state.active))
+    snapshot = _stakes(early)
+    state = advance(state, Epoch(1), snapshot)
+    votes = [_vote(proposal, key, choice) for key, choice in zip(KEYS, choices, strict=False)]
+    state = _take(state, *votes)
+    for stakes in later:
+        state = advance(state, Epoch(state.epoch), _stakes(stakes))  # same epoch
+    state = advance(state, Epoch(2), _stakes(later[0] if later else [1] * 6))
+    state = advance(state, Epoch(3), _stakes(later[-1] if later else [1] * 6))
+    record = state.proposal(proposal)
+    assert record is not None
+    assert record.tally is not None
+    expected = {choice: 0 for choice in VoteChoice}
+    for key, choice in zip(KEYS, choices, strict=False):
+        expected[choice] += snapshot.stake_of(key)
+    assert (record.tally.yes, record.tally.no, record.tally.abstain) == (
+        expected[VoteChoice.YES],
+        expected[VoteChoice.NO],
+        expected[VoteChoice.ABSTAIN],
+    )
+    assert record.tally.total == snapshot.total
+
+
+def test_a_proposal_is_refused_for_unknown_parameters_bad_values_and_bad_activation() -> None:
+    base = PARAMS
+    for changes, activation in [
+        ([("slot_ms", 1)], 4),  # not governable
+        ([("block_reward", 0)], 4),  # out of range
+        ([("block_reward", 1), ("block_reward", 2)], 4),  # twice
+        ([("block_reward", 1)], 2),  # activates inside its own window
+        ([("block_reward", 1)], 3 + base.gov_max_activation_delay),  # too late
+    ]:
+        tx = _propose(changes, activation)
+        assert isinstance(tx.payload, ProposePayload)
+        with pytest.raises(InvalidTransaction) as raised:
+            check_proposal(tx.payload, Epoch(0), base)
+        assert raised.value.reason is Reason.BAD_PROPOSAL
+    for name in GOVERNABLE:
+        low, high = base.governable_range(name) or (0, 0)
+        for value in (low, high):
+            tx = _propose([(name, value)], 3)
+            assert isinstance(tx.payload, ProposePayload)
+            check_proposal(tx.payload, Epoch(0), base)
+
+
+def test_proposals_in_flight_are_bounded() -> None:
+    state = GovernanceState.at_genesis(PARAMS)
+    proposals = [_propose([("block_reward", 1 + i)], 3) for i in range(PARAMS.gov_max_proposals)]
+    state = _take(state, *proposals)
+    with pytest.raises(InvalidTransaction) as raised:
+        _take(state, _propose([("block_reward", 99)], 3))
+    assert raised.value.reason is Reason.GOVERNANCE_FULL
+    # once they are tallied (no votes: no quorum), there is room again
+    state = advance(state, Epoch(3), _stakes([1, 1, 1]))
+    assert not state.active
+    assert {p.status for p in state.finished} == {ProposalStatus.NO_QUORUM}
+    _take(state, _propose([("block_reward", 99)], 6))
+
+
+def test_finished_proposals_kept_are_bounded() -> None:
+    """More proposals finish than a state keeps: the newest `FINISHED_KEPT` stay, and a vote
+    on a forgotten one is `unknown-proposal` rather than `voting-closed`."""
+    params = replace(PARAMS, gov_max_proposals=100)
+    state = GovernanceState.at_genesis(params)
+    submitted: list[TxId] = []
+    for round_ in range(FINISHED_KEPT // 100 + 2):
+        epoch = 3 * round_
+        batch = [_propose([("block_reward", epoch * 100 + i + 1)], epoch + 3) for i in range(100)]
+        state = _take(state, *batch)
+        submitted += [tx.txid for tx in batch]
+        state = advance(state, Epoch(epoch + 3), _stakes([1]))  # tallied: no quorum
+    assert len(submitted) > FINISHED_KEPT
+    assert [p.proposal_id for p in state.finished] == submitted[-FINISHED_KEPT:]
+    for proposal_id, reason in [
+        (submitted[0], Reason.UNKNOWN_PROPOSAL),
+        (submitted[-1], Reason.VOTING_CLOSED),
+    ]:
+        with pytest.raises(InvalidTransaction) as raised:
+            _take(state, _vote(proposal_id, KEYS[0], VoteChoice.YES))
+        assert raised.value.reason is reason
+
+
+def test_the_calendar_only_moves_forward_and_never_inside_an_epoch() -> None:
+    state = _take(GovernanceState.at_genesis(PARAMS), _propose([("min_fee_rate", 5)], 3))
+    proposal = next(iter(state.active))
+    state = advance(state, Epoch(1), _stakes([10, 10]))
+    state = _take(state, _vote(proposal, KEYS[0], VoteChoice.YES))
+    with pytest.raises(ValueError, match="before"):
+        advance(state, Epoch(0), _stakes([10, 10]))
+    assert advance(state, Epoch(1), _stakes([1, 1])) is state  # same epoch: nothing moves
+    passed = advance(state, Epoch(3), _stakes([10, 10]))
+    assert passed.params.min_fee_rate == 5  # activation 3 reached in the same step
+    assert passed.refunds == ((REFUND, PARAMS.gov_deposit),)
+    again = advance(passed, Epoch(3), _stakes([10, 10]))
+    assert again.refunds == ()  # a refund is due in one block only
+    assert again.params.min_fee_rate == 5
+
+
+def test_a_vote_needs_snapshot_stake_and_an_open_window() -> None:
+    state = _take(GovernanceState.at_genesis(PARAMS), _propose([("min_fee_rate", 5)], 3))
+    proposal = next(iter(state.active))
+    cases = [
+        (state, _vote(proposal, KEYS[0], VoteChoice.YES), Reason.VOTING_CLOSED),  # not open yet
+        (
+            advance(state, Epoch(1), _stakes([10])),
+            _vote(proposal, KEYS[1], VoteChoice.YES),
+            Reason.NOT_A_VOTER,
+        ),
+        (
+            advance(state, Epoch(1), _stakes([10])),
+            _vote(TxId(bytes(32)), KEYS[0], VoteChoice.YES),
+            Reason.UNKNOWN_PROPOSAL,
+        ),
+        (
+            advance(state, Epoch(3), _stakes([10])),
+            _vote(proposal, KEYS[0], VoteChoice.YES),
+            Reason.VOTING_CLOSED,
+        ),
+    ]
+    for at, vote, reason in cases:
+        with pytest.raises(InvalidTransaction) as raised:
+            _take(at, vote)
+        assert raised.value.reason is reason
