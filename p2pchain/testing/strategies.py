@@ -483,7 +483,8 @@ def funded_chain(
 
 
 def native_fee(view: UtxoView, transactions: Sequence[Transaction], params: ChainParams) -> int:
-    """Sum of native in minus native out over `transactions` (negative differences count 0).
+    """Sum of native in minus native out (minus a proposal's deposit) over `transactions`
+    (negative differences count 0).
 
     Inputs are looked up in `view` or among the outputs of earlier transactions in the list;
     unknown inputs count as zero, so this is meaningful for invalid transactions too.
@@ -497,7 +498,8 @@ def native_fee(view: UtxoView, transactions: Sequence[Transaction], params: Chai
             if output is not None and output.asset == params.native_asset:
                 native_in += output.amount
         native_out = sum(o.amount for o in tx.outputs if o.asset == params.native_asset)
-        total += max(native_in - native_out, 0)
+        deposit = params.gov_deposit if tx.kind is TxKind.PROPOSE else 0
+        total += max(native_in - native_out - deposit, 0)
         txid = tx.txid
         created.update(
             (OutPoint(txid=txid, index=i), output) for i, output in enumerate(tx.outputs)
