@@ -51,6 +51,7 @@ class Reason(StrEnum):
     OFFER_BOOK_FULL = "offer-book-full"
     # governance
     BAD_PROPOSAL = "bad-proposal"
+    BAD_ACTIVATION = "bad-activation"
     BAD_GOV_VOTE = "bad-gov-vote"
     GOVERNANCE_FULL = "governance-full"
     UNKNOWN_PROPOSAL = "unknown-proposal"

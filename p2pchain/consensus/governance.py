@@ -212,7 +212,7 @@ def check_proposal(payload: ProposePayload, epoch: Epoch, base: ChainParams) -> 
     values in their ranges, activating after the window and not too long after.
 
     Raises:
-        InvalidTransaction: `BAD_PROPOSAL`.
+        InvalidTransaction: `BAD_PROPOSAL`, or `BAD_ACTIVATION` for the activation epoch.
     """
     names: set[str] = set()
     for raw_name, value in payload.changes:
@@ -228,8 +228,8 @@ def check_proposal(payload: ProposePayload, epoch: Epoch, base: ChainParams) -> 
             raise InvalidTransaction(Reason.BAD_PROPOSAL, f"{name} must be {low}..{high}")
     end = epoch + base.gov_voting_epochs
     if not end < payload.activation <= end + base.gov_max_activation_delay:
-        raise InvalidTransaction(
-            Reason.BAD_PROPOSAL,
+        raise InvalidTransaction(  # its own reason: the range moves with the epoch (a race)
+            Reason.BAD_ACTIVATION,
             f"activation must be epoch {end + 1}..{end + base.gov_max_activation_delay}",
         )
 
@@ -253,7 +253,8 @@ class GovernanceDraft:
         the transactions this draft already took (only PROPOSE and GOV_VOTE are checked).
 
         Raises:
-            InvalidTransaction: `BAD_PROPOSAL`, `GOVERNANCE_FULL`, `UNKNOWN_PROPOSAL`,
+            InvalidTransaction: `BAD_PROPOSAL`, `BAD_ACTIVATION`, `GOVERNANCE_FULL`,
+                `UNKNOWN_PROPOSAL`,
                 `VOTING_CLOSED`, `NOT_A_VOTER` or `DOUBLE_GOV_VOTE`.
         """
         payload, epoch, base = tx.payload, self.state.epoch, self.state.base

@@ -112,7 +112,8 @@ def test_a_proposal_is_refused_for_unknown_parameters_bad_values_and_bad_activat
         assert isinstance(tx.payload, ProposePayload)
         with pytest.raises(InvalidTransaction) as raised:
             check_proposal(tx.payload, Epoch(0), base)
-        assert raised.value.reason is Reason.BAD_PROPOSAL
+        timing = activation != 4
+        assert raised.value.reason is (Reason.BAD_ACTIVATION if timing else Reason.BAD_PROPOSAL)
     for name in GOVERNABLE:
         low, high = base.governable_range(name) or (0, 0)
         for value in (low, high):

@@ -25,7 +25,8 @@ import pytest
 import trio
 
 from p2pchain.consensus import build_block, get_forkchoice_store, make_vote, on_block, on_tick
-from p2pchain.consensus.store import Store
+from p2pchain.consensus.governance import GovernanceDraft, is_governance
+from p2pchain.consensus.store import Store, get_governance
 from p2pchain.errors import (
     DecodeError,
     GossipReject,
@@ -42,11 +43,13 @@ from p2pchain.ledger.genesis import genesis_state
 from p2pchain.ledger.header import BlockHeader, SignedHeader, header_signing_message
 from p2pchain.ledger.offer import MAX_OFFER_BYTES, Offer, check_offer, sign_offer
 from p2pchain.ledger.tx import (
+    GovVotePayload,
     IssuePayload,
     Lock,
     LockKind,
     MintPayload,
     OutPoint,
+    ProposePayload,
     RetirePayload,
     RewardPayload,
     SlashPayload,
@@ -54,9 +57,11 @@ from p2pchain.ledger.tx import (
     TxInput,
     TxKind,
     TxOutput,
+    VoteChoice,
     compute_asset_id,
+    gov_vote_signing_message,
 )
-from p2pchain.ledger.types import AssetId, BlockId, Height, TxId
+from p2pchain.ledger.types import AssetId, BlockId, Epoch, Height, TxId
 from p2pchain.ledger.validation import BlockContext, validate_transaction
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
@@ -168,8 +173,13 @@ class Ledger:
         return (signer or self.wallets[0]).sign(tx)
 
     def reason(self, tx: Transaction) -> Reason | None:
-        """The ledger's verdict on `tx` against the genesis state, computed here."""
+        """The verdict of the governance and ledger rules (in the node's order) on `tx`
+        against the genesis state, computed here."""
         try:
+            if is_governance(tx):
+                store = local_store(self.node)
+                slot = self.context().slot
+                GovernanceDraft(get_governance(store, store.genesis_id, slot)).check(tx)
             validate_transaction(tx, self.view.copy(), self.params, self.context())
         except InvalidTransaction as exc:
             return exc.reason
@@ -403,6 +413,44 @@ def _take(ledger: Ledger, *, until: int = 10**6, kind: TxKind = TxKind.TRANSFER)
     return taker.sign(replace(tx, kind=kind))
 
 
+def _propose(
+    ledger: Ledger,
+    changes: Sequence[tuple[str, int]] = (("block_reward", COIN),),
+    *,
+    activation: int | None = None,
+    short: int = 0,
+) -> Transaction:
+    """Wallet 0 proposes `changes`, paying the deposit less `short` base units; the default
+    activation is valid in this epoch and the next (a row may cross an epoch boundary)."""
+    params = ledger.params
+    if activation is None:
+        activation = ledger.context().epoch(params) + params.gov_voting_epochs + 2
+    coin = ledger.coin(0)
+    fee = -short if short else FEE + next(_salts)
+    change = ledger.pay(0, coin[1].amount - params.gov_deposit - fee)
+    payload = ProposePayload(
+        changes=tuple((name.encode(), value) for name, value in changes),
+        activation=Epoch(activation),
+        refund=ledger.wallets[0].address,
+    )
+    return ledger.spend([coin], [change], kind=TxKind.PROPOSE, payload=payload)
+
+
+def _gov_vote(ledger: Ledger) -> Transaction:
+    """The validator's yes on a proposal nobody made, wallet 0 paying."""
+    proposal = TxId(os.urandom(32))
+    key = ledger.node.validator_key
+    message = gov_vote_signing_message(ledger.params.chain_id, proposal, VoteChoice.YES)
+    payload = GovVotePayload(
+        proposal=proposal,
+        choice=VoteChoice.YES,
+        validator=key.public_key,
+        signature=key.sign(message),
+    )
+    change = ledger.pay(0, ledger.coin(0)[1].amount - FEE)
+    return ledger.spend([ledger.coin(0)], [change], kind=TxKind.GOV_VOTE, payload=payload)
+
+
 def _retire_native(ledger: Ledger) -> Transaction:
     payload = RetirePayload(
         asset=ledger.native, amount=COIN, beneficiary=b"anyone", purpose=b"nothing"
@@ -413,6 +461,13 @@ def _retire_native(ledger: Ledger) -> Transaction:
 REJECTED_TXS: dict[str, tuple[Reason, TxCase]] = {
     "offer-taken-in-a-bond": (Reason.BAD_OFFER, lambda x: _take(x, kind=TxKind.BOND)),
     "retirement-of-the-native-coin": (Reason.BAD_RETIREMENT, _retire_native),
+    "proposal-short-of-its-deposit": (Reason.BAD_PROPOSAL, lambda x: _propose(x, short=1)),
+    "proposal-without-changes": (Reason.BAD_PROPOSAL, lambda x: _propose(x, ())),
+    "proposal-of-a-fixed-parameter": (
+        Reason.BAD_PROPOSAL,
+        lambda x: _propose(x, (("slot_ms", 1),)),
+    ),
+    "proposal-out-of-range": (Reason.BAD_PROPOSAL, lambda x: _propose(x, (("block_reward", 0),))),
     "too-many-inputs": (Reason.TOO_MANY_INPUTS, _too_many_inputs),
     "too-many-outputs": (Reason.TOO_MANY_OUTPUTS, _too_many_outputs),
     "tx-too-large": (Reason.TX_TOO_LARGE, _tx_too_large),
@@ -631,6 +686,17 @@ IGNORED_TXS: dict[str, tuple[Reason, Reason, TxCase]] = {
     "cap-exceeded": (Reason.CAP_EXCEEDED, Reason.CAP_EXCEEDED, _cap_exceeded),
     "mint-of-an-unknown-asset": (Reason.UNKNOWN_ASSET, Reason.UNKNOWN_ASSET, _mint_unknown_asset),
     "unbond-of-a-plain-coin": (Reason.BAD_UNBOND, Reason.BAD_UNBOND, _unbond_of_a_plain_coin),
+    # governance moves with the epoch and the branch: a peer may judge it differently
+    "proposal-activating-in-its-window": (
+        Reason.BAD_ACTIVATION,
+        Reason.BAD_ACTIVATION,
+        lambda x: _propose(x, activation=x.context().epoch(x.params) + 1),
+    ),
+    "gov-vote-on-an-unknown-proposal": (
+        Reason.UNKNOWN_PROPOSAL,
+        Reason.UNKNOWN_PROPOSAL,
+        _gov_vote,
+    ),
     # Gossip: an outpoint of a transaction on the chain that is not unspent; a local
     # submission checks for unknown inputs first.
     "spends-what-the-chain-spent": (
