@@ -117,6 +117,7 @@ SCENARIOS = {
     "split-cascade-equal-epochs",
     "self-pruning-block",
     "votes-of-a-losing-branch",
+    "block-governance",
 }
 
 

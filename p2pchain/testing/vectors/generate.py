@@ -48,6 +48,7 @@ from p2pchain.ledger.tx import (
     TxInput,
     TxKind,
     TxOutput,
+    VoteChoice,
 )
 from p2pchain.ledger.types import (
     Address,
@@ -996,6 +997,98 @@ def _block_retirement(name: str) -> Vector:
     s.send(s.forge(b.block_id, 4, transactions=[native]), Reason.BAD_RETIREMENT)
     s.send(s.forge(b.block_id, 5, transactions=[retire]))
     s.check(head=False)
+    return s.vector()
+
+
+GOVERNANCE_PARAMS = replace(PARAMS, gov_voting_epochs=1, gov_deposit=10 * COIN)
+"""One-epoch voting windows, so that a proposal passes and activates within three epochs."""
+
+
+@vector("block-governance")
+def _block_governance(name: str) -> Vector:
+    s = Scene(
+        name,
+        "Validator 0 proposes block_reward = 2 coins from epoch 2 (height 1, epoch 0: window "
+        "epoch 1, deposit 10 coins); validators 0 and 1 vote yes in epoch 1 (half the stake: "
+        "quorum, and yes above half of yes plus no), so the first block of epoch 2 returns "
+        "the deposit after its own reward and pays at most the new block reward. Refused on "
+        "the way: a proposal of slot_ms (bad-proposal), a vote in the proposal's own epoch "
+        "(voting-closed), validator 0 "
+        "voting again (double-gov-vote), a key without stake voting (not-a-voter), in epoch 1 "
+        "a proposal activating in epoch 2 (bad-activation), and in "
+        "epoch 2 a reward at the old amount, and one without the refund (bad-reward).",
+        params=GOVERNANCE_PARAMS,
+    )
+    params = GOVERNANCE_PARAMS
+    proposer_wallet, voter = s.wallet(0), s.wallet(1)
+
+    def at(slot: int) -> BlockContext:
+        return BlockContext(height=Height(1), slot=Slot(slot))
+
+    def propose(changes: Sequence[tuple[str, int]], activation: int) -> Transaction:
+        return proposer_wallet.build_propose(
+            [s.genesis_coin(0)],
+            changes=changes,
+            activation=Epoch(activation),
+            fee=Amount(0),
+            context=at(1),
+        )
+
+    proposal = propose([("block_reward", 2 * COIN)], 2)
+    s.tick(3)
+    s.send(s.forge(s.g, 1, transactions=[propose([("slot_ms", 1)], 2)]), Reason.BAD_PROPOSAL)
+    a = s.add(s.g, 2, transactions=[proposal])
+
+    def vote(
+        wallet: Wallet, coin: tuple[OutPoint, TxOutput], validator: SecretKey | None = None
+    ) -> Transaction:
+        return wallet.build_gov_vote(
+            [coin],
+            proposal=proposal.txid,
+            choice=VoteChoice.YES,
+            fee=Amount(0),
+            context=at(4),
+            validator=validator,
+        )
+
+    change = (OutPoint(txid=proposal.txid, index=0), proposal.outputs[0])
+    first = vote(proposer_wallet, change)
+    second = vote(voter, s.genesis_coin(1))
+    s.tick(2 * EPOCH - 1)
+    s.send(s.forge(a.block_id, EPOCH - 1, transactions=[second]), Reason.VOTING_CLOSED)
+    b = s.add(a.block_id, EPOCH, transactions=[first, second])
+    again = vote(s.wallet(2), s.genesis_coin(2), s.keys[0])
+    s.send(s.forge(b.block_id, EPOCH + 1, transactions=[again]), Reason.DOUBLE_GOV_VOTE)
+    outsider = vote(s.wallet(3), s.genesis_coin(3), s.strangers[0])
+    s.send(s.forge(b.block_id, EPOCH + 2, transactions=[outsider]), Reason.NOT_A_VOTER)
+    late = s.wallet(3).build_propose(  # epoch 1: activation must be 3 or later
+        [s.genesis_coin(3)],
+        changes=[("block_reward", 1)],
+        activation=Epoch(2),
+        fee=Amount(0),
+        context=at(EPOCH),
+    )
+    s.send(s.forge(b.block_id, EPOCH + 3, transactions=[late]), Reason.BAD_ACTIVATION)
+
+    slot = 2 * EPOCH
+    s.tick(slot + 2)
+    height = Height(b.header.height + 1)
+    refund = (proposer_wallet.address, Amount(params.gov_deposit))
+
+    def reward(amount: int, refunds: Sequence[tuple[Address, Amount]]) -> Transaction:
+        return reward_transaction(
+            height=height,
+            amount=Amount(amount),
+            address=address_of(s.proposer(b.block_id, slot).public_key),
+            params=params,
+            refunds=refunds,
+        )
+
+    old = params.block_reward
+    s.send(s.forge(b.block_id, slot, body=(reward(old, [refund]),)), Reason.BAD_REWARD)
+    s.send(s.forge(b.block_id, slot + 1, body=(reward(2 * COIN, []),)), Reason.BAD_REWARD)
+    s.send(s.forge(b.block_id, slot + 2, body=(reward(2 * COIN, [refund]),)))
+    s.check()
     return s.vector()
 
 
