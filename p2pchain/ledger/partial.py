@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
-from p2pchain.errors import InvalidPartial, Reason
+from p2pchain.errors import DecodeError, InvalidPartial, Reason
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import RLPItem, read_list
@@ -51,11 +51,12 @@ class PartialTransaction:
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
-        tx, spent = read_list(item, "partial", length=2)
-        return cls(
-            tx=Transaction.from_rlp(tx),
-            spent=tuple(TxOutput.from_rlp(x) for x in read_list(spent, "partial.spent")),
-        )
+        tx_item, spent_item = read_list(item, "partial", length=2)
+        tx = Transaction.from_rlp(tx_item)
+        spent = tuple(TxOutput.from_rlp(x) for x in read_list(spent_item, "partial.spent"))
+        if len(spent) != len(tx.inputs):  # a shape error of the bytes, like a wrong length
+            raise DecodeError(f"{len(tx.inputs)} inputs but {len(spent)} spent outputs")
+        return cls(tx=tx, spent=spent)
 
     @classmethod
     def unsigned(cls, tx: Transaction, spent: Sequence[TxOutput]) -> Self:

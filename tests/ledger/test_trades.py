@@ -14,8 +14,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from p2pchain import testing as pt
-from p2pchain.errors import InvalidOffer, InvalidPartial, InvalidTransaction, Reason
-from p2pchain.ledger.encoding import decode, encode
+from p2pchain.errors import (
+    DecodeError,
+    InvalidOffer,
+    InvalidPartial,
+    InvalidTransaction,
+    Reason,
+)
+from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.offer import MAX_OFFER_BYTES, Offer, check_offer, offer_price, sign_offer
 from p2pchain.ledger.partial import PartialTransaction, combine
 from p2pchain.ledger.tx import (
@@ -359,6 +365,15 @@ def test_copies_of_different_transactions_do_not_combine() -> None:
     assert info.value.reason is Reason.PARTIAL_MISMATCH
     with pytest.raises(InvalidPartial):
         PartialTransaction(tx=partial.tx, spent=partial.spent[:2])
+
+
+def test_bytes_claiming_another_number_of_spent_outputs_do_not_decode() -> None:
+    """A decoder raises only `DecodeError`: the count is part of the format's shape."""
+    _, partial = three_owners()
+    for spent in (partial.spent[:2], (*partial.spent, partial.spent[0])):
+        raw = encode_item([partial.tx.to_rlp(), [output.to_rlp() for output in spent]])
+        with pytest.raises(DecodeError):
+            decode(PartialTransaction, raw)
 
 
 def test_a_two_party_swap_settles_atomically() -> None:
