@@ -27,7 +27,7 @@ from p2pchain.ledger.tx import (
     VoteChoice,
 )
 from p2pchain.ledger.types import Address, Amount, Epoch, PublicKey, TxId
-from p2pchain.params import GOVERNABLE, ChainParams
+from p2pchain.params import ChainParams
 
 FINISHED_KEPT: Final = 256
 """Finished proposals (enacted, rejected, without quorum) a state remembers, newest kept."""
@@ -217,7 +217,7 @@ def check_proposal(payload: ProposePayload, epoch: Epoch, base: ChainParams) -> 
     names: set[str] = set()
     for raw_name, value in payload.changes:
         name = raw_name.decode("ascii", errors="replace")
-        bounds = base.governable_range(name) if name in GOVERNABLE else None
+        bounds = base.governable_range(name)
         if bounds is None:
             raise InvalidTransaction(Reason.BAD_PROPOSAL, f"{name!r} is not governable")
         if name in names:

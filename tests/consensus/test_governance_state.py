@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 
 import pytest
@@ -200,3 +201,64 @@ def test_a_vote_needs_snapshot_stake_and_an_open_window() -> None:
         with pytest.raises(InvalidTransaction) as raised:
             _take(at, vote)
         assert raised.value.reason is reason
+
+
+def test_quorum_needs_stake_and_is_counted_without_rounding() -> None:
+    params = PARAMS
+    assert Tally(yes=1, total=1).reaches_quorum(params)  # any stake at all can reach it
+    assert not Tally(yes=39_999_999, total=100_000_000).reaches_quorum(params)  # 1 unit short
+    assert Tally(yes=40_000_000, total=100_000_000).reaches_quorum(params)
+
+
+def test_the_governable_names_are_exactly_those_with_a_range() -> None:
+    for name in [field.name for field in dataclasses.fields(ChainParams)]:
+        assert (PARAMS.governable_range(name) is not None) == (name in GOVERNABLE), name
+
+
+def test_a_name_that_is_not_ascii_is_a_bad_proposal_not_a_crash() -> None:
+    payload = ProposePayload(
+        changes=((b"\xffblock_reward", 1),), activation=Epoch(3), refund=REFUND
+    )
+    with pytest.raises(InvalidTransaction) as raised:
+        check_proposal(payload, Epoch(0), PARAMS)
+    assert raised.value.reason is Reason.BAD_PROPOSAL
+
+
+def test_the_latest_activation_allowed_is_inclusive() -> None:
+    latest = PARAMS.gov_voting_epochs + PARAMS.gov_max_activation_delay
+    tx = _propose([("block_reward", 1)], latest)
+    assert isinstance(tx.payload, ProposePayload)
+    check_proposal(tx.payload, Epoch(0), PARAMS)
+
+
+def test_proposals_are_numbered_in_submission_order_across_blocks() -> None:
+    state = _take(
+        GovernanceState.at_genesis(PARAMS),
+        _propose([("block_reward", 1)], 3),
+        _propose([("block_reward", 2)], 3),
+    )
+    state = _take(state, _propose([("block_reward", 3)], 3))  # a later block, same epoch
+    records = state.proposals()
+    assert [p.order for p in records] == [0, 1, 2]
+    assert [p.changes for p in records] == [(("block_reward", v),) for v in (1, 2, 3)]
+    assert {(p.submitted, p.start, p.end) for p in records} == {(0, 1, 2)}
+    assert state.next_order == 3
+
+
+def test_changes_due_together_apply_in_activation_order_then_submission_order() -> None:
+    """An older proposal activating later wins over a newer one activating earlier, when no
+    block came in between to enact them one by one; proposals() lists them as submitted."""
+    state = _take(
+        GovernanceState.at_genesis(PARAMS),
+        _propose([("min_fee_rate", 1)], 5),
+        _propose([("min_fee_rate", 2)], 4),
+        _propose([("min_fee_rate", 3)], 3),
+    )
+    ids = [p.proposal_id for p in state.proposals()]
+    state = advance(state, Epoch(1), _stakes([10]))
+    state = _take(state, *[_vote(i, KEYS[0], VoteChoice.YES) for i in ids])
+    enacted = advance(state, Epoch(6), _stakes([10]))  # epochs 2..5 had no block
+    assert enacted.params.min_fee_rate == 1
+    assert [p.proposal_id for p in enacted.finished] == ids[::-1]  # enacted 3, then 4, then 5
+    assert [p.proposal_id for p in enacted.proposals()] == ids
+    assert {p.status for p in enacted.proposals()} == {ProposalStatus.ENACTED}
