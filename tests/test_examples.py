@@ -97,6 +97,36 @@ def test_carbon_credits_offers_trades_retires_and_caps():
 
 
 @pytest.mark.timeout(TIMEOUT_S + 10)
+def test_governance_passes_a_lower_block_reward_and_enacts_it_on_every_node():
+    code, out = run_example("governance.py")
+    assert code == 0, out
+    steps = out.split("\n\n")
+    assert "block_reward in force for the next block (epoch 0): 5.00000000 coin" in out
+    proposed = re.search(r"registry proposes block_reward = 2\.00000000 coin from epoch (\d+)", out)
+    assert proposed, out
+    activation = proposed.group(1)
+    assert "registry paid the 10.00000000 coin deposit and a 0.00010000 coin fee" in out
+    assert "tally so far: yes 200.00000000 coin, no 100.00000000 coin, abstain 0.00000000" in out
+    # tallied: quorum, so the deposit is back; the old reward stays until the activation epoch
+    closed = next(s for s in steps if "the window closed" in s)
+    assert "passed (turnout 100.00 %, yes 66.67 % of yes + no)" in closed, closed
+    assert re.search(
+        r"block \d+ paid its proposer 5\.00000000 coin and returned the 10\.00000000 coin"
+        r" deposit to registry",
+        closed,
+    ), closed
+    assert re.search(r"block_reward in force for the next block \(epoch \d+\): 5\.0+ coin", closed)
+    enacted = next(s for s in steps if "enacted" in s)
+    assert enacted.startswith(f"epoch {activation}: proposal "), enacted
+    in_force = re.findall(r"block_reward in force on node (\d): (\S+) coin", enacted)
+    assert in_force == [("0", "2.00000000"), ("1", "2.00000000"), ("2", "2.00000000")], out
+    assert re.search(
+        rf"block \d+ \(epoch {activation}\) paid its proposer 2\.00000000 coin", enacted
+    )
+    assert out.rstrip().endswith("block_reward: 5.00000000 coin before, 2.00000000 coin after")
+
+
+@pytest.mark.timeout(TIMEOUT_S + 10)
 def test_fuzz_consensus_holds_and_replays_by_seed():
     args = ("--examples", "6", "--seed", "11")
     code, out = run_example("fuzz_consensus.py", *args)

@@ -15,9 +15,11 @@ from p2pchain.cli.config import LOG_LEVELS, load_node
 from p2pchain.cli.logs import configure_logging
 from p2pchain.cli.network import init_network
 from p2pchain.cli.rpc_client import JSON
+from p2pchain.consensus import ProposalStatus
 from p2pchain.errors import ConfigError, P2PChainError
 from p2pchain.ledger.encoding import decode
 from p2pchain.ledger.partial import PartialTransaction
+from p2pchain.ledger.tx import VoteChoice
 from p2pchain.ledger.types import AssetId
 from p2pchain.params import MAX_BENEFICIARY_BYTES, MAX_PURPOSE_BYTES, NATIVE_ASSET, ChainParams
 
@@ -981,6 +983,124 @@ def wallet_partial_submit(raw: PartialTransaction, wait: bool, rpc_url: str) -> 
     from p2pchain.cli.wallet import submit_partial
 
     click.echo(trio.run(partial(submit_partial, rpc_url, raw, wait=wait)))
+
+
+@wallet.command("propose")
+@KEY_OPTION
+@click.option(
+    "--set",
+    "settings",
+    metavar="NAME=VALUE",
+    multiple=True,
+    required=True,
+    help="A governable parameter's new value (repeatable): block_reward, min_fee_rate,"
+    " reward_maturity, unbonding_epochs, max_block_txs.",
+)
+@click.option(
+    "--activation",
+    type=NOT_NEGATIVE,
+    default=None,
+    help="Epoch the changes take effect from (default: two epochs after the voting window"
+    " ends, so an epoch that ends before the proposal lands does not void it).",
+)
+@click.option("--refund", default=None, help="Address the deposit returns to (default: --key's).")
+@click.option(
+    "--fee",
+    type=NOT_NEGATIVE,
+    default=None,
+    help="Base units (default: 10000, or the chain's min_fee_rate floor if higher).",
+)
+@WAIT_OPTION
+@RPC_OPTION
+def wallet_propose(
+    key_file: Path,
+    settings: tuple[str, ...],
+    activation: int | None,
+    refund: str | None,
+    fee: int | None,
+    wait: bool,
+    rpc_url: str,
+) -> None:
+    """Propose new values for governable chain parameters, paying the chain's deposit
+    (returned if the vote reaches quorum); print the proposal id (its transaction id).
+
+    Validators vote in the epochs after the proposal's block (`wallet vote`); a passed
+    proposal takes effect from its activation epoch."""
+    import trio
+
+    from p2pchain.cli.wallet import parse_changes, propose
+
+    parse_changes(settings)  # refuse a bad name or value before connecting
+    run = partial(propose, rpc_url, key_file, settings, activation=activation, refund=refund)
+    txid, about = trio.run(partial(run, fee=fee, wait=wait))
+    click.echo(txid)
+    click.echo(about, err=True)
+
+
+@wallet.command("vote")
+@click.argument("proposal_id", type=_Id())
+@click.argument("choice", type=click.Choice([choice.name.lower() for choice in VoteChoice]))
+@KEY_OPTION
+@click.option(
+    "--validator-key",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The voting validator's key file, e.g. nodeN/validator.key (default: --key).",
+)
+@click.option(
+    "--fee",
+    type=NOT_NEGATIVE,
+    default=None,
+    help="Base units, paid by --key (default: 10000, or the chain's floor if higher).",
+)
+@WAIT_OPTION
+@RPC_OPTION
+def wallet_vote(
+    proposal_id: bytes,
+    choice: str,
+    key_file: Path,
+    validator_key: Path | None,
+    fee: int | None,
+    wait: bool,
+    rpc_url: str,
+) -> None:
+    """Vote CHOICE on PROPOSAL_ID as a validator (signed with --validator-key, the fee paid
+    by --key); print the transaction id."""
+    import trio
+
+    from p2pchain.cli.wallet import vote
+
+    run = partial(vote, rpc_url, key_file, proposal_id, choice, validator_key=validator_key)
+    click.echo(trio.run(partial(run, fee=fee, wait=wait)))
+
+
+@wallet.command("proposals")
+@click.option(
+    "--status",
+    type=click.Choice([status.value for status in ProposalStatus]),
+    default=None,
+    help="Only proposals with this status.",
+)
+@JSON_OPTION
+@RPC_OPTION
+def wallet_proposals(status: str | None, as_json: bool, rpc_url: str) -> None:
+    """List the governance proposals the node knows, oldest first: id, status, voting
+    window, activation epoch, votes as shares of the voting stake, and the changes."""
+    import json
+
+    import trio
+
+    from p2pchain.cli.wallet import list_proposals, proposals_table
+
+    found = trio.run(list_proposals, rpc_url, status)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    if not found:
+        click.echo("no proposals")
+        return
+    for line in proposals_table(found):
+        click.echo(line.rstrip())
 
 
 @cli.command("rpc")

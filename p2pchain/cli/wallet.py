@@ -1,13 +1,15 @@
 """``p2pchain wallet``: keys, addresses, balances and signed transactions, via a node's RPC.
 
-The wallet signs locally; the node only sees signed transactions (`tx_submit`). Chain id and
-address prefix come from the node (`p2p_nodeInfo`), so one key file works on any chain.
+The wallet signs locally; the node only sees signed transactions (`tx_submit`). The chain's
+parameters in force (chain id, address prefix, reward maturity, governance deposit, fee floor)
+come from the node (`chain_params`), so one key file works on any chain.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import trio
@@ -20,12 +22,12 @@ from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import decode, encode
 from p2pchain.ledger.offer import Offer
 from p2pchain.ledger.partial import PartialTransaction
-from p2pchain.ledger.tx import NO_LOCK, OutPoint, Transaction, TxOutput
-from p2pchain.ledger.types import Address, Amount, AssetId, Height, Slot
+from p2pchain.ledger.tx import NO_LOCK, OutPoint, Transaction, TxOutput, VoteChoice
+from p2pchain.ledger.types import Address, Amount, AssetId, Epoch, Height, Slot, TxId
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.node.node import MAX_LISTED
-from p2pchain.params import COIN, ChainParams
+from p2pchain.params import COIN, GOVERNABLE, MAX_PROPOSAL_CHANGES, ChainParams
 from p2pchain.rpc import RpcError
 from p2pchain.rpc.jsonrpc import INTERNAL_ERROR, to_hex
 
@@ -49,13 +51,41 @@ class Session:
     wallet: Wallet
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+def params_from_json(result: JSON) -> ChainParams:
+    """The `chain_params` answer as `ChainParams` (fields it lacks keep their defaults; keys
+    this version does not know are ignored).
+
+    Raises:
+        RpcError: the answer does not have that shape.
+    """
+    if not isinstance(result, dict):
+        raise RpcError(INTERNAL_ERROR, f"unexpected chain_params answer {result!r}")
+    defaults = ChainParams()
+    values: dict[str, object] = {}
+    for spec in fields(ChainParams):
+        value = result.get(_camel(spec.name))
+        if value is None:
+            continue
+        default = getattr(defaults, spec.name)
+        if isinstance(default, bytes) and isinstance(value, str) and value.startswith("0x"):
+            values[spec.name] = bytes.fromhex(value[2:])
+        elif type(value) is type(default):
+            values[spec.name] = value
+        else:
+            raise RpcError(INTERNAL_ERROR, f"unexpected chain_params {spec.name} {value!r}")
+    try:
+        return ChainParams(**values)  # type: ignore[arg-type]  # each value has its field's type
+    except (ConfigError, ValueError) as exc:
+        raise RpcError(INTERNAL_ERROR, f"unexpected chain_params answer: {exc}") from exc
+
+
 async def _session(rpc: RpcClient, key_file: Path) -> Session:
-    info = await rpc.call("p2p_nodeInfo")
-    if not isinstance(info, dict):
-        raise ConfigError("node did not answer p2p_nodeInfo")
-    params = ChainParams(
-        chain_id=int(str(info["chainId"])), address_prefix=str(info["addressPrefix"])
-    )
+    params = params_from_json(await rpc.call("chain_params"))
     return Session(rpc=rpc, wallet=Wallet(read_key(key_file), params))
 
 
@@ -451,3 +481,209 @@ async def submit_partial(rpc_url: str, partial: PartialTransaction, *, wait: boo
     async with connect_rpc(rpc_url) as rpc:
         txid = await rpc.call("partial_submit", to_hex(encode(partial)))
         return await _final(rpc, txid, wait=wait)
+
+
+# -- governance --------------------------------------------------------------------------------
+DEFAULT_FEE = 10_000
+"""The fee governance transactions pay unless the chain's fee floor asks more (or --fee)."""
+_FEE_ROUNDS = 8
+"""Rebuilds to meet the fee floor (a higher fee can change the size by a byte or two)."""
+
+
+def parse_changes(texts: Sequence[str], params: ChainParams | None = None) -> list[tuple[str, int]]:
+    """``NAME=VALUE`` settings as a proposal's changes: distinct governable parameters
+    (`params.GOVERNABLE`), each with a whole value in its range on `params` (the default
+    parameters before a node is asked).
+
+    Raises:
+        ConfigError: one line naming what is wrong.
+    """
+    chain = ChainParams() if params is None else params
+    if not texts:
+        raise ConfigError("a proposal needs at least one --set NAME=VALUE")
+    if len(texts) > MAX_PROPOSAL_CHANGES:
+        raise ConfigError(f"a proposal changes at most {MAX_PROPOSAL_CHANGES} parameters")
+    changes: dict[str, int] = {}
+    for text in texts:
+        name, sep, raw = text.partition("=")
+        name = name.strip()
+        bounds = chain.governable_range(name) if name in GOVERNABLE else None
+        if not sep:
+            raise ConfigError(f"--set {text!r} is not NAME=VALUE")
+        if bounds is None:
+            raise ConfigError(f"{name!r} is not governable (only {', '.join(GOVERNABLE)})")
+        if name in changes:
+            raise ConfigError(f"--set {name} given twice")
+        try:
+            value = int(raw.strip().replace("_", ""), 10)
+        except ValueError:
+            raise ConfigError(f"--set {name}: {raw!r} is not a whole number") from None
+        low, high = bounds
+        if not low <= value <= high:
+            raise ConfigError(f"--set {name}: {value} is outside {low}..{high}")
+        changes[name] = value
+    return list(changes.items())
+
+
+def _with_fee(
+    wallet: Wallet, build: Callable[[Amount], Transaction], fee: int | None
+) -> Transaction:
+    """`build(fee)` paying at least the chain's floor (`min_fee_rate` per byte): `fee` as
+    given, or `DEFAULT_FEE` raised to the floor.
+
+    Raises:
+        ConfigError: a given `fee` is below the floor.
+    """
+    rate = wallet.params.min_fee_rate
+    if fee is not None:
+        tx = build(Amount(fee))
+        if fee < rate * tx.size:
+            raise ConfigError(
+                f"--fee {fee} is below the chain's floor of {rate * tx.size}"
+                f" ({rate} per byte, {tx.size} bytes)"
+            )
+        return tx
+    paid = DEFAULT_FEE
+    for _ in range(_FEE_ROUNDS):
+        tx = build(Amount(paid))
+        if paid >= rate * tx.size:
+            return tx
+        paid = rate * tx.size
+    raise ConfigError(f"no fee met the floor of {rate} per byte; pass --fee")
+
+
+async def next_epoch(rpc: RpcClient, params: ChainParams) -> Epoch:
+    """The epoch of the next block on the node's head (at the earliest)."""
+    head = _object(await rpc.call("chain_head"), "chain_head")
+    return Epoch((_int(head["slot"]) + 1) // params.slots_per_epoch)
+
+
+async def propose(
+    rpc_url: str,
+    key_file: Path,
+    settings: Sequence[str],
+    *,
+    activation: int | None,
+    refund: str | None,
+    fee: int | None,
+    wait: bool,
+) -> tuple[str, str]:
+    """Propose the ``NAME=VALUE`` `settings` (`parse_changes`) from epoch `activation` on
+    (default: the first one allowed, right after the voting window), paying the chain's
+    deposit and the fee; return (txid/status, a line describing the proposal).
+
+    Raises:
+        ConfigError: a value is out of range on this chain, or the fee is below its floor.
+    """
+    async with connect_rpc(rpc_url) as rpc:
+        session = await _session(rpc, key_file)
+        wallet, params = session.wallet, session.wallet.params
+        checked = parse_changes(settings, params)
+        refund_to = None if refund is None else decode_address(refund, params.address_prefix)
+        if activation is None:
+            # one epoch of margin: the proposal stays valid if an epoch ends before it lands
+            activation = await next_epoch(rpc, params) + params.gov_voting_epochs + 2
+        coins = await _spendable(session)
+        tx = _with_fee(
+            wallet,
+            lambda paid: wallet.build_propose(
+                coins,
+                changes=checked,
+                activation=Epoch(activation),
+                fee=paid,
+                context=ANY_BLOCK,
+                refund=refund_to,
+            ),
+            fee,
+        )
+        settings = ", ".join(f"{name}={value}" for name, value in checked)
+        about = (
+            f"proposal {settings} from epoch {activation};"
+            f" deposit {coins_text(params.gov_deposit)} coins"
+        )
+        return await _submit(session, tx, wait=wait), about
+
+
+async def vote(
+    rpc_url: str,
+    key_file: Path,
+    proposal: bytes,
+    choice: str,
+    *,
+    validator_key: Path | None,
+    fee: int | None,
+    wait: bool,
+) -> str:
+    """Vote `choice` (``yes``, ``no`` or ``abstain``) on `proposal` as the validator whose key
+    is in `validator_key` (default: `key_file`'s own key), this wallet paying the fee;
+    return the txid (and the status if waited).
+
+    Raises:
+        ConfigError: the node does not know the proposal, or voting on it is over.
+    """
+    async with connect_rpc(rpc_url) as rpc:
+        session = await _session(rpc, key_file)
+        wallet = session.wallet
+        found = await rpc.call("gov_proposal", to_hex(proposal))
+        if found is None:
+            raise ConfigError(f"the node knows no proposal {to_hex(proposal)}")
+        status = _object(found, "gov_proposal")["status"]
+        if status != "voting":
+            raise ConfigError(f"proposal {to_hex(proposal)} is {status}: voting is over")
+        voter = None if validator_key is None else read_key(validator_key)
+        coins = await _spendable(session)
+        tx = _with_fee(
+            wallet,
+            lambda paid: wallet.build_gov_vote(
+                coins,
+                proposal=TxId(proposal),
+                choice=VoteChoice[choice.upper()],
+                fee=paid,
+                context=ANY_BLOCK,
+                validator=voter,
+            ),
+            fee,
+        )
+        return await _submit(session, tx, wait=wait)
+
+
+async def list_proposals(rpc_url: str, status: str | None) -> list[dict[str, JSON]]:
+    """The governance proposals the node knows (with `status` only, when given), oldest
+    first."""
+    async with connect_rpc(rpc_url) as rpc:
+        found = await rpc.call("gov_proposals", status, MAX_LISTED)
+    return _objects(found, "gov_proposals")
+
+
+def _share(part: JSON, total: int) -> str:
+    return "-" if not total else f"{100 * _int(part) / total:.1f}%"
+
+
+def proposals_table(proposals: Sequence[dict[str, JSON]]) -> list[str]:
+    """`gov_proposals` entries as aligned lines: id, status, voting window, activation epoch,
+    yes/no/abstain as shares of the snapshot stake, votes, and the changes."""
+    header = ("PROPOSAL", "STATUS", "WINDOW", "ACTIVATION", "YES", "NO", "ABSTAIN", "VOTES")
+    rows = [header]
+    changes = ["CHANGES"]
+    for entry in proposals:
+        tally = _object(entry["tally"], "gov_proposals")
+        total = _int(tally["total"])
+        rows.append(
+            (
+                str(entry["proposalId"]),
+                str(entry["status"]),
+                f"{entry['start']}..{entry['end']}",
+                str(entry["activation"]),
+                _share(tally["yes"], total),
+                _share(tally["no"], total),
+                _share(tally["abstain"], total),
+                str(entry["votes"]),
+            )
+        )
+        changed = _objects(entry["changes"], "gov_proposals")
+        changes.append(" ".join(f"{c['name']}={c['value']}" for c in changed))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + f"  {more}"
+        for row, more in zip(rows, changes, strict=True)
+    ]

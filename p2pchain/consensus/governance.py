@@ -164,6 +164,10 @@ def advance(state: GovernanceState, epoch: Epoch, stakes: ValidatorSet) -> Gover
         raise ValueError(f"epoch {epoch} is before the state's {state.epoch}")
     if epoch == state.epoch:
         return replace(state, refunds=()) if state.refunds else state
+    if not any(_moves(proposal, epoch) for proposal in state.active.values()):
+        # The common case: the new state shares its parent's maps, so a store holding one
+        # state per epoch does not hold one copy of the proposal lists per epoch.
+        return replace(state, epoch=epoch, refunds=())
     base = state.base
     active: dict[TxId, Proposal] = {}
     finished = list(state.finished)
@@ -205,6 +209,13 @@ def advance(state: GovernanceState, epoch: Epoch, stakes: ValidatorSet) -> Gover
         refunds=tuple(refunds),
         next_order=state.next_order,
     )
+
+
+def _moves(proposal: Proposal, epoch: Epoch) -> bool:
+    """Whether reaching `epoch` changes `proposal`: its window opens or ends, or it activates."""
+    if proposal.status is ProposalStatus.PASSED:
+        return proposal.activation <= epoch
+    return (proposal.snapshot is None and epoch >= proposal.start) or epoch > proposal.end
 
 
 def check_proposal(payload: ProposePayload, epoch: Epoch, base: ChainParams) -> None:

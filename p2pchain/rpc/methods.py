@@ -7,10 +7,12 @@ safely); heights, slots and epochs are JSON integers.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Final
 
 import trio
 
+from p2pchain.consensus import Proposal, ProposalStatus, Tally
 from p2pchain.errors import ConfigError, InvalidAddress
 from p2pchain.ledger.address import decode_address, encode_address
 from p2pchain.ledger.block import Block
@@ -18,18 +20,20 @@ from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.offer import MAX_OFFER_BYTES, Offer
 from p2pchain.ledger.partial import PartialTransaction, combine
 from p2pchain.ledger.tx import (
+    GovVotePayload,
     IssuePayload,
     Lock,
     MintPayload,
     OutPoint,
     Payload,
+    ProposePayload,
     RetirePayload,
     RewardPayload,
     SlashPayload,
     Transaction,
     TxOutput,
 )
-from p2pchain.ledger.types import Address, Height
+from p2pchain.ledger.types import Address, Height, TxId
 from p2pchain.ledger.utxo import AssetInfo
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.net.swarm import PeerInfo
@@ -37,10 +41,11 @@ from p2pchain.node import Event, HeadInfo, Node, PeerEvent, ReorgInfo, TxInfo
 from p2pchain.node.config import MAX_CLOCK_TIME_MS
 from p2pchain.node.node import MAX_LISTED
 from p2pchain.node.offers import BookEntry
+from p2pchain.params import ChainParams
 from p2pchain.rpc.jsonrpc import Json, Method, Params, invalid_params, parse_hex, to_hex
 
 DEFAULT_LISTED: Final = 100
-"""Offers or retirements one call lists unless its ``limit`` asks otherwise."""
+"""Offers, retirements or proposals one call lists unless its ``limit`` asks otherwise."""
 MAX_PARTS: Final = 16
 """Most partially signed copies one `partial_combine` takes."""
 MAX_UTXOS: Final = 1_000
@@ -86,6 +91,10 @@ class NodeMethods:
             "partial_inspect": Method(self.partial_inspect, ("raw",), 1),
             "partial_combine": Method(self.partial_combine, ("raws",), 1),
             "partial_submit": Method(self.partial_submit, ("raw",), 1),
+            "chain_params": Method(self.chain_params),
+            "gov_proposals": Method(self.gov_proposals, ("status", "limit"), 0),
+            "gov_proposal": Method(self.gov_proposal, ("proposalId",), 1),
+            "gov_tally": Method(self.gov_tally, ("proposalId",), 1),
             "net_peers": Method(self.net_peers),
             "mempool_status": Method(self.mempool_status),
         }
@@ -313,6 +322,34 @@ class NodeMethods:
     def _partial(self, raw: bytes) -> PartialTransaction:
         return decode(PartialTransaction, raw)
 
+    async def chain_params(self, params: Params) -> Json:
+        return chain_params_json(self.node.chain_params())
+
+    async def gov_proposals(self, params: Params) -> Json:
+        status: ProposalStatus | None = None
+        if params.has("status"):
+            text = params.text("status")
+            try:
+                status = ProposalStatus(text)
+            except ValueError:
+                choices = ", ".join(s.value for s in ProposalStatus)
+                raise invalid_params(f"status must be one of {choices}") from None
+        limit = params.integer("limit", default=DEFAULT_LISTED, maximum=MAX_LISTED)
+        state = self.node.governance()
+        found = [p for p in state.proposals() if status is None or p.status is status]
+        newest = found[max(0, len(found) - limit) :] if limit else []
+        return [self.proposal_json(p, state.base) for p in newest]
+
+    async def gov_proposal(self, params: Params) -> Json:
+        state = self.node.governance()
+        proposal = state.proposal(TxId(params.hex_bytes("proposalId", length=32)))
+        return None if proposal is None else self.proposal_json(proposal, state.base)
+
+    async def gov_tally(self, params: Params) -> Json:
+        state = self.node.governance()
+        proposal = state.proposal(TxId(params.hex_bytes("proposalId", length=32)))
+        return None if proposal is None else tally_json(proposal.current_tally(), state.base)
+
     async def net_peers(self, params: Params) -> Json:
         return [peer_json(peer) for peer in self.node.peers()]
 
@@ -369,7 +406,7 @@ class NodeMethods:
                 {"address": self.address_text(output.address), **self.output_json(output)}
                 for output in tx.outputs
             ],
-            "payload": payload_json(tx.payload),
+            "payload": payload_json(tx.payload, self.prefix),
             "size": tx.size,
             "raw": to_hex(tx.encoded),
         }
@@ -395,6 +432,22 @@ class NodeMethods:
             },
             "until": offer.until,
             "price": f"{entry.price.numerator}/{entry.price.denominator}",
+        }
+
+    def proposal_json(self, proposal: Proposal, base: ChainParams) -> dict[str, Json]:
+        """A proposal; its tally is judged by the chain's (genesis) governance rules."""
+        return {
+            "proposalId": to_hex(proposal.proposal_id),
+            "status": proposal.status.value,
+            "changes": [{"name": name, "value": value} for name, value in proposal.changes],
+            "refund": self.address_text(proposal.refund),
+            "deposit": str(proposal.deposit),
+            "submitted": proposal.submitted,
+            "start": proposal.start,
+            "end": proposal.end,
+            "activation": proposal.activation,
+            "tally": tally_json(proposal.current_tally(), base),
+            "votes": len(proposal.votes),
         }
 
     def asset_json(self, info: AssetInfo) -> dict[str, Json]:
@@ -483,7 +536,8 @@ def lock_json(lock: Lock) -> dict[str, Json]:
     return {"kind": lock.kind.name.lower(), "value": lock.value, "key": to_hex(lock.key)}
 
 
-def payload_json(payload: Payload) -> Json:
+def payload_json(payload: Payload, prefix: str) -> Json:
+    """A transaction's payload; `prefix` spells the addresses in it."""
     match payload:
         case None:
             return None
@@ -508,7 +562,54 @@ def payload_json(payload: Payload) -> Json:
                 "purpose": purpose.decode("utf-8", "replace"),
                 "purposeHex": to_hex(purpose),
             }
+        case ProposePayload(changes=changes, activation=activation, refund=refund):
+            return {
+                "changes": [
+                    {"name": name.decode("ascii", "replace"), "value": value}
+                    for name, value in changes
+                ],
+                "activation": activation,
+                "refund": encode_address(refund, prefix),
+            }
+        case GovVotePayload(
+            proposal=proposal, choice=choice, validator=validator, signature=signature
+        ):
+            return {
+                "proposal": to_hex(proposal),
+                "choice": choice.name.lower(),
+                "validator": to_hex(validator),
+                "signature": to_hex(signature),
+            }
     raise TypeError(f"unknown payload {payload!r}")
+
+
+def chain_params_json(params: ChainParams) -> dict[str, Json]:
+    """Every field of `params`, named in camelCase: integers as JSON numbers, bytes as hex."""
+    result: dict[str, Json] = {}
+    for spec in fields(params):
+        value = getattr(params, spec.name)
+        head, *rest = spec.name.split("_")
+        name = head + "".join(word.capitalize() for word in rest)
+        if isinstance(value, bytes):
+            result[name] = to_hex(value)
+        elif isinstance(value, int | str):
+            result[name] = value
+        else:  # a field of a new type needs a JSON form of its own
+            raise TypeError(f"no JSON form for {spec.name}={value!r}")
+    return result
+
+
+def tally_json(tally: Tally, base: ChainParams) -> dict[str, Json]:
+    """Stake per answer (decimal strings, like amounts) and whether it would pass now."""
+    return {
+        "yes": str(tally.yes),
+        "no": str(tally.no),
+        "abstain": str(tally.abstain),
+        "turnout": str(tally.turnout),
+        "total": str(tally.total),
+        "quorumReached": tally.reaches_quorum(base),
+        "passing": tally.passes(base),
+    }
 
 
 def outpoint_json(outpoint: OutPoint) -> dict[str, Json]:

@@ -262,3 +262,16 @@ def test_changes_due_together_apply_in_activation_order_then_submission_order() 
     assert [p.proposal_id for p in enacted.finished] == ids[::-1]  # enacted 3, then 4, then 5
     assert [p.proposal_id for p in enacted.proposals()] == ids
     assert {p.status for p in enacted.proposals()} == {ProposalStatus.ENACTED}
+
+
+def test_an_epoch_boundary_with_nothing_new_shares_its_parents_lists() -> None:
+    """The store keeps one state per epoch for good: quiet epochs must not copy the lists."""
+    state = _take(GovernanceState.at_genesis(PARAMS), _propose([("min_fee_rate", 5)], 60))
+    state = advance(state, Epoch(3), _stakes([10]))  # no votes: tallied, finished
+    assert len(state.finished) == 1
+    for epoch in range(4, 20):
+        quiet = advance(state, Epoch(epoch), _stakes([10]))
+        assert quiet.finished is state.finished
+        assert quiet.active is state.active
+        assert (quiet.epoch, quiet.params, quiet.refunds) == (epoch, state.params, ())
+        state = quiet
