@@ -600,11 +600,22 @@ def wallet_balance(address: str, base_units: bool, as_json: bool, rpc_url: str) 
 @click.option("--to", required=True, help="Recipient address.")
 @click.option("--amount", type=POSITIVE, required=True, help="Base units.")
 @click.option("--asset", default=None, help="Asset id (hex); default the native coin.")
-@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Base units.")
+@click.option(
+    "--fee",
+    type=NOT_NEGATIVE,
+    default=None,
+    help="Base units (default: 10000, or the chain's min_fee_rate floor if higher).",
+)
 @click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
 @RPC_OPTION
 def wallet_send(
-    key_file: Path, to: str, amount: int, asset: str | None, fee: int, wait: bool, rpc_url: str
+    key_file: Path,
+    to: str,
+    amount: int,
+    asset: str | None,
+    fee: int | None,
+    wait: bool,
+    rpc_url: str,
 ) -> None:
     """Sign and submit a payment; print its transaction id."""
     import trio
@@ -623,11 +634,16 @@ def wallet_send(
 @click.option(
     "--cap", type=NOT_NEGATIVE, default=0, show_default=True, help="Supply cap (0 = none)."
 )
-@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True)
+@click.option(
+    "--fee",
+    type=NOT_NEGATIVE,
+    default=None,
+    help="Base units (default: 10000, or the chain's min_fee_rate floor if higher).",
+)
 @click.option("--wait/--no-wait", default=False, help="Wait until finalized or rejected.")
 @RPC_OPTION
 def wallet_issue_asset(
-    key_file: Path, name: str, amount: int, cap: int, fee: int, wait: bool, rpc_url: str
+    key_file: Path, name: str, amount: int, cap: int, fee: int | None, wait: bool, rpc_url: str
 ) -> None:
     """Issue a new asset owned by this key; print its asset id and transaction id."""
     import trio
@@ -721,7 +737,10 @@ def _at_most_bytes(limit: int) -> Callable[[click.Context, click.Parameter, str]
 
 
 FEE_OPTION = click.option(
-    "--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Base units."
+    "--fee",
+    type=NOT_NEGATIVE,
+    default=None,
+    help="Base units (default: 10000, or the chain's min_fee_rate floor if higher).",
 )
 WAIT_OPTION = click.option(
     "--wait/--no-wait", default=False, help="Wait until finalized or rejected."
@@ -737,7 +756,12 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="The node's a
 @click.option(
     "--blocks", type=POSITIVE, default=1_000, show_default=True, help="Takeable for this long."
 )
-@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="Fee of a split.")
+@click.option(
+    "--fee",
+    type=NOT_NEGATIVE,
+    default=None,
+    help="Fee of a split (default: 10000, or the chain's min_fee_rate floor if higher).",
+)
 @RPC_OPTION
 def wallet_offer(
     key_file: Path,
@@ -745,7 +769,7 @@ def wallet_offer(
     wanted: tuple[AssetId, int],
     lots: int,
     blocks: int,
-    fee: int,
+    fee: int | None,
     rpc_url: str,
 ) -> None:
     """Post standing offers of --sell for --for in --lots equal lots; print their ids.
@@ -798,7 +822,7 @@ def wallet_offers(sell: AssetId, wanted: AssetId, as_json: bool, rpc_url: str) -
 @FEE_OPTION
 @WAIT_OPTION
 @RPC_OPTION
-def wallet_take(offer_id: bytes, key_file: Path, fee: int, wait: bool, rpc_url: str) -> None:
+def wallet_take(offer_id: bytes, key_file: Path, fee: int | None, wait: bool, rpc_url: str) -> None:
     """Take OFFER_ID from the node's book: pay what it wants and receive its coin in one
     transaction; print the transaction id."""
     import trio
@@ -833,7 +857,7 @@ def wallet_retire(
     amount: int,
     beneficiary: str,
     purpose: str,
-    fee: int,
+    fee: int | None,
     wait: bool,
     rpc_url: str,
 ) -> None:
@@ -885,14 +909,19 @@ def wallet_retirements(
 @click.option("--give", type=_AssetAmount(), required=True, help="What you pay them.")
 @click.option("--get", "get_", type=_AssetAmount(), required=True, help="What they pay you.")
 @click.option("--with", "counterparty", required=True, help="The counterparty's address.")
-@click.option("--fee", type=NOT_NEGATIVE, default=10_000, show_default=True, help="You pay it.")
+@click.option(
+    "--fee",
+    type=NOT_NEGATIVE,
+    default=None,
+    help="You pay it (default: 10000, or the chain's min_fee_rate floor if higher).",
+)
 @RPC_OPTION
 def wallet_swap(
     key_file: Path,
     give: tuple[AssetId, int],
     get_: tuple[AssetId, int],
     counterparty: str,
-    fee: int,
+    fee: int | None,
     rpc_url: str,
 ) -> None:
     """Build a two-party swap from both sides' coins on the node's chain, signed by you; print

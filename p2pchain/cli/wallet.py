@@ -7,6 +7,7 @@ come from the node (`chain_params`), so one key file works on any chain.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -22,7 +23,14 @@ from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import decode, encode
 from p2pchain.ledger.offer import Offer
 from p2pchain.ledger.partial import PartialTransaction
-from p2pchain.ledger.tx import NO_LOCK, OutPoint, Transaction, TxOutput, VoteChoice
+from p2pchain.ledger.tx import (
+    NO_LOCK,
+    OutPoint,
+    Transaction,
+    TxOutput,
+    VoteChoice,
+    compute_asset_id,
+)
 from p2pchain.ledger.types import Address, Amount, AssetId, Epoch, Height, Slot, TxId
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Coin, Wallet
@@ -154,7 +162,7 @@ async def send(
     amount: int,
     *,
     asset: str | None,
-    fee: int,
+    fee: int | None,
     wait: bool,
 ) -> str:
     """Pay `amount` base units of `asset` to `to`; returns the txid (and status if waited)."""
@@ -168,11 +176,10 @@ async def send(
         )
         conflicts = 0
         while True:
-            tx = session.wallet.build_transfer(
-                await _spendable(session),
-                [payment],
-                fee=Amount(fee),
-                context=BlockContext(height=Height(0), slot=Slot(0)),
+            tx = _with_fee(
+                session.wallet,
+                functools.partial(_transfer, session.wallet, await _spendable(session), payment),
+                fee,
             )
             try:
                 return await _submit(session, tx, wait=wait)
@@ -184,6 +191,10 @@ async def send(
                     raise
 
 
+def _transfer(wallet: Wallet, coins: list[Coin], payment: TxOutput, fee: Amount) -> Transaction:
+    return wallet.build_transfer(coins, [payment], fee=fee, context=ANY_BLOCK)
+
+
 async def issue_asset(
     rpc_url: str,
     key_file: Path,
@@ -191,20 +202,26 @@ async def issue_asset(
     amount: int,
     *,
     cap: int,
-    fee: int,
+    fee: int | None,
     wait: bool,
 ) -> tuple[str, str]:
     """Issue a new asset owned by this key; returns (asset id hex, txid/status)."""
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
-        tx, asset = session.wallet.build_issue(
-            await _spendable(session),
-            name=name.encode(),
-            amount=Amount(amount),
-            cap=cap,
-            fee=Amount(fee),
-            context=BlockContext(height=Height(0), slot=Slot(0)),
+        coins = await _spendable(session)
+        tx = _with_fee(
+            session.wallet,
+            lambda paid: session.wallet.build_issue(
+                coins,
+                name=name.encode(),
+                amount=Amount(amount),
+                cap=cap,
+                fee=paid,
+                context=ANY_BLOCK,
+            )[0],
+            fee,
         )
+        asset = compute_asset_id(tx.inputs[0].outpoint)
         return "0x" + asset.hex(), await _submit(session, tx, wait=wait)
 
 
@@ -282,11 +299,18 @@ async def _wait_included(rpc: RpcClient, txid: str) -> None:
     raise ConfigError(f"transaction {txid} was not included within {INCLUSION_TIMEOUT_S:.0f} s")
 
 
-async def _split(session: Session, asset: AssetId, lot: int, lots: int, fee: int) -> list[Coin]:
+async def _split(
+    session: Session, asset: AssetId, lot: int, lots: int, fee: int | None
+) -> list[Coin]:
     """Pay `lots` coins of `lot` units of `asset` to this wallet; return them once included."""
     wallet = session.wallet
     coins = [TxOutput(asset=asset, amount=Amount(lot), address=wallet.address)] * lots
-    tx = wallet.build_transfer(await _spendable(session), coins, fee=Amount(fee), context=ANY_BLOCK)
+    spendable = await _spendable(session)
+    tx = _with_fee(
+        wallet,
+        lambda paid: wallet.build_transfer(spendable, coins, fee=paid, context=ANY_BLOCK),
+        fee,
+    )
     await _wait_included(session.rpc, await _submit(session, tx, wait=False))
     return [(OutPoint(txid=tx.txid, index=index), coin) for index, coin in enumerate(coins)]
 
@@ -299,7 +323,7 @@ async def offer(
     *,
     lots: int,
     blocks: int,
-    fee: int,
+    fee: int | None,
 ) -> list[str]:
     """Offer `sell` (asset, amount) for `wanted` in `lots` equal lots, each takeable until
     `blocks` blocks past the head; return the offer ids.
@@ -342,7 +366,9 @@ async def list_offers(rpc_url: str, sell: AssetId, wanted: AssetId) -> list[dict
     return _objects(book, "offer_list")
 
 
-async def take(rpc_url: str, key_file: Path, offer_id: bytes, *, fee: int, wait: bool) -> str:
+async def take(
+    rpc_url: str, key_file: Path, offer_id: bytes, *, fee: int | None, wait: bool
+) -> str:
     """Take the offer `offer_id` of the node's book: pay what it wants from this wallet's
     coins (and the fee), receive its coin; return the txid (and status if waited).
 
@@ -366,8 +392,13 @@ async def take(rpc_url: str, key_file: Path, offer_id: bytes, *, fee: int, wait:
         }
         coin: JSON = [{**_object(entry["offered"], "offer_get"), **outpoint}]
         ((_, offered),) = parse_utxos(coin, address_of(made.public_key))
-        tx = wallet.build_take(
-            [(made, offered)], await _spendable(session), fee=Amount(fee), context=ANY_BLOCK
+        spendable = await _spendable(session)
+        tx = _with_fee(
+            wallet,
+            lambda paid: wallet.build_take(
+                [(made, offered)], spendable, fee=paid, context=ANY_BLOCK
+            ),
+            fee,
         )
         return await _submit(session, tx, wait=wait)
 
@@ -380,21 +411,26 @@ async def retire(
     *,
     beneficiary: str,
     purpose: str,
-    fee: int,
+    fee: int | None,
     wait: bool,
 ) -> str:
     """Retire `amount` units of `asset` for `beneficiary` and `purpose` (stored as UTF-8);
     return the txid, which is the certificate (and the status if waited)."""
     async with connect_rpc(rpc_url) as rpc:
         session = await _session(rpc, key_file)
-        tx = session.wallet.build_retire(
-            await _spendable(session),
-            asset=asset,
-            amount=Amount(amount),
-            beneficiary=beneficiary.encode(),
-            purpose=purpose.encode(),
-            fee=Amount(fee),
-            context=ANY_BLOCK,
+        coins = await _spendable(session)
+        tx = _with_fee(
+            session.wallet,
+            lambda paid: session.wallet.build_retire(
+                coins,
+                asset=asset,
+                amount=Amount(amount),
+                beneficiary=beneficiary.encode(),
+                purpose=purpose.encode(),
+                fee=paid,
+                context=ANY_BLOCK,
+            ),
+            fee,
         )
         return await _submit(session, tx, wait=wait)
 
@@ -415,7 +451,7 @@ async def swap(
     get: tuple[AssetId, int],
     counterparty: str,
     *,
-    fee: int,
+    fee: int | None,
 ) -> str:
     """A swap with `counterparty` (address text), signed by this key: we pay `give` (asset,
     amount) and the fee, they pay `get`. Returns the partially signed transaction as hex,
@@ -430,15 +466,24 @@ async def swap(
         theirs = decode_address(counterparty, wallet.params.address_prefix)
         if theirs == wallet.address:
             raise ConfigError("--with is this key's own address: a swap needs two parties")
-        partial = wallet.build_swap(
-            await _settled(session, wallet.address),
-            await _settled(session, theirs),
-            give=TxOutput(asset=give[0], amount=Amount(give[1]), address=theirs),
-            get=TxOutput(asset=get[0], amount=Amount(get[1]), address=wallet.address),
-            fee=Amount(fee),
-            context=ANY_BLOCK,
-        )
-        return to_hex(encode(partial))
+        ours, their_coins = await _settled(session, wallet.address), await _settled(session, theirs)
+        built: list[PartialTransaction] = []
+
+        def build(paid: Amount) -> Transaction:
+            built.append(
+                wallet.build_swap(
+                    ours,
+                    their_coins,
+                    give=TxOutput(asset=give[0], amount=Amount(give[1]), address=theirs),
+                    get=TxOutput(asset=get[0], amount=Amount(get[1]), address=wallet.address),
+                    fee=paid,
+                    context=ANY_BLOCK,
+                )
+            )
+            return built[-1].tx  # empty witnesses have the size of real ones
+
+        _with_fee(wallet, build, fee)
+        return to_hex(encode(built[-1]))
 
 
 async def _inspect(rpc: RpcClient, partial: PartialTransaction) -> dict[str, JSON]:

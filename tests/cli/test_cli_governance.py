@@ -169,4 +169,17 @@ async def test_propose_vote_and_list_from_the_wallet_cli(tmp_path: Path) -> None
             await _run("wallet", "vote", unknown, "yes", "--key", payer_key, *rpc),
             "knows no proposal",
         )
+        # a payment without --fee pays the floor (60 per byte, above the 10,000 default)
+        before = node.balance(payer.address)
+        result = await _run(
+            "wallet", "send", "--key", payer_key, "--to", proposer.address_text, "--amount",
+            str(COIN), *rpc,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        await net.mine(1)
+        payment = node.get_transaction(bytes.fromhex(result.output.strip()[2:]))
+        assert payment.status == "included", payment
+        assert payment.tx is not None
+        fee = before - COIN - node.balance(payer.address)
+        assert fee == PARAMS.min_fee_rate * payment.tx.size > 10_000
         nursery.cancel_scope.cancel()
