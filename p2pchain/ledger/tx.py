@@ -281,7 +281,7 @@ class SlashPayload:
     evidence: Evidence
 
 
-Payload = (
+KindPayload = (
     RewardPayload
     | IssuePayload
     | MintPayload
@@ -289,22 +289,11 @@ Payload = (
     | RetirePayload
     | ProposePayload
     | GovVotePayload
-    | None
 )
+"""The payload of a kind that has one."""
+Payload = KindPayload | None
 
-_PAYLOAD_TYPE: dict[
-    TxKind,
-    type[
-        RewardPayload
-        | IssuePayload
-        | MintPayload
-        | SlashPayload
-        | RetirePayload
-        | ProposePayload
-        | GovVotePayload
-    ]
-    | None,
-] = {
+_PAYLOAD_TYPE: dict[TxKind, type[KindPayload] | None] = {
     TxKind.TRANSFER: None,
     TxKind.REWARD: RewardPayload,
     TxKind.ISSUE: IssuePayload,
