@@ -29,6 +29,7 @@ from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import MAX_UINT64
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
 from p2pchain.ledger.types import Address, Amount, PublicKey
+from p2pchain.net.transports import check_public_host
 from p2pchain.node.config import MAX_CLOCK_SKEW_MS
 from p2pchain.params import ChainParams
 
@@ -253,6 +254,8 @@ class NodeFile:
     """Added to the wall clock the node reads (testnets skew nodes to test clock tolerance)."""
     advertise: tuple[str, ...] | None = None
     """Addresses announced to peers; None = the listen addresses, () = none."""
+    public_addr: str | None = None
+    """The IP or DNS name peers on other hosts dial; None = the listen addresses' hosts."""
     dev_rpc: bool = False
     """Serve the dev_* RPC methods (testnets: their supervisor steers the nodes' clocks)."""
     manual_clock: bool = False
@@ -273,6 +276,7 @@ NODE_KEYS = frozenset(
         "log_level",
         "clock_skew_ms",
         "advertise",
+        "public_addr",
         "dev_rpc",
         "manual_clock",
     }
@@ -308,9 +312,23 @@ def load_node(path: Path) -> NodeFile:
         log_level=log_level,
         clock_skew_ms=_skew(data, path),
         advertise=_str_list(data, "advertise", path) if "advertise" in data else None,
+        public_addr=_public_addr(data, path),
         dev_rpc=_bool(data, "dev_rpc", path),
         manual_clock=_bool(data, "manual_clock", path),
     )
+
+
+def _public_addr(data: dict[str, object], path: Path) -> str | None:
+    if "public_addr" not in data:
+        return None
+    host = _str(data, "public_addr", path)
+    try:
+        check_public_host(host)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: public_addr: {exc}") from exc
+    if "advertise" in data:
+        raise ConfigError(f"{path}: set advertise or public_addr, not both")
+    return host
 
 
 def _bool(data: dict[str, object], name: str, path: Path) -> bool:
@@ -353,6 +371,8 @@ def dump_node(node: NodeFile, path: Path) -> None:
         data["clock_skew_ms"] = node.clock_skew_ms
     if node.advertise is not None:
         data["advertise"] = list(node.advertise)
+    if node.public_addr is not None:
+        data["public_addr"] = node.public_addr
     if node.dev_rpc:
         data["dev_rpc"] = True
     if node.manual_clock:

@@ -42,6 +42,7 @@ def node_config_from(node_file: NodeFile) -> NodeConfig:
         listen=node_file.listen or DEFAULT_LISTEN,
         bootnodes=node_file.bootnodes,
         advertise=node_file.advertise,
+        public_addr=node_file.public_addr,
         dev_rpc=node_file.dev_rpc,
         manual_clock=node_file.manual_clock,
         node_key=read_key(node_file.node_key),

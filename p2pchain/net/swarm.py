@@ -51,7 +51,12 @@ from p2pchain.net.transports import (
     PeerAddress,
     SocketTransport,
     Transport,
+    announced_addresses,
+    as_seen_from,
+    check_public_host,
+    host_scope,
     parse_address,
+    shareable_with,
 )
 from p2pchain.protocol.admission import (
     DEFAULT_TRUSTED_NETWORKS,
@@ -102,8 +107,13 @@ class SwarmConfig:
     bootnodes: tuple[str, ...] = ()
     advertise: tuple[str, ...] | None = None
     """Addresses told to peers in Hello (and so passed on by peer exchange); None = the
-    bound listen addresses. A node behind a relay or a NAT announces where others can reach
-    it, or () to announce nothing and be reached only by those configured to dial it."""
+    bound listen addresses (`public_addr` in place of their host). A node behind a relay or a
+    NAT announces where others can reach it, or () to announce nothing and be reached only by
+    those configured to dial it."""
+    public_addr: str | None = None
+    """The host (IP or DNS name) peers on other hosts reach this node at: announced with each
+    listener's scheme and port. Without it a listener on 0.0.0.0 or :: is announced as such,
+    which a peer reads as the host it sees our connection come from."""
     target_outbound: int = 8
     max_inbound: int = 32
     """Accepted inbound peers; a newcomer beyond it evicts one (`EvictionParams`) or is
@@ -153,6 +163,10 @@ class SwarmConfig:
         for text in self.listen + self.bootnodes + (self.advertise or ()):
             if parse_address(text).scheme not in self.transport.schemes:
                 raise ConfigError(f"address {text!r}: the transport cannot reach it")
+        if self.public_addr is not None:
+            check_public_host(self.public_addr)
+            if self.advertise is not None:
+                raise ConfigError("set advertise or public_addr, not both")
         if self.target_outbound < 0 or self.max_inbound < 0:
             raise ConfigError("peer limits must be non-negative")
         per_source = (
@@ -364,15 +378,18 @@ class Swarm:
         being read when `inbox_per_peer` of them are held."""
         self._bootnodes = frozenset(str(parse_address(text)) for text in config.bootnodes)
         for text in config.bootnodes:
-            self._learn(text)
+            self._add_known(parse_address(text))
 
     # -- public API ---------------------------------------------------------------------------
 
     @property
     def advertised_addresses(self) -> tuple[str, ...]:
-        """What our Hello tells peers: `SwarmConfig.advertise`, else the bound addresses."""
+        """What our Hello tells peers: `SwarmConfig.advertise`, else the bound addresses
+        (with `SwarmConfig.public_addr` as their host)."""
         advertise = self.config.advertise
-        return self.listen_addresses if advertise is None else advertise
+        if advertise is not None:
+            return advertise
+        return announced_addresses(self.listen_addresses, self.config.public_addr)
 
     def peers(self) -> tuple[PeerInfo, ...]:
         """Every accepted peer."""
@@ -549,7 +566,7 @@ class Swarm:
         parsed = parse_address(address)
         if parsed.scheme not in self.config.transport.schemes:
             raise PeerRefused(str(parsed), None)
-        self._learn(str(parsed))
+        self._add_known(parsed)
         connected_before = frozenset(self._peers)
         dial = _Dial()
         self._nursery.start_soon(self._dial, parsed, dial)
@@ -770,8 +787,9 @@ class Swarm:
             if isinstance(message, GetPeers):
                 self._send(handle, Peers(addresses=self._addresses_for(peer_id)))
             elif isinstance(message, Peers):
+                seen_from = self._seen_host(handle)
                 for address in message.addresses:
-                    self._learn(address)
+                    self._learn(address, seen_from, own=False)
                 self._wake.set()
             else:
                 share = self._links[handle].share
@@ -842,8 +860,9 @@ class Swarm:
         )
         if handle.outbound:
             self._remember(handle.address).failures = 0
+        seen_from = self._seen_host(handle)
         for address in hello.listen_addresses:
-            self._learn(address)
+            self._learn(address, seen_from, own=True)
         dial = self._dials.pop(handle, None)
         if dial is not None:
             dial.peer_id = peer_id
@@ -974,14 +993,30 @@ class Swarm:
 
     # -- addresses, dialing, peer exchange ------------------------------------------------------
 
-    def _learn(self, address: str | bytes) -> None:
+    def _learn(self, address: str | bytes, seen_from: str, *, own: bool) -> None:
+        """Remember `address`, told by the peer connected from host `seen_from` (`own`: as
+        that peer's own address). Another host's loopback address is never ours to dial, and
+        only a peer's own unspecified host can be read as the host we see it at."""
         try:
             parsed = parse_address(address)
         except ConfigError:
             return
-        if parsed.scheme not in self.config.transport.schemes:
+        if not own and host_scope(parsed.host) == "unspecified":
             return
-        text = str(parsed)
+        usable = as_seen_from(parsed, seen_from)
+        if usable is not None:
+            self._add_known(usable)
+
+    def _seen_host(self, handle: PeerHandle) -> str:
+        """The host a link's bytes come from ("" when unknown)."""
+        link = self._links.get(handle)
+        return "" if link is None or link.host is None else link.host
+
+    def _add_known(self, address: PeerAddress) -> None:
+        """Remember an address to dial (one of ours and other transports' are left out)."""
+        if address.scheme not in self.config.transport.schemes:
+            return
+        text = str(address)
         if text in self._known or text in self._own_addresses():
             return
         self._remember(text)
@@ -1015,10 +1050,22 @@ class Swarm:
         return InboxShare(self.config.inbox_per_peer)
 
     def _addresses_for(self, requester: PeerId) -> tuple[bytes, ...]:
+        """Our peers' own addresses as we reach them, less what the requester cannot use
+        (loopback addresses for a peer on another host)."""
+        asker = self._peers.get(requester)
+        asker_host = "" if asker is None else self._seen_host(asker)
         addresses: list[bytes] = []
         for peer_id, handle in self._peers.items():
-            if peer_id != requester:
-                addresses.extend(_hello_of(handle).listen_addresses)
+            if peer_id == requester or handle not in self._links:
+                continue
+            seen_from = self._seen_host(handle)
+            for raw in _hello_of(handle).listen_addresses:
+                try:
+                    usable = as_seen_from(parse_address(raw), seen_from)
+                except ConfigError:
+                    continue
+                if usable is not None and shareable_with(usable, asker_host):
+                    addresses.append(usable.to_bytes())
         return tuple(addresses[:MAX_PEERS_IN_RESPONSE])
 
     def _connected_addresses(self) -> set[str]:

@@ -111,6 +111,77 @@ def parse_address(text: str | bytes) -> PeerAddress:
     return PeerAddress(scheme=scheme, host=host, port=int(port_text))
 
 
+def host_scope(host: str) -> str:
+    """``"unspecified"`` (0.0.0.0, ::), ``"loopback"`` (127/8, ::1, ``localhost``) or
+    ``"routable"`` (any other IP literal, DNS name or simulated name): what an address is
+    worth to a peer on another host."""
+    if host.lower() == "localhost":
+        return "loopback"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "routable"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return "unspecified"
+    return "loopback" if ip.is_loopback else "routable"
+
+
+def check_public_host(host: str) -> None:
+    """A host peers can dial: an IP literal (IPv6 without brackets) or a DNS name, neither
+    unspecified nor loopback (it is what nodes on other hosts reach us at).
+
+    Raises:
+        ConfigError: with the reason.
+    """
+    literal = f"[{host}]" if ":" in host else host
+    parse_address(f"tcp://{literal}:1")
+    if host_scope(host) != "routable":
+        raise ConfigError(
+            f"public_addr {host!r} is {host_scope(host)}: peers elsewhere cannot dial it"
+        )
+
+
+def announced_addresses(bound: tuple[str, ...], public_host: str | None) -> tuple[str, ...]:
+    """What Hello announces when no explicit list is configured: each bound listen address
+    with its host replaced by `public_host` (the node's public IP or DNS name), or as bound.
+    A listener on 0.0.0.0 or :: is announced as such: each peer reads it as the host it sees
+    this node's connection come from (`as_seen_from`)."""
+    if public_host is None:
+        return bound
+    announced = []
+    for text in bound:
+        address = parse_address(text)
+        if address.scheme is not Scheme.SIM:
+            address = PeerAddress(scheme=address.scheme, host=public_host, port=address.port)
+        announced.append(str(address))
+    return tuple(announced)
+
+
+def as_seen_from(address: PeerAddress, seen_host: str) -> PeerAddress | None:
+    """A peer's own announced `address` as we may dial it, given the host its connection
+    comes from: an unspecified host becomes `seen_host`; a loopback host is kept only when the
+    peer is itself on our loopback (anyone else's loopback is not ours); None = unusable."""
+    scope, seen = host_scope(address.host), host_scope(seen_host)
+    if scope == "unspecified":
+        if seen == "unspecified" or not seen_host:
+            return None
+        return PeerAddress(scheme=address.scheme, host=seen_host, port=address.port)
+    if scope == "loopback" and seen != "loopback":
+        return None
+    return address
+
+
+def shareable_with(address: PeerAddress, requester_host: str) -> bool:
+    """Whether peer exchange may pass `address` to a peer connected from `requester_host`:
+    never an unspecified host, and a loopback one only to a peer on our own loopback."""
+    scope = host_scope(address.host)
+    if scope == "unspecified":
+        return False
+    return scope != "loopback" or host_scope(requester_host) == "loopback"
+
+
 class ClientFrameScanner:
     """Follows a WebSocket client's byte stream (HTTP request, then frame headers) without
     buffering payloads, to catch a frame whose declared length is over the limit the moment

@@ -173,6 +173,8 @@ class NodeConfig:
     bootnodes: tuple[str, ...] = ()
     advertise: tuple[str, ...] | None = None
     """Addresses announced to peers (`SwarmConfig.advertise`); None = the listen addresses."""
+    public_addr: str | None = None
+    """The IP or DNS name peers on other hosts dial (`SwarmConfig.public_addr`)."""
     node_key: SecretKey | None = None
     """Network identity; None = the one saved in `data_dir`, or a fresh one."""
     validator_key: SecretKey | None = None

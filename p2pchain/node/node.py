@@ -694,6 +694,7 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             listen=config.listen,
             bootnodes=config.bootnodes,
             advertise=config.advertise,
+            public_addr=config.public_addr,
             target_outbound=config.limits.target_outbound,
             max_inbound=config.limits.max_inbound,
             max_inbound_per_address=config.limits.max_inbound_per_address,

@@ -1,12 +1,13 @@
 """`p2pchain init` writes a network that loads back identically; config mistakes are one line."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from p2pchain.cli.commands import cli
-from p2pchain.cli.config import load_network, load_node, read_key
+from p2pchain.cli.config import dump_node, load_network, load_node, read_key
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.genesis import genesis_block
@@ -72,3 +73,32 @@ def test_bad_network_files_raise_typed_errors(
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_network(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("public_addr = '127.0.0.1'", "public_addr: .* is loopback"),
+        ("public_addr = '0.0.0.0'", "public_addr: .* is unspecified"),
+        ("public_addr = 'two words'", "public_addr: .*bad host"),
+        ("public_addr = 7", "public_addr"),
+        ("public_addr = '203.0.113.8'\nadvertise = []", "advertise or public_addr, not both"),
+    ],
+)
+def test_a_public_address_peers_cannot_use_is_refused_naming_the_file(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    assert CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)]).exit_code == 0
+    path = tmp_path / "node0" / "node.toml"
+    path.write_text(path.read_text() + line + "\n")
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_node(path)
+    assert str(path) in str(raised.value)
+
+
+def test_a_public_address_survives_a_round_trip(tmp_path: Path) -> None:
+    assert CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)]).exit_code == 0
+    path = tmp_path / "node0" / "node.toml"
+    node = replace(load_node(path), public_addr="node-0.validators.example")
+    dump_node(node, path)
+    assert load_node(path) == node
