@@ -12,6 +12,7 @@ from trio_websocket import HandshakeError
 
 from p2pchain import __version__
 from p2pchain.cli.config import LOG_LEVELS, load_node
+from p2pchain.cli.deploy import DEPLOY_KINDS, check_deployment_free, write_deployment
 from p2pchain.cli.logs import configure_logging
 from p2pchain.cli.network import init_network
 from p2pchain.cli.rpc_client import JSON
@@ -129,6 +130,13 @@ def version() -> None:
     show_default=True,
     help="Funded demo wallets.",
 )
+@click.option(
+    "--deploy",
+    type=click.Choice(DEPLOY_KINDS),
+    default=None,
+    help="Also write container deployment files: compose.yaml, or Kubernetes manifests in "
+    "k8s/ (docs/deploy.md).",
+)
 def init(
     root: Path,
     nodes: int,
@@ -139,9 +147,12 @@ def init(
     rpc_port: int,
     metrics_port: int,
     wallets: int,
+    deploy: str | None,
 ) -> None:
     """Write a genesis, node configs and keys for a new local network."""
     params = ChainParams(chain_id=chain_id, slot_ms=slot_ms, slots_per_epoch=slots_per_epoch)
+    if deploy is not None:
+        check_deployment_free(root, deploy, nodes)
     layout = init_network(
         root,
         nodes=nodes,
@@ -154,6 +165,16 @@ def init(
     click.echo(f"network: {layout.network}")
     for path in layout.nodes:
         click.echo(f"node:    {path}")
+    if deploy is not None:
+        deployed = write_deployment(
+            layout,
+            deploy,
+            base_port=base_port,
+            rpc_port=rpc_port,
+            metrics_port=metrics_port or None,
+        )
+        for path in deployed:
+            click.echo(f"deploy:  {path}")
     click.echo("demo wallet keys (publicly known, for local testnets only):")
     for path in layout.wallets:
         click.echo(f"  {path}")
