@@ -275,3 +275,37 @@ def test_an_epoch_boundary_with_nothing_new_shares_its_parents_lists() -> None:
         assert quiet.active is state.active
         assert (quiet.epoch, quiet.params, quiet.refunds) == (epoch, state.params, ())
         state = quiet
+
+
+def test_a_vote_in_the_last_epoch_of_the_window_counts_and_the_refund_is_due_once() -> None:
+    state = _take(GovernanceState.at_genesis(PARAMS), _propose([("min_fee_rate", 7)], 40))
+    proposal = next(iter(state.active))
+    end = PARAMS.gov_voting_epochs  # the window is epochs 1..end
+    state = advance(state, Epoch(1), _stakes([10, 10]))
+    # a second proposal whose window opens at the first's last epoch: that epoch moves
+    state = _take(state, _propose([("min_fee_rate", 8)], 40))
+    state = advance(state, Epoch(end), _stakes([10, 10]))
+    state = _take(state, _vote(proposal, KEYS[0], VoteChoice.YES))  # the last epoch
+    tallied = advance(state, Epoch(end + 1), _stakes([10, 10]))
+    record = tallied.proposal(proposal)
+    assert record is not None
+    assert record.status is ProposalStatus.PASSED
+    assert record.tally == Tally(yes=10, total=20)
+    assert tallied.refunds == ((REFUND, PARAMS.gov_deposit),)
+    later = advance(tallied, Epoch(end + 2), _stakes([10, 10]))  # the second one tallied
+    assert later.refunds == ()  # without quorum: burned
+    quiet = advance(later, Epoch(end + 3), _stakes([10, 10]))  # nothing moves
+    assert quiet.finished is later.finished
+    assert quiet.refunds == ()
+
+
+def test_a_refund_is_not_due_again_in_a_quiet_epoch() -> None:
+    state = _take(GovernanceState.at_genesis(PARAMS), _propose([("min_fee_rate", 7)], 40))
+    proposal = next(iter(state.active))
+    state = advance(state, Epoch(1), _stakes([10]))
+    state = _take(state, _vote(proposal, KEYS[0], VoteChoice.NO))  # quorum, rejected
+    tallied = advance(state, Epoch(3), _stakes([10]))
+    assert tallied.refunds == ((REFUND, PARAMS.gov_deposit),)
+    quiet = advance(tallied, Epoch(4), _stakes([10]))  # nothing left to move
+    assert quiet.finished is tallied.finished
+    assert quiet.refunds == ()
