@@ -111,6 +111,9 @@ class NodeInfo:
     chain_id: int
     genesis: BlockId
     listen_addresses: tuple[str, ...]
+    """The bound listeners (a port 0 in the configuration is the real one here)."""
+    announced_addresses: tuple[str, ...]
+    """What Hello tells peers (`advertise`, or the listeners with `public_addr` as host)."""
     rpc_url: str | None
     validator: PublicKey | None
     version: str
@@ -187,6 +190,7 @@ class Node:
             chain_id=self.params.chain_id,
             genesis=self._chain.store.genesis_id,
             listen_addresses=network.swarm.listen_addresses,
+            announced_addresses=network.swarm.advertised_addresses,
             rpc_url=self._rpc_url,
             validator=None if validator is None else validator.public_key,
             version=__version__,

@@ -135,6 +135,7 @@ class NodeMethods:
             "genesis": to_hex(info.genesis),
             "addressPrefix": self.prefix,
             "listenAddresses": list(info.listen_addresses),
+            "announcedAddresses": list(info.announced_addresses),
             "rpcUrl": info.rpc_url,
             "validator": None if info.validator is None else to_hex(info.validator),
             "version": info.version,

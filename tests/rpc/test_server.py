@@ -42,6 +42,7 @@ async def test_node_info_head_finalized_syncing_and_mempool(served):
         "genesis": hx(node.info.genesis),
         "addressPrefix": PARAMS.address_prefix,
         "listenAddresses": list(node.info.listen_addresses),
+        "announcedAddresses": list(node.info.listen_addresses),  # no advertise, no public_addr
         "rpcUrl": served.server.url,
         "validator": hx(net.validator_keys[0].public_key),
         "version": __version__,
