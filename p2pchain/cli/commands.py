@@ -239,6 +239,14 @@ DIR_OPTION = click.option(
 @click.option("--rpc-port", type=PORT, default=8645, show_default=True)
 @METRICS_PORT_OPTION
 @click.option("--node-log-level", default="info", show_default=True)
+@click.option(
+    "--hosts",
+    type=click.Choice(["local", "netns"]),
+    default="local",
+    show_default=True,
+    help="local: every node on loopback, links through relays; netns: each node in a Linux "
+    "network namespace of its own on 10.77.0.0/24 (root; one such testnet per machine).",
+)
 def testnet(
     nodes: int,
     root: Path,
@@ -250,6 +258,7 @@ def testnet(
     rpc_port: int,
     metrics_port: int,
     node_log_level: str,
+    hosts: str,
 ) -> None:
     """Run a local multi-validator network with a live status table (Ctrl-C stops it).
 
@@ -270,6 +279,7 @@ def testnet(
         "slots-per-epoch": slots_per_epoch,
         "base-port": base_port,
         "rpc-port": rpc_port,
+        "hosts": hosts,
     }
     check_existing_network(
         root,
@@ -297,6 +307,7 @@ def testnet(
             metrics_port=metrics_port or None,
             console=console,
             manual_clock=manual,
+            hosts=hosts,
         )
 
     trio.run(run_until_signalled, main)

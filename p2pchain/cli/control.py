@@ -5,6 +5,10 @@ The supervisor listens on a loopback TCP port it writes to ``<dir>/control.port`
 is one JSON object on one line (at most `MAX_REQUEST_BYTES`), the answer one JSON object on
 one line: ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``. Anyone who can connect
 to the loopback port can kill the testnet's nodes: this is a local development tool.
+
+In a testnet on namespaced hosts (``--hosts netns``) each node runs inside its host (its
+runner's `NodeRunner.prefix`), and a partition is made of routes inside the hosts
+(`Hosts.partition`) instead of relays; delay and loss need relays and are refused there.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from p2pchain.net.relay import LinkFaults, Relays
 from p2pchain.node.config import MAX_CLOCK_SKEW_MS
 from p2pchain.params import ChainParams
 from p2pchain.rpc import RpcError
+from p2pchain.testing.netns import Hosts, NetnsError
 
 CONTROL_FILE: Final = "control.port"
 MAX_REQUEST_BYTES: Final = 4_096
@@ -66,6 +71,9 @@ class NodeRunner:
     dev_rpc: bool = False
     """Its RPC serves the dev_* methods: skew and manual time change without a restart."""
     manual_clock: bool = False
+    prefix: tuple[str, ...] = ()
+    """What the node's command runs under (``ip netns exec NAME`` for a namespaced host; it
+    execs the node, so that signals sent to the process reach the node itself)."""
     exited: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -74,7 +82,8 @@ class NodeRunner:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the process until it exits; on cancellation stop it (SIGINT, then SIGKILL)."""
-        command = [sys.executable, "-m", "p2pchain", "--log-level", self.log_level, "node"]
+        command = [*self.prefix, sys.executable, "-m", "p2pchain", "--log-level", self.log_level]
+        command += ["node"]
         command += ["--config", str(self.config)]
         self.exit_code = None
         self.exited = trio.Event()
@@ -112,6 +121,7 @@ class Supervisor:
         relays: Relays | None = None,
         params: ChainParams | None = None,
         genesis_time_ms: int = 0,
+        hosts: Hosts | None = None,
     ) -> None:
         self.params = params
         self.genesis_time_ms = genesis_time_ms
@@ -119,6 +129,11 @@ class Supervisor:
         self.runners = runners
         self.relays = relays
         """The links between the nodes, when the network routes them through relays."""
+        self.hosts = hosts
+        """Node `i`'s host is `hosts[i]`, when the nodes run on namespaced hosts."""
+        self._host_faults = LinkFaults(len(runners))
+        """The partition in force between the hosts (only ever a partition)."""
+        self._host_lock = trio.Lock()
         self._nursery = nursery
         self._on_start = on_start
         """Called after node `i`'s process started (the supervisor watches it from there)."""
@@ -179,7 +194,11 @@ class Supervisor:
             return {"ok": False, "error": str(exc)}
 
     async def _status(self, request: dict[str, JSON]) -> dict[str, JSON]:
-        links = None if self.relays is None else _links_json(self.relays.faults)
+        links = None
+        if self.relays is not None:
+            links = _links_json(self.relays.faults)
+        elif self.hosts is not None:
+            links = _links_json(self._host_faults)
         nodes: list[JSON] = [self._describe(i) for i in range(len(self.runners))]
         return {"ok": True, "nodes": nodes, "links": links}
 
@@ -255,16 +274,40 @@ class Supervisor:
         return [r.rpc_url for r in self.runners if r.running and r.rpc_url is not None]
 
     async def _partition(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        groups = _groups(request.get("groups"))
+        if self.hosts is not None:
+            wanted = LinkFaults(len(self.runners))
+            wanted.partition(groups)
+            await self._cut_hosts(wanted.groups)
+            return await self._status(request)
         relays = self._relays()
-        relays.faults.partition(_groups(request.get("groups")))
+        relays.faults.partition(groups)
         relays.changed()
         return await self._status(request)
 
     async def _heal(self, request: dict[str, JSON]) -> dict[str, JSON]:
+        if self.hosts is not None:
+            await self._cut_hosts(())
+            return await self._status(request)
         relays = self._relays()
         relays.faults.heal()
         relays.changed()
         return await self._status(request)
+
+    async def _cut_hosts(self, groups: tuple[frozenset[int], ...]) -> None:
+        """Make `groups` the partition between the hosts (none: heal), one change at a time."""
+        hosts = self.hosts
+        assert hosts is not None
+        by_host = [[hosts[index] for index in sorted(group)] for group in groups]
+        async with self._host_lock:
+            try:
+                if by_host:
+                    await trio.to_thread.run_sync(lambda: hosts.partition(*by_host))
+                else:
+                    await trio.to_thread.run_sync(hosts.heal)
+            except NetnsError as exc:
+                raise ConfigError(f"changing the hosts' routes failed: {exc}") from exc
+            self._host_faults.groups = groups
 
     async def _delay(self, request: dict[str, JSON]) -> dict[str, JSON]:
         relays = self._relays()
@@ -290,6 +333,11 @@ class Supervisor:
         return index
 
     def _relays(self) -> Relays:
+        if self.hosts is not None:
+            raise ConfigError(
+                "delay and drop need --hosts local (links through relays): this testnet's "
+                "nodes run on namespaced hosts, where only partition and heal cut links"
+            )
         if self.relays is None:
             raise ConfigError(
                 "this network's nodes dial each other directly (it was made before links went "
@@ -306,7 +354,13 @@ class Supervisor:
             "restarts": runner.restarts,
             "clockSkewMs": runner.clock_skew_ms,
             "pid": None if runner.process is None else runner.process.pid,
+            "host": None if self.hosts is None else _host_json(self.hosts, index),
         }
+
+
+def _host_json(hosts: Hosts, index: int) -> dict[str, JSON]:
+    host = hosts[index]
+    return {"address": host.address, "namespace": host.namespace}
 
 
 def _groups(value: JSON) -> list[list[int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def init_network(
     genesis_delay_s: float = 3.0,
     supervised: bool = False,
     manual_clock: bool = False,
+    addresses: Sequence[str] | None = None,
 ) -> NetworkLayout:
     """Write a fresh network with `nodes` validators into `root` (which must not hold one);
     node `i` serves RPC on `rpc_port + i` and, unless `metrics_port` is None, metrics on
@@ -69,13 +71,20 @@ def init_network(
     (`relay_port`; node `i` dials node `j` only at its relay and announces no address, so links
     can be cut) and the nodes serve the dev RPC methods it steers their clocks with;
     `manual_clock` stops their clocks until it moves them (slots on demand).
+
+    `addresses` puts node `i` on a host of its own at `addresses[i]` (``testnet --hosts
+    netns``): it listens, serves RPC and metrics on that address, on the same ports as on
+    loopback, and dials every other node there directly (no relays, whatever `supervised`).
     """
     if nodes < 1:
         raise ConfigError("--nodes must be at least 1")
+    if addresses is not None and len(addresses) != nodes:
+        raise ConfigError(f"{nodes} nodes need {nodes} host addresses, got {len(addresses)}")
+    relayed = supervised and addresses is None and nodes > 1
     relays = [
         relay_port(base_port, nodes, a, b) for a in range(nodes) for b in range(nodes) if a != b
     ]
-    last_p2p = max([base_port + 2 * nodes - 1] + (relays if supervised and nodes > 1 else []))
+    last_p2p = max([base_port + 2 * nodes - 1] + (relays if relayed else []))
     ranges = {
         "--base-port": (base_port, last_p2p),
         "--rpc-port": (rpc_port, rpc_port + nodes - 1),
@@ -112,28 +121,38 @@ def init_network(
         write_key(path, key)
         wallet_paths.append(path)
     node_paths = []
+    hosts = ["127.0.0.1"] * nodes if addresses is None else list(addresses)
     bootnode = f"tcp://127.0.0.1:{base_port}"
     for index in range(nodes):
         directory = root / f"node{index}"
         write_key(directory / "node.key", node_keys[index])
         write_key(directory / "validator.key", validator_keys[index])
+        host = hosts[index]
+        if addresses is not None:
+            bootnodes = tuple(
+                f"tcp://{hosts[other]}:{base_port + 2 * other}"
+                for other in range(nodes)
+                if other != index
+            )
+        elif supervised:
+            bootnodes = relay_bootnodes(base_port, nodes, index)
+        else:
+            bootnodes = () if index == 0 else (bootnode,)
         node = NodeFile(
             network=network_path,
             data_dir=directory / "data",
             node_key=directory / "node.key",
             validator_key=directory / "validator.key",
             listen=(
-                f"tcp://127.0.0.1:{base_port + 2 * index}",
-                f"ws://127.0.0.1:{base_port + 2 * index + 1}",
+                f"tcp://{host}:{base_port + 2 * index}",
+                f"ws://{host}:{base_port + 2 * index + 1}",
             ),
-            bootnodes=relay_bootnodes(base_port, nodes, index)
-            if supervised
-            else (() if index == 0 else (bootnode,)),
-            advertise=() if supervised else None,
+            bootnodes=bootnodes,
+            advertise=() if supervised and addresses is None else None,
             dev_rpc=supervised,
             manual_clock=manual_clock,
-            rpc=f"127.0.0.1:{rpc_port + index}",
-            metrics=None if metrics_port is None else f"127.0.0.1:{metrics_port + index}",
+            rpc=f"{host}:{rpc_port + index}",
+            metrics=None if metrics_port is None else f"{host}:{metrics_port + index}",
             log_level="info",
         )
         path = node_config_path(root, index)

@@ -1,13 +1,21 @@
 """``p2pchain testnet``: N validator nodes as separate OS processes on loopback, a live status
 table, optional demo payments; Ctrl-C stops every node cleanly; the same --dir resumes.
+
+With ``--hosts netns`` every node runs on a host of its own instead: a Linux network namespace
+(`p2pchain.testing.netns`) with its own address (``10.77.0.2`` on), on one bridge that the root
+namespace, where the supervisor runs, joins as ``10.77.0.1``. The nodes listen, serve RPC and
+metrics on their host's address and dial each other there directly; the namespaces and the
+root's veth are deleted when the supervisor stops.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Final
 
 import trio
 from rich.console import Console
@@ -29,9 +37,12 @@ from p2pchain.net.relay import Relays, relay_port
 from p2pchain.node.datadir import lock_data_dir
 from p2pchain.params import ChainParams
 from p2pchain.rpc import RpcError
+from p2pchain.testing import netns
 
 STATUS_INTERVAL_S = 0.5
 STOP_GRACE_S = 10.0
+HOSTS: Final = ("local", "netns")
+"""Where the nodes run (``--hosts``): all on loopback, or each on a namespaced host."""
 
 
 @dataclass
@@ -142,12 +153,21 @@ async def run_testnet(
     console: Console,
     metrics_port: int | None = None,
     manual_clock: bool = False,
+    hosts: str = "local",
 ) -> TestnetResult:
     """Start (or resume) the network in `root`; return the last statuses when it stops.
 
+    `hosts` (`HOSTS`), like the other settings, shapes a new network only: a network that
+    `root` holds runs where it was made to (`hosts_of`).
+
     Raises:
+        ConfigError: the nodes are to run on namespaced hosts and this machine cannot make
+            them (`netns.unavailable_reason`; nothing is written then), or too many nodes.
+        NetnsError: the root namespace uses the hosts' subnet already (another testnet on
+            namespaced hosts runs), or an ``ip`` command failed.
         StorageError: another supervisor runs this network directory (named with its pid).
     """
+    addresses = _host_addresses(root, nodes, hosts)
     await trio.Path(root).mkdir(parents=True, exist_ok=True)
     with lock_data_dir(root):
         network, configs, statuses, wallets = _prepare(
@@ -158,10 +178,60 @@ async def run_testnet(
             rpc_port=rpc_port,
             metrics_port=metrics_port,
             manual_clock=manual_clock,
+            addresses=addresses,
         )
-        return await _supervise(
-            root, configs, statuses, wallets, network, tx_rate, duration, log_level, console
-        )
+        if addresses is None:
+            return await _supervise(
+                root, configs, statuses, wallets, network, tx_rate, duration, log_level, console
+            )
+        with netns.open_hosts(len(configs), attach_root=True) as made:
+            return await _supervise(
+                root,
+                configs,
+                statuses,
+                wallets,
+                network,
+                tx_rate,
+                duration,
+                log_level,
+                console,
+                made,
+            )
+
+
+def _host_addresses(root: Path, nodes: int, hosts: str) -> tuple[str, ...] | None:
+    """The address of each node's host, or None for nodes on loopback: `hosts` for a new
+    network, the network's own (`hosts_of`) for one that `root` holds."""
+    if hosts not in HOSTS:
+        raise ConfigError(f"--hosts must be one of {', '.join(HOSTS)}, got {hosts!r}")
+    if (root / "network.toml").exists():
+        configs = sorted(root.glob("node*/node.toml"))
+        hosts, nodes = hosts_of(configs), len(configs)
+    if hosts == "local":
+        return None
+    reason = netns.unavailable_reason()
+    if reason is not None:
+        raise ConfigError(f"--hosts netns: {reason}")
+    try:
+        return netns.host_addresses(nodes, attach_root=True)
+    except ValueError as exc:
+        raise ConfigError(f"--hosts netns: {exc}") from exc
+
+
+def hosts_of(configs: Sequence[Path]) -> str:
+    """Where the nodes of a network run (`HOSTS`): ``netns`` when node `i` listens on the
+    address of namespaced host `i` (`netns.host_addresses`), else ``local``."""
+    if not configs:
+        return "local"
+    try:
+        addresses = netns.host_addresses(len(configs), attach_root=True)
+    except ValueError:
+        return "local"
+    for config, address in zip(configs, addresses, strict=True):
+        listen = load_node(config).listen
+        if not listen or split_host_port(listen[0].split("://", 1)[-1], "listen")[0] != address:
+            return "local"
+    return "netns"
 
 
 def check_existing_network(root: Path, flags: dict[str, int | str]) -> None:
@@ -178,6 +248,7 @@ def check_existing_network(root: Path, flags: dict[str, int | str]) -> None:
     first = load_node(configs[0]) if configs else None
     manual = first is not None and first.manual_clock
     existing: dict[str, int | str] = {
+        "hosts": hosts_of(configs),
         "nodes": len(configs),
         "slot-ms": "manual" if manual else params.slot_ms,
         "slots-per-epoch": params.slots_per_epoch,
@@ -204,14 +275,25 @@ async def _supervise(
     duration: float | None,
     log_level: str,
     console: Console,
+    hosts: netns.Hosts | None = None,
 ) -> TestnetResult:
-    """Run the node processes, the pollers and the demo payments under the live table."""
+    """Run the node processes, the pollers and the demo payments under the live table; node
+    `i` in `hosts[i]` when `hosts` is given."""
     tally = PaymentTally()
-    runners = [_runner(config, log_level) for config in configs]
+    runners = [
+        _runner(config, log_level, () if hosts is None else tuple(hosts.exec_prefix(hosts[i])))
+        for i, config in enumerate(configs)
+    ]
     console.print(f"network {root}: wallets and URLs with `p2pchain testnet accounts --dir {root}`")
+    if hosts is not None:
+        console.print(
+            f"hosts: one network namespace per node on {hosts.subnet}, this machine "
+            f"{hosts.root_address} (`ip netns exec NAMESPACE COMMAND` runs inside one)"
+        )
     for index, (config, status) in enumerate(zip(configs, statuses, strict=True)):
         metrics = status.metrics_url or "no metrics"
-        console.print(f"node{index}: log {config.parent / 'node.log'}, {metrics}")
+        where = "" if hosts is None else f"host {hosts[index].address} ({hosts[index].namespace}), "
+        console.print(f"node{index}: {where}log {config.parent / 'node.log'}, {metrics}")
     with Live(_table(statuses, tally), console=console, refresh_per_second=4) as live:
         async with trio.open_nursery() as nursery:
 
@@ -230,6 +312,7 @@ async def _supervise(
                 relays,
                 params=network.params,
                 genesis_time_ms=network.genesis.genesis_time_ms,
+                hosts=hosts,
             )
             for index in range(len(runners)):
                 await supervisor.start(index)
@@ -253,11 +336,12 @@ async def _supervise(
     return TestnetResult(statuses=statuses, payments=tally)
 
 
-def _runner(config: Path, log_level: str) -> NodeRunner:
+def _runner(config: Path, log_level: str, prefix: tuple[str, ...] = ()) -> NodeRunner:
     node_file = load_node(config)
     return NodeRunner(
         config,
         log_level,
+        prefix=prefix,
         clock_skew_ms=node_file.clock_skew_ms,
         rpc_url=None if node_file.rpc is None else f"ws://{node_file.rpc}",
         dev_rpc=node_file.dev_rpc,
@@ -294,8 +378,10 @@ def _prepare(
     rpc_port: int,
     metrics_port: int | None,
     manual_clock: bool,
+    addresses: Sequence[str] | None = None,
 ) -> tuple[NetworkFile, list[Path], list[NodeStatus], list[SecretKey]]:
-    """Create the network unless `root` holds one; read its configs and demo wallet keys."""
+    """Create the network unless `root` holds one (node `i` on host `addresses[i]` if given);
+    read its configs and demo wallet keys."""
     if not (root / "network.toml").exists():
         init_network(
             root,
@@ -307,6 +393,7 @@ def _prepare(
             wallets=4,
             supervised=True,
             manual_clock=manual_clock,
+            addresses=addresses,
         )
     network = load_network(root / "network.toml")
     configs = sorted(root.glob("node*/node.toml"))

@@ -10,17 +10,29 @@ Every interface lives inside a namespace made here: the root namespace's interfa
 firewall are left alone, and two runs at once (each names its namespaces after its pid and a
 counter) can use the same subnet.
 
+``open_hosts(n, attach_root=True)`` also plugs the root namespace into the bridge, as one more
+machine on the switch: a veth pair with one end in the hub's bridge and the other in the root
+namespace, holding the subnet's first address (``10.77.0.1``; the hosts then take ``10.77.0.2``
+on), so that the processes of the machine itself reach every host. That adds an interface and
+the route of the subnet to the root namespace, and so only one such network per subnet runs on
+a machine at a time: `open_hosts` refuses a subnet the root namespace already has an address or
+a route in.
+
 - `Hosts.run` starts a process inside a host (``ip netns exec``);
 - `Hosts.link_down` / `Hosts.link_up` take a host's interface down and up: the host is cut off
   as by a pulled cable (its processes and its loopback go on), and reachable again after;
+- `Hosts.partition` / `Hosts.heal` separate groups of hosts from each other (routes in each host
+  mark the other groups' addresses unreachable), and join them again;
 - `Hosts.connect` and `Hosts.listen` make sockets inside a host from this process (setns(2) in a
   short-lived thread): a test reaches a node's RPC on the host's own loopback this way, with
   the host's link up or down.
 
-Leaving the context stops the processes that `run` started (SIGTERM, then SIGKILL) and deletes
-every namespace it made, which deletes their interfaces, also when the body raised. Namespaces a
-killed run left behind (named after a pid that no longer runs) are deleted, with the processes
-still inside them, by the next `open_hosts`.
+Leaving the context stops the processes that `run` started (SIGTERM, then SIGKILL), kills any
+other process still inside a host, and deletes the root namespace's veth and every namespace it
+made, which deletes their interfaces, also when the body raised. Namespaces a killed run left
+behind (named after a pid that no longer runs) are deleted, with the processes still inside
+them, by the next `open_hosts`; deleting its hub deletes its root veth too (the pair's other end
+was a port of the hub's bridge).
 
 All of this needs root on Linux and the ``ip`` command of iproute2; `unavailable_reason` says
 why this machine cannot do it, for a test to skip with.
@@ -58,12 +70,16 @@ DEFAULT_SUBNET: Final = "10.77.0.0/24"
 INTERFACE: Final = "eth0"
 """The name of each host's interface inside its namespace."""
 BRIDGE: Final = "br0"
+ROOT_PORT: Final = "vroot"
+"""The hub's end of the root namespace's veth pair (`open_hosts(attach_root=True)`)."""
+ROOT_LINK_PREFIX: Final = "p2p"
+"""The root namespace's end is named ``p2p<pid>-<n>``, after the run (at most 15 characters)."""
 STOP_GRACE_S: Final = 10.0
 """How long a process stopped with SIGTERM has to exit before it is killed."""
 NETNS_DIR: Final = Path("/var/run/netns")
 """Where ``ip netns`` keeps the namespaces it names (a file per namespace, for setns(2))."""
 _CLONE_NEWNET: Final = 0x40000000
-_UNAVAILABLE: Final = "multi-host tests need Linux network namespaces"
+_UNAVAILABLE: Final = "namespaced hosts need Linux network namespaces"
 _STALE_NAME: Final = re.compile(rf"^{re.escape(NAMESPACE_PREFIX)}(\d+)-")
 _serials = itertools.count()
 
@@ -82,6 +98,23 @@ class Host:
     namespace: str
     address: str
     """Its IPv4 address on the subnet (on `INTERFACE`)."""
+
+
+def host_addresses(
+    count: int, *, subnet: str = DEFAULT_SUBNET, attach_root: bool = False
+) -> tuple[str, ...]:
+    """The addresses `open_hosts(count, subnet=subnet, attach_root=attach_root)` gives its
+    hosts, in order (known before the hosts exist: configurations can name them).
+
+    Raises:
+        ValueError: `count` is below 1, or that many hosts do not fit `subnet`.
+    """
+    skip = 1 if attach_root else 0
+    network = ipaddress.IPv4Network(subnet)
+    addresses = [str(a) for a in itertools.islice(network.hosts(), skip, skip + count)]
+    if count < 1 or len(addresses) < count:
+        raise ValueError(f"{count} hosts do not fit {subnet}" + (" with the root" * skip))
+    return tuple(addresses)
 
 
 def find_ip() -> str | None:
@@ -136,6 +169,11 @@ class Hosts:
         self._namespaces: list[str] = []
         """Made so far, in order: the hub first. `close` deletes them."""
         self._processes: list[subprocess.Popen[bytes]] = []
+        self.root_address: str | None = None
+        """The root namespace's address on the subnet, when it is attached (`attach_root`)."""
+        self._root_link: str | None = None
+        self._cut: dict[int, frozenset[str]] = {}
+        """Per host index, the addresses `partition` made unreachable from it."""
 
     def __getitem__(self, index: int) -> Host:
         return self.hosts[index]
@@ -146,13 +184,15 @@ class Hosts:
     def __iter__(self) -> Iterator[Host]:
         return iter(self.hosts)
 
-    def _build(self, count: int) -> None:
-        addresses = list(itertools.islice(self.subnet.hosts(), count))
-        if count < 1 or len(addresses) < count:
-            raise ValueError(f"{count} hosts do not fit {self.subnet}")
+    def _build(self, count: int, *, attach_root: bool = False) -> None:
+        addresses = host_addresses(count, subnet=str(self.subnet), attach_root=attach_root)
+        if attach_root:
+            self._check_root_free()
         self._add_namespace(self._hub)
         self._ip_in(self._hub, "link", "add", BRIDGE, "type", "bridge")
         self._ip_in(self._hub, "link", "set", BRIDGE, "up")
+        if attach_root:
+            self._attach_root(str(next(self.subnet.hosts())))
         hosts = []
         for index, address in enumerate(addresses):
             namespace = f"{self._serial}-h{index}"
@@ -169,6 +209,45 @@ class Hosts:
             hosts.append(Host(index=index, namespace=namespace, address=str(address)))
         self.hosts = tuple(hosts)
 
+    def _check_root_free(self) -> None:
+        """Refuse a subnet the root namespace already uses (an address or a route in it)."""
+        for what in ("addr", "route"):
+            listing = subprocess.run(
+                [self._ip, "-4", "-o", what, "show"], capture_output=True, text=True, check=False
+            )
+            for line in listing.stdout.splitlines():
+                words = line.split()
+                if what == "addr":  # "2: eth0    inet 10.0.0.5/24 brd ..."
+                    text, device = (words[3], words[1]) if len(words) > 3 else ("", "")
+                else:  # "10.0.0.0/24 dev eth0 proto kernel ...", "default via ..."
+                    text = words[0] if words else ""
+                    device = words[words.index("dev") + 1] if "dev" in words[:-1] else "?"
+                try:
+                    network = ipaddress.IPv4Network(text, strict=False)
+                except ValueError:  # "default", "unreachable", ...
+                    continue
+                if network.overlaps(self.subnet):
+                    raise NetnsError(
+                        f"{self.subnet} is in use in the root namespace already ({what} "
+                        f"{text} on {device}): one network attached to the root namespace per "
+                        "subnet runs on a machine at a time"
+                    )
+
+    def _attach_root(self, address: str) -> None:
+        link = f"{ROOT_LINK_PREFIX}{os.getpid()}-{self._serial.rsplit('-', 1)[1]}"[:15]
+        peer = ("peer", "name", ROOT_PORT, "netns", self._hub)
+        _run_ip(self._ip, "link", "add", link, "type", "veth", *peer)
+        self._root_link = link
+        self._ip_in(self._hub, "link", "set", ROOT_PORT, "master", BRIDGE, "up")
+        _run_ip(self._ip, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", link)
+        _run_ip(self._ip, "link", "set", link, "up")
+        self.root_address = address
+
+    def exec_prefix(self, host: Host) -> list[str]:
+        """The command that runs what follows it inside `host` (``ip netns exec NAME``), for
+        a process that something other than `run` starts and stops."""
+        return [self._ip, "netns", "exec", host.namespace]
+
     # -- processes ----------------------------------------------------------------------------
 
     def run(
@@ -184,7 +263,7 @@ class Hosts:
         """Start `argv` inside `host` (``ip netns exec``, which execs it: the process's pid is
         the program's). Leaving the context stops it if it still runs."""
         process = subprocess.Popen(
-            [self._ip, "netns", "exec", host.namespace, *argv],
+            [*self.exec_prefix(host), *argv],
             stdout=stdout,
             stderr=stderr,
             env=env,
@@ -216,6 +295,48 @@ class Hosts:
     def link_up(self, host: Host) -> None:
         """Connect `host` again after `link_down`."""
         self._ip_in(host.namespace, "link", "set", INTERFACE, "up")
+
+    def partition(self, *groups: Sequence[Host]) -> None:
+        """Separate `groups` of hosts (those named in none form one more group), replacing an
+        earlier partition: in each host, a route marks every other group's addresses
+        unreachable, so a dial between groups fails at once and open connections stall, as
+        behind a cut cable, until `heal`. Links stay up; the root namespace (`attach_root`)
+        still reaches every host.
+
+        Raises:
+            ValueError: a host is in two groups, or is not one of these hosts.
+        """
+        group_of: dict[int, int] = {}
+        for number, group in enumerate(groups):
+            for host in group:
+                if host not in self.hosts:
+                    raise ValueError(f"{host} is not one of these hosts")
+                if host.index in group_of:
+                    raise ValueError(f"host {host.index} is in two groups")
+                group_of[host.index] = number
+        for host in self.hosts:
+            mine = group_of.get(host.index, len(groups))
+            self._set_cut(
+                host,
+                frozenset(
+                    other.address
+                    for other in self.hosts
+                    if group_of.get(other.index, len(groups)) != mine
+                ),
+            )
+
+    def heal(self) -> None:
+        """Undo `partition`: every host reaches every other again."""
+        for host in self.hosts:
+            self._set_cut(host, frozenset())
+
+    def _set_cut(self, host: Host, addresses: frozenset[str]) -> None:
+        current = self._cut.get(host.index, frozenset())
+        commands = [f"route del unreachable {a}/32" for a in sorted(current - addresses)]
+        commands += [f"route add unreachable {a}/32" for a in sorted(addresses - current)]
+        if commands:
+            _run_ip(self._ip, "-n", host.namespace, "-batch", "-", input="\n".join(commands))
+        self._cut[host.index] = addresses
 
     # -- sockets inside a host ----------------------------------------------------------------
 
@@ -269,6 +390,14 @@ class Hosts:
         except OSError as exc:
             failures.append(f"stopping processes: {exc}")
         self._processes.clear()
+        for namespace in self._namespaces:
+            _kill_inside(self._ip, namespace)
+        if self._root_link is not None:
+            try:
+                _run_ip(self._ip, "link", "delete", self._root_link)
+            except NetnsError as exc:
+                failures.append(str(exc))
+            self._root_link = self.root_address = None
         for namespace in reversed(self._namespaces):
             try:
                 _run_ip(self._ip, "netns", "delete", namespace)
@@ -287,11 +416,18 @@ class Hosts:
 
 
 @contextmanager
-def open_hosts(count: int, *, subnet: str = DEFAULT_SUBNET) -> Iterator[Hosts]:
+def open_hosts(
+    count: int, *, subnet: str = DEFAULT_SUBNET, attach_root: bool = False
+) -> Iterator[Hosts]:
     """`count` hosts on `subnet` (the first `count` addresses of it), torn down on exit.
 
+    With `attach_root`, the root namespace joins the bridge on the subnet's first address
+    (`Hosts.root_address`) and the hosts take the `count` after it (`host_addresses`).
+
     Raises:
-        NetnsError: the machine cannot (`unavailable_reason`), or an ``ip`` command failed.
+        NetnsError: the machine cannot (`unavailable_reason`), an ``ip`` command failed, or
+            (`attach_root`) the root namespace uses `subnet` already.
+        ValueError: `count` hosts do not fit `subnet`.
     """
     reason = unavailable_reason()
     if reason is not None:
@@ -301,7 +437,7 @@ def open_hosts(count: int, *, subnet: str = DEFAULT_SUBNET) -> Iterator[Hosts]:
     remove_stale_namespaces(ip)
     hosts = Hosts(ip, ipaddress.IPv4Network(subnet), _new_name())
     try:
-        hosts._build(count)
+        hosts._build(count, attach_root=attach_root)
         yield hosts
     finally:
         hosts.close()
@@ -317,16 +453,22 @@ def remove_stale_namespaces(ip: str) -> list[str]:
         match = _STALE_NAME.match(name)
         if match is None or _pid_exists(int(match.group(1))):
             continue
-        pids = subprocess.run(
-            [ip, "netns", "pids", name], capture_output=True, text=True, check=False
-        )
-        for pid in pids.stdout.split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
+        _kill_inside(ip, name)
         with contextlib.suppress(NetnsError):
             _run_ip(ip, "netns", "delete", name)
             removed.append(name)
     return removed
+
+
+def _kill_inside(ip: str, namespace: str) -> None:
+    """SIGKILL every process inside `namespace` (a namespace outlives its name while one
+    runs in it, and so do its interfaces)."""
+    pids = subprocess.run(
+        [ip, "netns", "pids", namespace], capture_output=True, text=True, check=False
+    )
+    for pid in pids.stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def _new_name(suffix: str | None = None) -> str:
@@ -344,8 +486,8 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
-def _run_ip(ip: str, *args: str) -> None:
-    result = subprocess.run([ip, *args], capture_output=True, text=True, check=False)
+def _run_ip(ip: str, *args: str, input: str | None = None) -> None:
+    result = subprocess.run([ip, *args], capture_output=True, text=True, check=False, input=input)
     if result.returncode != 0:
         detail = result.stderr.strip() or f"exit code {result.returncode}"
         raise NetnsError(f"`ip {' '.join(args)}` failed: {detail}")
