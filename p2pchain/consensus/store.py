@@ -51,7 +51,9 @@ class BlockNode:
     height: Height
     parent: BlockNode | None
     validator_set: ValidatorSet
-    governance: GovernanceState
+    governance: GovernanceState | None
+    """None once released with the body: no block may build on a finalized block's ancestor,
+    and its proposals' vote maps would otherwise stay in memory for good."""
     undo: UndoData | None
     block: Block | None
 
@@ -224,6 +226,10 @@ def get_governance(store: Store, parent_id: BlockId, slot: Slot) -> GovernanceSt
     """Governance as a block at `slot` on top of `parent_id` starts from: the parameters it is
     validated with and the deposits its reward returns."""
     parent = store.nodes[parent_id]
+    if parent.governance is None:
+        raise ValueError(
+            f"block {parent_id.hex()[:16]} is a released ancestor of the finalized one"
+        )
     epoch = compute_epoch_at_slot(store.params, slot)
     return advance(parent.governance, epoch, parent.validator_set)
 
@@ -296,7 +302,8 @@ def release_bodies(store: Store, height: Height) -> list[Block]:
 
     The caller keeps them elsewhere (a node has them in its database). Blocks from the
     finalized one up are never released: reorgs and the state cursor need them. The nodes
-    stay, so checkpoint, validator-set and ancestry queries answer as before.
+    stay, so checkpoint, validator-set and ancestry queries answer as before; their governance
+    states go with the bodies (nothing builds on them any more).
     """
     finalized = store.nodes[store.finalized_checkpoint.block_id]
     node = get_ancestor_at_height(finalized, Height(min(height, finalized.height) - 1))
@@ -304,6 +311,7 @@ def release_bodies(store: Store, height: Height) -> list[Block]:
     while node is not None and node.block is not None:
         released.append(node.block)
         node.block = None
+        node.governance = None
         node = node.parent
     released.reverse()
     return released

@@ -18,6 +18,7 @@ from p2pchain.consensus import (
     get_head,
     get_head_view,
     get_proposer,
+    release_bodies,
 )
 from p2pchain.consensus.builder import build_block
 from p2pchain.consensus.forkchoice import on_block, on_tick, on_vote
@@ -481,3 +482,33 @@ def test_a_reorg_takes_the_governance_of_the_branch_it_moves_to() -> None:
             on_vote(other, message, Slot(sim.slot))
     assert get_head(other) == get_head(sim.store)
     assert other.nodes[get_head(other)].governance.params.block_reward == 9 * COIN
+
+
+def test_released_history_keeps_no_governance_and_the_chain_goes_on() -> None:
+    """A finalized block's ancestors drop their governance with their bodies (their vote maps
+    would otherwise stay for good); nothing reads it again, and blocks keep coming."""
+    sim = _simulation()
+    keys = _keys(sim)
+    sim.run_slot()
+    proposal = _propose(sim, keys[3], [("min_fee_rate", 1)])
+    sim.run_slot()
+    record = _head_governance(sim).proposal(proposal.txid)
+    assert record is not None
+    _run_until_epoch(sim, record.start)
+    for key in keys[:2]:
+        _vote(sim, key, proposal.txid, VoteChoice.YES)
+    _run_until_epoch(sim, record.activation + 2)
+    finalized = sim.store.nodes[sim.store.finalized_checkpoint.block_id]
+    assert finalized.height > 2
+    released = release_bodies(sim.store, finalized.height)
+    assert released
+    ancestors = [sim.store.nodes[block.block_id] for block in released]
+    assert all(node.governance is None for node in ancestors)
+    assert finalized.governance is not None
+    with pytest.raises(ValueError, match="released"):
+        get_governance(sim.store, ancestors[-1].block_id, Slot(sim.slot + 1))
+    height = sim.store.nodes[sim.store.head].height
+    sim.run_slot()
+    sim.run_slot()
+    assert sim.store.nodes[sim.store.head].height > height
+    assert _head_governance(sim).params.min_fee_rate == 1
