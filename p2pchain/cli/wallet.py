@@ -37,7 +37,7 @@ from p2pchain.ledger.wallet import Coin, Wallet
 from p2pchain.node.node import MAX_LISTED
 from p2pchain.params import COIN, GOVERNABLE, MAX_PROPOSAL_CHANGES, ChainParams
 from p2pchain.rpc import RpcError
-from p2pchain.rpc.jsonrpc import INTERNAL_ERROR, to_hex
+from p2pchain.rpc.jsonrpc import INTERNAL_ERROR, camel_case, to_hex
 
 FINALITY_POLL_S = 0.5
 
@@ -59,11 +59,6 @@ class Session:
     wallet: Wallet
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
-
-
 def params_from_json(result: JSON) -> ChainParams:
     """The `chain_params` answer as `ChainParams` (fields it lacks keep their defaults; keys
     this version does not know are ignored).
@@ -76,7 +71,7 @@ def params_from_json(result: JSON) -> ChainParams:
     defaults = ChainParams()
     values: dict[str, object] = {}
     for spec in fields(ChainParams):
-        value = result.get(_camel(spec.name))
+        value = result.get(camel_case(spec.name))
         if value is None:
             continue
         default = getattr(defaults, spec.name)
@@ -552,7 +547,7 @@ def parse_changes(texts: Sequence[str], params: ChainParams | None = None) -> li
     for text in texts:
         name, sep, raw = text.partition("=")
         name = name.strip()
-        bounds = chain.governable_range(name) if name in GOVERNABLE else None
+        bounds = chain.governable_range(name)
         if not sep:
             raise ConfigError(f"--set {text!r} is not NAME=VALUE")
         if bounds is None:
@@ -614,7 +609,8 @@ async def propose(
     wait: bool,
 ) -> tuple[str, str]:
     """Propose the ``NAME=VALUE`` `settings` (`parse_changes`) from epoch `activation` on
-    (default: the first one allowed, right after the voting window), paying the chain's
+    (default: one epoch after the first one allowed, so an epoch ending before the proposal
+    lands does not void it), paying the chain's
     deposit and the fee; return (txid/status, a line describing the proposal).
 
     Raises:

@@ -48,6 +48,7 @@ from p2pchain.net.peer import (
     PeerStatistics,
 )
 from p2pchain.net.transports import (
+    HostScope,
     PeerAddress,
     SocketTransport,
     Transport,
@@ -1001,7 +1002,7 @@ class Swarm:
             parsed = parse_address(address)
         except ConfigError:
             return
-        if not own and host_scope(parsed.host) == "unspecified":
+        if not own and host_scope(parsed.host) is HostScope.UNSPECIFIED:
             return
         usable = as_seen_from(parsed, seen_from)
         if usable is not None:

@@ -111,21 +111,30 @@ def parse_address(text: str | bytes) -> PeerAddress:
     return PeerAddress(scheme=scheme, host=host, port=int(port_text))
 
 
-def host_scope(host: str) -> str:
-    """``"unspecified"`` (0.0.0.0, ::), ``"loopback"`` (127/8, ::1, ``localhost``) or
-    ``"routable"`` (any other IP literal, DNS name or simulated name): what an address is
-    worth to a peer on another host."""
+class HostScope(StrEnum):
+    """What a host in an address is worth to a peer on another host."""
+
+    UNSPECIFIED = "unspecified"
+    """0.0.0.0 or ::: a listener on every interface, dialable by no one as such."""
+    LOOPBACK = "loopback"
+    """127/8, ::1 or ``localhost``: dialable only on the same host."""
+    ROUTABLE = "routable"
+    """Any other IP literal, a DNS name or a simulated name."""
+
+
+def host_scope(host: str) -> HostScope:
+    """The scope of `host` (an IPv4-mapped IPv6 address counts as its IPv4 address)."""
     if host.lower() == "localhost":
-        return "loopback"
+        return HostScope.LOOPBACK
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return "routable"
+        return HostScope.ROUTABLE
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_unspecified:
-        return "unspecified"
-    return "loopback" if ip.is_loopback else "routable"
+        return HostScope.UNSPECIFIED
+    return HostScope.LOOPBACK if ip.is_loopback else HostScope.ROUTABLE
 
 
 def check_public_host(host: str) -> None:
@@ -137,10 +146,9 @@ def check_public_host(host: str) -> None:
     """
     literal = f"[{host}]" if ":" in host else host
     parse_address(f"tcp://{literal}:1")
-    if host_scope(host) != "routable":
-        raise ConfigError(
-            f"public_addr {host!r} is {host_scope(host)}: peers elsewhere cannot dial it"
-        )
+    scope = host_scope(host)
+    if scope is not HostScope.ROUTABLE:
+        raise ConfigError(f"public_addr {host!r} is {scope}: peers elsewhere cannot dial it")
 
 
 def announced_addresses(bound: tuple[str, ...], public_host: str | None) -> tuple[str, ...]:
@@ -164,11 +172,11 @@ def as_seen_from(address: PeerAddress, seen_host: str) -> PeerAddress | None:
     comes from: an unspecified host becomes `seen_host`; a loopback host is kept only when the
     peer is itself on our loopback (anyone else's loopback is not ours); None = unusable."""
     scope, seen = host_scope(address.host), host_scope(seen_host)
-    if scope == "unspecified":
-        if seen == "unspecified" or not seen_host:
+    if scope is HostScope.UNSPECIFIED:
+        if seen is HostScope.UNSPECIFIED or not seen_host:
             return None
         return PeerAddress(scheme=address.scheme, host=seen_host, port=address.port)
-    if scope == "loopback" and seen != "loopback":
+    if scope is HostScope.LOOPBACK and seen is not HostScope.LOOPBACK:
         return None
     return address
 
@@ -177,9 +185,9 @@ def shareable_with(address: PeerAddress, requester_host: str) -> bool:
     """Whether peer exchange may pass `address` to a peer connected from `requester_host`:
     never an unspecified host, and a loopback one only to a peer on our own loopback."""
     scope = host_scope(address.host)
-    if scope == "unspecified":
+    if scope is HostScope.UNSPECIFIED:
         return False
-    return scope != "loopback" or host_scope(requester_host) == "loopback"
+    return scope is not HostScope.LOOPBACK or host_scope(requester_host) is HostScope.LOOPBACK
 
 
 class ClientFrameScanner:

@@ -125,6 +125,12 @@ def to_hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
+def camel_case(name: str) -> str:
+    """A Python field name as a JSON key: ``max_block_txs`` is ``maxBlockTxs``."""
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
 Handler: TypeAlias = Callable[[Params], Awaitable[Json]]
 
 

@@ -42,7 +42,15 @@ from p2pchain.node.config import MAX_CLOCK_TIME_MS
 from p2pchain.node.node import MAX_LISTED
 from p2pchain.node.offers import BookEntry
 from p2pchain.params import ChainParams
-from p2pchain.rpc.jsonrpc import Json, Method, Params, invalid_params, parse_hex, to_hex
+from p2pchain.rpc.jsonrpc import (
+    Json,
+    Method,
+    Params,
+    camel_case,
+    invalid_params,
+    parse_hex,
+    to_hex,
+)
 
 DEFAULT_LISTED: Final = 100
 """Offers, retirements or proposals one call lists unless its ``limit`` asks otherwise."""
@@ -342,14 +350,17 @@ class NodeMethods:
         return [self.proposal_json(p, state.base) for p in newest]
 
     async def gov_proposal(self, params: Params) -> Json:
-        state = self.node.governance()
-        proposal = state.proposal(TxId(params.hex_bytes("proposalId", length=32)))
-        return None if proposal is None else self.proposal_json(proposal, state.base)
+        proposal, base = self._proposal(params)
+        return None if proposal is None else self.proposal_json(proposal, base)
 
     async def gov_tally(self, params: Params) -> Json:
+        proposal, base = self._proposal(params)
+        return None if proposal is None else tally_json(proposal.current_tally(), base)
+
+    def _proposal(self, params: Params) -> tuple[Proposal | None, ChainParams]:
+        """The proposal `proposalId` names (None if unknown) and the rules it is judged by."""
         state = self.node.governance()
-        proposal = state.proposal(TxId(params.hex_bytes("proposalId", length=32)))
-        return None if proposal is None else tally_json(proposal.current_tally(), state.base)
+        return state.proposal(TxId(params.hex_bytes("proposalId", length=32))), state.base
 
     async def net_peers(self, params: Params) -> Json:
         return [peer_json(peer) for peer in self.node.peers()]
@@ -589,8 +600,7 @@ def chain_params_json(params: ChainParams) -> dict[str, Json]:
     result: dict[str, Json] = {}
     for spec in fields(params):
         value = getattr(params, spec.name)
-        head, *rest = spec.name.split("_")
-        name = head + "".join(word.capitalize() for word in rest)
+        name = camel_case(spec.name)
         if isinstance(value, bytes):
             result[name] = to_hex(value)
         elif isinstance(value, int | str):
