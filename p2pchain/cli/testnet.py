@@ -10,6 +10,7 @@ root's veth are deleted when the supervisor stops.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -180,11 +181,12 @@ async def run_testnet(
             manual_clock=manual_clock,
             addresses=addresses,
         )
-        if addresses is None:
-            return await _supervise(
-                root, configs, statuses, wallets, network, tx_rate, duration, log_level, console
-            )
-        with netns.open_hosts(len(configs), attach_root=True) as made:
+        namespaced = (
+            contextlib.nullcontext(None)
+            if addresses is None
+            else netns.open_hosts(len(configs), attach_root=True)
+        )
+        with namespaced as made:
             return await _supervise(
                 root,
                 configs,
