@@ -40,10 +40,16 @@ _DEFAULT_PARAMS: Final = ChainParams()
 
 def write_key(path: Path, key: SecretKey) -> None:
     """Write a secret key as hex, readable by the owner only."""
+    write_private(path, key.secret.hex() + "\n")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (it holds secret keys), created so from the
+    start rather than narrowed after writing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_FILE_MODE)
     with os.fdopen(descriptor, "w") as file:
-        file.write(key.secret.hex() + "\n")
+        file.write(text)
 
 
 def read_key(path: Path) -> SecretKey:

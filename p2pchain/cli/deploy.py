@@ -29,7 +29,7 @@ from typing import Final, TypeAlias
 import tomli_w
 
 from p2pchain import __version__
-from p2pchain.cli.config import KEY_FILE_MODE, NodeFile, load_node
+from p2pchain.cli.config import NodeFile, load_node, write_private
 from p2pchain.cli.network import NetworkLayout
 from p2pchain.errors import ConfigError
 
@@ -124,7 +124,7 @@ def write_deployment(
     manifests = [config_map(configs), headless_service(), stateful_set(len(nodes), metrics=metrics)]
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     paths[0].write_text(render_yaml_documents(manifests, comment=_K8S_COMMENT))
-    _write_private(paths[1], render_yaml(key_secret(nodes), comment=_SECRET_COMMENT))
+    write_private(paths[1], render_yaml(key_secret(nodes), comment=_SECRET_COMMENT))
     return paths
 
 
@@ -396,14 +396,6 @@ def stateful_set(replicas: int, *, metrics: bool) -> Mapping[str, Yaml]:
             ],
         },
     }
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (it holds secret keys)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, KEY_FILE_MODE)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
 
 
 _COMPOSE_COMMENT: Final = f"""\
