@@ -102,3 +102,28 @@ def test_a_public_address_survives_a_round_trip(tmp_path: Path) -> None:
     node = replace(load_node(path), public_addr="node-0.validators.example")
     dump_node(node, path)
     assert load_node(path) == node
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("gov_quorum_bps = 0", "gov_quorum_bps must be 1..10000"),
+        ("gov_quorum_bps = 10001", "gov_quorum_bps must be 1..10000"),
+        ("gov_threshold_bps = 10000", "gov_threshold_bps 1..9999"),
+        ("gov_max_proposals = 0", "gov_max_proposals must be 1..1024"),
+        ("gov_max_proposals = 1025", "gov_max_proposals must be 1..1024"),
+        ("min_fee_rate = 1000001", "min_fee_rate must be 0..1000000"),
+        ("gov_deposit = 0", "gov_deposit must be in"),
+        ("gov_voting_epochs = 0", "must be positive"),
+        ("gov_max_activation_delay = 0", "must be positive"),
+        ("gov_deposit = 'ten'", "gov_deposit"),
+    ],
+)
+def test_governance_parameters_out_of_range_are_refused_naming_the_file(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = tmp_path / "network.toml"
+    path.write_text(f"[chain]\n{line}\n[genesis]\ngenesis_time_ms = 0\n")
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_network(path)
+    assert str(path) in str(raised.value)
