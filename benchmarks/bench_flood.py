@@ -238,7 +238,12 @@ class FloodFrames:
         """A block on the node's genesis, full of real payments (repeated), forged signature."""
         marker = Hash32(os.urandom(32))
         header = BlockHeader(
-            parent=target.genesis, height=1, slot=1, proposer=target.proposer, body_root=marker
+            parent=target.genesis,
+            height=1,
+            slot=1,
+            proposer=target.proposer,
+            body_root=marker,
+            state_root=marker,
         )
         overhead = len(Block(header=header, signature=bytes(64)).encoded) + 16
         txs: list[Transaction] = []

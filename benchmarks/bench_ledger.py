@@ -140,6 +140,7 @@ def make_block(work: Workload, txs: list[Transaction]) -> Block:
         slot=1,
         proposer=work.proposer.public_key,
         body_root=compute_body_root(body, ()),
+        state_root=work.view.root_after(body),
     )
     return Block(header=header, signature=bytes(64), transactions=body)
 

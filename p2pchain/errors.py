@@ -73,6 +73,7 @@ class Reason(StrEnum):
     DUPLICATE_TX = "duplicate-tx"
     CONFLICTING_SPEND = "conflicting-spend"
     BAD_BODY_ROOT = "bad-body-root"
+    BAD_STATE_ROOT = "bad-state-root"
     BAD_HEIGHT = "bad-height"
     BAD_PARENT = "bad-parent"
     UNKNOWN_PARENT = "unknown-parent"
@@ -139,6 +140,10 @@ class InvalidOffer(ValidationError):
 
 class InvalidPartial(ValidationError):
     """Partially signed transactions that cannot be combined or finished as asked."""
+
+
+class InvalidProof(P2PChainError, ValueError):
+    """A state or inclusion proof that does not verify against the root it claims."""
 
 
 class ProtocolError(P2PChainError):

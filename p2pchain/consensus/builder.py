@@ -112,12 +112,15 @@ def build_block(
         refunds=refunds,
     )
     body = (reward, *chosen)
+    state_root = move_view(store, parent_id).root_after(body)
+    move_view(store, store.head)
     header = BlockHeader(
         parent=parent_id,
         height=height,
         slot=slot,
         proposer=proposer,
         body_root=compute_body_root(body, tuple(included)),
+        state_root=state_root,
     )
     signature = proposer_key.sign(header_signing_message(params.chain_id, header.block_id))
     return Block(header=header, signature=signature, transactions=body, votes=tuple(included))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Self
@@ -16,8 +17,11 @@ from p2pchain.ledger.encoding import (
     encode_item,
     item_header,
     list_payload,
+    read_bytes,
     read_fixed,
     read_list,
+    read_uint,
+    uint_bytes,
     wrap_list,
 )
 from p2pchain.ledger.header import BlockHeader, SignedHeader
@@ -25,12 +29,123 @@ from p2pchain.ledger.tx import Transaction, read_transaction
 from p2pchain.ledger.types import BlockId, Hash32
 from p2pchain.ledger.vote import Vote
 
+_SHA256 = hashlib.sha256
+
 EMPTY_BLOCK_SIGNATURE = bytes(64)
 
 
 def compute_body_root(transactions: tuple[Transaction, ...], votes: tuple[Vote, ...]) -> Hash32:
-    """SHA-256 of ``rlp([transactions, votes])``, witnesses included (commits to the whole body)."""
-    return sha256(wrap_list(_encode_body(transactions, votes)))
+    """``SHA-256(u64be(len(transactions)) || tx_root || SHA-256(rlp(votes)))``: commits to the
+    whole body, witnesses included, and lets one transaction be proven in it by a Merkle branch
+    (`prove_inclusion`). The count is part of it so that a branch proves the index too."""
+    return _body_root(len(transactions), compute_tx_root(transactions), votes_hash(votes))
+
+
+def _body_root(count: int, tx_root: bytes, votes: bytes) -> Hash32:
+    return sha256(count.to_bytes(8, "big") + tx_root + votes)
+
+
+def votes_hash(votes: tuple[Vote, ...]) -> Hash32:
+    return sha256(encode_item([vote.to_rlp() for vote in votes]))
+
+
+def _tx_leaf(tx: Transaction) -> bytes:
+    return _SHA256(b"\x00" + tx.encoded).digest()
+
+
+def _tx_node(left: bytes, right: bytes) -> bytes:
+    return _SHA256(b"\x01" + left + right).digest()
+
+
+def compute_tx_root(transactions: tuple[Transaction, ...]) -> Hash32:
+    """The binary Merkle root over the transactions' full encodings, in block order; a level
+    of odd length carries its last node up unchanged (nothing is duplicated, so no two lists
+    share a root); 32 zero bytes for none."""
+    level = [_tx_leaf(tx) for tx in transactions]
+    if not level:
+        return Hash32(bytes(32))
+    while len(level) > 1:
+        paired = [_tx_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return Hash32(level[0])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InclusionProof:
+    """Where a transaction sits in a block body: its index, the body's transaction count, the
+    sibling hashes from the leaf up (levels where it has none are skipped) and the votes hash,
+    so that ``body_root`` can be recomputed from the transaction alone."""
+
+    index: int
+    count: int
+    siblings: tuple[Hash32, ...]
+    votes_hash: Hash32
+
+    def to_rlp(self) -> RLPItem:
+        return [
+            uint_bytes(self.index),
+            uint_bytes(self.count),
+            b"".join(self.siblings),
+            self.votes_hash,
+        ]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        index, count, siblings, votes = read_list(item, "inclusion_proof", length=4)
+        raw = read_bytes(siblings, "inclusion_proof.siblings", 32 * 64)
+        if len(raw) % 32:
+            raise DecodeError("inclusion_proof.siblings: not a list of 32-byte hashes")
+        return cls(
+            index=read_uint(index, "inclusion_proof.index"),
+            count=read_uint(count, "inclusion_proof.count"),
+            siblings=tuple(Hash32(raw[i : i + 32]) for i in range(0, len(raw), 32)),
+            votes_hash=Hash32(read_fixed(votes, "inclusion_proof.votes_hash", 32)),
+        )
+
+
+def prove_inclusion(block: Block, index: int) -> InclusionProof:
+    """The proof that ``block.transactions[index]`` is in the body `block.header` commits to."""
+    level = [_tx_leaf(tx) for tx in block.transactions]
+    if not 0 <= index < len(level):
+        raise IndexError(index)
+    siblings: list[Hash32] = []
+    position = index
+    while len(level) > 1:
+        partner = position ^ 1
+        if partner < len(level):
+            siblings.append(Hash32(level[partner]))
+        paired = [_tx_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level, position = paired, position // 2
+    return InclusionProof(
+        index=index,
+        count=len(block.transactions),
+        siblings=tuple(siblings),
+        votes_hash=votes_hash(block.votes),
+    )
+
+
+def verify_inclusion(body_root: bytes, tx: Transaction, proof: InclusionProof) -> bool:
+    """True when `proof` places `tx` at `proof.index` in the body `body_root` commits to."""
+    if not 0 <= proof.index < proof.count < 1 << 64:
+        return False
+    node = _tx_leaf(tx)
+    position, width = proof.index, proof.count
+    siblings = iter(proof.siblings)
+    while width > 1:
+        partner = position ^ 1
+        if partner < width:
+            sibling = next(siblings, None)
+            if sibling is None:
+                return False
+            node = _tx_node(sibling, node) if position & 1 else _tx_node(node, sibling)
+        position, width = position // 2, (width + 1) // 2
+    if next(siblings, None) is not None:
+        return False
+    return _body_root(proof.count, node, proof.votes_hash) == body_root
 
 
 def _encode_body(transactions: tuple[Transaction, ...], votes: tuple[Vote, ...]) -> bytes:

@@ -143,6 +143,11 @@ def _check_config(config: GenesisConfig, params: ChainParams) -> None:
 
 def genesis_block(config: GenesisConfig, params: ChainParams) -> Block:
     """The deterministic block at height 0 (unsigned; never validated, only applied)."""
+    return genesis_state(config, params)[0]
+
+
+def genesis_state(config: GenesisConfig, params: ChainParams) -> tuple[Block, UtxoView]:
+    """The genesis block and the UTXO view right after it (whose root its header carries)."""
     _check_config(config, params)
     native = AssetId(params.native_asset)
     outputs = [
@@ -160,19 +165,16 @@ def genesis_block(config: GenesisConfig, params: ChainParams) -> Block:
     tx = Transaction(
         kind=TxKind.REWARD, outputs=tuple(outputs), payload=RewardPayload(height=Height(0))
     )
+    view = UtxoView()
+    undo = view.apply_transaction(tx)
     header = BlockHeader(
         parent=BlockId(tagged_hash(_GENESIS_TAG, encode(config))),
         height=Height(0),
         slot=Slot(0),
         proposer=NO_PROPOSER,
         body_root=compute_body_root((tx,), ()),
+        state_root=view.state_root(),
     )
-    return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=(tx,))
-
-
-def genesis_state(config: GenesisConfig, params: ChainParams) -> tuple[Block, UtxoView]:
-    """The genesis block and the UTXO view right after it."""
-    block = genesis_block(config, params)
-    view = UtxoView()
-    view.apply(block)
+    block = Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=(tx,))
+    view.finish_block(block, [undo])
     return block, view

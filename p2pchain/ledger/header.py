@@ -22,7 +22,8 @@ _HEADER_SIG_TAG = b"p2pchain/header"
 
 @dataclass(frozen=True, kw_only=True)
 class BlockHeader:
-    """What the proposer signs: the parent, position in time, and a commitment to the body.
+    """What the proposer signs: the parent, position in time, a commitment to the body and one
+    to the state after the block (`UtxoView.state_root`).
 
     Not slotted, so that `block_id` is hashed once per object (`cached_property`).
     """
@@ -32,6 +33,7 @@ class BlockHeader:
     slot: Slot
     proposer: PublicKey
     body_root: Hash32
+    state_root: Hash32
 
     def to_rlp(self) -> RLPItem:
         return [
@@ -40,17 +42,19 @@ class BlockHeader:
             uint_bytes(self.slot),
             self.proposer,
             self.body_root,
+            self.state_root,
         ]
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
-        fields = read_list(item, "header", length=5)
+        fields = read_list(item, "header", length=6)
         return cls(
             parent=BlockId(read_fixed(fields[0], "header.parent", 32)),
             height=Height(read_uint(fields[1], "header.height")),
             slot=Slot(read_uint(fields[2], "header.slot")),
             proposer=PublicKey(read_fixed(fields[3], "header.proposer", 32)),
             body_root=Hash32(read_fixed(fields[4], "header.body_root", 32)),
+            state_root=Hash32(read_fixed(fields[5], "header.state_root", 32)),
         )
 
     @cached_property

@@ -9,13 +9,13 @@ implement too.
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, Self
+from typing import Protocol, Self
 
 from p2pchain.ledger.block import Block
+from p2pchain.ledger.commitment import StateCommitment
 from p2pchain.ledger.encoding import (
     RLPItem,
     encode_item,
@@ -111,9 +111,6 @@ def _is_slashable(output: TxOutput) -> bool:
     return output.lock.kind in (LockKind.STAKE, LockKind.UNBONDING)
 
 
-STATE_ROOT_TAG: Final = b"p2pchain/state-root"
-
-
 class LedgerReader(Protocol):
     """The queries `validation.validate_transaction` makes of the state it checks against.
 
@@ -136,10 +133,12 @@ class UtxoView:
     """Unspent outputs plus indexes by address and by validator key, at one tip.
 
     A `LedgerReader`. The view owns its tip: only `finish_block` (the end of every applied
-    block) and `undo` move it.
+    block) and `undo` move it. Every change goes through `_add`, `_remove` and `_set_asset`,
+    which keep the state commitment in step.
     """
 
     def __init__(self) -> None:
+        self.commitment = StateCommitment()
         self._utxos: dict[OutPoint, TxOutput] = {}
         self._assets: dict[AssetId, AssetInfo] = {}
         self._by_address: defaultdict[Address, set[OutPoint]] = defaultdict(set)
@@ -214,35 +213,40 @@ class UtxoView:
         view = cls()
         for outpoint, output in utxos:
             view._add(outpoint, output)
-        view._assets = {info.asset: info for info in assets}
+        for info in assets:
+            view._set_asset(info.asset, info)
         view.tip, view.height = tip, height
         return view
 
     def state_root(self) -> Hash32:
-        """A commitment to the whole state (UTXO set and asset registry), the same on every
-        node holding it: how anyone checks that two nodes agree (layout in docs/protocol.md).
-        """
-        hasher = hashlib.sha256(STATE_ROOT_TAG)
-        for outpoint, output in sorted(self._utxos.items(), key=lambda item: item[0]):
-            hasher.update(encode_item([outpoint.to_rlp(), output.to_rlp()]))
-        for asset in sorted(self._assets):
-            hasher.update(encode_item(self._assets[asset].to_rlp()))
-        return Hash32(hasher.digest())
+        """The root every header commits to: the UTXO set, the asset registry and the bonded
+        stake, the same on every node holding this state (`commitment`; docs/protocol.md).
+        Costs what changed since the last call."""
+        return self.commitment.root()
 
     def copy(self) -> UtxoView:
-        return UtxoView.from_snapshot(
-            self._utxos.items(), self._assets.values(), self.tip, self.height
-        )
+        view = UtxoView()
+        view._utxos = dict(self._utxos)
+        view._assets = dict(self._assets)
+        for address, owned in self._by_address.items():
+            view._by_address[address] = set(owned)
+        for key, staked in self._by_validator.items():
+            view._by_validator[key] = set(staked)
+        view.commitment = self.commitment.copy()
+        view.tip, view.height = self.tip, self.height
+        return view
 
     # -- changes ---------------------------------------------------------------------------
     def _add(self, outpoint: OutPoint, output: TxOutput) -> None:
         self._utxos[outpoint] = output
+        self.commitment.add_output(outpoint, output)
         self._by_address[output.address].add(outpoint)
         if _is_slashable(output):
             self._by_validator[PublicKey(output.lock.key)].add(outpoint)
 
     def _remove(self, outpoint: OutPoint) -> TxOutput:
         output = self._utxos.pop(outpoint)
+        self.commitment.remove_output(outpoint, output)
         owned = self._by_address[output.address]
         owned.discard(outpoint)
         if not owned:
@@ -258,8 +262,10 @@ class UtxoView:
     def _set_asset(self, asset: AssetId, info: AssetInfo | None) -> None:
         if info is None:
             self._assets.pop(asset, None)
+            self.commitment.set_asset(asset, None)
         else:
             self._assets[asset] = info
+            self.commitment.set_asset(asset, encode_item(info.to_rlp()))
 
     def apply_transaction(self, tx: Transaction, txid: TxId | None = None) -> TxUndo:
         """Spend the inputs, create the outputs, update assets; return how to reverse it."""
@@ -276,12 +282,15 @@ class UtxoView:
             asset = compute_asset_id(tx.inputs[0].outpoint)
             issued = sum(o.amount for o in tx.outputs if o.asset == asset)
             assets.append((asset, self._assets.get(asset)))
-            self._assets[asset] = AssetInfo(
-                asset=asset,
-                name=payload.name,
-                issuer=spent[0][1].address,
-                cap=payload.cap,
-                issued=issued,
+            self._set_asset(
+                asset,
+                AssetInfo(
+                    asset=asset,
+                    name=payload.name,
+                    issuer=spent[0][1].address,
+                    cap=payload.cap,
+                    issued=issued,
+                ),
             )
         elif isinstance(payload, MintPayload):
             asset = payload.asset
@@ -290,12 +299,15 @@ class UtxoView:
                 o.amount for _, o in spent if o.asset == asset
             )
             assets.append((asset, previous))
-            self._assets[asset] = AssetInfo(
-                asset=asset,
-                name=previous.name,
-                issuer=previous.issuer,
-                cap=previous.cap,
-                issued=previous.issued + minted,  # > 0: validation refuses a MINT of nothing
+            self._set_asset(
+                asset,
+                AssetInfo(
+                    asset=asset,
+                    name=previous.name,
+                    issuer=previous.issuer,
+                    cap=previous.cap,
+                    issued=previous.issued + minted,  # > 0: validation refuses a MINT of nothing
+                ),
             )
         for index, output in enumerate(tx.outputs):
             self._add(OutPoint(txid=txid, index=index), output)
@@ -310,6 +322,15 @@ class UtxoView:
             self._set_asset(asset, previous)
         for outpoint, output in undo.spent:
             self._add(outpoint, output)
+
+    def root_after(self, transactions: Sequence[Transaction]) -> Hash32:
+        """The state root once `transactions` (valid, in order) are applied on this view; the
+        view is left as it was. What a proposer puts in its header."""
+        undos = [(tx, self.apply_transaction(tx)) for tx in transactions]
+        root = self.state_root()
+        for tx, undo in reversed(undos):
+            self.undo_transaction(tx, undo)
+        return root
 
     def apply(self, block: Block) -> UndoData:
         """Apply a block known to be valid on top of this view; return its undo data."""

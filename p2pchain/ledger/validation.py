@@ -384,6 +384,7 @@ def connect_block(
     outputs must be exactly `refunds` (governance deposits returned in this block, decided by
     the consensus layer), each locked like the rest of the reward.
 
+    The header's `state_root` must be the view's root once every transaction is applied.
     On success the view's tip is the block (`UtxoView.finish_block` moves it).
 
     Raises:
@@ -431,6 +432,9 @@ def connect_block(
                 Reason.BAD_REWARD, f"{paid} > reward + fees {params.block_reward + fees}"
             )
         applied.insert(0, (reward, view.apply_transaction(reward)))
+        root = view.state_root()
+        if root != header.state_root:
+            raise InvalidBlock(Reason.BAD_STATE_ROOT, f"the state after it is {root.hex()}")
     except InvalidBlock:
         _roll_back(view, applied)
         raise

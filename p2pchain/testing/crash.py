@@ -37,6 +37,7 @@ from p2pchain.ledger.validation import BlockContext, connect_block
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.node.storage import SqliteChainStore
 from p2pchain.params import COIN, ChainParams
+from p2pchain.testing.roots import state_root_after
 from p2pchain.testing.stores import commit_after_apply
 
 PARAMS = ChainParams(reward_maturity=3)
@@ -87,6 +88,7 @@ def next_block(
         slot=Slot(height),  # one block per slot
         proposer=proposer.public_key,
         body_root=compute_body_root(body, ()),
+        state_root=state_root_after(view, body),
     )
     return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=body)
 

@@ -78,6 +78,7 @@ from p2pchain.params import (
     NATIVE_ASSET,
     ChainParams,
 )
+from p2pchain.testing.roots import state_root_after
 
 # -- primitives ----------------------------------------------------------------------------
 
@@ -187,6 +188,7 @@ def block_headers() -> SearchStrategy[BlockHeader]:
         slot=uint64s(),
         proposer=st.binary(min_size=32, max_size=32).map(PublicKey),
         body_root=hashes(),
+        state_root=hashes(),
     )
 
 
@@ -423,6 +425,7 @@ def view_state(view: UtxoView) -> object:
         {owner: view.utxos_of(owner) for owner in owners},
         {key: view.slashable_outpoints(key) for key in keys},
         view.bonded_stake(),
+        view.state_root(),
     )
 
 
@@ -549,6 +552,7 @@ def build_block(
         slot=Slot(height if slot is None else slot),
         proposer=proposer.public_key,
         body_root=compute_body_root(body, tuple(votes)),
+        state_root=state_root_after(view, body),
     )
     signed = sign_header(header, proposer, params.chain_id)
     return Block(header=header, signature=signed.signature, transactions=body, votes=tuple(votes))

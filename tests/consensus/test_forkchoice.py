@@ -303,7 +303,8 @@ def test_rejected_block_leaves_store_unchanged(field, slots):
         case "slot" | "height":
             bad = resign(sim, block, **{field: getattr(block.header, field) + 7})
         case "proposer":
-            bad = resign(sim, block, proposer=sorted(sim.keys)[0])
+            other = next(key for key in sorted(sim.keys) if key != block.header.proposer)
+            bad = resign(sim, block, proposer=other)
         case "signature":
             bad = replace(block, signature=bytes(64))
         case "body_root":
@@ -328,18 +329,21 @@ def test_reorg_is_reported_and_the_view_follows():
     store = sim.store
     pop_head_change(store)
     base = get_head(store)
-    # Two competing children of `base`; votes decide between them.
-    first = build_block(store, base, 2, sim.keys[get_proposer(store, base, 2)])
+    # Two competing children of `base` by different proposers (so that their rewards differ);
+    # votes decide between them.
+    first_proposer = get_proposer(store, base, 2)
+    slot = next(s for s in range(3, 64) if get_proposer(store, base, s) != first_proposer)
+    first = build_block(store, base, 2, sim.keys[first_proposer])
     on_block(store, first, 2)
-    second = build_block(store, base, 3, sim.keys[get_proposer(store, base, 3)])
-    on_block(store, second, 3)
+    second = build_block(store, base, slot, sim.keys[get_proposer(store, base, slot)])
+    on_block(store, second, slot)
     heavier, lighter = (first, second) if get_head(store) == first.block_id else (second, first)
     change = pop_head_change(store)
     assert (change.old_head, change.new_head) == (base, heavier.block_id)
     assert (change.undone, change.applied) == ((), (heavier,))
     stakes = store.nodes[store.genesis_id].validator_set
     for key in sorted(sim.keys, key=stakes.stake_of)[-2:]:
-        sim.deliver(make_vote(store, sim.keys[key], 3, head=lighter.block_id))
+        sim.deliver(make_vote(store, sim.keys[key], slot, head=lighter.block_id))
     assert get_head(store) == lighter.block_id
     assert get_weight(store, lighter.block_id) > get_weight(store, heavier.block_id)
     change = pop_head_change(store)

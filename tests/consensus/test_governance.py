@@ -42,6 +42,7 @@ from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN, ChainParams
 from p2pchain.testing.consensus import CONSENSUS_PARAMS, Simulation, feed_in_order
+from p2pchain.testing.roots import state_root_on
 
 PARAMS = replace(CONSENSUS_PARAMS, gov_voting_epochs=2, gov_deposit=5 * COIN)
 STAKES = (40 * COIN, 30 * COIN, 20 * COIN, 10 * COIN)
@@ -156,6 +157,7 @@ def _forge(sim: Simulation, transactions: Sequence[Transaction]) -> Block:
         slot=slot,
         proposer=proposer,
         body_root=compute_body_root(body, ()),
+        state_root=state_root_on(store, head, body),
     )
     signature = sim.keys[proposer].sign(
         header_signing_message(sim.params.chain_id, header.block_id)

@@ -244,6 +244,7 @@ def _header() -> BlockHeader:
         slot=2,
         proposer=PublicKey(bytes(32)),
         body_root=Hash32(bytes(32)),
+        state_root=Hash32(bytes(32)),
     )
 
 

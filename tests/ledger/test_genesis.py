@@ -24,7 +24,7 @@ from p2pchain.testing import addresses
 PARAMS = ChainParams()
 VALIDATOR = SecretKey.from_entropy(b"genesis-test-validator-entropy-32")
 OWNER = Address(b"\x11" * 20)
-GENESIS_ID = "b807c9f325760a9fb23da192f5852cf8c42ccb7635cdb9ebce7cf093ccdaaec2"
+GENESIS_ID = "a22460f2ce4d57006578bdf47e6b8eb542df2e24214d8bee4bfd597451d3f0cb"
 
 
 def config(**changes: object) -> GenesisConfig:

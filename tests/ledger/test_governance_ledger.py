@@ -32,6 +32,7 @@ from p2pchain.ledger.types import Address, Amount, AssetId, Epoch, Height, TxId
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import BlockContext, connect_block, validate_transaction
 from p2pchain.params import COIN, MAX_PROPOSAL_CHANGES, ChainParams
+from p2pchain.testing.roots import state_root_after
 from p2pchain.testing.strategies import (
     FAST_PARAMS,
     FundedChain,
@@ -203,7 +204,11 @@ def test_a_reward_ends_in_exactly_the_refunds_it_is_given() -> None:
             height=height, amount=Amount(amount), address=proposer, params=params, refunds=extra
         )
         template = build_block(chain.view, params, proposer=chain.validator)
-        header = replace(template.header, body_root=compute_body_root((reward,), ()))
+        header = replace(
+            template.header,
+            body_root=compute_body_root((reward,), ()),
+            state_root=state_root_after(chain.view, (reward,)),
+        )
         signed = sign_header(header, chain.validator, params.chain_id)
         return replace(template, header=header, signature=signed.signature, transactions=(reward,))
 

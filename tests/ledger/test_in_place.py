@@ -148,6 +148,7 @@ def test_a_block_of_in_place_transactions_at_the_budget_edge_is_judged_alike() -
         slot=Slot(1),
         proposer=PublicKey(bytes(32)),
         body_root=Hash32(bytes(32)),
+        state_root=Hash32(bytes(32)),
     )
     item = Block(header=header, signature=bytes(64), transactions=(transfer,) * 3).to_rlp()
     assert isinstance(item, list)

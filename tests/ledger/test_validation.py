@@ -48,6 +48,7 @@ from p2pchain.testing import (
     view_state,
     votes,
 )
+from p2pchain.testing.roots import state_root_after
 
 NATIVE = AssetId(FAST_PARAMS.native_asset)
 NOT_ON_CURVE = PublicKey(bytes(31) + b"\x05")  # x = 5 has no point on secp256k1
@@ -736,6 +737,7 @@ def _with_body(chain: FundedChain, body: list[Transaction], height: int | None =
         slot=chain.view.height + 1,
         proposer=chain.validator.public_key,
         body_root=compute_body_root(tuple(body), ()),
+        state_root=state_root_after(chain.view, body),
     )
     signature = sign_header(header, chain.validator, chain.params.chain_id).signature
     return Block(header=header, signature=signature, transactions=tuple(body))

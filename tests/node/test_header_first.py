@@ -49,6 +49,7 @@ async def test_a_blocks_header_is_judged_before_its_body(autojump_clock, case):
             slot=head.header.slot,
             proposer=signer.public_key,
             body_root=Hash32(sha256(b"a body nobody will read")),
+            state_root=Hash32(bytes(32)),
         )
         message = header_signing_message(net.params.chain_id, header.block_id)
         signature = bytes(64) if case.endswith("bad-signature") else signer.sign(message)

@@ -34,6 +34,7 @@ def _block(nonce: int, *, parent: BlockId = KNOWN, height: int = 1, slot: int = 
         slot=slot,
         proposer=PublicKey(sha256(b"%d" % nonce)),
         body_root=Hash32(bytes(32)),
+        state_root=Hash32(bytes(32)),
     )
     return Block(header=header, signature=bytes(64))
 

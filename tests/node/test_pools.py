@@ -84,6 +84,7 @@ def _junk_block(nonce: int, *, parent: BlockId, slot: int, padding: int = 0) -> 
         slot=slot,
         proposer=JUNK_KEY.public_key,
         body_root=Hash32(sha256(nonce.to_bytes(8, "big"))),
+        state_root=Hash32(bytes(32)),
     )
     signature = JUNK_KEY.sign(header_signing_message(CONSENSUS_PARAMS.chain_id, header.block_id))
     filler = Vote(

@@ -30,6 +30,7 @@ def _block(parent: BlockId, height: int, nonce: int, txs: tuple[Transaction, ...
         slot=nonce,
         proposer=PublicKey(bytes(32)),
         body_root=Hash32(bytes(32)),
+        state_root=Hash32(bytes(32)),
     )
     return Block(header=header, signature=bytes(64), transactions=txs)
 

@@ -52,6 +52,7 @@ def make_chain(
             slot=height,
             proposer=PublicKey(sha256(tag)),
             body_root=BODY_ROOT,
+            state_root=BODY_ROOT,
         )
         chain.append(Block(header=header, signature=EMPTY_BLOCK_SIGNATURE))
     return chain
@@ -634,6 +635,7 @@ def _padded_orphan(nonce: int, votes: int) -> Block:
         slot=5,
         proposer=PublicKey(sha256(b"junk")),
         body_root=BODY_ROOT,
+        state_root=BODY_ROOT,
     )
     return Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, votes=(filler,) * votes)
 

@@ -392,6 +392,7 @@ def _slash_evidence(node: NodeProcess, valid: bool) -> DoubleProposal:
             slot=1,
             proposer=node.validator_key.public_key,
             body_root=sha256(os.urandom(32)),
+            state_root=sha256(os.urandom(32)),
         )
         for _ in range(2)
     ]

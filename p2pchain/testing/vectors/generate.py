@@ -74,6 +74,7 @@ from p2pchain.testing.consensus import (
     sign_vote_data,
     validator_keys,
 )
+from p2pchain.testing.roots import state_root_on
 from p2pchain.testing.vectors.format import MessageKind, Vector, dump_vector, vector_json
 from p2pchain.testing.vectors.record import Expectation, Message, VectorBuilder
 
@@ -204,6 +205,7 @@ class Scene:
         votes: Sequence[Vote] = (),
         reward: int | None = None,
         body_root: Hash32 | None = None,
+        state_root: Hash32 | None = None,
         chain_id: int | None = None,
         signature: bytes | None = None,
     ) -> Block:
@@ -230,6 +232,7 @@ class Scene:
             slot=Slot(slot),
             proposer=proposer or signer.public_key,
             body_root=body_root or compute_body_root(tuple(body), tuple(votes)),
+            state_root=state_root or state_root_on(self.store, parent, body),
         )
         if signature is None:
             message = header_signing_message(chain_id or params.chain_id, header.block_id)
@@ -630,6 +633,24 @@ def _block_bad_body_root(name: str) -> Vector:
     honest = s.forge(s.g, 2)
     wrong = compute_body_root((), ())
     s.send(s.forge(s.g, 2, body_root=wrong, body=honest.transactions), Reason.BAD_BODY_ROOT)
+    s.check()
+    return s.vector()
+
+
+@vector("block-bad-state-root")
+def _block_bad_state_root(name: str) -> Vector:
+    s = Scene(
+        name,
+        "Signed blocks whose header's state root is not the root of the state after them (a "
+        "zero root; the parent's root, as if the block changed nothing): bad-state-root. Then "
+        "the same block with the right root is accepted.",
+    )
+    s.tick(2)
+    s.send(s.forge(s.g, 1, state_root=Hash32(bytes(32))), Reason.BAD_STATE_ROOT)
+    genesis = s.store.nodes[s.g].block
+    assert genesis is not None
+    s.send(s.forge(s.g, 1, state_root=genesis.header.state_root), Reason.BAD_STATE_ROOT)
+    s.send(s.forge(s.g, 2))
     s.check()
     return s.vector()
 

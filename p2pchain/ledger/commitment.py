@@ -1,0 +1,165 @@
+"""The state commitment: one root over every unspent output, asset record and bonded stake.
+
+A `UtxoView` keeps one `StateCommitment` in step with its contents, so the root after a block
+costs what the block changed, not the size of the state. Two levels of `Trie`:
+
+- the *top* trie holds one leaf per address that owns outputs (its value is the root of that
+  address's *account* trie, one leaf per output), one leaf per issued asset, and one leaf whose
+  value is the root of the *validator* trie (one leaf per key with bonded stake);
+- so a single top-level proof plus the whole of an account (or of the validator set) proves a
+  balance (or the stake table) complete: nothing of it can be left out.
+
+Keys and values are tagged hashes (exact bytes in docs/protocol.md, "State commitment").
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from p2pchain.ledger.crypto import tagged_hash
+from p2pchain.ledger.encoding import encode_item, uint_bytes
+from p2pchain.ledger.trie import Trie
+from p2pchain.ledger.tx import LockKind, OutPoint, TxOutput
+from p2pchain.ledger.types import Address, AssetId, Hash32, PublicKey
+
+ACCOUNT_KEY_TAG: Final = b"p2pchain/state/account"
+ASSET_KEY_TAG: Final = b"p2pchain/state/asset"
+VALIDATORS_KEY_TAG: Final = b"p2pchain/state/validators"
+OUTPOINT_KEY_TAG: Final = b"p2pchain/state/outpoint"
+VALIDATOR_KEY_TAG: Final = b"p2pchain/state/validator"
+OUTPUT_VALUE_TAG: Final = b"p2pchain/state/output"
+ASSET_VALUE_TAG: Final = b"p2pchain/state/asset-info"
+STAKE_VALUE_TAG: Final = b"p2pchain/state/stake"
+
+VALIDATORS_KEY: Final = tagged_hash(VALIDATORS_KEY_TAG, b"")
+
+
+def account_key(address: Address) -> Hash32:
+    return tagged_hash(ACCOUNT_KEY_TAG, address)
+
+
+def asset_key(asset: AssetId) -> Hash32:
+    return tagged_hash(ASSET_KEY_TAG, asset)
+
+
+def outpoint_key(outpoint: OutPoint) -> Hash32:
+    return tagged_hash(OUTPOINT_KEY_TAG, encode_item(outpoint.to_rlp()))
+
+
+def validator_key(key: PublicKey) -> Hash32:
+    return tagged_hash(VALIDATOR_KEY_TAG, key)
+
+
+def output_value(output: TxOutput) -> Hash32:
+    return tagged_hash(OUTPUT_VALUE_TAG, encode_item(output.to_rlp()))
+
+
+def asset_value(encoded_info: bytes) -> Hash32:
+    """The value of an asset's leaf, from the RLP encoding of its `AssetInfo`."""
+    return tagged_hash(ASSET_VALUE_TAG, encoded_info)
+
+
+def stake_value(stake: int) -> Hash32:
+    return tagged_hash(STAKE_VALUE_TAG, uint_bytes(stake))
+
+
+def account_trie(outputs: list[tuple[OutPoint, TxOutput]]) -> Trie:
+    """An account trie built from scratch (how a verifier checks a whole account)."""
+    return Trie((outpoint_key(op), output_value(output)) for op, output in outputs)
+
+
+def validator_trie(stakes: list[tuple[PublicKey, int]]) -> Trie:
+    """A validator trie built from scratch (how a verifier checks a whole stake table)."""
+    return Trie((validator_key(key), stake_value(stake)) for key, stake in stakes)
+
+
+class StateCommitment:
+    """The tries behind the root, updated as outputs, assets and stake change.
+
+    Account and validator roots are folded into the top trie lazily, at `root()`, once per
+    account touched since the last call.
+    """
+
+    __slots__ = ("_accounts", "_dirty", "_stakes", "_top", "_validators", "_validators_dirty")
+
+    def __init__(self) -> None:
+        self._top = Trie()
+        self._accounts: dict[Address, Trie] = {}
+        self._dirty: set[Address] = set()
+        self._validators = Trie()
+        self._stakes: dict[PublicKey, int] = {}
+        self._validators_dirty = False
+
+    def copy(self) -> StateCommitment:
+        self.root()
+        clone = StateCommitment()
+        clone._top = self._top.copy()
+        clone._accounts = {address: trie.copy() for address, trie in self._accounts.items()}
+        clone._validators = self._validators.copy()
+        clone._stakes = dict(self._stakes)
+        return clone
+
+    def add_output(self, outpoint: OutPoint, output: TxOutput) -> None:
+        trie = self._accounts.get(output.address)
+        if trie is None:
+            trie = self._accounts[output.address] = Trie()
+        trie.set(outpoint_key(outpoint), output_value(output))
+        self._dirty.add(output.address)
+        if output.lock.kind is LockKind.STAKE:
+            self._add_stake(PublicKey(output.lock.key), output.amount)
+
+    def remove_output(self, outpoint: OutPoint, output: TxOutput) -> None:
+        self._accounts[output.address].delete(outpoint_key(outpoint))
+        self._dirty.add(output.address)
+        if output.lock.kind is LockKind.STAKE:
+            self._add_stake(PublicKey(output.lock.key), -output.amount)
+
+    def set_asset(self, asset: AssetId, encoded_info: bytes | None) -> None:
+        """Record an asset's `AssetInfo` (its RLP encoding), or forget it (None)."""
+        key = asset_key(asset)
+        if encoded_info is None:
+            if self._top.get(key) is not None:
+                self._top.delete(key)
+        else:
+            self._top.set(key, asset_value(encoded_info))
+
+    def _add_stake(self, key: PublicKey, change: int) -> None:
+        stake = self._stakes.get(key, 0) + change
+        trie_key = validator_key(key)
+        if stake:
+            self._stakes[key] = stake
+            self._validators.set(trie_key, stake_value(stake))
+        else:
+            del self._stakes[key]
+            self._validators.delete(trie_key)
+        self._validators_dirty = True
+
+    def root(self) -> Hash32:
+        """The state root: the top trie's, after folding in every account changed since."""
+        top = self._top
+        for address in self._dirty:
+            trie = self._accounts[address]
+            if len(trie):
+                top.set(account_key(address), trie.root())
+            else:
+                del self._accounts[address]
+                key = account_key(address)
+                if top.get(key) is not None:  # not there when it came and went since
+                    top.delete(key)
+        self._dirty.clear()
+        if self._validators_dirty:
+            if len(self._validators):
+                top.set(VALIDATORS_KEY, self._validators.root())
+            elif top.get(VALIDATORS_KEY) is not None:
+                top.delete(VALIDATORS_KEY)
+            self._validators_dirty = False
+        return top.root()
+
+    # -- what proofs are made of --------------------------------------------------------------
+    @property
+    def top(self) -> Trie:
+        """The top trie, current as of the last `root()` call."""
+        return self._top
+
+    def account(self, address: Address) -> Trie | None:
+        return self._accounts.get(address)
