@@ -146,6 +146,10 @@ class InvalidProof(P2PChainError, ValueError):
     """A state or inclusion proof that does not verify against the root it claims."""
 
 
+class NoHonestPeer(P2PChainError):
+    """No connected peer gave an answer that verifies (a light client asked them all)."""
+
+
 class ProtocolError(P2PChainError):
     """A violation of the peer protocol."""
 

@@ -37,6 +37,17 @@ def test_embed_node_pays_and_waits_for_finality():
 
 
 @pytest.mark.timeout(TIMEOUT_S + 10)
+def test_light_wallet_proves_its_balance_and_payment():
+    code, out = run_example("light_wallet.py")
+    assert code == 0, out
+    assert re.search(r"verified finality up to epoch [1-9]\d*, height \d+", out), out
+    assert "proven balance: 12.00000000\n" in out
+    assert re.search(r"payment proven in block [0-9a-f]{16} at height \d+", out)
+    assert "validators: 3, bonded 300.00000000" in out
+    assert out.rstrip().endswith("light client closed")
+
+
+@pytest.mark.timeout(TIMEOUT_S + 10)
 def test_local_testnet_finalizes_epochs_on_every_node():
     code, out = run_example("local_testnet.py", "--epochs", "2")
     assert code == 0, out

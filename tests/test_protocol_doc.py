@@ -239,7 +239,7 @@ def _size(cell: str) -> int:
 
 def test_the_code_uses_the_tags_this_test_knows_to_look_for():
     tags = code_tags()
-    assert {"p2pchain/tx", "p2pchain/state-root", "p2pchain/noise-identity"} <= tags
+    assert {"p2pchain/tx", "p2pchain/state/account", "p2pchain/noise-identity"} <= tags
     assert "p2pchain/noise/1" not in tags  # the Noise prologue, not a hash tag
 
 
@@ -344,7 +344,7 @@ def test_key_files_are_as_the_files_section_describes(tmp_path):
     ("check", "row_start", "missing"),
     [
         (missing_tags, "| `p2pchain/seed` |", "p2pchain/seed"),
-        (missing_tags, "| `p2pchain/state-root` |", "p2pchain/state-root"),
+        (missing_tags, "| `p2pchain/state/account` |", "p2pchain/state/account"),
         (missing_params, "| `max_block_votes` |", "max_block_votes"),
         (missing_params, "| `validator_set_lag_epochs` |", "validator_set_lag_epochs"),
         (wrong_message_rows, "| 21 | `GetBlocksById` |", "GetBlocksById"),

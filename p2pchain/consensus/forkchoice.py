@@ -25,6 +25,7 @@ from p2pchain.consensus.store import (
     move_view,
     record_applied,
     remember_pruned,
+    stake_path,
 )
 from p2pchain.consensus.types import compute_start_slot_at_epoch
 from p2pchain.consensus.validators import compute_stake_delta
@@ -172,7 +173,9 @@ def on_block(
     # Every check passed: from here on nothing raises.
     record_applied(store, block)
     validators = parent.validator_set.with_changes(compute_stake_delta(block, undo))
-    store.nodes[block_id] = BlockNode.of(block, parent, validators, governance, undo)
+    store.nodes[block_id] = BlockNode.of(
+        block, parent, validators, governance, undo, stake_path(store.view)
+    )
     store.tree.add_block(block_id, parent.block_id)
     store.current_slot = now
     for tx in block.transactions:

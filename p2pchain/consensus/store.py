@@ -8,7 +8,7 @@ also how a reorg is reported (`pop_head_change`). The cursor never undoes the fi
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -24,11 +24,17 @@ from p2pchain.consensus.types import (
 from p2pchain.consensus.validators import ValidatorSet, compute_proposer, compute_seed
 from p2pchain.errors import InvalidBlock, Reason
 from p2pchain.ledger.block import Block
+from p2pchain.ledger.commitment import VALIDATORS_KEY
 from p2pchain.ledger.genesis import GenesisConfig, genesis_state
+from p2pchain.ledger.trie import TrieProof
 from p2pchain.ledger.types import BlockId, Epoch, Hash32, Height, PublicKey, Slot
 from p2pchain.ledger.utxo import UndoData, UtxoView
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import ChainParams
+
+STAKE_PATHS_KEPT: Final = 4_096
+"""Finalized checkpoint blocks whose stake path (`BlockNode.stake_path`, about 2.4 KiB) a store
+keeps for light clients: a client whose trusted checkpoint is older re-anchors on a newer one."""
 
 PRUNED_IDS_KEPT: Final = 16_384
 """Ids of blocks known to conflict with the finalized checkpoint that a store remembers (about
@@ -56,6 +62,11 @@ class BlockNode:
     and its proposals' vote maps would otherwise stay in memory for good."""
     undo: UndoData | None
     block: Block | None
+    stake_path: TrieProof | None = None
+    """Where the validator trie sits in the top trie of the state after this block: with
+    `validator_set` it proves the stake table to a light client holding only the header.
+    Kept while the block is in the tree, then only for checkpoint blocks (`release_bodies`),
+    the last `STAKE_PATHS_KEPT` of them."""
 
     @classmethod
     def of(
@@ -65,6 +76,7 @@ class BlockNode:
         validator_set: ValidatorSet,
         governance: GovernanceState,
         undo: UndoData | None,
+        stake_path: TrieProof | None = None,
     ) -> BlockNode:
         header = block.header
         return cls(
@@ -76,6 +88,7 @@ class BlockNode:
             governance,
             undo,
             block,
+            stake_path,
         )
 
 
@@ -132,6 +145,8 @@ class Store:
     checkpoint_cache: dict[tuple[BlockId, int], BlockNode] = field(default_factory=dict)
     pruned: OrderedDict[BlockId, None] = field(default_factory=OrderedDict)
     """Recently pruned block ids, oldest first (at most `PRUNED_IDS_KEPT`)."""
+    stake_paths: deque[BlockNode] = field(default_factory=deque)
+    """Released checkpoint blocks still holding their stake path, oldest first."""
 
 
 def get_forkchoice_store(
@@ -149,7 +164,12 @@ def get_forkchoice_store(
         current_slot=current_slot,
         nodes={
             genesis_id: BlockNode.of(
-                genesis, None, validators, GovernanceState.at_genesis(params), None
+                genesis,
+                None,
+                validators,
+                GovernanceState.at_genesis(params),
+                None,
+                stake_path(view),
             )
         },
         tree=ProtoArray(genesis_id),
@@ -160,6 +180,12 @@ def get_forkchoice_store(
         head=genesis_id,
         reported_head=genesis_id,
     )
+
+
+def stake_path(view: UtxoView) -> TrieProof:
+    """The proof of the validator trie's leaf in `view`'s top trie (root already computed)."""
+    view.state_root()
+    return view.commitment.top.prove(VALIDATORS_KEY)
 
 
 # -- chain queries ---------------------------------------------------------------------------
@@ -308,13 +334,39 @@ def release_bodies(store: Store, height: Height) -> list[Block]:
     finalized = store.nodes[store.finalized_checkpoint.block_id]
     node = get_ancestor_at_height(finalized, Height(min(height, finalized.height) - 1))
     released: list[Block] = []
+    child: BlockNode | None = None if node is None else _child_on_path(finalized, node)
+    kept: list[BlockNode] = []
     while node is not None and node.block is not None:
         released.append(node.block)
         node.block = None
         node.governance = None
-        node = node.parent
+        if child is not None and _is_checkpoint(store.params, node, child):
+            kept.append(node)
+        else:
+            node.stake_path = None
+        node, child = node.parent, node
+    store.stake_paths.extend(reversed(kept))
+    while len(store.stake_paths) > STAKE_PATHS_KEPT:
+        store.stake_paths.popleft().stake_path = None
     released.reverse()
     return released
+
+
+def _child_on_path(descendant: BlockNode, node: BlockNode) -> BlockNode | None:
+    """The child of `node` on the way to `descendant` (None when they are the same)."""
+    child = None
+    current: BlockNode | None = descendant
+    while current is not None and current is not node:
+        child, current = current, current.parent
+    return child
+
+
+def _is_checkpoint(params: ChainParams, node: BlockNode, child: BlockNode) -> bool:
+    """True when `node` is the checkpoint block of some epoch on its child's chain: an epoch
+    starts after `node`'s slot and no later than the slot before `child`'s."""
+    spe = params.slots_per_epoch
+    first_start_at_or_after = -(-node.slot // spe) * spe
+    return first_start_at_or_after < child.slot
 
 
 def record_applied(store: Store, block: Block) -> None:

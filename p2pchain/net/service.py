@@ -90,6 +90,8 @@ from p2pchain.protocol.messages import (
     Graft,
     IHave,
     IWant,
+    LightAnswer,
+    LightRequest,
     Message,
     Prune,
     Publish,
@@ -163,6 +165,11 @@ class NetworkHost(Protocol):
     ) -> Blocks:
         """Our answer to a peer's block request (`serve_blocks` in `p2pchain.protocol.sync`
         says which blocks): bodies kept only in storage are read off the event loop."""
+        ...
+
+    async def serve_light(self, request: LightRequest) -> LightAnswer:
+        """Our answer to a light client's request: a finality certificate, a state proof or
+        a transaction's place in a finalized block, or why there is none."""
         ...
 
     async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
@@ -239,6 +246,8 @@ class NetworkStatistics:
     """Block requests from peers waiting to be answered now (each holds a unit of its
     sender's inbox share, so a peer asking faster than it is answered is not read)."""
     blocks_served: int
+    light_served: int
+    """Light-client requests answered (finality certificates, state and transaction proofs)."""
     blocks_accepted: int
     blocks_invalid: int
     orphans_released: int
@@ -251,6 +260,7 @@ class _Counters:
     sync_responses_dropped: int = 0
     sends_dropped: int = 0
     blocks_served: int = 0
+    light_served: int = 0
     blocks_accepted: int = 0
     blocks_invalid: int = 0
     orphans_released: int = 0
@@ -260,7 +270,7 @@ class _Counters:
 class _Request:
     peer_id: PeerId
     generation: int
-    request: GetBlocksByRange | GetBlocksById
+    request: GetBlocksByRange | GetBlocksById | LightRequest
     release: Release
 
 
@@ -381,6 +391,7 @@ class NetworkService:
             sends_dropped=c.sends_dropped,
             serves_waiting=sum(map(len, self._serving.values())),
             blocks_served=c.blocks_served,
+            light_served=c.light_served,
             blocks_accepted=c.blocks_accepted,
             blocks_invalid=c.blocks_invalid,
             orphans_released=c.orphans_released,
@@ -444,7 +455,7 @@ class NetworkService:
         if isinstance(message, Status):
             self._statuses[peer_id] = message
             self._sync_wake.set()
-        elif isinstance(message, GetBlocksByRange | GetBlocksById):
+        elif isinstance(message, GetBlocksByRange | GetBlocksById | LightRequest):
             return self._serve(peer_id, message, event.release)
         elif isinstance(message, Blocks):
             if not self._sync.is_awaiting(peer_id, message.request_id):
@@ -459,10 +470,13 @@ class NetworkService:
         return False
 
     def _serve(
-        self, peer_id: PeerId, request: GetBlocksByRange | GetBlocksById, release: Release
+        self,
+        peer_id: PeerId,
+        request: GetBlocksByRange | GetBlocksById | LightRequest,
+        release: Release,
     ) -> bool:
-        """Queue a peer's block request for the serving task; it holds its inbox share until
-        answered (True), so a peer's unanswered requests are bounded by that share."""
+        """Queue a peer's block or light request for the serving task; it holds its inbox
+        share until answered (True), so a peer's unanswered requests are bounded by it."""
         queued = _Request(peer_id, self._generation[peer_id], request, release)
         self._serving.setdefault(peer_id, deque()).append(queued)
         self._serving_wake.set()
@@ -485,10 +499,15 @@ class NetworkService:
                 del self._serving[peer_id]
                 if waiting:
                     self._serving[peer_id] = waiting  # to the back of the turn
+                request = queued.request
                 try:
-                    response = await self._host.serve_blocks(
-                        queued.request, self.config.serve_max_bytes
-                    )
+                    response: Blocks | LightAnswer
+                    if isinstance(request, GetBlocksByRange | GetBlocksById):
+                        response = await self._host.serve_blocks(
+                            request, self.config.serve_max_bytes
+                        )
+                    else:
+                        response = await self._host.serve_light(request)
                 except StorageError:
                     raise
                 except Exception as exc:
@@ -499,7 +518,10 @@ class NetworkService:
                 if self._generation.get(peer_id) != queued.generation:
                     continue  # it left (and maybe came back) meanwhile
                 if self._send(peer_id, response):
-                    self._counters.blocks_served += len(response.blocks)
+                    if isinstance(response, Blocks):
+                        self._counters.blocks_served += len(response.blocks)
+                    else:
+                        self._counters.light_served += 1
 
     # -- actions ------------------------------------------------------------------------------
 

@@ -47,7 +47,6 @@ from p2pchain.consensus import (
     check_block_header,
     compute_slot_at_time,
     compute_start_slot_at_epoch,
-    get_block_view,
     get_forkchoice_store,
     get_governance,
     on_block,
@@ -57,7 +56,8 @@ from p2pchain.consensus import (
     pop_head_change,
     release_bodies,
 )
-from p2pchain.consensus.store import BlockNode, is_ancestor, remember_pruned
+from p2pchain.consensus.light import FinalityCertificate, VoteArchive, build_certificate
+from p2pchain.consensus.store import BlockNode, is_ancestor, move_view, remember_pruned
 from p2pchain.errors import (
     DecodeError,
     InvalidBlock,
@@ -67,12 +67,13 @@ from p2pchain.errors import (
     Reason,
     StorageError,
 )
-from p2pchain.ledger.block import Block
+from p2pchain.ledger.block import Block, InclusionProof, prove_inclusion
 from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.evidence import Evidence, evidence_key
 from p2pchain.ledger.genesis import GenesisConfig
-from p2pchain.ledger.header import SignedHeader
+from p2pchain.ledger.header import BlockHeader, SignedHeader
 from p2pchain.ledger.offer import Offer
+from p2pchain.ledger.proofs import StateProof, StateQuery, prove
 from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
 from p2pchain.ledger.types import AssetId, BlockId, Epoch, Hash32, Height, PublicKey, Slot, TxId
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
@@ -233,6 +234,10 @@ class ChainService:
         self.offers = OfferBook(params, limits.offers)
         self.detector = SlashingDetector(params.chain_id)
         self.lock = trio.Lock()
+        self.vote_archive = VoteArchive()
+        """Every vote counted since the node started, by link: what light clients' finality
+        certificates quote (`certificate`). Not persisted: after a restart, a node certifies
+        the finality it sees from then on."""
         self._undo: dict[BlockId, UndoData] = {}
         self._index = TxIndex(
             self._body(self.store.nodes[self.store.genesis_id]),
@@ -401,13 +406,57 @@ class ChainService:
             return None
         return stored
 
-    def state_root(self, block_id: BlockId) -> Hash32:
-        """The state root after `block_id` (the finalized block or a descendant).
+    def state_root(self, block_id: BlockId) -> Hash32 | None:
+        """The state root after `block_id`, as its header carries it; None if unknown."""
+        block = self.get_block(block_id)
+        return None if block is None else block.header.state_root
+
+    def certificate(self, trusted: Checkpoint) -> FinalityCertificate | None:
+        """How a light client trusting `trusted` reaches our finalized checkpoint, from the
+        votes we archived (`build_certificate`); None when we cannot tell it anything new."""
+
+        def header_of(block_id: BlockId) -> BlockHeader | None:
+            block = self.get_block(block_id)  # old finalized bodies: read from storage
+            return None if block is None else block.header
+
+        return build_certificate(self.store, self.vote_archive, trusted, header_of)
+
+    async def prove_state(self, block_id: BlockId, query: StateQuery) -> StateProof:
+        """The proof answering `query` in the state after `block_id` (the finalized block or
+        a descendant). Made on the store's own cursor, moved there and back to the head: a
+        proof costs the blocks between, not a copy of the whole state.
 
         Raises:
             InvalidBlock: `CONFLICTS_WITH_FINALIZED` for any other block.
+            ProofTooLarge: the account or the stake table is past the proof limits.
         """
-        return get_block_view(self.store, block_id).state_root()
+        store = self.store
+        if block_id not in store.tree:
+            raise InvalidBlock(Reason.CONFLICTS_WITH_FINALIZED, "state before the finalized block")
+        async with self.lock:  # the storage worker reads the cursor while it persists a change
+            try:
+                return prove(move_view(store, block_id), query)
+            finally:
+                move_view(store, store.head)
+
+    def prove_transaction(self, txid: TxId) -> tuple[BlockHeader, Transaction, InclusionProof]:
+        """The header of the canonical block holding `txid`, the transaction, and the branch
+        that places it in the body the header commits to (`verify_inclusion`).
+
+        Raises:
+            KeyError: `txid` is not on the canonical chain (pending, unknown, or undone).
+            StorageError: its block's body is missing from storage.
+        """
+        location = self._locate(txid)
+        if location is None:
+            raise KeyError(f"transaction {txid.hex()} is not on the canonical chain")
+        block = self.get_block(location.block_id)  # a released body is read from storage
+        if block is None:
+            raise StorageError(
+                f"block {location.block_id.hex()} of transaction {txid.hex()} is gone"
+            )
+        position = location.position
+        return block.header, block.transactions[position], prove_inclusion(block, position)
 
     def transaction(self, txid: TxId) -> TxInfo:
         """The status of `txid`: on the canonical chain, in the pool, rejected, or unknown.
@@ -1216,6 +1265,10 @@ class ChainService:
         old_finalized = self._saved_finalized
         old_finalized_height = self._finalized_height_indexed()
         change = pop_head_change(self.store)
+        archive = self.vote_archive
+        for vote in itertools.chain((v for b in imported for v in b.votes), votes):
+            archive.add(vote)
+        archive.prune(self.store.finalized_checkpoint.epoch)
         await self._persist(imported, votes)
         self._reindex(change)
         touched = self._reconcile_mempool(change)

@@ -27,6 +27,7 @@ from p2pchain.ledger.block import Block, read_signed_header
 from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.evidence import decode_evidence
 from p2pchain.ledger.offer import MAX_OFFER_BYTES, Offer
+from p2pchain.ledger.proofs import ProofTooLarge
 from p2pchain.ledger.tx import Transaction
 from p2pchain.ledger.types import BlockId
 from p2pchain.ledger.validation import check_transaction
@@ -38,10 +39,18 @@ from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import (
     Blocks,
+    Finality,
     GetBlocksById,
     GetBlocksByRange,
+    GetFinality,
+    GetStateProof,
+    LightAnswer,
+    LightError,
+    LightRequest,
+    StateProofAnswer,
     Status,
     Topic,
+    TxProofAnswer,
 )
 from p2pchain.protocol.sync import bounded_answer, requested_block_ids
 
@@ -148,6 +157,45 @@ class ChainHost:
         chain = self._chain
         loaded = await chain.bodies(requested_block_ids(request, chain), max_bytes)
         return bounded_answer(request.request_id, loaded, max_bytes)
+
+    async def serve_light(self, request: LightRequest) -> LightAnswer:
+        """A light client's request, answered from the fork-choice store, the vote archive and
+        the state cursor (`ChainService.certificate`, `prove_state`, `prove_transaction`)."""
+        chain = self._chain
+        if isinstance(request, GetFinality):
+            certificate = chain.certificate(request.trusted)
+            error = None if certificate is not None else LightError.NOTHING_NEWER
+            return Finality(request_id=request.request_id, certificate=certificate, error=error)
+        if isinstance(request, GetStateProof):
+            try:
+                proof = await chain.prove_state(request.block_id, request.query)
+            except InvalidBlock:
+                return StateProofAnswer(
+                    request_id=request.request_id, proof=None, error=LightError.UNKNOWN_BLOCK
+                )
+            except ProofTooLarge:
+                return StateProofAnswer(
+                    request_id=request.request_id, proof=None, error=LightError.TOO_LARGE
+                )
+            return StateProofAnswer(request_id=request.request_id, proof=proof)
+        try:
+            header, tx, inclusion = chain.prove_transaction(request.txid)
+        except KeyError:
+            header = None
+        if header is None or header.height > chain.finalized_height():
+            return TxProofAnswer(
+                request_id=request.request_id,
+                block_id=None,
+                transaction=None,
+                proof=None,
+                error=LightError.NOT_FOUND,  # light clients know finalized blocks only
+            )
+        return TxProofAnswer(
+            request_id=request.request_id,
+            block_id=header.block_id,
+            transaction=tx,
+            proof=inclusion,
+        )
 
     async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
         """Verify the witnesses of the batch's transactions together, in a worker thread

@@ -29,11 +29,13 @@ from p2pchain.errors import (
     SlashingProtectionError,
     StorageError,
 )
-from p2pchain.ledger.block import Block
+from p2pchain.ledger.block import Block, InclusionProof
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import encode
 from p2pchain.ledger.genesis import genesis_block
+from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.offer import Offer
+from p2pchain.ledger.proofs import StateProof, StateQuery
 from p2pchain.ledger.tx import OutPoint, Transaction, TxOutput
 from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, Height, PublicKey, Slot, TxId
 from p2pchain.ledger.utxo import AssetInfo
@@ -292,15 +294,34 @@ class Node:
         `FINISHED_KEPT`), by its PROPOSE transaction's id; None otherwise."""
         return self._chain.next_governance().proposal(TxId(bytes(proposal_id)))
 
-    def state_root(self, block_id: bytes) -> Hash32:
-        """`UtxoView.state_root` of the state after `block_id` (the finalized block or one
-        above it): nodes that agree on the finalized block must agree on this.
+    def state_root(self, block_id: bytes) -> Hash32 | None:
+        """The state root after `block_id`, from its header (None for an unknown block):
+        nodes that agree on a block agree on this."""
+        return self._chain.state_root(BlockId(bytes(block_id)))
+
+    async def state_proof(self, query: StateQuery, block_id: bytes) -> StateProof:
+        """The proof that answers `query` (an address's outputs, one outpoint, an asset record
+        or the stake table) in the state after `block_id`, so that a client holding only that
+        block's header can check it (`proofs.verify` against ``header.state_root``) without
+        trusting this node.
 
         Raises:
             InvalidBlock: `CONFLICTS_WITH_FINALIZED` for an unknown block or one below the
                 finalized one (whose state is no longer kept).
+            ProofTooLarge: the address holds more than `MAX_PROOF_OUTPUTS` outputs (prove
+                them one by one) or the stake table has more than `MAX_PROOF_VALIDATORS`.
         """
-        return self._chain.state_root(BlockId(bytes(block_id)))
+        return await self._chain.prove_state(BlockId(bytes(block_id)), query)
+
+    def transaction_proof(self, txid: bytes) -> tuple[BlockHeader, Transaction, InclusionProof]:
+        """The header of the canonical block that holds `txid`, the transaction and its
+        inclusion proof, so that a client can check the transaction is in that block
+        (`verify_inclusion` against ``header.body_root``) holding the header alone.
+
+        Raises:
+            KeyError: `txid` is not on the canonical chain (pending, unknown or undone).
+        """
+        return self._chain.prove_transaction(TxId(bytes(txid)))
 
     def peers(self) -> tuple[PeerInfo, ...]:
         return self._network.swarm.peers()

@@ -20,6 +20,7 @@ from p2pchain.ledger.crypto import SecretKey
 from p2pchain.protocol.framing import FrameDecoder, check_frame_header, encode_frame
 from p2pchain.protocol.hello import check_hello
 from p2pchain.protocol.messages import (
+    ANSWER_OF,
     MAX_DETAIL_BYTES,
     MESSAGE_TYPES,
     Blocks,
@@ -79,6 +80,19 @@ TRANSITIONS: Final[Mapping[tuple[State, Trigger | type[Message]], State]] = {
     **{(state, Trigger.EOF): State.CLOSED for state in OPEN_STATES},
     **{(state, Trigger.FAULT): State.ERROR for state in OPEN_STATES},
 }
+
+
+_ANSWER_TO: Final[Mapping[type[Message], int]] = {
+    GetBlocksByRange: Blocks.TYPE,
+    GetBlocksById: Blocks.TYPE,
+    **{request: answer.TYPE for request, answer in ANSWER_OF.items()},
+}
+"""The answer type each request type expects back."""
+_ANSWER_TYPES: Final = frozenset(_ANSWER_TO.values())
+
+
+def _message_type(message: Message) -> int:
+    return type(message).TYPE
 
 
 _ACCEPTED_TYPES: Final[Mapping[State, frozenset[int]]] = {
@@ -206,8 +220,9 @@ class PeerConnection:
         )
         self._noise_messages = NoiseMessageDecoder()
         self._frames = FrameDecoder(self._check_frame_header)
-        self._blocks_expected = 0
-        """Block requests we sent minus `Blocks` answers received: only these may arrive."""
+        self._answers_expected: dict[int, int] = dict.fromkeys(_ANSWER_TYPES, 0)
+        """Per answer type (`Blocks`, the light answers): requests we sent minus answers
+        received. Only these may arrive; anything else is refused from its frame header."""
         self._decoding = False
         self._events: deque[Event] = deque()
         self._outgoing = bytearray()
@@ -327,8 +342,9 @@ class PeerConnection:
         check_frame_header(length, message_type)
         if message_type not in _ACCEPTED_TYPES[self.state]:
             raise DecodeError(f"{MESSAGE_TYPES[message_type].__name__} not allowed now")
-        if message_type == Blocks.TYPE and not self._blocks_expected:
-            raise DecodeError("a Blocks frame that answers no request")
+        if self._answers_expected.get(message_type) == 0:
+            name = MESSAGE_TYPES[message_type].__name__
+            raise DecodeError(f"a {name} frame that answers no request")
 
     def _advance_noise(self) -> bool:
         """Run the handshake as far as the buffered bytes allow; True once it completed."""
@@ -368,8 +384,8 @@ class PeerConnection:
             self._on_ping(message)
             self._events.append(MessageReceived(message=message))  # answered, but charged
         else:
-            if isinstance(message, Blocks):
-                self._blocks_expected -= 1
+            if _message_type(message) in self._answers_expected:
+                self._answers_expected[_message_type(message)] -= 1
             if isinstance(message, Pong) and message.nonce == self._ping_nonce:
                 self._pong_deadline = None
                 self._next_ping_at = self._ping_sent_at + self.config.ping_interval
@@ -436,8 +452,9 @@ class PeerConnection:
             raise LocalProtocolError(f"cannot send in state {self.state}")
         if isinstance(message, Hello | Disconnect):
             raise LocalProtocolError(f"{type(message).__name__} is sent by the connection itself")
-        if isinstance(message, GetBlocksByRange | GetBlocksById):
-            self._blocks_expected += 1
+        answer = _ANSWER_TO.get(type(message))
+        if answer is not None:
+            self._answers_expected[answer] += 1
         if frame is None:
             self._write_message(message)
         else:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Final, Self
 
+from p2pchain.consensus.light import FinalityCertificate
 from p2pchain.errors import DecodeError
-from p2pchain.ledger.block import Block, read_block
+from p2pchain.ledger.block import Block, InclusionProof, read_block
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.encoding import (
     COST_ALLOWANCE,
@@ -31,7 +32,9 @@ from p2pchain.ledger.encoding import (
     uint_bytes,
     wrap_list,
 )
-from p2pchain.ledger.types import BlockId, Height, Slot
+from p2pchain.ledger.proofs import StateProof, StateQuery, decode_proof, encode_proof
+from p2pchain.ledger.tx import Transaction
+from p2pchain.ledger.types import BlockId, Height, Slot, TxId
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import DEFAULT_MAX_BLOCK_BYTES
 
@@ -435,6 +438,204 @@ class Peers:
         )
 
 
+MAX_LIGHT_RESPONSE_BYTES: Final = 8 * 1024 * 1024
+"""Largest answer to a light client's request (a finality certificate of
+`MAX_CERTIFICATE_HEADERS` headers, or a proof of `MAX_PROOF_OUTPUTS` outputs, fits)."""
+
+
+class LightError(IntEnum):
+    """Why a light request got no answer: nothing here to certify, the block is not one we
+    hold the state of, or the proof would pass the protocol's limits."""
+
+    NOTHING_NEWER = 1
+    UNKNOWN_BLOCK = 2
+    TOO_LARGE = 3
+    NOT_FOUND = 4
+
+
+def _read_light_error(item: RLPItem, name: str) -> LightError:
+    try:
+        return LightError(read_uint(item, name))
+    except ValueError as exc:
+        raise DecodeError(f"{name}: unknown error code") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetFinality:
+    """A light client asks how to move its finalized checkpoint on from `trusted`."""
+
+    TYPE: ClassVar[int] = 40
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 64
+    request_id: int
+    trusted: Checkpoint
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.request_id), self.trusted.to_rlp()]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "get_finality", length=2)
+        return cls(
+            request_id=read_uint(f[0], "get_finality.request_id"),
+            trusted=Checkpoint.from_rlp(f[1]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finality:
+    """The answer: a certificate, or why there is none (`LightError`)."""
+
+    TYPE: ClassVar[int] = 41
+    MAX_PAYLOAD_BYTES: ClassVar[int] = MAX_LIGHT_RESPONSE_BYTES
+    request_id: int
+    certificate: FinalityCertificate | None
+    error: LightError | None = None
+
+    def to_rlp(self) -> RLPItem:
+        if self.certificate is None:
+            return [uint_bytes(self.request_id), [], uint_bytes(self.error or 0)]
+        return [uint_bytes(self.request_id), self.certificate.to_rlp(), b""]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "finality", length=3)
+        request_id = read_uint(f[0], "finality.request_id")
+        if f[1] == []:
+            return cls(
+                request_id=request_id,
+                certificate=None,
+                error=_read_light_error(f[2], "finality.error"),
+            )
+        if f[2] != b"":
+            raise DecodeError("finality: a certificate and an error")
+        return cls(request_id=request_id, certificate=FinalityCertificate.from_rlp(f[1]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetStateProof:
+    """A light client asks for a proof of `query` in the state after `block_id`."""
+
+    TYPE: ClassVar[int] = 42
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 256
+    request_id: int
+    block_id: BlockId
+    query: StateQuery
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.request_id), self.block_id, self.query.to_rlp()]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "get_state_proof", length=3)
+        return cls(
+            request_id=read_uint(f[0], "get_state_proof.request_id"),
+            block_id=BlockId(read_fixed(f[1], "get_state_proof.block_id", 32)),
+            query=StateQuery.from_rlp(f[2]),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateProofAnswer:
+    """The answer: the proof, or why there is none."""
+
+    TYPE: ClassVar[int] = 43
+    MAX_PAYLOAD_BYTES: ClassVar[int] = MAX_LIGHT_RESPONSE_BYTES
+    request_id: int
+    proof: StateProof | None
+    error: LightError | None = None
+
+    def to_rlp(self) -> RLPItem:
+        if self.proof is None:
+            return [uint_bytes(self.request_id), [], uint_bytes(self.error or 0)]
+        return [uint_bytes(self.request_id), encode_proof(self.proof), b""]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "state_proof_answer", length=3)
+        request_id = read_uint(f[0], "state_proof_answer.request_id")
+        if f[1] == []:
+            return cls(
+                request_id=request_id,
+                proof=None,
+                error=_read_light_error(f[2], "state_proof_answer.error"),
+            )
+        if f[2] != b"":
+            raise DecodeError("state_proof_answer: a proof and an error")
+        return cls(request_id=request_id, proof=decode_proof(f[1]))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetTxProof:
+    """A light client asks where a transaction is on the finalized chain."""
+
+    TYPE: ClassVar[int] = 44
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 64
+    request_id: int
+    txid: TxId
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.request_id), self.txid]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "get_tx_proof", length=2)
+        return cls(
+            request_id=read_uint(f[0], "get_tx_proof.request_id"),
+            txid=TxId(read_fixed(f[1], "get_tx_proof.txid", 32)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxProofAnswer:
+    """The answer: the finalized block holding the transaction, the transaction and its
+    branch to the block's body root; or why there is none."""
+
+    TYPE: ClassVar[int] = 45
+    MAX_PAYLOAD_BYTES: ClassVar[int] = DEFAULT_MAX_BLOCK_BYTES + 4_096
+    request_id: int
+    block_id: BlockId | None
+    transaction: Transaction | None
+    proof: InclusionProof | None
+    error: LightError | None = None
+
+    def to_rlp(self) -> RLPItem:
+        if self.block_id is None or self.transaction is None or self.proof is None:
+            return [uint_bytes(self.request_id), [], uint_bytes(self.error or 0)]
+        found: RLPItem = [self.block_id, self.transaction.to_rlp(), self.proof.to_rlp()]
+        return [uint_bytes(self.request_id), found, b""]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "tx_proof_answer", length=3)
+        request_id = read_uint(f[0], "tx_proof_answer.request_id")
+        if f[1] == []:
+            return cls(
+                request_id=request_id,
+                block_id=None,
+                transaction=None,
+                proof=None,
+                error=_read_light_error(f[2], "tx_proof_answer.error"),
+            )
+        if f[2] != b"":
+            raise DecodeError("tx_proof_answer: an answer and an error")
+        block_id, tx, proof = read_list(f[1], "tx_proof_answer.found", length=3)
+        return cls(
+            request_id=request_id,
+            block_id=BlockId(read_fixed(block_id, "tx_proof_answer.block_id", 32)),
+            transaction=Transaction.from_rlp(tx),
+            proof=InclusionProof.from_rlp(proof),
+        )
+
+
+LightRequest = GetFinality | GetStateProof | GetTxProof
+LightAnswer = Finality | StateProofAnswer | TxProofAnswer
+ANSWER_OF: Final[dict[type[LightRequest], type[LightAnswer]]] = {
+    GetFinality: Finality,
+    GetStateProof: StateProofAnswer,
+    GetTxProof: TxProofAnswer,
+}
+
+
 Message = (
     Hello
     | Disconnect
@@ -451,6 +652,12 @@ Message = (
     | Blocks
     | GetPeers
     | Peers
+    | GetFinality
+    | Finality
+    | GetStateProof
+    | StateProofAnswer
+    | GetTxProof
+    | TxProofAnswer
 )
 
 MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
@@ -471,6 +678,12 @@ MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
         Blocks,
         GetPeers,
         Peers,
+        GetFinality,
+        Finality,
+        GetStateProof,
+        StateProofAnswer,
+        GetTxProof,
+        TxProofAnswer,
     )
 }
 

@@ -26,7 +26,10 @@ from p2pchain.errors import ConfigError
 from p2pchain.protocol.messages import (
     GetBlocksById,
     GetBlocksByRange,
+    GetFinality,
     GetPeers,
+    GetStateProof,
+    GetTxProof,
     Hello,
     Message,
     Ping,
@@ -92,6 +95,11 @@ DEFAULT_TYPE_BUDGETS: Final[tuple[tuple[type[Message], Budget], ...]] = tuple(
         # encoding. An honest syncer keeps 2 requests open and waits, so it slows down instead.
         GetBlocksByRange: Budget(rate=2_048.0, burst=8_192.0),
         GetBlocksById: Budget(rate=2_048.0, burst=8_192.0),
+        # Light clients: a certificate may read up to 4,096 headers and a proof moves the state
+        # cursor, so these slow a busy asker down rather than queue work for it.
+        GetFinality: Budget(rate=2.0, burst=20.0),
+        GetStateProof: Budget(rate=50.0, burst=200.0),
+        GetTxProof: Budget(rate=50.0, burst=200.0),
     }.items()
 )
 """Per-type budgets of the reference node (docs/protocol.md, Limits)."""

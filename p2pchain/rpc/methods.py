@@ -13,13 +13,22 @@ from typing import Final
 import trio
 
 from p2pchain.consensus import Proposal, ProposalStatus, Tally
-from p2pchain.errors import ConfigError, InvalidAddress
+from p2pchain.errors import ConfigError, InvalidAddress, InvalidProof
 from p2pchain.ledger.address import decode_address, encode_address
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode, encode, encode_item
 from p2pchain.ledger.offer import MAX_OFFER_BYTES, Offer
 from p2pchain.ledger.partial import PartialTransaction, combine
+from p2pchain.ledger.proofs import (
+    ProofTooLarge,
+    ProvenValue,
+    QueryKind,
+    StateQuery,
+    encode_proof,
+    verify,
+)
 from p2pchain.ledger.tx import (
+    MAX_OUTPUT_INDEX,
     GovVotePayload,
     IssuePayload,
     Lock,
@@ -33,7 +42,7 @@ from p2pchain.ledger.tx import (
     Transaction,
     TxOutput,
 )
-from p2pchain.ledger.types import Address, Height, TxId
+from p2pchain.ledger.types import Address, AssetId, Height, TxId
 from p2pchain.ledger.utxo import AssetInfo
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.net.swarm import PeerInfo
@@ -43,9 +52,11 @@ from p2pchain.node.node import MAX_LISTED
 from p2pchain.node.offers import BookEntry
 from p2pchain.params import ChainParams
 from p2pchain.rpc.jsonrpc import (
+    REJECTED,
     Json,
     Method,
     Params,
+    RpcError,
     camel_case,
     invalid_params,
     parse_hex,
@@ -60,6 +71,10 @@ MAX_UTXOS: Final = 1_000
 """Most outputs one `address_utxos` call returns (its ``limit`` param may ask for fewer)."""
 DEV_SET_TIME_TIMEOUT_S: Final = 10.0
 """dev_setTime answers within this even if the node's duties for that time stall."""
+PROOF_TOO_LARGE: Final = "proof-too-large"
+"""The ``data.reason`` of a `state_proof` whose account or stake table is past the proof
+limits (`ProofTooLarge` carries no `Reason` of the ledger: nothing broke a rule)."""
+_QUERY_SHAPES: Final = "address, outpoint (with address), asset or validators"
 
 
 class NodeMethods:
@@ -87,7 +102,9 @@ class NodeMethods:
             "chain_getBlock": Method(self.chain_get_block, ("block", "full"), 1),
             "chain_stateRoot": Method(self.chain_state_root, ("block",), 0),
             "chain_syncing": Method(self.chain_syncing),
+            "state_proof": Method(self.state_proof, ("query", "block"), 1),
             "tx_get": Method(self.tx_get, ("txid",), 1),
+            "tx_proof": Method(self.tx_proof, ("txid",), 1),
             "tx_submit": Method(self.tx_submit, ("raw",), 1),
             "address_utxos": Method(self.address_utxos, ("address", "limit", "pending"), 1),
             "address_balances": Method(self.address_balances, ("address",), 1),
@@ -171,11 +188,92 @@ class NodeMethods:
         block = self._find_block(selector)
         if block is None:
             raise invalid_params("unknown block")
-        root = self.node.state_root(block.block_id)  # InvalidBlock below the finalized one
+        return {
+            "blockId": to_hex(block.block_id),
+            "height": block.header.height,
+            "stateRoot": to_hex(block.header.state_root),
+        }
+
+    async def state_proof(self, params: Params) -> Json:
+        query = self._state_query(params.value("query"))
+        selector = params.value("block")
+        block = self._find_block("finalized" if selector is None else selector)
+        if block is None:
+            raise invalid_params("unknown block")
+        try:
+            proof = await self.node.state_proof(
+                query, block.block_id
+            )  # InvalidBlock below finalized
+        except ProofTooLarge as exc:
+            raise RpcError(
+                REJECTED, f"{PROOF_TOO_LARGE}: {exc}", {"reason": PROOF_TOO_LARGE}
+            ) from exc
+        root = block.header.state_root
+        try:
+            value = verify(root, query, proof)
+        except InvalidProof as exc:  # our own proof failed our own check: a bug, logged
+            raise RuntimeError(f"state proof for {query} does not verify: {exc}") from exc
         return {
             "blockId": to_hex(block.block_id),
             "height": block.header.height,
             "stateRoot": to_hex(root),
+            "query": self.query_json(query),
+            "proof": to_hex(encode_item(encode_proof(proof))),
+            "value": self.proven_json(query, value),
+        }
+
+    def _state_query(self, raw: Json) -> StateQuery:
+        """The `StateQuery` a ``query`` param names (exactly one kind), or `INVALID_PARAMS`."""
+        if not isinstance(raw, dict):
+            raise invalid_params(f"query must be an object with {_QUERY_SHAPES}")
+        members = set(raw)
+        unknown = sorted(members - {"address", "outpoint", "asset", "validators"})
+        if unknown:
+            raise invalid_params(f"query: unknown member {unknown[0]!r}")
+        if members == {"address"}:
+            return StateQuery(kind=QueryKind.ACCOUNT, address=self._query_address(raw))
+        if members == {"outpoint", "address"}:
+            return StateQuery(
+                kind=QueryKind.OUTPUT,
+                outpoint=_query_outpoint(raw["outpoint"]),
+                address=self._query_address(raw),
+            )
+        if members == {"asset"}:
+            asset = raw["asset"]
+            if not isinstance(asset, str):
+                raise invalid_params("query.asset must be a 0x asset id")
+            return StateQuery(
+                kind=QueryKind.ASSET, asset=AssetId(parse_hex(asset, "query.asset", length=32))
+            )
+        if members == {"validators"}:
+            if raw["validators"] is not True:
+                raise invalid_params("query.validators must be true")
+            return StateQuery(kind=QueryKind.VALIDATORS)
+        if members == {"outpoint"}:
+            raise invalid_params("query.outpoint needs the owner's address")
+        raise invalid_params(f"query must have exactly one of {_QUERY_SHAPES}")
+
+    def _query_address(self, raw: dict[str, Json]) -> Address:
+        text = raw["address"]
+        if not isinstance(text, str):
+            raise invalid_params("query.address must be a string")
+        try:
+            return decode_address(text, self.prefix)
+        except InvalidAddress as exc:
+            raise invalid_params(f"query.address: {exc}") from exc
+
+    async def tx_proof(self, params: Params) -> Json:
+        txid = params.hex_bytes("txid", length=32)
+        try:
+            header, tx, proof = self.node.transaction_proof(txid)
+        except KeyError:
+            raise invalid_params("txid is not on the canonical chain") from None
+        return {
+            "blockId": to_hex(header.block_id),
+            "height": header.height,
+            "header": to_hex(encode(header)),
+            "tx": to_hex(tx.encoded),
+            "proof": to_hex(encode_item(proof.to_rlp())),
         }
 
     def _find_block(self, selector: Json) -> Block | None:
@@ -472,6 +570,40 @@ class NodeMethods:
             "issued": str(info.issued),
         }
 
+    def query_json(self, query: StateQuery) -> dict[str, Json]:
+        """`query` as `state_proof` takes it (addresses and hex in their canonical spelling)."""
+        result: dict[str, Json] = {}
+        if query.outpoint is not None:
+            result["outpoint"] = outpoint_json(query.outpoint)
+        if query.address is not None:
+            result["address"] = self.address_text(query.address)
+        if query.asset is not None:
+            result["asset"] = to_hex(query.asset)
+        if query.kind is QueryKind.VALIDATORS:
+            result["validators"] = True
+        return result
+
+    def proven_json(self, query: StateQuery, value: ProvenValue) -> Json:
+        """What a verified proof shows: an address's outputs as `address_utxos` lists them,
+        one output as a transaction's (or null), an asset as `asset_get` (or null), the stake
+        table as ``{"0x<key>": "<stake>"}``."""
+        if query.kind is QueryKind.ACCOUNT:
+            assert isinstance(value, list)
+            return [
+                {**outpoint_json(outpoint), **self.output_json(output)}
+                for outpoint, output in value
+            ]
+        if query.kind is QueryKind.OUTPUT:
+            assert value is None or isinstance(value, TxOutput)
+            if value is None:
+                return None
+            return {"address": self.address_text(value.address), **self.output_json(value)}
+        if query.kind is QueryKind.ASSET:
+            assert value is None or isinstance(value, AssetInfo)
+            return None if value is None else self.asset_json(value)
+        assert isinstance(value, dict)
+        return {to_hex(key): str(stake) for key, stake in sorted(value.items())}
+
     def address_text(self, address: bytes) -> str:
         return encode_address(address, self.prefix)
 
@@ -621,6 +753,18 @@ def tally_json(tally: Tally, base: ChainParams) -> dict[str, Json]:
         "quorumReached": tally.reaches_quorum(base),
         "passing": tally.passes(base),
     }
+
+
+def _query_outpoint(raw: Json) -> OutPoint:
+    """``{"txid": "0x…", "index": n}`` as an `OutPoint`, or `INVALID_PARAMS`."""
+    if not isinstance(raw, dict) or set(raw) != {"txid", "index"}:
+        raise invalid_params('query.outpoint must be {"txid": "0x…", "index": n}')
+    txid, index = raw["txid"], raw["index"]
+    if not isinstance(txid, str):
+        raise invalid_params("query.outpoint.txid must be a 0x txid")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= MAX_OUTPUT_INDEX:
+        raise invalid_params(f"query.outpoint.index must be an integer 0..{MAX_OUTPUT_INDEX}")
+    return OutPoint(txid=TxId(parse_hex(txid, "query.outpoint.txid", length=32)), index=index)
 
 
 def outpoint_json(outpoint: OutPoint) -> dict[str, Json]:

@@ -49,11 +49,18 @@ from p2pchain.net.transports import PeerAddress, Scheme, StreamHandler
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.gossip import Verdict
 from p2pchain.protocol.messages import (
+    ANSWER_OF,
     Blocks,
+    Finality,
     GetBlocksById,
     GetBlocksByRange,
+    LightAnswer,
+    LightError,
+    LightRequest,
+    StateProofAnswer,
     Status,
     Topic,
+    TxProofAnswer,
     compute_message_id,
 )
 from p2pchain.testing.gossip_sim import random_connected_graph
@@ -488,6 +495,25 @@ class GossipHost:
         self, request: GetBlocksByRange | GetBlocksById, max_bytes: int
     ) -> Blocks:
         return Blocks(request_id=request.request_id, blocks=())  # it holds no blocks
+
+    async def serve_light(self, request: LightRequest) -> LightAnswer:
+        """Nothing to prove: it holds no chain."""
+        answer = ANSWER_OF[type(request)]
+        if answer is Finality:
+            return Finality(
+                request_id=request.request_id, certificate=None, error=LightError.NOTHING_NEWER
+            )
+        if answer is StateProofAnswer:
+            return StateProofAnswer(
+                request_id=request.request_id, proof=None, error=LightError.UNKNOWN_BLOCK
+            )
+        return TxProofAnswer(
+            request_id=request.request_id,
+            block_id=None,
+            transaction=None,
+            proof=None,
+            error=LightError.NOT_FOUND,
+        )
 
     async def prepare(self, batch: Sequence[tuple[Topic, bytes]]) -> None:
         check = self.batch_validator

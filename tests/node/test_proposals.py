@@ -24,6 +24,7 @@ LIMIT_S = 600.0
     first=st.integers(1, 10_000),
 )
 @example(budget_ms=50, fixed_share=0.0625, per_tx_us=1732.0, first=1)  # settles at ideal - 1.06
+@example(budget_ms=89, fixed_share=0.17398998829893403, per_tx_us=1590.75, first=1)
 def test_the_pace_settles_on_the_block_that_takes_its_budget(
     budget_ms, fixed_share, per_tx_us, first
 ):
@@ -32,8 +33,9 @@ def test_the_pace_settles_on_the_block_that_takes_its_budget(
     budget, never past `most` or below 1.
 
     The cap is a whole number, so it settles on a fixed point m of ``floor(f(n))``, where
-    ``f(n) = ideal + (n - ideal) * fixed / budget``: m <= f(m) gives m <= ideal, and
-    f(m) < m + 1 gives ideal - m < 1 / (1 - fixed / budget)."""
+    ``f(n) = budget * n / (fixed + n * per_tx)``: m <= f(m) gives m <= ideal, and
+    f(m) < m + 1 gives ideal - m < 1 + fixed / (m * per_tx). (A linear approximation of f
+    gave the bound 1 / (1 - fixed / budget), which an example at 89 ms just passes.)"""
     most = 9_999
     budget = budget_ms / 1000
     fixed, per_tx = fixed_share * budget, per_tx_us / 1e6
@@ -47,7 +49,7 @@ def test_the_pace_settles_on_the_block_that_takes_its_budget(
     ideal = (budget - fixed) / per_tx
     if 2 <= ideal <= most:
         slack = 1e-9 * ideal  # float rounding of budget / seconds_per_tx
-        assert ideal - 1 / (1 - fixed_share) - slack < taken <= ideal + slack
+        assert ideal - 1 - fixed / (taken * per_tx) - slack < taken <= ideal + slack
         assert fixed + taken * per_tx <= budget * (1 + 1e-9)
 
 

@@ -5,9 +5,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pchain.errors import ConfigError
+from p2pchain.ledger.proofs import QueryKind, StateQuery
+from p2pchain.ledger.types import TxId
 from p2pchain.protocol.messages import (
     GetBlocksByRange,
+    GetFinality,
     GetPeers,
+    GetStateProof,
+    GetTxProof,
     Hello,
     IHave,
     IWant,
@@ -32,6 +37,11 @@ KINDS = {
     "hello": HELLO,
     "status": STATUS,
     "range": GetBlocksByRange(request_id=1, start_height=0, count=128),
+    "finality": GetFinality(request_id=1, trusted=STATUS.finalized),
+    "state_proof": GetStateProof(
+        request_id=1, block_id=STATUS.head, query=StateQuery(kind=QueryKind.VALIDATORS)
+    ),
+    "tx_proof": GetTxProof(request_id=1, txid=TxId(bytes(32))),
 }
 
 
@@ -86,7 +96,9 @@ def test_ping_flood_is_abuse_and_honest_pings_are_not():
     assert not limiter.charge(Pong(nonce=7), 1_500.0, solicited=True).abusive
 
 
-@pytest.mark.parametrize("kind", ["publish", "ihave", "iwant", "status", "range"])
+@pytest.mark.parametrize(
+    "kind", ["publish", "ihave", "iwant", "status", "range", "finality", "state_proof", "tx_proof"]
+)
 def test_volume_is_never_abuse(kind):
     limiter = RateLimiter(RateLimits(), 0.0)
     assert not any(limiter.charge(KINDS[kind], 0.0).abusive for _ in range(10_000))
@@ -124,3 +136,17 @@ def test_a_type_has_one_budget():
     with pytest.raises(ConfigError, match="positive rate"):
         Budget(rate=0, burst=1)
     assert Hello in dict(RateLimits().per_type)
+
+
+@pytest.mark.parametrize(
+    ("kind", "burst"), [("finality", 20), ("state_proof", 200), ("tx_proof", 200)]
+)
+def test_light_requests_pause_reading_past_their_own_burst(kind, burst):
+    """Each light request costs the node a certificate or a proof: past its burst the asker
+    waits (well before the all-message budget of 4,000 would make it)."""
+    limiter = RateLimiter(RateLimits(), 0.0)
+    for _ in range(burst):
+        limiter.charge(KINDS[kind], 0.0)
+    assert limiter.ready_at(0.0) == 0.0
+    limiter.charge(KINDS[kind], 0.0)
+    assert limiter.ready_at(0.0) > 0.0

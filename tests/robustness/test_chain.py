@@ -85,6 +85,7 @@ from p2pchain.protocol.messages import (
 )
 from p2pchain.protocol.sync import SyncParams
 from p2pchain.rpc import RpcError
+from p2pchain.testing.roots import state_root_on
 from tests.robustness.harness import (
     WAIT_S,
     NodeProcess,
@@ -196,7 +197,8 @@ def local_store(node: NodeProcess) -> Store:
 def resign(
     node: NodeProcess, block: Block, key: SecretKey | None = None, **header: object
 ) -> Block:
-    """`block` with header fields replaced and the body root recomputed, signed by `key` with
+    """`block` with header fields replaced and the body and state roots recomputed (the state
+    root on the node's genesis state when the block's parent is known here), signed by `key` with
     fresh auxiliary randomness: the same header signed twice gives two signatures, so that two
     rows gossiping one header (a block with no transactions has no salted reward) never send
     the same bytes (a repeat would be a duplicate, dropped unjudged)."""
@@ -204,6 +206,7 @@ def resign(
     new_header = replace(
         block.header,
         body_root=compute_body_root(block.transactions, block.votes),
+        state_root=state_root_on(local_store(node), block.header.parent, block.transactions),
         **header,  # type: ignore[arg-type]
     )
     message = header_signing_message(node.params.chain_id, new_header.block_id)
