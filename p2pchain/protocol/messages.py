@@ -453,11 +453,19 @@ class LightError(IntEnum):
     NOT_FOUND = 4
 
 
-def _read_light_error(item: RLPItem, name: str) -> LightError:
-    try:
-        return LightError(read_uint(item, name))
-    except ValueError as exc:
-        raise DecodeError(f"{name}: unknown error code") from exc
+def _read_answer(item: RLPItem, name: str) -> tuple[int, RLPItem | None, LightError | None]:
+    """``[request_id, body, ""]`` or ``[request_id, [], error]``: the envelope of every light
+    answer, as (request id, body or None, error or None)."""
+    request_id_item, body, error = read_list(item, name, length=3)
+    request_id = read_uint(request_id_item, f"{name}.request_id")
+    if body == []:
+        try:
+            return request_id, None, LightError(read_uint(error, f"{name}.error"))
+        except ValueError as exc:
+            raise DecodeError(f"{name}.error: unknown error code") from exc
+    if error != b"":
+        raise DecodeError(f"{name}: an answer and an error")
+    return request_id, body, None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -498,17 +506,10 @@ class Finality:
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
-        f = read_list(item, "finality", length=3)
-        request_id = read_uint(f[0], "finality.request_id")
-        if f[1] == []:
-            return cls(
-                request_id=request_id,
-                certificate=None,
-                error=_read_light_error(f[2], "finality.error"),
-            )
-        if f[2] != b"":
-            raise DecodeError("finality: a certificate and an error")
-        return cls(request_id=request_id, certificate=FinalityCertificate.from_rlp(f[1]))
+        request_id, body, error = _read_answer(item, "finality")
+        if body is None:
+            return cls(request_id=request_id, certificate=None, error=error)
+        return cls(request_id=request_id, certificate=FinalityCertificate.from_rlp(body))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -551,17 +552,10 @@ class StateProofAnswer:
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
-        f = read_list(item, "state_proof_answer", length=3)
-        request_id = read_uint(f[0], "state_proof_answer.request_id")
-        if f[1] == []:
-            return cls(
-                request_id=request_id,
-                proof=None,
-                error=_read_light_error(f[2], "state_proof_answer.error"),
-            )
-        if f[2] != b"":
-            raise DecodeError("state_proof_answer: a proof and an error")
-        return cls(request_id=request_id, proof=decode_proof(f[1]))
+        request_id, body, error = _read_answer(item, "state_proof_answer")
+        if body is None:
+            return cls(request_id=request_id, proof=None, error=error)
+        return cls(request_id=request_id, proof=decode_proof(body))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -606,19 +600,12 @@ class TxProofAnswer:
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
-        f = read_list(item, "tx_proof_answer", length=3)
-        request_id = read_uint(f[0], "tx_proof_answer.request_id")
-        if f[1] == []:
+        request_id, body, error = _read_answer(item, "tx_proof_answer")
+        if body is None:
             return cls(
-                request_id=request_id,
-                block_id=None,
-                transaction=None,
-                proof=None,
-                error=_read_light_error(f[2], "tx_proof_answer.error"),
+                request_id=request_id, block_id=None, transaction=None, proof=None, error=error
             )
-        if f[2] != b"":
-            raise DecodeError("tx_proof_answer: an answer and an error")
-        block_id, tx, proof = read_list(f[1], "tx_proof_answer.found", length=3)
+        block_id, tx, proof = read_list(body, "tx_proof_answer.found", length=3)
         return cls(
             request_id=request_id,
             block_id=BlockId(read_fixed(block_id, "tx_proof_answer.block_id", 32)),

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from p2pchain.ledger.crypto import SecretKey, sha256
-from p2pchain.ledger.types import BlockId, Epoch, Height
+from p2pchain.ledger.types import BlockId, Epoch, Height, TxId
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.protocol.connection import (
     NEED_DATA,
@@ -32,23 +32,39 @@ from p2pchain.protocol.messages import (
     Blocks,
     Disconnect,
     DisconnectReason,
+    Finality,
     GetBlocksById,
     GetBlocksByRange,
+    GetFinality,
     GetPeers,
+    GetStateProof,
+    GetTxProof,
     Graft,
     Hello,
     IHave,
     IWant,
+    LightError,
     Message,
     Peers,
     Ping,
     Pong,
     Prune,
     Publish,
+    StateProofAnswer,
     Status,
     Topic,
+    TxProofAnswer,
 )
-from p2pchain.testing.strategies import blocks, checkpoints, hashes
+from p2pchain.testing.strategies import (
+    blocks,
+    checkpoints,
+    finality_certificates,
+    hashes,
+    inclusion_proofs,
+    state_proofs,
+    state_queries,
+    transactions,
+)
 
 TEST_CHAIN_ID = 1337
 TEST_GENESIS = BlockId(sha256(b"p2pchain test genesis"))
@@ -243,6 +259,43 @@ def message_strategies() -> dict[type[Message], SearchStrategy[Message]]:
         ),
         GetPeers: st.just(GetPeers()),
         Peers: st.builds(Peers, addresses=st.lists(addresses, max_size=3).map(tuple)),
+        GetFinality: st.builds(GetFinality, request_id=small, trusted=checkpoints()),
+        Finality: st.one_of(
+            st.builds(Finality, request_id=small, certificate=finality_certificates()),
+            st.builds(
+                Finality, request_id=small, certificate=st.none(), error=st.sampled_from(LightError)
+            ),
+        ),
+        GetStateProof: st.builds(
+            GetStateProof, request_id=small, block_id=block_ids, query=state_queries()
+        ),
+        StateProofAnswer: st.one_of(
+            st.builds(StateProofAnswer, request_id=small, proof=state_proofs()),
+            st.builds(
+                StateProofAnswer,
+                request_id=small,
+                proof=st.none(),
+                error=st.sampled_from(LightError),
+            ),
+        ),
+        GetTxProof: st.builds(GetTxProof, request_id=small, txid=hashes().map(TxId)),
+        TxProofAnswer: st.one_of(
+            st.builds(
+                TxProofAnswer,
+                request_id=small,
+                block_id=block_ids,
+                transaction=transactions(),
+                proof=inclusion_proofs(),
+            ),
+            st.builds(
+                TxProofAnswer,
+                request_id=small,
+                block_id=st.none(),
+                transaction=st.none(),
+                proof=st.none(),
+                error=st.sampled_from(LightError),
+            ),
+        ),
     }
 
 

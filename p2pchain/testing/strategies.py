@@ -18,8 +18,9 @@ from typing import Final
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
+from p2pchain.consensus.light import AnchorStakes, FinalityCertificate, LinkVotes
 from p2pchain.ledger.address import address_of
-from p2pchain.ledger.block import Block, compute_body_root
+from p2pchain.ledger.block import Block, InclusionProof, compute_body_root
 from p2pchain.ledger.crypto import SecretKey, is_valid_secret, sha256
 from p2pchain.ledger.encoding import MAX_UINT64
 from p2pchain.ledger.evidence import DoubleProposal, Evidence, VoteEquivocation
@@ -32,7 +33,17 @@ from p2pchain.ledger.genesis import (
 from p2pchain.ledger.header import BlockHeader, SignedHeader, header_signing_message
 from p2pchain.ledger.offer import Offer
 from p2pchain.ledger.partial import PartialTransaction
+from p2pchain.ledger.proofs import (
+    AccountProof,
+    AssetProof,
+    OutputProof,
+    QueryKind,
+    StateProof,
+    StateQuery,
+    ValidatorsProof,
+)
 from p2pchain.ledger.reward import reward_transaction
+from p2pchain.ledger.trie import ProofStep, TrieProof
 from p2pchain.ledger.tx import (
     MAX_OUTPUT_INDEX,
     GovVotePayload,
@@ -671,3 +682,89 @@ def valid_blocks(
         work.apply_transaction(tx)
         body.append(tx)
     return build_block(view, params, body, proposer=proposer)
+
+
+# -- state proofs and light-client messages ---------------------------------------------------
+
+
+def state_queries() -> SearchStrategy[StateQuery]:
+    """Queries of every kind with arbitrary fields."""
+    return st.one_of(
+        st.builds(StateQuery, kind=st.just(QueryKind.ACCOUNT), address=addresses()),
+        st.builds(
+            StateQuery, kind=st.just(QueryKind.OUTPUT), outpoint=outpoints(), address=addresses()
+        ),
+        st.builds(StateQuery, kind=st.just(QueryKind.ASSET), asset=asset_ids()),
+        st.just(StateQuery(kind=QueryKind.VALIDATORS)),
+    )
+
+
+@st.composite
+def trie_proofs(draw: st.DrawFn) -> TrieProof:
+    """Structurally valid proofs (a few steps, any siblings): rarely true of any root."""
+    steps = []
+    for _ in range(draw(st.integers(min_value=0, max_value=3))):
+        present = draw(st.integers(min_value=0, max_value=0xFFFF))
+        siblings = tuple(draw(hashes()) for _ in range(present.bit_count()))
+        steps.append(ProofStep(present=present, siblings=siblings))
+    leaf = draw(st.none() | st.tuples(hashes(), hashes()))
+    return TrieProof(steps=tuple(steps), leaf=leaf)
+
+
+def state_proofs() -> SearchStrategy[StateProof]:
+    """Proofs of every kind with arbitrary contents."""
+    entries = st.lists(st.tuples(outpoints(), tx_outputs()), max_size=2).map(tuple)
+    stakes = st.lists(
+        st.tuples(public_keys(), st.integers(min_value=1, max_value=2**64 - 1)), max_size=2
+    ).map(tuple)
+    return st.one_of(
+        st.builds(AccountProof, address=addresses(), outputs=entries, top=trie_proofs()),
+        st.builds(
+            OutputProof,
+            outpoint=outpoints(),
+            address=addresses(),
+            output=st.none() | tx_outputs(),
+            top=trie_proofs(),
+            account=trie_proofs(),
+        ),
+        st.builds(AssetProof, asset=asset_ids(), info=st.none() | asset_infos(), top=trie_proofs()),
+        st.builds(ValidatorsProof, stakes=stakes, top=trie_proofs()),
+    )
+
+
+def inclusion_proofs() -> SearchStrategy[InclusionProof]:
+    return st.builds(
+        InclusionProof,
+        index=uint64s(),
+        count=uint64s(),
+        siblings=st.lists(hashes(), max_size=4).map(tuple),
+        votes_hash=hashes(),
+    )
+
+
+def finality_certificates() -> SearchStrategy[FinalityCertificate]:
+    """Certificates of arbitrary headers, links and stake tables (structurally valid)."""
+    links = st.builds(
+        LinkVotes,
+        source=checkpoints(),
+        target=checkpoints(),
+        votes=st.lists(votes(), max_size=2).map(tuple),
+    )
+    anchors = st.builds(
+        AnchorStakes,
+        anchor=hashes().map(BlockId),
+        proof=st.builds(
+            ValidatorsProof,
+            stakes=st.lists(
+                st.tuples(public_keys(), st.integers(min_value=1, max_value=2**64 - 1)),
+                max_size=2,
+            ).map(tuple),
+            top=trie_proofs(),
+        ),
+    )
+    return st.builds(
+        FinalityCertificate,
+        headers=st.lists(block_headers(), max_size=3).map(tuple),
+        links=st.lists(links, max_size=2).map(tuple),
+        anchors=st.lists(anchors, max_size=2).map(tuple),
+    )

@@ -1,6 +1,7 @@
 """The sparse Merkle trie against a model computed from the definition, and its proofs."""
 
 import hashlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -30,7 +31,12 @@ operations = st.lists(
 )
 
 
-def _run(ops: list[tuple[str, bytes, bytes]]) -> tuple[Trie, dict[bytes, bytes]]:
+def _run(
+    ops: list[tuple[str, bytes, bytes]],
+    after_each: Callable[[Trie, dict[bytes, bytes]], None] = lambda trie, model: None,
+) -> tuple[Trie, dict[bytes, bytes]]:
+    """Apply `ops` to a trie and to a dict (the model), calling `after_each` after every one;
+    deleting an absent key must raise KeyError."""
     trie, model = Trie(), {}
     for op, key, value in ops:
         if op == "set":
@@ -42,21 +48,17 @@ def _run(ops: list[tuple[str, bytes, bytes]]) -> tuple[Trie, dict[bytes, bytes]]
         else:
             with pytest.raises(KeyError):
                 trie.delete(key)
+        after_each(trie, model)
     return trie, model
 
 
 @given(operations)
 def test_the_root_after_any_updates_is_the_root_of_the_contents(ops) -> None:
-    trie, model = Trie(), {}
-    for op, key, value in ops:
-        if op == "set":
-            trie.set(key, value)
-            model[key] = value
-        elif key in model:
-            trie.delete(key)
-            del model[key]
+    def agrees(trie: Trie, model: dict[bytes, bytes]) -> None:
         assert trie.root() == naive_trie_root(model)  # after every step: lazy hashes stay right
         assert len(trie) == len(model)
+
+    trie, model = _run(ops, agrees)
     assert dict(trie.items()) == model
     assert [key for key, _ in trie.items()] == sorted(model)
 
