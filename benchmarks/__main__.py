@@ -20,6 +20,7 @@ from benchmarks.harness import Curve, Report
 
 BENCHMARKS = (
     "bench_ledger",
+    "bench_light",
     "bench_rlp",
     "bench_transport",
     "bench_forkchoice",

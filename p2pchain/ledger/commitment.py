@@ -14,6 +14,7 @@ Keys and values are tagged hashes (exact bytes in docs/protocol.md, "State commi
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 from p2pchain.ledger.crypto import tagged_hash
@@ -32,6 +33,7 @@ ASSET_VALUE_TAG: Final = b"p2pchain/state/asset-info"
 STAKE_VALUE_TAG: Final = b"p2pchain/state/stake"
 
 VALIDATORS_KEY: Final = tagged_hash(VALIDATORS_KEY_TAG, b"")
+_SHA256 = hashlib.sha256
 
 
 def account_key(address: Address) -> Hash32:
@@ -43,15 +45,21 @@ def asset_key(asset: AssetId) -> Hash32:
 
 
 def outpoint_key(outpoint: OutPoint) -> Hash32:
-    return tagged_hash(OUTPOINT_KEY_TAG, encode_item(outpoint.to_rlp()))
+    """``tagged_hash(tag, txid || u32be(index))``: no RLP, it is computed for every output
+    created and spent."""
+    return Hash32(
+        _SHA256(OUTPOINT_KEY_TAG + outpoint.txid + outpoint.index.to_bytes(4, "big")).digest()
+    )
 
 
 def validator_key(key: PublicKey) -> Hash32:
     return tagged_hash(VALIDATOR_KEY_TAG, key)
 
 
-def output_value(output: TxOutput) -> Hash32:
-    return tagged_hash(OUTPUT_VALUE_TAG, encode_item(output.to_rlp()))
+def output_value(output: TxOutput, encoded: bytes | None = None) -> Hash32:
+    """``tagged_hash(tag, rlp(output))``; `encoded` is that RLP when the caller has it."""
+    data = encode_item(output.to_rlp()) if encoded is None else encoded
+    return Hash32(_SHA256(OUTPUT_VALUE_TAG + data).digest())
 
 
 def asset_value(encoded_info: bytes) -> Hash32:
@@ -99,11 +107,14 @@ class StateCommitment:
         clone._stakes = dict(self._stakes)
         return clone
 
-    def add_output(self, outpoint: OutPoint, output: TxOutput) -> None:
+    def add_output(
+        self, outpoint: OutPoint, output: TxOutput, encoded: bytes | None = None
+    ) -> None:
+        """`encoded` is the output's RLP when the caller has it (cut from its transaction)."""
         trie = self._accounts.get(output.address)
         if trie is None:
             trie = self._accounts[output.address] = Trie()
-        trie.set(outpoint_key(outpoint), output_value(output))
+        trie.set(outpoint_key(outpoint), output_value(output, encoded))
         self._dirty.add(output.address)
         if output.lock.kind is LockKind.STAKE:
             self._add_stake(PublicKey(output.lock.key), output.amount)
@@ -140,7 +151,7 @@ class StateCommitment:
         for address in self._dirty:
             trie = self._accounts[address]
             if len(trie):
-                top.set(account_key(address), trie.root())
+                top.set(_SHA256(ACCOUNT_KEY_TAG + address).digest(), trie.root())
             else:
                 del self._accounts[address]
                 key = account_key(address)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final, Self
+from typing import Final, Self, cast
 
 from p2pchain.errors import DecodeError, InvalidProof
 from p2pchain.ledger.encoding import RLPItem, read_fixed, read_list, read_uint, uint_bytes
@@ -79,8 +79,10 @@ def _node_hash(node: _Node) -> bytes:
         digest = _SHA256(
             _BRANCH
             + b"".join(
-                EMPTY_ROOT if child is None else (child.hash or _node_hash(child))
-                for child in node.children
+                [
+                    EMPTY_ROOT if child is None else (child.hash or _node_hash(child))
+                    for child in node.children
+                ]
             )
         ).digest()
     node.hash = digest
@@ -240,9 +242,10 @@ class Trie:
             return
         parent: _Branch | None = None
         depth = 0
-        while isinstance(node, _Branch):
+        while type(node) is _Branch:  # the hot loop of every update: `nibble` inlined
             node.hash = None
-            slot = nibble(key, depth)
+            byte = key[depth >> 1]
+            slot = byte & 0x0F if depth & 1 else byte >> 4
             child = node.children[slot]
             if child is None:
                 node.children[slot] = _Leaf(key, value)
@@ -251,10 +254,11 @@ class Trie:
                 return
             parent, node = node, child
             depth += 1
-        if node.key == key:
-            node.value, node.hash = value, None
+        leaf = cast(_Leaf, node)  # the loop ends only at a leaf
+        if leaf.key == key:
+            leaf.value, leaf.hash = value, None
             return
-        replacement = _split(node, _Leaf(key, value), depth)
+        replacement = _split(leaf, _Leaf(key, value), depth)
         if parent is None:
             self._root = replacement
         else:
@@ -270,12 +274,14 @@ class Trie:
         path: list[tuple[_Branch, int]] = []
         node = self._root
         depth = 0
-        while isinstance(node, _Branch):
-            slot = nibble(key, depth)
+        while type(node) is _Branch:
+            byte = key[depth >> 1]
+            slot = byte & 0x0F if depth & 1 else byte >> 4
             path.append((node, slot))
             node = node.children[slot]
             depth += 1
-        if node is None or node.key != key:
+        end = cast(_Leaf | None, node)  # the loop ends at a leaf or an empty child
+        if end is None or end.key != key:
             raise KeyError(key.hex())
         self._size -= 1
         if not path:

@@ -21,6 +21,7 @@ from p2pchain.ledger.encoding import (
     decode_span,
     encode,
     encode_item,
+    item_header,
     list_payload,
     read_bytes,
     read_fixed,
@@ -470,6 +471,22 @@ class Transaction:
     def size(self) -> int:
         """Encoded size in bytes (with witnesses): what fee rates and limits count."""
         return len(self._encodings[0])
+
+    @cached_property
+    def output_encodings(self) -> tuple[bytes, ...]:
+        """Each output's canonical encoding, cut from `encoded` rather than re-encoded: the
+        state commitment hashes every new output (`commitment.output_value`)."""
+        data = self.encoded
+        position, stop = list_payload(data, 0, len(data))
+        for _ in range(2):  # kind, inputs
+            position = item_header(data, position, stop)[2]
+        position, end = list_payload(data, position, stop)
+        found = []
+        while position < end:
+            item_end = item_header(data, position, end)[2]
+            found.append(data[position:item_end])
+            position = item_end
+        return tuple(found)
 
     def with_inputs(self, inputs: tuple[TxInput, ...]) -> Transaction:
         """The same transaction with other inputs (used to attach witnesses)."""

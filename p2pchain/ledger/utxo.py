@@ -237,9 +237,9 @@ class UtxoView:
         return view
 
     # -- changes ---------------------------------------------------------------------------
-    def _add(self, outpoint: OutPoint, output: TxOutput) -> None:
+    def _add(self, outpoint: OutPoint, output: TxOutput, encoded: bytes | None = None) -> None:
         self._utxos[outpoint] = output
-        self.commitment.add_output(outpoint, output)
+        self.commitment.add_output(outpoint, output, encoded)
         self._by_address[output.address].add(outpoint)
         if _is_slashable(output):
             self._by_validator[PublicKey(output.lock.key)].add(outpoint)
@@ -309,8 +309,9 @@ class UtxoView:
                     issued=previous.issued + minted,  # > 0: validation refuses a MINT of nothing
                 ),
             )
+        encodings = tx.output_encodings
         for index, output in enumerate(tx.outputs):
-            self._add(OutPoint(txid=txid, index=index), output)
+            self._add(OutPoint(txid=txid, index=index), output, encodings[index])
         return TxUndo(spent=tuple(spent), assets=tuple(assets))
 
     def undo_transaction(self, tx: Transaction, undo: TxUndo, txid: TxId | None = None) -> None:

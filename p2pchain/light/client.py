@@ -122,23 +122,28 @@ class LightClient:
         """Ask peers for certificates until none has anything newer; return the checkpoint.
 
         Raises:
-            NoHonestPeer: no connected peer answered with something that verifies, and none
-                said there is nothing newer.
+            NoHonestPeer: no peer answered with something that verifies or said there is
+                nothing newer; or every peer that answered cannot certify from our
+                checkpoint (it is older than what they keep: start from a newer one).
         """
         while True:
-            moved = await self._ask_each(
-                lambda: GetFinality(request_id=self._next_id(), trusted=self.finalized),
-                Finality,
-                self._take_certificate,
-            )
-            if moved is None:
+            try:
+                await self._ask_each(
+                    lambda: GetFinality(request_id=self._next_id(), trusted=self.finalized),
+                    Finality,
+                    self._take_certificate,
+                )
+            except _NobodyKnew as nobody:
+                if nobody.reasons and all(r is LightError.CANNOT_CERTIFY for r in nobody.reasons):
+                    raise NoHonestPeer(
+                        f"no peer can certify from epoch {self.finalized.epoch}: start from a "
+                        "newer trusted checkpoint"
+                    ) from None
                 return self.finalized
 
-    def _take_certificate(self, answer: Finality) -> Checkpoint | None:
+    def _take_certificate(self, answer: Finality) -> Checkpoint:
         if answer.certificate is None:
-            if answer.error is LightError.NOTHING_NEWER:
-                return None
-            raise InvalidProof(f"no certificate: {answer.error}")
+            raise _Pass(answer.error)
         return self.state.advance(answer.certificate)
 
     async def wait_finalized(self, epoch: int, *, poll: float = 0.5) -> Checkpoint:
@@ -152,8 +157,25 @@ class LightClient:
     # -- reading state ------------------------------------------------------------------------
     async def prove(self, query: StateQuery, block_id: BlockId | None = None) -> ProvenValue:
         """What `query` gives in the state after `block_id` (default: the finalized block),
-        checked against that block's verified header."""
-        block = self.finalized.block_id if block_id is None else block_id
+        checked against that block's verified header. Nodes keep the state of their own
+        finalized block only: when none holds ours any more, the client syncs and asks at the
+        newer one (default block only).
+
+        Raises:
+            NoHonestPeer: no peer gave a proof that verifies.
+        """
+        for _ in range(3):
+            try:
+                return await self._prove_at(
+                    self.finalized.block_id if block_id is None else block_id, query
+                )
+            except _NobodyKnew as nobody:
+                if block_id is not None or LightError.UNKNOWN_BLOCK not in nobody.reasons:
+                    raise NoHonestPeer(f"no peer could prove it: {nobody.reasons}") from None
+                await self.sync()
+        raise NoHonestPeer("the peers' finalized state kept moving past ours")
+
+    async def _prove_at(self, block: BlockId, query: StateQuery) -> ProvenValue:
         state = self.state
         return await self._ask_each(
             lambda: GetStateProof(request_id=self._next_id(), block_id=block, query=query),
@@ -193,18 +215,34 @@ class LightClient:
 
     async def transaction(self, txid: TxId) -> tuple[BlockHeader, Transaction] | None:
         """The finalized block holding `txid` and the transaction, proven by a Merkle branch;
-        None when no peer places it in a block this client verified (sync first to see
-        newer ones)."""
+        None when no peer places it in a finalized block (after syncing once if a peer's is
+        newer than ours)."""
+        for _ in range(2):
+            newer: list[bool] = []
+            try:
+                return await self._transaction_once(txid, newer)
+            except _NobodyKnew:
+                if not newer:
+                    return None
+                await self.sync()
+        return None
+
+    async def _transaction_once(
+        self, txid: TxId, newer: list[bool]
+    ) -> tuple[BlockHeader, Transaction]:
+        """One round of asking; `newer` gets an entry per peer whose block is final there and
+        not yet here."""
         state = self.state
 
-        def check(answer: TxProofAnswer) -> tuple[BlockHeader, Transaction] | None:
+        def check(answer: TxProofAnswer) -> tuple[BlockHeader, Transaction]:
             if answer.block_id is None or answer.transaction is None or answer.proof is None:
-                return None
+                raise _Pass(answer.error)
             if answer.transaction.txid != txid:
                 raise InvalidProof("the answer is another transaction")
             header = state.header(answer.block_id)
             if header is None:
-                return None  # final on the peer, not yet here
+                newer.append(True)
+                raise _Pass(None)
             state.verify_transaction(answer.block_id, answer.transaction, answer.proof)
             return header, answer.transaction
 
@@ -222,9 +260,16 @@ class LightClient:
         kind: type[_A],
         check: Callable[[_A], _R],
     ) -> _R:
-        """Ask connected peers in turn until one answers with something `check` accepts;
-        a wrong answer is penalised, a late one too."""
+        """Ask connected peers in turn until one answers with something `check` accepts. A
+        wrong answer is penalised, a late one too; an answer that `check` passes on (`_Pass`:
+        the peer has nothing, through no fault of its own) sends the request to the next peer.
+
+        Raises:
+            _NobodyKnew: no peer gave an accepted answer and at least one passed.
+            NoHonestPeer: no peer gave an accepted answer and none passed.
+        """
         await self._wait_peer()
+        reasons: list[LightError | None] = []
         for peer in list(self._peers):
             request = make()
             try:
@@ -233,8 +278,12 @@ class LightClient:
                     self._swarm.penalize(peer, 10.0, Offence.TIMEOUT)
                     continue
                 return check(answer)
+            except _Pass as passed:
+                reasons.append(passed.reason)
             except (InvalidProof, DecodeError):
                 self._swarm.penalize(peer, BAD_ANSWER_PENALTY, Offence.BAD_RESPONSE)
+        if reasons:
+            raise _NobodyKnew(reasons)
         raise NoHonestPeer(f"none of {len(self._peers)} peers gave a {kind.__name__} that verifies")
 
     async def _request(self, peer: PeerId, request: object, kind: type[_A]) -> _A | None:
@@ -290,11 +339,27 @@ class LightClient:
                 waiting[1].send_nowait(message)
 
 
+class _Pass(Exception):
+    """A peer's honest "I have nothing for that" (`LightError`): ask the next one."""
+
+    def __init__(self, reason: LightError | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _NobodyKnew(Exception):
+    """Every peer that answered passed; `reasons` are what they said."""
+
+    def __init__(self, reasons: list[LightError | None]) -> None:
+        super().__init__(reasons)
+        self.reasons = reasons
+
+
 def _checked_state(
     state: LightState, block: BlockId, query: StateQuery, answer: StateProofAnswer
 ) -> ProvenValue:
     if answer.proof is None:
-        raise InvalidProof(f"no proof: {answer.error}")
+        raise _Pass(answer.error)
     return state.verify_state(block, query, answer.proof)
 
 

@@ -235,9 +235,9 @@ class ChainService:
         self.detector = SlashingDetector(params.chain_id)
         self.lock = trio.Lock()
         self.vote_archive = VoteArchive()
-        """Every vote counted since the node started, by link: what light clients' finality
-        certificates quote (`certificate`). Not persisted: after a restart, a node certifies
-        the finality it sees from then on."""
+        """Every vote counted, by link: what light clients' finality certificates quote
+        (`certificate`). Not stored as such: `restore` refills it from the votes of the stored
+        blocks and the stored latest votes (gossiped votes no block carried are lost)."""
         self._undo: dict[BlockId, UndoData] = {}
         self._index = TxIndex(
             self._body(self.store.nodes[self.store.genesis_id]),
@@ -660,6 +660,8 @@ class ChainService:
                 )
             except InvalidBlock:
                 continue  # a side block that finality has ruled out meanwhile
+            for vote in block.votes:
+                self.vote_archive.add(vote)
             if outcome is BlockOutcome.ADDED and not canonical:
                 # Only blocks above the stored finalized one may have to be committed below;
                 # the history below it is canonical in storage already.
@@ -667,6 +669,7 @@ class ChainService:
             if self.store.finalized_checkpoint != finalized:
                 # Every replayed block is stored, so the history can leave memory as we go.
                 self._release_history()
+                self.vote_archive.prune(self.store.finalized_checkpoint.epoch)
         for vote in stored.pooled_votes:  # counted before the crash, carried by no block yet
             with contextlib.suppress(InvalidVote):
                 on_vote(self.store, vote, self.store.current_slot)
@@ -676,6 +679,7 @@ class ChainService:
                 on_vote(self.store, vote, self.store.current_slot)
             except InvalidVote:
                 continue
+            self.vote_archive.add(vote)
             self._pool_vote(vote)  # it may have reached no block before the restart
         if stored.finalized is not None and adopt_checkpoints(
             self.store, stored.justified or stored.finalized, stored.finalized

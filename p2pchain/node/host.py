@@ -164,7 +164,10 @@ class ChainHost:
         chain = self._chain
         if isinstance(request, GetFinality):
             certificate = chain.certificate(request.trusted)
-            error = None if certificate is not None else LightError.NOTHING_NEWER
+            error = None
+            if certificate is None:
+                newer = chain.store.finalized_checkpoint.epoch > request.trusted.epoch
+                error = LightError.CANNOT_CERTIFY if newer else LightError.NOTHING_NEWER
             return Finality(request_id=request.request_id, certificate=certificate, error=error)
         if isinstance(request, GetStateProof):
             try:

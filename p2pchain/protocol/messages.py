@@ -444,13 +444,16 @@ MAX_LIGHT_RESPONSE_BYTES: Final = 8 * 1024 * 1024
 
 
 class LightError(IntEnum):
-    """Why a light request got no answer: nothing here to certify, the block is not one we
-    hold the state of, or the proof would pass the protocol's limits."""
+    """Why a light request got no answer: nothing newer is final here, the block is not one we
+    hold the state of, the proof would pass the protocol's limits, no such transaction is
+    final here, or we cannot certify from that checkpoint (unknown to us, or older than the
+    votes and stake paths we keep)."""
 
     NOTHING_NEWER = 1
     UNKNOWN_BLOCK = 2
     TOO_LARGE = 3
     NOT_FOUND = 4
+    CANNOT_CERTIFY = 5
 
 
 def _read_answer(item: RLPItem, name: str) -> tuple[int, RLPItem | None, LightError | None]:

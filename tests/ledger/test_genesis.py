@@ -24,7 +24,7 @@ from p2pchain.testing import addresses
 PARAMS = ChainParams()
 VALIDATOR = SecretKey.from_entropy(b"genesis-test-validator-entropy-32")
 OWNER = Address(b"\x11" * 20)
-GENESIS_ID = "a22460f2ce4d57006578bdf47e6b8eb542df2e24214d8bee4bfd597451d3f0cb"
+GENESIS_ID = "ffc0f60060ac18e6e00aad7414fa37e4c10ad71ef8a9e95fe307844030c18156"
 
 
 def config(**changes: object) -> GenesisConfig:

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from p2pchain import TxStatus
-from p2pchain.consensus.light import FinalityCertificate
+from p2pchain.consensus import light
 from p2pchain.errors import NoHonestPeer
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.proofs import AccountProof
@@ -29,6 +29,7 @@ from p2pchain.protocol.messages import (
     Finality,
     GetFinality,
     GetStateProof,
+    LightError,
     StateProofAnswer,
     Status,
 )
@@ -115,7 +116,16 @@ async def _serve_lies(net: Testnet, network: SimulatedNetwork, ready: trio.Event
                 event.release()
                 if isinstance(message, GetFinality):
                     real = honest._chain.certificate(message.trusted)
-                    assert isinstance(real, FinalityCertificate)
+                    if real is None:  # nothing to lie about
+                        swarm.send(
+                            event.peer_id,
+                            Finality(
+                                request_id=message.request_id,
+                                certificate=None,
+                                error=LightError.NOTHING_NEWER,
+                            ),
+                        )
+                        continue
                     last = real.links[-1]
                     thin = replace(last, votes=last.votes[:1])
                     forged = replace(real, links=(*real.links[:-1], thin))
@@ -186,3 +196,28 @@ async def test_a_node_refuses_light_answers_nobody_asked_for(autojump_clock) -> 
                 (gone,) = [e for e in events if isinstance(e, PeerDisconnected)]
                 assert gone.reason is DisconnectReason.PROTOCOL_ERROR
                 assert gone.by_peer
+
+
+async def test_a_checkpoint_older_than_the_nodes_keep_is_refused_with_a_clear_error(
+    autojump_clock, monkeypatch
+) -> None:
+    """Nodes keep link votes for `ARCHIVE_EPOCHS` below finality: a client trusting an older
+    checkpoint is told to pick a newer one, and blames nobody."""
+    monkeypatch.setattr(light, "ARCHIVE_EPOCHS", 1)
+    network = SimulatedNetwork(seed=14)
+    async with testnet(3, transport=network, seed=14) as net:
+        with trio.fail_after(LIMIT_S):
+            await net.wait_finalized(4)
+            async with open_light_client(_config(net, network, "light3")) as client:
+                with pytest.raises(NoHonestPeer, match="newer trusted checkpoint"):
+                    await client.sync()
+                assert client.finalized.epoch == 0
+                assert all(peer.score >= 0 for peer in client._swarm.peers())
+            # From the nodes' own finalized checkpoint it follows on.
+            node = net.nodes[0]
+            trusted = node.finalized()
+            config = replace(_config(net, network, "light4"), trusted=trusted)
+            async with open_light_client(config) as client:
+                assert client.finalized == trusted
+                later = await client.wait_finalized(trusted.epoch + 1)
+                assert later.epoch > trusted.epoch

@@ -1,5 +1,7 @@
 """PeerConnection over the in-memory ConnectionPair: handshake, rejections, faults, timers."""
 
+from collections import Counter
+
 import pytest
 from hypothesis import assume
 from hypothesis import strategies as st
@@ -27,6 +29,7 @@ from p2pchain.protocol.connection import (
 )
 from p2pchain.protocol.framing import encode_frame
 from p2pchain.protocol.messages import (
+    ANSWER_OF,
     PROTOCOL_VERSION,
     Blocks,
     DisconnectReason,
@@ -483,6 +486,11 @@ def test_repeated_hello_is_ignored():
 # -- stateful: messages arrive intact and in order; both ends open or both closed --------------
 
 
+REQUESTS = {GetBlocksByRange: Blocks, GetBlocksById: Blocks, **ANSWER_OF}
+"""Each request type and the answer type it opens."""
+ANSWERS = frozenset(REQUESTS.values())
+
+
 class LinkMachine(RuleBasedStateMachine):
     """Random sends, deliveries, clock jumps and closes over one pair."""
 
@@ -493,17 +501,18 @@ class LinkMachine(RuleBasedStateMachine):
         self.to_listener = []
         self.to_dialer = []
         self.closed = False
-        self.open_requests = {"dialer": 0, "listener": 0}
-        """Block requests each side sent that the other has not answered yet."""
+        self.open_requests = {side: Counter() for side in ("dialer", "listener")}
+        """Per answer type: requests each side sent that the other has not answered yet."""
 
     def _may_send(self, sender, receiver, message):
-        """A `Blocks` answer needs an open request of the receiver (unsolicited ones are a
-        protocol error, tested on their own); count the requests a send opens."""
-        if isinstance(message, Blocks):
-            assume(self.open_requests[receiver] > 0)
-            self.open_requests[receiver] -= 1
-        elif isinstance(message, GetBlocksByRange | GetBlocksById):
-            self.open_requests[sender] += 1
+        """An answer (`Blocks`, a light answer) needs an open request of its kind from the
+        receiver (unsolicited ones are a protocol error, tested on their own); count the
+        requests a send opens."""
+        if type(message) in ANSWERS:
+            assume(self.open_requests[receiver][type(message)] > 0)
+            self.open_requests[receiver][type(message)] -= 1
+        elif type(message) in REQUESTS:
+            self.open_requests[sender][REQUESTS[type(message)]] += 1
 
     def _check(self, events, expected):
         messages = [

@@ -18,6 +18,9 @@ import pytest
 import rlp
 
 from p2pchain.ledger.crypto import sha256
+from p2pchain.ledger.proofs import QueryKind, StateQuery
+from p2pchain.ledger.types import BlockId, Epoch, TxId
+from p2pchain.ledger.vote import Checkpoint
 from p2pchain.protocol.framing import encode_frame
 from p2pchain.protocol.messages import (
     MAX_PAYLOAD_BYTES,
@@ -25,8 +28,12 @@ from p2pchain.protocol.messages import (
     Blocks,
     Disconnect,
     DisconnectReason,
+    Finality,
     GetBlocksById,
     GetBlocksByRange,
+    GetFinality,
+    GetStateProof,
+    GetTxProof,
     Graft,
     IHave,
     IWant,
@@ -35,8 +42,10 @@ from p2pchain.protocol.messages import (
     Pong,
     Prune,
     Publish,
+    StateProofAnswer,
     Status,
     Topic,
+    TxProofAnswer,
     encode_message,
 )
 from p2pchain.testing.adversary import SecurePeer, closed_at_accept
@@ -90,6 +99,13 @@ BROKEN_FRAMES = {
     "disconnect-unknown-reason": frame(Disconnect.TYPE, rlp.encode([200, b""])),
     "graft-unknown-topic": frame(Graft.TYPE, rlp.encode([7])),
     "prune-backoff-past-a-day": frame(Prune.TYPE, rlp.encode([0, 86_401, []])),
+    "state-proof-unknown-query-kind": frame(GetStateProof.TYPE, rlp.encode([1, bytes(32), [9]])),
+    "state-proof-query-with-extra-field": frame(
+        GetStateProof.TYPE, rlp.encode([1, bytes(32), [3, b"x"]])
+    ),
+    "tx-proof-short-txid": frame(GetTxProof.TYPE, rlp.encode([1, bytes(31)])),
+    "unsolicited-finality-answer": frame(Finality.TYPE, rlp.encode([1, [], 1])),
+    "unsolicited-state-proof-answer": frame(StateProofAnswer.TYPE, rlp.encode([1, [], 2])),
 }
 
 
@@ -229,6 +245,18 @@ USELESS = {
     "unknown-block-ids": "GetBlocksById of unknown ids (answered empty)",
     "iwant-unknown-ids": "IWant of ids nobody announced (nothing to serve)",
     "duplicate-getblocks": "the same request id twice (each answered)",
+    "finality-from-an-unknown-checkpoint": "GetFinality from a checkpoint the node never saw "
+    "(answered with an error)",
+    "state-proof-of-an-unknown-block": "GetStateProof at a block the node never saw (answered "
+    "with an error)",
+    "tx-proof-of-an-unknown-transaction": "GetTxProof of a transaction nobody made (answered "
+    "with an error)",
+}
+
+LIGHT_ROWS = {
+    "finality-from-an-unknown-checkpoint": Finality,
+    "state-proof-of-an-unknown-block": StateProofAnswer,
+    "tx-proof-of-an-unknown-transaction": TxProofAnswer,
 }
 
 
@@ -253,6 +281,14 @@ async def test_a_useless_valid_message_is_ignored_at_no_cost(
             messages = [GetBlocksById(request_id=2, block_ids=ids)]  # type: ignore[arg-type]
         elif name == "iwant-unknown-ids":
             messages = [IWant(message_ids=tuple(os.urandom(MESSAGE_ID_BYTES) for _ in range(500)))]
+        elif name == "finality-from-an-unknown-checkpoint":
+            unknown = Checkpoint(epoch=Epoch(3), block_id=BlockId(os.urandom(32)))
+            messages = [GetFinality(request_id=4, trusted=unknown)]
+        elif name == "state-proof-of-an-unknown-block":
+            query = StateQuery(kind=QueryKind.VALIDATORS)
+            messages = [GetStateProof(request_id=5, block_id=BlockId(os.urandom(32)), query=query)]
+        elif name == "tx-proof-of-an-unknown-transaction":
+            messages = [GetTxProof(request_id=6, txid=TxId(os.urandom(32)))]
         else:
             request = GetBlocksByRange(request_id=3, start_height=0, count=1)
             messages = [request, request]
@@ -270,6 +306,15 @@ async def test_a_useless_valid_message_is_ignored_at_no_cost(
             assert len(answers()) == expected
             if name != "duplicate-getblocks":
                 assert answers()[0].blocks == ()
+        if name in LIGHT_ROWS:
+            kind = LIGHT_ROWS[name]
+
+            def light_answers() -> list[object]:
+                return [m for m in peer.received if isinstance(m, kind)]
+
+            await peer.wait_for(lambda: bool(light_answers()))
+            (answer,) = light_answers()
+            assert answer.error is not None  # type: ignore[attr-defined]
         assert peer.is_active
     finally:
         await peer.aclose()
