@@ -221,3 +221,22 @@ async def test_a_checkpoint_older_than_the_nodes_keep_is_refused_with_a_clear_er
                 assert client.finalized == trusted
                 later = await client.wait_finalized(trusted.epoch + 1)
                 assert later.epoch > trusted.epoch
+
+
+async def test_a_restarted_node_still_certifies_the_finality_it_had(
+    autojump_clock, tmp_path
+) -> None:
+    """The vote archive is not stored as such: a restart refills it from the stored blocks'
+    votes, so a client asking only that node follows finality reached before the restart."""
+    network = SimulatedNetwork(seed=15)
+    async with testnet(3, transport=network, seed=15, data_dir=tmp_path) as net:
+        with trio.fail_after(LIMIT_S):
+            await net.wait_finalized(3)
+            await net.restart(0)
+            node = net.nodes[0]
+            before = node.finalized()
+            assert before.epoch >= 3
+            only = _config(net, network, "light5", SimulatedNetwork.address("node0"))
+            async with open_light_client(only) as client:
+                finalized = await client.sync()
+                assert finalized.epoch >= before.epoch
