@@ -7,7 +7,7 @@ from hypothesis import given, settings
 
 from p2pchain.consensus import get_forkchoice_store, light, make_vote, on_block, on_tick, on_vote
 from p2pchain.consensus import store as store_module
-from p2pchain.consensus.forkchoice import get_block_view
+from p2pchain.consensus.forkchoice import get_block_view, get_head_view
 from p2pchain.consensus.light import (
     FinalityCertificate,
     LightState,
@@ -18,13 +18,16 @@ from p2pchain.consensus.store import Store, release_bodies
 from p2pchain.errors import DecodeError, InvalidProof
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block, prove_inclusion
+from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import decode, encode
 from p2pchain.ledger.evidence import VoteEquivocation
 from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.proofs import QueryKind, StateQuery, prove
-from p2pchain.ledger.tx import SlashPayload, Transaction, TxKind
-from p2pchain.ledger.types import BlockId, Epoch
+from p2pchain.ledger.tx import LockKind, SlashPayload, Transaction, TxKind
+from p2pchain.ledger.types import Amount, BlockId, Epoch, Height, Slot
+from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint, Vote
+from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
 from p2pchain.testing.consensus import Simulation, scenarios
 
@@ -314,3 +317,45 @@ def test_released_blocks_keep_stake_paths_only_for_checkpoints_and_only_the_newe
         for node in store.nodes.values()
         if node.block is None and node.height > newest.height and node not in kept
     )
+
+
+def test_the_client_follows_validators_leaving_and_joining() -> None:
+    """One validator unbonds (and goes quiet), a new one is bonded by another's coins and
+    starts voting once its stake counts: the client's stake tables follow both changes."""
+    sim = Simulation.create([2 * COIN] * 5)
+    sim.run_epochs(2)
+    store = sim.store
+    leaver, sponsor = sorted(sim.keys)[:2]
+    newcomer = SecretKey.from_entropy(b"light newcomer".ljust(32, b"."))
+    view = get_head_view(store)
+    context = BlockContext(height=Height(view.height + 1), slot=Slot(sim.slot + 1))
+    owner = Wallet(sim.keys[leaver], sim.params)
+    staked = [c for c in view.utxos_of(owner.address) if c[1].lock.kind is LockKind.STAKE]
+    unbond = owner.build_unbond(staked, fee=Amount(10_000), context=context)
+    funder = Wallet(sim.keys[sponsor], sim.params)
+    coins = [c for c in view.utxos_of(funder.address) if c[1].lock.kind is LockKind.NONE]
+    bond = funder.build_bond(
+        coins,
+        validator=newcomer.public_key,
+        amount=Amount(2 * COIN),
+        fee=Amount(10_000),
+        context=context,
+    )
+    sim.pending_transactions += [unbond, bond]
+    sim.offline.add(leaver)
+    sim.run_epochs(6)
+    stakes = get_head_view(store).bonded_stake()
+    assert leaver not in stakes
+    assert newcomer.public_key in stakes
+    sim.keys[newcomer.public_key] = newcomer  # in the set from here on: it votes
+    sim.run_epochs(12)
+    client = _client(store)
+    _follow(client, store, _archive(sim.messages))
+    assert client.finalized == store.finalized_checkpoint
+    assert client.finalized.epoch >= 8
+    query = StateQuery(kind=QueryKind.VALIDATORS)
+    final_view = get_block_view(store, client.finalized.block_id)
+    table = client.verify_state(client.finalized.block_id, query, prove(final_view, query))
+    assert isinstance(table, dict)
+    assert newcomer.public_key in table
+    assert leaver not in table
