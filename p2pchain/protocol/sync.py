@@ -20,9 +20,10 @@ pool the oldest of the peer holding the most) and expiring by `now`.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.block import Block
@@ -40,6 +41,10 @@ from p2pchain.protocol.messages import (
 )
 from p2pchain.protocol.quota import Quota, QuotaPool
 from p2pchain.protocol.scoring import Offence, Penalize
+
+EXPIRED_REQUESTS_KEPT: Final = 1_024
+"""Ids of our requests that timed out, remembered so that their late answers (a slow peer, or
+one behind a link that held its traffic, as a healed partition does) cost nothing twice."""
 
 
 def block_size(block: Block) -> int:
@@ -182,6 +187,9 @@ class SyncManager:
         self._peer_heads: dict[PeerId, int] = {}
         self._peer_finalized: dict[PeerId, BlockId] = {}
         self._requests: dict[int, _Request] = {}
+        self._expired: OrderedDict[int, PeerId] = OrderedDict()
+        """Requests closed by their deadline, newest last (at most `EXPIRED_REQUESTS_KEPT`): a
+        late answer to one was charged as a timeout already and is dropped without blame."""
         self._next_request_id = 1
         self._retry: list[_Range] = []
         self._buffered: dict[int, tuple[tuple[Block, ...], PeerId]] = {}
@@ -270,6 +278,9 @@ class SyncManager:
     def on_blocks(self, peer_id: PeerId, response: Blocks, now: float) -> list[SyncAction]:
         """Check an answer's shape; return blocks to import in order, or a penalty and retry."""
         request = self._requests.get(response.request_id)
+        if request is None and self._expired.get(response.request_id) == peer_id:
+            del self._expired[response.request_id]
+            return []  # late: the timeout was its cost
         if request is None or request.peer_id != peer_id:
             return [self._bad_response(peer_id)]
         self._close(response.request_id)
@@ -306,6 +317,9 @@ class SyncManager:
             if request.deadline > now:
                 continue
             self._close(request_id)
+            self._expired[request_id] = request.peer_id
+            while len(self._expired) > EXPIRED_REQUESTS_KEPT:
+                self._expired.popitem(last=False)
             # Charged even if stale: a reset (our finality moving, once an epoch) must not
             # forgive silence, or epochs shorter than `request_timeout` forgive every timeout.
             self._counters.timeouts += 1

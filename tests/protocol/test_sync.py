@@ -324,10 +324,15 @@ def test_timeout_is_penalized_and_retried_elsewhere():
     assert {p.peer_id for p in timed_out} == {peer(1), peer(2)}
     retried = [r for _, r in range_requests(actions) if r.start_height == request.start_height]
     assert len(retried) == 1
-    # The late answer to the expired request is unsolicited now.
+    # The late answer to the expired request costs nothing more: the timeout was its cost.
     late = serve_blocks(request, MemoryChain(MAIN))
-    assert penalties(manager.on_blocks(peer(1), late, 10.5))
+    assert manager.on_blocks(peer(1), late, 10.5) == []
     assert manager.statistics().timeouts == 2
+    # But only once, and only from the peer asked: a replay, or another peer using that id,
+    # answers nothing of ours.
+    assert penalties(manager.on_blocks(peer(1), late, 10.6))
+    other = Blocks(request_id=late.request_id, blocks=())
+    assert penalties(manager.on_blocks(peer(3), other, 10.7))
 
 
 def test_disconnected_peer_requests_go_to_others_without_penalty():
