@@ -29,7 +29,7 @@ from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
-from p2pchain.testing.consensus import Simulation, scenarios
+from p2pchain.testing.consensus import Simulation, scenarios, sign_vote_data
 
 STAKES = [COIN, 2 * COIN, 3 * COIN, 4 * COIN]
 
@@ -116,6 +116,76 @@ def test_state_and_transactions_are_verified_at_a_finalized_block() -> None:
         client.verify_transaction(finalized, other.transactions[0], prove_inclusion(other, 0))
 
 
+def _signed_forgeries(
+    certificate: FinalityCertificate, sim: Simulation
+) -> dict[str, FinalityCertificate]:
+    """Forgeries whose votes carry valid signatures: a stranger's vote, a vote for the same
+    source and another target, a duplicate, a link to a block that is not the checkpoint of
+    its epoch, a link that stands still."""
+    links = list(certificate.links)
+    last = links[-1]
+    vote = last.votes[0]
+    stranger = SecretKey.from_entropy(b"not a validator".ljust(32, b"."))
+    strangers_vote = sign_vote_data(
+        sim.store, stranger, slot=vote.slot, head=vote.head, source=vote.source, target=vote.target
+    )
+    elsewhere = Checkpoint(epoch=vote.target.epoch, block_id=vote.head)
+    misdirected = sign_vote_data(
+        sim.store,
+        sim.keys[vote.validator],
+        slot=vote.slot,
+        head=vote.head,
+        source=vote.source,
+        target=elsewhere,
+    )
+    skipping_target = Checkpoint(epoch=Epoch(last.target.epoch + 1), block_id=last.target.block_id)
+    skipping = tuple(
+        sign_vote_data(
+            sim.store,
+            sim.keys[v.validator],
+            slot=v.slot,
+            head=v.head,
+            source=last.source,
+            target=skipping_target,
+        )
+        for v in last.votes
+    )
+    standing = tuple(
+        sign_vote_data(
+            sim.store,
+            sim.keys[v.validator],
+            slot=v.slot,
+            head=v.head,
+            source=last.source,
+            target=last.source,
+        )
+        for v in last.votes
+    )
+    return {
+        "a stranger's vote that would reach two thirds": replace(
+            certificate,
+            links=(*links[:-1], replace(last, votes=(*last.votes[1:], strangers_vote))),
+        ),
+        "a validator's vote for another target": replace(
+            certificate, links=(*links[:-1], replace(last, votes=(*last.votes[1:], misdirected)))
+        ),
+        "the real votes plus one counted twice": replace(
+            certificate, links=(*links[:-1], replace(last, votes=(*last.votes, vote)))
+        ),
+        "a link to a block that is not its epoch's checkpoint": replace(
+            certificate,
+            links=(
+                *links[:-1],
+                replace(last, target=skipping_target, votes=skipping),
+            ),
+        ),
+        "a link that stands still (after the real ones)": replace(
+            certificate,
+            links=(*links, replace(last, target=last.source, votes=standing)),
+        ),
+    }
+
+
 def _forgeries(certificate: FinalityCertificate) -> dict[str, FinalityCertificate]:
     links = list(certificate.links)
     last = links[-1]
@@ -176,7 +246,7 @@ def test_a_certificate_that_breaks_any_rule_is_refused_and_changes_nothing() -> 
         store, _archive(sim.messages), client.finalized, _headers(store)
     )
     assert certificate is not None
-    for name, forged in _forgeries(certificate).items():
+    for name, forged in {**_forgeries(certificate), **_signed_forgeries(certificate, sim)}.items():
         with pytest.raises(InvalidProof):
             client.advance(forged)
         assert client.finalized.epoch == 0, name
@@ -359,3 +429,40 @@ def test_the_client_follows_validators_leaving_and_joining() -> None:
     assert isinstance(table, dict)
     assert newcomer.public_key in table
     assert leaver not in table
+
+
+def test_exactly_two_thirds_of_the_stake_is_enough_and_a_half_is_not() -> None:
+    """`3 * voted >= 2 * total`: with three equal stakes, two votes finalize; with four, two
+    do not."""
+    for stakes, voters, enough in (([COIN] * 3, 2, True), ([COIN] * 4, 2, False)):
+        sim = Simulation.create(stakes)
+        sim.run_epochs(6)
+        store = sim.store
+        client = _client(store)
+        certificate = build_certificate(
+            store, _archive(sim.messages), client.finalized, _headers(store)
+        )
+        assert certificate is not None
+        links = tuple(replace(link, votes=link.votes[:voters]) for link in certificate.links)
+        cut = replace(certificate, links=links)
+        if enough:
+            adopted = client.advance(cut)
+            assert adopted == client.finalized
+            assert adopted.epoch > 0
+        else:
+            with pytest.raises(InvalidProof, match="short of two thirds"):
+                client.advance(cut)
+
+
+def test_a_client_keeps_every_finalized_header_it_crossed() -> None:
+    sim = Simulation.create(STAKES)
+    sim.run_epochs(8)
+    store = sim.store
+    client = _client(store)
+    _follow(client, store, _archive(sim.messages))
+    chain = []
+    node = store.nodes[client.finalized.block_id]
+    while node is not None:
+        chain.append(node.block_id)
+        node = node.parent
+    assert list(client.headers) == chain[::-1]
