@@ -44,7 +44,7 @@ from benchmarks.bench_ledger import Workload, make_block, make_workload
 from benchmarks.harness import Report, run_alone
 from p2pchain.consensus import get_forkchoice_store, on_block, on_tick, on_vote
 from p2pchain.consensus.forkchoice import get_head_view
-from p2pchain.consensus.light import FinalityCertificate, LightState, VoteArchive, build_certificate
+from p2pchain.consensus.light import FinalityCertificate, LightState, VoteArchive
 from p2pchain.consensus.store import Store
 from p2pchain.consensus.types import compute_epoch_at_slot
 from p2pchain.ledger.address import address_of
@@ -52,14 +52,12 @@ from p2pchain.ledger.block import Block
 from p2pchain.ledger.commitment import StateCommitment
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.encoding import ENCODER, decode, encode, encode_item
-from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.tx import LockKind, OutPoint, Transaction, TxOutput
 from p2pchain.ledger.types import (
     Address,
     Amount,
     AssetId,
     BlockId,
-    Epoch,
     Hash32,
     Height,
     Slot,
@@ -71,6 +69,7 @@ from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
 from p2pchain.testing.consensus import Simulation
+from p2pchain.testing.light import follow, genesis_client
 
 GOAL = 0.2
 
@@ -301,30 +300,9 @@ def _queue_payments(sim: Simulation, count: int, cursor: int) -> None:
         sim.pending_transactions.append(tx)
 
 
-def _header_of(store: Store) -> Callable[[BlockId], BlockHeader | None]:
-    def header_of(block_id: BlockId) -> BlockHeader | None:
-        node = store.nodes.get(block_id)
-        return None if node is None or node.block is None else node.block.header
-
-    return header_of
-
-
-def _genesis_client(store: Store) -> LightState:
-    genesis = store.nodes[store.genesis_id].block
-    assert genesis is not None
-    checkpoint = Checkpoint(epoch=Epoch(0), block_id=store.genesis_id)
-    return LightState.from_checkpoint(store.params, checkpoint, genesis.header)
-
-
 def _follow(client: LightState, store: Store, archive: VoteArchive) -> list[bytes]:
     """Every certificate the node offers until it has nothing newer, each adopted; encoded."""
-    taken = []
-    while (
-        cert := build_certificate(store, archive, client.finalized, _header_of(store))
-    ) is not None:
-        taken.append(encode(cert))
-        client.advance(cert)
-    return taken
+    return [encode(certificate) for certificate, _ in follow(client, store, archive)]
 
 
 def _archive_messages(archive: VoteArchive, messages: Sequence[Block | Vote]) -> None:
@@ -343,7 +321,7 @@ class LightRun:
 
 def run_light(validators: int, epochs: int, payments: int) -> LightRun:
     sim = Simulation.create([COIN * (1 + i % 4) for i in range(validators)])
-    client = _genesis_client(sim.store)
+    client = genesis_client(sim.store)
     archive = VoteArchive()
     certificates: list[bytes] = []
     seen = 0
@@ -356,7 +334,7 @@ def run_light(validators: int, epochs: int, payments: int) -> LightRun:
         certificates += _follow(client, sim.store, archive)
     if client.finalized != sim.store.finalized_checkpoint:
         raise RuntimeError("the light client did not reach the node's finalized checkpoint")
-    catch_up = _follow(_genesis_client(sim.store), sim.store, archive)
+    catch_up = _follow(genesis_client(sim.store), sim.store, archive)
     return LightRun(sim, certificates, catch_up, client.finalized)
 
 
@@ -385,7 +363,7 @@ def _replay_store(run: LightRun, raws: Sequence[bytes]) -> tuple[Store, dict[Blo
 def _adopt_all(run: LightRun) -> tuple[LightState, list[float], list[set[BlockId]]]:
     """A fresh client taking the live run's certificates: seconds per `advance` (decoding
     untimed) and the blocks each one made final for it."""
-    client = _genesis_client(run.sim.store)
+    client = genesis_client(run.sim.store)
     seconds, covered = [], []
     for raw in run.certificates:
         certificate = decode(FinalityCertificate, raw)
@@ -399,7 +377,7 @@ def _adopt_all(run: LightRun) -> tuple[LightState, list[float], list[set[BlockId
 
 def _adopt_lean(run: LightRun) -> LightState:
     """A fresh client taking the live run's certificates, and nothing else kept."""
-    client = _genesis_client(run.sim.store)
+    client = genesis_client(run.sim.store)
     for raw in run.certificates:
         client.advance(decode(FinalityCertificate, raw))
     return client

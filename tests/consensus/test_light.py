@@ -21,53 +21,31 @@ from p2pchain.ledger.block import Block, prove_inclusion
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import decode, encode
 from p2pchain.ledger.evidence import VoteEquivocation
-from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.proofs import QueryKind, StateQuery, prove
 from p2pchain.ledger.tx import LockKind, SlashPayload, Transaction, TxKind
-from p2pchain.ledger.types import Amount, BlockId, Epoch, Height, Slot
+from p2pchain.ledger.types import Amount, Epoch, Height, Slot
 from p2pchain.ledger.validation import BlockContext
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.ledger.wallet import Wallet
 from p2pchain.params import COIN
 from p2pchain.testing.consensus import Simulation, scenarios, sign_vote_data
+from p2pchain.testing.light import archive_of, follow, genesis_client, headers_of
 
 STAKES = [COIN, 2 * COIN, 3 * COIN, 4 * COIN]
 
 
-def _archive(messages) -> VoteArchive:
-    """Every vote the network saw, gossiped or carried by a block."""
-    archive = VoteArchive()
-    for message in messages:
-        for vote in message.votes if isinstance(message, Block) else (message,):
-            archive.add(vote)
-    return archive
-
-
-def _headers(store: Store):
-    def header_of(block_id: BlockId) -> BlockHeader | None:
-        node = store.nodes.get(block_id)
-        return None if node is None or node.block is None else node.block.header
-
-    return header_of
-
-
-def _client(store: Store) -> LightState:
-    genesis = store.nodes[store.genesis_id].block
-    assert genesis is not None
-    return LightState.from_checkpoint(
-        store.params, Checkpoint(epoch=Epoch(0), block_id=store.genesis_id), genesis.header
-    )
+_archive = archive_of
+_headers = headers_of
+_client = genesis_client
 
 
 def _follow(client: LightState, store: Store, archive: VoteArchive) -> list[Checkpoint]:
-    """Advance the client with certificates until the node has nothing newer to give."""
-    adopted = []
-    while (
-        certificate := build_certificate(store, archive, client.finalized, _headers(store))
-    ) is not None:
+    """Advance the client with certificates until the node has nothing newer to give; every
+    certificate survives its encoding."""
+    taken = follow(client, store, archive)
+    for certificate, _ in taken:
         assert decode(FinalityCertificate, encode(certificate)) == certificate
-        adopted.append(client.advance(certificate))
-    return adopted
+    return [checkpoint for _, checkpoint in taken]
 
 
 def test_a_light_client_follows_finality_to_the_nodes_checkpoint() -> None:
@@ -237,15 +215,21 @@ def _forgeries(certificate: FinalityCertificate) -> dict[str, FinalityCertificat
     }
 
 
-def test_a_certificate_that_breaks_any_rule_is_refused_and_changes_nothing() -> None:
-    sim = Simulation.create(STAKES)
-    sim.run_epochs(6)
-    store = sim.store
-    client = _client(store)
-    certificate = build_certificate(
-        store, _archive(sim.messages), client.finalized, _headers(store)
-    )
+def _certified(
+    stakes: list[int], epochs: int
+) -> tuple[Simulation, LightState, FinalityCertificate]:
+    """A simulation run for `epochs`, a client at genesis and the first certificate for it."""
+    sim = Simulation.create(stakes)
+    sim.run_epochs(epochs)
+    client = _client(sim.store)
+    archive = _archive(sim.messages)
+    certificate = build_certificate(sim.store, archive, client.finalized, _headers(sim.store))
     assert certificate is not None
+    return sim, client, certificate
+
+
+def test_a_certificate_that_breaks_any_rule_is_refused_and_changes_nothing() -> None:
+    sim, client, certificate = _certified(STAKES, 6)
     for name, forged in {**_forgeries(certificate), **_signed_forgeries(certificate, sim)}.items():
         with pytest.raises(InvalidProof):
             client.advance(forged)
@@ -326,12 +310,7 @@ def test_on_any_block_tree_a_client_never_finalizes_what_the_node_did_not(scenar
 
 
 def test_a_certificate_past_its_header_limit_does_not_decode(monkeypatch) -> None:
-    sim = Simulation.create(STAKES)
-    sim.run_epochs(4)
-    certificate = build_certificate(
-        sim.store, _archive(sim.messages), _client(sim.store).finalized, _headers(sim.store)
-    )
-    assert certificate is not None
+    sim, _, certificate = _certified(STAKES, 4)
     monkeypatch.setattr(light, "MAX_CERTIFICATE_HEADERS", len(certificate.headers) - 1)
     with pytest.raises(DecodeError):
         decode(FinalityCertificate, encode(certificate))
@@ -435,14 +414,7 @@ def test_exactly_two_thirds_of_the_stake_is_enough_and_a_half_is_not() -> None:
     """`3 * voted >= 2 * total`: with three equal stakes, two votes finalize; with four, two
     do not."""
     for stakes, voters, enough in (([COIN] * 3, 2, True), ([COIN] * 4, 2, False)):
-        sim = Simulation.create(stakes)
-        sim.run_epochs(6)
-        store = sim.store
-        client = _client(store)
-        certificate = build_certificate(
-            store, _archive(sim.messages), client.finalized, _headers(store)
-        )
-        assert certificate is not None
+        _, client, certificate = _certified(stakes, 6)
         links = tuple(replace(link, votes=link.votes[:voters]) for link in certificate.links)
         cut = replace(certificate, links=links)
         if enough:
