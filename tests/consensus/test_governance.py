@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from p2pchain.consensus import (
     GovernanceState,
+    Proposal,
     ProposalStatus,
     get_governance,
     get_head,
@@ -90,6 +91,19 @@ def _propose(
     )
     sim.pending_transactions.append(tx)
     return tx
+
+
+def _proposed(
+    sim: Simulation, key: SecretKey, changes: Sequence[tuple[str, int]], delay: int = 1
+) -> tuple[Transaction, Proposal]:
+    """A proposal by `key` made in the next slot and carried by the one after: the
+    transaction and its record at the head."""
+    sim.run_slot()
+    proposal = _propose(sim, key, changes, delay)
+    sim.run_slot()
+    record = _head_governance(sim).proposal(proposal.txid)
+    assert record is not None
+    return proposal, record
 
 
 def _vote(
@@ -289,11 +303,7 @@ def test_a_passed_proposal_changes_the_reward_from_its_activation_epoch_and_refu
     sim = _simulation()
     keys = _keys(sim)
     proposer = keys[3]
-    sim.run_slot()
-    proposal = _propose(sim, proposer, [("block_reward", 7 * COIN)])
-    sim.run_slot()
-    record = _head_governance(sim).proposal(proposal.txid)
-    assert record is not None
+    proposal, record = _proposed(sim, proposer, [("block_reward", 7 * COIN)])
     assert record.status is ProposalStatus.VOTING
     _run_until_epoch(sim, record.start)
     for key in keys[:2]:  # 70 % of the stake
@@ -328,11 +338,7 @@ def test_a_passed_proposal_changes_the_reward_from_its_activation_epoch_and_refu
 def test_without_quorum_the_deposit_is_burned_and_nothing_changes() -> None:
     sim = _simulation()
     keys = _keys(sim)
-    sim.run_slot()
-    proposal = _propose(sim, keys[3], [("min_fee_rate", 3)])
-    sim.run_slot()
-    record = _head_governance(sim).proposal(proposal.txid)
-    assert record is not None
+    proposal, record = _proposed(sim, keys[3], [("min_fee_rate", 3)])
     _run_until_epoch(sim, record.start)
     _vote(sim, keys[2], proposal.txid, VoteChoice.YES)  # 20 % < 40 % quorum
     _run_until_epoch(sim, record.activation + 1)
@@ -348,11 +354,7 @@ def test_without_quorum_the_deposit_is_burned_and_nothing_changes() -> None:
 def test_votes_outside_the_window_and_double_votes_make_a_block_invalid() -> None:
     sim = _simulation()
     keys = _keys(sim)
-    sim.run_slot()
-    proposal = _propose(sim, keys[0], [("unbonding_epochs", 3)])
-    sim.run_slot()
-    record = _head_governance(sim).proposal(proposal.txid)
-    assert record is not None
+    proposal, record = _proposed(sim, keys[0], [("unbonding_epochs", 3)])
     early = _vote(sim, keys[1], proposal.txid, VoteChoice.YES)
     sim.pending_transactions.clear()
     assert _epoch(sim, sim.slot + 1) < record.start
@@ -420,11 +422,7 @@ def test_every_order_of_delivery_enacts_the_same_parameters_at_the_same_epoch(
     ends with the same head and the same governance at every block."""
     sim = _simulation()
     keys = _keys(sim)
-    sim.run_slot()
-    proposal = _propose(sim, keys[3], [("block_reward", reward)], delay)
-    sim.run_slot()
-    record = _head_governance(sim).proposal(proposal.txid)
-    assert record is not None
+    proposal, record = _proposed(sim, keys[3], [("block_reward", reward)], delay)
     for offset in range(-1, sim.params.gov_voting_epochs + 1):
         _run_until_epoch(sim, record.start + offset)
         for key, (choice, when) in zip(keys, votes, strict=True):
@@ -448,11 +446,7 @@ def test_a_reorg_takes_the_governance_of_the_branch_it_moves_to() -> None:
     branch reaches it and wins the fork choice, the head's parameters are the voted ones."""
     sim = _simulation()
     keys = _keys(sim)
-    sim.run_slot()
-    proposal = _propose(sim, keys[3], [("block_reward", 9 * COIN)])
-    sim.run_slot()
-    record = _head_governance(sim).proposal(proposal.txid)
-    assert record is not None
+    proposal, record = _proposed(sim, keys[3], [("block_reward", 9 * COIN)])
     _run_until_epoch(sim, record.start)
     prefix, fork_slot = list(sim.messages), sim.slot
     for key in keys[:3]:
@@ -491,11 +485,7 @@ def test_released_history_keeps_no_governance_and_the_chain_goes_on() -> None:
     would otherwise stay for good); nothing reads it again, and blocks keep coming."""
     sim = _simulation()
     keys = _keys(sim)
-    sim.run_slot()
-    proposal = _propose(sim, keys[3], [("min_fee_rate", 1)])
-    sim.run_slot()
-    record = _head_governance(sim).proposal(proposal.txid)
-    assert record is not None
+    proposal, record = _proposed(sim, keys[3], [("min_fee_rate", 1)])
     _run_until_epoch(sim, record.start)
     for key in keys[:2]:
         _vote(sim, key, proposal.txid, VoteChoice.YES)
