@@ -14,7 +14,6 @@ Keys and values are tagged hashes (exact bytes in docs/protocol.md, "State commi
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
 
 from p2pchain.ledger.crypto import tagged_hash
@@ -33,7 +32,6 @@ ASSET_VALUE_TAG: Final = b"p2pchain/state/asset-info"
 STAKE_VALUE_TAG: Final = b"p2pchain/state/stake"
 
 VALIDATORS_KEY: Final = tagged_hash(VALIDATORS_KEY_TAG, b"")
-_SHA256 = hashlib.sha256
 
 
 def account_key(address: Address) -> Hash32:
@@ -47,9 +45,7 @@ def asset_key(asset: AssetId) -> Hash32:
 def outpoint_key(outpoint: OutPoint) -> Hash32:
     """``tagged_hash(tag, txid || u32be(index))``: no RLP, it is computed for every output
     created and spent."""
-    return Hash32(
-        _SHA256(OUTPOINT_KEY_TAG + outpoint.txid + outpoint.index.to_bytes(4, "big")).digest()
-    )
+    return tagged_hash(OUTPOINT_KEY_TAG, outpoint.txid + outpoint.index.to_bytes(4, "big"))
 
 
 def validator_key(key: PublicKey) -> Hash32:
@@ -58,8 +54,9 @@ def validator_key(key: PublicKey) -> Hash32:
 
 def output_value(output: TxOutput, encoded: bytes | None = None) -> Hash32:
     """``tagged_hash(tag, rlp(output))``; `encoded` is that RLP when the caller has it."""
-    data = encode_item(output.to_rlp()) if encoded is None else encoded
-    return Hash32(_SHA256(OUTPUT_VALUE_TAG + data).digest())
+    return tagged_hash(
+        OUTPUT_VALUE_TAG, encode_item(output.to_rlp()) if encoded is None else encoded
+    )
 
 
 def asset_value(encoded_info: bytes) -> Hash32:
@@ -151,7 +148,7 @@ class StateCommitment:
         for address in self._dirty:
             trie = self._accounts[address]
             if len(trie):
-                top.set(_SHA256(ACCOUNT_KEY_TAG + address).digest(), trie.root())
+                top.set(account_key(address), trie.root())
             else:
                 del self._accounts[address]
                 key = account_key(address)

@@ -104,41 +104,20 @@ def _signed_forgeries(
     last = links[-1]
     vote = last.votes[0]
     stranger = SecretKey.from_entropy(b"not a validator".ljust(32, b"."))
-    strangers_vote = sign_vote_data(
-        sim.store, stranger, slot=vote.slot, head=vote.head, source=vote.source, target=vote.target
-    )
+
+    def signed(v: Vote, key: SecretKey, source: Checkpoint, target: Checkpoint) -> Vote:
+        return sign_vote_data(
+            sim.store, key, slot=v.slot, head=v.head, source=source, target=target
+        )
+
+    strangers_vote = signed(vote, stranger, vote.source, vote.target)
     elsewhere = Checkpoint(epoch=vote.target.epoch, block_id=vote.head)
-    misdirected = sign_vote_data(
-        sim.store,
-        sim.keys[vote.validator],
-        slot=vote.slot,
-        head=vote.head,
-        source=vote.source,
-        target=elsewhere,
-    )
+    misdirected = signed(vote, sim.keys[vote.validator], vote.source, elsewhere)
     skipping_target = Checkpoint(epoch=Epoch(last.target.epoch + 1), block_id=last.target.block_id)
     skipping = tuple(
-        sign_vote_data(
-            sim.store,
-            sim.keys[v.validator],
-            slot=v.slot,
-            head=v.head,
-            source=last.source,
-            target=skipping_target,
-        )
-        for v in last.votes
+        signed(v, sim.keys[v.validator], last.source, skipping_target) for v in last.votes
     )
-    standing = tuple(
-        sign_vote_data(
-            sim.store,
-            sim.keys[v.validator],
-            slot=v.slot,
-            head=v.head,
-            source=last.source,
-            target=last.source,
-        )
-        for v in last.votes
-    )
+    standing = tuple(signed(v, sim.keys[v.validator], last.source, last.source) for v in last.votes)
     return {
         "a stranger's vote that would reach two thirds": replace(
             certificate,
