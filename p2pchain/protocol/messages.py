@@ -456,6 +456,13 @@ class LightError(IntEnum):
     CANNOT_CERTIFY = 5
 
 
+def _write_answer(request_id: int, body: RLPItem | None, error: LightError | None) -> RLPItem:
+    """The envelope `_read_answer` reads: the body, or `[]` and the error code."""
+    if body is None:
+        return [uint_bytes(request_id), [], uint_bytes(error or 0)]
+    return [uint_bytes(request_id), body, b""]
+
+
 def _read_answer(item: RLPItem, name: str) -> tuple[int, RLPItem | None, LightError | None]:
     """``[request_id, body, ""]`` or ``[request_id, [], error]``: the envelope of every light
     answer, as (request id, body or None, error or None)."""
@@ -503,9 +510,8 @@ class Finality:
     error: LightError | None = None
 
     def to_rlp(self) -> RLPItem:
-        if self.certificate is None:
-            return [uint_bytes(self.request_id), [], uint_bytes(self.error or 0)]
-        return [uint_bytes(self.request_id), self.certificate.to_rlp(), b""]
+        body = None if self.certificate is None else self.certificate.to_rlp()
+        return _write_answer(self.request_id, body, self.error)
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
@@ -549,9 +555,8 @@ class StateProofAnswer:
     error: LightError | None = None
 
     def to_rlp(self) -> RLPItem:
-        if self.proof is None:
-            return [uint_bytes(self.request_id), [], uint_bytes(self.error or 0)]
-        return [uint_bytes(self.request_id), encode_proof(self.proof), b""]
+        body = None if self.proof is None else encode_proof(self.proof)
+        return _write_answer(self.request_id, body, self.error)
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
@@ -597,9 +602,9 @@ class TxProofAnswer:
 
     def to_rlp(self) -> RLPItem:
         if self.block_id is None or self.transaction is None or self.proof is None:
-            return [uint_bytes(self.request_id), [], uint_bytes(self.error or 0)]
+            return _write_answer(self.request_id, None, self.error)
         found: RLPItem = [self.block_id, self.transaction.to_rlp(), self.proof.to_rlp()]
-        return [uint_bytes(self.request_id), found, b""]
+        return _write_answer(self.request_id, found, self.error)
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
