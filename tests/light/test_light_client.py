@@ -240,3 +240,19 @@ async def test_a_restarted_node_still_certifies_the_finality_it_had(
             async with open_light_client(only) as client:
                 finalized = await client.sync()
                 assert finalized.epoch >= before.epoch
+
+
+async def test_a_client_with_no_reachable_peer_says_so(autojump_clock) -> None:
+    """No peers configured, or none answering at the addresses given: every call ends in
+    `NoHonestPeer` within the request timeout, and nothing is trusted beyond genesis."""
+    network = SimulatedNetwork(seed=16)
+    async with testnet(1, transport=network, seed=16) as net:
+        for peers in ((), (SimulatedNetwork.address("nobody-here"),)):
+            config = replace(_config(net, network, f"light-alone-{len(peers)}"), peers=peers)
+            with trio.fail_after(LIMIT_S):
+                async with open_light_client(config) as client:
+                    with pytest.raises(NoHonestPeer, match="no full node connected"):
+                        await client.sync()
+                    with pytest.raises(NoHonestPeer):
+                        await client.balance(net.wallets[0].address)
+                    assert client.finalized.epoch == 0
