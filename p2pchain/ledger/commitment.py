@@ -30,8 +30,11 @@ VALIDATOR_KEY_TAG: Final = b"p2pchain/state/validator"
 OUTPUT_VALUE_TAG: Final = b"p2pchain/state/output"
 ASSET_VALUE_TAG: Final = b"p2pchain/state/asset-info"
 STAKE_VALUE_TAG: Final = b"p2pchain/state/stake"
+GOVERNANCE_KEY_TAG: Final = b"p2pchain/state/governance"
+GOVERNANCE_VALUE_TAG: Final = b"p2pchain/state/governance-state"
 
 VALIDATORS_KEY: Final = tagged_hash(VALIDATORS_KEY_TAG, b"")
+GOVERNANCE_KEY: Final = tagged_hash(GOVERNANCE_KEY_TAG, b"")
 
 
 def account_key(address: Address) -> Hash32:
@@ -62,6 +65,11 @@ def output_value(output: TxOutput, encoded: bytes | None = None) -> Hash32:
 def asset_value(encoded_info: bytes) -> Hash32:
     """The value of an asset's leaf, from the RLP encoding of its `AssetInfo`."""
     return tagged_hash(ASSET_VALUE_TAG, encoded_info)
+
+
+def governance_value(encoded_state: bytes) -> Hash32:
+    """The value of the governance leaf, from the RLP encoding of the governance state."""
+    return tagged_hash(GOVERNANCE_VALUE_TAG, encoded_state)
 
 
 def stake_value(stake: int) -> Hash32:
