@@ -28,6 +28,7 @@ BENCHMARKS = (
     "bench_node",
     "bench_parallel",
     "bench_sync",
+    "bench_snapshot",
     "bench_sim",
     "bench_e2e",
     "bench_flood",

@@ -146,6 +146,17 @@ class InvalidProof(P2PChainError, ValueError):
     """A state or inclusion proof that does not verify against the root it claims."""
 
 
+class BadSnapshotManifest(InvalidProof):
+    """A snapshot manifest that is not the state root's: its entries do not give the root, or
+    a subtree's records hash to its entry but are not as many as it counts (the root commits
+    to the hashes, not to the counts)."""
+
+
+class BadSnapshotChunk(InvalidProof):
+    """Snapshot records a peer sent that are not what the manifest (hence the state root)
+    commits to: out of order, outside their subtree, too many, or hashing to another entry."""
+
+
 class NoHonestPeer(P2PChainError):
     """No connected peer gave an answer that verifies (a light client asked them all)."""
 

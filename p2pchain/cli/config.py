@@ -28,7 +28,8 @@ from p2pchain.ledger.address import ADDRESS_BYTES, decode_address, encode_addres
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.encoding import MAX_UINT64
 from p2pchain.ledger.genesis import Allocation, GenesisConfig, GenesisValidator
-from p2pchain.ledger.types import Address, Amount, PublicKey
+from p2pchain.ledger.types import Address, Amount, BlockId, Epoch, PublicKey
+from p2pchain.ledger.vote import Checkpoint
 from p2pchain.net.transports import check_public_host
 from p2pchain.node.config import MAX_CLOCK_SKEW_MS
 from p2pchain.params import ChainParams
@@ -266,6 +267,10 @@ class NodeFile:
     """Serve the dev_* RPC methods (testnets: their supervisor steers the nodes' clocks)."""
     manual_clock: bool = False
     """Consensus time moves only when dev_setTime says (a testnet made with --slot-ms manual)."""
+    snapshot_sync: bool = False
+    """A fresh node starts from a verified snapshot of the finalized state (`NodeConfig`)."""
+    trusted_checkpoint: Checkpoint | None = None
+    """Where snapshot sync starts trusting (`NodeConfig.trusted_checkpoint`)."""
 
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -285,6 +290,8 @@ NODE_KEYS = frozenset(
         "public_addr",
         "dev_rpc",
         "manual_clock",
+        "snapshot_sync",
+        "trusted_checkpoint",
     }
 )
 """Every key a node.toml may hold: a misspelt key is an error, never silently ignored."""
@@ -321,6 +328,8 @@ def load_node(path: Path) -> NodeFile:
         public_addr=_public_addr(data, path),
         dev_rpc=_bool(data, "dev_rpc", path),
         manual_clock=_bool(data, "manual_clock", path),
+        snapshot_sync=_bool(data, "snapshot_sync", path),
+        trusted_checkpoint=_checkpoint(data, path),
     )
 
 
@@ -342,6 +351,29 @@ def _bool(data: dict[str, object], name: str, path: Path) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{path}: {name} must be true or false, got {value!r}")
     return value
+
+
+def parse_checkpoint(text: str) -> Checkpoint:
+    """``EPOCH:BLOCK_ID`` (decimal epoch, 64 hex digits) as a `Checkpoint`.
+
+    Raises:
+        ValueError: not of that form.
+    """
+    epoch, sep, block = text.partition(":")
+    if not sep or not epoch.isdigit() or len(block) != 64:
+        raise ValueError(f"expected EPOCH:BLOCK_ID (64 hex digits), got {text!r}")
+    if int(epoch) > MAX_UINT64:
+        raise ValueError(f"epoch {epoch} is out of range")
+    return Checkpoint(epoch=Epoch(int(epoch)), block_id=BlockId(bytes.fromhex(block)))
+
+
+def _checkpoint(data: dict[str, object], path: Path) -> Checkpoint | None:
+    if "trusted_checkpoint" not in data:
+        return None
+    try:
+        return parse_checkpoint(_str(data, "trusted_checkpoint", path))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: trusted_checkpoint: {exc}") from None
 
 
 def _skew(data: dict[str, object], path: Path) -> int:
@@ -383,6 +415,11 @@ def dump_node(node: NodeFile, path: Path) -> None:
         data["dev_rpc"] = True
     if node.manual_clock:
         data["manual_clock"] = True
+    if node.snapshot_sync:
+        data["snapshot_sync"] = True
+    if node.trusted_checkpoint is not None:
+        checkpoint = node.trusted_checkpoint
+        data["trusted_checkpoint"] = f"{checkpoint.epoch}:{checkpoint.block_id.hex()}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(tomli_w.dumps(data))
 

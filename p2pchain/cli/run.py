@@ -45,6 +45,8 @@ def node_config_from(node_file: NodeFile) -> NodeConfig:
         public_addr=node_file.public_addr,
         dev_rpc=node_file.dev_rpc,
         manual_clock=node_file.manual_clock,
+        snapshot_sync=node_file.snapshot_sync,
+        trusted_checkpoint=node_file.trusted_checkpoint,
         node_key=read_key(node_file.node_key),
         validator_key=read_key(node_file.validator_key) if node_file.validator_key else None,
     )

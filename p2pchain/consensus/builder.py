@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from p2pchain.consensus.forkchoice import get_head
-from p2pchain.consensus.governance import GovernanceDraft
+from p2pchain.consensus.governance import GovernanceDraft, commitment_after
 from p2pchain.consensus.store import (
     Store,
     get_checkpoint,
@@ -80,9 +80,10 @@ def build_block(
     refunds = governance.refunds
     budget = params.max_block_bytes - BLOCK_OVERHEAD_BYTES - REFUND_BYTES * len(refunds)
     slashes = [Transaction(kind=TxKind.SLASH, payload=SlashPayload(evidence=e)) for e in evidence]
+    draft = GovernanceDraft(governance)
     chosen, fees, used = _select_transactions(
         store,
-        GovernanceDraft(governance),
+        draft,
         parent_id,
         BlockContext(height=height, slot=slot),
         [*slashes, *transactions],
@@ -112,7 +113,9 @@ def build_block(
         refunds=refunds,
     )
     body = (reward, *chosen)
-    state_root = move_view(store, parent_id).root_after(body)
+    assert parent.governance is not None  # get_governance refuses a released parent
+    governance_root = commitment_after(draft.finish(), parent.governance, parent.governance_root)
+    state_root = move_view(store, parent_id).root_after(body, governance=governance_root)
     move_view(store, store.head)
     header = BlockHeader(
         parent=parent_id,

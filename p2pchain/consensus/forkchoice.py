@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import Enum
 
 from p2pchain.consensus.finality import process_link_vote, prune_finality
-from p2pchain.consensus.governance import apply_block
+from p2pchain.consensus.governance import apply_block, commitment_after
 from p2pchain.consensus.store import (
     BlockNode,
     HeadChange,
@@ -158,6 +158,8 @@ def on_block(
             raise InvalidBlock(exc.reason, f"vote {index}: {exc.detail}") from exc
     on_chain = [is_head_on_chain(store, vote, parent) for vote in block.votes]
     governance = apply_block(get_governance(store, parent.block_id, header.slot), block)
+    assert parent.governance is not None  # get_governance refuses a released parent
+    governance_root = commitment_after(governance, parent.governance, parent.governance_root)
     move_view(store, parent.block_id)
     try:
         undo = connect_block(
@@ -166,6 +168,7 @@ def on_block(
             governance.params,
             signatures_valid=signatures_valid,
             refunds=governance.refunds,
+            governance=governance_root,
         )
     except InvalidBlock:
         move_view(store, store.head)
@@ -174,7 +177,7 @@ def on_block(
     record_applied(store, block)
     validators = parent.validator_set.with_changes(compute_stake_delta(block, undo))
     store.nodes[block_id] = BlockNode.of(
-        block, parent, validators, governance, undo, stake_path(store.view)
+        block, parent, validators, governance, undo, stake_path(store.view), governance_root
     )
     store.tree.add_block(block_id, parent.block_id)
     store.current_slot = now

@@ -6,6 +6,12 @@ open and close, tallies, activations, all at epoch boundaries) and `apply_block`
 PROPOSE and GOV_VOTE transactions). Whatever order blocks arrive in, and across reorgs and
 restarts (the node replays blocks), the parameters in force at a block are a function of its
 ancestry alone. The rules are written down in docs/governance.md.
+
+Every header's state root commits to the governance state after its block: one leaf of the top
+trie holds `GovernanceState.commitment()`, the tagged hash of `GovernanceState.to_rlp()`
+(docs/protocol.md, "State commitment"), so that a node starting from a snapshot can check the
+state it is handed. `from_rlp` decodes it as hostile input: bounded, canonical, and every value
+that a later block's rules would act on within its range.
 """
 
 from __future__ import annotations
@@ -17,20 +23,35 @@ from types import MappingProxyType
 from typing import Final
 
 from p2pchain.consensus.validators import ValidatorSet
-from p2pchain.errors import InvalidBlock, InvalidTransaction, Reason
+from p2pchain.errors import ConfigError, DecodeError, InvalidBlock, InvalidTransaction, Reason
 from p2pchain.ledger.block import Block
+from p2pchain.ledger.commitment import governance_value, governed_params_rlp
+from p2pchain.ledger.encoding import (
+    RLPItem,
+    encode_item,
+    read_bytes,
+    read_fixed,
+    read_list,
+    read_uint,
+    uint_bytes,
+)
+from p2pchain.ledger.proofs import MAX_PROOF_VALIDATORS
 from p2pchain.ledger.tx import (
+    MAX_PARAM_NAME_BYTES,
     GovVotePayload,
     ProposePayload,
     Transaction,
     TxKind,
     VoteChoice,
 )
-from p2pchain.ledger.types import Address, Amount, Epoch, PublicKey, TxId
-from p2pchain.params import ChainParams
+from p2pchain.ledger.types import Address, Amount, Epoch, Hash32, PublicKey, TxId
+from p2pchain.params import GOVERNABLE, MAX_PROPOSAL_CHANGES, ChainParams
 
 FINISHED_KEPT: Final = 256
 """Finished proposals (enacted, rejected, without quorum) a state remembers, newest kept."""
+
+MAX_SNAPSHOT_VALIDATORS: Final = MAX_PROOF_VALIDATORS
+"""Validators an encoded proposal snapshot may list when decoded (as a stake-table proof)."""
 
 _GOVERNANCE_KINDS: Final = frozenset({TxKind.PROPOSE, TxKind.GOV_VOTE})
 _EMPTY_VOTES: Final[Mapping[PublicKey, VoteChoice]] = MappingProxyType({})
@@ -49,6 +70,17 @@ class ProposalStatus(StrEnum):
     """Reached quorum without enough yes; the deposit was refunded."""
     NO_QUORUM = "no-quorum"
     """Too little stake voted; the deposit was burned."""
+
+
+_STATUS_CODES: Final[tuple[ProposalStatus, ...]] = (
+    ProposalStatus.VOTING,
+    ProposalStatus.PASSED,
+    ProposalStatus.ENACTED,
+    ProposalStatus.REJECTED,
+    ProposalStatus.NO_QUORUM,
+)
+"""A status's code in the encoding is its index here."""
+_IN_FLIGHT: Final = frozenset({ProposalStatus.VOTING, ProposalStatus.PASSED})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,6 +104,25 @@ class Tally:
         """Quorum, and yes above `gov_threshold_bps` of yes plus no."""
         return self.reaches_quorum(params) and (
             self.yes * 10_000 > params.gov_threshold_bps * (self.yes + self.no)
+        )
+
+    def to_rlp(self) -> RLPItem:
+        """``[yes, no, abstain, total]``."""
+        return [
+            uint_bytes(self.yes),
+            uint_bytes(self.no),
+            uint_bytes(self.abstain),
+            uint_bytes(self.total),
+        ]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Tally:
+        yes, no, abstain, total = read_list(item, "tally", length=4)
+        return cls(
+            yes=read_uint(yes, "tally.yes"),
+            no=read_uint(no, "tally.no"),
+            abstain=read_uint(abstain, "tally.abstain"),
+            total=read_uint(total, "tally.total"),
         )
 
 
@@ -115,6 +166,155 @@ class Proposal:
             total=self.snapshot.total,
         )
 
+    def __eq__(self, other: object) -> bool:
+        """Field by field, the snapshot by its stakes (a `ValidatorSet` compares by identity,
+        and a decoded proposal holds a set of its own)."""
+        if not isinstance(other, Proposal):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def _fields(self) -> tuple[object, ...]:
+        snapshot = None if self.snapshot is None else self.snapshot.stakes
+        return (
+            self.proposal_id,
+            self.changes,
+            self.refund,
+            self.deposit,
+            self.submitted,
+            self.start,
+            self.end,
+            self.activation,
+            self.order,
+            self.status,
+            snapshot,
+            self.votes,
+            self.tally,
+        )
+
+    def to_rlp(self) -> RLPItem:
+        """``[proposal_id, [[name, value], …], refund, deposit, submitted, start, end,
+        activation, order, status, snapshot, [[key, choice], …], tally]``: the snapshot is
+        ``[]`` before the window opens, else ``[[[key, stake], …]]`` (ascending key); the votes
+        are by ascending key; the tally is ``[]`` while voting, else `Tally.to_rlp`."""
+        snapshot: RLPItem = (
+            []
+            if self.snapshot is None
+            else [[[key, uint_bytes(self.snapshot.stakes[key])] for key in self.snapshot.keys]]
+        )
+        return [
+            self.proposal_id,
+            [[name.encode("ascii"), uint_bytes(value)] for name, value in self.changes],
+            self.refund,
+            uint_bytes(self.deposit),
+            uint_bytes(self.submitted),
+            uint_bytes(self.start),
+            uint_bytes(self.end),
+            uint_bytes(self.activation),
+            uint_bytes(self.order),
+            uint_bytes(_STATUS_CODES.index(self.status)),
+            snapshot,
+            [[key, uint_bytes(self.votes[key])] for key in sorted(self.votes)],
+            [] if self.tally is None else self.tally.to_rlp(),
+        ]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem, base: ChainParams) -> Proposal:
+        """Decode a proposal of a chain with genesis parameters `base`.
+
+        Raises:
+            DecodeError: not the encoding of a proposal the rules could have made: a change
+                that is not governable, out of its range or repeated; a status out of range,
+                or a tally present exactly when voting; a snapshot missing once tallied, not
+                ascending, or with a stake of 0; votes not ascending, or of keys without stake
+                in the snapshot.
+        """
+        (
+            proposal_id,
+            change_items,
+            refund,
+            deposit,
+            submitted,
+            start,
+            end,
+            activation,
+            order,
+            status_code,
+            snapshot_item,
+            vote_items,
+            tally_item,
+        ) = read_list(item, "proposal", length=13)
+        changes: list[tuple[str, int]] = []
+        for change in read_list(change_items, "proposal.changes", max_length=MAX_PROPOSAL_CHANGES):
+            raw_name, raw_value = read_list(change, "proposal.change", length=2)
+            name = read_bytes(raw_name, "proposal.change.name", MAX_PARAM_NAME_BYTES).decode(
+                "ascii", errors="replace"
+            )
+            value = read_uint(raw_value, "proposal.change.value")
+            bounds = base.governable_range(name)
+            if bounds is None or not bounds[0] <= value <= bounds[1]:
+                raise DecodeError(f"proposal.change: {name!r} = {value} is not governable")
+            if any(name == seen for seen, _ in changes):
+                raise DecodeError(f"proposal.change: {name} twice")
+            changes.append((name, value))
+        if not changes:
+            raise DecodeError("proposal.changes: none")
+        code = read_uint(status_code, "proposal.status", len(_STATUS_CODES) - 1)
+        status = _STATUS_CODES[code]
+        snapshot = _read_snapshot(snapshot_item)
+        votes: dict[PublicKey, VoteChoice] = {}
+        last_key = PublicKey(b"")
+        for entry in read_list(vote_items, "proposal.votes", max_length=MAX_SNAPSHOT_VALIDATORS):
+            raw_key, raw_choice = read_list(entry, "proposal.vote", length=2)
+            key = PublicKey(read_fixed(raw_key, "proposal.vote.key", 32))
+            if votes and key <= last_key:
+                raise DecodeError("proposal.votes: not ascending")
+            last_key = key
+            if snapshot is None or not snapshot.stake_of(key):
+                raise DecodeError("proposal.votes: a key without stake in the snapshot")
+            votes[key] = VoteChoice(read_uint(raw_choice, "proposal.vote.choice", max(VoteChoice)))
+        tally = None if tally_item == [] else Tally.from_rlp(tally_item)
+        if (tally is None) != (status is ProposalStatus.VOTING):
+            raise DecodeError(
+                f"proposal: a {status} proposal with{'out' * (tally is None)} a tally"
+            )
+        if tally is not None and snapshot is None:
+            raise DecodeError("proposal: tallied without a snapshot")
+        return cls(
+            proposal_id=TxId(read_fixed(proposal_id, "proposal.id", 32)),
+            changes=tuple(changes),
+            refund=Address(read_fixed(refund, "proposal.refund", 20)),
+            deposit=Amount(read_uint(deposit, "proposal.deposit")),
+            submitted=Epoch(read_uint(submitted, "proposal.submitted")),
+            start=Epoch(read_uint(start, "proposal.start")),
+            end=Epoch(read_uint(end, "proposal.end")),
+            activation=Epoch(read_uint(activation, "proposal.activation")),
+            order=read_uint(order, "proposal.order"),
+            status=status,
+            snapshot=snapshot,
+            votes=MappingProxyType(votes) if votes else _EMPTY_VOTES,
+            tally=tally,
+        )
+
+
+def _read_snapshot(item: RLPItem) -> ValidatorSet | None:
+    """``[]`` (no snapshot yet) or ``[[[key, stake], …]]``, ascending keys, stakes > 0."""
+    option = read_list(item, "proposal.snapshot", max_length=1)
+    if not option:
+        return None
+    stakes: dict[PublicKey, int] = {}
+    last: PublicKey | None = None
+    for entry in read_list(option[0], "proposal.snapshot", max_length=MAX_SNAPSHOT_VALIDATORS):
+        raw_key, raw_stake = read_list(entry, "proposal.snapshot.entry", length=2)
+        key = PublicKey(read_fixed(raw_key, "proposal.snapshot.key", 32))
+        stake = read_uint(raw_stake, "proposal.snapshot.stake")
+        if last is not None and key <= last:
+            raise DecodeError("proposal.snapshot: not ascending")
+        if stake == 0:
+            raise DecodeError("proposal.snapshot: a stake of 0")
+        stakes[key] = stake
+        last = key
+    return ValidatorSet.from_stakes(stakes)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GovernanceState:
@@ -136,6 +336,89 @@ class GovernanceState:
     def at_genesis(cls, params: ChainParams) -> GovernanceState:
         return cls(base=params, epoch=Epoch(0), params=params, active=MappingProxyType({}))
 
+    def to_rlp(self) -> RLPItem:
+        """``[epoch, [value of each name of GOVERNABLE, in order], [Proposal, …] (in flight, by
+        ascending order), [Proposal, …] (finished, oldest first), next_order]``.
+
+        `base` is not encoded (the decoder is given the chain's genesis parameters), nor are the
+        parameters that are not governable (they are the base's). `refunds` is left out: they
+        are paid by the block this state was advanced for (its reward's outputs, which the
+        UTXO part of the root commits to), and `advance` drops them for every later block, so
+        nothing after that block reads them.
+        """
+        return [
+            uint_bytes(self.epoch),
+            governed_params_rlp(self.params),
+            [p.to_rlp() for p in sorted(self.active.values(), key=lambda p: p.order)],
+            [p.to_rlp() for p in self.finished],
+            uint_bytes(self.next_order),
+        ]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem, base: ChainParams) -> GovernanceState:
+        """Decode the governance state of a chain whose genesis parameters are `base`, with no
+        refunds (see `to_rlp`).
+
+        Raises:
+            DecodeError: malformed; more proposals in flight than `gov_max_proposals` or
+                finished than `FINISHED_KEPT`; a parameter value that is neither the base's
+                nor in its governable range; a proposal in the wrong list for its status, in
+                flight out of order, with an order not below `next_order`, or listed twice.
+        """
+        epoch, values, active_items, finished_items, next_order_item = read_list(
+            item, "governance", length=5
+        )
+        changed: list[tuple[str, int]] = []
+        for name, raw in zip(
+            GOVERNABLE,
+            read_list(values, "governance.params", length=len(GOVERNABLE)),
+            strict=True,
+        ):
+            value = read_uint(raw, f"governance.params.{name}")
+            if value != getattr(base, name):
+                changed.append((name, value))
+        try:
+            params = base.with_changes(changed) if changed else base
+        except ConfigError as exc:
+            raise DecodeError(f"governance.params: {exc}") from exc
+        next_order = read_uint(next_order_item, "governance.next_order")
+        active: dict[TxId, Proposal] = {}
+        last_order = 0
+        for entry in read_list(
+            active_items, "governance.active", max_length=base.gov_max_proposals
+        ):
+            proposal = Proposal.from_rlp(entry, base)
+            if proposal.status not in _IN_FLIGHT:
+                raise DecodeError(f"governance.active: a {proposal.status} proposal")
+            if active and proposal.order <= last_order:
+                raise DecodeError("governance.active: not by ascending order")
+            last_order = proposal.order
+            active[proposal.proposal_id] = proposal
+        finished: list[Proposal] = []
+        for entry in read_list(finished_items, "governance.finished", max_length=FINISHED_KEPT):
+            proposal = Proposal.from_rlp(entry, base)
+            if proposal.status in _IN_FLIGHT:
+                raise DecodeError(f"governance.finished: a {proposal.status} proposal")
+            finished.append(proposal)
+        ids = [*active, *(p.proposal_id for p in finished)]
+        if len(set(ids)) != len(ids):
+            raise DecodeError("governance: a proposal listed twice")
+        if any(p.order >= next_order for p in (*active.values(), *finished)):
+            raise DecodeError("governance: a proposal order not below next_order")
+        return cls(
+            base=base,
+            epoch=Epoch(read_uint(epoch, "governance.epoch")),
+            params=params,
+            active=MappingProxyType(active),
+            finished=tuple(finished),
+            next_order=next_order,
+        )
+
+    def commitment(self) -> Hash32:
+        """The governance leaf of the state root: ``tagged_hash("p2pchain/state/
+        governance-state", rlp(to_rlp()))``."""
+        return governance_value(encode_item(self.to_rlp()))
+
     def proposal(self, proposal_id: TxId) -> Proposal | None:
         """A proposal in flight or recently finished; None if unknown or long finished."""
         found = self.active.get(proposal_id)
@@ -146,6 +429,24 @@ class GovernanceState:
     def proposals(self) -> list[Proposal]:
         """Every proposal this state knows, in submission order."""
         return sorted([*self.active.values(), *self.finished], key=lambda p: p.order)
+
+
+def commitment_after(
+    state: GovernanceState, parent: GovernanceState, parent_commitment: Hash32
+) -> Hash32:
+    """`state.commitment()`, where `state` is the governance after a block and `parent` (whose
+    commitment is `parent_commitment`) the one after its parent: the parent's value again,
+    without encoding anything, when the block left every encoded part as it was (the same
+    epoch, the same parameters and proposal lists: no governance transaction, nothing due)."""
+    if state is parent or (
+        state.epoch == parent.epoch
+        and state.next_order == parent.next_order
+        and state.params is parent.params
+        and state.active is parent.active
+        and state.finished is parent.finished
+    ):
+        return parent_commitment
+    return state.commitment()
 
 
 def advance(state: GovernanceState, epoch: Epoch, stakes: ValidatorSet) -> GovernanceState:

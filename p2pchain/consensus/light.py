@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final, Self
 
-from p2pchain.consensus.store import Store, get_checkpoint_node, is_ancestor
+from p2pchain.consensus.anchor import AnchorPoint, anchor_epochs
+from p2pchain.consensus.store import BlockNode, Store, get_checkpoint_node, is_ancestor
 from p2pchain.consensus.types import compute_start_slot_at_epoch
 from p2pchain.errors import InvalidProof
 from p2pchain.ledger.block import InclusionProof, verify_inclusion
@@ -34,7 +35,7 @@ from p2pchain.ledger.proofs import (
     verify_validators,
 )
 from p2pchain.ledger.tx import Transaction
-from p2pchain.ledger.types import BlockId, Epoch, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, PublicKey, Slot
 from p2pchain.ledger.vote import Checkpoint, Vote
 from p2pchain.params import ChainParams
 
@@ -377,16 +378,99 @@ def build_certificate(
         )
         lag = Epoch(max(target.epoch - params.validator_set_lag_epochs, 0))
         anchor = get_checkpoint_node(store, target.block_id, lag)
-        if anchor.stake_path is None:
+        entry = _stakes_of(anchor)
+        if entry is None:
             return None
-        anchors[anchor.block_id] = AnchorStakes(
-            anchor=anchor.block_id,
-            proof=ValidatorsProof(
-                stakes=tuple(sorted(anchor.validator_set.stakes.items())), top=anchor.stake_path
-            ),
-        )
+        anchors[anchor.block_id] = entry
     return FinalityCertificate(
         headers=tuple(chain), links=tuple(links), anchors=tuple(anchors.values())
+    )
+
+
+def verify_anchor_points(
+    params: ChainParams,
+    checkpoint: Checkpoint,
+    header: BlockHeader,
+    before: tuple[BlockHeader, ...],
+    stakes: Iterable[AnchorStakes],
+) -> tuple[AnchorPoint, ...]:
+    """The earlier checkpoints a store anchored at `checkpoint` (final, with the verified
+    `header`) needs (`anchor_epochs`), with their stake tables: `before` are the consecutive
+    headers that end at the header's parent and reach back to the oldest of them, `stakes`
+    their tables, each proven against its block's state root.
+
+    Raises:
+        InvalidProof: the headers do not lead to `header`, do not reach back far enough, or a
+            needed table is missing or does not verify.
+    """
+    if header.block_id != checkpoint.block_id:
+        raise InvalidProof("the header is not the checkpoint's block")
+    chain = (*before, header)
+    _index_chain(chain)  # consecutive, ending at the verified header
+    offered = {entry.anchor: entry.proof for entry in stakes}
+    points: dict[BlockId, AnchorPoint] = {}
+    for epoch in anchor_epochs(params, checkpoint.epoch):
+        position = _checkpoint_at(params, chain, len(chain) - 1, epoch)
+        if position is None:  # consecutive headers: the last at or before the start is it
+            raise InvalidProof(f"the headers do not reach epoch {epoch}'s checkpoint")
+        anchor = chain[position]
+        if anchor.block_id == header.block_id or anchor.block_id in points:
+            continue
+        proof = offered.get(anchor.block_id)
+        if proof is None:
+            raise InvalidProof(f"no stake table for epoch {epoch}'s checkpoint")
+        table = verify_validators(anchor.state_root, proof)
+        points[anchor.block_id] = AnchorPoint(
+            block_id=anchor.block_id,
+            slot=Slot(anchor.slot),
+            height=anchor.height,
+            stakes=tuple(sorted(table.items())),
+        )
+    return tuple(sorted(points.values(), key=lambda point: point.height))
+
+
+def anchor_evidence(
+    store: Store,
+    checkpoint: Checkpoint,
+    header_of: Callable[[BlockId], BlockHeader | None],
+) -> tuple[tuple[AnchorStakes, ...], tuple[BlockHeader, ...]] | None:
+    """What `verify_anchor_points` needs for a store anchored at `checkpoint` (a block of the
+    store): the stake tables of the earlier checkpoints the next epochs draw from, proven
+    against their state roots, and the headers from the oldest of them to the checkpoint's
+    parent. None when a stake path or a header is gone."""
+    found: dict[BlockId, AnchorStakes] = {}
+    oldest = store.nodes[checkpoint.block_id]
+    for epoch in anchor_epochs(store.params, checkpoint.epoch):
+        node = get_checkpoint_node(store, checkpoint.block_id, epoch)
+        if node.block_id == checkpoint.block_id or node.block_id in found:
+            continue
+        entry = _stakes_of(node)
+        if entry is None:
+            return None
+        found[node.block_id] = entry
+        if node.height < oldest.height:
+            oldest = node
+    headers: list[BlockHeader] = []
+    current = store.nodes[checkpoint.block_id].parent
+    while current is not None and current.height >= oldest.height:
+        header = header_of(current.block_id)
+        if header is None or len(headers) >= MAX_CERTIFICATE_HEADERS:
+            return None
+        headers.append(header)
+        current = current.parent
+    headers.reverse()
+    return tuple(found.values()), tuple(headers)
+
+
+def _stakes_of(node: BlockNode) -> AnchorStakes | None:
+    """`node`'s stake table proven against its state root; None without its stake path."""
+    if node.stake_path is None:
+        return None
+    return AnchorStakes(
+        anchor=node.block_id,
+        proof=ValidatorsProof(
+            stakes=tuple(sorted(node.validator_set.stakes.items())), top=node.stake_path
+        ),
     )
 
 

@@ -32,9 +32,14 @@ from p2pchain.ledger.utxo import UndoData, UtxoView
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.params import ChainParams
 
+GENESIS_HEIGHT: Final = Height(0)
+
 STAKE_PATHS_KEPT: Final = 4_096
 """Finalized checkpoint blocks whose stake path (`BlockNode.stake_path`, about 2.4 KiB) a store
 keeps for light clients: a client whose trusted checkpoint is older re-anchors on a newer one."""
+
+NO_GOVERNANCE_ROOT: Final = Hash32(bytes(32))
+"""`BlockNode.governance_root` of a node made without a governance state."""
 
 PRUNED_IDS_KEPT: Final = 16_384
 """Ids of blocks known to conflict with the finalized checkpoint that a store remembers (about
@@ -67,6 +72,10 @@ class BlockNode:
     `validator_set` it proves the stake table to a light client holding only the header.
     Kept while the block is in the tree, then only for checkpoint blocks (`release_bodies`),
     the last `STAKE_PATHS_KEPT` of them."""
+    governance_root: Hash32 = NO_GOVERNANCE_ROOT
+    """`governance.commitment()`, the governance leaf of the state after the block, computed
+    once and kept after `governance` is released (`move_view` re-applies blocks with it).
+    Zeros for a node made without a governance state (a body-less ancestor)."""
 
     @classmethod
     def of(
@@ -77,7 +86,9 @@ class BlockNode:
         governance: GovernanceState,
         undo: UndoData | None,
         stake_path: TrieProof | None = None,
+        governance_root: Hash32 | None = None,
     ) -> BlockNode:
+        """`governance_root` is `governance.commitment()` when the caller has it."""
         header = block.header
         return cls(
             block.block_id,
@@ -89,6 +100,7 @@ class BlockNode:
             undo,
             block,
             stake_path,
+            governance.commitment() if governance_root is None else governance_root,
         )
 
 
@@ -147,13 +159,20 @@ class Store:
     """Recently pruned block ids, oldest first (at most `PRUNED_IDS_KEPT`)."""
     stake_paths: deque[BlockNode] = field(default_factory=deque)
     """Released checkpoint blocks still holding their stake path, oldest first."""
+    anchor_height: Height = GENESIS_HEIGHT
+    """Height of the lowest block the store holds a body and state for: 0 (genesis) for a
+    store replayed from genesis, the anchor block's for one started from a snapshot
+    (`anchor.get_anchored_store`); the nodes below it carry only what checkpoint queries
+    need."""
 
 
 def get_forkchoice_store(
     params: ChainParams, genesis_config: GenesisConfig, *, current_slot: Slot = GENESIS_SLOT
 ) -> Store:
     """A store holding only the genesis block, which is justified and finalized."""
-    genesis, view = genesis_state(genesis_config, params)
+    governance = GovernanceState.at_genesis(params)
+    governance_root = governance.commitment()
+    genesis, view = genesis_state(genesis_config, params, governance=governance_root)
     genesis_id = genesis.block_id
     validators = ValidatorSet.from_stakes(view.bonded_stake())
     checkpoint = Checkpoint(epoch=Epoch(0), block_id=genesis_id)
@@ -167,9 +186,10 @@ def get_forkchoice_store(
                 genesis,
                 None,
                 validators,
-                GovernanceState.at_genesis(params),
+                governance,
                 None,
                 stake_path(view),
+                governance_root,
             )
         },
         tree=ProtoArray(genesis_id),
@@ -317,7 +337,7 @@ def move_view(store: Store, target: BlockId) -> UtxoView:
             store.undone.append(node.block)
     for node in apply:
         assert node.block is not None  # in the tree: bodies are released only below its root
-        store.view.apply(node.block)
+        store.view.apply(node.block, governance=node.governance_root)
         record_applied(store, node.block)
     return store.view
 

@@ -1,15 +1,21 @@
-"""The state commitment: one root over every unspent output, asset record and bonded stake.
+"""The state commitment: one root over every unspent output, asset record, bonded stake and the
+governance state.
 
 A `UtxoView` keeps one `StateCommitment` in step with its contents, so the root after a block
 costs what the block changed, not the size of the state. Two levels of `Trie`:
 
 - the *top* trie holds one leaf per address that owns outputs (its value is the root of that
-  address's *account* trie, one leaf per output), one leaf per issued asset, and one leaf whose
-  value is the root of the *validator* trie (one leaf per key with bonded stake);
+  address's *account* trie, one leaf per output), one leaf per issued asset, one leaf whose
+  value is the root of the *validator* trie (one leaf per key with bonded stake) and one leaf
+  whose value is the hash of the encoded governance state (`GOVERNANCE_KEY`);
 - so a single top-level proof plus the whole of an account (or of the validator set) proves a
   balance (or the stake table) complete: nothing of it can be left out.
 
 Keys and values are tagged hashes (exact bytes in docs/protocol.md, "State commitment").
+
+The ledger does not know the governance rules (they are the consensus layer's): it holds the
+governance leaf as a 32-byte value it is given, and knows only the encoding of the state a chain
+starts from (`genesis_governance_value`), so that a genesis block is built without them.
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from __future__ import annotations
 from typing import Final
 
 from p2pchain.ledger.crypto import tagged_hash
-from p2pchain.ledger.encoding import encode_item, uint_bytes
+from p2pchain.ledger.encoding import RLPItem, encode_item, uint_bytes
 from p2pchain.ledger.trie import Trie
 from p2pchain.ledger.tx import LockKind, OutPoint, TxOutput
 from p2pchain.ledger.types import Address, AssetId, Hash32, PublicKey
+from p2pchain.params import GOVERNABLE, ChainParams
 
 ACCOUNT_KEY_TAG: Final = b"p2pchain/state/account"
 ASSET_KEY_TAG: Final = b"p2pchain/state/asset"
@@ -72,6 +79,21 @@ def governance_value(encoded_state: bytes) -> Hash32:
     return tagged_hash(GOVERNANCE_VALUE_TAG, encoded_state)
 
 
+def governed_params_rlp(params: ChainParams) -> list[RLPItem]:
+    """The parameters in force as the governance state encodes them: the value of each name of
+    `GOVERNABLE`, in that order (the others never change, so they are not encoded)."""
+    return [uint_bytes(getattr(params, name)) for name in GOVERNABLE]
+
+
+def genesis_governance_value(params: ChainParams) -> Hash32:
+    """The governance leaf of a chain's genesis state: epoch 0, the genesis parameters, no
+    proposal, next order 0. It is what `GovernanceState.at_genesis(params)` encodes to (that
+    class is the consensus layer's, which the ledger may not import; a test keeps them equal)."""
+    return governance_value(
+        encode_item([uint_bytes(0), governed_params_rlp(params), [], [], uint_bytes(0)])
+    )
+
+
 def stake_value(stake: int) -> Hash32:
     return tagged_hash(STAKE_VALUE_TAG, uint_bytes(stake))
 
@@ -87,7 +109,8 @@ def validator_trie(stakes: list[tuple[PublicKey, int]]) -> Trie:
 
 
 class StateCommitment:
-    """The tries behind the root, updated as outputs, assets and stake change.
+    """The tries behind the root, updated as outputs, assets, stake and the governance leaf
+    change.
 
     Account and validator roots are folded into the top trie lazily, at `root()`, once per
     account touched since the last call.
@@ -138,6 +161,16 @@ class StateCommitment:
                 self._top.delete(key)
         else:
             self._top.set(key, asset_value(encoded_info))
+
+    def set_governance(self, value: Hash32 | None) -> None:
+        """Set the governance leaf to `value` (the hash of the encoded governance state), or
+        remove it (None: only a view holding no state at all lacks it)."""
+        current = self._top.get(GOVERNANCE_KEY)
+        if value is None:
+            if current is not None:
+                self._top.delete(GOVERNANCE_KEY)
+        elif current != value:
+            self._top.set(GOVERNANCE_KEY, value)
 
     def _add_stake(self, key: PublicKey, change: int) -> None:
         stake = self._stakes.get(key, 0) + change

@@ -14,6 +14,7 @@ from typing import Self
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import EMPTY_BLOCK_SIGNATURE, Block, compute_body_root
+from p2pchain.ledger.commitment import genesis_governance_value
 from p2pchain.ledger.crypto import is_valid_public_key, tagged_hash
 from p2pchain.ledger.encoding import (
     RLPItem,
@@ -25,7 +26,7 @@ from p2pchain.ledger.encoding import (
 )
 from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.tx import NO_LOCK, Lock, LockKind, RewardPayload, Transaction, TxKind, TxOutput
-from p2pchain.ledger.types import Address, Amount, AssetId, BlockId, Height, PublicKey, Slot
+from p2pchain.ledger.types import Address, Amount, AssetId, BlockId, Hash32, Height, PublicKey, Slot
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.params import ChainParams
 
@@ -146,8 +147,15 @@ def genesis_block(config: GenesisConfig, params: ChainParams) -> Block:
     return genesis_state(config, params)[0]
 
 
-def genesis_state(config: GenesisConfig, params: ChainParams) -> tuple[Block, UtxoView]:
-    """The genesis block and the UTXO view right after it (whose root its header carries)."""
+def genesis_state(
+    config: GenesisConfig, params: ChainParams, *, governance: Hash32 | None = None
+) -> tuple[Block, UtxoView]:
+    """The genesis block and the UTXO view right after it (whose root its header carries).
+
+    `governance` is the governance leaf of the genesis state; by default the value of the
+    state every chain starts from (`genesis_governance_value`). The fork-choice store passes
+    the hash of its own `GovernanceState.at_genesis`, which is the same value.
+    """
     _check_config(config, params)
     native = AssetId(params.native_asset)
     outputs = [
@@ -167,6 +175,7 @@ def genesis_state(config: GenesisConfig, params: ChainParams) -> tuple[Block, Ut
     )
     view = UtxoView()
     undo = view.apply_transaction(tx)
+    view.set_governance(genesis_governance_value(params) if governance is None else governance)
     header = BlockHeader(
         parent=BlockId(tagged_hash(_GENESIS_TAG, encode(config))),
         height=Height(0),
@@ -176,5 +185,5 @@ def genesis_state(config: GenesisConfig, params: ChainParams) -> tuple[Block, Ut
         state_root=view.state_root(),
     )
     block = Block(header=header, signature=EMPTY_BLOCK_SIGNATURE, transactions=(tx,))
-    view.finish_block(block, [undo])
+    view.finish_block(block, [undo], governance_before=None)
     return block, view

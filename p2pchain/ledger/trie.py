@@ -12,7 +12,7 @@ docs/protocol.md ("State commitment").
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Self, cast
 
@@ -326,6 +326,28 @@ class Trie:
         leaf = None if node is None else (Hash32(node.key), Hash32(node.value))
         return TrieProof(steps=tuple(steps), leaf=leaf)
 
+    def subtrees(self) -> tuple[tuple[int, Hash32], ...]:
+        """The 256 subtrees at depth 2, by first key byte: ``(keys with that first byte, the
+        hash of the subtree they form at depth 2)``, i.e. the leaf's hash for one key and
+        `EMPTY_ROOT` for none. `root_from_subtrees` gives `root()` back from them.
+
+        Read from the nodes as they stand after `root()` (nothing is rehashed that `root()`
+        would not rehash); counting the keys visits every node once.
+        """
+        self.root()
+        entries = [(0, EMPTY_ROOT)] * SUBTREES
+        root = self._root
+        if isinstance(root, _Leaf):
+            entries[root.key[0]] = (1, Hash32(_node_hash(root)))
+        elif isinstance(root, _Branch):
+            for high, upper in enumerate(root.children):
+                if isinstance(upper, _Leaf):
+                    entries[upper.key[0]] = (1, Hash32(_node_hash(upper)))
+                elif isinstance(upper, _Branch):
+                    for low, child in enumerate(upper.children):
+                        entries[high << 4 | low] = _subtree_entry(child)
+        return tuple(entries)
+
 
 def _split(old: _Leaf, new: _Leaf, depth: int) -> _Branch:
     """Branches from `depth` down to where two different keys' nibbles part, with both leaves."""
@@ -342,3 +364,89 @@ def _split(old: _Leaf, new: _Leaf, depth: int) -> _Branch:
         branch.count = 1
         branch = inner
         depth += 1
+
+
+# -- subtrees by first key byte (what a state snapshot is cut along) ---------------------------
+
+SUBTREES: Final = 256
+"""Subtrees of depth 2, one per first key byte (two nibbles)."""
+SUBTREE_DEPTH: Final = 2
+
+
+def _subtree_entry(node: _Node | None) -> tuple[int, Hash32]:
+    """(keys in the subtree rooted at `node`, its hash); hashes must be current."""
+    if node is None:
+        return 0, EMPTY_ROOT
+    count = 0
+    stack: list[_Node] = [node]
+    while stack:  # counted, not hashed: a branch records its children, not its keys
+        top = stack.pop()
+        if isinstance(top, _Leaf):
+            count += 1
+        else:
+            stack.extend(child for child in top.children if child is not None)
+    return count, Hash32(_node_hash(node))
+
+
+def root_from_subtrees(entries: Sequence[tuple[int, bytes]]) -> Hash32:
+    """The trie root from its 256 depth-2 subtrees ``(key count, hash)``, as `Trie.subtrees`
+    gives them: a node holding one key in all is that key's leaf, not a branch over it, at
+    depth 1 as at the root.
+
+    Raises:
+        ValueError: not 256 entries, or a negative count.
+    """
+    if len(entries) != SUBTREES:
+        raise ValueError(f"{len(entries)} subtree entries, not {SUBTREES}")
+    if any(count < 0 for count, _ in entries):
+        raise ValueError("a negative key count")
+    upper: list[tuple[int, bytes]] = []
+    for high in range(16):
+        group = entries[high * 16 : high * 16 + 16]
+        upper.append(_fold(group))
+    return Hash32(_fold(upper)[1])
+
+
+def _fold(children: Sequence[tuple[int, bytes]]) -> tuple[int, bytes]:
+    """(count, hash) of the node over 16 children: empty, the lone leaf, or a branch."""
+    total = sum(count for count, _ in children)
+    if total == 0:
+        return 0, EMPTY_ROOT
+    if total == 1:
+        return 1, next(digest for count, digest in children if count)
+    return total, branch_hash(digest for _, digest in children)
+
+
+def subtree_hash(items: Sequence[tuple[bytes, bytes]], depth: int) -> Hash32:
+    """``H(items, depth)`` of the definition: the hash of the subtree at `depth` holding
+    `items`, ``(key, value)`` pairs in ascending key order whose keys share their first `depth`
+    nibbles (the subtree's own hash, a leaf's for one item, the empty hash for none).
+
+    Raises:
+        ValueError: the items are out of order, repeated, or do not share the prefix.
+    """
+    for index in range(1, len(items)):
+        if not items[index - 1][0] < items[index][0]:
+            raise ValueError("subtree items out of order or repeated")
+    if items:
+        first, last = items[0][0], items[-1][0]
+        if any(nibble(first, d) != nibble(last, d) for d in range(depth)):
+            raise ValueError(f"subtree items do not share their first {depth} nibbles")
+    return _range_hash(items, 0, len(items), depth)
+
+
+def _range_hash(items: Sequence[tuple[bytes, bytes]], start: int, stop: int, depth: int) -> Hash32:
+    if start == stop:
+        return EMPTY_ROOT
+    if stop - start == 1:
+        key, value = items[start]
+        return leaf_hash(key, value)
+    children: list[bytes] = []
+    position = start
+    for slot in range(16):
+        end = position
+        while end < stop and nibble(items[end][0], depth) == slot:
+            end += 1
+        children.append(_range_hash(items, position, end, depth + 1))
+        position = end
+    return branch_hash(children)

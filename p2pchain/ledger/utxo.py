@@ -1,10 +1,10 @@
 """The UTXO set, the asset registry and the stake index, with exact apply/undo.
 
 `UtxoView.apply` trusts its input: `validation.connect_block` is the checked entry point.
-Undo data records what a block consumed (spent outputs, prior asset records) so that `undo`
-restores the view exactly; it is a wire object because storage persists it. `LedgerReader` is
-the read-only part the validation rules need, which views over other state (the mempool's)
-implement too.
+Undo data records what a block consumed (spent outputs, prior asset records, the governance
+leaf before it) so that `undo` restores the view exactly; it is a wire object because storage
+persists it. `LedgerReader` is the read-only part the validation rules need, which views over
+other state (the mempool's) implement too.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, Self
 
+from p2pchain.errors import DecodeError
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.commitment import StateCommitment
 from p2pchain.ledger.encoding import (
@@ -95,16 +96,33 @@ class TxUndo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UndoData:
-    """How to reverse one block: a `TxUndo` per transaction, in block order."""
+    """How to reverse one block: a `TxUndo` per transaction, in block order, and the value the
+    governance leaf had before the block."""
 
     txs: tuple[TxUndo, ...] = ()
+    governance: Hash32 | None = None
+    """The governance leaf before the block; None when the view held none (genesis applied on
+    an empty view)."""
 
     def to_rlp(self) -> RLPItem:
-        return [tx_undo.to_rlp() for tx_undo in self.txs]
+        return [
+            [tx_undo.to_rlp() for tx_undo in self.txs],
+            [] if self.governance is None else self.governance,
+        ]
 
     @classmethod
     def from_rlp(cls, item: RLPItem) -> Self:
-        return cls(txs=tuple(TxUndo.from_rlp(x) for x in read_list(item, "undo")))
+        txs, governance = read_list(item, "undo", length=2)
+        if isinstance(governance, list) and governance:
+            raise DecodeError("undo.governance: expected 32 bytes or an empty list")
+        return cls(
+            txs=tuple(TxUndo.from_rlp(x) for x in read_list(txs, "undo.txs")),
+            governance=(
+                None
+                if isinstance(governance, list)
+                else Hash32(read_fixed(governance, "undo.governance", 32))
+            ),
+        )
 
 
 def _is_slashable(output: TxOutput) -> bool:
@@ -133,8 +151,12 @@ class UtxoView:
     """Unspent outputs plus indexes by address and by validator key, at one tip.
 
     A `LedgerReader`. The view owns its tip: only `finish_block` (the end of every applied
-    block) and `undo` move it. Every change goes through `_add`, `_remove` and `_set_asset`,
-    which keep the state commitment in step.
+    block) and `undo` move it. Every change goes through `_add`, `_remove`, `_set_asset` and
+    `set_governance`, which keep the state commitment in step.
+
+    The governance leaf is a value the view is given (by the consensus layer, which knows the
+    governance rules), never one it computes: a block applied without one keeps the leaf as it
+    was, which is how chains driven by the ledger alone (tests, tools) carry their genesis leaf.
     """
 
     def __init__(self) -> None:
@@ -145,6 +167,7 @@ class UtxoView:
         self._by_validator: defaultdict[PublicKey, set[OutPoint]] = defaultdict(set)
         self.tip: BlockId = BlockId(bytes(32))
         self.height: Height = GENESIS_PARENT_HEIGHT
+        self._governance: Hash32 | None = None
 
     # -- queries ---------------------------------------------------------------------------
     def get(self, outpoint: OutPoint) -> TxOutput | None:
@@ -197,6 +220,12 @@ class UtxoView:
         """The stake and unbonding outputs that evidence against `key` would burn."""
         return sorted(self._by_validator.get(key, ()))
 
+    @property
+    def governance_value(self) -> Hash32 | None:
+        """The governance leaf: the hash of the encoded governance state after the tip
+        (docs/protocol.md, "State commitment"); None in a view that holds no state."""
+        return self._governance
+
     def snapshot(self) -> tuple[dict[OutPoint, TxOutput], dict[AssetId, AssetInfo]]:
         """A copy of the contents, for comparing two views."""
         return dict(self._utxos), dict(self._assets)
@@ -208,20 +237,24 @@ class UtxoView:
         assets: Iterable[AssetInfo],
         tip: BlockId,
         height: Height,
+        *,
+        governance: Hash32 | None = None,
     ) -> UtxoView:
-        """A view holding exactly `utxos` and `assets` at `tip` (e.g. loaded from storage)."""
+        """A view holding exactly `utxos` and `assets` at `tip` (e.g. loaded from storage), and
+        the governance leaf `governance` (None: no leaf; its root is then no header's)."""
         view = cls()
         for outpoint, output in utxos:
             view._add(outpoint, output)
         for info in assets:
             view._set_asset(info.asset, info)
+        view.set_governance(governance)
         view.tip, view.height = tip, height
         return view
 
     def state_root(self) -> Hash32:
-        """The root every header commits to: the UTXO set, the asset registry and the bonded
-        stake, the same on every node holding this state (`commitment`; docs/protocol.md).
-        Costs what changed since the last call."""
+        """The root every header commits to: the UTXO set, the asset registry, the bonded
+        stake and the governance leaf, the same on every node holding this state (`commitment`;
+        docs/protocol.md). Costs what changed since the last call."""
         return self.commitment.root()
 
     def copy(self) -> UtxoView:
@@ -233,6 +266,7 @@ class UtxoView:
         for key, staked in self._by_validator.items():
             view._by_validator[key] = set(staked)
         view.commitment = self.commitment.copy()
+        view._governance = self._governance
         view.tip, view.height = self.tip, self.height
         return view
 
@@ -266,6 +300,12 @@ class UtxoView:
         else:
             self._assets[asset] = info
             self.commitment.set_asset(asset, encode_item(info.to_rlp()))
+
+    def set_governance(self, value: Hash32 | None) -> None:
+        """Set the governance leaf to `value`, the hash of the encoded governance state after
+        the block being applied (None removes it)."""
+        self._governance = value
+        self.commitment.set_governance(value)
 
     def apply_transaction(self, tx: Transaction, txid: TxId | None = None) -> TxUndo:
         """Spend the inputs, create the outputs, update assets; return how to reverse it."""
@@ -324,35 +364,51 @@ class UtxoView:
         for outpoint, output in undo.spent:
             self._add(outpoint, output)
 
-    def root_after(self, transactions: Sequence[Transaction]) -> Hash32:
-        """The state root once `transactions` (valid, in order) are applied on this view; the
-        view is left as it was. What a proposer puts in its header."""
+    def root_after(
+        self, transactions: Sequence[Transaction], *, governance: Hash32 | None = None
+    ) -> Hash32:
+        """The state root once `transactions` (valid, in order) are applied on this view with
+        the governance leaf `governance` (None: as it is); the view is left as it was. What a
+        proposer puts in its header."""
+        before = self._governance
         undos = [(tx, self.apply_transaction(tx)) for tx in transactions]
+        if governance is not None:
+            self.set_governance(governance)
         root = self.state_root()
+        self.set_governance(before)
         for tx, undo in reversed(undos):
             self.undo_transaction(tx, undo)
         return root
 
-    def apply(self, block: Block) -> UndoData:
-        """Apply a block known to be valid on top of this view; return its undo data."""
+    def apply(self, block: Block, *, governance: Hash32 | None = None) -> UndoData:
+        """Apply a block known to be valid on top of this view, with `governance` the
+        governance leaf after it (None: the leaf stays as it is); return its undo data."""
         if block.header.parent != self.tip and self.height != GENESIS_PARENT_HEIGHT:
             raise ValueError("block does not extend this view's tip")
-        return self.finish_block(block, [self.apply_transaction(tx) for tx in block.transactions])
+        before = self._governance
+        txs = [self.apply_transaction(tx) for tx in block.transactions]
+        if governance is not None:
+            self.set_governance(governance)
+        return self.finish_block(block, txs, governance_before=before)
 
-    def finish_block(self, block: Block, txs: Sequence[TxUndo]) -> UndoData:
-        """Make `block` the tip once all its transactions are applied; return its undo data.
+    def finish_block(
+        self, block: Block, txs: Sequence[TxUndo], *, governance_before: Hash32 | None
+    ) -> UndoData:
+        """Make `block` the tip once all its transactions are applied (and the governance leaf
+        set); return its undo data.
 
-        `txs` holds one `TxUndo` per transaction, in block order. This is the one place the tip
-        moves forward. The view owns it, not `validation.connect_block`, so that `apply` is a
-        complete state transition by itself (genesis and the replay of stored blocks use it)
-        and `tip` and `height` always name the block whose effects the view holds, however the
-        block was applied: whole by `apply`, or transaction by transaction by `connect_block`,
-        which checks each one against the state the earlier ones left.
+        `txs` holds one `TxUndo` per transaction, in block order; `governance_before` is the
+        governance leaf the view had before the block, which `undo` puts back. This is the one
+        place the tip moves forward. The view owns it, not `validation.connect_block`, so that
+        `apply` is a complete state transition by itself (genesis and the replay of stored
+        blocks use it) and `tip` and `height` always name the block whose effects the view
+        holds, however the block was applied: whole by `apply`, or transaction by transaction
+        by `connect_block`, which checks each one against the state the earlier ones left.
         """
         if len(txs) != len(block.transactions):
             raise ValueError(f"{len(txs)} undo records for {len(block.transactions)} transactions")
         self.tip, self.height = block.block_id, block.header.height
-        return UndoData(txs=tuple(txs))
+        return UndoData(txs=tuple(txs), governance=governance_before)
 
     def undo(self, block: Block, undo: UndoData) -> None:
         """Reverse `apply(block)` using the undo data it returned."""
@@ -364,4 +420,5 @@ class UtxoView:
             )
         for tx, tx_undo in zip(reversed(block.transactions), reversed(undo.txs), strict=True):
             self.undo_transaction(tx, tx_undo)
+        self.set_governance(undo.governance)
         self.tip, self.height = block.header.parent, Height(block.header.height - 1)

@@ -35,7 +35,7 @@ from p2pchain.ledger.tx import (
     offer_signing_message,
     tx_signing_message,
 )
-from p2pchain.ledger.types import Address, Amount, AssetId, Epoch, Height, Slot, TxId
+from p2pchain.ledger.types import Address, Amount, AssetId, Epoch, Hash32, Height, Slot, TxId
 from p2pchain.ledger.utxo import LedgerReader, TxUndo, UndoData, UtxoView
 from p2pchain.params import MAX_BENEFICIARY_BYTES, MAX_PURPOSE_BYTES, ChainParams
 
@@ -376,6 +376,7 @@ def connect_block(
     *,
     signatures_valid: SignatureCheck | None = None,
     refunds: Sequence[tuple[Address, Amount]] = (),
+    governance: Hash32 | None = None,
 ) -> UndoData:
     """Validate the block's transactions in order and apply them; all or nothing.
 
@@ -384,8 +385,11 @@ def connect_block(
     outputs must be exactly `refunds` (governance deposits returned in this block, decided by
     the consensus layer), each locked like the rest of the reward.
 
-    The header's `state_root` must be the view's root once every transaction is applied.
-    On success the view's tip is the block (`UtxoView.finish_block` moves it).
+    The header's `state_root` must be the view's root once every transaction is applied and
+    the governance leaf set to `governance`: the hash of the encoded governance state after the
+    block, which the consensus layer computes (None leaves the leaf as it is: a chain driven by
+    the ledger alone). On success the view's tip is the block (`UtxoView.finish_block` moves
+    it).
 
     Raises:
         InvalidBlock: with the failing rule's reason; the view is left exactly as it was.
@@ -409,6 +413,7 @@ def connect_block(
     applied: list[tuple[Transaction, TxUndo]] = []
     txids: set[TxId] = set()
     fees = 0
+    governance_before = view.governance_value
     try:
         for index, tx in enumerate(block.transactions[1:], start=1):
             txid = tx.txid
@@ -432,13 +437,18 @@ def connect_block(
                 Reason.BAD_REWARD, f"{paid} > reward + fees {params.block_reward + fees}"
             )
         applied.insert(0, (reward, view.apply_transaction(reward)))
+        if governance is not None:
+            view.set_governance(governance)
         root = view.state_root()
         if root != header.state_root:
             raise InvalidBlock(Reason.BAD_STATE_ROOT, f"the state after it is {root.hex()}")
     except InvalidBlock:
+        view.set_governance(governance_before)
         _roll_back(view, applied)
         raise
-    return view.finish_block(block, [undo for _, undo in applied])
+    return view.finish_block(
+        block, [undo for _, undo in applied], governance_before=governance_before
+    )
 
 
 def _spends_spent(tx: Transaction, applied: list[tuple[Transaction, TxUndo]]) -> bool:

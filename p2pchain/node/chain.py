@@ -56,6 +56,7 @@ from p2pchain.consensus import (
     pop_head_change,
     release_bodies,
 )
+from p2pchain.consensus.anchor import Anchor, get_anchored_store
 from p2pchain.consensus.light import FinalityCertificate, VoteArchive, build_certificate
 from p2pchain.consensus.store import BlockNode, is_ancestor, move_view, remember_pruned
 from p2pchain.errors import (
@@ -84,6 +85,7 @@ from p2pchain.node.events import EventHub, EventKind, HeadInfo, ReorgInfo, TxInf
 from p2pchain.node.mempool import Mempool, PoolChange
 from p2pchain.node.offers import BookEntry, OfferBook
 from p2pchain.node.pending import PendingMessages, Source
+from p2pchain.node.snapshots import SnapshotServer
 from p2pchain.node.storage import BlockCommit, ChainStore, StorageWorker, TxLocation
 from p2pchain.node.txindex import TxIndex
 from p2pchain.params import ChainParams
@@ -234,6 +236,8 @@ class ChainService:
         self.offers = OfferBook(params, limits.offers)
         self.detector = SlashingDetector(params.chain_id)
         self.lock = trio.Lock()
+        self.snapshots = SnapshotServer(self)
+        """The finalized states this node serves to snapshot-syncing peers."""
         self.vote_archive = VoteArchive()
         """Every vote counted, by link: what light clients' finality certificates quote
         (`certificate`). Not stored as such: `restore` refills it from the votes of the stored
@@ -415,11 +419,15 @@ class ChainService:
         """How a light client trusting `trusted` reaches our finalized checkpoint, from the
         votes we archived (`build_certificate`); None when we cannot tell it anything new."""
 
-        def header_of(block_id: BlockId) -> BlockHeader | None:
-            block = self.get_block(block_id)  # old finalized bodies: read from storage
-            return None if block is None else block.header
+        return build_certificate(self.store, self.vote_archive, trusted, self.header_of)
 
-        return build_certificate(self.store, self.vote_archive, trusted, header_of)
+    def header_of(self, block_id: BlockId) -> BlockHeader | None:
+        """A known block's header (old finalized ones are read from storage); None when the
+        block is unknown or a snapshot's anchor point (held without its block)."""
+        node = self.store.nodes.get(block_id)
+        if node is None or (node.block is None and node.height <= self.store.anchor_height):
+            return None
+        return self._body(node).header
 
     async def prove_state(self, block_id: BlockId, query: StateQuery) -> StateProof:
         """The proof answering `query` in the state after `block_id` (the finalized block or
@@ -644,6 +652,9 @@ class ChainService:
         where trio's clock cannot be read). The stored canonical chain is then moved to the
         resulting head (a crash in the middle of a reorg leaves it on either branch).
         """
+        anchored = self.storage.anchor()
+        if anchored is not None:
+            self._start_at(*anchored)
         stored = self.storage.load()
         if stored.head == stored.genesis and len(stored.blocks) <= 1 and not stored.votes:
             return
@@ -700,13 +711,21 @@ class ChainService:
         self._rebuild_indexes()
         self._prune_undo()
 
+    def _start_at(self, anchor: Anchor, view: UtxoView) -> None:
+        """Start the fork choice at the snapshot the store was started from, not genesis."""
+        self.store = get_anchored_store(self.params, self.genesis, anchor, view)
+        self._index = TxIndex(anchor.block, rejected_history=self.limits.rejected_history)
+        self._history_floor = anchor.block.header.height
+        self._saved_justified = self._saved_finalized = anchor.checkpoint
+
     def _stored_history(self, floor: int) -> Iterator[Block]:
-        """The stored canonical blocks at heights 1 to `floor` - 1, read one at a time.
+        """The stored canonical blocks above the store's first one and below `floor`, read
+        one at a time.
 
         Raises:
             StorageError: one of them is missing.
         """
-        for height in range(1, floor):
+        for height in range(self.store.anchor_height + 1, floor):
             block_id = self.storage.canonical_block_id(Height(height))
             block = None if block_id is None else self.storage.get_block(block_id)
             if block is None:
@@ -720,11 +739,12 @@ class ChainService:
         return undo
 
     def _rebuild_indexes(self) -> None:
-        """The canonical ids down to genesis; the memory tx index above the history floor."""
+        """The canonical ids down to the store's first block (genesis, or a snapshot's); the
+        memory tx index above the history floor."""
         node: BlockNode | None = self.head_node()
         ids: list[BlockId] = []
         indexed: list[Block] = []
-        while node is not None:
+        while node is not None and node.height >= self.store.anchor_height:
             ids.append(node.block_id)
             if node.height >= self._history_floor:
                 indexed.append(self._body(node))

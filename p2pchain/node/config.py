@@ -9,6 +9,7 @@ from typing import Final
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.genesis import GenesisConfig
+from p2pchain.ledger.vote import Checkpoint
 from p2pchain.net.swarm import DEFAULT_LISTEN
 from p2pchain.net.transports import Transport
 from p2pchain.node.mempool import MempoolLimits
@@ -47,6 +48,9 @@ class NodeLimits:
     """Pending inbound connections from one source address."""
     handshake_timeout: float = 5.0
     """Seconds from TCP accept (or dial) to the end of the Hello exchange."""
+    snapshot_request_timeout: float = 10.0
+    """Seconds a peer has to answer one snapshot-sync request (`NodeConfig.snapshot_sync`)
+    before it is penalised and the next peer is asked."""
     trusted_networks: tuple[str, ...] = DEFAULT_TRUSTED_NETWORKS
     """Sources exempt from the per-address and per-group limits and address bans: by default
     127.0.0.1 and ::1, which every node of a local testnet shares. () limits loopback too."""
@@ -152,6 +156,8 @@ class NodeLimits:
             raise ConfigError("proposal_budget must be a fraction of the slot in (0, 1]")
         if not self.handshake_timeout > 0:
             raise ConfigError("handshake_timeout must be positive")
+        if not self.snapshot_request_timeout > 0:
+            raise ConfigError("snapshot_request_timeout must be positive")
         if (
             self.pending_blocks_per_peer > self.pending_blocks
             or self.pending_block_bytes_per_peer > self.pending_block_bytes
@@ -188,6 +194,14 @@ class NodeConfig:
     manual_clock: bool = False
     """Consensus time stands still until `Node.advance_clock` moves it (a dev chain that makes
     blocks on demand); it starts at the later of genesis and the stored head's slot."""
+    snapshot_sync: bool = False
+    """On a fresh database, start from the state at the newest finalized checkpoint the
+    bootnodes prove (docs/snapshot-sync.md) instead of replaying the chain from genesis; the
+    history below it is then not held. Ignored once the database holds blocks."""
+    trusted_checkpoint: Checkpoint | None = None
+    """Where snapshot sync starts trusting: a recent finalized checkpoint known out of band
+    (another node's `p2p_nodeInfo`, an explorer). None: genesis, which only works while the
+    nodes still keep the votes that certify every epoch since (`ARCHIVE_EPOCHS`)."""
     dev_rpc: bool = False
     """Serve the dev_* RPC methods that move this node's clock. Never on a public node: any
     RPC caller could then make it propose early or refuse valid blocks."""

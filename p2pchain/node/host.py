@@ -43,10 +43,14 @@ from p2pchain.protocol.messages import (
     GetBlocksById,
     GetBlocksByRange,
     GetFinality,
+    GetSnapshotManifest,
+    GetSnapshotPage,
     GetStateProof,
     LightAnswer,
     LightError,
     LightRequest,
+    SnapshotManifestAnswer,
+    SnapshotPageAnswer,
     StateProofAnswer,
     Status,
     Topic,
@@ -160,7 +164,8 @@ class ChainHost:
 
     async def serve_light(self, request: LightRequest) -> LightAnswer:
         """A light client's request, answered from the fork-choice store, the vote archive and
-        the state cursor (`ChainService.certificate`, `prove_state`, `prove_transaction`)."""
+        the state cursor (`ChainService.certificate`, `prove_state`, `prove_transaction`), or
+        a snapshot-syncing node's, from the prepared finalized states (`snapshots`)."""
         chain = self._chain
         if isinstance(request, GetFinality):
             certificate = chain.certificate(request.trusted)
@@ -169,6 +174,27 @@ class ChainHost:
                 newer = chain.store.finalized_checkpoint.epoch > request.trusted.epoch
                 error = LightError.CANNOT_CERTIFY if newer else LightError.NOTHING_NEWER
             return Finality(request_id=request.request_id, certificate=certificate, error=error)
+        if isinstance(request, GetSnapshotManifest):
+            prepared = await chain.snapshots.get(request.block_id)
+            if prepared is None:
+                return SnapshotManifestAnswer(
+                    request_id=request.request_id,
+                    manifest=None,
+                    error=LightError.SNAPSHOT_UNAVAILABLE,
+                )
+            return SnapshotManifestAnswer(
+                request_id=request.request_id,
+                manifest=prepared.manifest,
+                anchors=prepared.anchors,
+                headers=prepared.headers,
+            )
+        if isinstance(request, GetSnapshotPage):
+            cut = await chain.snapshots.page(request.block_id, request.subtree, request.after)
+            if cut is None:
+                return SnapshotPageAnswer(
+                    request_id=request.request_id, error=LightError.SNAPSHOT_UNAVAILABLE
+                )
+            return SnapshotPageAnswer(request_id=request.request_id, records=cut[0], done=cut[1])
         if isinstance(request, GetStateProof):
             try:
                 proof = await chain.prove_state(request.block_id, request.query)

@@ -9,6 +9,7 @@ are `submit_transaction`, `wait_for_status` and reading a subscription.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -25,6 +26,7 @@ from p2pchain.consensus.governance import GovernanceState, Proposal
 from p2pchain.errors import (
     ConfigError,
     InvalidTransaction,
+    NoHonestPeer,
     Reason,
     SlashingProtectionError,
     StorageError,
@@ -41,6 +43,8 @@ from p2pchain.ledger.types import Address, AssetId, BlockId, Hash32, Height, Pub
 from p2pchain.ledger.utxo import AssetInfo
 from p2pchain.ledger.validation import check_transaction
 from p2pchain.ledger.vote import Checkpoint
+from p2pchain.light.client import LightConfig, open_light_client
+from p2pchain.light.snapshot import fetch_snapshot
 from p2pchain.net.faults import Where
 from p2pchain.net.service import (
     NetworkConfig,
@@ -650,6 +654,42 @@ def _load_node_key(config: NodeConfig, storage_dir: Path | None) -> SecretKey:
     return key
 
 
+_logger = logging.getLogger("p2pchain.node")
+
+
+async def _start_from_snapshot(
+    config: NodeConfig, storage: ChainStore, worker: StorageWorker
+) -> None:
+    """Fill a fresh store with the state at the newest checkpoint the bootnodes prove final
+    (`fetch_snapshot`, as a light client from genesis); leave it as it is when only genesis
+    is final or no peer could serve one (the node then syncs from genesis as usual)."""
+    light = LightConfig(
+        params=config.params,
+        genesis=config.genesis,
+        peers=config.bootnodes,
+        trusted=config.trusted_checkpoint,
+        transport=config.transport,
+        request_timeout=config.limits.snapshot_request_timeout,
+    )
+    try:
+        async with open_light_client(light) as client:
+            fetched = await fetch_snapshot(client)
+    except NoHonestPeer as exc:
+        _logger.warning("snapshot sync failed (%s): syncing from genesis", exc)
+        return
+    if fetched is None:
+        _logger.info("snapshot sync: only genesis is final, syncing from genesis")
+        return
+    anchor, view = fetched
+    await worker.run(partial(storage.install_anchor, anchor, view))
+    _logger.info(
+        "snapshot sync: started at epoch %d, height %d (%d outputs)",
+        anchor.checkpoint.epoch,
+        anchor.block.header.height,
+        len(view),
+    )
+
+
 @asynccontextmanager
 async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
     """Start a node; leaving the block stops its tasks, says goodbye to peers, closes storage.
@@ -688,6 +728,8 @@ async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
             storage = MemoryChainStore(chain_id=params.chain_id, genesis=genesis)
             protection = MemorySlashingProtection()
         node_key = _load_node_key(config, data_dir)
+        if config.snapshot_sync and storage.head == storage.genesis:
+            await _start_from_snapshot(config, storage, worker)
         chain = ChainService(
             params=params,
             genesis=config.genesis,

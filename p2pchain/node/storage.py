@@ -30,9 +30,11 @@ from typing import Final, Protocol, Self, TypeVar
 
 import trio
 
+from p2pchain.consensus.anchor import Anchor
 from p2pchain.errors import DecodeError, StorageError
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.block import Block
+from p2pchain.ledger.commitment import governance_value
 from p2pchain.ledger.encoding import W, decode, encode
 from p2pchain.ledger.tx import OutPoint, RetirePayload, Transaction, TxKind, TxOutput
 from p2pchain.ledger.types import (
@@ -49,7 +51,7 @@ from p2pchain.ledger.types import (
 from p2pchain.ledger.utxo import AssetInfo, UndoData, UtxoView
 from p2pchain.ledger.vote import Checkpoint, Vote
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """Bumped whenever the on-disk layout changes; a store refuses to open another version."""
 
 BUSY_TIMEOUT_S: Final = 10.0
@@ -246,6 +248,19 @@ class ChainStore(Protocol):
         returning at most `limit`."""
         ...
 
+    def install_anchor(self, anchor: Anchor, view: UtxoView) -> None:
+        """Start a fresh store (nothing but genesis) at a verified snapshot: `anchor`'s block
+        becomes the head and the finalized checkpoint, `view` (its state) the UTXO set, kept
+        also as the state every restart rebuilds the fork choice from (`anchor`).
+
+        Raises:
+            StorageError: the store already holds more than genesis.
+        """
+
+    def anchor(self) -> tuple[Anchor, UtxoView] | None:
+        """The anchor the store was started from and the state after its block; None for a
+        store that starts at genesis."""
+
     def load(self) -> StoredChain:
         """Everything a restarting node rebuilds its state from."""
         ...
@@ -334,6 +349,25 @@ def restore_view(
     return UtxoView.from_snapshot(utxos, assets, tip, height)
 
 
+def anchor_view(
+    anchor: Anchor, utxos: list[tuple[OutPoint, TxOutput]], assets: list[AssetInfo]
+) -> UtxoView:
+    """The state after `anchor`'s block, from its stored UTXOs and assets."""
+    header = anchor.block.header
+    return UtxoView.from_snapshot(
+        utxos,
+        assets,
+        anchor.block.block_id,
+        header.height,
+        governance=governance_value(anchor.governance),
+    )
+
+
+def _check_fresh(head: BlockId, genesis: BlockId) -> None:
+    if head != genesis:
+        raise StorageError("a snapshot can only start a store that holds nothing but genesis")
+
+
 def outpoint_key(outpoint: OutPoint) -> bytes:
     """36-byte key: txid then big-endian index, so keys sort like outpoints."""
     return outpoint.txid + outpoint.index.to_bytes(4, "big")
@@ -371,6 +405,8 @@ class MemoryChainStore:
         self._offers: dict[Hash32, bytes] = {}
         self._justified: Checkpoint | None = None
         self._finalized: Checkpoint | None = None
+        self._anchor: tuple[Anchor, list[tuple[OutPoint, TxOutput]], list[AssetInfo]] | None
+        self._anchor = None
         self._head = BlockId(genesis.header.parent)
         self._connect(_genesis_commit(genesis))
 
@@ -439,6 +475,30 @@ class MemoryChainStore:
 
     def store_block(self, block: Block) -> None:
         self._blocks.setdefault(block.block_id, block)
+
+    def install_anchor(self, anchor: Anchor, view: UtxoView) -> None:
+        _check_fresh(self._head, self._genesis)
+        block, block_id = anchor.block, anchor.block.block_id
+        utxos, assets = sorted(view), sorted(view.assets().values(), key=lambda i: i.asset)
+        self._anchor = (anchor, utxos, assets)
+        self._blocks[block_id] = block
+        self._canonical[block.header.height] = block_id
+        for position, tx in enumerate(block.transactions):
+            self._txs[tx.txid] = TxLocation(
+                block_id=block_id, height=block.header.height, position=position
+            )
+        for retirement in _retirements_of(block):
+            self._retirements.setdefault(retirement.asset, {})[retirement.certificate] = retirement
+        self._utxos = dict(utxos)
+        self._assets = {info.asset: info for info in assets}
+        self._head = block_id
+        self._justified = self._finalized = anchor.checkpoint
+
+    def anchor(self) -> tuple[Anchor, UtxoView] | None:
+        if self._anchor is None:
+            return None
+        anchor, utxos, assets = self._anchor
+        return anchor, anchor_view(anchor, utxos, assets)
 
     def record_forkchoice(
         self,
@@ -567,6 +627,14 @@ _KEPT_OFFERS_TABLE: Final = (
     " data BLOB NOT NULL) WITHOUT ROWID"
 )
 _KEPT_OFFERS_ORDER: Final = "CREATE INDEX IF NOT EXISTS kept_offers_by_seq ON kept_offers (seq)"
+_ANCHOR_TABLES: Final = (
+    "CREATE TABLE IF NOT EXISTS anchor_utxos (outpoint BLOB PRIMARY KEY, output BLOB NOT NULL)"
+    " WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS anchor_assets (id BLOB PRIMARY KEY, info BLOB NOT NULL)"
+    " WITHOUT ROWID",
+)
+"""The state after the snapshot's block a store was started from (`install_anchor`): every
+restart rebuilds the fork choice from it."""
 _SCHEMA = (
     "CREATE TABLE chain (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE blocks (id BLOB PRIMARY KEY, parent BLOB NOT NULL, height INTEGER NOT NULL,"
@@ -589,6 +657,7 @@ _SCHEMA = (
     _RETIREMENTS_TABLE,
     _KEPT_OFFERS_TABLE,
     _KEPT_OFFERS_ORDER,
+    *_ANCHOR_TABLES,
 )
 
 Row = tuple[object, ...]
@@ -711,6 +780,8 @@ class SqliteChainStore:
                 db.execute(_RETIREMENTS_TABLE)  # likewise
                 db.execute(_KEPT_OFFERS_TABLE)  # likewise
                 db.execute(_KEPT_OFFERS_ORDER)  # likewise
+                for statement in _ANCHOR_TABLES:  # likewise
+                    db.execute(statement)
             else:
                 for statement in _SCHEMA:
                     db.execute(statement)
@@ -886,6 +957,48 @@ class SqliteChainStore:
     def store_block(self, block: Block) -> None:
         with write_transaction(self._db):
             self._insert_block(block)
+
+    def install_anchor(self, anchor: Anchor, view: UtxoView) -> None:
+        _check_fresh(self._head, self._genesis)
+        block, block_id = anchor.block, anchor.block.block_id
+        height = block.header.height
+        utxos = [(outpoint_key(op), encode(output)) for op, output in view]
+        assets = [(info.asset, encode(info)) for info in view.assets().values()]
+        with write_transaction(self._db) as db:
+            self._insert_block(block)
+            db.execute(
+                "INSERT OR REPLACE INTO canonical (height, id) VALUES (?, ?)", (height, block_id)
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO txs (txid, block, height, position) VALUES (?, ?, ?, ?)",
+                [(tx.txid, block_id, height, i) for i, tx in enumerate(block.transactions)],
+            )
+            db.execute("DELETE FROM utxos")
+            db.execute("DELETE FROM assets")
+            for table in ("utxos", "anchor_utxos"):
+                db.executemany(f"INSERT INTO {table} (outpoint, output) VALUES (?, ?)", utxos)
+            for table in ("assets", "anchor_assets"):
+                db.executemany(f"INSERT INTO {table} (id, info) VALUES (?, ?)", assets)
+            self._set("anchor", encode(anchor))
+            self._set("head", block_id)
+            self._write_forkchoice(anchor.checkpoint, anchor.checkpoint, ())
+        self._head = block_id
+
+    def anchor(self) -> tuple[Anchor, UtxoView] | None:
+        data = self._get("anchor")
+        if data is None:
+            return None
+        anchor = _decoded(Anchor, data)
+        utxos = [
+            (_outpoint_from_key(_blob(key)), _decoded(TxOutput, output))
+            for key, output in self._query(
+                "SELECT outpoint, output FROM anchor_utxos ORDER BY outpoint"
+            )
+        ]
+        assets = [
+            _decoded(AssetInfo, info) for (info,) in self._query("SELECT info FROM anchor_assets")
+        ]
+        return anchor, anchor_view(anchor, utxos, assets)
 
     def record_forkchoice(
         self,

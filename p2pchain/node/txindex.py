@@ -21,40 +21,43 @@ class TxIndex:
     """The canonical block ids by height, the transactions of the indexed blocks, and the
     reasons of the last `rejected_history` rejections (the oldest forgotten first)."""
 
-    def __init__(self, genesis: Block, *, rejected_history: int) -> None:
+    def __init__(self, first: Block, *, rejected_history: int) -> None:
+        """`first` is genesis, or the anchor block of a store started from a snapshot: the
+        index knows nothing below it."""
+        self._base = first.header.height
         self._canonical: list[BlockId] = []
         self._locations: dict[TxId, TxLocation] = {}
         self._rejected: OrderedDict[TxId, Reason] = OrderedDict()
         self._rejected_history = rejected_history
-        self.connect(genesis)
+        self.connect(first)
 
     # -- canonical chain -----------------------------------------------------------------------
     @property
     def height(self) -> int:
         """Height of the last canonical block."""
-        return len(self._canonical) - 1
+        return self._base + len(self._canonical) - 1
 
     def block_id_at(self, height: Height) -> BlockId | None:
-        """The canonical block at `height`, or None above the head."""
-        if not 0 <= height < len(self._canonical):
+        """The canonical block at `height`, or None above the head (or below the first)."""
+        if not 0 <= height - self._base < len(self._canonical):
             return None
-        return self._canonical[height]
+        return self._canonical[height - self._base]
 
     def connect(self, block: Block) -> None:
         """`block` is canonical at its height: the ids above it leave, its transactions are
         indexed (a transaction seen in an earlier block now points here)."""
-        del self._canonical[block.header.height :]
+        del self._canonical[block.header.height - self._base :]
         self._canonical.append(block.block_id)
         self._index(block)
 
     def disconnect(self, block: Block) -> None:
         """`block` left the canonical chain, with every block above it."""
-        del self._canonical[block.header.height :]
+        del self._canonical[block.header.height - self._base :]
         self.release(block)
 
     def rebuild(self, canonical: Sequence[BlockId], indexed: Iterable[Block]) -> None:
-        """Start over from the canonical ids from genesis up and the blocks (oldest first)
-        whose transactions are to be indexed."""
+        """Start over from the canonical ids from the first block up and the blocks (oldest
+        first) whose transactions are to be indexed."""
         self._canonical = list(canonical)
         self._locations = {}
         for block in indexed:

@@ -221,8 +221,9 @@ class PeerConnection:
         self._noise_messages = NoiseMessageDecoder()
         self._frames = FrameDecoder(self._check_frame_header)
         self._answers_expected: dict[int, int] = dict.fromkeys(_ANSWER_TYPES, 0)
-        """Per answer type (`Blocks`, the light answers): requests we sent minus answers
-        received. Only these may arrive; anything else is refused from its frame header."""
+        """Per answer type (`Blocks`, the light and snapshot answers): requests we sent
+        minus answers received. Only these may arrive; anything else is refused from its
+        frame header."""
         self._decoding = False
         self._events: deque[Event] = deque()
         self._outgoing = bytearray()

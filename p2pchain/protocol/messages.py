@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Final, Self
 
-from p2pchain.consensus.light import FinalityCertificate
+from p2pchain.consensus.anchor import MAX_ANCHOR_POINTS
+from p2pchain.consensus.light import MAX_CERTIFICATE_HEADERS, AnchorStakes, FinalityCertificate
 from p2pchain.errors import DecodeError
 from p2pchain.ledger.block import Block, InclusionProof, read_block
 from p2pchain.ledger.crypto import sha256
@@ -32,7 +33,14 @@ from p2pchain.ledger.encoding import (
     uint_bytes,
     wrap_list,
 )
+from p2pchain.ledger.header import BlockHeader
 from p2pchain.ledger.proofs import StateProof, StateQuery, decode_proof, encode_proof
+from p2pchain.ledger.snapshot import (
+    MAX_GOVERNANCE_STATE_BYTES,
+    SORT_KEY_BYTES,
+    SUBTREES,
+    SnapshotManifest,
+)
 from p2pchain.ledger.tx import Transaction
 from p2pchain.ledger.types import BlockId, Height, Slot, TxId
 from p2pchain.ledger.vote import Checkpoint
@@ -447,19 +455,28 @@ class LightError(IntEnum):
     """Why a light request got no answer: nothing newer is final here, the block is not one we
     hold the state of, the proof would pass the protocol's limits, no such transaction is
     final here, or we cannot certify from that checkpoint (unknown to us, or older than the
-    votes and stake paths we keep)."""
+    votes and stake paths we keep); and for snapshots, we hold no snapshot of that block (not
+    yet prepared, or dropped for a newer finalized one)."""
 
     NOTHING_NEWER = 1
     UNKNOWN_BLOCK = 2
     TOO_LARGE = 3
     NOT_FOUND = 4
     CANNOT_CERTIFY = 5
+    SNAPSHOT_UNAVAILABLE = 6
 
 
 def _write_answer(request_id: int, body: RLPItem | None, error: LightError | None) -> RLPItem:
-    """The envelope `_read_answer` reads: the body, or `[]` and the error code."""
+    """The envelope `_read_answer` reads: the body, or `[]` and the error code.
+
+    Raises:
+        ValueError: neither a body nor an error (it would encode error 0, which every
+            receiver refuses as malformed: a sender's bug, caught where it is made).
+    """
     if body is None:
-        return [uint_bytes(request_id), [], uint_bytes(error or 0)]
+        if error is None:
+            raise ValueError("a light answer carries a body or an error")
+        return [uint_bytes(request_id), [], uint_bytes(error)]
     return [uint_bytes(request_id), body, b""]
 
 
@@ -622,13 +639,170 @@ class TxProofAnswer:
         )
 
 
-LightRequest = GetFinality | GetStateProof | GetTxProof
-LightAnswer = Finality | StateProofAnswer | TxProofAnswer
+MAX_SNAPSHOT_ANSWER_BYTES: Final = MAX_GOVERNANCE_STATE_BYTES + 4_096
+"""Largest `SnapshotPageAnswer`: a page is at most `MAX_SNAPSHOT_PAGE_BYTES` (1 MiB) of
+records, or one record larger than that, which only the governance record (up to 4 MiB) can
+be; 4 KiB covers the envelope and the records' own headers."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetSnapshotManifest:
+    """A new node asks for the manifest of the state after `block_id` (a finalized block)."""
+
+    TYPE: ClassVar[int] = 46
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 64
+    request_id: int
+    block_id: BlockId
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.request_id), self.block_id]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "get_snapshot_manifest", length=2)
+        return cls(
+            request_id=read_uint(f[0], "get_snapshot_manifest.request_id"),
+            block_id=BlockId(read_fixed(f[1], "get_snapshot_manifest.block_id", 32)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotManifestAnswer:
+    """The answer: the manifest (`ledger.snapshot.check_manifest` checks it against the
+    block's state root), the stake tables of the earlier checkpoints a store anchored at that
+    block needs (`consensus.anchor.anchor_epochs`; each proven against its own block's state
+    root) and the consecutive headers from the oldest of those blocks to the block's parent
+    (`consensus.light.verify_anchor_points` checks both); or why there is none."""
+
+    TYPE: ClassVar[int] = 47
+    MAX_PAYLOAD_BYTES: ClassVar[int] = MAX_LIGHT_RESPONSE_BYTES
+    request_id: int
+    manifest: SnapshotManifest | None
+    anchors: tuple[AnchorStakes, ...] = ()
+    headers: tuple[BlockHeader, ...] = ()
+    error: LightError | None = None
+
+    def __post_init__(self) -> None:
+        if (self.manifest is None) == (self.error is None):
+            raise ValueError("an answer carries a manifest or an error, not both or neither")
+
+    def to_rlp(self) -> RLPItem:
+        body: RLPItem | None = None
+        if self.manifest is not None:
+            body = [
+                self.manifest.to_rlp(),
+                [anchor.to_rlp() for anchor in self.anchors],
+                [header.to_rlp() for header in self.headers],
+            ]
+        return _write_answer(self.request_id, body, self.error)
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        request_id, body, error = _read_answer(item, "snapshot_manifest_answer")
+        if body is None:
+            return cls(request_id=request_id, manifest=None, error=error)
+        manifest, anchors, headers = read_list(body, "snapshot_manifest_answer.body", length=3)
+        return cls(
+            request_id=request_id,
+            manifest=SnapshotManifest.from_rlp(manifest),
+            anchors=tuple(
+                AnchorStakes.from_rlp(anchor)
+                for anchor in read_list(
+                    anchors, "snapshot_manifest_answer.anchors", max_length=MAX_ANCHOR_POINTS
+                )
+            ),
+            headers=tuple(
+                BlockHeader.from_rlp(header)
+                for header in read_list(
+                    headers, "snapshot_manifest_answer.headers", max_length=MAX_CERTIFICATE_HEADERS
+                )
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetSnapshotPage:
+    """The next page of one subtree of the state after `block_id`: its records whose sort key
+    is above `after` (empty: from the first)."""
+
+    TYPE: ClassVar[int] = 48
+    MAX_PAYLOAD_BYTES: ClassVar[int] = 160
+    request_id: int
+    block_id: BlockId
+    subtree: int
+    after: bytes = b""
+
+    def to_rlp(self) -> RLPItem:
+        return [uint_bytes(self.request_id), self.block_id, uint_bytes(self.subtree), self.after]
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        f = read_list(item, "get_snapshot_page", length=4)
+        after = read_bytes(f[3], "get_snapshot_page.after", max(SORT_KEY_BYTES))
+        if after and len(after) not in SORT_KEY_BYTES:
+            raise DecodeError(f"get_snapshot_page.after: a sort key of {len(after)} bytes")
+        return cls(
+            request_id=read_uint(f[0], "get_snapshot_page.request_id"),
+            block_id=BlockId(read_fixed(f[1], "get_snapshot_page.block_id", 32)),
+            subtree=read_uint(f[2], "get_snapshot_page.subtree", max_value=SUBTREES - 1),
+            after=after,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotPageAnswer:
+    """The answer: encoded records in ascending sort key, and whether they are the subtree's
+    last (`done`); or why there are none. The records are carried as byte strings, decoded
+    and checked by `ledger.snapshot.SubtreeAssembler.add_page` (a server sends the encodings
+    it prepared, unchanged)."""
+
+    TYPE: ClassVar[int] = 49
+    MAX_PAYLOAD_BYTES: ClassVar[int] = MAX_SNAPSHOT_ANSWER_BYTES
+    request_id: int
+    records: tuple[bytes, ...] = ()
+    done: bool = False
+    error: LightError | None = None
+
+    def __post_init__(self) -> None:
+        if self.error is not None and (self.records or self.done):
+            raise ValueError("an error answer carries no records")
+
+    def to_rlp(self) -> RLPItem:
+        if self.error is not None:
+            return _write_answer(self.request_id, None, self.error)
+        body: RLPItem = [list(self.records), uint_bytes(self.done)]
+        return _write_answer(self.request_id, body, None)
+
+    @classmethod
+    def from_rlp(cls, item: RLPItem) -> Self:
+        request_id, body, error = _read_answer(item, "snapshot_page_answer")
+        if body is None:
+            return cls(request_id=request_id, error=error)
+        records, done = read_list(body, "snapshot_page_answer.page", length=2)
+        return cls(
+            request_id=request_id,
+            records=tuple(
+                read_bytes(record, "snapshot_page_answer.records[]", MAX_SNAPSHOT_ANSWER_BYTES)
+                for record in read_list(records, "snapshot_page_answer.records")
+            ),
+            done=bool(read_uint(done, "snapshot_page_answer.done", max_value=1)),
+        )
+
+
+LightRequest = GetFinality | GetStateProof | GetTxProof | GetSnapshotManifest | GetSnapshotPage
+"""Requests of clients that hold no chain: light clients and nodes fetching a snapshot."""
+LightAnswer = (
+    Finality | StateProofAnswer | TxProofAnswer | SnapshotManifestAnswer | SnapshotPageAnswer
+)
 ANSWER_OF: Final[dict[type[LightRequest], type[LightAnswer]]] = {
     GetFinality: Finality,
     GetStateProof: StateProofAnswer,
     GetTxProof: TxProofAnswer,
+    GetSnapshotManifest: SnapshotManifestAnswer,
+    GetSnapshotPage: SnapshotPageAnswer,
 }
+"""The answer type of each request type answered by one typed answer (besides `Blocks`): a
+connection accepts an answer only while a request of its kind is open."""
 
 
 Message = (
@@ -653,6 +827,10 @@ Message = (
     | StateProofAnswer
     | GetTxProof
     | TxProofAnswer
+    | GetSnapshotManifest
+    | SnapshotManifestAnswer
+    | GetSnapshotPage
+    | SnapshotPageAnswer
 )
 
 MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
@@ -679,6 +857,10 @@ MESSAGE_TYPES: Final[dict[int, type[Message]]] = {
         StateProofAnswer,
         GetTxProof,
         TxProofAnswer,
+        GetSnapshotManifest,
+        SnapshotManifestAnswer,
+        GetSnapshotPage,
+        SnapshotPageAnswer,
     )
 }
 

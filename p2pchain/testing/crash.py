@@ -3,7 +3,9 @@
 `ChainBuilder` makes real blocks (signed transfers, an asset issue and mints, a reward) on top of
 a `UtxoView`; block `h` depends only on the seed and the view it extends, so a restarted worker
 continues exactly the sequence a never-killed one would have made. Headers are unsigned: the
-store does not check consensus.
+store does not check consensus. No consensus layer runs either, so the chain carries its genesis
+governance leaf unchanged (`connect_block` without a governance value), and a restarted worker
+puts that leaf back on the view it restores (storage keeps outputs and assets only).
 
 Run as ``python -m p2pchain.testing.crash DB SEED TARGET [KILL_AT]``: open (or create) the
 store, finish any interrupted side-branch round trip, then commit blocks up to height TARGET,
@@ -62,6 +64,17 @@ NATIVE = AssetId(PARAMS.native_asset)
 
 def genesis() -> tuple[Block, UtxoView]:
     return genesis_state(GENESIS_CONFIG, PARAMS)
+
+
+def restored(view: UtxoView) -> UtxoView:
+    """`view` (as storage restores it: outputs and assets) with the chain's governance leaf."""
+    return UtxoView.from_snapshot(
+        view,
+        view.assets().values(),
+        view.tip,
+        view.height,
+        governance=genesis()[1].governance_value,
+    )
 
 
 def next_block(
@@ -226,7 +239,7 @@ def run(path: str, seed: int, target: int) -> None:
         head = store.get_block(store.head)
         if head is not None and is_side_block(head):
             store.revert_block(head.block_id)
-        builder = ChainBuilder(seed, store.load().view)
+        builder = ChainBuilder(seed, restored(store.load().view))
         while builder.view.height < target:
             if (builder.view.height + 1) % 5 == 0:
                 side, undo = builder.extend(side=True)

@@ -13,6 +13,16 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from p2pchain.ledger.crypto import SecretKey, sha256
+from p2pchain.ledger.snapshot import (
+    SUBTREES,
+    AssetRecord,
+    GovernanceRecord,
+    OutputRecord,
+    SnapshotManifest,
+    ValidatorsRecord,
+    encode_record,
+)
+from p2pchain.ledger.trie import EMPTY_ROOT
 from p2pchain.ledger.types import BlockId, Epoch, Height, TxId
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.protocol.connection import (
@@ -37,6 +47,8 @@ from p2pchain.protocol.messages import (
     GetBlocksByRange,
     GetFinality,
     GetPeers,
+    GetSnapshotManifest,
+    GetSnapshotPage,
     GetStateProof,
     GetTxProof,
     Graft,
@@ -50,20 +62,27 @@ from p2pchain.protocol.messages import (
     Pong,
     Prune,
     Publish,
+    SnapshotManifestAnswer,
+    SnapshotPageAnswer,
     StateProofAnswer,
     Status,
     Topic,
     TxProofAnswer,
 )
 from p2pchain.testing.strategies import (
+    anchor_stakes,
+    asset_infos,
     blocks,
     checkpoints,
     finality_certificates,
     hashes,
     inclusion_proofs,
+    outpoints,
     state_proofs,
     state_queries,
     transactions,
+    tx_outputs,
+    uint64s,
 )
 
 TEST_CHAIN_ID = 1337
@@ -295,6 +314,72 @@ def message_strategies() -> dict[type[Message], SearchStrategy[Message]]:
                 proof=st.none(),
                 error=st.sampled_from(LightError),
             ),
+        ),
+        **_snapshot_messages(),
+    }
+
+
+def snapshot_manifests() -> SearchStrategy[SnapshotManifest]:
+    """Manifests with arbitrary entries (not necessarily of any state): a few subtrees of any
+    count and hash, the others empty."""
+    return st.builds(
+        lambda block_id, state_root, filled: SnapshotManifest(
+            block_id=block_id,
+            state_root=state_root,
+            entries=tuple(filled.get(i, (0, EMPTY_ROOT)) for i in range(SUBTREES)),
+        ),
+        hashes().map(BlockId),
+        hashes(),
+        st.dictionaries(
+            st.integers(min_value=0, max_value=SUBTREES - 1),
+            st.tuples(uint64s(), hashes()),
+            max_size=4,
+        ),
+    )
+
+
+def encoded_snapshot_records() -> SearchStrategy[bytes]:
+    """Encodings of records of every kind, with arbitrary contents."""
+    return st.one_of(
+        st.builds(OutputRecord, outpoint=outpoints(), output=tx_outputs()),
+        st.builds(AssetRecord, info=asset_infos()),
+        st.builds(ValidatorsRecord, root=hashes()),
+        st.builds(GovernanceRecord, state=st.binary(max_size=300)),
+    ).map(encode_record)
+
+
+def _snapshot_messages() -> dict[type[Message], SearchStrategy[Message]]:
+    small = uint64s()
+    block_ids = hashes().map(BlockId)
+    errors = st.sampled_from(LightError)
+    return {
+        GetSnapshotManifest: st.builds(GetSnapshotManifest, request_id=small, block_id=block_ids),
+        SnapshotManifestAnswer: st.one_of(
+            st.builds(
+                SnapshotManifestAnswer,
+                request_id=small,
+                manifest=snapshot_manifests(),
+                anchors=st.lists(anchor_stakes(), max_size=2).map(tuple),
+            ),
+            st.builds(SnapshotManifestAnswer, request_id=small, manifest=st.none(), error=errors),
+        ),
+        GetSnapshotPage: st.builds(
+            GetSnapshotPage,
+            request_id=small,
+            block_id=block_ids,
+            subtree=st.integers(min_value=0, max_value=SUBTREES - 1),
+            after=st.sampled_from([0, 32, 64]).flatmap(
+                lambda size: st.binary(min_size=size, max_size=size)
+            ),
+        ),
+        SnapshotPageAnswer: st.one_of(
+            st.builds(
+                SnapshotPageAnswer,
+                request_id=small,
+                records=st.lists(encoded_snapshot_records(), max_size=4).map(tuple),
+                done=st.booleans(),
+            ),
+            st.builds(SnapshotPageAnswer, request_id=small, error=errors),
         ),
     }
 

@@ -3,6 +3,11 @@
 A block meant to break one rule must pass every rule checked before it, and `state-root` is
 checked last: these helpers give a hand-built body the root `connect_block` expects, or 32
 zero bytes when the body does not even apply (it is then refused by an earlier rule).
+
+The root commits to the governance state after the block too. `state_root_on` computes it as a
+fork-choice store does (the parent's governance advanced to the block's slot, then the body's
+governance transactions); `state_root_after`, on a bare view, keeps the view's governance leaf
+unless given one, as `connect_block` does for a chain driven by the ledger alone.
 """
 
 from __future__ import annotations
@@ -10,8 +15,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from p2pchain.consensus.store import Store, move_view
+from p2pchain.consensus.governance import apply_transactions
+from p2pchain.consensus.store import Store, get_governance, move_view
+from p2pchain.errors import InvalidBlock
 from p2pchain.ledger.commitment import (
+    GOVERNANCE_KEY,
     VALIDATORS_KEY,
     account_key,
     asset_key,
@@ -24,26 +32,52 @@ from p2pchain.ledger.commitment import (
 from p2pchain.ledger.encoding import encode_item
 from p2pchain.ledger.trie import EMPTY_ROOT, branch_hash, leaf_hash, nibble
 from p2pchain.ledger.tx import Transaction
-from p2pchain.ledger.types import Address, BlockId, Hash32
+from p2pchain.ledger.types import Address, BlockId, Hash32, Slot
 from p2pchain.ledger.utxo import UtxoView
 
 
-def state_root_after(view: UtxoView, body: Sequence[Transaction]) -> Hash32:
-    """The root after `body` on a copy of `view` (`view` is not changed)."""
+def state_root_after(
+    view: UtxoView, body: Sequence[Transaction], *, governance: Hash32 | None = None
+) -> Hash32:
+    """The root after `body` on a copy of `view` (`view` is not changed), with the governance
+    leaf `governance` (None: the view's own)."""
     trial = view.copy()
     try:
         for tx in body:
             trial.apply_transaction(tx)
     except (KeyError, ValueError):  # spends what is not there: refused before the root
         return EMPTY_ROOT
+    if governance is not None:
+        trial.set_governance(governance)
     return trial.state_root()
 
 
-def state_root_on(store: Store, parent: BlockId, body: Sequence[Transaction]) -> Hash32:
-    """`state_root_after` on the state after `parent` (zeros when the store has no such state)."""
+def governance_root_on(
+    store: Store, parent: BlockId, body: Sequence[Transaction], *, slot: int
+) -> Hash32 | None:
+    """The governance leaf after a block at `slot` on `parent` carrying `body`, recomputed from
+    the parent's governance state (no cached value); None when the store would refuse the
+    block before its state root (a released parent, a slot before the parent's epoch, a
+    governance rule broken)."""
+    try:
+        state = apply_transactions(get_governance(store, parent, Slot(slot)), body)
+    except (InvalidBlock, ValueError):
+        return None
+    return state.commitment()
+
+
+def state_root_on(
+    store: Store, parent: BlockId, body: Sequence[Transaction], *, slot: int
+) -> Hash32:
+    """The root `on_block` expects of a block at `slot` on `parent` carrying `body`: the
+    ledger state after `parent` with `body` applied and the governance leaf
+    `governance_root_on` gives (zeros when the store would refuse the block earlier)."""
     if parent not in store.tree:
         return EMPTY_ROOT
-    root = state_root_after(move_view(store, parent), body)
+    governance = governance_root_on(store, parent, body, slot=slot)
+    if governance is None:
+        return EMPTY_ROOT
+    root = state_root_after(move_view(store, parent), body, governance=governance)
     move_view(store, store.head)
     return root
 
@@ -62,8 +96,9 @@ def naive_trie_root(items: Mapping[bytes, bytes], depth: int = 0) -> Hash32:
     return branch_hash(naive_trie_root(group, depth + 1) for group in groups)
 
 
-def naive_state_root(view: UtxoView) -> Hash32:
-    """`UtxoView.state_root` recomputed from the view's contents alone."""
+def naive_state_root(view: UtxoView, governance: Hash32 | None) -> Hash32:
+    """`UtxoView.state_root` recomputed from the view's contents alone and the governance
+    leaf's value `governance` (None: no such leaf), which the model is given, not read."""
     utxos, assets = view.snapshot()
     accounts: defaultdict[Address, dict[bytes, bytes]] = defaultdict(dict)
     for outpoint, output in utxos.items():
@@ -78,4 +113,6 @@ def naive_state_root(view: UtxoView) -> Hash32:
         top[VALIDATORS_KEY] = naive_trie_root(
             {validator_key(key): stake_value(stake) for key, stake in stakes.items()}
         )
+    if governance is not None:
+        top[GOVERNANCE_KEY] = governance
     return naive_trie_root(top)

@@ -15,6 +15,12 @@ Pruned blocks stay in `blocks`; whether a block is pruned, known or in the fork-
 recomputed from `F` each time it is asked. The store in `p2pchain.consensus` must give the same
 answers (tests/consensus/test_spec.py checks it after every message); this module is meant to be
 obviously right, not fast.
+
+There is no governance model: the reference follows chains that carry no governance
+transaction (PROPOSE, GOV_VOTE), whose governance state after a block is the genesis one at the
+block's epoch, and computes that state's leaf of the state root from protocol.md
+(`governance_leaf`). A chain with governance transactions is beyond what it can check: it
+would refuse such a block as `bad-state-root`.
 """
 
 from __future__ import annotations
@@ -25,16 +31,16 @@ from enum import Enum
 from p2pchain.errors import InvalidBlock, InvalidVote, Reason
 from p2pchain.ledger.block import Block, compute_body_root
 from p2pchain.ledger.crypto import tagged_hash, verify
-from p2pchain.ledger.encoding import encode_item
+from p2pchain.ledger.encoding import RLPItem, encode_item, uint_bytes
 from p2pchain.ledger.evidence import Evidence
 from p2pchain.ledger.genesis import GenesisConfig, genesis_state
 from p2pchain.ledger.header import header_signing_message
 from p2pchain.ledger.tx import LockKind, SlashPayload
-from p2pchain.ledger.types import BlockId, Epoch, PublicKey
+from p2pchain.ledger.types import BlockId, Epoch, Hash32, PublicKey
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.validation import connect_block
 from p2pchain.ledger.vote import Checkpoint, Vote
-from p2pchain.params import ChainParams
+from p2pchain.params import GOVERNABLE, ChainParams
 
 __all__ = [
     "AcceptedBlock",
@@ -56,6 +62,7 @@ __all__ = [
     "get_vote_duty_slot",
     "get_weight",
     "get_weights",
+    "governance_leaf",
     "is_in_tree",
     "is_known",
     "is_pruned",
@@ -121,7 +128,7 @@ def get_spec_store(
 
     protocol.md, "Genesis" (the block and its state) and "Finality" (its checkpoint).
     """
-    genesis, state = genesis_state(genesis_config, params)
+    genesis, state = genesis_state(genesis_config, params, governance=governance_leaf(params, 0))
     return SpecStore(
         params=params,
         genesis_id=genesis.block_id,
@@ -142,6 +149,21 @@ def epoch_of(params: ChainParams, slot: int) -> int:
 def start_of(params: ChainParams, epoch: int) -> int:
     """protocol.md, "Time": `start(epoch) = epoch * slots_per_epoch`."""
     return epoch * params.slots_per_epoch
+
+
+def governance_leaf(params: ChainParams, epoch: int) -> Hash32:
+    """protocol.md, "State commitment" (the governance leaf), for a chain without governance
+    transactions: after a block of `epoch` its state is `[epoch, the genesis values of the
+    governable parameters, [], [], 0]`, and the leaf's value is
+    `tagged_hash("p2pchain/state/governance-state", rlp(state))`."""
+    state: list[RLPItem] = [
+        uint_bytes(epoch),
+        [uint_bytes(getattr(params, name)) for name in GOVERNABLE],
+        [],
+        [],
+        uint_bytes(0),
+    ]
+    return tagged_hash(b"p2pchain/state/governance-state", encode_item(state))
 
 
 def _u64be(value: int) -> bytes:
@@ -572,7 +594,8 @@ def validate_block(
             raise InvalidBlock(exc.reason, exc.detail) from exc  # rule 11
         carried.append((vote, stake, on_chain))
     state = store.blocks[header.parent].state.copy()
-    connect_block(state, block, params)  # rule 12: raises InvalidBlock with the ledger's reason
+    governance = governance_leaf(params, epoch_of(params, header.slot))
+    connect_block(state, block, params, governance=governance)  # rule 12: the ledger's reason
     return state, carried
 
 

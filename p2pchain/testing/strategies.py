@@ -386,13 +386,15 @@ def tx_undos() -> SearchStrategy[TxUndo]:
 
 def undo_data() -> SearchStrategy[UndoData]:
     """Undo records of one block with arbitrary contents, in the shape blocks give them: the
-    reward's (which spends nothing) maybe first, then records of transactions that spent."""
+    reward's (which spends nothing) maybe first, then records of transactions that spent, and
+    the governance leaf before the block (None only before genesis)."""
     reward = st.just(TxUndo(spent=(), assets=()))
     spent_something = tx_undos().filter(lambda undo: bool(undo.spent))
     return st.builds(
-        lambda first, rest: UndoData(txs=(*first, *rest)),
+        lambda first, rest, governance: UndoData(txs=(*first, *rest), governance=governance),
         st.lists(reward, max_size=1),
         st.lists(spent_something, max_size=3),
+        st.none() | hashes(),
     )
 
 
@@ -532,7 +534,10 @@ def build_block(
     reward_to: Address | None = None,
     votes: Sequence[Vote] = (),
 ) -> Block:
-    """A signed block on `view`'s tip: a reward transaction, then `transactions`.
+    """A signed block on `view`'s tip: a reward transaction, then `transactions`. Its state
+    root keeps `view`'s governance leaf, as `connect_block` without a governance value does
+    (the chain is driven by the ledger alone; a fork-choice store computes the leaf from its
+    governance state, whose epoch moves with the slot).
 
     Args:
         view: the state the block extends (its tip and height give parent and height).
@@ -742,15 +747,9 @@ def inclusion_proofs() -> SearchStrategy[InclusionProof]:
     )
 
 
-def finality_certificates() -> SearchStrategy[FinalityCertificate]:
-    """Certificates of arbitrary headers, links and stake tables (structurally valid)."""
-    links = st.builds(
-        LinkVotes,
-        source=checkpoints(),
-        target=checkpoints(),
-        votes=st.lists(votes(), max_size=2).map(tuple),
-    )
-    anchors = st.builds(
+def anchor_stakes() -> SearchStrategy[AnchorStakes]:
+    """Stake tables with a path, of arbitrary blocks (structurally valid)."""
+    return st.builds(
         AnchorStakes,
         anchor=hashes().map(BlockId),
         proof=st.builds(
@@ -762,6 +761,17 @@ def finality_certificates() -> SearchStrategy[FinalityCertificate]:
             top=trie_proofs(),
         ),
     )
+
+
+def finality_certificates() -> SearchStrategy[FinalityCertificate]:
+    """Certificates of arbitrary headers, links and stake tables (structurally valid)."""
+    links = st.builds(
+        LinkVotes,
+        source=checkpoints(),
+        target=checkpoints(),
+        votes=st.lists(votes(), max_size=2).map(tuple),
+    )
+    anchors = anchor_stakes()
     return st.builds(
         FinalityCertificate,
         headers=st.lists(block_headers(), max_size=3).map(tuple),

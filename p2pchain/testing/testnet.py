@@ -98,8 +98,11 @@ class Testnet:
         running.scope.cancel()
         await running.done.wait()
 
-    async def add_node(self, *, validator_key: SecretKey | None = None) -> Node:
-        """Start one more node (a late joiner that syncs from genesis); returns it."""
+    async def add_node(
+        self, *, validator_key: SecretKey | None = None, snapshot_sync: bool = False
+    ) -> Node:
+        """Start one more node (a late joiner that syncs from genesis, or with
+        `snapshot_sync` from a snapshot of the finalized state); returns it."""
         base = self.configs[0]
         index = len(self.configs)
         self.configs.append(
@@ -119,6 +122,7 @@ class Testnet:
                 offload_blocking=base.offload_blocking,
                 manual_clock=base.manual_clock,
                 dev_rpc=base.dev_rpc,
+                snapshot_sync=snapshot_sync,
             )
         )
         return await self.start_node(index)

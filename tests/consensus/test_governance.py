@@ -171,7 +171,7 @@ def _forge(sim: Simulation, transactions: Sequence[Transaction]) -> Block:
         slot=slot,
         proposer=proposer,
         body_root=compute_body_root(body, ()),
-        state_root=state_root_on(store, head, body),
+        state_root=state_root_on(store, head, body, slot=slot),
     )
     signature = sim.keys[proposer].sign(
         header_signing_message(sim.params.chain_id, header.block_id)

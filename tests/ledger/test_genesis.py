@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import address_of
+from p2pchain.ledger.commitment import GOVERNANCE_KEY, genesis_governance_value
 from p2pchain.ledger.crypto import SecretKey
 from p2pchain.ledger.genesis import (
     Allocation,
@@ -17,14 +18,18 @@ from p2pchain.ledger.genesis import (
     self_bonded_genesis,
 )
 from p2pchain.ledger.tx import Lock, LockKind
-from p2pchain.ledger.types import Address, AssetId, PublicKey
+from p2pchain.ledger.types import Address, AssetId, Hash32, PublicKey
 from p2pchain.params import COIN, ChainParams
 from p2pchain.testing import addresses
 
 PARAMS = ChainParams()
 VALIDATOR = SecretKey.from_entropy(b"genesis-test-validator-entropy-32")
 OWNER = Address(b"\x11" * 20)
-GENESIS_ID = "ffc0f60060ac18e6e00aad7414fa37e4c10ad71ef8a9e95fe307844030c18156"
+GENESIS_ID = "cb45520783174d14ace020a404b49ad9fc2cff9b88381e1cebeba04f77d53272"
+"""Since the state root commits to the governance state (its genesis leaf included); before
+that, the same config gave ffc0f600…18156, which the header with the root of the outputs alone
+still gives (`test_the_genesis_root_commits_to_the_genesis_governance_leaf`)."""
+GENESIS_ID_WITHOUT_GOVERNANCE = "ffc0f60060ac18e6e00aad7414fa37e4c10ad71ef8a9e95fe307844030c18156"
 
 
 def config(**changes: object) -> GenesisConfig:
@@ -41,6 +46,28 @@ def test_genesis_hash_is_pinned() -> None:
     """A fixed vector: any change to the encoding or the genesis layout changes this hash."""
     block, _ = genesis_state(config(), PARAMS)
     assert block.block_id.hex() == GENESIS_ID
+
+
+def test_the_genesis_root_commits_to_the_genesis_governance_leaf() -> None:
+    """The genesis state holds the governance leaf of the state every chain starts from; the
+    block without it is the one of before the leaf existed, and another leaf is another
+    genesis."""
+    block, view = genesis_state(config(), PARAMS)
+    assert view.governance_value == genesis_governance_value(PARAMS)
+    assert view.commitment.top.get(GOVERNANCE_KEY) == genesis_governance_value(PARAMS)
+    bare = view.copy()
+    bare.set_governance(None)
+    without = replace(block.header, state_root=bare.state_root())
+    assert without.block_id.hex() == GENESIS_ID_WITHOUT_GOVERNANCE
+    other, other_view = genesis_state(config(), PARAMS, governance=Hash32(b"\x01" * 32))
+    assert other.block_id != block.block_id
+    assert other_view.governance_value == b"\x01" * 32
+    assert genesis_governance_value(PARAMS) != genesis_governance_value(
+        replace(PARAMS, block_reward=PARAMS.block_reward + 1)
+    )
+    assert genesis_governance_value(PARAMS) == genesis_governance_value(
+        replace(PARAMS, slot_ms=PARAMS.slot_ms + 1)  # not governable: not in the leaf
+    )
 
 
 def test_genesis_view_holds_allocations_and_bonded_stake() -> None:

@@ -24,6 +24,7 @@ from p2pchain.testing import (
     valid_blocks,
     view_state,
 )
+from p2pchain.testing.strategies import hashes
 
 
 def _advance(chain: FundedChain, data: st.DataObject, max_blocks: int) -> None:
@@ -70,7 +71,7 @@ def test_finish_block_needs_one_undo_record_per_transaction(chain: FundedChain) 
     block = build_block(chain.view, chain.params, proposer=chain.validator)
     tip, height = chain.view.tip, chain.view.height
     with pytest.raises(ValueError, match="undo records"):
-        chain.view.finish_block(block, [])
+        chain.view.finish_block(block, [], governance_before=chain.view.governance_value)
     assert (chain.view.tip, chain.view.height) == (tip, height)
 
 
@@ -183,28 +184,43 @@ def test_balances_follow_the_outputs(chain: FundedChain) -> None:
 
 @given(data=st.data(), seed=st.integers(min_value=0, max_value=2**32))
 def test_the_state_root_depends_on_the_contents_only(data: st.DataObject, seed: int) -> None:
-    """Views with the same outputs and assets have one root however they were built; removing
-    any one output, or changing one amount, changes it."""
+    """Views with the same outputs, assets and governance leaf have one root however they
+    were built; removing any one output, changing one amount, or changing or leaving out the
+    governance leaf changes it."""
     chain = funded_chain(3, params=FAST_PARAMS)
     _advance(chain, data, 2)
     view = chain.view
+    leaf = view.governance_value
     utxos, assets = view.snapshot()
     items = list(utxos.items())
     random.Random(seed).shuffle(items)
-    rebuilt = UtxoView.from_snapshot(items, list(assets.values())[::-1], view.tip, view.height)
+    rebuilt = UtxoView.from_snapshot(
+        items, list(assets.values())[::-1], view.tip, view.height, governance=leaf
+    )
     assert rebuilt.state_root() == view.state_root()
+    assert rebuilt.governance_value == leaf
     victim = data.draw(st.sampled_from(items))
     fewer = UtxoView.from_snapshot(
-        [item for item in items if item != victim], assets.values(), view.tip, view.height
+        [item for item in items if item != victim],
+        assets.values(),
+        view.tip,
+        view.height,
+        governance=leaf,
     )
     assert fewer.state_root() != view.state_root()
     outpoint = victim[0]
     richer = [
         (o, replace(out, amount=out.amount + 1) if o == outpoint else out) for o, out in items
     ]
-    assert UtxoView.from_snapshot(richer, assets.values(), view.tip, view.height).state_root() != (
-        view.state_root()
-    )
+    assert UtxoView.from_snapshot(
+        richer, assets.values(), view.tip, view.height, governance=leaf
+    ).state_root() != (view.state_root())
+    other = data.draw(hashes().filter(lambda value: value != leaf))
+    for governance in (None, other):
+        changed = UtxoView.from_snapshot(
+            items, assets.values(), view.tip, view.height, governance=governance
+        )
+        assert changed.state_root() != view.state_root()
 
 
 # -- stored records decode strictly ---------------------------------------------------------
@@ -226,6 +242,22 @@ _UNDO = TxUndo(
 def test_stored_asset_records_and_undo_entries_round_trip() -> None:
     assert AssetInfo.from_rlp(_INFO.to_rlp()) == _INFO
     assert TxUndo.from_rlp(_UNDO.to_rlp()) == _UNDO
+    for governance in (None, b"\x06" * 32):
+        undo = UndoData(txs=(_UNDO, TxUndo()), governance=governance)
+        assert UndoData.from_rlp(undo.to_rlp()) == undo
+
+
+@pytest.mark.parametrize(
+    "governance",
+    [b"\x06" * 31, b"\x06" * 33, b"", [b"\x06" * 32], [[]]],
+    ids=["31 bytes", "33 bytes", "empty bytes", "wrapped", "nested"],
+)
+def test_an_undo_record_with_a_malformed_governance_leaf_is_a_decode_error(governance) -> None:
+    """The leaf before the block is 32 bytes or `[]` (none); anything else is refused."""
+    with pytest.raises(DecodeError):
+        UndoData.from_rlp([[_UNDO.to_rlp()], governance])
+    with pytest.raises(DecodeError):  # the layout of before the governance leaf
+        UndoData.from_rlp([_UNDO.to_rlp(), _UNDO.to_rlp(), _UNDO.to_rlp()])
 
 
 @pytest.mark.parametrize(

@@ -189,7 +189,10 @@ async def test_a_node_refuses_light_answers_nobody_asked_for(autojump_clock) -> 
             async with open_swarm(config, lambda: _status_of(node)) as swarm:
                 (event,) = await swarm.events.receive_batch(1)
                 assert isinstance(event, PeerConnected)
-                swarm.send(event.peer_id, Finality(request_id=1, certificate=None))
+                swarm.send(
+                    event.peer_id,
+                    Finality(request_id=1, certificate=None, error=LightError.NOTHING_NEWER),
+                )
                 events = []
                 while not any(isinstance(e, PeerDisconnected) for e in events):
                     events += await swarm.events.receive_batch(16)

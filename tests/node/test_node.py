@@ -476,7 +476,9 @@ def test_sigkilled_node_restarts_with_everything_it_acknowledged(tmp_path):
             assert chain.storage.load().view.snapshot() == chain.head_view().snapshot()
             _, replayed = genesis_state(node_config(tmp_path, genesis_time_ms).genesis, PARAMS)
             for height in range(1, node.head().height + 1):
-                connect_block(replayed, node.get_block_at_height(height), PARAMS)
+                block = node.get_block_at_height(height)
+                governance = chain.store.nodes[block.block_id].governance_root  # the leaf after it
+                connect_block(replayed, block, PARAMS, governance=governance)
             assert replayed.snapshot() == chain.head_view().snapshot()
 
     trio.run(check)

@@ -11,6 +11,8 @@ from p2pchain.protocol.messages import (
     GetBlocksByRange,
     GetFinality,
     GetPeers,
+    GetSnapshotManifest,
+    GetSnapshotPage,
     GetStateProof,
     GetTxProof,
     Hello,
@@ -42,6 +44,8 @@ KINDS = {
         request_id=1, block_id=STATUS.head, query=StateQuery(kind=QueryKind.VALIDATORS)
     ),
     "tx_proof": GetTxProof(request_id=1, txid=TxId(bytes(32))),
+    "snapshot_manifest": GetSnapshotManifest(request_id=1, block_id=STATUS.head),
+    "snapshot_page": GetSnapshotPage(request_id=1, block_id=STATUS.head, subtree=7),
 }
 
 
@@ -139,11 +143,19 @@ def test_a_type_has_one_budget():
 
 
 @pytest.mark.parametrize(
-    ("kind", "burst"), [("finality", 20), ("state_proof", 200), ("tx_proof", 200)]
+    ("kind", "burst"),
+    [
+        ("finality", 20),
+        ("state_proof", 200),
+        ("tx_proof", 200),
+        ("snapshot_manifest", 10),
+        ("snapshot_page", 600),
+    ],
 )
 def test_light_requests_pause_reading_past_their_own_burst(kind, burst):
-    """Each light request costs the node a certificate or a proof: past its burst the asker
-    waits (well before the all-message budget of 4,000 would make it)."""
+    """Each light request costs the node a certificate, a proof, a snapshot's preparation or
+    a page: past its burst the asker waits (well before the all-message budget of 4,000
+    would make it)."""
     limiter = RateLimiter(RateLimits(), 0.0)
     for _ in range(burst):
         limiter.charge(KINDS[kind], 0.0)

@@ -206,7 +206,9 @@ def resign(
     new_header = replace(
         block.header,
         body_root=compute_body_root(block.transactions, block.votes),
-        state_root=state_root_on(local_store(node), block.header.parent, block.transactions),
+        state_root=state_root_on(
+            local_store(node), block.header.parent, block.transactions, slot=block.header.slot
+        ),
         **header,  # type: ignore[arg-type]
     )
     message = header_signing_message(node.params.chain_id, new_header.block_id)

@@ -32,16 +32,21 @@ from p2pchain.protocol.messages import (
     GetBlocksById,
     GetBlocksByRange,
     GetFinality,
+    GetSnapshotManifest,
+    GetSnapshotPage,
     GetStateProof,
     GetTxProof,
     Graft,
     IHave,
     IWant,
+    LightError,
     Peers,
     Ping,
     Pong,
     Prune,
     Publish,
+    SnapshotManifestAnswer,
+    SnapshotPageAnswer,
     StateProofAnswer,
     Status,
     Topic,
@@ -106,6 +111,19 @@ BROKEN_FRAMES = {
     "tx-proof-short-txid": frame(GetTxProof.TYPE, rlp.encode([1, bytes(31)])),
     "unsolicited-finality-answer": frame(Finality.TYPE, rlp.encode([1, [], 1])),
     "unsolicited-state-proof-answer": frame(StateProofAnswer.TYPE, rlp.encode([1, [], 2])),
+    "unsolicited-tx-proof-answer": frame(TxProofAnswer.TYPE, rlp.encode([1, [], 4])),
+    "snapshot-manifest-short-block-id": frame(GetSnapshotManifest.TYPE, rlp.encode([1, bytes(31)])),
+    "snapshot-page-subtree-256": frame(GetSnapshotPage.TYPE, rlp.encode([1, bytes(32), 256, b""])),
+    "snapshot-page-after-31-bytes": frame(
+        GetSnapshotPage.TYPE, rlp.encode([1, bytes(32), 0, bytes(31)])
+    ),
+    "snapshot-page-with-extra-field": frame(
+        GetSnapshotPage.TYPE, rlp.encode([1, bytes(32), 0, b"", b"x"])
+    ),
+    "unsolicited-snapshot-manifest-answer": frame(
+        SnapshotManifestAnswer.TYPE, rlp.encode([1, [], 6])
+    ),
+    "unsolicited-snapshot-page-answer": frame(SnapshotPageAnswer.TYPE, rlp.encode([1, [], 6])),
 }
 
 
@@ -251,12 +269,22 @@ USELESS = {
     "with an error)",
     "tx-proof-of-an-unknown-transaction": "GetTxProof of a transaction nobody made (answered "
     "with an error)",
+    "snapshot-manifest-of-an-unknown-block": "GetSnapshotManifest of a block that is not the "
+    "finalized checkpoint (answered with an error)",
+    "snapshot-page-of-an-unknown-block": "GetSnapshotPage of a block that is not the finalized "
+    "checkpoint (answered with an error)",
 }
 
 LIGHT_ROWS = {
-    "finality-from-an-unknown-checkpoint": Finality,
-    "state-proof-of-an-unknown-block": StateProofAnswer,
-    "tx-proof-of-an-unknown-transaction": TxProofAnswer,
+    # row: (the answer's type, the error it carries)
+    "finality-from-an-unknown-checkpoint": (Finality, LightError.NOTHING_NEWER),
+    "state-proof-of-an-unknown-block": (StateProofAnswer, LightError.UNKNOWN_BLOCK),
+    "tx-proof-of-an-unknown-transaction": (TxProofAnswer, LightError.NOT_FOUND),
+    "snapshot-manifest-of-an-unknown-block": (
+        SnapshotManifestAnswer,
+        LightError.SNAPSHOT_UNAVAILABLE,
+    ),
+    "snapshot-page-of-an-unknown-block": (SnapshotPageAnswer, LightError.SNAPSHOT_UNAVAILABLE),
 }
 
 
@@ -289,6 +317,11 @@ async def test_a_useless_valid_message_is_ignored_at_no_cost(
             messages = [GetStateProof(request_id=5, block_id=BlockId(os.urandom(32)), query=query)]
         elif name == "tx-proof-of-an-unknown-transaction":
             messages = [GetTxProof(request_id=6, txid=TxId(os.urandom(32)))]
+        elif name == "snapshot-manifest-of-an-unknown-block":
+            messages = [GetSnapshotManifest(request_id=7, block_id=BlockId(os.urandom(32)))]
+        elif name == "snapshot-page-of-an-unknown-block":
+            unknown_block = BlockId(os.urandom(32))
+            messages = [GetSnapshotPage(request_id=8, block_id=unknown_block, subtree=0)]
         else:
             request = GetBlocksByRange(request_id=3, start_height=0, count=1)
             messages = [request, request]
@@ -307,14 +340,14 @@ async def test_a_useless_valid_message_is_ignored_at_no_cost(
             if name != "duplicate-getblocks":
                 assert answers()[0].blocks == ()
         if name in LIGHT_ROWS:
-            kind = LIGHT_ROWS[name]
+            kind, error = LIGHT_ROWS[name]
 
             def light_answers() -> list[object]:
                 return [m for m in peer.received if isinstance(m, kind)]
 
             await peer.wait_for(lambda: bool(light_answers()))
             (answer,) = light_answers()
-            assert answer.error is not None  # type: ignore[attr-defined]
+            assert answer.error is error, answer  # type: ignore[attr-defined]
         assert peer.is_active
     finally:
         await peer.aclose()

@@ -232,7 +232,7 @@ class Scene:
             slot=Slot(slot),
             proposer=proposer or signer.public_key,
             body_root=body_root or compute_body_root(tuple(body), tuple(votes)),
-            state_root=state_root or state_root_on(self.store, parent, body),
+            state_root=state_root or state_root_on(self.store, parent, body, slot=slot),
         )
         if signature is None:
             message = header_signing_message(chain_id or params.chain_id, header.block_id)
