@@ -661,8 +661,9 @@ async def _start_from_snapshot(
     config: NodeConfig, storage: ChainStore, worker: StorageWorker
 ) -> None:
     """Fill a fresh store with the state at the newest checkpoint the bootnodes prove final
-    (`fetch_snapshot`, as a light client from genesis); leave it as it is when only genesis
-    is final or no peer could serve one (the node then syncs from genesis as usual)."""
+    (`fetch_snapshot`, as a light client from `trusted_checkpoint` or genesis); leave it as it
+    is when only genesis is final or no peer could serve one (the node then syncs from
+    genesis as usual)."""
     light = LightConfig(
         params=config.params,
         genesis=config.genesis,

@@ -425,15 +425,8 @@ class MemoryChainStore:
     def _connect(self, commit: BlockCommit) -> None:
         block, block_id = commit.block, commit.block.block_id
         delta = _block_delta(block, commit.undo)
-        self._blocks[block_id] = block
         self._undo[block_id] = commit.undo
-        self._canonical[block.header.height] = block_id
-        for position, tx in enumerate(block.transactions):
-            self._txs[tx.txid] = TxLocation(
-                block_id=block_id, height=block.header.height, position=position
-            )
-        for retirement in _retirements_of(block):
-            self._retirements.setdefault(retirement.asset, {})[retirement.certificate] = retirement
+        self._make_canonical(block)
         for outpoint, _ in delta.spent:
             self._utxos.pop(outpoint, None)
         self._utxos.update(delta.created)
@@ -443,6 +436,17 @@ class MemoryChainStore:
         self.record_forkchoice(
             justified=commit.justified, finalized=commit.finalized, votes=commit.votes
         )
+
+    def _make_canonical(self, block: Block) -> None:
+        """Store `block` as canonical at its height, indexing its transactions and
+        retirements."""
+        block_id, height = block.block_id, block.header.height
+        self._blocks[block_id] = block
+        self._canonical[height] = block_id
+        for position, tx in enumerate(block.transactions):
+            self._txs[tx.txid] = TxLocation(block_id=block_id, height=height, position=position)
+        for retirement in _retirements_of(block):
+            self._retirements.setdefault(retirement.asset, {})[retirement.certificate] = retirement
 
     def revert_block(self, block_id: BlockId) -> None:
         block = self._revertible(block_id)
@@ -481,14 +485,7 @@ class MemoryChainStore:
         block, block_id = anchor.block, anchor.block.block_id
         utxos, assets = sorted(view), sorted(view.assets().values(), key=lambda i: i.asset)
         self._anchor = (anchor, utxos, assets)
-        self._blocks[block_id] = block
-        self._canonical[block.header.height] = block_id
-        for position, tx in enumerate(block.transactions):
-            self._txs[tx.txid] = TxLocation(
-                block_id=block_id, height=block.header.height, position=position
-            )
-        for retirement in _retirements_of(block):
-            self._retirements.setdefault(retirement.asset, {})[retirement.certificate] = retirement
+        self._make_canonical(block)
         self._utxos = dict(utxos)
         self._assets = {info.asset: info for info in assets}
         self._head = block_id
