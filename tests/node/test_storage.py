@@ -21,6 +21,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from p2pchain.consensus.anchor import Anchor
 from p2pchain.errors import StorageError
 from p2pchain.ledger.block import Block
 from p2pchain.ledger.encoding import decode, encode
@@ -608,3 +609,47 @@ def test_the_vote_pool_is_kept_as_a_model_says_and_survives_a_reopen(
     reopened = open_sqlite(path)
     assert sorted(map(encode, reopened.load().pooled_votes)) == sorted(model)
     reopened.close()
+
+
+def test_a_fresh_store_installs_a_snapshot_and_gives_its_state_back(store: ChainStore) -> None:
+    builder = fresh_builder(7)
+    blocks = [builder.extend()[0] for _ in range(3)]
+    view, top = builder.view, blocks[-1]
+    anchor = Anchor(
+        checkpoint=Checkpoint(epoch=1, block_id=top.block_id),
+        block=top,
+        governance=b"\xc0",
+        history=(),
+    )
+    assert store.anchor() is None
+    store.install_anchor(anchor, view)
+    assert store.head == top.block_id
+    anchored = store.anchor()
+    assert anchored is not None
+    got, state = anchored
+    assert got == anchor
+    assert (state.snapshot(), state.tip, state.height) == (view.snapshot(), view.tip, view.height)
+    stored = store.load()
+    assert stored.view.snapshot() == view.snapshot()
+    assert stored.finalized == stored.justified == anchor.checkpoint
+    assert store.canonical_block_id(top.header.height) == top.block_id
+    assert store.canonical_block_id(1) is None  # no history below the anchor
+    assert store.transaction_location(top.transactions[0].txid) is not None
+    with pytest.raises(StorageError, match="nothing but genesis"):
+        store.install_anchor(anchor, view)  # once only
+
+
+def test_a_store_holding_blocks_refuses_a_snapshot(store: ChainStore) -> None:
+    builder = fresh_builder(8)
+    block = extend(store, builder)
+    anchor = Anchor(
+        checkpoint=Checkpoint(epoch=0, block_id=block.block_id),
+        block=block,
+        governance=b"\xc0",
+        history=(),
+    )
+    before = summary(store)
+    with pytest.raises(StorageError, match="nothing but genesis"):
+        store.install_anchor(anchor, builder.view)
+    assert summary(store) == before
+    assert store.anchor() is None
