@@ -354,12 +354,14 @@ def _bool(data: dict[str, object], name: str, path: Path) -> bool:
 
 
 def parse_checkpoint(text: str) -> Checkpoint:
-    """``EPOCH:BLOCK_ID`` (decimal epoch, 64 hex digits) as a `Checkpoint`.
+    """``EPOCH:BLOCK_ID`` (decimal epoch, 64 hex digits, ``0x`` allowed: `chain_finalized`'s
+    ``epoch`` and ``blockId``) as a `Checkpoint`.
 
     Raises:
         ValueError: not of that form.
     """
     epoch, sep, block = text.partition(":")
+    block = block.removeprefix("0x")
     if not sep or not epoch.isdigit() or len(block) != 64:
         raise ValueError(f"expected EPOCH:BLOCK_ID (64 hex digits), got {text!r}")
     if int(epoch) > MAX_UINT64:

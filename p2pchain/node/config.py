@@ -200,7 +200,7 @@ class NodeConfig:
     history below it is then not held. Ignored once the database holds blocks."""
     trusted_checkpoint: Checkpoint | None = None
     """Where snapshot sync starts trusting: a recent finalized checkpoint known out of band
-    (another node's `p2p_nodeInfo`, an explorer). None: genesis, which only works while the
+    (`chain_finalized` on a node you trust, an explorer). None: genesis, which only works while the
     nodes still keep the votes that certify every epoch since (`ARCHIVE_EPOCHS`)."""
     dev_rpc: bool = False
     """Serve the dev_* RPC methods that move this node's clock. Never on a public node: any

@@ -11,6 +11,7 @@ from p2pchain.cli.config import dump_node, load_network, load_node, read_key
 from p2pchain.errors import ConfigError
 from p2pchain.ledger.address import address_of
 from p2pchain.ledger.genesis import genesis_block
+from p2pchain.ledger.vote import Checkpoint
 
 
 def test_init_writes_a_loadable_network(tmp_path: Path) -> None:
@@ -100,6 +101,45 @@ def test_a_public_address_survives_a_round_trip(tmp_path: Path) -> None:
     assert CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)]).exit_code == 0
     path = tmp_path / "node0" / "node.toml"
     node = replace(load_node(path), public_addr="node-0.validators.example")
+    dump_node(node, path)
+    assert load_node(path) == node
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("trusted_checkpoint = '12'", "trusted_checkpoint: expected EPOCH:BLOCK_ID"),
+        ("trusted_checkpoint = '-1:" + "00" * 32 + "'", "trusted_checkpoint: expected"),
+        ("trusted_checkpoint = '3:" + "0" * 63 + "'", "trusted_checkpoint: expected"),
+        ("trusted_checkpoint = '3:" + "zz" * 32 + "'", "trusted_checkpoint: non-hex"),
+        ("trusted_checkpoint = '" + "9" * 21 + ":" + "00" * 32 + "'", "out of range"),
+        ("trusted_checkpoint = 3", "trusted_checkpoint"),
+        ("snapshot_sync = 'yes'", "snapshot_sync"),
+    ],
+)
+def test_a_bad_snapshot_setting_is_refused_naming_the_file(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    assert CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)]).exit_code == 0
+    path = tmp_path / "node0" / "node.toml"
+    path.write_text(path.read_text() + line + "\n")
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_node(path)
+    assert str(path) in str(raised.value)
+
+
+def test_snapshot_settings_survive_a_round_trip_and_take_chain_finalized_ids(
+    tmp_path: Path,
+) -> None:
+    assert CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)]).exit_code == 0
+    path = tmp_path / "node0" / "node.toml"
+    block = "ab" * 32
+    path.write_text(
+        path.read_text() + f"snapshot_sync = true\ntrusted_checkpoint = '7:0x{block}'\n"
+    )
+    node = load_node(path)
+    assert node.snapshot_sync
+    assert node.trusted_checkpoint == Checkpoint(epoch=7, block_id=bytes.fromhex(block))
     dump_node(node, path)
     assert load_node(path) == node
 
