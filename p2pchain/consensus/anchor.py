@@ -31,7 +31,7 @@ from p2pchain.ledger.encoding import (
     read_uint,
     uint_bytes,
 )
-from p2pchain.ledger.genesis import GenesisConfig, genesis_block
+from p2pchain.ledger.genesis import GenesisConfig
 from p2pchain.ledger.snapshot import MAX_GOVERNANCE_STATE_BYTES
 from p2pchain.ledger.types import BlockId, Epoch, Height, PublicKey, Slot
 from p2pchain.ledger.utxo import UtxoView
@@ -149,7 +149,11 @@ def check_anchor_history(params: ChainParams, anchor: Anchor) -> None:
 
 
 def get_anchored_store(
-    params: ChainParams, genesis_config: GenesisConfig, anchor: Anchor, view: UtxoView
+    params: ChainParams,
+    genesis_config: GenesisConfig,
+    genesis_id: BlockId,
+    anchor: Anchor,
+    view: UtxoView,
 ) -> Store:
     """A store whose finalized and justified checkpoint is `anchor.checkpoint`, holding the
     state `view` after the anchor block (the store takes the view over).
@@ -201,7 +205,7 @@ def get_anchored_store(
     return Store(
         params=params,
         genesis_time_ms=genesis_config.genesis_time_ms,
-        genesis_id=genesis_block(genesis_config, params).block_id,
+        genesis_id=genesis_id,
         current_slot=block.header.slot,
         nodes=nodes,
         tree=ProtoArray(root.block_id),

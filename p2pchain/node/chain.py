@@ -713,7 +713,9 @@ class ChainService:
 
     def _start_at(self, anchor: Anchor, view: UtxoView) -> None:
         """Start the fork choice at the snapshot the store was started from, not genesis."""
-        self.store = get_anchored_store(self.params, self.genesis, anchor, view)
+        self.store = get_anchored_store(
+            self.params, self.genesis, self.store.genesis_id, anchor, view
+        )
         self._index = TxIndex(anchor.block, rejected_history=self.limits.rejected_history)
         self._history_floor = anchor.block.header.height
         self._saved_justified = self._saved_finalized = anchor.checkpoint

@@ -76,6 +76,16 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_network(tmp_path / "nope.toml")
 
 
+def _refused_naming_the_file(tmp_path: Path, line: str, message: str) -> None:
+    """`line` appended to an initialised node.toml is refused with `message`, naming it."""
+    assert CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)]).exit_code == 0
+    path = tmp_path / "node0" / "node.toml"
+    path.write_text(path.read_text() + line + "\n")
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_node(path)
+    assert str(path) in str(raised.value)
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -89,12 +99,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_a_public_address_peers_cannot_use_is_refused_naming_the_file(
     tmp_path: Path, line: str, message: str
 ) -> None:
-    assert CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)]).exit_code == 0
-    path = tmp_path / "node0" / "node.toml"
-    path.write_text(path.read_text() + line + "\n")
-    with pytest.raises(ConfigError, match=message) as raised:
-        load_node(path)
-    assert str(path) in str(raised.value)
+    _refused_naming_the_file(tmp_path, line, message)
 
 
 def test_a_public_address_survives_a_round_trip(tmp_path: Path) -> None:
@@ -120,12 +125,7 @@ def test_a_public_address_survives_a_round_trip(tmp_path: Path) -> None:
 def test_a_bad_snapshot_setting_is_refused_naming_the_file(
     tmp_path: Path, line: str, message: str
 ) -> None:
-    assert CliRunner().invoke(cli, ["init", "--dir", str(tmp_path)]).exit_code == 0
-    path = tmp_path / "node0" / "node.toml"
-    path.write_text(path.read_text() + line + "\n")
-    with pytest.raises(ConfigError, match=message) as raised:
-        load_node(path)
-    assert str(path) in str(raised.value)
+    _refused_naming_the_file(tmp_path, line, message)
 
 
 def test_snapshot_settings_survive_a_round_trip_and_take_chain_finalized_ids(
