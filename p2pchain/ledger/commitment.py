@@ -20,6 +20,7 @@ starts from (`genesis_governance_value`), so that a genesis block is built witho
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 from p2pchain.ledger.crypto import tagged_hash
@@ -40,6 +41,9 @@ STAKE_VALUE_TAG: Final = b"p2pchain/state/stake"
 GOVERNANCE_KEY_TAG: Final = b"p2pchain/state/governance"
 GOVERNANCE_VALUE_TAG: Final = b"p2pchain/state/governance-state"
 
+_SHA256 = hashlib.sha256
+_STAKE = LockKind.STAKE
+
 VALIDATORS_KEY: Final = tagged_hash(VALIDATORS_KEY_TAG, b"")
 GOVERNANCE_KEY: Final = tagged_hash(GOVERNANCE_KEY_TAG, b"")
 
@@ -53,9 +57,11 @@ def asset_key(asset: AssetId) -> Hash32:
 
 
 def outpoint_key(outpoint: OutPoint) -> Hash32:
-    """``tagged_hash(tag, txid || u32be(index))``: no RLP, it is computed for every output
-    created and spent."""
-    return tagged_hash(OUTPOINT_KEY_TAG, outpoint.txid + outpoint.index.to_bytes(4, "big"))
+    """``tagged_hash(tag, txid || u32be(index))``: no RLP, and `tagged_hash` inlined, as it
+    is computed for every output created and spent."""
+    return Hash32(
+        _SHA256(OUTPOINT_KEY_TAG + outpoint.txid + outpoint.index.to_bytes(4, "big")).digest()
+    )
 
 
 def validator_key(key: PublicKey) -> Hash32:
@@ -64,9 +70,9 @@ def validator_key(key: PublicKey) -> Hash32:
 
 def output_value(output: TxOutput, encoded: bytes | None = None) -> Hash32:
     """``tagged_hash(tag, rlp(output))``; `encoded` is that RLP when the caller has it."""
-    return tagged_hash(
-        OUTPUT_VALUE_TAG, encode_item(output.to_rlp()) if encoded is None else encoded
-    )
+    if encoded is None:
+        encoded = encode_item(output.to_rlp())
+    return Hash32(_SHA256(OUTPUT_VALUE_TAG + encoded).digest())
 
 
 def asset_value(encoded_info: bytes) -> Hash32:
@@ -116,11 +122,21 @@ class StateCommitment:
     account touched since the last call.
     """
 
-    __slots__ = ("_accounts", "_dirty", "_stakes", "_top", "_validators", "_validators_dirty")
+    __slots__ = (
+        "_account_keys",
+        "_accounts",
+        "_dirty",
+        "_stakes",
+        "_top",
+        "_validators",
+        "_validators_dirty",
+    )
 
     def __init__(self) -> None:
         self._top = Trie()
         self._accounts: dict[Address, Trie] = {}
+        self._account_keys: dict[Address, Hash32] = {}
+        """`account_key` of each address in `_accounts`: hashed once, not at every root."""
         self._dirty: set[Address] = set()
         self._validators = Trie()
         self._stakes: dict[PublicKey, int] = {}
@@ -131,6 +147,7 @@ class StateCommitment:
         clone = StateCommitment()
         clone._top = self._top.copy()
         clone._accounts = {address: trie.copy() for address, trie in self._accounts.items()}
+        clone._account_keys = dict(self._account_keys)
         clone._validators = self._validators.copy()
         clone._stakes = dict(self._stakes)
         return clone
@@ -139,19 +156,24 @@ class StateCommitment:
         self, outpoint: OutPoint, output: TxOutput, encoded: bytes | None = None
     ) -> None:
         """`encoded` is the output's RLP when the caller has it (cut from its transaction)."""
-        trie = self._accounts.get(output.address)
+        address = output.address
+        trie = self._accounts.get(address)
         if trie is None:
-            trie = self._accounts[output.address] = Trie()
+            trie = self._accounts[address] = Trie()
+            self._account_keys[address] = account_key(address)
         trie.set(outpoint_key(outpoint), output_value(output, encoded))
-        self._dirty.add(output.address)
-        if output.lock.kind is LockKind.STAKE:
-            self._add_stake(PublicKey(output.lock.key), output.amount)
+        self._dirty.add(address)
+        lock = output.lock
+        if lock.kind is _STAKE:
+            self._add_stake(PublicKey(lock.key), output.amount)
 
     def remove_output(self, outpoint: OutPoint, output: TxOutput) -> None:
-        self._accounts[output.address].delete(outpoint_key(outpoint))
-        self._dirty.add(output.address)
-        if output.lock.kind is LockKind.STAKE:
-            self._add_stake(PublicKey(output.lock.key), -output.amount)
+        address = output.address
+        self._accounts[address].delete(outpoint_key(outpoint))
+        self._dirty.add(address)
+        lock = output.lock
+        if lock.kind is _STAKE:
+            self._add_stake(PublicKey(lock.key), -output.amount)
 
     def set_asset(self, asset: AssetId, encoded_info: bytes | None) -> None:
         """Record an asset's `AssetInfo` (its RLP encoding), or forget it (None)."""
@@ -185,14 +207,14 @@ class StateCommitment:
 
     def root(self) -> Hash32:
         """The state root: the top trie's, after folding in every account changed since."""
-        top = self._top
+        top, keys = self._top, self._account_keys
         for address in self._dirty:
             trie = self._accounts[address]
             if len(trie):
-                top.set(account_key(address), trie.root())
+                top.set(keys[address], trie.root())
             else:
                 del self._accounts[address]
-                key = account_key(address)
+                key = keys.pop(address)
                 if top.get(key) is not None:  # not there when it came and went since
                     top.delete(key)
         self._dirty.clear()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Self, cast
+from typing import Final, Self
 
 from p2pchain.errors import DecodeError, InvalidProof
 from p2pchain.ledger.encoding import RLPItem, read_fixed, read_list, read_uint, uint_bytes
@@ -58,12 +58,17 @@ class _Leaf:
 
 
 class _Branch:
-    __slots__ = ("children", "count", "hash")
+    """`hashes` are the 16 child hashes as of the last rehash; bit i of `dirty` says child i
+    changed since, so a rehash visits only the children that changed, not all 16."""
+
+    __slots__ = ("children", "count", "dirty", "hash", "hashes")
 
     def __init__(self) -> None:
         self.children: list[_Node | None] = [None] * 16
+        self.hashes: list[bytes] = [EMPTY_ROOT] * 16
         self.count = 0
         self.hash: bytes | None = None
+        self.dirty = 0
 
 
 _Node = _Leaf | _Branch
@@ -76,15 +81,22 @@ def _node_hash(node: _Node) -> bytes:
     if isinstance(node, _Leaf):
         digest = _SHA256(_LEAF + node.key + node.value).digest()
     else:
-        digest = _SHA256(
-            _BRANCH
-            + b"".join(
-                [
-                    EMPTY_ROOT if child is None else (child.hash or _node_hash(child))
-                    for child in node.children
-                ]
-            )
-        ).digest()
+        hashes, children, dirty = node.hashes, node.children, node.dirty
+        while dirty:
+            lowest = dirty & -dirty
+            dirty ^= lowest
+            slot = lowest.bit_length() - 1
+            child = children[slot]
+            if child is None:
+                hashes[slot] = EMPTY_ROOT
+            elif child.hash is not None:
+                hashes[slot] = child.hash
+            elif isinstance(child, _Leaf):  # most changed children: hashed here, not called
+                hashes[slot] = child.hash = _SHA256(_LEAF + child.key + child.value).digest()
+            else:
+                hashes[slot] = _node_hash(child)
+        node.dirty = 0
+        digest = _SHA256(_BRANCH + b"".join(hashes)).digest()
     node.hash = digest
     return digest
 
@@ -97,6 +109,7 @@ def _copy(node: _Node) -> _Node:
     branch = _Branch()
     branch.children = [None if child is None else _copy(child) for child in node.children]
     branch.count, branch.hash = node.count, node.hash
+    branch.dirty, branch.hashes = node.dirty, list(node.hashes)
     return branch
 
 
@@ -242,10 +255,11 @@ class Trie:
             return
         parent: _Branch | None = None
         depth = 0
-        while type(node) is _Branch:  # the hot loop of every update: `nibble` inlined
-            node.hash = None
+        while isinstance(node, _Branch):  # the hot loop of every update: `nibble` inlined
             byte = key[depth >> 1]
             slot = byte & 0x0F if depth & 1 else byte >> 4
+            node.hash = None
+            node.dirty |= 1 << slot
             child = node.children[slot]
             if child is None:
                 node.children[slot] = _Leaf(key, value)
@@ -254,7 +268,7 @@ class Trie:
                 return
             parent, node = node, child
             depth += 1
-        leaf = cast(_Leaf, node)  # the loop ends only at a leaf
+        leaf = node  # the loop ends only at a leaf
         if leaf.key == key:
             leaf.value, leaf.hash = value, None
             return
@@ -274,21 +288,23 @@ class Trie:
         path: list[tuple[_Branch, int]] = []
         node = self._root
         depth = 0
-        while type(node) is _Branch:
+        while isinstance(node, _Branch):
             byte = key[depth >> 1]
             slot = byte & 0x0F if depth & 1 else byte >> 4
+            # Marked on the way down: should the key be missing, the rehash this causes
+            # gives the same hashes back.
+            node.hash = None
+            node.dirty |= 1 << slot
             path.append((node, slot))
             node = node.children[slot]
             depth += 1
-        end = cast(_Leaf | None, node)  # the loop ends at a leaf or an empty child
+        end = node  # the loop ends at a leaf or an empty child
         if end is None or end.key != key:
             raise KeyError(key.hex())
         self._size -= 1
         if not path:
             self._root = None
             return
-        for branch, _ in path:
-            branch.hash = None
         branch, slot = path[-1]
         branch.children[slot] = None
         branch.count -= 1
@@ -358,10 +374,12 @@ def _split(old: _Leaf, new: _Leaf, depth: int) -> _Branch:
             branch.children[old_slot] = old
             branch.children[new_slot] = new
             branch.count = 2
+            branch.dirty = 1 << old_slot | 1 << new_slot
             return top
         inner = _Branch()
         branch.children[old_slot] = inner
         branch.count = 1
+        branch.dirty = 1 << old_slot
         branch = inner
         depth += 1
 
