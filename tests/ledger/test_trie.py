@@ -34,10 +34,11 @@ operations = st.lists(
 def _run(
     ops: list[tuple[str, bytes, bytes]],
     after_each: Callable[[Trie, dict[bytes, bytes]], None] = lambda trie, model: None,
+    start: tuple[Trie, dict[bytes, bytes]] | None = None,
 ) -> tuple[Trie, dict[bytes, bytes]]:
-    """Apply `ops` to a trie and to a dict (the model), calling `after_each` after every one;
-    deleting an absent key must raise KeyError."""
-    trie, model = Trie(), {}
+    """Apply `ops` to a trie and to a dict (the model), empty or `start`, calling `after_each`
+    after every one; deleting an absent key must raise KeyError."""
+    trie, model = (Trie(), {}) if start is None else start
     for op, key, value in ops:
         if op == "set":
             trie.set(key, value)
@@ -75,6 +76,19 @@ def test_the_root_does_not_depend_on_the_order_of_updates(ops, rng) -> None:
 def test_a_batch_of_updates_hashed_once_gives_the_same_root(ops) -> None:
     """`root()` called only at the end (as once per block) equals the model too."""
     trie, model = _run(ops)
+    assert trie.root() == naive_trie_root(model)
+
+
+@given(operations, operations)
+def test_rehashing_at_any_points_gives_the_root_of_the_contents(ops, more) -> None:
+    """Changes marked before one `root()` and after it, and a copy taken with changes not yet
+    rehashed: each rehash folds in exactly what changed since the last."""
+    trie, model = _run(ops)
+    trie.root()
+    clone = trie.copy()
+    _, clone_model = _run(more, start=(clone, dict(model)))
+    unhashed = clone.copy()
+    assert clone.root() == unhashed.root() == naive_trie_root(clone_model)
     assert trie.root() == naive_trie_root(model)
 
 
