@@ -25,7 +25,8 @@ import pytest
 import trio
 
 from p2pchain.ledger.crypto import sha256
-from p2pchain.ledger.types import BlockId
+from p2pchain.ledger.proofs import QueryKind, StateQuery
+from p2pchain.ledger.types import BlockId, Epoch, TxId
 from p2pchain.ledger.vote import Checkpoint
 from p2pchain.net import InboundMessage, SwarmConfig, open_swarm
 from p2pchain.net.swarm import Swarm
@@ -39,9 +40,15 @@ from p2pchain.protocol.messages import (
     MESSAGE_ID_BYTES,
     Blocks,
     DisconnectReason,
+    Finality,
     GetBlocksById,
     GetBlocksByRange,
+    GetFinality,
     GetPeers,
+    GetSnapshotManifest,
+    GetSnapshotPage,
+    GetStateProof,
+    GetTxProof,
     IHave,
     IWant,
     Message,
@@ -49,8 +56,12 @@ from p2pchain.protocol.messages import (
     Ping,
     Pong,
     Publish,
+    SnapshotManifestAnswer,
+    SnapshotPageAnswer,
+    StateProofAnswer,
     Status,
     Topic,
+    TxProofAnswer,
 )
 from p2pchain.testing.adversary import (
     Ending,
@@ -562,6 +573,66 @@ async def test_a_block_request_flood_is_paused_without_penalty(
 
         await peer.wait_for(answered)
         assert answered(), peer.ending
+        await barrier(peer, 1)
+        assert await score_of(node, peer) == 0.0
+    await wait_no_peers(node)
+    await verdict.check(transport)
+
+
+def _light_requests(kind: str, count: int) -> list[Message]:
+    """`count` requests of `kind`, each of something the node does not have (so each is
+    answered at once with an error: the flood tests the budget, not the work behind it)."""
+    unknown = BlockId(sha256(b"a block nobody made"))
+    if kind == "snapshot-page":
+        return [
+            GetSnapshotPage(request_id=i, block_id=unknown, subtree=i % 256) for i in range(count)
+        ]
+    if kind == "snapshot-manifest":
+        return [GetSnapshotManifest(request_id=i, block_id=unknown) for i in range(count)]
+    if kind == "state-proof":
+        query = StateQuery(kind=QueryKind.VALIDATORS)
+        return [GetStateProof(request_id=i, block_id=unknown, query=query) for i in range(count)]
+    if kind == "tx-proof":
+        return [GetTxProof(request_id=i, txid=TxId(sha256(b"tx %d" % i))) for i in range(count)]
+    trusted = Checkpoint(epoch=Epoch(3), block_id=unknown)
+    return [GetFinality(request_id=i, trusted=trusted) for i in range(count)]
+
+
+LIGHT_FLOODS = {
+    # kind: (rate, burst, the answer's type, requests sent: past the burst by 1.5 s of refill)
+    "snapshot-page": (50.0, 600, SnapshotPageAnswer, 675),
+    "snapshot-manifest": (1.0, 10, SnapshotManifestAnswer, 12),
+    "state-proof": (50.0, 200, StateProofAnswer, 275),
+    "tx-proof": (50.0, 200, TxProofAnswer, 275),
+    "finality": (2.0, 20, Finality, 23),
+}
+
+
+@pytest.mark.parametrize("kind", list(LIGHT_FLOODS))
+async def test_a_light_request_flood_is_paused_without_penalty(
+    node: NodeProcess, sources: Sources, transport: str, kind: str
+) -> None:
+    """Light-client and snapshot requests past their budgets (snapshot pages 50/s, burst 600;
+    manifests 1/s, burst 10; state and tx proofs 50/s, burst 200; finality 2/s, burst 20):
+    the node reads at most the burst plus the refill, serves an honest peer meanwhile,
+    answers every request once, and the flooder keeps a score of 0."""
+    rate, burst, answer, count = LIGHT_FLOODS[kind]
+    verdict = await Verdict.before_attack(node)
+    peer = await connect_active(node, transport, next(sources.group()))
+    async with closing([peer]):
+        started = trio.current_time()
+        for request in _light_requests(kind, count):
+            peer.conn.send(request)  # through the connection, which then expects the answers
+        await flush(peer)
+        read = await messages_received(node, peer)
+        assert read <= burst + rate * (trio.current_time() - started) + 10, read
+        await honest_peer_is_served(node, transport)
+
+        def answered() -> bool:
+            return sum(isinstance(m, answer) for m in peer.received) >= count
+
+        await peer.wait_for(answered)
+        assert sum(isinstance(m, answer) for m in peer.received) == count, peer.ending
         await barrier(peer, 1)
         assert await score_of(node, peer) == 0.0
     await wait_no_peers(node)
