@@ -427,7 +427,12 @@ class ChainService:
         node = self.store.nodes.get(block_id)
         if node is None or (node.block is None and node.height <= self.store.anchor_height):
             return None
-        return self._body(node).header
+        if node.block is not None:
+            return node.block.header
+        header = self.storage.get_header(block_id)  # the header alone: no body decoded
+        if header is None:
+            raise StorageError(f"finalized block {block_id.hex()} is missing from storage")
+        return header
 
     async def prove_state(self, block_id: BlockId, query: StateQuery) -> StateProof:
         """The proof answering `query` in the state after `block_id` (the finalized block or

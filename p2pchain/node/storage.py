@@ -33,9 +33,10 @@ import trio
 from p2pchain.consensus.anchor import Anchor
 from p2pchain.errors import DecodeError, StorageError
 from p2pchain.ledger.address import address_of
-from p2pchain.ledger.block import Block
+from p2pchain.ledger.block import Block, read_signed_header
 from p2pchain.ledger.commitment import governance_value
 from p2pchain.ledger.encoding import W, decode, encode
+from p2pchain.ledger.header import BlockHeader, SignedHeader
 from p2pchain.ledger.tx import OutPoint, RetirePayload, Transaction, TxKind, TxOutput
 from p2pchain.ledger.types import (
     Address,
@@ -235,6 +236,11 @@ class ChainStore(Protocol):
         thread than the writer's, also while a write runs there: these three read the last
         committed state (the node answers queries about old blocks from the event loop).
         """
+        ...
+
+    def get_header(self, block_id: BlockId) -> BlockHeader | None:
+        """A stored block's header, read without decoding its body (a light-client
+        certificate reads thousands of them); as safe from another thread as `get_block`."""
         ...
 
     def canonical_block_id(self, height: Height) -> BlockId | None: ...
@@ -523,6 +529,10 @@ class MemoryChainStore:
 
     def get_block(self, block_id: BlockId) -> Block | None:
         return self._blocks.get(block_id)
+
+    def get_header(self, block_id: BlockId) -> BlockHeader | None:
+        block = self._blocks.get(block_id)
+        return None if block is None else block.header
 
     def canonical_block_id(self, height: Height) -> BlockId | None:
         return self._canonical.get(height)
@@ -1027,6 +1037,12 @@ class SqliteChainStore:
     def _block(self, block_id: BlockId, *, reader: bool) -> Block | None:
         row = self._one("SELECT data FROM blocks WHERE id = ?", (block_id,), reader=reader)
         return None if row is None else _decoded(Block, row[0], Block.from_bytes)
+
+    def get_header(self, block_id: BlockId) -> BlockHeader | None:
+        row = self._one("SELECT data FROM blocks WHERE id = ?", (block_id,), reader=True)
+        if row is None:
+            return None
+        return _decoded(SignedHeader, row[0], read_signed_header).header
 
     def _undo(self, block_id: BlockId) -> UndoData | None:
         row = self._one("SELECT data FROM undo WHERE id = ?", (block_id,))

@@ -236,6 +236,22 @@ def test_retirements_follow_the_canonical_chain_in_both_stores(tmp_path: Path) -
         assert listed(store) == [item for item in expected if item[1] < last_block.header.height]
 
 
+def test_a_header_is_read_as_the_stored_blocks_own_and_a_corrupt_one_is_a_storage_error(
+    store: ChainStore,
+) -> None:
+    builder = fresh_builder(7)
+    blocks = [extend(store, builder) for _ in range(3)]
+    for block in (GENESIS, *blocks):
+        assert store.get_header(block.block_id) == block.header
+    assert store.get_header(BlockId(bytes(32))) is None
+    if isinstance(store, SqliteChainStore):
+        store.close()
+        with sqlite3.connect(store.path) as db:
+            db.execute("UPDATE blocks SET data = ? WHERE id = ?", (b"\xc0", blocks[0].block_id))
+        with open_sqlite(store.path) as reopened, pytest.raises(StorageError, match="corrupt"):
+            reopened.get_header(blocks[0].block_id)
+
+
 def test_commit_must_extend_the_head(store: ChainStore) -> None:
     builder = fresh_builder(5)
     first = extend(store, builder)
