@@ -232,9 +232,9 @@ class ChainStore(Protocol):
     def get_block(self, block_id: BlockId) -> Block | None:
         """A stored block (canonical or not).
 
-        Like `canonical_block_id` and `transaction_location`, safe to call from another
-        thread than the writer's, also while a write runs there: these three read the last
-        committed state (the node answers queries about old blocks from the event loop).
+        Like `get_header`, `canonical_block_id` and `transaction_location`, safe to call from
+        another thread than the writer's, also while a write runs there: these four read the
+        last committed state (the node answers queries about old blocks from the event loop).
         """
         ...
 
