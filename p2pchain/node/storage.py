@@ -163,16 +163,17 @@ class BlockCommit:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredChain:
-    """What a restarting node needs: the head and its UTXO view, blocks and fork-choice state.
+    """What a restarting node needs: the head, blocks and fork-choice state.
 
     `blocks` are every stored block (canonical or not) from the finalized block's height up, by
-    height then id; `view` is the UTXO set and asset registry at `head`.
+    height then id. The UTXO set is not part of it (`ChainStore.head_view` reads it): the node
+    rebuilds its state by replaying blocks, and reading every output at each start would be
+    work thrown away.
     """
 
     genesis: BlockId
     head: BlockId
     blocks: tuple[Block, ...]
-    view: UtxoView
     justified: Checkpoint | None
     finalized: Checkpoint | None
     votes: dict[PublicKey, Vote] = field(default_factory=dict)
@@ -269,6 +270,11 @@ class ChainStore(Protocol):
 
     def load(self) -> StoredChain:
         """Everything a restarting node rebuilds its state from."""
+        ...
+
+    def head_view(self) -> UtxoView:
+        """The UTXO set and asset registry at the head, read from the tables: what a check of
+        the store compares against a replay (a restart replays blocks instead)."""
         ...
 
     def ban_peer(self, peer: str, until: float) -> None:
@@ -555,22 +561,22 @@ class MemoryChainStore:
             (b for b in self._blocks.values() if b.header.height >= floor),
             key=lambda b: (b.header.height, b.block_id),
         )
-        head = self._blocks[self._head]
-        view = restore_view(
-            sorted(self._utxos.items()),
-            sorted(self._assets.values(), key=lambda info: info.asset),
-            self._head,
-            head.header.height,
-        )
         return StoredChain(
             genesis=self._genesis,
             head=self._head,
             blocks=tuple(blocks),
-            view=view,
             justified=self._justified,
             finalized=self._finalized,
             votes=dict(self._votes),
             pooled_votes=tuple(self._pooled.values()),
+        )
+
+    def head_view(self) -> UtxoView:
+        return restore_view(
+            sorted(self._utxos.items()),
+            sorted(self._assets.values(), key=lambda info: info.asset),
+            self._head,
+            self._blocks[self._head].header.height,
         )
 
     def ban_peer(self, peer: str, until: float) -> None:
@@ -1097,14 +1103,8 @@ class SqliteChainStore:
                 "SELECT data FROM blocks WHERE height >= ? ORDER BY height, id", (floor,)
             )
         )
-        head = self._block(self._head, reader=False)
-        if head is None:
+        if not any(block.block_id == self._head for block in blocks):
             raise StorageError("the head block is missing")
-        utxos = [
-            (_outpoint_from_key(_blob(key)), _decoded(TxOutput, output))
-            for key, output in self._query("SELECT outpoint, output FROM utxos ORDER BY outpoint")
-        ]
-        assets = [_decoded(AssetInfo, info) for (info,) in self._query("SELECT info FROM assets")]
         votes = [_decoded(Vote, vote) for (vote,) in self._query("SELECT vote FROM votes")]
         pooled = tuple(
             _decoded(Vote, vote)
@@ -1114,12 +1114,22 @@ class SqliteChainStore:
             genesis=self._genesis,
             head=self._head,
             blocks=blocks,
-            view=restore_view(utxos, assets, self._head, head.header.height),
             justified=self._checkpoint("justified"),
             finalized=finalized,
             votes={vote.validator: vote for vote in votes},
             pooled_votes=pooled,
         )
+
+    def head_view(self) -> UtxoView:
+        head = self._block(self._head, reader=False)
+        if head is None:
+            raise StorageError("the head block is missing")
+        utxos = [
+            (_outpoint_from_key(_blob(key)), _decoded(TxOutput, output))
+            for key, output in self._query("SELECT outpoint, output FROM utxos ORDER BY outpoint")
+        ]
+        assets = [_decoded(AssetInfo, info) for (info,) in self._query("SELECT info FROM assets")]
+        return restore_view(utxos, assets, self._head, head.header.height)
 
     # -- peers and metadata ------------------------------------------------------------------
     def ban_peer(self, peer: str, until: float) -> None:

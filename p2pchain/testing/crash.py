@@ -239,7 +239,7 @@ def run(path: str, seed: int, target: int) -> None:
         head = store.get_block(store.head)
         if head is not None and is_side_block(head):
             store.revert_block(head.block_id)
-        builder = ChainBuilder(seed, restored(store.load().view))
+        builder = ChainBuilder(seed, restored(store.head_view()))
         while builder.view.height < target:
             if (builder.view.height + 1) % 5 == 0:
                 side, undo = builder.extend(side=True)

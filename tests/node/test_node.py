@@ -473,7 +473,7 @@ def test_sigkilled_node_restarts_with_everything_it_acknowledged(tmp_path):
                 assert node.get_block_at_height(height).block_id == block_id
             chain = node._chain
             assert chain.storage.head == node.head().block_id
-            assert chain.storage.load().view.snapshot() == chain.head_view().snapshot()
+            assert chain.storage.head_view().snapshot() == chain.head_view().snapshot()
             _, replayed = genesis_state(node_config(tmp_path, genesis_time_ms).genesis, PARAMS)
             for height in range(1, node.head().height + 1):
                 block = node.get_block_at_height(height)

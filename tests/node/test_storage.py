@@ -70,14 +70,14 @@ def vote(validator: int, slot: int, target: BlockId) -> Vote:
 
 def summary(store: ChainStore) -> tuple[object, ...]:
     """Everything observable through `load`, in comparable form."""
-    stored = store.load()
+    stored, view = store.load(), store.head_view()
     return (
         stored.genesis,
         stored.head,
         stored.blocks,
-        stored.view.snapshot(),
-        stored.view.tip,
-        stored.view.height,
+        view.snapshot(),
+        view.tip,
+        view.height,
         stored.justified,
         stored.finalized,
         stored.votes,
@@ -107,8 +107,9 @@ def test_new_store_holds_genesis_as_head(store: ChainStore) -> None:
     stored = store.load()
     assert stored.head == stored.genesis == GENESIS.block_id
     assert stored.blocks == (GENESIS,)
-    assert stored.view.snapshot() == genesis()[1].snapshot()
-    assert (stored.view.tip, stored.view.height) == (GENESIS.block_id, 0)
+    view = store.head_view()
+    assert view.snapshot() == genesis()[1].snapshot()
+    assert (view.tip, view.height) == (GENESIS.block_id, 0)
     assert store.canonical_block_id(0) == GENESIS.block_id
 
 
@@ -129,7 +130,7 @@ def test_sqlite_round_trips_through_reopen(seed: int, count: int) -> None:
             assert summary(store) == before
             stored = store.load()
             assert stored.head == blocks[-1].block_id
-            assert stored.view.snapshot() == builder.view.snapshot()
+            assert store.head_view().snapshot() == builder.view.snapshot()
             for height, block in enumerate(blocks, start=1):
                 assert store.canonical_block_id(height) == block.block_id
                 assert store.get_block(block.block_id) == block
@@ -185,8 +186,8 @@ def test_reverting_asset_blocks_restores_the_registry(tmp_path: Path, kind: TxKi
     assert registry_before.assets() != builder.view.assets()
     for store in (sqlite_store, memory):
         store.revert_block(block.block_id)
-        assert store.load().view.snapshot() == builder.view.snapshot()
-        assert store.load().view.snapshot() == replayed_view(store).snapshot()
+        assert store.head_view().snapshot() == builder.view.snapshot()
+        assert store.head_view().snapshot() == replayed_view(store).snapshot()
     assert summary(sqlite_store) == summary(memory)
 
 
@@ -395,20 +396,20 @@ def check_consistent(path: Path, last_ack: int, reference: list[Block]) -> int:
     the height of its last main-chain block (the head may be an unacknowledged side block that a
     killed worker had not reverted yet)."""
     with open_sqlite(path) as store:
-        stored = store.load()
-        assert stored.view.height >= last_ack
+        stored, view = store.load(), store.head_view()
+        assert view.height >= last_ack
         assert store.canonical_block_id(last_ack) == reference[last_ack].block_id
-        assert stored.view.snapshot() == replayed_view(store).snapshot()
-        assert store.canonical_block_id(stored.view.height) == stored.head
-        assert store.canonical_block_id(stored.view.height + 1) is None
-        for height in range(1, stored.view.height + 1):
+        assert view.snapshot() == replayed_view(store).snapshot()
+        assert store.canonical_block_id(view.height) == stored.head
+        assert store.canonical_block_id(view.height + 1) is None
+        for height in range(1, view.height + 1):
             block = store.get_block(store.canonical_block_id(height) or BlockId(b""))
             assert block is not None
             assert block.header.parent == store.canonical_block_id(height - 1)
             assert stored_undo(store, block.block_id) is not None
         head = store.get_block(stored.head)
         assert head is not None
-        main_height = stored.view.height - is_side_block(head)
+        main_height = view.height - is_side_block(head)
         for height in range(main_height + 1):
             assert store.canonical_block_id(height) == reference[height].block_id
         return main_height
@@ -456,7 +457,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) ->
     assert check_consistent(path, final, reference) == final
     with open_sqlite(path) as store:
         assert store.head == reference[-1].block_id
-        assert store.load().view.snapshot() == reference_view(reference).snapshot()
+        assert store.head_view().snapshot() == reference_view(reference).snapshot()
 
 
 def reference_view(blocks: list[Block]) -> UtxoView:
@@ -533,7 +534,7 @@ class StoresAgree(RuleBasedStateMachine):
     def stores_agree_with_the_model(self) -> None:
         assert summary(self.sqlite) == summary(self.memory)
         stored = self.memory.load()
-        assert stored.view.snapshot() == self.builder.view.snapshot()
+        assert self.memory.head_view().snapshot() == self.builder.view.snapshot()
         assert stored.head == self.builder.view.tip == self.sqlite.head
 
     def teardown(self) -> None:
@@ -646,7 +647,7 @@ def test_a_fresh_store_installs_a_snapshot_and_gives_its_state_back(store: Chain
     assert got == anchor
     assert (state.snapshot(), state.tip, state.height) == (view.snapshot(), view.tip, view.height)
     stored = store.load()
-    assert stored.view.snapshot() == view.snapshot()
+    assert store.head_view().snapshot() == view.snapshot()
     assert stored.finalized == stored.justified == anchor.checkpoint
     assert store.canonical_block_id(top.header.height) == top.block_id
     assert store.canonical_block_id(1) is None  # no history below the anchor
