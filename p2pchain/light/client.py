@@ -419,15 +419,20 @@ async def open_light_client(config: LightConfig) -> AsyncIterator[LightClient]:
                         request_id=client._next_id(), block_ids=(trusted.block_id,)
                     ),
                     Blocks,
-                    lambda answer: _trusted_header(answer, trusted),
+                    lambda answer: only_block(answer, trusted.block_id, "the trusted block").header,
                 )
                 client._state = LightState.from_checkpoint(config.params, trusted, header)
             yield client
             nursery.cancel_scope.cancel()
 
 
-def _trusted_header(answer: Blocks, trusted: Checkpoint) -> BlockHeader:
+def only_block(answer: Blocks, block_id: BlockId, what: str) -> Block:
+    """The one block a `GetBlocksById` of `block_id` asked for.
+
+    Raises:
+        InvalidProof: the answer holds anything else (named `what` in the message).
+    """
     blocks: tuple[Block, ...] = answer.blocks
-    if len(blocks) != 1 or blocks[0].block_id != trusted.block_id:
-        raise InvalidProof("not the trusted block")
-    return blocks[0].header
+    if len(blocks) != 1 or blocks[0].block_id != block_id:
+        raise InvalidProof(f"not {what}")
+    return blocks[0]

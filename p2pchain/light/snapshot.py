@@ -37,7 +37,13 @@ from p2pchain.ledger.snapshot import (
 from p2pchain.ledger.types import BlockId
 from p2pchain.ledger.utxo import UtxoView
 from p2pchain.ledger.vote import Checkpoint
-from p2pchain.light.client import BAD_ANSWER_PENALTY, LightClient, _NobodyKnew, _Pass
+from p2pchain.light.client import (
+    BAD_ANSWER_PENALTY,
+    LightClient,
+    _NobodyKnew,
+    _Pass,
+    only_block,
+)
 from p2pchain.protocol.connection import PeerId
 from p2pchain.protocol.messages import (
     Blocks,
@@ -141,12 +147,10 @@ async def _block(client: LightClient, header: BlockHeader) -> Block:
     """The body of a verified header's block."""
 
     def check(answer: Blocks) -> Block:
-        blocks = answer.blocks
-        if len(blocks) != 1 or blocks[0].block_id != header.block_id:
-            raise InvalidProof("not the checkpoint's block")
-        if not blocks[0].has_valid_body_root():
+        block = only_block(answer, header.block_id, "the checkpoint's block")
+        if not block.has_valid_body_root():
             raise InvalidProof("the checkpoint's body does not match its header")
-        return blocks[0]
+        return block
 
     return await client._ask_each(
         lambda: GetBlocksById(request_id=client._next_id(), block_ids=(header.block_id,)),
