@@ -607,14 +607,18 @@ def _read_in_place(data: bytes) -> tuple[Transaction, int, int]:
         position = output_end
     if outputs_end + 1 != end or data[outputs_end] != 0xC0:
         raise DecodeError("not an in-place shape")
-    txid_body = data[body : body + 1] + wrap_list(b"".join(outpoints)) + data[outputs_start:end]
+    txid_body = wrap_list(
+        data[body : body + 1] + wrap_list(b"".join(outpoints)) + data[outputs_start:end]
+    )
     tx = _new(Transaction)  # a payload-free kind with no payload: what __post_init__ checks
-    tx.__dict__.update(
+    tx.__dict__.update(  # the cached properties primed: each is asked for by every validation
         kind=kind,
         inputs=tuple(inputs),
         outputs=tuple(outputs),
         payload=None,
-        _encodings=(data, wrap_list(txid_body)),  # primes the cached_property
+        _encodings=(data, txid_body),
+        txid=TxId(sha256(txid_body)),
+        size=end,
     )
     return tx, len(inputs), len(outputs)
 
