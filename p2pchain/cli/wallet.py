@@ -702,7 +702,8 @@ def _share(part: JSON, total: int) -> str:
 
 def proposals_table(proposals: Sequence[dict[str, JSON]]) -> list[str]:
     """`gov_proposals` entries as aligned lines: id, status, voting window, activation epoch,
-    yes/no/abstain as shares of the snapshot stake, votes, and the changes."""
+    yes/no/abstain as shares of the snapshot stake, votes (``-`` once tallied), and the
+    changes."""
     header = ("PROPOSAL", "STATUS", "WINDOW", "ACTIVATION", "YES", "NO", "ABSTAIN", "VOTES")
     rows = [header]
     changes = ["CHANGES"]
@@ -718,7 +719,7 @@ def proposals_table(proposals: Sequence[dict[str, JSON]]) -> list[str]:
                 _share(tally["yes"], total),
                 _share(tally["no"], total),
                 _share(tally["abstain"], total),
-                str(entry["votes"]),
+                "-" if entry["votes"] is None else str(entry["votes"]),  # null once tallied
             )
         )
         changed = _objects(entry["changes"], "gov_proposals")

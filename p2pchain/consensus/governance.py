@@ -145,8 +145,10 @@ class Proposal:
     """Position among all proposals of the chain: later ones win a tie on one parameter."""
     status: ProposalStatus = ProposalStatus.VOTING
     snapshot: ValidatorSet | None = None
-    """Bonded stake after the last block before the window opened; None until it opens."""
+    """Bonded stake after the last block before the window opened; None until it opens, and
+    None again once the window is tallied (the tally is all that is kept)."""
     votes: Mapping[PublicKey, VoteChoice] = field(default_factory=lambda: _EMPTY_VOTES)
+    """The votes while voting; none once tallied."""
     tally: Tally | None = None
     """The final tally, once the window has ended."""
 
@@ -193,9 +195,11 @@ class Proposal:
 
     def to_rlp(self) -> RLPItem:
         """``[proposal_id, [[name, value], …], refund, deposit, submitted, start, end,
-        activation, order, status, snapshot, [[key, choice], …], tally]``: the snapshot is
-        ``[]`` before the window opens, else ``[[[key, stake], …]]`` (ascending key); the votes
-        are by ascending key; the tally is ``[]`` while voting, else `Tally.to_rlp`."""
+        activation, order, status, snapshot, [[key, choice], …], tally]``: while voting, the
+        tally is ``[]``, the snapshot ``[]`` before the window opens, else ``[[[key, stake],
+        …]]`` (ascending key), and the votes are by ascending key; once tallied, the tally is
+        `Tally.to_rlp` and the snapshot and the votes are ``[]``, so that the encoded state is
+        bounded by the proposals in flight, not by the finished ones."""
         snapshot: RLPItem = (
             []
             if self.snapshot is None
@@ -224,9 +228,9 @@ class Proposal:
         Raises:
             DecodeError: not the encoding of a proposal the rules could have made: a change
                 that is not governable, out of its range or repeated; a status out of range,
-                or a tally present exactly when voting; a snapshot missing once tallied, not
-                ascending, or with a stake of 0; votes not ascending, or of keys without stake
-                in the snapshot.
+                or a tally present exactly when voting; a snapshot or a vote once tallied; a
+                snapshot not ascending, or with a stake of 0; votes not ascending, or of keys
+                without stake in the snapshot.
         """
         (
             proposal_id,
@@ -261,9 +265,17 @@ class Proposal:
         code = read_uint(status_code, "proposal.status", len(_STATUS_CODES) - 1)
         status = _STATUS_CODES[code]
         snapshot = _read_snapshot(snapshot_item)
+        vote_entries = read_list(vote_items, "proposal.votes", max_length=MAX_SNAPSHOT_VALIDATORS)
+        tally = None if tally_item == [] else Tally.from_rlp(tally_item)
+        if (tally is None) != (status is ProposalStatus.VOTING):
+            raise DecodeError(
+                f"proposal: a {status} proposal with{'out' * (tally is None)} a tally"
+            )
+        if tally is not None and (snapshot is not None or vote_entries):
+            raise DecodeError(f"proposal: tallied ({status}) but keeps a snapshot or votes")
         votes: dict[PublicKey, VoteChoice] = {}
         last_key = PublicKey(b"")
-        for entry in read_list(vote_items, "proposal.votes", max_length=MAX_SNAPSHOT_VALIDATORS):
+        for entry in vote_entries:
             raw_key, raw_choice = read_list(entry, "proposal.vote", length=2)
             key = PublicKey(read_fixed(raw_key, "proposal.vote.key", 32))
             if votes and key <= last_key:
@@ -272,13 +284,6 @@ class Proposal:
             if snapshot is None or not snapshot.stake_of(key):
                 raise DecodeError("proposal.votes: a key without stake in the snapshot")
             votes[key] = VoteChoice(read_uint(raw_choice, "proposal.vote.choice", max(VoteChoice)))
-        tally = None if tally_item == [] else Tally.from_rlp(tally_item)
-        if (tally is None) != (status is ProposalStatus.VOTING):
-            raise DecodeError(
-                f"proposal: a {status} proposal with{'out' * (tally is None)} a tally"
-            )
-        if tally is not None and snapshot is None:
-            raise DecodeError("proposal: tallied without a snapshot")
         return cls(
             proposal_id=TxId(read_fixed(proposal_id, "proposal.id", 32)),
             changes=tuple(changes),
@@ -453,7 +458,8 @@ def advance(state: GovernanceState, epoch: Epoch, stakes: ValidatorSet) -> Gover
     """The state a block of `epoch` starts from, given its parent's `state` and bonded `stakes`.
 
     Windows whose first epoch has come take `stakes` as their snapshot; windows that ended
-    before `epoch` are tallied (the deposit refunded in this block when quorum was reached);
+    before `epoch` are tallied, keeping the tally and dropping the snapshot and the votes (the
+    deposit refunded in this block when quorum was reached);
     passed proposals whose activation epoch has come are enacted, in (activation, order)
     order. Nothing changes inside an epoch: a second block of the same epoch starts from the
     same parameters.
@@ -487,7 +493,11 @@ def advance(state: GovernanceState, epoch: Epoch, stakes: ValidatorSet) -> Gover
                     status = ProposalStatus.REJECTED
                 else:
                     status = ProposalStatus.NO_QUORUM
-                proposal = replace(proposal, status=status, tally=tally)
+                # The tally is all a decided proposal needs: dropping the snapshot and the
+                # votes bounds the state by the proposals in flight, not by the finished ones.
+                proposal = replace(
+                    proposal, status=status, snapshot=None, votes=_EMPTY_VOTES, tally=tally
+                )
         if proposal.status in (ProposalStatus.VOTING, ProposalStatus.PASSED):
             active[proposal.proposal_id] = proposal
         else:

@@ -545,7 +545,8 @@ class NodeMethods:
         }
 
     def proposal_json(self, proposal: Proposal, base: ChainParams) -> dict[str, Json]:
-        """A proposal; its tally is judged by the chain's (genesis) governance rules."""
+        """A proposal; its tally is judged by the chain's (genesis) governance rules. `votes`
+        is null once tallied: a tallied proposal keeps its tally, not its votes."""
         return {
             "proposalId": to_hex(proposal.proposal_id),
             "status": proposal.status.value,
@@ -557,7 +558,7 @@ class NodeMethods:
             "end": proposal.end,
             "activation": proposal.activation,
             "tally": tally_json(proposal.current_tally(), base),
-            "votes": len(proposal.votes),
+            "votes": len(proposal.votes) if proposal.status is ProposalStatus.VOTING else None,
         }
 
     def asset_json(self, info: AssetInfo) -> dict[str, Json]:

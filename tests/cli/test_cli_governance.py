@@ -156,7 +156,9 @@ async def test_propose_vote_and_list_from_the_wallet_cli(tmp_path: Path) -> None
         result = await _run("rpc", "chain_params", *rpc)
         assert json.loads(result.output)["blockReward"] == NEW_REWARD
         result = await _run("wallet", "proposals", "--status", "enacted", *rpc)
-        assert result.output.splitlines()[1].split()[:2] == [proposal, "enacted"]
+        enacted = result.output.splitlines()[1].split()
+        assert enacted[:2] == [proposal, "enacted"]
+        assert enacted[4:8] == ["100.0%", "0.0%", "0.0%", "-"]  # the tally kept, not the votes
         _refused(
             await _run(
                 "wallet", "vote", proposal, "yes", "--key", payer_key, "--validator-key",

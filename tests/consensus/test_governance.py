@@ -15,6 +15,7 @@ from p2pchain.consensus import (
     GovernanceState,
     Proposal,
     ProposalStatus,
+    Tally,
     get_governance,
     get_head,
     get_head_view,
@@ -192,6 +193,7 @@ class _ModelProposal:
     snapshot: dict[PublicKey, int] | None = None
     votes: dict[PublicKey, VoteChoice] | None = None
     status: str = "voting"
+    tally: Tally | None = None
 
 
 def _model(
@@ -232,6 +234,7 @@ def _model(
                 if quorum:
                     refunds.append((proposal.refund, params.gov_deposit))
                 proposal.status = "passed" if passes else ("rejected" if quorum else "no-quorum")
+                proposal.tally = Tally(yes=yes, no=no, abstain=by[VoteChoice.ABSTAIN], total=total)
                 if passes:
                     enacted.append((proposal.activation, orders[proposal.txid], proposal))
         current = params
@@ -280,6 +283,10 @@ def _assert_matches_model(sim: Simulation, store: Store) -> None:
         record = head.proposal(txid)
         assert record is not None
         assert record.status.value == expected.status
+        assert record.tally == expected.tally
+        if expected.tally is not None:  # tallied: the tally is all it keeps
+            assert record.snapshot is None
+            assert not record.votes
 
 
 def _comparable(state: GovernanceState) -> list[tuple[object, ...]]:

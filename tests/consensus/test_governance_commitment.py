@@ -10,7 +10,7 @@ from functools import cache
 from types import MappingProxyType
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from p2pchain.consensus import GovernanceDraft, GovernanceState, ProposalStatus, Tally
@@ -142,6 +142,11 @@ def test_the_encoding_round_trips_exactly_and_refunds_are_all_it_leaves_out(
             assert decoded == state
         assert decoded.proposals() == state.proposals()
         for proposal in state.proposals():
+            tallied = proposal.status is not ProposalStatus.VOTING
+            assert (proposal.tally is not None) is tallied
+            if tallied:  # the tally is all it keeps
+                assert proposal.snapshot is None
+                assert not proposal.votes
             assert decoded.proposal(proposal.proposal_id) == proposal
             assert decoded.proposal(proposal.proposal_id).current_tally() == (  # type: ignore[union-attr]
                 proposal.current_tally()
@@ -224,8 +229,9 @@ def test_the_genesis_state_encodes_as_documented() -> None:
 
 
 def test_a_proposal_encodes_as_documented() -> None:
+    """While voting: the snapshot and the votes by ascending key, no tally; once tallied: the
+    tally, and the snapshot and the votes empty."""
     snapshot = _stakes([3, 0, 5])
-    tally = Tally(yes=3, no=0, abstain=5, total=8)
     proposal = Proposal(
         proposal_id=TxId(b"\x01" * 32),
         changes=(("min_fee_rate", 7), ("block_reward", 1)),
@@ -236,10 +242,8 @@ def test_a_proposal_encodes_as_documented() -> None:
         end=Epoch(6),
         activation=Epoch(9),
         order=2,
-        status=ProposalStatus.REJECTED,
         snapshot=snapshot,
         votes=MappingProxyType({KEYS[2]: VoteChoice.ABSTAIN, KEYS[0]: VoteChoice.YES}),
-        tally=tally,
     )
     low, high = sorted([KEYS[0], KEYS[2]])
     choice = {KEYS[0]: VoteChoice.YES, KEYS[2]: VoteChoice.ABSTAIN}
@@ -253,13 +257,23 @@ def test_a_proposal_encodes_as_documented() -> None:
         b"\x06",
         b"\x09",
         b"\x02",
-        b"\x03",  # rejected
+        b"",  # voting
         [[[low, uint_bytes(snapshot.stake_of(low))], [high, uint_bytes(snapshot.stake_of(high))]]],
         [[low, uint_bytes(choice[low])], [high, uint_bytes(choice[high])]],
-        [b"\x03", b"", b"\x05", b"\x08"],
+        [],
     ]
     assert Proposal.from_rlp(proposal.to_rlp(), PARAMS) == proposal
-    fresh = replace(proposal, status=ProposalStatus.VOTING, snapshot=None, votes={}, tally=None)
+    assert proposal.current_tally() == Tally(yes=3, no=0, abstain=5, total=8)
+    rejected = replace(
+        proposal,
+        status=ProposalStatus.REJECTED,
+        snapshot=None,
+        votes=MappingProxyType({}),
+        tally=proposal.current_tally(),
+    )
+    assert rejected.to_rlp()[9:] == [b"\x03", [], [], [b"\x03", b"", b"\x05", b"\x08"]]
+    assert Proposal.from_rlp(rejected.to_rlp(), PARAMS) == rejected
+    fresh = replace(proposal, snapshot=None, votes={})
     assert fresh.to_rlp()[9:] == [b"", [], [], []]
     assert Proposal.from_rlp(fresh.to_rlp(), PARAMS) == fresh
     empty = replace(fresh, snapshot=_stakes([]))  # opened on no stake: not the same as none
@@ -288,8 +302,8 @@ def test_the_params_in_force_decode_against_the_base() -> None:
 
 @cache
 def _sample() -> GovernanceState:
-    """A state with every kind of part: proposals voting (with and without a snapshot),
-    passed, and finished three ways, with votes and tallies."""
+    """A state with every kind of part: proposals voting (with and without a snapshot, with
+    and without votes), passed, and finished three ways, with their tallies."""
     state = GovernanceState.at_genesis(replace(PARAMS, gov_max_proposals=5))
     draft = GovernanceDraft(state)
     first = [_propose([("min_fee_rate", 5 + i), ("block_reward", 9)], 4 + i, i) for i in range(4)]
@@ -314,11 +328,18 @@ def _sample() -> GovernanceState:
     state = advance(draft.finish(), Epoch(4), _stakes([2, 3]))  # one proposal enacted
     draft = GovernanceDraft(state)
     newest = _propose([("unbonding_epochs", 2)], 8, 12)
-    draft.take(newest, newest.txid)
+    for tx in [
+        newest,
+        _vote(late[0].txid, KEYS[1], VoteChoice.NO),
+        _vote(late[0].txid, KEYS[0], VoteChoice.YES),
+    ]:
+        draft.check(tx)
+        draft.take(tx, tx.txid)
     state = draft.finish()
     statuses = {p.status for p in state.proposals()}
     assert statuses == set(ProposalStatus), statuses
     assert any(p.snapshot is None for p in state.active.values())
+    assert any(p.votes for p in state.active.values())
     return state
 
 
@@ -490,14 +511,18 @@ def _damage(name: str) -> RLPItem:
         _set(voting, 12, [b"", b"", b"", b""])
     elif name == "no tally once tallied":
         _set(proposal, 12, [])
-    elif name == "tallied without a snapshot":
-        _set(proposal, 10, [])
-        _set(proposal, 11, [])
+    elif name == "tallied with a snapshot":
+        _set(proposal, 10, _field(_voted(item), 10))
+    elif name == "tallied with an empty snapshot":
+        _set(proposal, 10, [[]])
+    elif name == "tallied with a snapshot and a vote":
+        _set(proposal, 10, _field(_voted(item), 10))
+        _set(proposal, 11, _field(_voted(item), 11))
     elif name == "a snapshot stake of 0":
-        snapshot = _field(proposal, 10)
+        snapshot = _field(_voted(item), 10)
         assert isinstance(snapshot, list)
         assert isinstance(snapshot[0], list)
-        _set(proposal, 10, [[[KEYS[4], b""], *snapshot[0]]])
+        _set(_voted(item), 10, [[[KEYS[4], b""], *snapshot[0]]])
     elif name == "a snapshot out of order":
         snapshot = _field(_voted(item), 10)
         assert isinstance(snapshot, list)
@@ -553,7 +578,9 @@ def _damage(name: str) -> RLPItem:
         "a status out of range",
         "a tally while voting",
         "no tally once tallied",
-        "tallied without a snapshot",
+        "tallied with a snapshot",
+        "tallied with an empty snapshot",
+        "tallied with a snapshot and a vote",
         "a snapshot stake of 0",
         "a snapshot out of order",
         "votes out of order",
@@ -568,6 +595,33 @@ def test_a_state_the_rules_cannot_make_is_a_decode_error(name: str) -> None:
     assert GovernanceState.from_rlp(_sample().to_rlp(), SAMPLE_BASE) == _sample()
     with pytest.raises(DecodeError):
         GovernanceState.from_rlp(_damage(name), SAMPLE_BASE)
+
+
+@given(governance_states(), st.data())
+def test_a_tallied_proposal_carrying_a_snapshot_or_a_vote_is_refused(
+    states: list[GovernanceState], data: st.DataObject
+) -> None:
+    """Any tallied proposal of a state the rules made, given back a snapshot (a real one, or
+    the empty table) or a snapshot and a vote of a key in it, no longer decodes: the only
+    encoding of a tallied proposal has neither."""
+    tallied = [(s, p) for s in states for p in s.proposals() if p.tally is not None]
+    assume(tallied)
+    state, target = data.draw(st.sampled_from(tallied))
+    stakes = data.draw(st.lists(st.integers(1, 10**12), max_size=len(KEYS)))
+    snapshot = _stakes(stakes)
+    carried = data.draw(st.sampled_from(["snapshot", "vote"])) if stakes else "snapshot"
+    votes = {snapshot.keys[0]: VoteChoice.YES} if carried == "vote" else {}
+    damaged = replace(target, snapshot=snapshot, votes=MappingProxyType(votes))
+    item = state.to_rlp()
+    assert isinstance(item, list)
+    for entries in (_active(item), _finished(item)):
+        for index, entry in enumerate(entries):
+            if _field(entry, 0) == target.proposal_id:
+                entries[index] = damaged.to_rlp()
+    with pytest.raises(DecodeError, match="keeps a snapshot or votes"):
+        GovernanceState.from_rlp(item, state.base)
+    with pytest.raises(DecodeError, match="keeps a snapshot or votes"):
+        Proposal.from_rlp(damaged.to_rlp(), state.base)
 
 
 # -- the leaf of every header ---------------------------------------------------------------------

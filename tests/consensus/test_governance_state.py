@@ -14,6 +14,7 @@ from p2pchain.consensus.governance import FINISHED_KEPT, advance, check_proposal
 from p2pchain.consensus.validators import ValidatorSet
 from p2pchain.errors import InvalidTransaction, Reason
 from p2pchain.ledger.crypto import SecretKey, sha256
+from p2pchain.ledger.encoding import decode_item, encode_item
 from p2pchain.ledger.tx import (
     GovVotePayload,
     ProposePayload,
@@ -26,6 +27,7 @@ from p2pchain.params import GOVERNABLE, ChainParams
 
 PARAMS = ChainParams(gov_voting_epochs=2, gov_max_proposals=3)
 KEYS = [SecretKey.from_entropy(sha256(bytes([i]))).public_key for i in range(6)]
+VALIDATORS = [SecretKey.from_entropy(sha256(bytes([i]))).public_key for i in range(64)]
 REFUND = Address(bytes(20))
 
 
@@ -309,3 +311,112 @@ def test_a_refund_is_not_due_again_in_a_quiet_epoch() -> None:
     quiet = advance(tallied, Epoch(4), _stakes([10]))  # nothing left to move
     assert quiet.finished is tallied.finished
     assert quiet.refunds == ()
+
+
+@given(
+    stakes=st.lists(st.integers(1, 10**12), min_size=1, max_size=6),
+    choices=st.lists(st.sampled_from([None, *VoteChoice]), min_size=6, max_size=6),
+    last_epoch_block=st.booleans(),
+    gap=st.integers(0, 3),
+)
+def test_a_tallied_proposal_keeps_the_tally_it_had_and_drops_its_snapshot_and_votes(
+    stakes: list[int], choices: list[VoteChoice | None], last_epoch_block: bool, gap: int
+) -> None:
+    """Whatever the votes, and however many epochs go by without a block: the tally is the
+    `current_tally()` of the last state before the window ended, and the tallied proposal
+    (passed, then enacted; or rejected, or without quorum) keeps no snapshot and no votes, in
+    memory and through its encoding."""
+    activation = PARAMS.gov_voting_epochs + 2
+    state = _take(GovernanceState.at_genesis(PARAMS), _propose([("min_fee_rate", 5)], activation))
+    proposal = next(iter(state.active))
+    state = advance(state, Epoch(1), _stakes(stakes))
+    voters = zip(KEYS[: len(stakes)], choices[: len(stakes)], strict=True)
+    state = _take(state, *[_vote(proposal, key, c) for key, c in voters if c is not None])
+    if last_epoch_block:
+        state = advance(state, Epoch(PARAMS.gov_voting_epochs), _stakes([1] * 6))
+    voting = state.proposal(proposal)
+    assert voting is not None
+    assert voting.status is ProposalStatus.VOTING
+    assert voting.snapshot is not None
+    before = voting.current_tally()
+    for epoch in (PARAMS.gov_voting_epochs + 1 + gap, activation + gap):
+        state = advance(state, Epoch(epoch), _stakes([7] * 6))
+        record = state.proposal(proposal)
+        assert record is not None
+        assert record.status is not ProposalStatus.VOTING
+        assert record.tally == before
+        assert record.snapshot is None
+        assert dict(record.votes) == {}
+        assert record.current_tally() == before
+        decoded = GovernanceState.from_rlp(decode_item(encode_item(state.to_rlp())), PARAMS)
+        assert decoded.proposal(proposal) == record
+    if before.passes(PARAMS):
+        expected = ProposalStatus.ENACTED
+    elif before.reaches_quorum(PARAMS):
+        expected = ProposalStatus.REJECTED
+    else:
+        expected = ProposalStatus.NO_QUORUM
+    assert [p.status for p in state.finished] == [expected]
+    assert (state.params.min_fee_rate == 5) is before.passes(PARAMS)
+
+
+def _snapshot_of(validators: int) -> ValidatorSet:
+    """`validators` keys holding 10**12 between them, whatever their number."""
+    keys = VALIDATORS[:validators]
+    return ValidatorSet.from_stakes({key: 1 for key in keys} | {keys[0]: 10**12 - validators + 1})
+
+
+def _voted(validators: int, choices: list[VoteChoice | None]) -> GovernanceState:
+    """One proposal per choice, its window open on `_snapshot_of(validators)`, every validator
+    having answered it with that choice (none for None)."""
+    params = replace(PARAMS, gov_max_proposals=len(choices))
+    txs = [_propose([("min_fee_rate", 1 + i)], 4) for i in range(len(choices))]
+    snapshot = _snapshot_of(validators)
+    state = advance(_take(GovernanceState.at_genesis(params), *txs), Epoch(1), snapshot)
+    votes = [
+        _vote(tx.txid, key, choice)
+        for tx, choice in zip(txs, choices, strict=True)
+        if choice is not None
+        for key in snapshot.keys
+    ]
+    return _take(state, *votes)
+
+
+def _finished(validators: int, choices: list[VoteChoice | None]) -> GovernanceState:
+    """`_voted` after the windows: tallied, and the passed ones enacted."""
+    return advance(_voted(validators, choices), Epoch(4), _snapshot_of(validators))
+
+
+@given(
+    validators=st.integers(1, 64),
+    choices=st.lists(st.sampled_from([None, *VoteChoice]), min_size=1, max_size=4),
+)
+def test_finished_proposals_encode_the_same_whatever_the_number_of_validators(
+    validators: int, choices: list[VoteChoice | None]
+) -> None:
+    """A finished proposal is its terms and its tally: 64 validators voting leave the same
+    bytes as one, so the encoded state grows with the proposals in flight, not with history."""
+    many, one = _finished(validators, choices), _finished(1, choices)
+    assert not many.active
+    assert len(many.finished) == len(choices)
+    assert [p.tally for p in many.finished] == [p.tally for p in one.finished]
+    assert [encode_item(p.to_rlp()) for p in many.finished] == [
+        encode_item(p.to_rlp()) for p in one.finished
+    ]
+    assert encode_item(many.to_rlp()) == encode_item(one.to_rlp())
+
+
+def test_the_encoded_state_with_finished_proposals_does_not_grow_with_validators() -> None:
+    """4 or 64 validators all voting on every proposal: while voting the state carries every
+    snapshot entry and vote, once finished the same number of bytes."""
+    choices = [VoteChoice.YES, VoteChoice.NO, VoteChoice.ABSTAIN, None]
+    voting = {n: len(encode_item(_voted(n, choices).to_rlp())) for n in (4, 64)}
+    finished = {n: _finished(n, choices) for n in (4, 64)}
+    assert {p.status for p in finished[64].finished} == {
+        ProposalStatus.ENACTED,
+        ProposalStatus.REJECTED,
+        ProposalStatus.NO_QUORUM,
+    }
+    sizes = {n: len(encode_item(state.to_rlp())) for n, state in finished.items()}
+    assert voting[64] > voting[4] + 60 * len(choices) * 35  # a snapshot entry per proposal
+    assert sizes[4] == sizes[64] < voting[4]

@@ -1,7 +1,8 @@
 """The governance methods over a real WebSocket, on a manual-clock node moved slot by slot with
 dev_setTime: a proposal submitted with tx_submit is listed as voting with its window, a
 validator's vote shows in the tally, and after the window and the activation epoch
-chain_params carries the new value; hostile params get INVALID_PARAMS, never a crash."""
+chain_params carries the new value (the proposal keeps its tally, its vote count is null);
+hostile params get INVALID_PARAMS, never a crash."""
 
 from dataclasses import fields, replace
 
@@ -158,6 +159,7 @@ async def test_a_proposal_is_listed_voted_and_enacted_over_rpc() -> None:
         (enacted,) = await client.call("gov_proposals", "enacted")
         assert enacted["proposalId"] == proposal
         assert enacted["tally"] == tally  # the final tally, kept
+        assert enacted["votes"] is None  # ... and not the votes it was made of
         assert await client.call("gov_proposals", "voting") == []
         await client.close()
         nursery.cancel_scope.cancel()
