@@ -44,13 +44,20 @@ def measure_rate(operation: Callable[[], object], *, ops: int, repeat: int = 5) 
     return Rate(median=statistics.median(rates), low=min(rates), high=max(rates))
 
 
-def measure_seconds(operation: Callable[[], object], *, repeat: int = 5) -> Rate:
-    """Seconds per call of `operation` (median/min/max), stored in a `Rate` for uniformity."""
+def measure_seconds(
+    operation: Callable[[], object],
+    *,
+    repeat: int = 5,
+    reset: Callable[[], object] = lambda: None,
+) -> Rate:
+    """Seconds per call of `operation` (median/min/max), stored in a `Rate` for uniformity;
+    `reset` runs untimed after each call (to put the state back for the next)."""
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
         operation()
         samples.append(time.perf_counter() - start)
+        reset()
     return Rate(median=statistics.median(samples), low=min(samples), high=max(samples))
 
 
