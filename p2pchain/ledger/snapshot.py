@@ -368,7 +368,6 @@ class SubtreeAssembler:
         self._records: list[SnapshotRecord] = []
         self._last = b""
         self._last_is_output = False
-        self._top_keys = 0
         self._bytes = 0
         self.done = False
         """True once the last page is in and the subtree matched its manifest entry."""
@@ -376,7 +375,7 @@ class SubtreeAssembler:
     def _clear(self) -> None:
         self._records = []
         self._last, self._last_is_output = b"", False
-        self._top_keys = self._bytes = 0
+        self._bytes = 0
 
     @property
     def after(self) -> bytes:
@@ -403,7 +402,7 @@ class SubtreeAssembler:
         if not records and not done:
             raise BadSnapshotChunk(f"subtree {self.index}: an empty page that is not the last")
         last, last_is_output = self._last, self._last_is_output
-        top_keys, size = self._top_keys, self._bytes
+        size = self._bytes
         decoded: list[SnapshotRecord] = []
         for encoded in records:
             size += len(encoded)
@@ -416,18 +415,15 @@ class SubtreeAssembler:
             if key <= last:
                 raise BadSnapshotChunk(f"subtree {self.index}: records out of order or repeated")
             is_output = isinstance(record, OutputRecord)
-            if key[:32] == last[:32]:
-                if not (is_output and last_is_output):
-                    raise BadSnapshotChunk(
-                        f"subtree {self.index}: two kinds of record for one top-level key"
-                    )
-            else:
-                top_keys += 1
+            if key[:32] == last[:32] and not (is_output and last_is_output):
+                raise BadSnapshotChunk(
+                    f"subtree {self.index}: two kinds of record for one top-level key"
+                )
             decoded.append(record)
             last, last_is_output = key, is_output
         self._records.extend(decoded)
         self._last, self._last_is_output = last, last_is_output
-        self._top_keys, self._bytes = top_keys, size
+        self._bytes = size
         if done:
             self._finish()
         return self._last
@@ -466,7 +462,6 @@ def _top_leaves(records: Sequence[SnapshotRecord]) -> list[tuple[bytes, bytes]]:
             account.append((record.outpoint, record.output))
             continue
         close_account()
-        account_top = b""
         if isinstance(record, AssetRecord):
             value = asset_value(encode_item(record.info.to_rlp()))
         elif isinstance(record, ValidatorsRecord):

@@ -588,6 +588,38 @@ def test_a_refused_page_changes_nothing_so_the_right_one_can_follow(view, data) 
         assembler.add_page([], done=True)
 
 
+@given(_nonempty_states(), st.data())
+def test_a_subtree_that_fails_its_hash_starts_over_and_then_takes_the_honest_pages(
+    view, data
+) -> None:
+    """A last page that leaves the subtree short of its hash resets the assembler to empty:
+    the honest pages that follow (from another peer) are taken from the start, with the
+    byte bound counted afresh (set here to exactly the honest subtree's bytes)."""
+    manifest, subtrees = _served(view)
+    index = _pick(subtrees, data)
+    sub = subtrees[index]
+    assembler = SubtreeAssembler(index, manifest.entries[index])
+    with pytest.raises(BadSnapshotChunk, match="do not hash"):
+        assembler.add_page(sub[:-1], done=True)  # the last record withheld
+    assert (assembler.after, assembler.records, assembler.done) == (b"", (), False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(snapshot, "MAX_SUBTREE_BYTES", sum(map(len, sub)))
+        assembler.add_page(sub, done=True)
+    assert assembler.done
+    assert assembler.records == tuple(decode_record(record) for record in sub)
+
+
+def test_records_are_served_only_with_the_governance_state_the_root_commits_to() -> None:
+    state = b"\xc3\x01\x02\x03"
+    view = UtxoView.from_snapshot(
+        [_output(1)], [], BLOCK, HEIGHT, governance=governance_value(state)
+    )
+    assert any(snapshot_records(view, state))
+    for wrong in (None, state + b"\x00", b""):
+        with pytest.raises(ValueError, match="not the one the state commits to"):
+            snapshot_records(view, wrong)
+
+
 def test_assemble_takes_the_256_subtrees_in_order_and_done() -> None:
     view = UtxoView.from_snapshot([_output(1)], [], BLOCK, HEIGHT)
     manifest, served = _served(view)
