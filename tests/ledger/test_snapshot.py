@@ -271,6 +271,7 @@ def _served(view: UtxoView) -> tuple[SnapshotManifest, list[list[bytes]]]:
 @given(states(), st.integers(1, 600))
 def test_a_state_served_in_pages_assembles_into_the_same_state(view, max_bytes) -> None:
     manifest = manifest_of(view, BLOCK)
+    assert (manifest.block_id, manifest.state_root) == (BLOCK, view.state_root())
     check_manifest(manifest, view.state_root())
     served = snapshot_records(view)
     assemblers = []
