@@ -619,6 +619,17 @@ def test_records_are_served_only_with_the_governance_state_the_root_commits_to()
     for wrong in (None, state + b"\x00", b""):
         with pytest.raises(ValueError, match="not the one the state commits to"):
             snapshot_records(view, wrong)
+    for size, served in (
+        (MAX_GOVERNANCE_STATE_BYTES, True),
+        (MAX_GOVERNANCE_STATE_BYTES + 1, False),
+    ):
+        longest = bytes(size)
+        view = UtxoView.from_snapshot([], [], BLOCK, HEIGHT, governance=governance_value(longest))
+        if served:
+            assert any(snapshot_records(view, longest))
+        else:
+            with pytest.raises(ValueError, match="a governance state of"):
+                snapshot_records(view, longest)
 
 
 def test_assemble_takes_the_256_subtrees_in_order_and_done() -> None:
