@@ -227,6 +227,10 @@ class PeerConnection:
         self._decoding = False
         self._events: deque[Event] = deque()
         self._outgoing = bytearray()
+        self._plaintext = bytearray()
+        """Frames queued since the last `data_to_send`, encrypted together when it is called:
+        one transport message carries every frame a write takes (up to 65,519 bytes each), so
+        a burst for one peer costs one encryption, not one per frame."""
         self._eof = False
         self._handshake_deadline = now + config.handshake_timeout
         self._next_ping_at = now + config.ping_interval
@@ -250,8 +254,9 @@ class PeerConnection:
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes queued for the peer and not yet taken by `data_to_send`."""
-        return len(self._outgoing)
+        """Bytes queued for the peer and not yet taken by `data_to_send` (frames counted as
+        plaintext until then)."""
+        return len(self._outgoing) + len(self._plaintext)
 
     @property
     def buffered_bytes(self) -> int:
@@ -473,6 +478,9 @@ class PeerConnection:
 
     def data_to_send(self) -> bytes:
         """Take every byte queued for the transport."""
+        if self._plaintext:
+            self._outgoing += self._noise.encrypt(bytes(self._plaintext))
+            self._plaintext.clear()
         data = bytes(self._outgoing)
         self._outgoing.clear()
         return data
@@ -490,8 +498,8 @@ class PeerConnection:
         self._write_plaintext(encode_frame(message))
 
     def _write_plaintext(self, plaintext: bytes) -> None:
-        """Encrypt stream bytes into the outgoing buffer (hostile test peers send junk here)."""
-        self._outgoing += self._noise.encrypt(plaintext)
+        """Queue stream bytes, encrypted at `data_to_send` (hostile test peers send junk here)."""
+        self._plaintext += plaintext
 
     def _transition(self, trigger: Trigger | type[Message]) -> None:
         new_state = TRANSITIONS.get((self.state, trigger))

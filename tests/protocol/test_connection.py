@@ -44,12 +44,13 @@ from p2pchain.protocol.messages import (
     Topic,
     decode_message,
 )
-from p2pchain.protocol.noise import IdentityProof, make_identity_proof
+from p2pchain.protocol.noise import MAX_PLAINTEXT_CHUNK, IdentityProof, make_identity_proof
 from p2pchain.testing.hostile import LOW_ORDER_POINTS
 from p2pchain.testing.link import (
     ConnectionPair,
     RawConnection,
     connection_keys,
+    drain_events,
     honest_connection,
     link_messages,
     make_hello,
@@ -105,6 +106,24 @@ def test_a_message_sent_with_its_ready_frame_arrives_as_itself():
     pair.listener.send(message, frame=encode_frame(message))
     pair.listener.send(message)
     assert pair.deliver_to_dialer() == [MessageReceived(message=message)] * 2
+
+
+@pytest.mark.parametrize("count", [1, 40, 400])
+def test_frames_queued_together_go_out_in_as_few_transport_messages_as_fit(count):
+    """Everything queued before one `data_to_send` is encrypted together: ceil(bytes / 65,519)
+    transport messages, each length-prefixed with its 16-byte tag, whatever the frame count;
+    the peer gets every frame, in order."""
+    pair = _active_pair()
+    messages = [Publish(topic=Topic.TRANSACTION, data=bytes([i % 256]) * 300) for i in range(count)]
+    for message in messages:
+        pair.listener.send(message)
+    plaintext = sum(len(encode_frame(message)) for message in messages)
+    assert pair.listener.pending_bytes == plaintext
+    data = pair.listener.data_to_send()
+    transports = -(-plaintext // MAX_PLAINTEXT_CHUNK)
+    assert len(data) == plaintext + transports * (2 + 16)
+    pair.dialer.receive_data(data)
+    assert drain_events(pair.dialer) == [MessageReceived(message=m) for m in messages]
 
 
 def test_local_misuse_raises_local_protocol_error():
