@@ -285,7 +285,8 @@ class PeerHandle:
                     self._messages_received += 1
                     message = event.message
                     answered = isinstance(message, Pong) and self._resolve_ping(message)
-                    charge = self._rates.charge(message, trio.current_time(), solicited=answered)
+                    # `now` is still the time: nothing was awaited since it was read
+                    charge = self._rates.charge(message, now, solicited=answered)
                     if charge.abusive:
                         name = type(message).__name__
                         await self._emit(

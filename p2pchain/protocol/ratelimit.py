@@ -164,16 +164,17 @@ class RateLimiter:
         self._types = {
             kind: TokenBucket(budget.rate, budget.burst, now) for kind, budget in limits.per_type
         }
-        self._volume = [
-            self._messages,
-            *(self._types[kind] for kind, budget in limits.per_type if not budget.abusive_beyond),
-        ]
+        self._owing: set[TokenBucket] = set()
+        """The budgets that pause reading (bytes, messages, volume types) that went below zero
+        and were not seen back at zero since: `ready_at` is asked before every message, and
+        is free while this is empty."""
         self.over_limit = 0
         """Messages that went over some budget (volume or type)."""
 
     def charge_bytes(self, amount: int, now: float) -> None:
         """Take `amount` bytes just read from the transport."""
-        self._bytes.consume(amount, now)
+        if not self._bytes.consume(amount, now):
+            self._owing.add(self._bytes)
 
     def charge(self, message: Message, now: float, *, solicited: bool = False) -> Charge:
         """Take one inbound message from the message budget and its type's budget.
@@ -182,6 +183,8 @@ class RateLimiter:
         volume only, since we chose to ask.
         """
         within = self._messages.consume(1, now)
+        if not within:
+            self._owing.add(self._messages)
         abusive = False
         bucket = None if solicited else self._types.get(type(message))
         if bucket is not None and not bucket.consume(cost_of(message), now):
@@ -189,12 +192,22 @@ class RateLimiter:
             abusive = self._budgets[type(message)].abusive_beyond
             if abusive:
                 bucket.tokens = max(bucket.tokens, -bucket.burst)
+            else:
+                self._owing.add(bucket)
         self.over_limit += not within
         return _ABUSIVE if abusive else _NOT_ABUSIVE
 
     def ready_at(self, now: float) -> float:
         """When every volume budget is back at zero or above: before then, read nothing more."""
-        return max(self.bytes_ready_at(now), *(bucket.ready_at(now) for bucket in self._volume))
+        if not self._owing:
+            return now
+        latest = now
+        for bucket in list(self._owing):
+            ready = bucket.ready_at(now)
+            if ready <= now:
+                self._owing.discard(bucket)
+            latest = max(latest, ready)
+        return latest
 
     def bytes_ready_at(self, now: float) -> float:
         """When the byte budget allows the next read."""

@@ -88,6 +88,67 @@ def test_no_budget_is_passed_by_what_a_waiting_reader_serves(arrivals):
             assert served[kind] <= budget.burst + budget.rate * now + cost
 
 
+class NaiveLimiter:
+    """The model of when reading may resume: one bucket per budget, charged alike, and
+    `ready_at` the latest of every volume bucket's, asked of each bucket every time."""
+
+    def __init__(self, limits: RateLimits, now: float) -> None:
+        self.bytes = TokenBucket(limits.bytes.rate, limits.bytes.burst, now)
+        self.messages = TokenBucket(limits.messages.rate, limits.messages.burst, now)
+        self.budgets = dict(limits.per_type)
+        self.types = {
+            kind: TokenBucket(budget.rate, budget.burst, now) for kind, budget in limits.per_type
+        }
+
+    def charge(self, message, now: float) -> None:
+        self.messages.consume(1, now)
+        bucket = self.types.get(type(message))
+        if bucket is None:
+            return
+        cost = message.count if isinstance(message, GetBlocksByRange) else 1
+        if not bucket.consume(cost, now) and self.budgets[type(message)].abusive_beyond:
+            bucket.tokens = max(bucket.tokens, -bucket.burst)
+
+    def ready_at(self, now: float) -> float:
+        volume = [
+            self.bytes,
+            self.messages,
+            *(self.types[k] for k, b in self.budgets.items() if not b.abusive_beyond),
+        ]
+        return max(bucket.ready_at(now) for bucket in volume)
+
+
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from([*sorted(KINDS), "bytes"]),
+            st.floats(min_value=0, max_value=0.05),
+            st.integers(1, 20_000),
+        ),
+        max_size=300,
+    )
+)
+def test_ready_at_is_the_latest_of_every_volume_budget_as_a_naive_model_says(events):
+    """`ready_at` skips the budgets that never went below zero; it must still give the time
+    asking every volume budget gives, whatever was charged, whenever it is asked."""
+    limits = RateLimits(
+        messages=Budget(rate=100, burst=50), bytes=Budget(rate=100_000, burst=50_000)
+    )
+    limiter, model = RateLimiter(limits, 0.0), NaiveLimiter(limits, 0.0)
+    now = 0.0
+    for kind, gap, size in events:
+        now += gap
+        if kind == "bytes":
+            limiter.charge_bytes(size, now)
+            model.bytes.consume(size, now)
+        else:
+            limiter.charge(KINDS[kind], now)
+            model.charge(KINDS[kind], now)
+        assert limiter.ready_at(now) == pytest.approx(model.ready_at(now))
+        later = now + gap * 3
+        assert limiter.ready_at(later) == pytest.approx(model.ready_at(later))
+
+
 def test_ping_flood_is_abuse_and_honest_pings_are_not():
     limiter = RateLimiter(RateLimits(), 0.0)
     honest = [limiter.charge(Ping(nonce=n), n * 15.0).abusive for n in range(100)]
