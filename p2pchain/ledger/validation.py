@@ -88,6 +88,12 @@ def _sum_by_asset(outputs: Iterable[TxOutput]) -> defaultdict[AssetId, int]:
 
 def check_transaction(tx: Transaction, params: ChainParams) -> None:
     """Context-free rules: sizes, counts, amounts, duplicate inputs, locks, the kind's shape."""
+    _check_structure(tx, params)
+
+
+def _check_structure(tx: Transaction, params: ChainParams) -> defaultdict[AssetId, int]:
+    """`check_transaction`, returning the outputs' totals by asset (which the value rules of
+    `validate_transaction` need again)."""
     if len(tx.inputs) > params.max_tx_inputs:
         raise _fail(Reason.TOO_MANY_INPUTS, f"{len(tx.inputs)} > {params.max_tx_inputs}")
     if len(tx.outputs) > params.max_tx_outputs:
@@ -99,13 +105,15 @@ def check_transaction(tx: Transaction, params: ChainParams) -> None:
             raise _fail(Reason.AMOUNT_OUT_OF_RANGE, f"output {index}: {output.amount}")
         if not output.lock.is_well_formed():
             raise _fail(Reason.BAD_LOCK, f"output {index}")
-    for asset, total in _sum_by_asset(tx.outputs).items():
+    totals = _sum_by_asset(tx.outputs)
+    for asset, total in totals.items():
         if total > params.max_money:
             raise _fail(Reason.VALUE_OVERFLOW, f"asset {asset.hex()[:16]}: {total}")
     if len({tx_input.outpoint for tx_input in tx.inputs}) != len(tx.inputs):
         raise _fail(Reason.DUPLICATE_INPUT)
     _check_offers(tx)
     _check_shape(tx, params)
+    return totals
 
 
 def _check_offers(tx: Transaction) -> None:
@@ -260,7 +268,7 @@ def validate_transaction(
     Raises:
         InvalidTransaction: with the reason of the first rule broken. The view is not changed.
     """
-    check_transaction(tx, params)
+    outs = _check_structure(tx, params)
     if tx.kind is TxKind.REWARD:
         raise _fail(Reason.MISPLACED_REWARD, "a reward is only valid as a block's first tx")
     txid = tx.txid
@@ -281,7 +289,7 @@ def validate_transaction(
             raise _fail(Reason.OFFER_EXPIRED, f"input {index}: until {tx_input.offer_until}")
         _check_spendable(tx, output, context.height, epoch, index)
         spent.append(output)
-    fee = _check_value(tx, spent, view, params)
+    fee = _check_value(tx, spent, outs, view, params)
     if fee < params.min_fee_rate * tx.size:
         raise _fail(Reason.FEE_TOO_LOW, f"fee {fee} < {params.min_fee_rate} per byte")
     if tx.kind is TxKind.UNBOND:
@@ -308,10 +316,15 @@ def _check_spendable(
 
 
 def _check_value(
-    tx: Transaction, spent: list[TxOutput], view: LedgerReader, params: ChainParams
+    tx: Transaction,
+    spent: list[TxOutput],
+    outs: defaultdict[AssetId, int],
+    view: LedgerReader,
+    params: ChainParams,
 ) -> int:
-    """Per-asset conservation with issue/mint exceptions; return the native fee."""
-    ins, outs = _sum_by_asset(spent), _sum_by_asset(tx.outputs)
+    """Per-asset conservation with issue/mint exceptions (`outs`: the outputs' totals by
+    asset); return the native fee."""
+    ins = _sum_by_asset(spent)
     created: AssetId | None = None
     if isinstance(tx.payload, IssuePayload):
         created = compute_asset_id(tx.inputs[0].outpoint)
