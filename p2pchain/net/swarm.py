@@ -771,11 +771,7 @@ class Swarm:
             handle.close(DisconnectReason.INTERNAL_ERROR)
 
     async def _handle_peer_event(self, handle: PeerHandle, event: PeerEvent) -> None:
-        if isinstance(event, PeerFailed):
-            self.faults.record(event.where, event.error, peer=_describe(handle))
-        elif isinstance(event, HandshakeComplete):
-            await self._on_handshake(handle, event.hello)
-        elif isinstance(event, MessageReceived):
+        if isinstance(event, MessageReceived):  # first: nearly every event is one
             peer_id = handle.peer_id
             if (
                 peer_id is None
@@ -794,17 +790,22 @@ class Swarm:
                 self._wake.set()
             else:
                 share = self._links[handle].share
-                if share.held >= share.limit:
+                if not share.try_acquire():
                     self._reads_paused += 1
-                await share.acquire()  # this peer's reader waits here: TCP back-pressure
+                    await share.acquire()  # this peer's reader waits here: TCP back-pressure
+                inbound = InboundMessage(peer_id=peer_id, message=message, release=share.release)
+                weight = message_weight(message)
+                if self.events.try_send(inbound, weight):
+                    return
                 try:
-                    await self.events.send(
-                        InboundMessage(peer_id=peer_id, message=message, release=share.release),
-                        message_weight(message),
-                    )
+                    await self.events.send(inbound, weight)
                 except BaseException:
                     share.release()
                     raise
+        elif isinstance(event, PeerFailed):
+            self.faults.record(event.where, event.error, peer=_describe(handle))
+        elif isinstance(event, HandshakeComplete):
+            await self._on_handshake(handle, event.hello)
         elif isinstance(event, PeerMisbehaved):
             self._protocol_errors += event.offence is Offence.PROTOCOL_ERROR
             amount = {

@@ -246,9 +246,12 @@ async def test_peer_events_in_any_order_keep_the_service_consistent():
                     else:
                         message = Publish(topic=Topic.VOTE, data=bytes([rng.randrange(256)]))
                         event = InboundMessage(peer_id=peer_id, message=message)
-                    node._on_event(event)
+                    node._on_event(event, trio.current_time())
                     assert set(node._generation) == model
                     assert set(node._router.peers) == model
                 for peer_id in list(model):
-                    node._on_event(PeerDisconnected(peer_id=peer_id, reason=None, by_peer=True))
+                    node._on_event(
+                        PeerDisconnected(peer_id=peer_id, reason=None, by_peer=True),
+                        trio.current_time(),
+                    )
     assert node.statistics().swarm.internal_errors == ()

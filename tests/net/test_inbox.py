@@ -129,3 +129,41 @@ def test_releasing_more_than_was_taken_is_a_bug_that_raises():
     share = InboxShare(2)
     with pytest.raises(RuntimeError, match="released more often"):
         share.release()
+
+
+@settings(max_examples=60)
+@given(
+    max_events=st.integers(1, 6),
+    max_bytes=st.integers(1, 2_000),
+    weights=st.lists(st.integers(1, 1_500), max_size=20),
+)
+async def test_try_send_queues_exactly_when_send_would_not_wait(max_events, max_bytes, weights):
+    """The reader's no-coroutine path: `try_send` takes an event iff there is room for its
+    count and weight (or the inbox is empty), and a refusal changes nothing."""
+    inbox: Inbox[int] = Inbox(max_events, max_bytes)
+    queued: list[int] = []
+    held = 0
+    for index, weight in enumerate(weights):
+        room = len(queued) < max_events and (held == 0 or held + weight <= max_bytes)
+        assert inbox.try_send(index, weight) is room
+        if room:
+            queued.append(index)
+            held += weight
+        assert inbox.held_bytes == held
+    taken = await inbox.receive_batch(len(queued)) if queued else []
+    assert taken == queued
+    assert inbox.held_bytes == 0
+
+
+@given(limit=st.integers(1, 8), steps=st.lists(st.booleans(), max_size=40))
+def test_try_acquire_takes_a_unit_below_the_limit_and_nothing_at_it(limit, steps):
+    share = InboxShare(limit)
+    held = 0
+    for take in steps:
+        if take:
+            assert share.try_acquire() is (held < limit)
+            held += held < limit
+        elif held:
+            share.release()
+            held -= 1
+        assert share.held == held
