@@ -208,12 +208,13 @@ def _nothing_held() -> None:
     """The release of a message that holds no share (built by hand, as tests do)."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class InboundMessage:
     """A message for the layer above (gossip, status, sync).
 
     It holds one unit of its sender's `inbox_per_peer` share until the layer above calls
-    `release()`, exactly once, when it is done with it.
+    `release()`, exactly once, when it is done with it. Not frozen: one is made per message
+    received (a frozen dataclass's `__init__` costs three times as much); nothing changes it.
     """
 
     peer_id: PeerId
