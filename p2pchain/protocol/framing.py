@@ -51,15 +51,22 @@ class FrameDecoder:
     def __init__(self, check_header: HeaderCheck = check_frame_header) -> None:
         self._check_header = check_header
         self._buffer = bytearray()
+        self._start = 0
+        """Where the unread bytes begin: frames are taken by moving it, and the bytes before
+        it dropped at the next `receive_data`, so taking k frames from one decrypted chunk
+        costs O(chunk), not O(k * chunk)."""
         self._body_length: int | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""
-        return len(self._buffer)
+        return len(self._buffer) - self._start
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes from the stream."""
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
         self._buffer += data
 
     def next_frame(self) -> bytes | None:
@@ -69,20 +76,21 @@ class FrameDecoder:
             DecodeError: zero length, unknown type, a length over the type's limit, or a
                 header the `check_header` rule refuses.
         """
+        buffer, start = self._buffer, self._start
         if self._body_length is None:
-            if len(self._buffer) < LENGTH_BYTES:
+            if len(buffer) - start < LENGTH_BYTES:
                 return None
-            length = int.from_bytes(self._buffer[:LENGTH_BYTES], "big")
+            length = int.from_bytes(buffer[start : start + LENGTH_BYTES], "big")
             if length == 0:
                 raise DecodeError("zero-length frame")
-            if len(self._buffer) < HEADER_BYTES:
+            if len(buffer) - start < HEADER_BYTES:
                 return None
-            self._check_header(length, self._buffer[LENGTH_BYTES])
+            self._check_header(length, buffer[start + LENGTH_BYTES])
             self._body_length = length
-        end = LENGTH_BYTES + self._body_length
-        if len(self._buffer) < end:
+        end = start + LENGTH_BYTES + self._body_length
+        if len(buffer) < end:
             return None
-        body = bytes(self._buffer[LENGTH_BYTES:end])
-        del self._buffer[:end]
+        body = bytes(buffer[start + LENGTH_BYTES : end])
+        self._start = end
         self._body_length = None
         return body

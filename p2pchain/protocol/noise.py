@@ -226,14 +226,20 @@ class NoiseMessageDecoder:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._start = 0
+        """Where the unread bytes begin (as in `FrameDecoder`: taking a message moves it; the
+        bytes before it are dropped at the next `receive_data`)."""
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a message."""
-        return len(self._buffer)
+        return len(self._buffer) - self._start
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes from the stream."""
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
         self._buffer += data
 
     def next_message(self, max_length: int = MAX_NOISE_MESSAGE) -> bytes | None:
@@ -242,14 +248,15 @@ class NoiseMessageDecoder:
         Raises:
             DecodeError: an empty message or one longer than `max_length`.
         """
-        if len(self._buffer) < LENGTH_BYTES:
+        buffer, start = self._buffer, self._start
+        if len(buffer) - start < LENGTH_BYTES:
             return None
-        length = int.from_bytes(self._buffer[:LENGTH_BYTES], "big")
+        length = int.from_bytes(buffer[start : start + LENGTH_BYTES], "big")
         if not 0 < length <= max_length:
             raise DecodeError(f"noise message of {length} bytes (allowed 1..{max_length})")
-        end = LENGTH_BYTES + length
-        if len(self._buffer) < end:
+        end = start + LENGTH_BYTES + length
+        if len(buffer) < end:
             return None
-        message = bytes(self._buffer[LENGTH_BYTES:end])
-        del self._buffer[:end]
+        message = bytes(buffer[start + LENGTH_BYTES : end])
+        self._start = end
         return message

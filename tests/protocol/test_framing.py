@@ -35,6 +35,7 @@ def test_frames_survive_any_split(messages, cuts):
         decoder.receive_data(stream[start:end])
         while (body := decoder.next_frame()) is not None:
             bodies.append(body)
+        assert decoder.buffered == end - sum(4 + len(b) for b in bodies)  # what is left over
     assert [decode_message(b) for b in bodies] == messages
     assert decoder.buffered == 0
 

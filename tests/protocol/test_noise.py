@@ -96,6 +96,26 @@ def test_transport_round_trip_in_bounded_chunks(data):
     assert b"".join(b.decrypt(m) for m in messages) == data
 
 
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=3_000), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=20_000), max_size=8),
+)
+def test_transport_messages_survive_any_split_of_the_stream(chunks, cuts):
+    (a, _), (b, _) = _session(1, True), _session(2, False)
+    _handshake(a, b)
+    wire = b"".join(a.encrypt(chunk) for chunk in chunks)
+    points = sorted({c % (len(wire) + 1) for c in cuts})
+    decoder = NoiseMessageDecoder()
+    plaintext, taken = b"", 0
+    for start, end in zip([0, *points], [*points, len(wire)], strict=True):
+        decoder.receive_data(wire[start:end])
+        while (message := decoder.next_message()) is not None:
+            plaintext += b.decrypt(message)
+            taken += 2 + len(message)  # the length prefix and the ciphertext
+        assert decoder.buffered == end - taken  # what is left over
+    assert plaintext == b"".join(chunks)
+
+
 @given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
 def test_any_flipped_bit_fails_authentication(position, bit):
     (a, _), (b, _) = _session(1, True), _session(2, False)
