@@ -131,11 +131,15 @@ class PeerHandle:
         self._answered: set[int] = set()
         self._stage = Where.CONNECTION
         self._writer_fault: Exception | None = None
+        self._peer_id: PeerId | None = None
 
     @property
     def peer_id(self) -> PeerId | None:
-        """The node key proved by the peer (None until the Noise handshake is done)."""
-        return self.conn.peer_key
+        """The node key proved by the peer (None until the Noise handshake is done); kept once
+        known, since a proved key never changes and the swarm asks for it per message."""
+        if self._peer_id is None:
+            self._peer_id = self.conn.peer_key
+        return self._peer_id
 
     @property
     def is_active(self) -> bool:
