@@ -350,12 +350,12 @@ def test_a_tallied_proposal_keeps_the_tally_it_had_and_drops_its_snapshot_and_vo
         assert record.current_tally() == before
         decoded = GovernanceState.from_rlp(decode_item(encode_item(state.to_rlp())), PARAMS)
         assert decoded.proposal(proposal) == record
-    if before.passes(PARAMS):
-        expected = ProposalStatus.ENACTED
-    elif before.reaches_quorum(PARAMS):
-        expected = ProposalStatus.REJECTED
-    else:
-        expected = ProposalStatus.NO_QUORUM
+    outcomes = {  # (passes, reaches quorum): where the proposal ends once activation passed
+        (True, True): ProposalStatus.ENACTED,
+        (False, True): ProposalStatus.REJECTED,
+        (False, False): ProposalStatus.NO_QUORUM,
+    }
+    expected = outcomes[before.passes(PARAMS), before.reaches_quorum(PARAMS)]
     assert [p.status for p in state.finished] == [expected]
     assert (state.params.min_fee_rate == 5) is before.passes(PARAMS)
 
