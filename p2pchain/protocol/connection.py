@@ -99,6 +99,17 @@ def _message_type(message: Message) -> int:
     return type(message).TYPE
 
 
+_PLAIN_WHEN_ACTIVE: Final = frozenset(
+    kind
+    for kind in _ACTIVE_MESSAGES
+    if TRANSITIONS.get((State.ACTIVE, kind)) is State.ACTIVE
+    and kind not in (Hello, Ping, Pong)
+    and kind.TYPE not in _ANSWER_TYPES
+)
+"""Types an ACTIVE link takes with nothing to do but pass them up (no state change, no
+answer to count, no ping to settle): nearly every message, given a shortcut in `_on_message`."""
+
+
 _ACCEPTED_TYPES: Final[Mapping[State, frozenset[int]]] = {
     state: frozenset(
         trigger.TYPE
@@ -378,6 +389,9 @@ class PeerConnection:
 
     def _on_message(self, message: Message) -> None:
         before = self.state
+        if before is State.ACTIVE and type(message) in _PLAIN_WHEN_ACTIVE:
+            self._events.append(MessageReceived(message=message))
+            return
         if (before, type(message)) not in TRANSITIONS:
             raise LocalProtocolError(f"{type(message).__name__} not allowed in state {before}")
         if isinstance(message, Disconnect):

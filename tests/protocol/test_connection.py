@@ -3,7 +3,7 @@
 from collections import Counter
 
 import pytest
-from hypothesis import assume
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -16,6 +16,7 @@ from hypothesis.stateful import (
 from p2pchain.errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from p2pchain.ledger.crypto import sha256
 from p2pchain.ledger.types import BlockId
+from p2pchain.protocol import connection
 from p2pchain.protocol.connection import (
     NEED_DATA,
     TRANSITIONS,
@@ -124,6 +125,24 @@ def test_frames_queued_together_go_out_in_as_few_transport_messages_as_fit(count
     assert len(data) == plaintext + transports * (2 + 16)
     pair.dialer.receive_data(data)
     assert drain_events(pair.dialer) == [MessageReceived(message=m) for m in messages]
+
+
+@given(message=link_messages().filter(lambda m: m.TYPE not in connection._ANSWER_TYPES))
+def test_the_active_shortcut_does_what_the_full_path_does(message):
+    """`_on_message` passes most messages of an ACTIVE link straight up; with the shortcut
+    off, the full path must give the same events, state and expected answers. (Answers are
+    refused unasked, and never take the shortcut.)"""
+    outcomes = []
+    for shortcut in (True, False):
+        pair = _active_pair()
+        with pytest.MonkeyPatch.context() as patch:
+            if not shortcut:
+                patch.setattr(connection, "_PLAIN_WHEN_ACTIVE", frozenset())
+            pair.listener.send(message)
+            events = pair.deliver_to_dialer()
+        outcomes.append((events, pair.dialer.state, dict(pair.dialer._answers_expected)))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == [MessageReceived(message=message)]
 
 
 def test_local_misuse_raises_local_protocol_error():
