@@ -300,6 +300,9 @@ class GossipRouter:
         """Bytes awaiting a verdict per first sender (the peer whose share they use)."""
         self._mcache = _MessageCache(self.params.mcache_len, self.params.max_mcache_bytes)
         self._counters = _Counters()
+        self._open_promises = 0
+        """IWANT promises open over all peers, so that a Publish, which keeps any promise for
+        its id, looks through the peers only when one is open."""
 
     # -- peers -------------------------------------------------------------------------------
 
@@ -315,8 +318,10 @@ class GossipRouter:
 
     def remove_peer(self, peer_id: PeerId) -> None:
         """Forget a disconnected peer: meshes, backoffs, counters and open promises."""
-        if self._peers.pop(peer_id, None) is None:
+        state = self._peers.pop(peer_id, None)
+        if state is None:
             raise LocalProtocolError("unknown peer")
+        self._open_promises -= len(state.promises)
         for mesh in self._mesh.values():
             mesh.pop(peer_id, None)
 
@@ -402,8 +407,9 @@ class GossipRouter:
 
     def _on_publish(self, peer_id: PeerId, message: Publish, now: float) -> list[GossipAction]:
         message_id = compute_message_id(message.topic, message.data)
-        for peer in self._peers.values():
-            peer.promises.pop(message_id, None)
+        if self._open_promises:
+            for peer in self._peers.values():
+                self._open_promises -= peer.promises.pop(message_id, None) is not None
         if message_id in self._seen:
             self._counters.duplicates += 1
             pending = self._pending.get(message_id)
@@ -447,7 +453,9 @@ class GossipRouter:
         peer.ids_asked_this_heartbeat += len(wanted)
         # Track one promise per request, as gossipsub does: a peer cannot know which id we check.
         promised = wanted[self._rng.randrange(len(wanted))]
-        peer.promises.setdefault(promised, now + self.params.iwant_followup_time)
+        if promised not in peer.promises:
+            peer.promises[promised] = now + self.params.iwant_followup_time
+            self._open_promises += 1
         self._counters.iwant_sent += 1
         return [Send(peer_id=peer_id, message=IWant(message_ids=tuple(wanted)))]
 
@@ -522,6 +530,7 @@ class GossipRouter:
         actions: list[GossipAction] = []
         for peer_id, peer in self._peers.items():
             broken = [message_id for message_id, due in peer.promises.items() if due <= now]
+            self._open_promises -= len(broken)
             for message_id in broken:
                 del peer.promises[message_id]
                 self._counters.broken_promises += 1

@@ -336,6 +336,46 @@ def test_kept_iwant_promise_is_not_penalized():
     assert penalties(router.heartbeat(10.0)) == []
 
 
+PROMISE_IDS = [compute_message_id(Topic.BLOCK, b"block %d" % i) for i in range(6)]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["ihave", "publish", "heartbeat", "reconnect"]),
+            st.integers(0, 2),
+            st.integers(0, 5),
+        ),
+        max_size=60,
+    )
+)
+def test_open_promises_are_counted_exactly_and_kept_by_any_copy(steps):
+    """The router counts the IWANT promises open over all peers (a Publish looks through the
+    peers only when one is open): the count matches the promises held after every step, and
+    a message arriving from anyone keeps every peer's promise for it."""
+    router = router_with_peers(3)
+    now = 0.0
+    for action, who, which in steps:
+        now += 1.0  # promises fall due after `iwant_followup_time` (3 s): some are broken
+        message_id = PROMISE_IDS[which]
+        if action == "ihave":
+            router.handle_message(
+                peer(who), IHave(topic=Topic.BLOCK, message_ids=(message_id,)), now
+            )
+        elif action == "publish":
+            router.handle_message(
+                peer(who), Publish(topic=Topic.BLOCK, data=b"block %d" % which), now
+            )
+            assert all(message_id not in state.promises for state in router._peers.values())
+        elif action == "heartbeat":
+            router.heartbeat(now)
+        else:
+            router.remove_peer(peer(who))
+            router.add_peer(peer(who), outbound=False)
+        held = sum(len(state.promises) for state in router._peers.values())
+        assert router._open_promises == held
+
+
 def test_validation_queue_and_seen_cache_are_bounded():
     params = GossipParams(max_pending_validations=3, max_seen=5)
     router = GossipRouter(Random(0), params)
