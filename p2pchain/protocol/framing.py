@@ -40,6 +40,12 @@ HeaderCheck = Callable[[int, int], None]
 """``check(length, message_type)``: raise `DecodeError` to refuse a frame before its body."""
 
 
+COMPACT_AFTER: Final = 64 * 1024
+"""Consumed bytes a decoder keeps before dropping them: past this (a large frame, or a chunk of
+small ones), or once everything is read, they go at once, so a 16 MiB frame is not held twice,
+while the frames of one chunk cost one move, not one each."""
+
+
 class FrameDecoder:
     """Splits a byte stream into frame bodies, rejecting bad headers before buffering bodies.
 
@@ -53,8 +59,8 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._start = 0
         """Where the unread bytes begin: frames are taken by moving it, and the bytes before
-        it dropped at the next `receive_data`, so taking k frames from one decrypted chunk
-        costs O(chunk), not O(k * chunk)."""
+        it dropped at the next `receive_data` or past `COMPACT_AFTER`, so taking k frames
+        from one decrypted chunk costs O(chunk), not O(k * chunk)."""
         self._body_length: int | None = None
 
     @property
@@ -92,5 +98,8 @@ class FrameDecoder:
             return None
         body = bytes(buffer[start + LENGTH_BYTES : end])
         self._start = end
+        if end == len(buffer) or end >= COMPACT_AFTER:  # never hold a big frame twice
+            del buffer[:end]
+            self._start = 0
         self._body_length = None
         return body

@@ -29,6 +29,7 @@ from noise.exceptions import (
 from p2pchain.errors import DecodeError
 from p2pchain.ledger.crypto import SecretKey, tagged_hash, verify
 from p2pchain.ledger.encoding import RLPItem, decode_item, encode_item, read_fixed, read_list
+from p2pchain.protocol.framing import COMPACT_AFTER
 
 NOISE_PROTOCOL_NAME: Final = b"Noise_XX_25519_ChaChaPoly_SHA256"
 PROLOGUE: Final = b"p2pchain/noise/1"
@@ -228,7 +229,7 @@ class NoiseMessageDecoder:
         self._buffer = bytearray()
         self._start = 0
         """Where the unread bytes begin (as in `FrameDecoder`: taking a message moves it; the
-        bytes before it are dropped at the next `receive_data`)."""
+        bytes before it are dropped at the next `receive_data` or past `COMPACT_AFTER`)."""
 
     @property
     def buffered(self) -> int:
@@ -259,4 +260,7 @@ class NoiseMessageDecoder:
             return None
         message = bytes(buffer[start + LENGTH_BYTES : end])
         self._start = end
+        if end == len(buffer) or end >= COMPACT_AFTER:
+            del buffer[:end]
+            self._start = 0
         return message
