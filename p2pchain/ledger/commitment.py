@@ -20,7 +20,6 @@ starts from (`genesis_governance_value`), so that a genesis block is built witho
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
 
 from p2pchain.ledger.crypto import tagged_hash
@@ -41,7 +40,6 @@ STAKE_VALUE_TAG: Final = b"p2pchain/state/stake"
 GOVERNANCE_KEY_TAG: Final = b"p2pchain/state/governance"
 GOVERNANCE_VALUE_TAG: Final = b"p2pchain/state/governance-state"
 
-_SHA256 = hashlib.sha256
 _STAKE = LockKind.STAKE
 
 VALIDATORS_KEY: Final = tagged_hash(VALIDATORS_KEY_TAG, b"")
@@ -57,11 +55,9 @@ def asset_key(asset: AssetId) -> Hash32:
 
 
 def outpoint_key(outpoint: OutPoint) -> Hash32:
-    """``tagged_hash(tag, txid || u32be(index))``: no RLP, and `tagged_hash` inlined, as it
-    is computed for every output created and spent."""
-    return Hash32(
-        _SHA256(OUTPOINT_KEY_TAG + outpoint.txid + outpoint.index.to_bytes(4, "big")).digest()
-    )
+    """``tagged_hash(tag, txid || u32be(index))``: no RLP, it is computed for every output
+    created and spent."""
+    return tagged_hash(OUTPOINT_KEY_TAG, outpoint.txid + outpoint.index.to_bytes(4, "big"))
 
 
 def validator_key(key: PublicKey) -> Hash32:
@@ -70,9 +66,9 @@ def validator_key(key: PublicKey) -> Hash32:
 
 def output_value(output: TxOutput, encoded: bytes | None = None) -> Hash32:
     """``tagged_hash(tag, rlp(output))``; `encoded` is that RLP when the caller has it."""
-    if encoded is None:
-        encoded = encode_item(output.to_rlp())
-    return Hash32(_SHA256(OUTPUT_VALUE_TAG + encoded).digest())
+    return tagged_hash(
+        OUTPUT_VALUE_TAG, encode_item(output.to_rlp()) if encoded is None else encoded
+    )
 
 
 def asset_value(encoded_info: bytes) -> Hash32:
