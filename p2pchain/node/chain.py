@@ -195,6 +195,11 @@ class _ChangeWrite:
         return self.justified is not None or self.finalized is not None
 
 
+def _missing(block_id: BlockId) -> StorageError:
+    """A released finalized block not in storage (it is stored before it is released)."""
+    return StorageError(f"finalized block {block_id.hex()} is missing from storage")
+
+
 def _trust_stored(tx: Transaction, txid: TxId) -> bool:
     """Signature check for blocks replayed from our own database (verified before storing)."""
     return True
@@ -390,7 +395,7 @@ class ChainService:
         """A released body, read from storage (it is stored before release)."""
         block = self.storage.get_block(block_id)
         if block is None:
-            raise StorageError(f"finalized block {block_id.hex()} is missing from storage")
+            raise _missing(block_id)
         return block
 
     def _locate(self, txid: TxId) -> TxLocation | None:
@@ -431,7 +436,7 @@ class ChainService:
             return node.block.header
         header = self.storage.get_header(block_id)  # the header alone: no body decoded
         if header is None:
-            raise StorageError(f"finalized block {block_id.hex()} is missing from storage")
+            raise _missing(block_id)
         return header
 
     async def prove_state(self, block_id: BlockId, query: StateQuery) -> StateProof:
