@@ -41,9 +41,46 @@ HeaderCheck = Callable[[int, int], None]
 
 
 COMPACT_AFTER: Final = 64 * 1024
-"""Consumed bytes a decoder keeps before dropping them: past this (a large frame, or a chunk of
-small ones), or once everything is read, they go at once, so a 16 MiB frame is not held twice,
-while the frames of one chunk cost one move, not one each."""
+"""Consumed bytes a `StreamBuffer` keeps before dropping them: past this (a large item, or a
+chunk of small ones), or once everything is read, they go at once, so a 16 MiB frame is not
+held twice, while the items of one chunk cost one move, not one each."""
+
+
+class StreamBuffer:
+    """Bytes received from a stream and not yet taken, for the decoders that cut it into
+    length-prefixed items (frames, Noise messages). Taking an item moves a read offset; the
+    bytes before it are dropped at the next `append` or past `COMPACT_AFTER`, so taking k items
+    from one chunk costs O(chunk), not O(k * chunk)."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._start = 0
+
+    def __len__(self) -> int:
+        return len(self._data) - self._start
+
+    def append(self, data: bytes) -> None:
+        if self._start:
+            del self._data[: self._start]
+            self._start = 0
+        self._data += data
+
+    def peek(self, offset: int, length: int) -> bytes:
+        """`length` unread bytes from `offset` on (the caller checked they are there)."""
+        start = self._start + offset
+        return bytes(self._data[start : start + length])
+
+    def take(self, skip: int, length: int) -> bytes:
+        """Drop `skip` unread bytes (a header) and take the `length` after them."""
+        start = self._start + skip
+        end = start + length
+        item = bytes(self._data[start:end])
+        if end == len(self._data) or end >= COMPACT_AFTER:  # never hold a big item twice
+            del self._data[:end]
+            self._start = 0
+        else:
+            self._start = end
+        return item
 
 
 class FrameDecoder:
@@ -56,24 +93,17 @@ class FrameDecoder:
 
     def __init__(self, check_header: HeaderCheck = check_frame_header) -> None:
         self._check_header = check_header
-        self._buffer = bytearray()
-        self._start = 0
-        """Where the unread bytes begin: frames are taken by moving it, and the bytes before
-        it dropped at the next `receive_data` or past `COMPACT_AFTER`, so taking k frames
-        from one decrypted chunk costs O(chunk), not O(k * chunk)."""
+        self._buffer = StreamBuffer()
         self._body_length: int | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a frame."""
-        return len(self._buffer) - self._start
+        return len(self._buffer)
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes from the stream."""
-        if self._start:
-            del self._buffer[: self._start]
-            self._start = 0
-        self._buffer += data
+        self._buffer.append(data)
 
     def next_frame(self) -> bytes | None:
         """The next complete body (type byte + payload), or None if more bytes are needed.
@@ -82,24 +112,19 @@ class FrameDecoder:
             DecodeError: zero length, unknown type, a length over the type's limit, or a
                 header the `check_header` rule refuses.
         """
-        buffer, start = self._buffer, self._start
+        buffer = self._buffer
         if self._body_length is None:
-            if len(buffer) - start < LENGTH_BYTES:
+            if len(buffer) < LENGTH_BYTES:
                 return None
-            length = int.from_bytes(buffer[start : start + LENGTH_BYTES], "big")
+            length = int.from_bytes(buffer.peek(0, LENGTH_BYTES), "big")
             if length == 0:
                 raise DecodeError("zero-length frame")
-            if len(buffer) - start < HEADER_BYTES:
+            if len(buffer) < HEADER_BYTES:
                 return None
-            self._check_header(length, buffer[start + LENGTH_BYTES])
+            self._check_header(length, buffer.peek(LENGTH_BYTES, 1)[0])
             self._body_length = length
-        end = start + LENGTH_BYTES + self._body_length
-        if len(buffer) < end:
+        if len(buffer) < LENGTH_BYTES + self._body_length:
             return None
-        body = bytes(buffer[start + LENGTH_BYTES : end])
-        self._start = end
-        if end == len(buffer) or end >= COMPACT_AFTER:  # never hold a big frame twice
-            del buffer[:end]
-            self._start = 0
+        body = buffer.take(LENGTH_BYTES, self._body_length)
         self._body_length = None
         return body

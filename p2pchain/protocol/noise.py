@@ -29,7 +29,7 @@ from noise.exceptions import (
 from p2pchain.errors import DecodeError
 from p2pchain.ledger.crypto import SecretKey, tagged_hash, verify
 from p2pchain.ledger.encoding import RLPItem, decode_item, encode_item, read_fixed, read_list
-from p2pchain.protocol.framing import COMPACT_AFTER
+from p2pchain.protocol.framing import StreamBuffer
 
 NOISE_PROTOCOL_NAME: Final = b"Noise_XX_25519_ChaChaPoly_SHA256"
 PROLOGUE: Final = b"p2pchain/noise/1"
@@ -226,22 +226,16 @@ class NoiseMessageDecoder:
     """Splits a byte stream into Noise messages (``length || ciphertext``)."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._start = 0
-        """Where the unread bytes begin (as in `FrameDecoder`: taking a message moves it; the
-        bytes before it are dropped at the next `receive_data` or past `COMPACT_AFTER`)."""
+        self._buffer = StreamBuffer()
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as a message."""
-        return len(self._buffer) - self._start
+        return len(self._buffer)
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes from the stream."""
-        if self._start:
-            del self._buffer[: self._start]
-            self._start = 0
-        self._buffer += data
+        self._buffer.append(data)
 
     def next_message(self, max_length: int = MAX_NOISE_MESSAGE) -> bytes | None:
         """The next whole message, or None if more bytes are needed.
@@ -249,18 +243,12 @@ class NoiseMessageDecoder:
         Raises:
             DecodeError: an empty message or one longer than `max_length`.
         """
-        buffer, start = self._buffer, self._start
-        if len(buffer) - start < LENGTH_BYTES:
+        buffer = self._buffer
+        if len(buffer) < LENGTH_BYTES:
             return None
-        length = int.from_bytes(buffer[start : start + LENGTH_BYTES], "big")
+        length = int.from_bytes(buffer.peek(0, LENGTH_BYTES), "big")
         if not 0 < length <= max_length:
             raise DecodeError(f"noise message of {length} bytes (allowed 1..{max_length})")
-        end = start + LENGTH_BYTES + length
-        if len(buffer) < end:
+        if len(buffer) < LENGTH_BYTES + length:
             return None
-        message = bytes(buffer[start + LENGTH_BYTES : end])
-        self._start = end
-        if end == len(buffer) or end >= COMPACT_AFTER:
-            del buffer[:end]
-            self._start = 0
-        return message
+        return buffer.take(LENGTH_BYTES, length)
